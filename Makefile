@@ -1,0 +1,42 @@
+# The two commands (see README):  make reproduce   and   make test
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+SEEDS   ?= 3
+
+.PHONY: install reproduce test check-sync export clean-nbs bench
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -e ".[dev,bench]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+# main job: the reproduction on the embedded SynthNeg dataset, offline, on CPU
+reproduce: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/semclip-reproduce --dataset synthneg --seeds $(SEEDS)
+
+# the test suite: one pytest case per notebook plus the integration tests
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -v -p no:cacheprovider --durations=15
+
+# semclip/ must be what the notebooks export, and the notebooks must be clean
+check-sync: install
+	@$(VENV)/bin/nbdev-export
+	@git diff --quiet -- semclip && test -z "$$(git status --porcelain -- semclip)" || \
+	  { echo "ERROR: nbdev-export changed semclip/: the library is not what nbs/ exports. Run 'make export' and commit."; git status --short -- semclip; exit 1; }
+	@$(VENV)/bin/nbdev-clean
+	@git diff --quiet -- nbs || \
+	  { echo "ERROR: nbdev-clean changed nbs/: commit clean notebooks (run 'make clean-nbs')."; git diff --stat -- nbs; exit 1; }
+	@echo "semclip/ matches nbs/, notebooks are clean."
+
+export: install
+	$(VENV)/bin/nbdev-export
+
+clean-nbs: install
+	$(VENV)/bin/nbdev-clean
+
+bench: install
+	for f in bench/*.py; do $(PY) $$f || exit 1; done
