@@ -32,6 +32,7 @@ class DataError(SemclipError, ValueError):
         self.problem, self.file, self.row = problem, (str(file) if file is not None else None), row
         where = ', '.join(p for p in [f"file '{self.file}'" if self.file else '', f'row {row}' if row is not None else ''] if p)
         super().__init__(f'{where}: {problem}' if where else problem)
+    def __reduce__(self): return (type(self), (self.problem, self.file, self.row))  # survives DataLoader workers
 
 class DatasetNotFoundError(DataError, FileNotFoundError):
     "A dataset's files are not where they should be."

@@ -11,21 +11,23 @@ raw markdown that is not commented out). The .ipynb stays the single source of t
 import json, sys, re
 from pathlib import Path
 
-_sep = re.compile(r'^# %%( \[md\])?\s*$')
+_sep = re.compile(r'^# %%( \[md\]| \[parameters\])?\s*$')
 
 def py2nb(src, dst):
-    cells, cur, kind = [], None, None
+    cells, cur, kind, tags = [], None, None, []
     def flush():
+        nonlocal tags
         if cur is None: return
         txt = '\n'.join(cur).strip('\n')
         if not txt and kind == 'code': return
-        c = dict(cell_type=kind, metadata={}, source=txt.splitlines(True))
+        c = dict(cell_type=kind, metadata=dict(tags=tags) if tags else {}, source=txt.splitlines(True))
         if kind == 'code': c.update(execution_count=None, outputs=[])
         cells.append(c)
     for line in Path(src).read_text().splitlines():
         m = _sep.match(line)
         if m:
-            flush(); cur, kind = [], ('markdown' if m.group(1) else 'code')
+            flush(); cur, kind = [], ('markdown' if m.group(1) == ' [md]' else 'code')
+            tags = ['parameters'] if m.group(1) == ' [parameters]' else []
         elif cur is not None: cur.append(line)
     flush()
     nb = dict(cells=cells, metadata=dict(kernelspec=dict(display_name='python3', language='python', name='python3')),
@@ -37,7 +39,8 @@ def nb2py(src, dst):
     nb = json.loads(Path(src).read_text())
     out = []
     for c in nb['cells']:
-        out.append('# %% [md]' if c['cell_type'] == 'markdown' else '# %%')
+        tags = c.get('metadata', {}).get('tags', [])
+        out.append('# %% [md]' if c['cell_type'] == 'markdown' else '# %% [parameters]' if 'parameters' in tags else '# %%')
         out.append(''.join(c['source']))
         out.append('')
     Path(dst).write_text('\n'.join(out))
