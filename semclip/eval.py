@@ -77,7 +77,7 @@ def negation_accuracy(img, # image embeddings [n, d]
     return out
 
 # %% ../nbs/06_eval.ipynb #0000000b
-MAX_ELEMS = 2**24 # scores materialised at once when ranking (a chunk of queries x all keys)
+MAX_ELEMS = 2**22 # scores materialised at once when ranking (a chunk of queries x all keys: 16 MB in float32)
 
 def _chunk(n_queries:int, n_keys:int, max_elems:int) -> int: return max(1, min(n_queries, max_elems // max(n_keys, 1)))
 
@@ -448,7 +448,7 @@ def embed(bundle, # anything with encode_images(x, normalize=False) and encode_t
     return out
 
 # %% ../nbs/06_eval.ipynb #0000003a
-IMAGE_COLUMNS = ('image_id', 'filepath', 'filename', 'image_path', 'image')
+IMAGE_COLUMNS = ('image', 'image_id', 'filepath', 'filename', 'image_path')  # 'image': semclip.data's resolved path
 
 def image_index(img, # image embeddings, one row per sample [n, d]
                 meta_df:pd.DataFrame|None=None, # the dataset's table (one row per sample)

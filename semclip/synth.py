@@ -20,7 +20,7 @@ from .core import ConfigError, atomic_write, write_json, data_root
 __all__ = ['SHAPES', 'COLOURS', 'COLOUR_RGB', 'BACKGROUND', 'NEG_TYPES', 'NEG_WEIGHTS', 'ABSENT_SHARE', 'SPLITS', 'SYNTH_VERSION',
            'FRAMES', 'NEG_FRAMES', 'PARA_FRAMES', 'REL_WORDS', 'FLIP', 'COLUMNS', 'shape_alpha', 'Obj', 'render_scene',
            'png_bytes', 'relation', 'sample_scene', 'a_an', 'Desc', 'render_caption', 'render_paraphrase',
-           'parse_caption', 'caption_holds', 'check_neg_type', 'negate', 'make_triple', 'synth_settings',
+           'parse_caption', 'caption_holds', 'check_neg_type', 'negate', 'desc_holds', 'make_triple', 'synth_settings',
            'settings_hash', 'neg_type_quota', 'synth_triples', 'write_synthneg', 'synthneg_complete', 'make_synthneg']
 
 # %% ../nbs/01a_synth.ipynb #00000005
@@ -295,10 +295,22 @@ def negate(d:Desc, # the true caption's structure
     else: check_neg_type(neg_type)
     return replace(d, items=tuple(items))
 
+def desc_holds(d:Desc, # what a text says
+               objs, # the scene
+               image_size:int=32) -> bool: # sets the gap a relation needs
+    "Is `d` true of the scene? (The structural twin of `caption_holds`, 20x faster.)"
+    for present, colour, shape in d.items:
+        if any(o.shape == shape and (colour is None or o.colour == colour) for o in objs) != present: return False
+    if d.rel:
+        by_shape = {o.shape: o for o in objs}
+        return relation(by_shape[d.rel[0]], by_shape[d.rel[2]], _gap(image_size)) == d.rel[1]
+    return True
+
 def make_triple(rng:np.random.Generator, # the only source of randomness
                 neg_type:str, # one of NEG_TYPES
-                image_size:int=32) -> dict: # side of the image, pixels
-    "A scene valid for `neg_type`, with its caption, paraphrase and negation, each checked against the scene."
+                image_size:int=32, # side of the image, pixels
+                check_text:bool=False) -> dict: # also parse the three texts back and check them (slower)
+    "A scene valid for `neg_type`, with its caption, paraphrase and negation, checked against the scene."
     check_neg_type(neg_type)
     multi = neg_type in ('attribute_swap', 'spatial_flip')
     n = int(rng.choice([2, 3])) if multi else int(rng.choice([1, 2, 3], p=[0.4, 0.3, 0.3]))
@@ -311,10 +323,12 @@ def make_triple(rng:np.random.Generator, # the only source of randomness
     items = [(True, objs[k].colour, objs[k].shape) for k in rng.permutation(n)]
     if neg_type == 'drop_no' or rng.random() < ABSENT_SHARE: items.append(_absent(rng, objs))
     d = Desc(tuple(items), rel, int(rng.integers(len(FRAMES))))
-    caption, negation = render_caption(d), render_caption(negate(d, neg_type, rng))
-    paraphrased = render_paraphrase(d, rng)
-    ok = (caption_holds(caption, objs, image_size) and caption_holds(paraphrased, objs, image_size)
-          and not caption_holds(negation, objs, image_size) and parse_caption(caption) == parse_caption(paraphrased))
+    nd = negate(d, neg_type, rng)
+    caption, negation, paraphrased = render_caption(d), render_caption(nd), render_paraphrase(d, rng)
+    ok = desc_holds(d, objs, image_size) and not desc_holds(nd, objs, image_size)
+    if ok and check_text:
+        ok = (caption_holds(caption, objs, image_size) and caption_holds(paraphrased, objs, image_size)
+              and not caption_holds(negation, objs, image_size) and parse_caption(caption) == parse_caption(paraphrased))
     if not ok: raise RuntimeError(f'internal error, invalid triple for {objs}: {caption!r} / {paraphrased!r} / {negation!r}')
     return dict(objs=objs, caption=caption, paraphrased=paraphrased, negation=negation, neg_type=neg_type)
 
@@ -362,7 +376,7 @@ def _write_file(path, data):
 def write_synthneg(out:Path, # a new (or empty) directory
                    settings:dict, # from `synth_settings`
                    progress:bool=True, # show a progress bar
-                   workers:int=2) -> pd.DataFrame: # threads writing the image files (0: write inline)
+                   workers:int=0) -> pd.DataFrame: # threads writing the image files (0: write inline, the fastest here)
     "Write images, meta.json and (last, atomically) triples.csv into `out`; return the table."
     out = Path(out); (out/'images').mkdir(parents=True, exist_ok=True)
     total = sum(settings[f'n_{sp}'] for sp in SPLITS)
@@ -410,7 +424,7 @@ def _pid_alive(pid):
 
 def _remove_stale(root, name):
     "Remove partial directories of `name` left by processes that no longer run."
-    for p in root.glob(f'.{name}.partial-*'):
+    for p in root.glob(f'{name}.partial-*'):
         try: pid = int(p.name.rsplit('.partial-', 1)[1].split('-')[0])
         except ValueError: continue
         if not _pid_alive(pid): shutil.rmtree(p, ignore_errors=True)
@@ -431,12 +445,12 @@ def make_synthneg(root=None, # parent directory; None: `semclip.core.data_root()
     if not force and synthneg_complete(out, settings): return out
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale(root, out.name)
-    tmp = root/f'.{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+    tmp = root/f'{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}'
     try:
         write_synthneg(tmp, settings, progress)
         if out.exists():
             if not force and synthneg_complete(out, settings): return out            # another process finished first
-            old = root/f'.{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+            old = root/f'{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
             os.rename(out, old); shutil.rmtree(old, ignore_errors=True)
         try: os.rename(tmp, out)
         except OSError:

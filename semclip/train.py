@@ -39,6 +39,7 @@ class TrainParams:
     pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
     init_checkpoint: str|None = 'auto' # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing)
     steps: int|None = None             # optimizer steps; None: 600 for pretrain, 200 for fine-tuning
+    pretrain_steps: int|None = None    # steps of the automatic pretrain run that 'auto' may start (None: its default)
     batch_size: int = 256              # global batch size (samples per optimizer step)
     accum_steps: int = 1               # micro-batches per step; the contrastive loss still sees the whole batch
     lr: float|None = None              # peak learning rate; None: 1e-3 for pretrain, 1e-4 for fine-tuning
@@ -62,10 +63,17 @@ class TrainParams:
     resume: bool = False               # continue from out_dir/checkpoint.pt if it exists
     progress: bool = True              # show a progress bar
 
+    @classmethod
+    def docs(cls) -> dict:
+        "The trailing comment of each field, read from this class's source (works in a notebook too)."
+        lines, _ = inspect.findsource(cls.docs)   # the whole file or cell that defines the class
+        src = ''.join(lines)
+        body = src[src.index('class TrainParams'):]
+        return {m[1]: m[2].strip() for m in re.finditer(r'^    (\w+):[^#\n]*#(.*)$', body, re.M)}
+
 def param_docs() -> dict:
     "The trailing comment of each `TrainParams` field."
-    src = inspect.getsource(TrainParams)
-    return {m[1]: m[2].strip() for m in re.finditer(r'^\s+(\w+):[^#\n]*#(.*)$', src, re.M)}
+    return TrainParams.docs()
 
 # %% ../nbs/05_train.ipynb #00000009
 PRETRAIN_DEFAULTS = dict(steps=600, lr=1e-3, freeze_vision=False)
@@ -125,16 +133,16 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
                   need=('caption', 'paraphrase', 'negation'), # the text fields to tokenise
                   max_rows:int|None=None, progress:bool=True) -> TripleTensors:
     "Load a split, decode its images once and tokenise its texts once."
-    from semclip.data import get_dataset, load_images
-    ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess)
-    if max_rows is not None and max_rows < len(ds): ds = ds.subset(range(max_rows)) if hasattr(ds, 'subset') else ds
+    from semclip.data import get_dataset, load_images, TripleDataset
+    ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess, **(dict(progress=progress) if dataset == 'synthneg' else {}))
+    if max_rows is not None and max_rows < len(ds):
+        ds = TripleDataset(ds.df.iloc[:max_rows].reset_index(drop=True), transform=bundle.preprocess, require_paraphrase=False, source=ds.source)
     df = ds.df.reset_index(drop=True)
-    if max_rows is not None: df = df.iloc[:max_rows]
     for f in need:
         col = TEXT_FIELDS[f]
         if col not in df or df[col].isna().any() or (df[col].astype(str).str.strip() == '').any():
             raise ConfigError(f"this arm needs the '{col}' column, which dataset {dataset!r} (split {split!r}) does not fill for every row")
-    images = load_images(ds, progress=progress)[:len(df)]
+    images = load_images(ds, progress=progress)
     tokens = {f: bundle.tokenizer(df[TEXT_FIELDS[f]].astype(str).tolist()) for f in need}
     return TripleTensors(images=images, tokens=tokens, df=df)
 
@@ -318,8 +326,8 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
     if p.init_checkpoint and not Path(p.init_checkpoint).exists():
         if p.init_checkpoint == str(pretrain_checkpoint(p.dataset, p.seed)):  # SynthNeg's stand-in for LAION weights
             print(f'no pre-trained checkpoint at {p.init_checkpoint}: running the pretrain arm first')
-            train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed,
-                  device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size)
+            train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
+                  device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train)
         else: raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
     seed_everything(p.seed)
     device = get_device(p.device); prec = resolve_precision(p.precision, device)

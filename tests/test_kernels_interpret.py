@@ -1,0 +1,109 @@
+"""The Triton kernels of semclip.kernels, run on CPU tensors in Triton's interpreter.
+
+Triton reads TRITON_INTERPRET when a kernel is defined (at import of semclip.kernels), so every check
+runs in a child python that sets it first. Shapes stay small (the interpreter runs numpy per program).
+"""
+import json, os, subprocess, sys, textwrap
+import pytest
+
+pytest.importorskip('triton')
+
+PRELUDE = textwrap.dedent('''
+    import json, torch, torch.nn.functional as F
+    from semclip.kernels import (sim_topk, sim_topk_reference, clip_loss_tiled, clip_loss_reference,
+                                 _INTERPRET, ConfigError)
+    assert _INTERPRET, "TRITON_INTERPRET was not seen at import"
+
+    def exact_rows(n, d, seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.zeros(n, d)
+        pos = torch.rand(n, d, generator=g).argsort(dim=1)[:, :4]
+        x.scatter_(1, pos, torch.randint(0, 2, (n, 4), generator=g).float() * 2 - 1)
+        return x
+
+    def topk_case(q, keys, k, normalize=True, **kw):
+        v, i = sim_topk(q, keys, k, normalize, backend="triton", **kw)
+        rv, ri = sim_topk_reference(q, keys, k, normalize)
+        return dict(idx_equal=bool((i == ri).all()), idx_agree=(i == ri).float().mean().item(),
+                    max_dv=(v - rv).abs().max().item(), max_rel_dv=((v - rv).abs() / rv.abs().clamp_min(1)).max().item(),
+                    dtype=str(v.dtype))
+
+    def loss_case(B, d, block, dtype=torch.float32, scale=30., need_x=True, bug=0, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        x0 = F.normalize(torch.randn(B, d, generator=g), dim=1)
+        t0 = F.normalize(torch.randn(B, d, generator=g) + x0, dim=1)
+        x0, t0 = x0.to(dtype), t0.to(dtype)
+        res = []
+        for fn in (clip_loss_reference,
+                   lambda *a: clip_loss_tiled(*a, block=block, backend="triton", _offset_bug=bug)):
+            x, t = x0.clone().requires_grad_(need_x), t0.clone().requires_grad_()
+            s = torch.tensor(scale, requires_grad=True)
+            l = fn(x, t, s); l.backward()
+            res.append([l.detach(), x.grad.float() if need_x else torch.zeros(1), t.grad.float(), s.grad])
+        return [(a - b).abs().max().item() for a, b in zip(*res)]
+
+    out = {}
+''')
+
+
+def run_child(body: str) -> dict:
+    code = PRELUDE + textwrap.dedent(body) + '\nprint(json.dumps(out))\n'
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, 'TRITON_INTERPRET': '1'})
+    assert r.returncode == 0, r.stderr[-4000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_sim_topk_interpreted():
+    out = run_child('''
+        g = torch.Generator().manual_seed(0)
+        q, keys = torch.randn(50, 100, generator=g), torch.randn(170, 100, generator=g)  # d=100: 2 chunks of 64
+        out["fp32 q16 k32 k5"] = topk_case(q, keys, 5, block_q=16, block_k=32)
+        out["fp32 q32 k64 k10"] = topk_case(q, keys, 10, block_q=32, block_k=64)
+        out["fp32 k1"] = topk_case(q, keys, 1, block_q=16, block_k=16)
+        out["fp32 k40 > tile 16"] = topk_case(q, keys, 40, block_q=16, block_k=16)
+        out["fp32 raw dot"] = topk_case(q, keys, 7, normalize=False, block_q=16, block_k=32)
+        out["fp32 Nk < tile"] = topk_case(q, keys[:20], 6, block_q=16, block_k=64)
+        out["fp32 default blocks"] = topk_case(q, keys, 5)
+        out["bf16"] = topk_case(q.bfloat16(), keys.bfloat16(), 5, block_q=16, block_k=32)
+        out["fp16"] = topk_case(q.half(), keys.half(), 5, block_q=16, block_k=32)
+        qe, ke = exact_rows(40, 16, 1), exact_rows(150, 16, 2)
+        ke[75:] = ke[:75]                                 # duplicate keys: ties across tiles
+        for dt in ("float32", "bfloat16", "float16"):
+            t = getattr(torch, dt)
+            out[f"ties {dt}"] = topk_case(qe.to(t), ke.to(t), 9, block_q=16, block_k=32)
+        out["ties raw k>tile"] = topk_case(qe, ke, 20, normalize=False, block_q=16, block_k=16)
+        v, i = sim_topk(q, keys, 5, block_q=16, block_k=32, backend="triton", _offset_bug=1)
+        out["offset bug"] = dict(idx_equal=bool((i == sim_topk_reference(q, keys, 5)[1]).all()))
+        try: sim_topk(q, keys, 5, block_q=24, backend="triton"); out["bad block"] = "no error"
+        except ConfigError as e: out["bad block"] = str(e)
+    ''')
+    print(json.dumps(out, indent=1))
+    for name, r in out.items():
+        if name in ('offset bug', 'bad block'): continue
+        if name in ('bf16', 'fp16'):      # scores of rounded inputs: near-ties may swap, values close
+            assert r['idx_agree'] > 0.95 and r['max_rel_dv'] < 1e-3, (name, r)
+        else:
+            assert r['idx_equal'] and r['max_rel_dv'] < 1e-5, (name, r)
+        assert r['dtype'] == 'torch.float32'
+    assert out['ties float32']['max_dv'] == 0.0         # exact data: identical scores, identical ties
+    assert not out['offset bug']['idx_equal']
+    assert 'block_q=24 must be a power of two' in out['bad block']
+
+
+def test_clip_loss_interpreted():
+    out = run_child('''
+        out["fp32 B40 d24 block16"] = loss_case(40, 24, 16)
+        out["fp32 B40 d24 block32"] = loss_case(40, 24, 32)
+        out["fp32 B50 d300 block64 (2 output chunks, BLOCK_M 32)"] = loss_case(50, 300, 64)
+        out["fp32 scale100"] = loss_case(40, 24, 16, scale=100.)
+        out["fp32 frozen image side"] = loss_case(40, 24, 16, need_x=False)
+        out["bf16 block16"] = loss_case(40, 24, 16, dtype=torch.bfloat16)
+        out["offset bug"] = loss_case(40, 24, 16, bug=1)
+    ''')
+    print(json.dumps(out, indent=1))
+    for name, d in out.items():
+        if name == 'offset bug': continue
+        tol = 2e-2 if name.startswith('bf16') else 1e-4
+        assert max(d) < tol, (name, d)
+    assert max(out['offset bug']) > 1e-2
