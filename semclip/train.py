@@ -23,7 +23,8 @@ __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', '
            'pretrain_checkpoint', 'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens',
            'encode_tokens', 'encode_images_once', 'batch_features', 'loss_inputs', 'accumulate_gradients',
            'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog',
-           'read_log', 'train', 'arg_parser', 'cli']
+           'read_log', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'local_rows', 'setup_run',
+           'train', 'arg_parser', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
 ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
@@ -300,7 +301,50 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
 
-# %% ../nbs/05_train.ipynb #00000020
+# %% ../nbs/05_train.ipynb #00000021
+@dataclass
+class Dist:
+    "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    @property
+    def main(self) -> bool: return self.rank == 0
+
+def init_distributed(device:str='auto') -> Dist:
+    "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
+    ws = int(os.environ.get('WORLD_SIZE', '1'))
+    if ws <= 1: return Dist()
+    import torch.distributed as dist
+    rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
+    use_cuda = torch.cuda.is_available() and device != 'cpu'
+    if not dist.is_initialized(): dist.init_process_group('nccl' if use_cuda else 'gloo')
+    if use_cuda: torch.cuda.set_device(local)
+    return Dist(rank, ws, local)
+
+def allreduce_gradients(params, dist_info:Dist):
+    "Average the gradients of `params` over all ranks, in one flat buffer."
+    if dist_info.world_size == 1: return
+    import torch.distributed as dist
+    grads = [q.grad for q in params if q.grad is not None]
+    if not grads: return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat); flat /= dist_info.world_size
+    for g, v in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(v.view_as(g))
+
+def allreduce_mean(values:dict, dist_info:Dist) -> dict:
+    "Average scalar tensors over ranks (for logging)."
+    if dist_info.world_size == 1: return values
+    import torch.distributed as dist
+    keys = list(values); t = torch.stack([values[k].float().reshape(()) for k in keys])
+    dist.all_reduce(t); t /= dist_info.world_size
+    return dict(zip(keys, t))
+
+def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
+    "This rank's contiguous share of a global batch."
+    return idx.chunk(dist_info.world_size)[dist_info.rank]
+
+# %% ../nbs/05_train.ipynb #00000024
 def _batch(data:TripleTensors, idx, fields, device, laclip_p=0., gen=None) -> dict:
     "Gather rows `idx` of a split into a batch dict on `device`."
     b = {f: data.tokens[f][idx] for f in fields}
@@ -316,89 +360,115 @@ def _save(path, bundle, opt, sched, loss_fn, step, p):
     save_checkpoint(path, model=_unwrap(bundle.model), optimizer=opt, scheduler=sched, step=step, params=asdict(p),
                     model_name=bundle.name, model_cfg=bundle.model_cfg, extra=dict(loss_state=loss_fn.state_dict()))
 
-def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword arguments override it
-          **overrides) -> dict:
-    "Run one training arm end to end; return the final validation metrics."
-    from semclip.model import create_model, freeze, load_checkpoint
-    from semclip.loss import make_loss
-    p = resolve_params(params, **overrides)
-    out = Path(p.out_dir); check_writable(out)
-    if p.init_checkpoint and not Path(p.init_checkpoint).exists():
-        if p.init_checkpoint == str(pretrain_checkpoint(p.dataset, p.seed)):  # SynthNeg's stand-in for LAION weights
-            print(f'no pre-trained checkpoint at {p.init_checkpoint}: running the pretrain arm first')
-            train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
-                  device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train)
-        else: raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
-    seed_everything(p.seed)
-    device = get_device(p.device); prec = resolve_precision(p.precision, device)
-    write_json(out/'params.json', asdict(p))
+def _ensure_init_checkpoint(p:TrainParams, dist_info:Dist):
+    "Train SynthNeg's pretrain arm first when 'auto' points at a checkpoint that does not exist yet."
+    if not p.init_checkpoint or Path(p.init_checkpoint).exists(): return
+    if p.init_checkpoint != str(pretrain_checkpoint(p.dataset, p.seed)):
+        raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
+    if dist_info.main: print(f'no pre-trained checkpoint at {p.init_checkpoint}: running the pretrain arm first')
+    train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
+          device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train)
 
-    # --- setup: model, loss, data, optimiser
+def setup_run(p:TrainParams, device, prec, dist_info:Dist):
+    "Model, loss, data and the text fields the arm needs."
+    from semclip.model import create_model, freeze
+    from semclip.loss import make_loss
     bundle = create_model(p.model, p.pretrained, device=device, checkpoint=p.init_checkpoint)
     model = bundle.model
     freeze(model, vision=p.freeze_vision, text_layers=p.freeze_text_layers)
-    embed_dim = model.text_projection.shape[1]
     sem = dict(k=p.k, margin=p.margin, learnable_proj=p.learnable_proj, proj_seed=p.seed) if p.arm in SEMCLIP_FAMILY else {}
-    loss_fn = make_loss(p.arm, embed_dim, normalize=p.normalize, **sem).to(device)
-    _unwrap(model).logit_scale.requires_grad_(bool(loss_fn.uses_model_logit_scale))  # an unused scale would upset DDP
-    fields = ('caption',) + tuple(f for f in ('paraphrase', 'negation') if f in loss_fn.required_inputs or (f == 'paraphrase' and loss_fn.caption_swap))
+    loss_fn = make_loss(p.arm, model.text_projection.shape[1], normalize=p.normalize, **sem).to(device)
+    model.logit_scale.requires_grad_(bool(loss_fn.uses_model_logit_scale))  # only the arms that use it learn it
+    fields = ('caption',) + tuple(f for f in ('paraphrase', 'negation')
+                                  if f in loss_fn.required_inputs or (f == 'paraphrase' and loss_fn.caption_swap))
+    show = p.progress and dist_info.main
     split = 'pretrain' if p.arm == 'pretrain' and p.dataset == 'synthneg' else 'train'
-    data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, p.progress)
-    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, p.progress)
+    data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show)
+    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show)
     if p.freeze_vision:
-        print('vision tower frozen and images not augmented: image features are computed once and reused')
-        data.image_features = encode_images_once(model, data.images, device=device, precision=prec, progress=p.progress)
-        val.image_features = encode_images_once(model, val.images, device=device, precision=prec, progress=p.progress)
-        data.images = val.images = None
+        if dist_info.main: print('vision tower frozen and images not augmented: image features are computed once and reused')
+        for d in (data, val):
+            d.image_features = encode_images_once(model, d.images, device=device, precision=prec, progress=show)
+            d.images = None
+    return bundle, loss_fn, fields, data, val
+
+def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword arguments override it
+          **overrides) -> dict:
+    "Run one training arm end to end; return the final validation metrics."
+    from semclip.model import load_checkpoint
+    # --- parameters and environment
+    p = resolve_params(params, **overrides)
+    dist_info = init_distributed(p.device)
+    if p.batch_size % (dist_info.world_size * p.accum_steps):
+        raise ConfigError(f'batch_size={p.batch_size} must be divisible by world_size x accum_steps = {dist_info.world_size * p.accum_steps}')
+    out = Path(p.out_dir)
+    if dist_info.main: check_writable(out)
+    _ensure_init_checkpoint(p, dist_info)
+    seed_everything(p.seed)
+    device = get_device(f'cuda:{dist_info.local_rank}' if p.device == 'auto' and torch.cuda.is_available() and dist_info.world_size > 1 else p.device)
+    prec = resolve_precision(p.precision, device)
+    if dist_info.main: write_json(out/'params.json', asdict(p) | dict(world_size=dist_info.world_size))
+
+    # --- setup
+    bundle, loss_fn, fields, data, val = setup_run(p, device, prec, dist_info)
+    model = bundle.model
     opt = make_optimizer(model, loss_fn, p.lr, p.weight_decay)
+    trainable = [q for g in opt.param_groups for q in g['params']]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(p.warmup_steps, p.steps))
-    start = 0
-    ckpt = out/'checkpoint.pt'
+    start, ckpt = 0, out/'checkpoint.pt'
     if p.resume and ckpt.exists():
         st = load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, map_location=device, restore_rng=True)
         loss_fn.load_state_dict(st['extra']['loss_state'])
         start = int(st['step'])
-        print(f'resumed from {ckpt} at step {start}')
-    log = JsonlLog(out/'log.jsonl', resume_step=start if p.resume else None)
+        if dist_info.main: print(f'resumed from {ckpt} at step {start}')
+    log = JsonlLog(out/'log.jsonl', resume_step=start if p.resume else None) if dist_info.main else None
+    save = (lambda path, o, s, step: _save(path, bundle, o, s, loss_fn, step, p)) if dist_info.main else (lambda *a: None)
 
     # --- loop
     model.train()
-    if p.freeze_vision: _unwrap(model).visual.eval()
-    bar = tqdm(range(start, p.steps), desc=f'{p.arm} ({p.dataset})', disable=not p.progress, initial=start, total=p.steps)
+    if p.freeze_vision: model.visual.eval()
+    bar = tqdm(range(start, p.steps), desc=f'{p.arm} ({p.dataset})', disable=not (p.progress and dist_info.main), initial=start, total=p.steps)
     step = start
     try:
         for step in bar:
             t0 = time.perf_counter()
-            idx = batch_indices(len(data), p.batch_size, step, p.seed)
+            idx = local_rows(batch_indices(len(data), p.batch_size, step, p.seed), dist_info)
             gen = torch.Generator().manual_seed(p.seed * 7919 + step)
-            batch = _batch(data, idx, fields, device, p.laclip_p if loss_fn.caption_swap else 0., gen)
+            swap_p = p.laclip_p if loss_fn.caption_swap else 0.
+            if swap_p: torch.rand(p.batch_size // dist_info.world_size * dist_info.rank, generator=gen)  # skip the other ranks' draws
+            batch = _batch(data, idx, fields, device, swap_p, gen)
             terms = accumulate_gradients(model, loss_fn, batch, fields, p.accum_steps, prec, device)
+            allreduce_gradients(trainable, dist_info)
+            terms = allreduce_mean({k: v for k, v in terms.items() if v.numel() == 1}, dist_info)
             if not torch.isfinite(terms['loss']):
                 raise TrainingDivergedError(f"loss became {terms['loss'].item()} at step {step}; the last good checkpoint is kept at '{ckpt}'")
-            gnorm = torch.nn.utils.clip_grad_norm_([q for g in opt.param_groups for q in g['params']], p.grad_clip if p.grad_clip > 0 else float('inf'))
+            gnorm = torch.nn.utils.clip_grad_norm_(trainable, p.grad_clip if p.grad_clip > 0 else float('inf'))
             opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
-            rec = {k: round(v.item(), 6) for k, v in terms.items() if v.numel() == 1}
-            log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4), samples_per_s=round(p.batch_size / dt, 1), **rec)
+            if log is None: continue
+            rec = {k: round(v.item(), 6) for k, v in terms.items()}
+            log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4),
+                      samples_per_s=round(p.batch_size / (time.perf_counter() - t0), 1), **rec)
             bar.set_postfix(loss=f"{rec['loss']:.3f}")
             if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
                 log.write(step=step + 1, split='val', **quick_validate(model, val, device=device, precision=prec))
             if p.ckpt_every and (step + 1) % p.ckpt_every == 0 and step + 1 < p.steps:
-                _save(ckpt, bundle, opt, sched, loss_fn, step + 1, p)
+                save(ckpt, opt, sched, step + 1)
     except KeyboardInterrupt:
-        _save(ckpt, bundle, opt, sched, loss_fn, step, p)
-        print(f'interrupted: checkpoint saved at step {step} in {ckpt}; rerun with resume=True to continue')
+        save(ckpt, opt, sched, step)
+        if dist_info.main: print(f'interrupted: checkpoint saved at step {step} in {ckpt}; rerun with resume=True to continue')
         raise
 
     # --- eval and save
-    metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, **quick_validate(model, val, device=device, precision=prec))
-    log.write(split='val', **metrics)
-    _save(ckpt, bundle, opt, sched, loss_fn, p.steps, p)
-    _save(out/'final.pt', bundle, None, None, loss_fn, p.steps, p)
-    write_json(out/'metrics.json', metrics)
+    metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
+    if dist_info.main:
+        metrics.update(quick_validate(model, val, device=device, precision=prec))
+        log.write(split='val', **metrics)
+        save(ckpt, opt, sched, p.steps)
+        save(out/'final.pt', None, None, p.steps)
+        write_json(out/'metrics.json', metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #00000022
+# %% ../nbs/05_train.ipynb #00000026
 def _parse_value(text:str, anno:str):
     "Parse a command-line string for a field annotated `anno` ('int|None', 'bool', ...)."
     if text.lower() in ('none', 'null') and 'None' in anno: return None
@@ -426,3 +496,5 @@ def cli(argv=None):
     try: metrics = train(**vars(args))
     except SemclipError as e: sys.exit(f'semclip-train: error: {e}')
     print(json.dumps(metrics, indent=2))
+
+if __name__ == '__main__' and '__file__' in globals(): cli()   # python -m semclip.train (not when the notebook runs)

@@ -34,7 +34,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIXES = ('In other words, ', 'Put differently, ', 'That is to say, ')
 REFUSAL = "I'm sorry, I can't help with that request."
-_ORIG = re.compile(r'original sentence is: "(.*)"\n', re.S)
+_ORIG = re.compile(r'original sentence is: "(.*?)"\n')
 
 
 def classify(prompt: str):
@@ -77,6 +77,7 @@ class LLMServer:
         with self.lock:
             self.faults, self.counts, self.status_counts = [], Counter(), Counter()
             self.total, self.auth, self.models = 0, set(), Counter()
+            self.inflight = self.max_inflight = 0
 
     def add_fault(self, mode: str, times: int = 1, kind: str | None = None, match: str | None = None, status: int = 500,
                   retry_after: float | None = None, seconds: float = 5.0, text: str = ''):
@@ -88,7 +89,7 @@ class LLMServer:
 
     def stats(self) -> dict:
         with self.lock:
-            return dict(total=self.total, status=dict(self.status_counts), models=dict(self.models),
+            return dict(total=self.total, max_inflight=self.max_inflight, status=dict(self.status_counts), models=dict(self.models),
                         counts=[[k, c, n] for (k, c), n in self.counts.items()])
 
     def _take_fault(self, kind, caption):
@@ -129,6 +130,7 @@ class _QuietServer(ThreadingHTTPServer):
 def _handler(srv: LLMServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = 'HTTP/1.1'          # keep-alive, as real servers do
+        disable_nagle_algorithm = True         # headers and body go out in two writes: no 40 ms delayed-ACK stall
         def log_message(self, *a): pass
 
         def _send(self, status, body: bytes, ctype='application/json', headers=()):
@@ -164,6 +166,12 @@ def _handler(srv: LLMServer):
             with srv.lock:
                 srv.total += 1; srv.counts[(kind, caption)] += 1; srv.models[model] += 1
                 if self.headers.get('Authorization'): srv.auth.add(self.headers['Authorization'])
+                srv.inflight += 1; srv.max_inflight = max(srv.max_inflight, srv.inflight)
+            try: self._answer(kind, caption, model, prompt)
+            finally:
+                with srv.lock: srv.inflight -= 1
+
+        def _answer(self, kind, caption, model, prompt):
             if srv.latency: time.sleep(srv.latency)
             f = srv._take_fault(kind, caption)
             mode = f['mode'] if f else None
