@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/eval.html.md"""
 
 # %% ../nbs/06_eval.ipynb #00000002
 from __future__ import annotations
-import hashlib, math
+import argparse, hashlib, inspect, json, math, re, sys
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -14,15 +14,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import (ConfigError, DataError, DatasetNotFoundError, atomic_write, autocast, check_choice,
-                          data_root, file_hash)
+from .core import (CheckpointError, ConfigError, DataError, DatasetNotFoundError, SemclipError, atomic_write,
+                          autocast, check_choice, data_root, file_hash, runs_root, write_json)
 
 # %% auto #0
-__all__ = ['MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS', 'IMAGE_COLUMNS', 'scaled_accuracy',
-           'negation_accuracy', 'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics', 'combined_score',
-           'cosine_summary', 'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts', 'zeroshot_classifier',
-           'zeroshot_negated', 'clean_classname', 'torchvision_zeroshot_dataset', 'OpenClipEncoder',
-           'embedding_cache_key', 'embed', 'image_index', 'evaluate', 'metrics_table', 'markdown_table']
+__all__ = ['MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS', 'IMAGE_COLUMNS', 'ZEROSHOT_NAMES', 'HEADLINE',
+           'scaled_accuracy', 'negation_accuracy', 'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics',
+           'combined_score', 'cosine_summary', 'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts',
+           'zeroshot_classifier', 'zeroshot_negated', 'clean_classname', 'torchvision_zeroshot_dataset',
+           'OpenClipEncoder', 'embedding_cache_key', 'embed', 'image_index', 'evaluate', 'metrics_table',
+           'markdown_table', 'default_out_dir', 'resolve_checkpoint', 'parse_names', 'parse_kv',
+           'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table', 'metrics_markdown',
+           'portable_meta', 'evaluate_checkpoint', 'arg_parser', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000005
 def _float(x, name:str='embeddings') -> torch.Tensor:
@@ -523,3 +526,275 @@ def markdown_table(df:pd.DataFrame, # the table, e.g. from metrics_table
     line = lambda cells: '| ' + ' | '.join(c.rjust(w[j]) if num[j] else c.ljust(w[j]) for j, c in enumerate(cells)) + ' |'
     sep = '|' + '|'.join(('-' * (w[j] + 1) + ':') if num[j] else ('-' * (w[j] + 2)) for j in range(len(w))) + '|'
     return '\n'.join([line(heads), sep, *map(line, rows)])
+
+# %% ../nbs/06_eval.ipynb #00000043
+def _safe_name(s:str) -> str: return re.sub(r'[^A-Za-z0-9._+-]+', '-', str(s)).strip('-') or 'model'
+
+def default_out_dir(checkpoint, # the semclip checkpoint evaluated, or None
+                    model:str, # the open_clip model name (bundle.name)
+                    pretrained, # the pretrained tag or weights file, or None
+                    dataset:str, split:str) -> Path: # what was evaluated
+    "Where `evaluate_checkpoint` writes when `out_dir` is None."
+    if checkpoint is not None:
+        return Path(checkpoint).parent/('eval' if (dataset, split) == ('synthneg', 'test') else f'eval-{dataset}-{split}')
+    name = str(model) + (f'_{Path(str(pretrained)).stem}' if pretrained else '') + ('' if split == 'test' else f'-{split}')
+    return runs_root()/'eval'/dataset/_safe_name(name)
+
+def resolve_checkpoint(checkpoint, # a checkpoint file, 'auto', or None
+                       model:str|None=None, # an open_clip model name; with 'auto' it takes precedence
+                       pretrained:str|None=None) -> tuple: # its pretrained tag or weights file
+    "(checkpoint path or None, warning or None): what `checkpoint`, `model` and `pretrained` ask to evaluate."
+    if isinstance(checkpoint, str) and checkpoint.strip().lower() in ('', 'none', 'null'): checkpoint = None
+    if checkpoint == 'auto':
+        if model is not None: checkpoint = None            # a named model: 'auto' steps aside
+        else:
+            from semclip.train import pretrain_checkpoint    # lazy: semclip.train is exported before this module
+            ck = pretrain_checkpoint('synthneg', 42)
+            if ck.is_file(): return ck, None
+            return None, (f"checkpoint='auto' but SynthNeg's pretrain checkpoint '{ck}' does not exist (train it with "
+                          f"`semclip-train --arm pretrain`): evaluating a RANDOMLY INITIALISED semclip-tiny, "
+                          f"so every number below is chance level")
+    if checkpoint is not None:
+        if pretrained is not None: raise ConfigError('give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights')
+        ck = Path(checkpoint).expanduser()
+        if not ck.is_file():
+            raise CheckpointError(f"checkpoint file '{ck}' does not exist" + (' (it is a directory)' if ck.is_dir() else '') +
+                                  "; pass a semclip checkpoint (e.g. <run dir>/final.pt), checkpoint='auto', or model= and pretrained=")
+        return ck, None
+    if pretrained is None:
+        return None, (f"no checkpoint and no pretrained weights: evaluating a RANDOMLY INITIALISED {model or 'semclip-tiny'}, "
+                      f"so every number below is chance level")
+    return None, None
+
+# %% ../nbs/06_eval.ipynb #00000046
+ZEROSHOT_NAMES = ('synthneg', *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
+
+def parse_names(value, # None, a comma-separated string ('synthneg,cifar10'), or a sequence of names
+                name:str='zeroshot', # the parameter's name, for the error
+                choices:Sequence[str]=ZEROSHOT_NAMES) -> tuple: # the names allowed
+    "A tuple of distinct names, in order; None, '' and 'none' give ()."
+    if value is None: return ()
+    items = value.split(',') if isinstance(value, str) else list(value)
+    out = []
+    for v in (str(v).strip() for v in items):
+        if v and v.lower() != 'none' and v not in out: out.append(check_choice(name, v, choices))
+    return tuple(out)
+
+def parse_kv(value) -> dict: # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
+    "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
+    if value is None: return {}
+    if isinstance(value, dict): return dict(value)
+    items = [p for p in (value.split(',') if isinstance(value, str) else list(value)) if str(p).strip()]
+    out = {}
+    for p in items:
+        k, eq, v = str(p).partition('=')
+        if not eq or not k.strip().isidentifier(): raise ConfigError(f'{p!r} is not key=value (e.g. images_dir=data/coco/val2017)')
+        try: out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError: out[k.strip()] = v.strip()
+    return out
+
+def synthneg_zeroshot_rows(df:pd.DataFrame) -> tuple[np.ndarray, np.ndarray]: # a SynthNeg table (ds.df)
+    "(positions of the single-object rows, one per image; their class index in SHAPES)."
+    from semclip.synth import SHAPES
+    if 'label' not in df.columns:
+        raise DataError("the table has no 'label' column: SynthNeg zero-shot needs SynthNeg's single-object rows (semclip.synth)")
+    lab = df['label'].map(lambda v: '' if _empty(v) else str(v).strip()).to_numpy()
+    pos = np.flatnonzero(lab != '')
+    if 'image' in df.columns: pos = pos[~df['image'].iloc[pos].duplicated().to_numpy()]
+    bad = [i for i in pos if lab[i] not in SHAPES]
+    if bad: raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
+    return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
+
+class LabelledImages(torch.utils.data.Dataset):
+    "(image tensor, label) items from the images of chosen rows of a triple dataset."
+    def __init__(self, ds, # a TripleDataset (items: image, caption, paraphrase, negation)
+                 positions, # the rows to keep
+                 labels): # one class index per kept row
+        self.ds, self.positions, self.labels = ds, [int(i) for i in positions], [int(y) for y in labels]
+    def __len__(self): return len(self.positions)
+    def __getitem__(self, i): return self.ds[self.positions[i]][0], self.labels[i]
+
+def embed_images(bundle, # anything with encode_images(x, normalize=False)
+                 dataset, # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
+                 batch_size:int=256, # images per forward pass
+                 progress:bool=True, # show a progress bar
+                 desc:str='images', # the progress bar's label
+                 num_workers:int=0) -> tuple[torch.Tensor, torch.Tensor]: # DataLoader workers
+    "Raw image features and labels: (float32 CPU [n, d], long [n])."
+    if len(dataset) == 0: raise DataError('the dataset is empty')
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    feats, labels, device = [], [], _model_device(bundle)
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc=desc, disable=not progress):
+            feats.append(bundle.encode_images(x.to(device), normalize=False).float().cpu())
+            labels.append(torch.as_tensor(y).long().flatten())
+    return torch.cat(feats), torch.cat(labels)
+
+# %% ../nbs/06_eval.ipynb #00000049
+HEADLINE = ('neg_acc', 'neg_acc_scaled', 't2i_R@1', 't2i_R@5', 'i2t_R@1', 'i2t_R@5', 'para_t2i_R@1', 'para_t2i_R@5',
+            'combined', 'sc_itt_mean', 'sc_tot_mean', 'zs_acc_orig/mean', 'zs_acc_neg/mean', 'zs_delta/mean')  # in metrics.md
+
+def headline_table(metrics:dict, # a flat metrics dict
+                   columns:Sequence[str]=HEADLINE) -> pd.DataFrame: # the metrics to show, in order (missing ones are left out)
+    "The headline metrics present in `metrics` as a two-column table: metric, value."
+    rows = [(k, float(metrics[k])) for k in columns if isinstance(metrics.get(k), (int, float, np.number)) and not isinstance(metrics.get(k), bool)]
+    return pd.DataFrame(rows, columns=['metric', 'value'])
+
+def metrics_markdown(metrics:dict, # what `evaluate_checkpoint` returns
+                     floatfmt:str='.3f') -> str: # format of the values
+    "metrics.md: a title naming model, weights and data, the headline table, and any zero-shot set skipped."
+    w = metrics.get('checkpoint') or metrics.get('pretrained') or 'random init'
+    lines = [f"# {metrics.get('model')} ({w}) on {metrics.get('dataset')} / {metrics.get('split')}", '',
+             f"{metrics.get('n_samples')} samples, {metrics.get('n_images')} images." +
+             (' **Randomly initialised weights: chance-level numbers.**' if metrics.get('random_init') else ''), '',
+             markdown_table(headline_table(metrics), floatfmt=floatfmt, index=False)]
+    skipped = {k.split('/', 1)[1]: v for k, v in metrics.items() if k.startswith('zs_skipped/')}
+    if skipped: lines += ['', 'Zero-shot sets skipped:', '', *[f'- {k}: {v}' for k, v in skipped.items()]]
+    return '\n'.join(lines) + '\n'
+
+def _relative(p:str, bases) -> str:
+    "`p` relative to the first base that holds it; else its file name (never an absolute path)."
+    if _empty(p): return p
+    q = Path(str(p))
+    if not q.is_absolute(): return str(p)
+    for b in bases:
+        if b is not None and q.is_relative_to(b): return q.relative_to(b).as_posix()
+    return q.name
+
+def portable_meta(df:pd.DataFrame, # a dataset's table (ds.df)
+                  roots:Sequence=()) -> pd.DataFrame: # folders paths may be made relative to (after each row's own file's folder)
+    "The table with a `row` column (0..n-1, as in embeddings.pt) and no absolute paths."
+    roots = [Path(r).resolve() for r in roots if r is not None]
+    out = df.reset_index(drop=True)
+    srcs = out['src_file'] if 'src_file' in out else pd.Series([None] * len(out))
+    if 'image' in out:
+        out['image'] = [_relative(p, [Path(s).resolve().parent if not _empty(s) else None, *roots]) for p, s in zip(out['image'], srcs)]
+    if 'src_file' in out: out['src_file'] = [_relative(s, roots) for s in srcs]
+    out.insert(0, 'row', np.arange(len(out)))
+    return out
+
+def _json_safe(v):
+    if isinstance(v, (np.floating, float)): v = float(v); return v if math.isfinite(v) else None
+    if isinstance(v, (np.integer,)): return int(v)
+    if isinstance(v, (np.bool_,)): return bool(v)
+    if isinstance(v, Path): return str(v)
+    return v
+
+# %% ../nbs/06_eval.ipynb #0000004c
+class _Skip(Exception): "A zero-shot set that cannot run here (recorded as skipped)."
+
+def _zeroshot(bundle, names, ds, emb, dataset:str, split:str, zeroshot_root, batch_size:int, progress:bool, synth_kw:dict) -> dict:
+    "The zs_* metrics of `names` (see above); a torchvision set that is not on disk is recorded and printed, not raised."
+    from semclip.data import get_dataset
+    out, ran = {}, []
+    for name in names:
+        try:
+            if name == 'synthneg':
+                from semclip.synth import SHAPES
+                classes = list(SHAPES)
+                if dataset == 'synthneg':                                  # the evaluated split: features already there
+                    pos, y = synthneg_zeroshot_rows(ds.df)
+                    if len(pos) == 0: raise _Skip(f'the {len(ds)} evaluated rows hold no single-object image')
+                    feats, labels = emb['image'][torch.as_tensor(pos)], torch.as_tensor(y)
+                else:
+                    sds = get_dataset('synthneg', split='test', transform=bundle.preprocess, **synth_kw)
+                    pos, y = synthneg_zeroshot_rows(sds.df)
+                    feats, labels = embed_images(bundle, LabelledImages(sds, pos, y), batch_size, progress, 'zero-shot synthneg')
+            else:
+                tv, classes = torchvision_zeroshot_dataset(name, root=zeroshot_root, split='test', transform=bundle.preprocess)
+                feats, labels = embed_images(bundle, tv, batch_size, progress, f'zero-shot {name}')
+        except (DatasetNotFoundError, _Skip) as e:
+            out[f'zs_skipped/{name}'] = str(e)
+            print(f'zero-shot {name}: SKIPPED: {e}')
+            continue
+        r = zeroshot_negated(feats, classes, bundle.encode_texts, labels, batch_size=batch_size)
+        out.update({f'zs_acc_orig/{name}': r['acc_orig'], f'zs_acc_neg/{name}': r['acc_neg'],
+                    f'zs_delta/{name}': r['delta'], f'zs_n/{name}': r['n']})
+        ran.append(name)
+    if ran:
+        for k in ('acc_orig', 'acc_neg', 'delta'): out[f'zs_{k}/mean'] = float(np.mean([out[f'zs_{k}/{n}'] for n in ran]))
+    return out
+
+def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
+                        model:str|None=None, # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
+                        pretrained:str|None=None, # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
+                        dataset:str='synthneg', # synthneg | ccneg | sugarcrepe_pp | semclip_csv (any name semclip.data registers)
+                        data_root=None, # dataset folder; None: the registry default under $SEMCLIP_DATA
+                        split:str='test', # the split to evaluate; 'all': every row
+                        out_dir=None, # where the files go; None: see `default_out_dir`
+                        batch_size:int=256, # samples per forward pass
+                        zeroshot=('synthneg',), # zero-shot sets: names or a comma-separated string; None or '' for none
+                        zeroshot_root=None, # folder of the torchvision datasets; None: $SEMCLIP_DATA/torchvision
+                        progress:bool=True, # show progress bars
+                        dataset_kw=None, # extra get_dataset arguments: a dict or 'key=value,...' (e.g. images_dir=...)
+                        max_samples:int|None=None, # evaluate only the first N rows of the split (quick looks); None: all
+                        device:str='auto') -> dict: # auto | cpu | cuda | cuda:N
+    "Evaluate one model on one dataset: metrics dict (as in metrics.json, plus out_dir); writes metrics.json/.md, embeddings.pt, meta.csv."
+    from semclip.model import create_model
+    from semclip.data import TripleDataset, get_dataset
+    names, kw = parse_names(zeroshot), parse_kv(dataset_kw)
+    if max_samples is not None and (not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1):
+        raise ConfigError(f'max_samples={max_samples!r} must be a positive int or None')
+    ck, warning = resolve_checkpoint(checkpoint, model, pretrained)
+    if warning: print(f'WARNING: {warning}')
+    bundle = create_model(model, pretrained, checkpoint=ck, device=device)
+    bundle.model.eval()
+    from semclip.synth import make_synthneg
+    synth_kw = dict(progress=progress) if 'progress' in inspect.signature(make_synthneg).parameters else {}
+    if dataset == 'synthneg': kw = {**synth_kw, **kw}
+    ds = get_dataset(dataset, root=data_root, split=split, transform=bundle.preprocess, **kw)
+    if max_samples is not None and max_samples < len(ds):
+        ds = TripleDataset(ds.df.iloc[:max_samples], transform=bundle.preprocess, on_bad_sample=ds.on_bad_sample,
+                           require_paraphrase=ds.require_paraphrase, source=ds.source)
+    emb = embed(bundle, ds, batch_size=batch_size, progress=progress)
+    metrics = dict(checkpoint=None if ck is None else str(ck), model=bundle.name, pretrained=bundle.pretrained,
+                   dataset=dataset, split=split, random_init=ck is None and pretrained is None)
+    metrics.update(evaluate(emb, ds.df))
+    metrics.update(_zeroshot(bundle, names, ds, emb, dataset, split, zeroshot_root, batch_size, progress, synth_kw))
+    metrics = {k: _json_safe(v) for k, v in metrics.items()}
+    out = Path(out_dir).expanduser() if out_dir is not None else default_out_dir(ck, bundle.name, bundle.pretrained, dataset, split)
+    rows = [int(r) if isinstance(r, (int, np.integer)) else i for i, r in enumerate(ds.df['src_row'] if 'src_row' in ds.df else ds.df.index)]
+    with atomic_write(out/'embeddings.pt', 'wb') as f: torch.save(dict(emb, rows=rows), f)
+    from semclip.core import data_root as default_data_root       # (the parameter data_root shadows it here)
+    meta = portable_meta(ds.df, roots=[data_root if data_root is not None else default_data_root()])
+    with atomic_write(out/'meta.csv', 'w') as f: meta.to_csv(f, index=False)
+    write_json(out/'metrics.json', metrics)
+    with atomic_write(out/'metrics.md', 'w') as f: f.write(metrics_markdown(metrics))
+    return dict(metrics, out_dir=str(out))
+
+# %% ../nbs/06_eval.ipynb #00000052
+def _opt(kind):
+    "An argparse type: 'none'/'null' -> None, else `kind(text)`."
+    def parse(text):
+        if text.strip().lower() in ('none', 'null'): return None
+        try: return kind(text)
+        except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a {kind.__name__}') from None
+    parse.__name__ = kind.__name__
+    return parse
+
+def arg_parser() -> argparse.ArgumentParser:
+    "The `semclip-eval` argument parser, built from `evaluate_checkpoint`'s parameters and their comments."
+    from fastcore.docments import docments
+    try: docs = docments(evaluate_checkpoint)
+    except Exception: docs = {}
+    ap = argparse.ArgumentParser(prog='semclip-eval', description='Evaluate a semclip checkpoint or an open_clip model on one dataset '
+                                 '(see nbs/06_eval.ipynb); writes metrics.json, metrics.md, embeddings.pt and meta.csv.')
+    for name, prm in inspect.signature(evaluate_checkpoint).parameters.items():
+        doc = (docs.get(name) or '').replace('%', '%%')
+        if name == 'progress': ap.add_argument('--progress', action=argparse.BooleanOptionalAction, default=True, help=doc); continue
+        if name == 'dataset_kw': ap.add_argument('--dataset_kw', action='append', metavar='KEY=VALUE', help=f'{doc} (repeatable)'); continue
+        default = 'auto' if name == 'checkpoint' else ','.join(prm.default) if name == 'zeroshot' else prm.default
+        ap.add_argument(f'--{name}', type=_opt(int if name in ('batch_size', 'max_samples') else str), default=default,
+                        help=f'{doc} (default: {default})')
+    return ap
+
+def cli(argv=None): # the arguments (default: sys.argv[1:])
+    "Console script `semclip-eval`: evaluate, print the headline table; a semclip error exits with a one-line message."
+    args = arg_parser().parse_args(argv)
+    try: m = evaluate_checkpoint(**vars(args))
+    except SemclipError as e: sys.exit(f'semclip-eval: error: {e}')
+    print(metrics_markdown(m))
+    print(f"wrote metrics.json, metrics.md, embeddings.pt and meta.csv to {m['out_dir']}")
+
+# %% ../nbs/06_eval.ipynb #00000053
+if __name__ == '__main__' and 'get_ipython' not in globals(): cli()   # python -m semclip.eval (never inside a notebook)

@@ -197,7 +197,7 @@ def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=
     oi = torch.empty(Nq, k, device=q.device, dtype=torch.int32)
     if Nq: _sim_topk_kernel[(triton.cdiv(Nq, bq),)](q, kk, iq, ik, ov, oi, Nq, Nk, D, q.stride(0), kk.stride(0), int(_offset_bug),
                                      KTOP=k, KP=KP, BLOCK_Q=bq, BLOCK_K=bk, BLOCK_D=bd, NORMALIZE=bool(normalize),
-                                     PREC=_dot_precision(dt), UPCAST=_upcast(dt))
+                                     PREC=_dot_precision(dt), UPCAST=_upcast(dt), num_warps=4 if KP <= 32 else 8)
     return _lexsort_desc(ov, oi.long())
 
 # %% ../nbs/04_kernels.ipynb #00000014
@@ -230,47 +230,56 @@ def clip_loss_reference(image_features:torch.Tensor, # [B, d], normalised
 def _loss_fwd_torch(x, t, s, block, bug=0):
     "Row and column log-sum-exps and the diagonal logits, tile by tile."
     N, dev = x.shape[0], x.device
-    X, T, sv, b = x.float(), t.float(), float(s), max(1, min(block, N))
+    b = max(1, min(block, N))
+    Xs, T = x.float() * float(s), t.float()          # rows of Xs @ T.T are the logits
     zb, eb = torch.empty(b * b, device=dev), torch.empty(b * b, device=dev)
     lse_r, diag = torch.empty(N, device=dev), torch.zeros(N, device=dev)
     m_c, l_c = torch.full((N,), float('-inf'), device=dev), torch.zeros(N, device=dev)
     for i0 in range(0, N, b):
-        xi = X[i0:i0 + b]; mi = xi.shape[0]
+        xi = Xs[i0:i0 + b]; mi = xi.shape[0]
         m_r, l_r = torch.full((mi,), float('-inf'), device=dev), torch.zeros(mi, device=dev)
         for j0 in range(0, N, b):
             tj = T[j0:j0 + b]; nj = tj.shape[0]
-            z = torch.mm(xi, tj.T, out=zb[:mi * nj].view(mi, nj)).mul_(sv)
+            z = torch.mm(xi, tj.T, out=zb[:mi * nj].view(mi, nj))
             o = i0 - j0 - (bug if j0 else 0)           # the diagonal i == j lies on z.diagonal(o)
             dg = z.diagonal(o)
             if dg.numel(): diag[i0 + max(0, -o):][:len(dg)] = dg
-            e = eb[:mi * nj].view(mi, nj)
-            mn = torch.maximum(m_r, z.amax(1))
-            l_r = l_r * torch.exp(m_r - mn) + torch.sub(z, mn[:, None], out=e).exp_().sum(1); m_r = mn
-            mc0 = m_c[j0:j0 + nj]; mc = torch.maximum(mc0, z.amax(0))
-            l_c[j0:j0 + nj] = l_c[j0:j0 + nj] * torch.exp(mc0 - mc) + torch.sub(z, mc[None, :], out=e).exp_().sum(0)
+            tm = z.amax(1)                               # E = exp(z - row max of the tile) <= 1
+            E = torch.sub(z, tm[:, None], out=eb[:mi * nj].view(mi, nj)).exp_()
+            mn = torch.maximum(m_r, tm)
+            l_r = l_r * torch.exp(m_r - mn) + E.sum(1) * torch.exp(tm - mn); m_r = mn
+            M = tm.max()                                 # column sums with one shift M: sum_i exp(z_ij - M)
+            cs, cm = torch.exp(tm - M) @ E, M.expand(nj).clone()
+            low = cs < 1e-20                             # a column far below M would lose precision: redo exactly
+            if bool(low.any()):
+                zl = z[:, low]; cm[low] = zl.amax(0); cs[low] = torch.exp(zl - cm[low]).sum(0)
+            mc0 = m_c[j0:j0 + nj]; mc = torch.maximum(mc0, cm)
+            l_c[j0:j0 + nj] = l_c[j0:j0 + nj] * torch.exp(mc0 - mc) + cs * torch.exp(cm - mc)
             m_c[j0:j0 + nj] = mc
         lse_r[i0:i0 + mi] = m_r + l_r.log()
     return lse_r, m_c + l_c.log(), diag
 
 def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
-    "Sums G @ t, G^T @ x and <G, x t^T> over recomputed tiles (unscaled)."
+    "G @ t, G^T @ x (unscaled) over recomputed tiles, and sum_ij G_ij <x_i, t_j> from either."
     (N, D), dev = x.shape, x.device
-    X, T, sv, b = x.float(), t.float(), float(s), max(1, min(block, N))
-    rb, eb, fb = (torch.empty(b * b, device=dev) for _ in range(3))
+    b = max(1, min(block, N))
+    X, T = x.float(), t.float()
+    Xs = X * float(s)
+    need_x = need_x or not need_t                    # the scale gradient needs one of the two
+    eb, fb = torch.empty(b * b, device=dev), torch.empty(b * b, device=dev)
     gx = torch.zeros(N, D, device=dev) if need_x else None
     gt = torch.zeros(N, D, device=dev) if need_t else None
-    gs = torch.zeros((), device=dev, dtype=torch.float64)
     for i0 in range(0, N, b):
-        xi = X[i0:i0 + b]; mi = xi.shape[0]
+        xi, xsi = X[i0:i0 + b], Xs[i0:i0 + b]; mi = xi.shape[0]
         for j0 in range(0, N, b):
             tj = T[j0:j0 + b]; nj = tj.shape[0]
-            raw = torch.mm(xi, tj.T, out=rb[:mi * nj].view(mi, nj))
-            G = torch.mul(raw, sv, out=eb[:mi * nj].view(mi, nj)).sub_(lse_r[i0:i0 + mi, None]).exp_()
-            G.add_(torch.mul(raw, sv, out=fb[:mi * nj].view(mi, nj)).sub_(lse_c[None, j0:j0 + nj]).exp_())
+            z = torch.mm(xsi, tj.T, out=fb[:mi * nj].view(mi, nj))
+            G = torch.sub(z, lse_r[i0:i0 + mi, None], out=eb[:mi * nj].view(mi, nj)).exp_()
+            G.add_(z.sub_(lse_c[None, j0:j0 + nj]).exp_())
             G.diagonal(i0 - j0 - (bug if j0 else 0)).sub_(2.)
             if need_x: gx[i0:i0 + mi].addmm_(G, tj)
             if need_t: gt[j0:j0 + nj].addmm_(G.T, xi)
-            gs += torch.dot(G.view(-1), raw.view(-1))
+    gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
 # %% ../nbs/04_kernels.ipynb #00000021
@@ -349,7 +358,7 @@ def _loss_fwd_triton(x, t, s, block, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, _ = _tri_blocks(block, D)
     lse_r, lse_c, diag = (torch.empty(N, device=dev) for _ in range(3))
-    grid, kw = (triton.cdiv(N, b),), dict(BLOCK_M=b, BLOCK_N=b, BLOCK_D=bd, PREC=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype))
+    grid, kw = (triton.cdiv(N, b),), dict(BLOCK_M=b, BLOCK_N=b, BLOCK_D=bd, PREC=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), num_warps=4)
     _lse_kernel[grid](x, t, s, lse_r, diag, N, D, x.stride(0), t.stride(0), int(bug), WITH_DIAG=True, **kw)
     _lse_kernel[grid](t, x, s, lse_c, diag, N, D, t.stride(0), x.stride(0), int(bug), WITH_DIAG=False, **kw)
     return lse_r, lse_c, diag
@@ -364,7 +373,7 @@ def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug
         if not (need or (side == 1 and gs is None)): continue   # the scale gradient comes from whichever call runs
         o, dsp = torch.empty(N, D, device=dev), torch.empty(grid[1], grid[0], device=dev)
         _grad_kernel[grid](A, Bm, s, la, lb, o, dsp, N, D, A.stride(0), Bm.stride(0), int(bug),
-                           BLOCK_M=bm, BLOCK_N=b, BLOCK_D=bd, BLOCK_DO=bdo, PREC=prec, UPCAST=_upcast(x.dtype))
+                           BLOCK_M=bm, BLOCK_N=b, BLOCK_D=bd, BLOCK_DO=bdo, PREC=prec, UPCAST=_upcast(x.dtype), num_warps=8)
         if gs is None: gs = dsp[0].sum(dtype=torch.float64)
         if need: res[side] = o
     return res[0], res[1], gs

@@ -23,8 +23,8 @@ __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', '
            'pretrain_checkpoint', 'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens',
            'encode_tokens', 'encode_images_once', 'batch_features', 'loss_inputs', 'accumulate_gradients',
            'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog',
-           'read_log', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'local_rows', 'setup_run',
-           'train', 'arg_parser', 'cli']
+           'read_log', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'local_rows',
+           'logit_scales', 'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
 ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
@@ -360,6 +360,25 @@ def _save(path, bundle, opt, sched, loss_fn, step, p):
     save_checkpoint(path, model=_unwrap(bundle.model), optimizer=opt, scheduler=sched, step=step, params=asdict(p),
                     model_name=bundle.name, model_cfg=bundle.model_cfg, extra=dict(loss_state=loss_fn.state_dict()))
 
+def logit_scales(model, loss_fn) -> list:
+    "The learnable log-temperatures of a run: the model's (if the loss uses it) and the loss's own."
+    return [q for q in (_unwrap(model).logit_scale, getattr(loss_fn, 'logit_scale', None))
+            if isinstance(q, nn.Parameter) and q.requires_grad]
+
+def optimizer_step(model, loss_fn, batch:dict, fields, opt, sched, trainable:list, accum_steps:int=1, grad_clip:float=1.,
+                   precision='fp32', device=torch.device('cpu'), dist_info:Dist=Dist()) -> tuple:
+    "One optimiser step on `batch`: gradients, cross-rank average, clipping, update; returns (terms, grad norm)."
+    terms = accumulate_gradients(model, loss_fn, batch, fields, accum_steps, precision, device)
+    allreduce_gradients(trainable, dist_info)
+    terms = allreduce_mean({k: v for k, v in terms.items() if v.numel() == 1}, dist_info)
+    if not torch.isfinite(terms['loss']):   # leave the weights as they were: the caller reports it
+        opt.zero_grad(set_to_none=True); return terms, torch.tensor(float('nan'))
+    gnorm = torch.nn.utils.clip_grad_norm_(trainable, grad_clip if grad_clip > 0 else float('inf'))
+    opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
+    with torch.no_grad():   # as CLIP: the logit scale stays within [1, 100]
+        for q in logit_scales(model, loss_fn): q.clamp_(0, math.log(100))
+    return terms, gnorm
+
 def _ensure_init_checkpoint(p:TrainParams, dist_info:Dist):
     "Train SynthNeg's pretrain arm first when 'auto' points at a checkpoint that does not exist yet."
     if not p.init_checkpoint or Path(p.init_checkpoint).exists(): return
@@ -437,13 +456,9 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
             swap_p = p.laclip_p if loss_fn.caption_swap else 0.
             if swap_p: torch.rand(p.batch_size // dist_info.world_size * dist_info.rank, generator=gen)  # skip the other ranks' draws
             batch = _batch(data, idx, fields, device, swap_p, gen)
-            terms = accumulate_gradients(model, loss_fn, batch, fields, p.accum_steps, prec, device)
-            allreduce_gradients(trainable, dist_info)
-            terms = allreduce_mean({k: v for k, v in terms.items() if v.numel() == 1}, dist_info)
+            terms, gnorm = optimizer_step(model, loss_fn, batch, fields, opt, sched, trainable, p.accum_steps, p.grad_clip, prec, device, dist_info)
             if not torch.isfinite(terms['loss']):
                 raise TrainingDivergedError(f"loss became {terms['loss'].item()} at step {step}; the last good checkpoint is kept at '{ckpt}'")
-            gnorm = torch.nn.utils.clip_grad_norm_(trainable, p.grad_clip if p.grad_clip > 0 else float('inf'))
-            opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
             if log is None: continue
             rec = {k: round(v.item(), 6) for k, v in terms.items()}
             log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4),

@@ -65,9 +65,13 @@ _TOK = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|\S")
 
 def _tokenize(s:str):
     "Tokens of `s`, and for each whether whitespace preceded it."
-    toks, sp, end = [], [], 0
-    for m in _TOK.finditer(s):
-        toks.append(m.group()); sp.append(m.start() > end); end = m.end()
+    toks, sp = [], []
+    for chunk in s.split():
+        if chunk.isalnum(): toks.append(chunk); sp.append(True)      # most words: no regex needed
+        else:
+            parts = _TOK.findall(chunk)
+            toks += parts; sp += [True] + [False] * (len(parts) - 1)
+    if sp: sp[0] = False
     return toks, sp
 
 def _join(toks, sp) -> str:
@@ -165,6 +169,8 @@ _TRANSITIVE = set('ride eat hold throw catch take drive wear make bring build cu
                   'stir tow walk throw'.split())
 
 # %% ../nbs/01b_triples.ipynb #00000010
+_NP_STOP = _PREPS | _AUX | _REL | {'and', 'or', 'but', 'not', 'no'} | set(_VING) | set(_V3) | set(_PRON_BE) | set(_NEG_CONTR)
+
 def _rep(toks, sp, i, j, new):
     "Replace tokens i:j by the words `new` (an empty `new` deletes them, i == j inserts)."
     new, n = list(new), len(toks)
@@ -177,10 +183,7 @@ def _rep(toks, sp, i, j, new):
 def _np_end(low, i):
     "End (exclusive) of the noun phrase starting at `i`."
     j = i
-    while j < len(low) and low[j].isalnum() and low[j] not in _PREPS and low[j] not in _AUX and low[j] not in _REL \
-          and low[j] not in ('and', 'or', 'but', 'not', 'no') and low[j] not in _VING and low[j] not in _V3 \
-          and low[j] not in _PRON_BE and low[j] not in _NEG_CONTR:
-        j += 1
+    while j < len(low) and low[j].isalnum() and low[j] not in _NP_STOP: j += 1
     return j
 
 def _simple_np(low) -> bool:
@@ -211,10 +214,12 @@ _ANTONYMS = {('to', 'the', 'left', 'of'): ('to', 'the', 'right', 'of'), ('to', '
              ('in', 'front', 'of'): ('behind',), ('behind',): ('in', 'front', 'of'), ('inside',): ('outside',), ('outside',): ('inside',)}
 _CONVERSE = {**{k: v for k, v in _ANTONYMS.items() if k not in (('inside',), ('outside',))},
              ('next', 'to'): ('next', 'to'), ('beside',): ('beside',), ('near',): ('near',)}
+_ANTONYMS_FIRST, _CONVERSE_FIRST = {k[0] for k in _ANTONYMS}, {k[0] for k in _CONVERSE}
 
-def _find_phrase(low, table, start=0):
-    "First (i, j, phrase) in `low` with low[i:j] a key of `table` (longest key wins)."
+def _find_phrase(low, table, firsts, start=0):
+    "First (i, j, phrase) in `low` with low[i:j] a key of `table` (longest key wins); `firsts`: the keys' first words."
     for i in range(start, len(low)):
+        if low[i] not in firsts: continue
         for n in (4, 3, 2, 1):
             k = tuple(low[i:i+n])
             if len(k) == n and k in table: return i, i + n, k
@@ -330,7 +335,7 @@ def _neg_det0(t, sp, low):
         return _rep(t, sp, 0, 1, ['no', _lower_word(t[0])])
 
 def _neg_antonym(t, sp, low):
-    f = _find_phrase(low, _ANTONYMS)
+    f = _find_phrase(low, _ANTONYMS, _ANTONYMS_FIRST)
     if f: return _rep(t, sp, f[0], f[1], _ANTONYMS[f[2]])
 
 _NEG_RULES = (_neg_flip, _neg_exist, _neg_frame, _neg_quant, _neg_aux, _neg_verb, _neg_with, _neg_det0, _neg_antonym)
@@ -342,12 +347,12 @@ def rule_negations(caption:str):
     if len(t) < 2 or '?' in t: return
     blocked = any(w in _BLOCK and not (w == 'few' and i and low[i-1] == 'a') for i, w in enumerate(low))
     if blocked: return
-    seen = {_norm(caption)}
+    seen = {_tnorm(t)}
     for rule in _NEG_RULES:
         r = rule(t, sp, low)
         if r:
-            out = _finish(t, *r); k = _norm(out)
-            if k not in seen: seen.add(k); yield out
+            k = _tnorm(r[0])
+            if k not in seen: seen.add(k); yield _finish(t, *r)
 
 def _norm(s:str) -> str:
     "Lower-case words only: what 'identical' compares."
@@ -369,20 +374,32 @@ _SYNONYMS = {
     'person': 'individual', 'shape': 'figure', 'shapes': 'figures', 'all of the': 'all the', 'all the': 'all of the',
     "isn't": 'is not', "aren't": 'are not', "doesn't": 'does not', "don't": 'do not', "can't": 'cannot', "it's": 'it is',
     "there's": 'there is', 'is not': "isn't", 'are not': "aren't", 'does not': "doesn't", 'do not': "don't", 'cannot': "can't"}
-_SYN_ALTS = [re.escape(k).replace(r'\ ', r'\s+') for k in sorted(_SYNONYMS, key=len, reverse=True)]
-_SYN_RE = re.compile(r"\b(?:(an?)\s+)?(" + '|'.join(_SYN_ALTS) + r")\b", re.I)
+_SYN_ONE, _SYN_MULTI = {}, {}
+for _k, _v in _SYNONYMS.items():
+    for _kk in {_k, _k.replace("'", '’')}:
+        if ' ' in _kk: _SYN_MULTI.setdefault(_kk.split()[0], []).append((tuple(_kk.split()), _v.split()))
+        else: _SYN_ONE[_kk] = _v.split()
+for _l in _SYN_MULTI.values(): _l.sort(key=lambda kv: -len(kv[0]))
 
-def _syn_sub(m):
-    art, w = m.group(1), m.group(2)
-    rep = _SYNONYMS[' '.join(w.lower().split())]
-    if w[0].isupper() and not (len(w) > 1 and w.isupper()): rep = rep[0].upper() + rep[1:]
-    if not art: return rep
-    a = _an(rep)
-    return (a.capitalize() if art[0].isupper() else a) + ' ' + rep
+def _syn_tokens(t, sp):
+    "Tokens with every entry of the synonym table replaced once, keeping capitals and fixing 'a'/'an' in front."
+    ot, osp, i, n = [], [], 0, len(t)
+    while i < n:
+        w = t[i].lower(); rep = None
+        for k, v in _SYN_MULTI.get(w, ()):
+            if tuple(x.lower() for x in t[i:i+len(k)]) == k: rep, m = v, len(k); break
+        if rep is None and w in _SYN_ONE: rep, m = _SYN_ONE[w], 1
+        if rep is None: ot.append(t[i]); osp.append(sp[i]); i += 1; continue
+        rep = list(rep)
+        if t[i][0].isupper() and not (len(t[i]) > 1 and t[i].isupper()): rep[0] = rep[0][0].upper() + rep[0][1:]
+        if ot and ot[-1].lower() in ('a', 'an'):
+            a = _an(rep[0]); ot[-1] = a.capitalize() if ot[-1][0].isupper() else a
+        ot += rep; osp += [sp[i]] + [True] * (len(rep) - 1); i += m
+    return ot, osp
 
 def apply_synonyms(s:str) -> str:
-    "`s` with every word of the synonym table replaced once."
-    return _SYN_RE.sub(_syn_sub, s)
+    "`s` with every entry of the synonym table replaced once."
+    return _join(*_syn_tokens(*_tokenize(s)))
 
 _PUNCT = set('.,!?;:')
 
@@ -403,7 +420,7 @@ def _be_for(be, plural):
 
 def _para_converse(t, sp, low):
     end = _end(low)
-    f = _find_phrase(low[:end], _CONVERSE, 1)
+    f = _find_phrase(low[:end], _CONVERSE, _CONVERSE_FIRST, 1)
     if not f: return None
     i, j, k = f
     a, be = (i - 1, low[i-1]) if low[i-1] in _BE else (i, None)
@@ -481,12 +498,16 @@ def _para_exist(t, sp, low):
 
 _PARA_RULES = (_para_converse, _para_passive, _para_coord, _para_but, _para_adjpost, _para_progressive, _para_front, _para_exist, _para_front_np, None)
 
+def _tnorm(toks) -> str:
+    "`_norm` of a token list."
+    return ' '.join(w.lower().replace('’', "'") for w in toks if w[0].isalnum())
+
 def rule_paraphrases(caption:str):
     "Every paraphrase the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)
     if len(t) < 2 or '?' in t: return
     low = [w.lower() for w in t]
-    seen = {_norm(caption)}
+    seen = {_tnorm(t)}
     f = _frame(low)
     s = f + 1 if f >= 0 else 2 if low[0] == 'there' and low[1] in _BE else 0     # rewrite what the frame shows
     for rule in _PARA_RULES:
@@ -498,10 +519,9 @@ def rule_paraphrases(caption:str):
                 if low[0] == 'there': r[0][1] = _be_for(low[1], _is_plural(_head([w.lower() for w in r[0]], 2)))
         else: r = rule(t, sp, low)
         if r is None: continue
-        out = apply_synonyms(_finish(t, *r))
-        if t[0][:1].isupper(): out = out[:1].upper() + out[1:]
-        k = _norm(out)
-        if k not in seen: seen.add(k); yield out
+        ot, osp = _syn_tokens(*r)
+        k = _tnorm(ot)
+        if k not in seen: seen.add(k); yield _finish(t, ot, osp)
 
 # %% ../nbs/01b_triples.ipynb #0000001a
 def _nth(gen, n:int):

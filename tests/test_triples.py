@@ -212,9 +212,15 @@ def test_python_m_semclip_triples_runs_the_cli(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(tmp_path / 'out.csv').negation[0] == 'The cat does not sit on the mat.'
-    r = subprocess.run([sys.executable, '-m', 'semclip.triples', str(tmp_path / 'missing.csv'), str(tmp_path / 'o.csv')],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and "semclip-triples: error: file '" in r.stderr and 'no such caption CSV' in r.stderr
+    assert 'wrote' in r.stdout
+
+
+def test_cli_errors_exit_1_with_the_message(tmp_path, capsys):
+    from semclip.triples import cli
+    assert cli([str(tmp_path / 'missing.csv'), str(tmp_path / 'o.csv')]) == 1
+    assert f"semclip-triples: error: file '{tmp_path / 'missing.csv'}': no such caption CSV" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e: cli(['only-one-arg'])
+    assert e.value.code == 2
 
 
 # ---- SIGKILL half way, then rerun --------------------------------------------------------------------------------
@@ -234,6 +240,7 @@ def test_sigkill_half_way_then_rerun_loses_duplicates_and_repeats_nothing(srv, t
            '--base-url', srv.url, '--model', 'gen', '--verifier-model', 'ver', '--api-key-env', ENV,
            '--concurrency', str(conc), '--cache', str(cache), '--timeout', '10', '--backoff', '0.01', '--no-progress']
     needed = 4 * n                                           # paraphrase, its check, negation, its check
+    srv.latency = 0.002                                      # so that most workers have a request in flight at the kill
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while _lines(cache) < needed // 2:
