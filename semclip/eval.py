@@ -25,7 +25,7 @@ __all__ = ['MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS'
            'OpenClipEncoder', 'embedding_cache_key', 'embed', 'image_index', 'evaluate', 'metrics_table',
            'markdown_table', 'default_out_dir', 'resolve_checkpoint', 'parse_names', 'parse_kv',
            'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table', 'metrics_markdown',
-           'portable_meta', 'evaluate_checkpoint', 'arg_parser', 'cli']
+           'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'arg_parser', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000005
 def _float(x, name:str='embeddings') -> torch.Tensor:
@@ -663,15 +663,19 @@ def _relative(p:str, bases) -> str:
 
 def portable_meta(df:pd.DataFrame, # a dataset's table (ds.df)
                   roots:Sequence=()) -> pd.DataFrame: # folders paths may be made relative to (after each row's own file's folder)
-    "The table with a `row` column (0..n-1, as in embeddings.pt) and no absolute paths."
+    "The table with a `row` column first (the dataset row index, as `rows` in embeddings.pt) and no absolute paths."
     roots = [Path(r).resolve() for r in roots if r is not None]
     out = df.reset_index(drop=True)
     srcs = out['src_file'] if 'src_file' in out else pd.Series([None] * len(out))
     if 'image' in out:
         out['image'] = [_relative(p, [Path(s).resolve().parent if not _empty(s) else None, *roots]) for p, s in zip(out['image'], srcs)]
     if 'src_file' in out: out['src_file'] = [_relative(s, roots) for s in srcs]
-    out.insert(0, 'row', np.arange(len(out)))
+    out.insert(0, 'row', dataset_rows(df))
     return out
+
+def dataset_rows(df:pd.DataFrame) -> list: # a dataset's table (ds.df)
+    "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
+    return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
 def _json_safe(v):
     if isinstance(v, (np.floating, float)): v = float(v); return v if math.isfinite(v) else None
@@ -682,6 +686,11 @@ def _json_safe(v):
 
 # %% ../nbs/06_eval.ipynb #0000004c
 class _Skip(Exception): "A zero-shot set that cannot run here (recorded as skipped)."
+
+def _synth_kw(progress:bool) -> dict:
+    "`progress=` for SynthNeg's generator, if it takes it."
+    from semclip.synth import make_synthneg
+    return dict(progress=progress) if 'progress' in inspect.signature(make_synthneg).parameters else {}
 
 def _zeroshot(bundle, names, ds, emb, dataset:str, split:str, zeroshot_root, batch_size:int, progress:bool, synth_kw:dict) -> dict:
     "The zs_* metrics of `names` (see above); a torchvision set that is not on disk is recorded and printed, not raised."
@@ -730,22 +739,22 @@ def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': Synt
                         max_samples:int|None=None, # evaluate only the first N rows of the split (quick looks); None: all
                         device:str='auto') -> dict: # auto | cpu | cuda | cuda:N
     "Evaluate one model on one dataset: metrics dict (as in metrics.json, plus out_dir); writes metrics.json/.md, embeddings.pt, meta.csv."
-    from semclip.model import create_model
     from semclip.data import TripleDataset, get_dataset
     names, kw = parse_names(zeroshot), parse_kv(dataset_kw)
     if max_samples is not None and (not isinstance(max_samples, int) or isinstance(max_samples, bool) or max_samples < 1):
         raise ConfigError(f'max_samples={max_samples!r} must be a positive int or None')
     ck, warning = resolve_checkpoint(checkpoint, model, pretrained)
+    synth_kw = _synth_kw(progress) if dataset == 'synthneg' or 'synthneg' in names else {}
+    if dataset == 'synthneg': kw = {**synth_kw, **kw}
+    # the table first, so that a missing dataset fails before a large model loads; images are decoded later, lazily
+    ds = get_dataset(dataset, root=data_root, split=split, **kw)
+    if max_samples is not None and max_samples < len(ds):
+        ds = TripleDataset(ds.df.iloc[:max_samples], on_bad_sample=ds.on_bad_sample, require_paraphrase=ds.require_paraphrase, source=ds.source)
     if warning: print(f'WARNING: {warning}')
+    from semclip.model import create_model
     bundle = create_model(model, pretrained, checkpoint=ck, device=device)
     bundle.model.eval()
-    from semclip.synth import make_synthneg
-    synth_kw = dict(progress=progress) if 'progress' in inspect.signature(make_synthneg).parameters else {}
-    if dataset == 'synthneg': kw = {**synth_kw, **kw}
-    ds = get_dataset(dataset, root=data_root, split=split, transform=bundle.preprocess, **kw)
-    if max_samples is not None and max_samples < len(ds):
-        ds = TripleDataset(ds.df.iloc[:max_samples], transform=bundle.preprocess, on_bad_sample=ds.on_bad_sample,
-                           require_paraphrase=ds.require_paraphrase, source=ds.source)
+    ds.transform = bundle.preprocess                                # the model's own eval transform
     emb = embed(bundle, ds, batch_size=batch_size, progress=progress)
     metrics = dict(checkpoint=None if ck is None else str(ck), model=bundle.name, pretrained=bundle.pretrained,
                    dataset=dataset, split=split, random_init=ck is None and pretrained is None)
@@ -753,8 +762,7 @@ def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': Synt
     metrics.update(_zeroshot(bundle, names, ds, emb, dataset, split, zeroshot_root, batch_size, progress, synth_kw))
     metrics = {k: _json_safe(v) for k, v in metrics.items()}
     out = Path(out_dir).expanduser() if out_dir is not None else default_out_dir(ck, bundle.name, bundle.pretrained, dataset, split)
-    rows = [int(r) if isinstance(r, (int, np.integer)) else i for i, r in enumerate(ds.df['src_row'] if 'src_row' in ds.df else ds.df.index)]
-    with atomic_write(out/'embeddings.pt', 'wb') as f: torch.save(dict(emb, rows=rows), f)
+    with atomic_write(out/'embeddings.pt', 'wb') as f: torch.save(dict(emb, rows=dataset_rows(ds.df)), f)
     from semclip.core import data_root as default_data_root       # (the parameter data_root shadows it here)
     meta = portable_meta(ds.df, roots=[data_root if data_root is not None else default_data_root()])
     with atomic_write(out/'meta.csv', 'w') as f: meta.to_csv(f, index=False)

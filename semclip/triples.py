@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/triples.html.md"""
 
 # %% ../nbs/01b_triples.ipynb #00000002
 from __future__ import annotations
-import os, re, sys, json, time, random, hashlib, argparse, threading, socket, ssl, http.client, email.utils
+import os, re, sys, json, time, random, hashlib, argparse, threading, ssl, http.client, email.utils
 import urllib.parse
 from pathlib import Path
 from collections import Counter
@@ -91,7 +91,6 @@ _NEG_CONTR = {"isn't": 'is', "aren't": 'are', "wasn't": 'was', "weren't": 'were'
 _NEG_CONTR.update({k.replace("'", '’'): v for k, v in _NEG_CONTR.items()})
 _NEG_WORDS = {'nothing': 'something', 'nobody': 'somebody', 'none': 'some', 'nowhere': 'somewhere',
               'never': 'sometimes', 'without': 'with'}
-_NEGATORS = set(_NEG_CONTR) | set(_NEG_WORDS) | {'no', 'not'}
 # forms whose negation the rules cannot write correctly: such captions are reported, not transformed
 _BLOCK = set('neither nor hardly barely scarcely seldom rarely few only except unless if either whether'.split())
 _DETS = set('a an the this that these those his her their its my your our some any each every another both all no'.split()) | _NUMBERS
@@ -299,7 +298,7 @@ def _neg_aux(t, sp, low):
         if rel: rel -= 1; continue
         nxt = low[i+1] if i + 1 < len(low) else ''
         if not nxt.isalpha(): continue
-        if w in _HAVE and not (nxt in _VPART or nxt == 'been' or nxt.endswith('ed')):
+        if w in _HAVE and not (nxt in _VPART or nxt == 'been' or (nxt.endswith('ed') and nxt not in _ADJ)):
             return _rep(t, sp, i, i+1, [{'has': 'does', 'have': 'do', 'had': 'did'}[w], 'not', 'have'])
         if w in _DO and nxt not in _VERBS: return _rep(t, sp, i, i+1, [w, 'not', 'do'])
         if w == 'can': return _rep(t, sp, i, i+1, ['cannot'])
@@ -357,6 +356,10 @@ def rule_negations(caption:str):
 def _norm(s:str) -> str:
     "Lower-case words only: what 'identical' compares."
     return ' '.join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", s.lower().replace('’', "'")))
+
+def _tnorm(toks) -> str:
+    "`_norm` of a token list."
+    return ' '.join([w for w in toks if w[0].isalnum()]).lower().replace('’', "'")
 
 # %% ../nbs/01b_triples.ipynb #00000017
 _SYNONYMS = {
@@ -498,10 +501,6 @@ def _para_exist(t, sp, low):
 
 _PARA_RULES = (_para_converse, _para_passive, _para_coord, _para_but, _para_adjpost, _para_progressive, _para_front, _para_exist, _para_front_np, None)
 
-def _tnorm(toks) -> str:
-    "`_norm` of a token list."
-    return ' '.join(w.lower().replace('’', "'") for w in toks if w[0].isalnum())
-
 def rule_paraphrases(caption:str):
     "Every paraphrase the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)
@@ -512,7 +511,7 @@ def rule_paraphrases(caption:str):
     s = f + 1 if f >= 0 else 2 if low[0] == 'there' and low[1] in _BE else 0     # rewrite what the frame shows
     for rule in _PARA_RULES:
         if rule is None: r = (t, sp)
-        elif s and rule is not _para_exist:
+        elif s and rule not in (_para_exist, _para_front, _para_front_np):
             r = rule(t[s:], sp[s:], low[s:]) if len(t) - s >= 2 else None
             if r is not None:
                 r = _cat((t[:s], sp[:s]), r)

@@ -38,8 +38,8 @@ def semclip_eval(env, *args):
 # fixture -> (extra arguments, keys that must be there, keys that must not)
 CASES = {
     "semclip_csv": (["--zeroshot", "cifar10"], ["para_t2i_R@1", "para_i2t_R@1", "combined", "cos_img_para"], ["sc_itt_mean"]),
-    "ccneg": ([], [], ["para_t2i_R@1", "combined", "cos_img_para", "sc_itt_mean"]),   # CC-Neg has no paraphrases
-    "sugarcrepe_pp": (["--dataset_kw", f"images_dir={FIX}/sugarcrepe_pp/val2017"],
+    "ccneg": (["--zeroshot", "none"], [], ["para_t2i_R@1", "combined", "cos_img_para", "sc_itt_mean"]),   # CC-Neg has no paraphrases
+    "sugarcrepe_pp": (["--zeroshot", "none", "--dataset_kw", f"images_dir={FIX}/sugarcrepe_pp/val2017"],
                       [f"sc_{m}/{s}" for s in SCPP_SUBSETS for m in ("itt", "tot")] + ["sc_itt_mean", "sc_tot_mean", "combined"], []),
 }
 COMMON = ["checkpoint", "model", "pretrained", "dataset", "split", "n_samples", "n_images", "neg_acc", "neg_acc_scaled", "neg_n",
@@ -49,7 +49,7 @@ COMMON = ["checkpoint", "model", "pretrained", "dataset", "split", "n_samples", 
 @pytest.mark.parametrize("name", list(CASES))
 def test_fixture(name, env, checkpoint):
     extra, want, absent = CASES[name]
-    p = semclip_eval(env, "--checkpoint", checkpoint, "--dataset", name, "--data_root", FIX / name, "--split", "all", "--zeroshot", "none", *extra)
+    p = semclip_eval(env, "--checkpoint", checkpoint, "--dataset", name, "--data_root", FIX / name, "--split", "all", *extra)
     assert p.returncode == 0, p.stdout + p.stderr
     out = checkpoint.parent / f"eval-{name}-all"            # the default out_dir: next to the checkpoint
     assert f"to {out}" in p.stdout and "| neg_acc " in p.stdout, p.stdout

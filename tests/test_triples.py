@@ -206,9 +206,12 @@ def test_cache_key_depends_on_backend_model_prompt_caption_kind_attempt(srv):
     assert RuleBackend().cache_key('para', CAP) is None
 
 
-def test_python_m_semclip_triples_runs_the_cli(tmp_path):
+def test_console_script_runs_the_rule_backend(tmp_path):
+    "`semclip-triples` (the installed entry point; `python -m semclip.triples` if it is not installed yet)."
+    script = Path(sys.executable).parent / 'semclip-triples'
+    cmd = [str(script)] if script.exists() else [sys.executable, '-m', 'semclip.triples']
     pd.DataFrame(dict(caption=['The cat sits on the mat.'])).to_csv(tmp_path / 'in.csv', index=False)
-    r = subprocess.run([sys.executable, '-m', 'semclip.triples', str(tmp_path / 'in.csv'), str(tmp_path / 'out.csv'), '--no-progress'],
+    r = subprocess.run(cmd + [str(tmp_path / 'in.csv'), str(tmp_path / 'out.csv'), '--no-progress'],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(tmp_path / 'out.csv').negation[0] == 'The cat does not sit on the mat.'
