@@ -730,14 +730,15 @@ def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': Synt
                         dataset:str='synthneg', # synthneg | ccneg | sugarcrepe_pp | semclip_csv (any name semclip.data registers)
                         data_root=None, # dataset folder; None: the registry default under $SEMCLIP_DATA
                         split:str='test', # the split to evaluate; 'all': every row
-                        out_dir=None, # where the files go; None: see `default_out_dir`
+                        out_dir=None, # where the files go; None: <checkpoint dir>/eval (SynthNeg test) or eval-<dataset>-<split>; no checkpoint: $SEMCLIP_RUNS/eval/<dataset>/<model>
                         batch_size:int=256, # samples per forward pass
-                        zeroshot=('synthneg',), # zero-shot sets: names or a comma-separated string; None or '' for none
+                        zeroshot=('synthneg',), # zero-shot sets (names, or comma-separated): synthneg, cifar10, cifar100, flowers102, food101, oxfordiiitpet; none: no zero-shot
                         zeroshot_root=None, # folder of the torchvision datasets; None: $SEMCLIP_DATA/torchvision
                         progress:bool=True, # show progress bars
-                        dataset_kw=None, # extra get_dataset arguments: a dict or 'key=value,...' (e.g. images_dir=...)
+                        dataset_kw=None, # extra get_dataset arguments: a dict or key=value,... (e.g. images_dir=data/coco/val2017 for sugarcrepe_pp)
                         max_samples:int|None=None, # evaluate only the first N rows of the split (quick looks); None: all
-                        device:str='auto') -> dict: # auto | cpu | cuda | cuda:N
+                        device:str='auto', # auto | cpu | cuda | cuda:N
+                       ) -> dict:
     "Evaluate one model on one dataset: metrics dict (as in metrics.json, plus out_dir); writes metrics.json/.md, embeddings.pt, meta.csv."
     from semclip.data import TripleDataset, get_dataset
     names, kw = parse_names(zeroshot), parse_kv(dataset_kw)
@@ -800,6 +801,9 @@ def cli(argv=None): # the arguments (default: sys.argv[1:])
     "Console script `semclip-eval`: evaluate, print the headline table; a semclip error exits with a one-line message."
     args = arg_parser().parse_args(argv)
     try: m = evaluate_checkpoint(**vars(args))
+    except DatasetNotFoundError as e:
+        sys.exit(f'semclip-eval: error: {e} [on this command line, root= is --data_root and any other reader argument '
+                 f'is --dataset_kw KEY=VALUE, e.g. --dataset_kw images_dir=PATH]')
     except SemclipError as e: sys.exit(f'semclip-eval: error: {e}')
     print(metrics_markdown(m))
     print(f"wrote metrics.json, metrics.md, embeddings.pt and meta.csv to {m['out_dir']}")

@@ -129,9 +129,11 @@ class Runs(dict):
     def arms(self, what:str|None=None) -> list[str]: # only arms with a run that has this (see `RunFolder.has`)
         "The arms, in `ARMS` order."
         return [a for a, s in self.items() if what is None or any(r.has(what) for r in s.values())]
-    def seed_for(self, what:str='embeddings', seed:int|None=None) -> dict: # what must exist; None: the common seed
+    def seed_for(self, what:str='embeddings', # what the runs must have (see `RunFolder.has`)
+                 seed:int|dict|None=None) -> dict: # one seed for all, {arm: seed}, or None: the smallest common seed
         "{arm: the seed to use} for the arms that have `what`: `seed`, or the smallest seed they all have."
         have = {a: sorted(s for s, r in self[a].items() if r.has(what)) for a in self.arms(what)}
+        if isinstance(seed, dict): return {a: s for a, s in seed.items() if a in have and s in have[a]}
         if seed is not None:
             missing = [a for a, s in have.items() if seed not in s]
             if missing: raise ConfigError(f"seed={seed} has no {what} for arm(s) {', '.join(missing)} in '{self.root}' "
@@ -139,7 +141,7 @@ class Runs(dict):
             return {a: seed for a in have}
         common = set.intersection(*map(set, have.values())) if have else set()
         return {a: (min(common) if common else s[0]) for a, s in have.items()}
-    def embeddings(self, seed:int|None=None) -> dict: # None: `seed_for`'s choice
+    def embeddings(self, seed:int|dict|None=None) -> dict: # see `seed_for`
         "{arm: embeddings} of one seed per arm, checked to hold the same test rows."
         chosen = self.seed_for('embeddings', seed)
         if not chosen: raise RunsNotFoundError(f"no run in '{self.root}' has eval/embeddings.pt; evaluate the runs first "
@@ -150,10 +152,10 @@ class Runs(dict):
             raise DataError(f'the arms embedded different numbers of test rows: {rows}; evaluate every arm on the same split',
                             file=self.root)
         return out
-    def eval_metrics(self, seed:int|None=None) -> dict: # None: `seed_for`'s choice
+    def eval_metrics(self, seed:int|dict|None=None) -> dict: # see `seed_for`
         "{arm: eval/metrics.json} of one seed per arm."
         return {a: self[a][s].eval_metrics for a, s in self.seed_for('eval_metrics', seed).items()}
-    def meta(self, seed:int|None=None) -> pd.DataFrame|None: # None: `seed_for`'s choice
+    def meta(self, seed:int|dict|None=None) -> pd.DataFrame|None: # see `seed_for`
         "The test rows (eval/meta.csv) of the embeddings, from the first run that has them."
         for a, s in self.seed_for('embeddings', seed).items():
             if self[a][s].has('meta'): return self[a][s].meta

@@ -139,6 +139,7 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         rows = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
         rmask = rows < Nq
+        rows64 = rows.to(tl.int64)                      # offsets in int64: Nk * d can pass 2**31
         slots = tl.arange(0, KP)
         valid = (slots < KTOP)[None, :]
         topv = tl.full([BLOCK_Q, KP], float('-inf'), tl.float32)
@@ -152,8 +153,8 @@ if HAS_TRITON:
             acc = tl.zeros([BLOCK_Q, BLOCK_K], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(Q + rows[:, None] * stride_q + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
-                b = tl.load(K + cols[:, None] * stride_k + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
+                a = tl.load(Q + rows64[:, None] * stride_q + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
+                b = tl.load(K + cols.to(tl.int64)[:, None] * stride_k + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
                 if UPCAST: a, b = a.to(tl.float32), b.to(tl.float32)
                 acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
             if NORMALIZE:
@@ -172,7 +173,7 @@ if HAS_TRITON:
                 worst_v = tl.min(tl.where(valid, topv, float('inf')), 1)
                 worst_i = tl.max(tl.where(valid & (topv == worst_v[:, None]), topi, -2147483647), 1)
                 cand = cand & (lab[None, :] != bi[:, None]) & (s > worst_v[:, None])
-        out = rows[:, None] * KTOP + slots[None, :]
+        out = rows64[:, None] * KTOP + slots[None, :]
         m = rmask[:, None] & valid
         tl.store(OV + out, topv, mask=m)
         tl.store(OI + out, topi, mask=m)
@@ -213,7 +214,7 @@ def sim_topk(queries:torch.Tensor, # [Nq, d] fp32, bf16 or fp16
     _check_topk_args(queries, keys, k)
     if backend == 'reference': return sim_topk_reference(queries, keys, k, normalize)
     with torch.no_grad(), torch.autocast(queries.device.type, enabled=False):
-        if _use_triton(queries, backend) and k <= _TRITON_MAX_K:
+        if _use_triton(queries, backend) and k <= _TRITON_MAX_K and keys.shape[0] < 2**31 - 1:
             return _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug)
         return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 16384, _offset_bug)
 
@@ -290,6 +291,7 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < N
+        rows64 = rows.to(tl.int64)
         s = tl.load(S).to(tl.float32)
         m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -300,8 +302,8 @@ if HAS_TRITON:
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(A + rows[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
-                b = tl.load(Bm + cols[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
+                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
+                b = tl.load(Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
                 if UPCAST: a, b = a.to(tl.float32), b.to(tl.float32)
                 acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
             z = tl.where(cmask[None, :], acc * s, float('-inf'))
@@ -320,6 +322,7 @@ if HAS_TRITON:
         pid, pid_d = tl.program_id(0), tl.program_id(1)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < N
+        rows64 = rows.to(tl.int64)
         do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
         s = tl.load(S).to(tl.float32)
         la = tl.load(LA + rows, mask=rmask, other=0.)
@@ -331,8 +334,8 @@ if HAS_TRITON:
             raw = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(A + rows[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
-                b = tl.load(Bm + cols[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
+                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
+                b = tl.load(Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
                 if UPCAST: a, b = a.to(tl.float32), b.to(tl.float32)
                 raw = tl.dot(a, tl.trans(b), raw, input_precision=PREC)
             z = raw * s
@@ -341,12 +344,12 @@ if HAS_TRITON:
             lab = cols + tl.where(j0 > 0, BUG, 0)
             G = tl.where(rows[:, None] == lab[None, :], G - 2., G)
             G = tl.where(rmask[:, None] & cmask[None, :], G, 0.)
-            bo = tl.load(Bm + cols[:, None] * sb + do[None, :], mask=cmask[:, None] & (do[None, :] < D), other=0.)
+            bo = tl.load(Bm + cols.to(tl.int64)[:, None] * sb + do[None, :], mask=cmask[:, None] & (do[None, :] < D), other=0.)
             Gc = G.to(bo.dtype)                            # bf16 features: bf16 G, as on the GPU
             if UPCAST: Gc, bo = Gc.to(tl.float32), bo.to(tl.float32)
             acc = tl.dot(Gc, bo, acc, input_precision=PREC)
             dsacc += tl.sum(G * raw, 1)
-        tl.store(OUT + rows[:, None] * D + do[None, :], acc, mask=rmask[:, None] & (do[None, :] < D))
+        tl.store(OUT + rows64[:, None] * D + do[None, :], acc, mask=rmask[:, None] & (do[None, :] < D))
         tl.store(DSP + pid_d * tl.num_programs(0) + pid, tl.sum(dsacc, 0))
 
 def _tri_blocks(block, D):
@@ -383,25 +386,27 @@ class _ClipLossTiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, scale, block, use_triton, bug):
         s = scale.detach().reshape(1).float().contiguous()
+        dt = torch.promote_types(x.dtype, t.dtype)     # one dtype, unit stride rows for the kernels
+        xp, tp = x.detach().to(dt).contiguous(), t.detach().to(dt).contiguous()
         fwd = _loss_fwd_triton if use_triton else _loss_fwd_torch
         with torch.autocast(x.device.type, enabled=False):
-            lse_r, lse_c, diag = fwd(x.detach(), t.detach(), s, block, bug)
-        ctx.save_for_backward(x, t, s, lse_r, lse_c)
-        ctx.cfg = block, use_triton, bug, scale.shape, scale.dtype
+            lse_r, lse_c, diag = fwd(xp, tp, s, block, bug)
+        ctx.save_for_backward(xp, tp, s, lse_r, lse_c)
+        ctx.cfg = block, use_triton, bug, scale.shape, scale.dtype, x.dtype, t.dtype
         return ((lse_r - diag).mean() + (lse_c - diag).mean()) / 2
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, g):
         x, t, s, lse_r, lse_c = ctx.saved_tensors
-        block, use_triton, bug, shape, sdtype = ctx.cfg
+        block, use_triton, bug, shape, sdtype, xdtype, tdtype = ctx.cfg
         nx, nt, ns = ctx.needs_input_grad[:3]
         bwd = _loss_bwd_triton if use_triton else _loss_bwd_torch
         with torch.autocast(x.device.type, enabled=False):
             gx, gt, gs = bwd(x, t, s, lse_r, lse_c, block, nx, nt, bug)
         coef = g.float() / (2 * x.shape[0])
-        dx = (gx * (coef * s)).to(x.dtype) if nx else None
-        dt = (gt * (coef * s)).to(t.dtype) if nt else None
+        dx = (gx * (coef * s)).to(xdtype) if nx else None
+        dt = (gt * (coef * s)).to(tdtype) if nt else None
         ds = (gs * coef).to(sdtype).reshape(shape) if ns else None
         return dx, dt, ds, None, None, None
 

@@ -100,11 +100,19 @@ def test_clip_loss_interpreted():
         out["fp32 frozen image side"] = loss_case(40, 24, 16, need_x=False)
         out["bf16 block16"] = loss_case(40, 24, 16, dtype=torch.bfloat16)
         out["offset bug"] = loss_case(40, 24, 16, bug=1)
+        xm = F.normalize(torch.randn(24, 40), dim=0).T.bfloat16().requires_grad_()   # bf16, not contiguous
+        tm = F.normalize(torch.randn(40, 24), dim=1).requires_grad_()                 # fp32
+        res = []
+        for fn in (clip_loss_reference, lambda *a: clip_loss_tiled(*a, block=16, backend="triton")):
+            xm.grad = tm.grad = None
+            s = torch.tensor(20., requires_grad=True)
+            l = fn(xm, tm, s); l.backward(); res.append([l.detach(), xm.grad.float(), tm.grad, s.grad])
+        out["mixed dtypes, strided"] = [(a - b).abs().max().item() for a, b in zip(*res)]
     ''')
     print(json.dumps(out, indent=1))
     for name, d in out.items():
         if name == 'offset bug': continue
-        tol = 2e-2 if name.startswith('bf16') else 1e-4
+        tol = 2e-2 if name.startswith(('bf16', 'mixed')) else 1e-4
         assert max(d) < tol, (name, d)
     assert max(out['offset bug']) > 1e-2
 
