@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #00000002
 from __future__ import annotations
-import os, random, tempfile, contextlib, hashlib, json
+import os, re, random, tempfile, contextlib, hashlib, json, functools
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ import torch
 __all__ = ['PRECISIONS', 'SemclipError', 'ConfigError', 'DataError', 'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError',
            'WeightsUnavailableError', 'check_choice', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
            'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'safe_join', 'atomic_write',
-           'write_json', 'file_hash']
+           'write_json', 'file_hash', 'unsafe_pickle_global']
 
 # %% ../nbs/00_core.ipynb #00000005
 class SemclipError(Exception):
@@ -132,18 +132,31 @@ def runs_root() -> Path:
     return _root('SEMCLIP_RUNS', 'runs')
 
 # %% ../nbs/00_core.ipynb #00000018
+@functools.lru_cache(maxsize=1024)
+def _real_dir(d:str) -> str:
+    "A directory's resolved path (cached: datasets hold many files in few folders)."
+    return os.path.realpath(d)
+
 def safe_join(root, # the directory every read must stay inside
               rel, # a relative path taken from the data
               file=None, row:int|None=None) -> Path: # where `rel` came from, for the error message
-    "`root/rel`, refusing paths that escape `root`."
-    root = Path(root).resolve()
-    rel = str(rel)
-    p = (root/rel).resolve()
-    if os.path.isabs(rel) or not p.is_relative_to(root):
+    "`root/rel`, refusing paths that escape `root` (by `..`, an absolute path or a symbolic link)."
+    root, rel = _real_dir(str(root)), str(rel)
+    if os.path.isabs(rel): raise UnsafePathError(f"path {rel!r} is absolute and escapes the data root '{root}'", file=file, row=row)
+    joined = os.path.normpath(os.path.join(root, rel))
+    if os.path.commonpath([root, joined]) != root:
         raise UnsafePathError(f"path {rel!r} escapes the data root '{root}'", file=file, row=row)
-    return p
+    real = os.path.join(_real_dir(os.path.dirname(joined)), os.path.basename(joined))   # folders resolved once each
+    if os.path.islink(real): real = os.path.realpath(real)
+    if os.path.commonpath([root, real]) != root:
+        raise UnsafePathError(f"path {rel!r} escapes the data root '{root}' (through a symbolic link to '{os.path.dirname(real)}'; "
+                              f"point the data root at the linked folder instead)", file=file, row=row)
+    return Path(real)
 
 # %% ../nbs/00_core.ipynb #0000001b
+def _umask() -> int:
+    m = os.umask(0); os.umask(m); return m
+
 @contextlib.contextmanager
 def atomic_write(path, # the file to (re)place
                  mode:str='wb'): # 'wb' or 'w'
@@ -154,6 +167,7 @@ def atomic_write(path, # the file to (re)place
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
@@ -169,3 +183,11 @@ def file_hash(path, n:int=16) -> str: # the file, and how many hex digits to kee
     with open(path, 'rb') as f:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()[:n]
+
+# %% ../nbs/00_core.ipynb #0000001e
+_re_global = re.compile(r'(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)')
+
+def unsafe_pickle_global(exc:BaseException) -> str|None:
+    "The Python object an unsafe pickle asked for, from torch's `weights_only` refusal (None if it is not one)."
+    m = _re_global.search(str(exc))
+    return m.group(1) if m else None

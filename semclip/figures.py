@@ -225,7 +225,7 @@ def select_samples(n_rows:int, # rows to choose from
 
 # %% ../nbs/07_figures.ipynb #00000016
 KIND_STYLE = dict(   # marker, colour and size per kind of embedding
-    image=dict(marker='s', color='#4a4a4a', s=16, label='image'),
+    image=dict(marker='s', color='#4a4a4a', s=30, label='image', hollow=True),   # hollow: texts on top stay visible
     caption=dict(marker='o', color='#1f5fbf', s=18, label='caption'),
     paraphrase=dict(marker='^', color='#1a9641', s=20, label='paraphrase'),
     negation=dict(marker='X', color='#d7191c', s=22, label='negation'))
@@ -319,13 +319,14 @@ def umap_shift_figure(embeddings_by_arm:dict, # {arm: {'image','caption','paraph
                 ax.add_collection(LineCollection(segs, colors=[colour], linewidths=0.7, alpha=0.55, zorder=1))
         for k in kinds:
             st = KIND_STYLE[k]
-            ax.scatter(p['x'][k], p['y'][k], marker=st['marker'], c=[st['color']], s=st['s'], linewidths=0,
-                       alpha=0.9, zorder=3 if k != 'image' else 2)
+            paint = dict(facecolors='none', edgecolors=[st['color']], linewidths=0.9) if st.get('hollow') else dict(c=[st['color']], linewidths=0)
+            ax.scatter(p['x'][k], p['y'][k], marker=st['marker'], s=st['s'], alpha=0.9, zorder=2 if st.get('hollow') else 3, **paint)
         ax.set_title(_title(arm, _neg_acc(arm, emb[arm], metrics_by_arm)), fontsize=11)
         ax.set_xticks([]); ax.set_yticks([])
         if i + ncols >= len(arms): ax.set_xlabel('UMAP 1')         # the lowest panel of its column
         if i % ncols == 0: ax.set_ylabel('UMAP 2')
-    handles = [Line2D([], [], ls='', marker=KIND_STYLE[k]['marker'], color=KIND_STYLE[k]['color'], markersize=7, label=k) for k in kinds]
+    handles = [Line2D([], [], ls='', marker=KIND_STYLE[k]['marker'], color=KIND_STYLE[k]['color'], markersize=7, label=k,
+                      markerfacecolor='none' if KIND_STYLE[k].get('hollow') else KIND_STYLE[k]['color']) for k in kinds]
     handles += [Line2D([], [], color=KIND_STYLE[k]['color'], lw=1.5, label=f'caption \u2192 {k}') for k in ('paraphrase', 'negation') if k in kinds]
     fig.legend(handles=handles, loc='lower center', ncol=leg_cols, frameon=False, fontsize=10)
     fig.suptitle(f'Embedding shift: {len(rows)} test samples, one joint UMAP (cosine) for all panels', fontsize=12)
@@ -404,8 +405,8 @@ def curve_stats(frame:pd.DataFrame, # from `curve_frame`
 def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
                   arms:Sequence[str]|None=None, # lines, in order; None: every arm but pretrain (unless it is alone)
                   panels:Sequence[tuple]=(('loss', 'train'), ('neg_acc', 'val'), ('t2i_top1', 'val')), # (metric, split) per panel
-                  smooth:int|None=None, # moving-average window of training records; None: about 1/25 of the run
-                  width:float=12.0): # figure width in inches
+                  smooth:int|None=None, # moving-average window of training records; None: about 1/20 of the run
+                  width:float=10.5): # figure width in inches
     "Training loss and validation metrics per arm vs step; mean over seeds with a ±1 s.d. band."
     frame = curve_frame(logs_by_arm)
     if arms is None:
@@ -414,15 +415,20 @@ def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Ru
     else: arms = list(arms)
     missing = [a for a in arms if a not in set(frame.arm)]
     if missing: raise ConfigError(f"arms {missing} have no log records; available: {sorted(set(frame.arm))}")
+    start = {}   # fine-tuning starts from pretrain: its final validation values are the reference lines
+    if 'pretrain' not in arms and 'pretrain' in set(frame.arm):
+        pv = frame[(frame.arm == 'pretrain') & (frame.split == 'val')].sort_values('step')
+        start = pv.groupby(['metric', 'seed']).value.last().groupby('metric').mean().to_dict()
     frame = frame[frame.arm.isin(arms)]
     panels = [(m, s) for m, s in panels if ((frame.metric == m) & (frame.split == s)).any()]
     if not panels: raise DataError('the logs hold none of the metrics to draw (loss, neg_acc, t2i_top1)')
     colors, seeds = arm_colors(arms), frame.groupby('arm').seed.nunique()
-    leg_rows = -(-(len(arms) + int(('neg_acc', 'val') in panels)) // 5)
+    extra = int(('neg_acc', 'val') in panels) + int(any(s == 'val' and m in start for m, s in panels))
+    leg_rows = -(-(len(arms) + extra) // 6)
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.4 + 0.3 * leg_rows), squeeze=False)
     for ax, (metric, split) in zip(axes[0], panels):
         n_train = frame[(frame.split == split) & (frame.metric == metric)].groupby(['arm', 'seed']).size().max()
-        w = (smooth or max(1, round(n_train / 25))) if split == 'train' else 1
+        w = (smooth or max(1, round(n_train / 20))) if split == 'train' else 1
         st = curve_stats(frame, metric, split, w)
         for arm in arms:
             g = st[st.arm == arm]
@@ -431,6 +437,7 @@ def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Ru
                     label=f'{arm} ({seeds[arm]} seeds)' if seeds[arm] > 1 else arm)
             band = g[g.n > 1]
             if len(band): ax.fill_between(band.step, band['mean'] - band['std'], band['mean'] + band['std'], color=colors[arm], alpha=0.2, lw=0)
+        if split == 'val' and metric in start: ax.axhline(start[metric], color='#555555', lw=1.2, ls='--', label='pretrain (start)')
         if metric == 'neg_acc': ax.axhline(0.5, color='grey', lw=0.8, ls=':', label='chance')
         title, ylabel = CURVE_LABELS.get(metric, (f'{split} {metric}', metric))
         ax.set_xlabel('step'); ax.set_ylabel(ylabel); ax.set_title(title, fontsize=11)
@@ -439,7 +446,7 @@ def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Ru
     for ax in axes[0][1:]:
         for h, l in zip(*ax.get_legend_handles_labels()):
             if l not in labels: handles.append(h); labels.append(l)
-    fig.legend(handles, labels, loc='lower center', ncol=min(len(labels), 5), frameon=False, fontsize=10)
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=10)
     many = (seeds > 1).any()
     fig.suptitle('Training curves' + (' (mean over seeds, band: \u00b11 s.d.)' if many else ''), fontsize=12)
     fig.tight_layout(rect=(0, (0.1 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))

@@ -23,7 +23,7 @@ __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', '
            'pretrain_checkpoint', 'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens',
            'encode_tokens', 'encode_images_once', 'batch_features', 'loss_inputs', 'accumulate_gradients',
            'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog',
-           'read_log', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'local_rows',
+           'read_log', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'StopFlag', 'local_rows',
            'logit_scales', 'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
@@ -286,20 +286,25 @@ def check_writable(out_dir:Path, min_free_mb:int=200):
     free = shutil.disk_usage(out_dir).free / 2**20
     if free < min_free_mb: raise ConfigError(f"out_dir='{out_dir}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
 
+def _parse_line(line:str) -> dict|None:
+    "A log record, or None for a blank line or one cut short by a crash."
+    try: return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError: return None
+
 class JsonlLog:
     "Append-only JSON-lines log; on resume, lines after the checkpoint's step are dropped."
     def __init__(self, path:Path, resume_step:int|None=None):
         self.path = Path(path)
         if resume_step is None: self.path.write_text('')
         elif self.path.exists():
-            keep = [l for l in self.path.read_text().splitlines() if l.strip() and json.loads(l).get('step', 0) <= resume_step]
+            keep = [l for l in self.path.read_text().splitlines() if (r := _parse_line(l)) is not None and r.get('step', 0) <= resume_step]
             with atomic_write(self.path, 'w') as f: f.write(''.join(l + '\n' for l in keep))
     def write(self, **rec):
         with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
 
 def read_log(path) -> list:
     "The records of a `log.jsonl`."
-    return [json.loads(l) for l in Path(path).read_text().splitlines() if l.strip()]
+    return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
 # %% ../nbs/05_train.ipynb #00000021
 @dataclass
@@ -339,6 +344,25 @@ def allreduce_mean(values:dict, dist_info:Dist) -> dict:
     keys = list(values); t = torch.stack([values[k].float().reshape(()) for k in keys])
     dist.all_reduce(t); t /= dist_info.world_size
     return dict(zip(keys, t))
+
+class StopFlag:
+    "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
+    def __init__(self):
+        import signal, threading
+        self.flag, self.prev = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.prev = signal.signal(signal.SIGINT, self._set)
+    def _set(self, signum, frame):
+        if self.flag: raise KeyboardInterrupt   # a second Ctrl-C stops at once
+        self.flag = True
+    def requested(self, dist_info:Dist=Dist()) -> bool:
+        "True once any rank was asked to stop."
+        if dist_info.world_size == 1: return self.flag
+        import torch.distributed as dist
+        t = torch.tensor(float(self.flag)); dist.all_reduce(t); return bool(t.item())
+    def restore(self):
+        import signal
+        if self.prev is not None: signal.signal(signal.SIGINT, self.prev); self.prev = None
 
 def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
@@ -435,11 +459,15 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
     trainable = [q for g in opt.param_groups for q in g['params']]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(p.warmup_steps, p.steps))
     start, ckpt = 0, out/'checkpoint.pt'
+    if dist_info.main:
+        for tmp in out.glob('.*.pt.*.tmp'): tmp.unlink()   # half-written checkpoints of a killed run
     if p.resume and ckpt.exists():
         st = load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, map_location=device, restore_rng=True)
         loss_fn.load_state_dict(st['extra']['loss_state'])
         start = int(st['step'])
-        if dist_info.main: print(f'resumed from {ckpt} at step {start}')
+        old = (st.get('params') or {}).get('steps')
+        sched.lr_lambdas[0].__dict__.update(warmup=p.warmup_steps, total=p.steps)   # the schedule of *this* run's length
+        if dist_info.main: print(f'resumed from {ckpt} at step {start}' + (f' (schedule stretched from {old} to {p.steps} steps)' if old and old != p.steps else ''))
     log = JsonlLog(out/'log.jsonl', resume_step=start if p.resume else None) if dist_info.main else None
     save = (lambda path, o, s, step: _save(path, bundle, o, s, loss_fn, step, p)) if dist_info.main else (lambda *a: None)
 
@@ -447,7 +475,7 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
     model.train()
     if p.freeze_vision: model.visual.eval()
     bar = tqdm(range(start, p.steps), desc=f'{p.arm} ({p.dataset})', disable=not (p.progress and dist_info.main), initial=start, total=p.steps)
-    step = start
+    step, stop = start, StopFlag()
     try:
         for step in bar:
             t0 = time.perf_counter()
@@ -458,7 +486,8 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
             batch = _batch(data, idx, fields, device, swap_p, gen)
             terms, gnorm = optimizer_step(model, loss_fn, batch, fields, opt, sched, trainable, p.accum_steps, p.grad_clip, prec, device, dist_info)
             if not torch.isfinite(terms['loss']):
-                raise TrainingDivergedError(f"loss became {terms['loss'].item()} at step {step}; the last good checkpoint is kept at '{ckpt}'")
+                kept = f"the last good checkpoint is kept at '{ckpt}'" if ckpt.exists() else 'no checkpoint had been written yet'
+                raise TrainingDivergedError(f"loss became {terms['loss'].item()} at step {step + 1}; the weights were not updated; {kept}")
             if log is None: continue
             rec = {k: round(v.item(), 6) for k, v in terms.items()}
             log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4),
@@ -468,10 +497,11 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
                 log.write(step=step + 1, split='val', **quick_validate(model, val, device=device, precision=prec))
             if p.ckpt_every and (step + 1) % p.ckpt_every == 0 and step + 1 < p.steps:
                 save(ckpt, opt, sched, step + 1)
-    except KeyboardInterrupt:
-        save(ckpt, opt, sched, step)
-        if dist_info.main: print(f'interrupted: checkpoint saved at step {step} in {ckpt}; rerun with resume=True to continue')
-        raise
+            if stop.requested(dist_info):      # Ctrl-C: finish the step, save it, then stop
+                save(ckpt, opt, sched, step + 1)
+                if dist_info.main: print(f'interrupted: checkpoint saved at step {step + 1} in {ckpt}; rerun with resume=True to continue')
+                raise KeyboardInterrupt
+    finally: stop.restore()
 
     # --- eval and save
     metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
@@ -501,7 +531,9 @@ def arg_parser() -> argparse.ArgumentParser:
     docs = param_docs()
     for f in fields(TrainParams):
         anno = str(f.type)
-        ap.add_argument(f'--{f.name}', type=lambda s, a=anno: _parse_value(s, a), default=f.default,
+        conv = lambda s, a=anno: _parse_value(s, a)
+        conv.__name__ = anno.replace(' ', '')          # argparse names it in "invalid int|None value: 'abc'"
+        ap.add_argument(f'--{f.name}', type=conv, default=f.default,
                         help=f'{docs.get(f.name, "")} (default: {f.default})')
     return ap
 

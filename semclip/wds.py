@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, check_choice, file_hash, write_json
-from .data import TRIPLE_COLUMNS, ON_BAD_SAMPLE, TripleDataset, default_transform
+from .data import ON_BAD_SAMPLE, TripleDataset, default_transform
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards', 'expand_urls',
@@ -82,11 +82,12 @@ def _check_args(maxcount, prefix):
     if not isinstance(prefix, str) or not re.fullmatch(r'[A-Za-z0-9_-]+', prefix):
         raise ConfigError(f'prefix={prefix!r} must be letters, digits, _ or - (no dots or slashes: it names the shard files)')
 
-def _samples(df, verify, on_bad, skipped):
+def _samples(df, verify, on_bad, skipped, bar):
     "(key, files) of every readable row, in order; bad rows raise or are recorded in `skipped`."
     files = df['src_file'].tolist() if 'src_file' in df else [None] * len(df)
     rows = df['src_row'].tolist() if 'src_row' in df else list(range(len(df)))
     for i, r in enumerate(df.to_dict('records')):
+        bar.update()
         try: img, ext = image_bytes(r['image'], verify, file=files[i], row=int(rows[i]))
         except DataError as e:
             if on_bad == 'raise': raise
@@ -102,9 +103,9 @@ def write_shards(dataset, # a TripleDataset (e.g. from get_dataset) or a standar
                  out_dir, # the folder for the shards, sizes.json and manifest.json (created)
                  maxcount:int=1000, # samples per shard
                  prefix:str='shard', # shard file names: {prefix}-000000.tar, ...
+                 progress:bool=True, # show a progress bar
                  on_bad_sample:str|None=None, # 'raise' or 'skip' an unreadable image; None: the dataset's own ('raise' for a frame)
-                 verify_images:bool=True, # decode every image once while writing: corrupt files fail here, not mid-training
-                 progress:bool=True) -> list[Path]: # show a progress bar
+                 verify_images:bool=True) -> list[Path]: # decode every image once while writing: corrupt files fail here, not mid-training
     "Write a triple dataset as WebDataset tar shards in the open_clip layout; return the shard paths."
     _check_args(maxcount, prefix)
     if isinstance(dataset, pd.DataFrame): dataset = TripleDataset(dataset, require_paraphrase=False)
@@ -113,8 +114,8 @@ def write_shards(dataset, # a TripleDataset (e.g. from get_dataset) or a standar
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
     (out/'manifest.json').unlink(missing_ok=True)            # no manifest until every shard is in place
     df, skipped, shards, counts = dataset.df, [], [], []
-    samples = _samples(df, verify_images, on_bad, skipped)
     bar = tqdm(total=len(df), desc='writing shards', unit='sample', disable=not progress)
+    samples = _samples(df, verify_images, on_bad, skipped, bar)
     try:
         nxt = next(samples, None)
         while nxt is not None:
@@ -123,7 +124,7 @@ def write_shards(dataset, # a TripleDataset (e.g. from get_dataset) or a standar
                 while nxt is not None and n < maxcount:
                     key, files = nxt
                     for ext, data in files.items(): _add(tar, f'{key}.{ext}', data)
-                    n += 1; bar.update()
+                    n += 1
                     nxt = next(samples, None)
             shards.append(path); counts.append(n)
     except BaseException:
@@ -304,6 +305,12 @@ class ShardTriples(IterableDataset):
         self.transform = transform if transform is not None else default_transform()
         self.shuffle, self.seed, self.split_by_node, self.split_by_worker = shuffle, seed, split_by_node, split_by_worker
         self.epoch = 0
+
+    @property
+    def num_samples(self) -> int|None:
+        "Samples in all the shards (every process together), from manifest.json; None when a shard is not listed there."
+        counts = [_listed_count(Path(u)) for u in self.urls]
+        return None if None in counts else sum(counts)
 
     def set_epoch(self, epoch:int):
         "Use the shuffle order of `epoch` from the next iteration on."

@@ -1,0 +1,193 @@
+"""The bad inputs users really produce, thrown at the public entry points.
+
+Each case checks three things: a semclip error type (not a bare exception from deep inside pandas, PIL or
+torch), a message that names the file / row / parameter at fault, and nothing written half. Where an entry
+point does not give a clear error today the test is `xfail(strict=True)` with the current behaviour as its
+reason, so the gap stays visible and the test turns red (XPASS) once it is fixed.
+"""
+import json, os, shutil, struct, subprocess, sys, uuid, zlib
+from pathlib import Path
+import pandas as pd
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT/'tests'))
+
+from semclip.core import SemclipError, ConfigError, DataError, UnsafePathError, CheckpointError
+
+
+def _err(fn, etype=SemclipError):
+    "Call fn, which must raise `etype` (a semclip error); return the exception."
+    with pytest.raises(etype) as ei: fn()
+    assert isinstance(ei.value, SemclipError), f'not a semclip error: {type(ei.value).__module__}.{type(ei.value).__name__}: {ei.value}'
+    print(f'{type(ei.value).__name__}: {ei.value}')
+    return ei.value
+
+
+def _files(d):
+    return sorted(str(p.relative_to(d)) for p in Path(d).rglob('*') if p.is_file())
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope='module')
+def syn(tmp_path_factory):
+    "A 20-image SynthNeg, copied into a folder of its own (a real images/ directory, no symlink)."
+    from semclip.synth import make_synthneg
+    base = tmp_path_factory.mktemp('syn')
+    src = make_synthneg(base/'cache', n_pretrain=0, n_train=20, n_val=0, n_test=0, progress=False)
+    d = base/'ds'
+    shutil.copytree(src, d)
+    return d
+
+
+@pytest.fixture
+def ds_dir(syn, tmp_path):
+    "A fresh copy of the dataset folder whose triples.csv a test may break."
+    d = tmp_path/'ds'
+    shutil.copytree(syn, d, symlinks=True)
+    return d
+
+
+def _read(csv):
+    from semclip.data import read_triples_csv, TripleDataset
+    return TripleDataset(read_triples_csv(csv))
+
+
+def _png(w, h):
+    "A PNG whose header claims w x h pixels (with almost no pixel data)."
+    def chunk(t, data): return struct.pack('>I', len(data)) + t + data + struct.pack('>I', zlib.crc32(t + data) & 0xffffffff)
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0))
+            + chunk(b'IDAT', zlib.compress(b'\0' * 100)) + chunk(b'IEND', b''))
+
+
+# ----------------------------------------------------------------------------- CSV files
+def test_csv_cut_inside_a_quoted_field(ds_dir):
+    csv = ds_dir/'triples.csv'
+    lines = csv.read_text().splitlines(keepends=True)
+    i = next(k for k, l in enumerate(lines[1:], 1) if '"' in l)        # a row with a quoted field
+    q = lines[i].index('"')
+    csv.write_text(''.join(lines[:i]) + lines[i][:q + 5])                # EOF inside the quotes
+    e = _err(lambda: _read(csv), DataError)
+    assert e.file == str(csv) and 'cannot parse the CSV' in str(e)
+
+
+def test_csv_cut_before_the_last_fields(ds_dir):
+    csv = ds_dir/'triples.csv'
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text(''.join(lines[:6]) + 'images/000005.png,a red circle')   # row 5 has image and caption only
+    e = _err(lambda: _read(csv), DataError)
+    assert (e.file, e.row) == (str(csv), 5) and 'negation' in str(e)
+
+
+def test_batch_size_not_a_number_cli(capsys):
+    from semclip.train import cli
+    with pytest.raises(SystemExit): cli(['--batch_size', 'abc'])
+    err = capsys.readouterr().err
+    assert '--batch_size' in err and '<lambda>' not in err and 'int' in err
+
+
+def test_unknown_parameter(tmp_path):
+    from semclip.train import train
+    e = _err(lambda: train(batchsize=32, out_dir=str(tmp_path/'run')), ConfigError)
+    assert "unknown parameter(s) 'batchsize'" in str(e) and 'batch_size' in str(e)
+
+
+def test_unknown_dataset(tmp_path):
+    from semclip.data import get_dataset
+    from semclip.train import train
+    e = _err(lambda: get_dataset('cc-neg'), ConfigError)
+    assert "name='cc-neg' is not valid" in str(e) and "'ccneg'" in str(e)
+    e = _err(lambda: train(dataset='cc-neg', out_dir=str(tmp_path/'run')), ConfigError)
+    assert "dataset='cc-neg' is not valid" in str(e)
+
+
+def test_missing_dataset_folder(tmp_path):
+    from semclip.core import DatasetNotFoundError
+    from semclip.data import get_dataset
+    e = _err(lambda: get_dataset('ccneg', root=tmp_path/'nowhere'), DatasetNotFoundError)
+    assert str(tmp_path/'nowhere') in str(e) and 'data/README.md' in str(e)
+
+
+def test_resume_from_truncated_checkpoint(syn, tmp_path):
+    "resume=True with a checkpoint.pt cut short: a CheckpointError naming it, and the run's log left alone."
+    from semclip.train import train
+    d = tmp_path/'semclip_csv'; d.mkdir()
+    df = pd.read_csv(syn/'triples.csv', keep_default_na=False)
+    pd.DataFrame(dict(filename=[Path(p).name for p in df['image']], caption=df['caption'], paraphrased=df['paraphrased'],
+                      negation=df['negation'])).to_csv(d/'ccneg_paraphrased.csv', index=False)
+    os.symlink(syn/'images', d/'images')
+    out = tmp_path/'run'; out.mkdir()
+    (out/'checkpoint.pt').write_bytes(b'PK\x03\x04' + b'\0' * 1000)
+    (out/'log.jsonl').write_text('{"step": 1, "loss": 3.0}\n')
+    e = _err(lambda: train(dataset='semclip_csv', data_root=str(d), arm='pretrain', init_checkpoint=None, batch_size=4,
+                           steps=2, out_dir=str(out), resume=True, progress=False, device='cpu'), CheckpointError)
+    assert str(out/'checkpoint.pt') in str(e) and 'cannot be read' in str(e)
+    assert (out/'log.jsonl').read_text() == '{"step": 1, "loss": 3.0}\n'
+
+
+# ----------------------------------------------------------------------------- API keys
+KEY_ENV = 'SEMCLIP_TEST_API_KEY'
+
+
+@pytest.fixture
+def llm(monkeypatch):
+    from llm_server import LLMServer
+    key = 'sk-semclip-' + uuid.uuid4().hex + uuid.uuid4().hex
+    monkeypatch.setenv(KEY_ENV, key)
+    with LLMServer() as srv: yield srv, key
+
+
+def _backend(srv, **kw):
+    from semclip.triples import OpenAIChatBackend
+    return OpenAIChatBackend(base_url=srv.url, model='m', verifier_model='v', api_key_env=KEY_ENV, max_retries=1,
+                             backoff=0.01, concurrency=2, **kw)
+
+
+def _leaks(key, texts):
+    "Any 12-character piece of `key` found in `texts` (strings or files)."
+    pieces = {key[i:i + 12] for i in range(0, len(key) - 11)}
+    out = []
+    for t in texts:
+        s = Path(t).read_bytes().decode('utf-8', 'replace') if isinstance(t, Path) else str(t)
+        out += [(str(t)[:80], p) for p in pieces if p in s]
+    return out
+
+
+def test_api_key_never_written(llm, tmp_path):
+    "A server that echoes the Authorization header in its errors: the key reaches no file, report, repr or message."
+    from semclip.triples import generate_triples_csv, LLMError, format_report
+    srv, key = llm
+    inp = tmp_path/'captions.csv'
+    for d in ('out', 'out2'): (tmp_path/d).mkdir()
+    pd.DataFrame(dict(caption=['a dog is on the grass', 'two cats are asleep', 'a red car is parked'])).to_csv(inp, index=False)
+    srv.add_fault('status', times=-1, kind='neg', match='cats', status=401, text='bad key: {auth}')
+    srv.add_fault('status', times=-1, kind='para', match='car', status=500, text='upstream rejected {auth}')
+    be = _backend(srv)
+    rep = generate_triples_csv(inp, tmp_path/'out'/'triples.csv', backend=be, on_error='record', progress=False)
+    assert ('Bearer ' + key) in srv.auth, 'the key was not sent: nothing tested'
+    assert rep['errors'] == 2
+    with pytest.raises(LLMError) as ei:
+        generate_triples_csv(inp, tmp_path/'out2'/'triples.csv', backend=_backend(srv), cache=None, progress=False)
+    print(ei.value)
+    files = [p for p in tmp_path.rglob('*') if p.is_file()]
+    assert {p.name for p in files} >= {'triples.csv', 'triples.csv.report.json', 'triples.csv.cache.jsonl'}
+    assert not (tmp_path/'out2'/'triples.csv').exists()            # the failed run wrote no output
+    texts = files + [ei.value, repr(be), json.dumps(be.describe()), json.dumps(rep, default=str), format_report(rep)]
+    assert not _leaks(key, texts)
+    assert '***' in str(ei.value)
+
+
+@pytest.mark.xfail(strict=True, reason="OpenAIChatBackend.chat masks the key AFTER cutting the error body to 300 bytes "
+                   "(self._mask(raw[:300]...)): when the echoed key straddles byte 300 its first part escapes the mask and "
+                   "lands in the LLMError message and, with on_error='record', in the output CSV's error column")
+def test_api_key_not_leaked_across_the_snippet_cut(llm, tmp_path):
+    from semclip.triples import generate_triples_csv
+    srv, key = llm
+    inp = tmp_path/'captions.csv'
+    pd.DataFrame(dict(caption=['a dog is on the grass'])).to_csv(inp, index=False)
+    pad = 300 - 20 - len('{"error": {"message": "') - len('Bearer ')    # the key starts 20 bytes before the cut
+    srv.add_fault('status', times=-1, status=401, text='x' * pad + '{auth}')
+    generate_triples_csv(inp, tmp_path/'out.csv', backend=_backend(srv), on_error='record', progress=False)
+    assert not _leaks(key, [p for p in tmp_path.rglob('*') if p.is_file()])
