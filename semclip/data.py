@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/data.html.md"""
 
 # %% ../nbs/01_data.ipynb #00000002
 from __future__ import annotations
-import importlib, inspect, json, pickle, re, warnings
+import csv, importlib, inspect, json, pickle, re, warnings
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, DataLoader
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import ConfigError, DataError, DatasetNotFoundError, check_choice, data_root, safe_join
+from .core import ConfigError, DataError, DatasetNotFoundError, check_choice, data_root, safe_join, unsafe_pickle_global
 
 # %% auto #0
 __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD',
@@ -243,10 +243,34 @@ def load_images(ds:TripleDataset, batch_size:int=256, num_workers:int=0, progres
 _PANDAS_NA = ['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN', '<NA>',
               'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a', 'nan', 'null']
 
+def _cut_short(path) -> DataError|None:
+    "A DataError if `path` ends, without a final newline, in the middle of its last row; None otherwise."
+    with open(path, 'rb') as f:
+        if f.seek(0, 2) == 0: return None
+        f.seek(-1, 2)
+        if f.read(1) in b'\r\n': return None
+    recs, why = [], None
+    with open(path, newline='', encoding='utf-8', errors='replace') as f:
+        try:
+            for rec in csv.reader(f, strict=True):
+                if rec: recs.append(rec)          # pandas skips blank lines, and so do its row numbers
+        except csv.Error as e:
+            if 'unexpected end of data' not in str(e): return None   # some other quirk: pandas decides
+            why = 'inside a quoted field'
+    if not recs: return None
+    if why is None:
+        if len(recs) < 2 or len(recs[-1]) >= len(recs[0]): return None
+        head, last = recs[0], recs.pop()
+        why = f"after {len(last)} of the header's {len(head)} fields; missing: {', '.join(map(repr, head[len(last):]))}"
+    row = len(recs) - 1
+    return DataError(f'cannot parse the CSV: the file ends in the middle of row {row} ({why}): truncated download or copy?',
+                     file=path, row=row)
+
 def _read_csv(path, text_cols) -> pd.DataFrame:
     "A CSV with `text_cols` read as literal strings and the other columns type-inferred; DataErrors name the file."
     path = Path(path)
     if not path.is_file(): raise DatasetNotFoundError('file not found' if not path.exists() else 'not a file', file=path)
+    if (e := _cut_short(path)) is not None: raise e
     try:
         cols = list(pd.read_csv(path, nrows=0).columns)
         text = [c for c in cols if c in text_cols]
@@ -286,7 +310,7 @@ def read_triples_csv(csv_path, # a CSV in our layout: image, caption, paraphrase
     root = Path(images_root) if images_root is not None else csv_path.parent
     return _finish(df.assign(image=_resolve_images(root, df['image'], csv_path)), csv_path)
 
-# %% ../nbs/01_data.ipynb #00000022
+# %% ../nbs/01_data.ipynb #00000024
 def _image_number(v, path, row) -> int:
     try:
         f = float(v)
@@ -310,7 +334,7 @@ def read_semclip_csv(csv_path, # the SemCLIP release's CSV (ccneg_paraphrased.cs
     _need_columns(df, TEXT_COLUMNS, csv_path, "the SemCLIP CSV")
     return _finish(df.assign(image=_resolve_images(images_dir, names, csv_path, field)), csv_path)
 
-# %% ../nbs/01_data.ipynb #00000025
+# %% ../nbs/01_data.ipynb #00000027
 CCNEG_EVAL_SIZE = 40_000   # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
 CCNEG_PATH_PREFIX = '/workspace/datasets/cc3m/'   # the prefix CoN-CLIP's released image_paths carry
 
@@ -319,16 +343,17 @@ def load_plain(path) -> object:
     path = Path(path)
     if not path.is_file(): raise DatasetNotFoundError('file not found', file=path)
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        m = re.search(r'Unsupported global: (GLOBAL \S+)', str(e))
-        if m:
-            raise DataError(f'refusing to load: the file holds a Python object that is not plain data ({m.group(1)}); '
-                            'semclip reads data files with torch.load(weights_only=True), which allows only tensors, dicts, '
-                            'lists, tuples, strings and numbers. Re-save the file with plain data only', file=path) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        if (g := unsafe_pickle_global(e)):
+            raise DataError(f'refusing to load: the file holds a Python object that is not plain data (GLOBAL {g}); semclip '
+                            'never unpickles code: it reads data files with torch.load(weights_only=True), which allows only '
+                            'tensors, dicts, lists, tuples, strings and numbers. Re-save the file with plain data only', file=path) from None
+        # torch's own text advises retrying with weights_only=False: keep only what it found wrong
         m = re.search(r'WeightsUnpickler error:\s*([^\n]*\S)', str(e))
-        raise DataError(f"not a readable torch-saved file (unpickling failed: {m.group(1) if m else str(e).splitlines()[0][:120]})", file=path) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise DataError(f'not a readable torch-saved file ({type(e).__name__}: {str(e).splitlines()[0][:200]})', file=path) from None
+        lines = [l.strip() for l in str(e).splitlines() if l.strip() and 'weights_only' not in l]
+        why = m.group(1)[:200] if m else (lines[0] if lines else '')[:200]
+        kind = 'unpickling failed' if isinstance(e, pickle.UnpicklingError) else type(e).__name__
+        raise DataError(f'not a readable torch-saved file ({kind}: {why})', file=path) from None
 
 def _ccneg_field(a, keys, path, row):
     v = a
@@ -370,7 +395,7 @@ def read_ccneg(annotations_path, # CoN-CLIP's ccneg_preprocessed.pt
     elif eval_only is False: df = df[df.split == 'train']
     return df
 
-# %% ../nbs/01_data.ipynb #0000002a
+# %% ../nbs/01_data.ipynb #0000002c
 SCPP_SUBSETS = ('replace_att', 'replace_obj', 'replace_rel', 'swap_att', 'swap_obj')
 _SCPP_FIELDS = ('filename', 'caption', 'caption2', 'negative_caption')
 
@@ -404,7 +429,7 @@ def read_sugarcrepe_pp(root, # the folder holding {subset}.json
         frames.append(_finish(df, f))
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/01_data.ipynb #0000002d
+# %% ../nbs/01_data.ipynb #0000002f
 SPLIT_BY = ('image', 'row')
 
 def split_frame(df:pd.DataFrame, # a standard frame
@@ -431,7 +456,7 @@ def count_leaks(df:pd.DataFrame) -> int: # a frame with `image` and `split` colu
     "How many distinct images occur in more than one split."
     return int((df.groupby('image')['split'].nunique() > 1).sum())
 
-# %% ../nbs/01_data.ipynb #00000030
+# %% ../nbs/01_data.ipynb #00000032
 DATASETS = []          # the names get_dataset accepts (register_dataset appends)
 _BUILDERS, _HINTS, _PARAPHRASES = {}, {}, {}
 

@@ -7,6 +7,7 @@ Docs: https://semclip.github.io/semclip/kernels.html.md"""
 # %% ../nbs/04_kernels.ipynb #00000002
 from __future__ import annotations
 import os
+from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 from .core import ConfigError, check_choice
@@ -81,8 +82,21 @@ def sim_topk_reference(queries:torch.Tensor, # [Nq, d]
 # %% ../nbs/04_kernels.ipynb #0000000c
 _GROUP = 16  # group width of the candidate pre-selection in the tiled torch path
 
-@torch.no_grad()
 def _sim_topk_torch(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
+    "Tiled top-k with torch ops; on a CPU, query chunks run in parallel threads with one BLAS thread each."
+    nt = min(torch.get_num_threads(), len(queries) // 256) if queries.device.type == 'cpu' else 1
+    if nt < 2: return _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug)
+    def work(chunk):
+        torch.set_num_threads(1)   # per thread (OpenMP); the caller's setting is restored below
+        return _sim_topk_serial(chunk, keys, k, normalize, block_q, block_k, _offset_bug)
+    old = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(nt) as ex: outs = list(ex.map(work, queries.tensor_split(nt)))
+    finally: torch.set_num_threads(old)
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+@torch.no_grad()
+def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Tiled top-k with torch ops: bounded memory, fp32 scores, the tie rule."
     (Nq, d), Nk, dev = queries.shape, keys.shape[0], queries.device
     if Nq == 0: return torch.empty(0, k, device=dev), torch.empty(0, k, device=dev, dtype=torch.long)
@@ -128,7 +142,7 @@ def _sim_topk_torch(queries, keys, k, normalize, block_q, block_k, _offset_bug=0
             run_v[b], run_i[b] = cv, ci
     return _lexsort_desc(torch.cat(run_v), torch.cat(run_i))
 
-# %% ../nbs/04_kernels.ipynb #00000012
+# %% ../nbs/04_kernels.ipynb #00000014
 _TRITON_MAX_K = 128
 
 if HAS_TRITON:
@@ -201,13 +215,13 @@ def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=
                                      PREC=_dot_precision(dt), UPCAST=_upcast(dt), num_warps=4 if KP <= 32 else 8)
     return _lexsort_desc(ov, oi.long())
 
-# %% ../nbs/04_kernels.ipynb #00000014
+# %% ../nbs/04_kernels.ipynb #00000016
 def sim_topk(queries:torch.Tensor, # [Nq, d] fp32, bf16 or fp16
              keys:torch.Tensor, # [Nk, d], same device
              k:int, # how many keys per query (<= Nk)
              normalize:bool=True, # cosine similarity (else raw dot product)
              *, block_q:int|None=None, # queries per block (default: 1024 torch, 64 Triton)
-             block_k:int|None=None, # keys per block (default: 16384 torch, 64 Triton)
+             block_k:int|None=None, # keys per block (default: 8192 torch, 64 Triton)
              backend:str='auto', # 'auto', 'triton', 'torch' or 'reference'
              _offset_bug:int=0): # testing only: shift the key offset of every block after the first
     "Top-k scores (fp32) and key indices per query, sorted by score, ties to the lower index; never makes the Nq x Nk matrix."
@@ -216,9 +230,9 @@ def sim_topk(queries:torch.Tensor, # [Nq, d] fp32, bf16 or fp16
     with torch.no_grad(), torch.autocast(queries.device.type, enabled=False):
         if _use_triton(queries, backend) and k <= _TRITON_MAX_K and keys.shape[0] < 2**31 - 1:
             return _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug)
-        return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 16384, _offset_bug)
+        return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 8192, _offset_bug)
 
-# %% ../nbs/04_kernels.ipynb #0000001d
+# %% ../nbs/04_kernels.ipynb #0000001f
 def clip_loss_reference(image_features:torch.Tensor, # [B, d], normalised
                         text_features:torch.Tensor, # [B, d], normalised
                         logit_scale): # scalar tensor (or float): the exponentiated scale
@@ -227,7 +241,7 @@ def clip_loss_reference(image_features:torch.Tensor, # [B, d], normalised
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-# %% ../nbs/04_kernels.ipynb #0000001f
+# %% ../nbs/04_kernels.ipynb #00000021
 def _loss_fwd_torch(x, t, s, block, bug=0):
     "Row and column log-sum-exps and the diagonal logits, tile by tile."
     N, dev = x.shape[0], x.device
@@ -283,7 +297,7 @@ def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=
     gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
-# %% ../nbs/04_kernels.ipynb #00000021
+# %% ../nbs/04_kernels.ipynb #00000023
 if HAS_TRITON:
     @triton.jit
     def _lse_kernel(A, Bm, S, LSE, DIAG, N, D, sa, sb, BUG, BLOCK_M:tl.constexpr, BLOCK_N:tl.constexpr,
@@ -381,7 +395,7 @@ def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug
         if need: res[side] = o
     return res[0], res[1], gs
 
-# %% ../nbs/04_kernels.ipynb #00000023
+# %% ../nbs/04_kernels.ipynb #00000025
 class _ClipLossTiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, scale, block, use_triton, bug):

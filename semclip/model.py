@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/model.html.md"""
 
 # %% ../nbs/03_model.ipynb #00000002
 from __future__ import annotations
-import os, copy, json, time, difflib, contextlib, dataclasses, inspect, logging
+import os, re, copy, json, time, pickle, difflib, contextlib, dataclasses, inspect, logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,7 +17,7 @@ from open_clip import factory as _oc_factory
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 import semclip
 from .core import (ConfigError, CheckpointError, WeightsUnavailableError, check_choice, get_device,
-                          rng_state, set_rng_state, atomic_write)
+                          rng_state, set_rng_state, atomic_write, unsafe_pickle_global)
 
 # %% auto #0
 __all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION',
@@ -167,6 +167,24 @@ def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     return _jsonable(cfg)
 
 # %% ../nbs/03_model.ipynb #0000000d
+def _load_why(e:BaseException) -> str:
+    "torch.load's complaint in one line, without its advice to retry with weights_only=False."
+    m = re.search(r'WeightsUnpickler error:\s*([^\n]*\S)', str(e))
+    if m: return m.group(1)[:200]
+    lines = [l.strip() for l in str(e).splitlines() if l.strip() and 'weights_only' not in l]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+def _not_plain(what:str, glob:str) -> str:
+    return (f"{what} holds a Python object that is not plain data (GLOBAL {glob}); semclip never unpickles code: it loads "
+            "weights with torch.load(weights_only=True), which allows only tensors, dicts, lists, tuples, strings and "
+            "numbers. Re-save the file with plain data only (e.g. torch.save(model.state_dict(), path))")
+
+def _unreadable(e:BaseException) -> bool:
+    "Did torch.load fail to read the file at all (rather than the weights not fitting)?"
+    return (isinstance(e, (pickle.UnpicklingError, EOFError)) or 'weights_only' in str(e)
+            or any(t in str(e) for t in ('PytorchStreamReader', 'magic number')))
+
+# %% ../nbs/03_model.ipynb #0000000e
 def create_model(name:str|None=None, # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
                  pretrained:str|None=None, # a pretrained tag of `name`, a local weights file, or None for random init
                  *,
@@ -221,7 +239,12 @@ def create_model(name:str|None=None, # open_clip model name (default 'semclip-ti
                 image_mean=image_mean, image_std=image_std, image_resize_mode=image_resize_mode,
                 aug_cfg=aug_cfg, cache_dir=cache_dir, **{'image_interpolation': pre_cfg.get('interpolation'), **oc_kw}, **kw)
     except Exception as e:
-        if kind == 'file': raise CheckpointError(f"pretrained weights file '{pretrained}' does not fit model {name!r}: {e}") from e
+        if kind == 'file':
+            if (g := unsafe_pickle_global(e)): raise CheckpointError(_not_plain(f"pretrained weights file '{pretrained}'", g)) from None
+            if _unreadable(e):
+                raise CheckpointError(f"pretrained weights file '{pretrained}' cannot be read (truncated, corrupt or not a "
+                                      f"torch file): {_load_why(e)}") from None
+            raise CheckpointError(f"pretrained weights file '{pretrained}' does not fit model {name!r}: {e}") from e
         if kind == 'tag' or name.startswith('hf-hub:'):
             why = ('offline: HF_HUB_OFFLINE=1 is set and they are not in the local cache' if _env_offline()
                    else 'no connection, or the hub does not have them')
@@ -242,7 +265,7 @@ def create_model(name:str|None=None, # open_clip model name (default 'semclip-ti
     if ckpt is not None: load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000001d
+# %% ../nbs/03_model.ipynb #0000001e
 def count_parameters(model) -> dict: # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
@@ -286,7 +309,7 @@ def model_summary(bundle:ClipBundle) -> str:
     return (f"{bundle.name} ({w}): {c['total']/1e6:.2f}M params, {c['trainable']/1e6:.2f}M trainable, "
             f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}")
 
-# %% ../nbs/03_model.ipynb #00000022
+# %% ../nbs/03_model.ipynb #00000023
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'semclip-checkpoint', 1
 
 def _plain(x, where:str):
@@ -363,7 +386,9 @@ def load_checkpoint(path, # a file written by `save_checkpoint`
     if ckpt is None:
         if not path.is_file(): raise CheckpointError(f"checkpoint file '{path}' does not exist")
         try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception as e: raise CheckpointError(f"checkpoint file '{path}' cannot be read (truncated, corrupt or not a torch file): {e}") from e
+        except Exception as e:
+            if (g := unsafe_pickle_global(e)): raise CheckpointError(_not_plain(f"checkpoint file '{path}'", g)) from None
+            raise CheckpointError(f"checkpoint file '{path}' cannot be read (truncated, corrupt or not a torch file): {_load_why(e)}") from None
         if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
             raise CheckpointError(f"file '{path}' is not a semclip checkpoint (no format={CHECKPOINT_FORMAT!r}); "
                                   f"plain open_clip weights load with create_model(name, pretrained='{path}')")

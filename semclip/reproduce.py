@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/reproduce.html.md"""
 
 # %% ../nbs/08_reproduce.ipynb #00000003
 from __future__ import annotations
-import os, sys, json, time, math, argparse, subprocess
+import os, re, sys, json, time, math, argparse, subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from .core import ConfigError, SemclipError, check_choice, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'TABLE1', 'Run', 'plan', 'notebooks_dir', 'execute', 'run_grid', 'collect',
-           'aggregate', 'format_table', 'write_tables', 'git_revision', 'reproduce', 'cli']
+__all__ = ['ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'TABLE1', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'execute',
+           'run_grid', 'collect', 'aggregate', 'format_table', 'write_tables', 'git_revision', 'reproduce', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 ARMS = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
@@ -30,21 +30,24 @@ class Run:
     params: dict              # papermill parameters
     out_dir: Path             # where the run writes its results and executed notebook
     after: list = field(default_factory=list)  # names of runs that must finish first
+    marker: str = 'metrics.json'  # the file a finished run leaves in out_dir
+    nb_dir: Path|None = None      # where the executed notebook is kept (default: out_dir)
     @property
-    def done(self) -> bool: return (self.out_dir/'metrics.json').exists()
+    def done(self) -> bool: return (self.out_dir/self.marker).exists()
     @property
-    def executed(self) -> Path: return self.out_dir/self.notebook
+    def executed(self) -> Path: return (self.nb_dir or self.out_dir)/self.notebook
 
 def plan(dataset:str='synthneg', # registered dataset name
          arms=ARMS, seeds=(42,), # the arms and seeds of the grid
          root:Path|None=None, # runs root for this dataset; None: $SEMCLIP_RUNS/<dataset>
          model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: an open_clip model and tag
          train_overrides:dict|None=None, # extra parameters for every training run (e.g. steps)
-         figures_dir:Path|None=None) -> list: # where 07_figures writes; None: <root>/figures
+         figures_dir:Path|None=None, # where 07_figures writes; None: <root>/figures
+         eval_overrides:dict|None=None) -> list: # extra parameters for every evaluation run (e.g. max_samples)
     "The runs of a reproduction, in an order that respects their dependencies."
     for a in arms: check_choice('arm', a, ARMS)
     root = Path(root) if root is not None else runs_root()/dataset
-    over = dict(train_overrides or {})
+    over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
     runs, evals = [], []
     for s in seeds:
         base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **over)
@@ -59,13 +62,14 @@ def plan(dataset:str='synthneg', # registered dataset name
             d = root/a/f'seed{s}'
             runs.append(Run(f'train/{a}/seed{s}', '05_train.ipynb', dict(base, arm=a, out_dir=str(d), init_checkpoint=init), d, after))
             e = d/'eval'
-            evals.append(Run(f'eval/{a}/seed{s}', '06_eval.ipynb', dict(checkpoint=str(d/'final.pt'), dataset=dataset, out_dir=str(e)), e, [runs[-1].name]))
+            evals.append(Run(f'eval/{a}/seed{s}', '06_eval.ipynb', dict(checkpoint=str(d/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [runs[-1].name]))
         if dataset == 'synthneg':   # the pre-trained stand-in itself, the "CLIP" row of the tables
             e = pre/'eval'
-            evals.append(Run(f'eval/pretrain/seed{s}', '06_eval.ipynb', dict(checkpoint=str(pre/'final.pt'), dataset=dataset, out_dir=str(e)), e, [f'train/pretrain/seed{s}']))
+            evals.append(Run(f'eval/pretrain/seed{s}', '06_eval.ipynb', dict(checkpoint=str(pre/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [f'train/pretrain/seed{s}']))
     fig = Path(figures_dir) if figures_dir is not None else root/'figures'
     runs += evals
-    runs.append(Run('figures', '07_figures.ipynb', dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)), fig, [r.name for r in evals]))
+    runs.append(Run('figures', '07_figures.ipynb', dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)), fig,
+                    [r.name for r in evals], marker='figures.json', nb_dir=root/'figures_notebook'))
     return runs
 
 # %% ../nbs/08_reproduce.ipynb #00000009
@@ -78,12 +82,25 @@ def notebooks_dir() -> Path:
                           'semclip.eval directly')
     return pr/'nbs'
 
+def experiment_notebook(path:Path):
+    "The experiment section of a notebook, with its library part imported from the installed module."
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    src = lambda c: ''.join(c.source) if isinstance(c.source, list) else c.source
+    mod = next((m[1] for c in nb.cells if c.cell_type == 'code' for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', src(c), re.M)] if m), None)
+    i = next((k for k, c in enumerate(nb.cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
+    if mod is None or i is None: raise ConfigError(f"'{path}' has no '#| default_exp' cell or no papermill 'parameters' cell")
+    j = max((k for k in range(i) if nb.cells[k].cell_type == 'markdown' and src(nb.cells[k]).lstrip().startswith('#')), default=i)
+    head = nbformat.v4.new_code_cell(f'from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI')
+    nb.cells = [nb.cells[0], head, *nb.cells[j:]]
+    return nb
+
 def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
-    "Execute one run's notebook with papermill; return its wall time in seconds."
+    "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     import papermill as pm
-    run.out_dir.mkdir(parents=True, exist_ok=True)
+    run.out_dir.mkdir(parents=True, exist_ok=True); run.executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pm.execute_notebook(str(nbs/run.notebook), str(run.executed), parameters=run.params, kernel_name=kernel_name,
+    pm.execute_notebook(experiment_notebook(nbs/run.notebook), str(run.executed), parameters=run.params, kernel_name=kernel_name,
                         progress_bar=False, cwd=str(nbs))
     return time.time() - t0
 
@@ -126,7 +143,7 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
     bar.close()
     return pd.DataFrame([dict(run=r.name, status=status[r.name], seconds=round(secs.get(r.name, 0.), 1), notebook=str(r.executed)) for r in runs])
 
-# %% ../nbs/08_reproduce.ipynb #0000000c
+# %% ../nbs/08_reproduce.ipynb #0000000d
 ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
                   negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
                   conclip='CoN-CLIP-style', semclip_img='SemCLIP + image margin')
@@ -171,7 +188,7 @@ def format_table(agg:pd.DataFrame, labels:dict, extra_rows:dict|None=None) -> tu
         lines.append(f'| *{name}* | ' + ' | '.join(_pm(vals.get(c), np.nan) for c in cols) + ' | - |')
     return csv, '\n'.join(lines) + '\n'
 
-# %% ../nbs/08_reproduce.ipynb #0000000f
+# %% ../nbs/08_reproduce.ipynb #00000010
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split('/', 1)[1] for c in df.columns if c.startswith(prefix + '/')}
@@ -196,7 +213,7 @@ def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
     with atomic_write(out_dir/'per_seed.csv', 'w') as f: df.to_csv(f, index=False, float_format='%.6f')
     return md
 
-# %% ../nbs/08_reproduce.ipynb #00000013
+# %% ../nbs/08_reproduce.ipynb #00000014
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files have uncommitted changes."
     pr = project_root()
@@ -214,6 +231,8 @@ def reproduce(dataset:str='synthneg', # registered dataset name
               figures_dir=None, # where tables and figures go; None: the checkout's figures/<dataset>
               steps:int|None=None, pretrain_steps:int|None=None, # training steps (None: the notebooks' defaults)
               max_train:int|None=None, # limit training rows (quick runs)
+              batch_size:int|None=None, # training batch size (None: the notebook default)
+              eval_max_samples:int|None=None, # evaluate only the first N test rows (quick runs)
               model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: open_clip model and tag
               jobs:int=1, # notebooks run at once (each gets cores/jobs threads)
               force:bool=False, progress:bool=True, command:str|None=None) -> dict:
@@ -224,8 +243,9 @@ def reproduce(dataset:str='synthneg', # registered dataset name
     fig = Path(figures_dir) if figures_dir else (pr/'figures'/dataset if pr else root/'figures')
     if not isinstance(seeds, int) or seeds < 1: raise ConfigError(f'seeds={seeds!r} must be a positive int')
     if not isinstance(jobs, int) or jobs < 1: raise ConfigError(f'jobs={jobs!r} must be a positive int')
-    over = {k: v for k, v in dict(steps=steps, max_train=max_train).items() if v is not None}
-    runs = plan(dataset, arms, tuple(42 + i for i in range(seeds)), root, model, pretrained, over, fig)
+    over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
+    eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
+    runs = plan(dataset, arms, tuple(42 + i for i in range(seeds)), root, model, pretrained, over, fig, eover)
     if pretrain_steps is not None:
         for r in runs:
             if r.params.get('arm') == 'pretrain': r.params['steps'] = pretrain_steps
@@ -244,7 +264,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
                 ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000015
+# %% ../nbs/08_reproduce.ipynb #00000016
 def cli(argv=None):
     "Console script `semclip-reproduce`."
     ap = argparse.ArgumentParser(prog='semclip-reproduce', description='Train every arm, evaluate every checkpoint, write tables and figures.')
@@ -256,6 +276,8 @@ def cli(argv=None):
     ap.add_argument('--steps', type=int, default=None, help='fine-tuning steps per arm (default: the training notebook default)')
     ap.add_argument('--pretrain-steps', type=int, default=None, help='steps of the SynthNeg pre-training run')
     ap.add_argument('--max-train', type=int, default=None, help='limit training rows (quick runs)')
+    ap.add_argument('--batch-size', type=int, default=None, help='training batch size (default: the notebook default, 256)')
+    ap.add_argument('--eval-max-samples', type=int, default=None, help='evaluate only the first N test rows (quick runs)')
     ap.add_argument('--model', default='semclip-tiny', help='open_clip model for real datasets (e.g. ViT-B-32)')
     ap.add_argument('--pretrained', default=None, help='open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)')
     ap.add_argument('--jobs', type=int, default=1, help='notebooks executed at once')
@@ -264,7 +286,7 @@ def cli(argv=None):
     cmd = 'semclip-reproduce ' + ' '.join(sys.argv[1:] if argv is None else argv)
     try:
         res = reproduce(a.dataset, a.seeds, tuple(a.arms), a.runs_dir, a.figures_dir, a.steps, a.pretrain_steps, a.max_train,
-                        a.model, a.pretrained, a.jobs, a.force, command=cmd)
+                        a.batch_size, a.eval_max_samples, a.model, a.pretrained, a.jobs, a.force, command=cmd)
     except SemclipError as e: sys.exit(f'semclip-reproduce: error: {e}')
     print(res['status'].to_string(index=False))
     for name, md in res['tables'].items(): print(f'\n{name}\n{md}')

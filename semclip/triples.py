@@ -740,6 +740,7 @@ def _post(self:OpenAIChatBackend, data:bytes):
 
 @patch
 def _mask(self:OpenAIChatBackend, s:str) -> str:
+    "`s` with the API key replaced by ***; mask whole server text BEFORE cutting it, or a key across the cut leaks."
     key = os.environ.get(self.api_key_env) if self.api_key_env else None
     return s.replace(key, '***') if key else s
 
@@ -767,15 +768,16 @@ def chat(self:OpenAIChatBackend, model:str, # the model to ask
             with self._slots:
                 self._count('http_requests')
                 status, reason, headers, raw = self._post(data)
-            snippet = self._mask(raw[:300].decode('utf-8', 'replace'))
+            snippet = self._mask(raw.decode('utf-8', 'replace'))[:300]   # mask, then cut
             if status == 200:
                 try: content = json.loads(raw)['choices'][0]['message']['content']
                 except ValueError: raise _Retry(f'malformed JSON in the answer: {snippet!r}', 'malformed') from None
                 except (KeyError, IndexError, TypeError): raise _Retry(f'no choices[0].message.content in the answer: {snippet!r}', 'malformed') from None
                 if content is None: content = ''
                 if not isinstance(content, str): raise _Retry(f'choices[0].message.content is not text: {snippet!r}', 'malformed')
+                content = self._mask(content)      # an answer that echoes the key reaches no cache, CSV or message
                 return parse(content) if parse else content
-            why = f'HTTP {status} {reason}: {snippet}'
+            why = f'HTTP {status} {self._mask(str(reason))[:100]}: {snippet}'
             if status in (408, 429) or status >= 500:
                 ra = _retry_after(headers)
                 if ra is not None and ra > self.max_backoff:
@@ -786,10 +788,10 @@ def chat(self:OpenAIChatBackend, model:str, # the model to ask
             raise LLMError(f'{what}: {where} failed with {why}{hint}; not retried')
         except _Retry as e: last = e
         except TimeoutError: last = _Retry(f'no answer within timeout={self.timeout} s', 'timeout')
-        except (OSError, http.client.HTTPException) as e: last = _Retry(f'connection failed: {e!r}', 'connection')
+        except (OSError, http.client.HTTPException) as e: last = _Retry(f'connection failed: {self._mask(repr(e))[:300]}', 'connection')
     raise LLMError(f'{what}: {where} failed after {self.max_retries + 1} attempt(s); last error: {last}')
 
-# %% ../nbs/01b_triples.ipynb #0000002e
+# %% ../nbs/01b_triples.ipynb #00000030
 try: import fcntl
 except ImportError: fcntl = None   # Windows: no lock against a second writer
 
@@ -850,7 +852,7 @@ class JsonlCache:
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
 
-# %% ../nbs/01b_triples.ipynb #00000031
+# %% ../nbs/01b_triples.ipynb #00000033
 class _Stop(Exception): "Another worker failed; stop asking."
 
 class _Stats:
@@ -896,7 +898,7 @@ def _row(res):
     return dict(paraphrased=pt, negation=nt, para_verified=pv, neg_verified=nv, para_attempts=pa, neg_attempts=na,
                 para_issue=pi, neg_issue=ni, error=res.get('error', ''))
 
-# %% ../nbs/01b_triples.ipynb #00000032
+# %% ../nbs/01b_triples.ipynb #00000034
 def generate_triples(captions, # the captions, in order (duplicates are asked once)
                      backend:TripleBackend|None=None, # writes paraphrases and negations (None: RuleBackend())
                      verifier:TripleBackend|None=None, # answers the Yes/No checks (None: `backend` itself)
@@ -990,7 +992,7 @@ def format_report(rep:dict) -> str:
     if rep.get('untransformed_examples'): ls.append(f"untransformed (first {len(rep['untransformed_examples'])}): {rep['untransformed_examples']}")
     return '\n'.join(ls)
 
-# %% ../nbs/01b_triples.ipynb #0000003b
+# %% ../nbs/01b_triples.ipynb #0000003d
 def generate_triples_csv(input, output, # the caption CSV, and where the triples CSV goes
                          caption_col:str='caption', # the caption column
                          backend:TripleBackend|None=None, verifier:TripleBackend|None=None,
@@ -1017,7 +1019,7 @@ def generate_triples_csv(input, output, # the caption CSV, and where the triples
     if rp is not None: write_json(rp, rep); rep['report_path'] = str(rp)
     return rep
 
-# %% ../nbs/01b_triples.ipynb #0000003d
+# %% ../nbs/01b_triples.ipynb #0000003f
 def _parser():
     p = argparse.ArgumentParser(prog='semclip-triples', description='Add paraphrase and negation columns to a caption CSV.')
     a = p.add_argument
@@ -1069,5 +1071,5 @@ def cli(argv:list[str]|None=None) -> int:
     print(f"wrote {rep['output']} and {rep['report_path']}")
     return 0
 
-# %% ../nbs/01b_triples.ipynb #0000003e
+# %% ../nbs/01b_triples.ipynb #00000040
 if __name__ == '__main__' and 'get_ipython' not in globals(): sys.exit(cli())
