@@ -174,9 +174,13 @@ def main():
               f"{s.get('time_tiled_over_plain', float('nan')):6.2f}  {t.get('peak_mb', float('nan')):9.1f}  "
               + (f"{p['peak_mb']:10.1f}" if 'peak_mb' in p else '  ' + p['error'][:60]))
     ok = [B for B in sizes if 'peak_mb' in summary[B]['tiled']]
-    if len(ok) > 1:
-        res['tiled_peak_mb_per_1k_rows'] = {B: summary[B]['tiled']['peak_mb'] / (B / 1024) for B in ok}
-        print('tiled peak MB per 1,024 rows of B (flat = linear):', {B: round(v, 1) for B, v in res['tiled_peak_mb_per_1k_rows'].items()})
+    growth = {f'{a}->{b}': dict(B_ratio=b / a, tiled_peak_ratio=summary[b]['tiled']['peak_mb'] / summary[a]['tiled']['peak_mb'],
+                               tiled_peak_mb_added_per_1k_rows=(summary[b]['tiled']['peak_mb'] - summary[a]['tiled']['peak_mb']) / ((b - a) / 1024))
+              for a, b in zip(ok, ok[1:])}
+    res['tiled_peak_growth'] = growth
+    for kk, g in growth.items():   # linear: the ratio stays at or below the B ratio (quadratic would be its square)
+        print(f"tiled peak {kk}: x{g['tiled_peak_ratio']:.2f} for x{g['B_ratio']:.0f} the batch "
+              f"(+{g['tiled_peak_mb_added_per_1k_rows']:.1f} MB per 1,024 rows; features + grads alone are 8 MB per 1,024 rows at d=512)")
     res['loadavg_after'] = os.getloadavg()
     res['gpu'] = gpu_section(args, sizes)
     from semclip.core import write_json

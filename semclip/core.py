@@ -150,7 +150,7 @@ def safe_join(root, # the directory every read must stay inside
     if os.path.islink(real): real = os.path.realpath(real)
     if os.path.commonpath([root, real]) != root:
         raise UnsafePathError(f"path {rel!r} escapes the data root '{root}' (through a symbolic link to '{os.path.dirname(real)}'; "
-                              f"point the data root at the linked folder instead)", file=file, row=row)
+                              f"links out of the data root are refused: copy the files in, or use a data root that holds the link's target)", file=file, row=row)
     return Path(real)
 
 # %% ../nbs/00_core.ipynb #0000001b

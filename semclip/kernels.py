@@ -427,7 +427,7 @@ class _ClipLossTiled(torch.autograd.Function):
 def clip_loss_tiled(image_features:torch.Tensor, # [B, d], normalised (callers normalise)
                     text_features:torch.Tensor, # [B, d], normalised, same device
                     logit_scale, # scalar tensor (the exponentiated scale, as open_clip passes it) or float
-                    *, block:int|None=None, # tile size (default: 2048 torch, 64 Triton)
+                    *, block:int|None=None, # tile size (default: 4096 torch, 64 Triton)
                     backend:str='auto', # 'auto', 'triton', 'torch' or 'reference'
                     _offset_bug:int=0): # testing only: shift the column offset of every tile after the first
     "Symmetric InfoNCE (labels on the diagonal) with tiled forward and backward: memory linear in B."
@@ -440,4 +440,4 @@ def clip_loss_tiled(image_features:torch.Tensor, # [B, d], normalised (callers n
     scale = logit_scale if torch.is_tensor(logit_scale) else torch.tensor(float(logit_scale), device=x.device)
     if scale.numel() != 1: raise ConfigError(f'logit_scale must be a scalar; got shape {tuple(scale.shape)}')
     use_tri = _use_triton(x, backend)
-    return _ClipLossTiled.apply(x, t, scale, block or (64 if use_tri else 2048), use_tri, int(_offset_bug))
+    return _ClipLossTiled.apply(x, t, scale, block or (64 if use_tri else 4096), use_tri, int(_offset_bug))

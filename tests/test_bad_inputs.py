@@ -81,6 +81,60 @@ def test_csv_cut_before_the_last_fields(ds_dir):
     assert (e.file, e.row) == (str(csv), 5) and 'negation' in str(e)
 
 
+def test_csv_cut_inside_the_last_rows_negation(ds_dir):
+    "The file ends mid-negation ('a blue squ'), no final newline: refused, naming the row, not read as a short negation."
+    import csv as csvmod, io
+    csv = ds_dir/'triples.csv'
+    lines = csv.read_text().splitlines(keepends=True)
+    df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    assert list(df.columns[:4]) == ['image', 'caption', 'paraphrased', 'negation'] and len(df.columns) > 4
+    r, buf = 5, io.StringIO()
+    csvmod.writer(buf, lineterminator='').writerow([*df.loc[5, ['image', 'caption', 'paraphrased']], df.loc[5, 'negation'][:-3]])
+    csv.write_text(''.join(lines[:r + 1]) + buf.getvalue())           # rows 0..4, then row 5 cut inside its negation
+    e = _err(lambda: _read(csv), DataError)
+    assert (e.file, e.row) == (str(csv), r)
+    assert f'the file ends in the middle of row {r}' in str(e) and 'truncated download or copy?' in str(e)
+    csv.write_text(''.join(lines).rstrip('\n'))                                           # only the final newline missing
+    assert len(_read(csv)) == len(lines) - 1
+
+
+def test_symlinked_images_folder(ds_dir, tmp_path):
+    "images/ is a link to another disk: the error says it is the link that leads out, and names the file and row."
+    other = tmp_path/'other_disk'; other.mkdir()
+    shutil.move(str(ds_dir/'images'), str(other/'images'))
+    os.symlink(other/'images', ds_dir/'images')
+    e = _err(lambda: _read(ds_dir/'triples.csv'), UnsafePathError)
+    assert (e.file, e.row) == (str(ds_dir/'triples.csv'), 0)
+    assert 'escapes the data root' in str(e) and '(through a symbolic link' in str(e) and str(other/'images') in str(e)
+
+
+class _Shell:
+    def __reduce__(self): return (os.system, ('true',))      # unpickling this would run a shell command
+
+
+def _assert_plain_data_message(e, path):
+    s = str(e)
+    assert str(path) in s and f'not plain data (GLOBAL {os.system.__module__}.system)' in s, s
+    assert 'semclip never unpickles code' in s and 'Re-save the file with plain data only' in s, s
+    assert 'weights_only=False' not in s and 'weights_only` set to `False' not in s, s
+
+
+def test_not_plain_pickles(tmp_path):
+    "A file that names os.system (torch 2.14 words it 'unsupported GLOBAL posix.system'): every loader says so plainly."
+    from semclip.data import load_plain
+    from semclip.model import create_model, load_checkpoint
+    p = tmp_path/'open_clip_pytorch_model.bin'
+    torch.save(dict(w=torch.zeros(2), x=_Shell()), p)
+    _assert_plain_data_message(_err(lambda: load_plain(p), DataError), p)
+    _assert_plain_data_message(_err(lambda: load_checkpoint(p), CheckpointError), p)
+    _assert_plain_data_message(_err(lambda: create_model('semclip-tiny', str(p)), CheckpointError), p)
+    p.write_bytes(b'garbage' * 10)                          # unreadable: torch's advice to load unsafely is not passed on
+    for fn, et in ((lambda: load_plain(p), DataError), (lambda: load_checkpoint(p), CheckpointError),
+                   (lambda: create_model('semclip-tiny', str(p)), CheckpointError)):
+        s = str(_err(fn, et))
+        assert str(p) in s and 'weights_only=False' not in s and 'does not fit' not in s, s
+
+
 def test_batch_size_not_a_number_cli(capsys):
     from semclip.train import cli
     with pytest.raises(SystemExit): cli(['--batch_size', 'abc'])
