@@ -2,7 +2,7 @@
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
-SEEDS   ?= 3
+SEEDS   ?= 1
 
 .PHONY: install reproduce test check-sync export clean-nbs bench
 
