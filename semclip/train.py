@@ -39,11 +39,11 @@ class TrainParams:
     model: str = 'semclip-tiny'        # open_clip model name (e.g. ViT-B-32) or a semclip tiny config
     pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
     init_checkpoint: str|None = 'auto' # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing)
-    steps: int|None = None             # optimizer steps; None: 600 for pretrain, 200 for fine-tuning
+    steps: int|None = None             # optimizer steps; None: 400 for pretrain, 150 for fine-tuning
     pretrain_steps: int|None = None    # steps of the automatic pretrain run that 'auto' may start (None: its default)
     batch_size: int = 256              # global batch size (samples per optimizer step)
     accum_steps: int = 1               # micro-batches per step; the contrastive loss still sees the whole batch
-    lr: float|None = None              # peak learning rate; None: 1e-3 for pretrain, 1e-4 for fine-tuning
+    lr: float|None = None              # peak learning rate; None: 1e-3 for pretrain, 5e-4 for fine-tuning
     weight_decay: float = 0.2          # AdamW weight decay (not applied to gains, biases, scales)
     warmup_steps: int = 50             # linear warm-up steps, then cosine decay to 0
     grad_clip: float = 1.0             # max global gradient norm; 0 disables clipping
@@ -77,8 +77,8 @@ def param_docs() -> dict:
     return TrainParams.docs()
 
 # %% ../nbs/05_train.ipynb #00000009
-PRETRAIN_DEFAULTS = dict(steps=600, lr=1e-3, freeze_vision=False)
-FINETUNE_DEFAULTS = dict(steps=200, lr=1e-4, freeze_vision=True)
+PRETRAIN_DEFAULTS = dict(steps=400, lr=1e-3, freeze_vision=False)
+FINETUNE_DEFAULTS = dict(steps=150, lr=5e-4, freeze_vision=True)
 
 def pretrain_checkpoint(dataset:str='synthneg', seed:int=42) -> Path:
     "Where the SynthNeg pre-training run of `seed` keeps its final checkpoint."
