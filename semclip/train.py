@@ -488,16 +488,16 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
             if not torch.isfinite(terms['loss']):
                 kept = f"the last good checkpoint is kept at '{ckpt}'" if ckpt.exists() else 'no checkpoint had been written yet'
                 raise TrainingDivergedError(f"loss became {terms['loss'].item()} at step {step + 1}; the weights were not updated; {kept}")
-            if log is None: continue
-            rec = {k: round(v.item(), 6) for k, v in terms.items()}
-            log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4),
-                      samples_per_s=round(p.batch_size / (time.perf_counter() - t0), 1), **rec)
-            bar.set_postfix(loss=f"{rec['loss']:.3f}")
-            if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
-                log.write(step=step + 1, split='val', **quick_validate(model, val, device=device, precision=prec))
+            if log is not None:                # rank 0 logs and validates
+                rec = {k: round(v.item(), 6) for k, v in terms.items()}
+                log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4),
+                          samples_per_s=round(p.batch_size / (time.perf_counter() - t0), 1), **rec)
+                bar.set_postfix(loss=f"{rec['loss']:.3f}")
+                if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
+                    log.write(step=step + 1, split='val', **quick_validate(model, val, device=device, precision=prec))
             if p.ckpt_every and (step + 1) % p.ckpt_every == 0 and step + 1 < p.steps:
                 save(ckpt, opt, sched, step + 1)
-            if stop.requested(dist_info):      # Ctrl-C: finish the step, save it, then stop
+            if stop.requested(dist_info):      # every rank asks (a collective): Ctrl-C finishes the step, saves it, stops
                 save(ckpt, opt, sched, step + 1)
                 if dist_info.main: print(f'interrupted: checkpoint saved at step {step + 1} in {ckpt}; rerun with resume=True to continue')
                 raise KeyboardInterrupt
