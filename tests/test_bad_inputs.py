@@ -98,6 +98,74 @@ def test_csv_cut_inside_the_last_rows_negation(ds_dir):
     assert len(_read(csv)) == len(lines) - 1
 
 
+def test_csv_mis_encoded(ds_dir):
+    csv = ds_dir/'triples.csv'
+    text = csv.read_text()
+    csv.write_bytes(text.replace('a ', 'à ', 1).encode('latin-1'))          # latin-1 bytes, not utf-8
+    e = _err(lambda: _read(csv), DataError)
+    assert 'triples.csv' in str(e) and 'utf-8' in str(e).lower()
+    csv.write_bytes(text.encode('utf-16'))                                   # UTF-16 with a BOM
+    e = _err(lambda: _read(csv), DataError)
+    assert 'triples.csv' in str(e)
+
+
+def test_csv_wrong_column_names(ds_dir):
+    csv = ds_dir/'triples.csv'
+    df = pd.read_csv(csv).rename(columns={'negation': 'negative', 'paraphrased': 'paraphrase'})
+    df.to_csv(csv, index=False)
+    e = _err(lambda: _read(csv), DataError)
+    assert 'triples.csv' in str(e) and "missing column(s)" in str(e) and 'negation' in str(e)
+
+
+# ----------------------------------------------------------------------------- images
+@pytest.mark.parametrize('kind', ['corrupt_png', 'corrupt_jpeg', 'truncated_png', 'huge_png'])
+def test_bad_image_is_named_with_its_row(ds_dir, kind):
+    from semclip.data import read_triples_csv, TripleDataset
+    df = pd.read_csv(ds_dir/'triples.csv')
+    img = ds_dir/df['image'][3]
+    if kind == 'corrupt_png': img.write_bytes(b'not an image at all')
+    elif kind == 'corrupt_jpeg':
+        img = img.with_suffix('.jpg'); img.write_bytes(b'\xff\xd8\xff\xe0' + os.urandom(200))
+        df.loc[3, 'image'] = str(Path(df['image'][3]).with_suffix('.jpg')); df.to_csv(ds_dir/'triples.csv', index=False)
+    elif kind == 'truncated_png': img.write_bytes(img.read_bytes()[:40])
+    else: img.write_bytes(_png(100_000, 100_000))                           # a decompression bomb's header
+    ds = TripleDataset(read_triples_csv(ds_dir/'triples.csv'))
+    e = _err(lambda: ds[3], DataError)
+    assert 'row 3' in str(e) and img.name in str(e), str(e)
+    if kind == 'huge_png': assert 'DecompressionBomb' in str(e) or 'exceeds limit' in str(e)
+    skip = TripleDataset(read_triples_csv(ds_dir/'triples.csv'), on_bad_sample='skip')
+    skip.preload(progress=False)                                             # skipping counts and reports, never silent
+    assert len(skip.skipped) == 1 and skip.skipped[0][0] == 3 and 'skipped' in skip.report()
+
+
+# ----------------------------------------------------------------------------- paths outside the data root
+@pytest.mark.parametrize('bad', ['../outside.png', '/etc/passwd', 'images/../../outside.png'])
+def test_paths_outside_the_data_root(ds_dir, bad):
+    csv = ds_dir/'triples.csv'
+    df = pd.read_csv(csv); df.loc[4, 'image'] = bad; df.to_csv(csv, index=False)
+    e = _err(lambda: _read(csv), UnsafePathError)
+    assert 'row 4' in str(e) and repr(bad) in str(e) and 'escapes the data root' in str(e)
+
+
+# ----------------------------------------------------------------------------- parameters
+def test_unknown_arm_library_and_cli(tmp_path):
+    from semclip.train import train
+    e = _err(lambda: train(arm='x', out_dir=str(tmp_path/'run')), ConfigError)
+    assert "arm='x' is not valid; choose one of: 'pretrain'" in str(e)
+    r = subprocess.run([sys.executable, '-m', 'semclip.train', '--arm', 'x', '--out_dir', str(tmp_path/'run')],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)})
+    assert r.returncode != 0 and "arm='x' is not valid" in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path/'run').exists()                                     # nothing written for a run that never started
+
+
+@pytest.mark.parametrize('bs', [-4, 0])
+def test_negative_batch_size(tmp_path, bs):
+    from semclip.train import cli
+    with pytest.raises(SystemExit) as ei: cli(['--batch_size', str(bs), '--out_dir', str(tmp_path/'run')])
+    assert f'semclip-train: error: batch_size={bs} must be a positive int' in str(ei.value.code)
+    assert not (tmp_path/'run').exists()
+
+
 def test_symlinked_images_folder(ds_dir, tmp_path):
     "images/ is a link to another disk: the error says it is the link that leads out, and names the file and row."
     other = tmp_path/'other_disk'; other.mkdir()
