@@ -21,10 +21,11 @@ from .core import (ConfigError, SemclipError, check_choice, seed_everything, get
 # %% auto #0
 __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'TrainParams', 'param_docs',
            'pretrain_checkpoint', 'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens',
-           'encode_tokens', 'encode_images_once', 'batch_features', 'loss_inputs', 'accumulate_gradients',
-           'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog',
-           'read_log', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'StopFlag', 'local_rows',
-           'logit_scales', 'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
+           'length_buckets', 'encode_tokens', 'encode_images_once', 'batch_features', 'loss_inputs',
+           'accumulate_gradients', 'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError',
+           'check_writable', 'JsonlLog', 'read_log', 'Dist', 'init_distributed', 'allreduce_gradients',
+           'allreduce_mean', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'setup_run', 'train',
+           'arg_parser', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
 ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
@@ -57,6 +58,8 @@ class TrainParams:
     learnable_proj: bool = False       # learn the SemCLIP projection instead of fixing it
     laclip_p: float = 0.5              # laclip arm: probability of swapping a caption for its paraphrase
     max_train: int|None = None         # use at most this many training rows (quick runs)
+    train_shards: str|None = None      # stream training rows from WebDataset shards (brace pattern, '::' list or folder); None: the dataset's split in memory
+    num_workers: int = 0               # DataLoader processes decoding streamed shards (train_shards only)
     seed: int = 42                     # seed for model init, data order and the projection
     out_dir: str|None = None           # None: $SEMCLIP_RUNS/<dataset>/<arm>/seed<seed>
     eval_every: int = 50               # validate every this many steps (0: only at the end)
@@ -106,6 +109,9 @@ def resolve_params(params:TrainParams|dict|None=None, # a TrainParams, a dict, o
     if p.batch_size % p.accum_steps: raise ConfigError(f'batch_size={p.batch_size} must be divisible by accum_steps={p.accum_steps}')
     if not 0 <= p.laclip_p <= 1: raise ConfigError(f'laclip_p={p.laclip_p!r} must be in [0, 1]')
     if p.max_train is not None: _positive('max_train', p.max_train)
+    _positive('num_workers', p.num_workers, allow_zero=True)
+    if p.train_shards is not None and p.max_train is not None:
+        raise ConfigError('max_train applies to the in-memory split, not to train_shards: write fewer shards instead')
     dflt = PRETRAIN_DEFAULTS if p.arm == 'pretrain' else FINETUNE_DEFAULTS
     for k, v in dflt.items():
         if getattr(p, k) is None: setattr(p, k, v)
@@ -164,23 +170,51 @@ def trim_tokens(tokens:torch.Tensor) -> torch.Tensor:
     "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
     return tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
 
-def encode_tokens(model, tokens:torch.Tensor) -> torch.Tensor:
-    "`model.encode_text(tokens)` (raw features), computed on the trimmed sequence when that is exact."
-    m = _unwrap(model)
-    fast = (getattr(m, 'text_pool_type', None) == 'argmax' and getattr(m, 'attn_mask', None) is not None
+def length_buckets(lengths:torch.Tensor, # [N] the number of tokens each row needs (end-of-text position + 1)
+                   overhead:int=512, # cost of one more transformer call, in token positions
+                  ) -> list[tuple[torch.Tensor, int]]:
+    "Rows grouped by length: [(row indices, cut length)], minimising padded positions + `overhead` per group."
+    order = torch.argsort(lengths.cpu(), stable=True)
+    u, c = torch.unique_consecutive(lengths.cpu()[order], return_counts=True)
+    u, cum = u.tolist(), [0] + torch.cumsum(c, 0).tolist()
+    best, prev = [0] + [math.inf] * len(u), [0] * (len(u) + 1)
+    for j in range(1, len(u) + 1):      # best[j]: cheapest grouping of the rows with the j shortest lengths
+        for i in range(j):
+            cost = best[i] + u[j-1] * (cum[j] - cum[i]) + overhead
+            if cost < best[j]: best[j], prev[j] = cost, i
+    groups, j = [], len(u)
+    while j > 0: groups.append((order[cum[prev[j]]:cum[j]], u[j-1])); j = prev[j]
+    return groups[::-1]
+
+def _fast_text_path(m) -> bool:
+    "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
+    return (getattr(m, 'text_pool_type', None) == 'argmax' and getattr(m, 'attn_mask', None) is not None
             and hasattr(m, 'positional_embedding') and hasattr(m, 'token_embedding'))
-    if not fast: return m.encode_text(tokens)
-    t = trim_tokens(tokens); L = t.shape[1]
-    cast = m.transformer.get_cast_dtype()
+
+def _text_tower(m, t:torch.Tensor) -> torch.Tensor:
+    "Pooled, unprojected text features of token ids `t` already cut to their length."
+    L, cast = t.shape[1], m.transformer.get_cast_dtype()
     x = m.token_embedding(t).to(cast) + m.positional_embedding[:L].to(cast)
-    x = m.transformer(x, attn_mask=m.attn_mask[:L, :L])
-    x = m.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
+    x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
+    return x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
+
+def encode_tokens(model, tokens:torch.Tensor, # [N, context_length] token ids
+                  bucket:bool=True) -> torch.Tensor: # group texts by length (False: one call cut at the longest)
+    "`model.encode_text(tokens)` (raw features), computed on texts cut to their length when that is exact."
+    m = _unwrap(model)
+    if not _fast_text_path(m): return m.encode_text(tokens)
+    if bucket and len(tokens) > 1:
+        groups = length_buckets(tokens.argmax(dim=-1) + 1)
+        rows = torch.cat([g for g, _ in groups]).to(tokens.device)
+        x = torch.cat([_text_tower(m, tokens[g.to(tokens.device), :L]) for g, L in groups])
+        x = x[torch.empty_like(rows).scatter_(0, rows, torch.arange(len(rows), device=rows.device))]  # back to input order
+    else:
+        x = _text_tower(m, trim_tokens(tokens))
     if m.text_projection is not None:
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return x
 
-# %% ../nbs/05_train.ipynb #00000014
+# %% ../nbs/05_train.ipynb #00000016
 @torch.no_grad()
 def encode_images_once(model, images:torch.Tensor, batch_size:int=512, device='cpu', precision='fp32', progress=True) -> torch.Tensor:
     "Raw image features of every image, for a frozen vision tower."
@@ -204,7 +238,7 @@ def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #00000017
+# %% ../nbs/05_train.ipynb #00000019
 def loss_inputs(feats:dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get('paraphrase'), negation_features=feats.get('negation'), output_dict=True)
@@ -235,16 +269,22 @@ def accumulate_gradients(model, loss_fn, batch:dict, fields, accum_steps:int=1,
         if p.grad is not None: p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #0000001a
-def make_optimizer(model, loss_fn, lr:float, weight_decay:float) -> torch.optim.AdamW:
+# %% ../nbs/05_train.ipynb #0000001c
+def _can_fuse(params) -> bool:
+    "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
+    return all(q.is_floating_point() and q.device.type in ('cpu', 'cuda') for q in params)
+
+def make_optimizer(model, loss_fn, lr:float, weight_decay:float,
+                   fused:bool|None=None) -> torch.optim.AdamW: # None: the fused kernel where supported
     "AdamW over trainable parameters, without decay on 1-d tensors and scales."
     decay, no_decay = [], []
     named = [(n, p) for n, p in model.named_parameters()] + [(f'loss.{n}', p) for n, p in loss_fn.named_parameters()]
     for n, p in named:
         if not p.requires_grad: continue
         (no_decay if p.ndim < 2 or 'logit_scale' in n or n.endswith('bias') or '.ln' in n or 'ln_' in n else decay).append(p)
+    if fused is None: fused = _can_fuse(decay + no_decay)
     return torch.optim.AdamW([dict(params=no_decay, weight_decay=0.), dict(params=decay, weight_decay=weight_decay)],
-                             lr=lr, betas=(0.9, 0.98), eps=1e-6)
+                             lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=bool(fused))
 
 class WarmupCosine:
     "LR multiplier: linear warm-up, then cosine decay to 0 at `total` steps."
@@ -254,7 +294,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1., t)))
 
-# %% ../nbs/05_train.ipynb #0000001d
+# %% ../nbs/05_train.ipynb #00000021
 @torch.no_grad()
 def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', precision='fp32') -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -272,7 +312,7 @@ def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', p
     res['t2i_top1'] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #0000001f
+# %% ../nbs/05_train.ipynb #00000023
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -306,7 +346,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #00000021
+# %% ../nbs/05_train.ipynb #00000025
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -368,21 +408,35 @@ def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000024
+# %% ../nbs/05_train.ipynb #00000028
+def _laclip_swap(b:dict, laclip_p:float, gen) -> dict:
+    "LaCLIP-style language rewrite: swap each caption for its paraphrase with probability `laclip_p`."
+    if laclip_p > 0:
+        swap = torch.rand(len(b['caption']), generator=gen) < laclip_p
+        b['caption'] = torch.where(swap[:, None], b['paraphrase'], b['caption'])
+    return b
+
 def _batch(data:TripleTensors, idx, fields, device, laclip_p=0., gen=None) -> dict:
     "Gather rows `idx` of a split into a batch dict on `device`."
     b = {f: data.tokens[f][idx] for f in fields}
-    if laclip_p > 0:  # LaCLIP-style language rewrite: swap each caption for its paraphrase at random
-        swap = torch.rand(len(idx), generator=gen) < laclip_p
-        b['caption'] = torch.where(swap[:, None], data.tokens['paraphrase'][idx], b['caption'])
+    if laclip_p > 0: b = _laclip_swap(b | {'paraphrase': data.tokens['paraphrase'][idx]}, laclip_p, gen)
     if data.image_features is not None: b['image_features'] = data.image_features[idx]
     else: b['image'] = data.images[idx]
-    return {k: v.to(device, non_blocking=True) for k, v in b.items()}
+    return {k: v.to(device, non_blocking=True) for k, v in b.items() if k in fields or k.startswith('image')}
 
-def _save(path, bundle, opt, sched, loss_fn, step, p):
+def _stream_batch(b:dict, fields, device, laclip_p=0., gen=None, frozen_model=None, precision='fp32') -> dict:
+    "A batch streamed from shards on `device`; with a frozen vision tower its pixels become image features here."
+    b = _laclip_swap({f: b[f] for f in fields} | {'image': b['image']}, laclip_p, gen)
+    b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+    if frozen_model is not None:
+        b['image_features'] = encode_images_once(frozen_model, b.pop('image'), len(b['caption']), device, precision, progress=False)
+    return b
+
+def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
+    extra = dict(loss_state=loss_fn.state_dict()) | ({'data_state': data_state} if data_state is not None else {})
     save_checkpoint(path, model=_unwrap(bundle.model), optimizer=opt, scheduler=sched, step=step, params=asdict(p),
-                    model_name=bundle.name, model_cfg=bundle.model_cfg, extra=dict(loss_state=loss_fn.state_dict()))
+                    model_name=bundle.name, model_cfg=bundle.model_cfg, extra=extra)
 
 def logit_scales(model, loss_fn) -> list:
     "The learnable log-temperatures of a run: the model's (if the loss uses it) and the loss's own."
@@ -426,11 +480,17 @@ def setup_run(p:TrainParams, device, prec, dist_info:Dist):
                                   if f in loss_fn.required_inputs or (f == 'paraphrase' and loss_fn.caption_swap))
     show = p.progress and dist_info.main
     split = 'pretrain' if p.arm == 'pretrain' and p.dataset == 'synthneg' else 'train'
-    data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show)
+    if p.train_shards:   # streamed: each rank reads its own shards, half (1/world) of the global batch per step
+        from semclip.wds import ShardBatches
+        data = ShardBatches(p.train_shards, bundle.tokenizer, bundle.preprocess, batch_size=p.batch_size // dist_info.world_size,
+                            fields=fields, seed=p.seed, num_workers=p.num_workers, rank=dist_info.rank, world_size=dist_info.world_size)
+        if dist_info.main: print(f'streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch')
+    else: data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show)
     val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show)
     if p.freeze_vision:
-        if dist_info.main: print('vision tower frozen and images not augmented: image features are computed once and reused')
-        for d in (data, val):
+        if dist_info.main: print('vision tower frozen and images not augmented: image features are computed once' +
+                                 (' per streamed batch, under no_grad' if p.train_shards else ' and reused'))
+        for d in (data, val) if not p.train_shards else (val,):
             d.image_features = encode_images_once(model, d.images, device=device, precision=prec, progress=show)
             d.images = None
     return bundle, loss_fn, fields, data, val
@@ -465,25 +525,34 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
         st = load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, map_location=device, restore_rng=True)
         loss_fn.load_state_dict(st['extra']['loss_state'])
         start = int(st['step'])
+        if p.train_shards:
+            if 'data_state' not in st['extra']:
+                raise ConfigError(f"checkpoint '{ckpt}' was written by a run without train_shards: it cannot resume a streamed run")
+            data.check_resume(st['extra']['data_state'])
         old = (st.get('params') or {}).get('steps')
         sched.lr_lambdas[0].__dict__.update(warmup=p.warmup_steps, total=p.steps)   # the schedule of *this* run's length
         if dist_info.main: print(f'resumed from {ckpt} at step {start}' + (f' (schedule stretched from {old} to {p.steps} steps)' if old and old != p.steps else ''))
     log = JsonlLog(out/'log.jsonl', resume_step=start if p.resume else None) if dist_info.main else None
-    save = (lambda path, o, s, step: _save(path, bundle, o, s, loss_fn, step, p)) if dist_info.main else (lambda *a: None)
+    data_state = (lambda step: data.state(step)) if p.train_shards else (lambda step: None)
+    save = (lambda path, o, s, step: _save(path, bundle, o, s, loss_fn, step, p, data_state(step))) if dist_info.main else (lambda *a: None)
 
     # --- loop
     model.train()
     if p.freeze_vision: model.visual.eval()
     bar = tqdm(range(start, p.steps), desc=f'{p.arm} ({p.dataset})', disable=not (p.progress and dist_info.main), initial=start, total=p.steps)
     step, stop = start, StopFlag()
+    stream = data.iterate(start) if p.train_shards else None
     try:
         for step in bar:
             t0 = time.perf_counter()
-            idx = local_rows(batch_indices(len(data), p.batch_size, step, p.seed), dist_info)
             gen = torch.Generator().manual_seed(p.seed * 7919 + step)
             swap_p = p.laclip_p if loss_fn.caption_swap else 0.
             if swap_p: torch.rand(p.batch_size // dist_info.world_size * dist_info.rank, generator=gen)  # skip the other ranks' draws
-            batch = _batch(data, idx, fields, device, swap_p, gen)
+            if stream is not None:
+                batch = _stream_batch(next(stream), fields, device, swap_p, gen, model if p.freeze_vision else None, prec)
+            else:
+                idx = local_rows(batch_indices(len(data), p.batch_size, step, p.seed), dist_info)
+                batch = _batch(data, idx, fields, device, swap_p, gen)
             terms, gnorm = optimizer_step(model, loss_fn, batch, fields, opt, sched, trainable, p.accum_steps, p.grad_clip, prec, device, dist_info)
             if not torch.isfinite(terms['loss']):
                 kept = f"the last good checkpoint is kept at '{ckpt}'" if ckpt.exists() else 'no checkpoint had been written yet'
@@ -501,7 +570,9 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
                 save(ckpt, opt, sched, step + 1)
                 if dist_info.main: print(f'interrupted: checkpoint saved at step {step + 1} in {ckpt}; rerun with resume=True to continue')
                 raise KeyboardInterrupt
-    finally: stop.restore()
+    finally:
+        stop.restore()
+        if stream is not None: stream.close()   # stops the DataLoader workers of a streamed run
 
     # --- eval and save
     metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
@@ -513,7 +584,7 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
         write_json(out/'metrics.json', metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #00000026
+# %% ../nbs/05_train.ipynb #0000002a
 def _parse_value(text:str, anno:str):
     "Parse a command-line string for a field annotated `anno` ('int|None', 'bool', ...)."
     if text.lower() in ('none', 'null') and 'None' in anno: return None

@@ -6,21 +6,22 @@ Docs: https://semclip.github.io/semclip/wds.html.md"""
 
 # %% ../nbs/01c_wds.ipynb #00000002
 from __future__ import annotations
-import io, json, math, random, re, tarfile, warnings
+import hashlib, io, itertools, json, math, random, re, tarfile, warnings
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, check_choice, file_hash, write_json
 from .data import ON_BAD_SAMPLE, TripleDataset, default_transform
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards', 'expand_urls',
-           'iter_shard', 'decode_sample', 'iter_samples', 'read_shards_frame', 'split_shards', 'ShardTriples']
+           'iter_shard', 'decode_sample', 'iter_samples', 'read_shards_frame', 'split_shards', 'ShardTriples',
+           'ShardBatches']
 
 # %% ../nbs/01c_wds.ipynb #00000006
 IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp')         # open_clip's image keys, in its order of preference
@@ -337,3 +338,166 @@ class ShardTriples(IterableDataset):
             yield x, r['caption'], _text(r.get('paraphrase')), r['negation']
 
     def __repr__(self): return f'ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})'
+
+# %% ../nbs/01c_wds.ipynb #00000034
+def _manifest_entries(shards) -> list[dict|None]:
+    "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
+    out = []
+    for s in shards:
+        s = Path(s); m = s.parent/'manifest.json'
+        try: man = json.loads(m.read_text())
+        except (OSError, ValueError): out.append(None); continue
+        try: out.append(next((e for e in man['shards'] if e['name'] == s.name), None))
+        except (KeyError, TypeError): raise DataError('not a semclip shard manifest (no shard list)', file=m) from None
+    return out
+
+def _counted(shard:str, want:int) -> Iterator[tuple]:
+    "`(shard, index, key, files)` of every raw sample, undecoded; a DataError when the count differs from the manifest's."
+    n = 0
+    for n, (key, files) in enumerate(iter_shard(shard), 1): yield shard, n - 1, key, files
+    if n != want: raise DataError(f'the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced', file=shard)
+
+def _positive_int(name, v, lo=1):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo: raise ConfigError(f'{name}={v!r} must be an int >= {lo}')
+    return v
+
+_STATE_KEYS = ('urls_hash', 'n_shards', 'seed', 'shuffle', 'world_size', 'streams', 'batch_size', 'fields', 'batches_per_epoch')
+
+class ShardBatches:
+    "Whole training batches (pixels and token ids) streamed from shards: infinite over epochs, deterministic, exactly resumable at any step."
+    def __init__(self, urls, # see `expand_urls`: shards written by `write_shards` (their manifest.json gives the counts)
+                 tokenizer:Callable|None, # list[str] -> LongTensor [n, ctx] (e.g. `ClipBundle.tokenizer`); None: lists of strings
+                 transform:Callable|None=None, # PIL image -> tensor [3, H, W] (e.g. `ClipBundle.preprocess`); default: ToTensor
+                 batch_size:int=128, # rows per batch on THIS rank (the global batch / world_size)
+                 fields=('caption', 'paraphrase', 'negation'), # record fields to tokenise, each becomes a batch key
+                 seed:int=42, # seed of the shard order, the shuffle buffers and the transform's random augmentation
+                 shuffle:int=1000, # shuffle buffer in samples per stream (0: no shuffling at all, the written order every epoch)
+                 num_workers:int=0, # DataLoader worker processes decoding images (0: in this process)
+                 rank:int|None=None, world_size:int|None=None, # this process; default: torch.distributed's, else 0 and 1
+                 streams:int|None=None, # independent sample streams per rank (the batch order depends on it, not on num_workers); default: max(num_workers, 1)
+                 with_keys:bool=False, # add 'key': the ['shard-000001.tar/000000042', ...] of each row
+                 prefetch_factor:int=2, pin_memory:bool=False, # passed to the DataLoader when num_workers > 0
+                 multiprocessing_context:str|None=None): # DataLoader workers' start method ('fork', 'spawn', ...; None: the default)
+        self.urls = expand_urls(urls)
+        ents = _manifest_entries(self.urls)
+        if None in ents:
+            raise ConfigError(f"shard {self.urls[ents.index(None)]!r} has no count in a manifest.json next to it: ShardBatches sizes its "
+                              f"epochs from the counts alone. Write the shards with write_shards, or pass the folder holding its manifest.json")
+        self.counts = [int(e['count']) for e in ents]
+        self.tokenizer, self.transform = tokenizer, (transform if transform is not None else default_transform())
+        self.batch_size = _positive_int('batch_size', batch_size)
+        self.num_workers = _positive_int('num_workers', num_workers, 0)
+        self.shuffle, self.seed = _positive_int('shuffle', shuffle, 0), int(seed)
+        self.streams = _positive_int('streams', streams if streams is not None else max(num_workers, 1))
+        self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
+        if not self.fields or not all(isinstance(f, str) and f for f in self.fields) or len(set(self.fields)) < len(self.fields):
+            raise ConfigError(f'fields={fields!r} must be distinct record field names (caption, paraphrase, negation, ...)')
+        if 'image' in self.fields or 'key' in self.fields: raise ConfigError(f"fields={fields!r}: 'image' and 'key' are batch keys of their own")
+        r0, w0 = _node()
+        self.rank, self.world_size = (r0 if rank is None else rank), (w0 if world_size is None else world_size)
+        _positive_int('world_size', self.world_size)
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or not 0 <= self.rank < self.world_size:
+            raise ConfigError(f'rank={self.rank!r} must be an int in [0, world_size={self.world_size})')
+        if self.num_workers and self.streams % self.num_workers:
+            raise ConfigError(f'streams={self.streams} must be a multiple of num_workers={self.num_workers} (each worker serves whole streams)')
+        n, R, S = len(self.urls), self.world_size, self.streams
+        if n < R * S:
+            raise ConfigError(f'{n} shard(s) cannot feed world_size={R} ranks x {S} stream(s) (one per DataLoader worker): write at least '
+                              f'{R * S} shards (a smaller maxcount in write_shards) or use fewer workers')
+        self.with_keys, self.prefetch_factor, self.pin_memory, self.mp_context = with_keys, prefetch_factor, pin_memory, multiprocessing_context
+        self.urls_hash = hashlib.sha256(json.dumps([[e['name'], int(e['count']), e.get('sha256')] for e in ents]).encode()).hexdigest()[:16]
+        # shard order changes per epoch, so a stream's samples are bounded below by its shard count's smallest shards
+        asc, per = sorted(self.counts), []
+        for r in range(R):
+            for k in range(S): per.append(sum(asc[:len(split_shards(range(n), r, R, k, S))]) // self.batch_size)
+        if min(per) == 0:
+            raise ConfigError(f'batch_size={self.batch_size} is larger than what the smallest of the {R * S} rank x stream shares of '
+                              f'the {sum(self.counts)} samples can fill; use a smaller batch, fewer streams or more data')
+        self.batches_per_epoch = S * min(per)
+
+    @property
+    def n_shards(self) -> int: return len(self.urls)
+
+    def epoch_shards(self, epoch:int, stream:int) -> list[str]:
+        "The shards this rank's `stream` reads in `epoch`, in order (shard order shuffled per epoch, the same on every rank)."
+        shards = list(self.urls)
+        if self.shuffle: random.Random(f'{self.seed}-{epoch}').shuffle(shards)
+        return split_shards(shards, self.rank, self.world_size, stream, self.streams)
+
+    def _raw(self, epoch:int, stream:int) -> Iterator[tuple]:
+        "Undecoded `(shard, index, key, files)` of one stream in one epoch, after the shuffle buffer."
+        cnt = dict(zip(self.urls, self.counts))
+        raw = (x for sh in self.epoch_shards(epoch, stream) for x in _counted(sh, cnt[sh]))
+        if self.shuffle: raw = _buffer_shuffle(raw, self.shuffle, random.Random(f'{self.seed}-{epoch}-{self.rank}-{stream}'))
+        return raw
+
+    def _collate(self, items:list, step:int) -> dict:
+        "Decode, transform and tokenise one batch of raw samples (transform randomness seeded by the step)."
+        imgs, texts = [], {f: [] for f in self.fields}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed((self.seed * 1_000_003 + step) * 1009 + self.rank)
+            for sh, i, key, files in items:
+                s = decode_sample(key, files, sh, i)
+                x = self.transform(s['image'])
+                if not torch.is_tensor(x): raise ConfigError(f'the transform must return a tensor, it returned {type(x).__name__}')
+                imgs.append(x)
+                for f in self.fields:
+                    t = s['record'].get(f)
+                    if not _is_text(t): raise DataError(f"sample {key!r} has no {f!r} text (needed by fields={self.fields})", file=sh, row=i)
+                    texts[f].append(t)
+        out = dict(image=torch.stack(imgs))
+        for f, ts in texts.items(): out[f] = self.tokenizer(ts) if self.tokenizer is not None else ts
+        if self.with_keys: out['key'] = [f'{Path(sh).name}/{key}' for sh, _, key, _ in items]
+        return out
+
+    def _stream_batches(self, epoch:int, stream:int, skip:int) -> Iterator[list]:
+        "Raw sample lists of one stream's batches in `epoch`, from its batch `skip` on; the skipped samples are read, never decoded."
+        raw, b = self._raw(epoch, stream), self.batch_size
+        for _ in itertools.islice(raw, skip * b): pass
+        for _ in range(self.batches_per_epoch // self.streams - skip):
+            items = list(itertools.islice(raw, b))
+            if len(items) < b: raise DataError(f'stream {stream} of rank {self.rank} ran out of samples in epoch {epoch}: a shard holds fewer than manifest.json lists')
+            yield items
+
+    def _steps(self, start:int, offset:int=0, stride:int=1) -> Iterator[dict]:
+        "Batches of steps start+offset, start+offset+stride, ... (stride divides streams)."
+        gens, cur, t, bpe, S = {}, None, start + offset, self.batches_per_epoch, self.streams
+        while True:
+            e, i = divmod(t, bpe)
+            if e != cur: gens, cur = {}, e
+            k = i % S
+            if k not in gens: gens[k] = self._stream_batches(e, k, i // S)
+            yield self._collate(next(gens[k]), t)
+            t += stride
+
+    def iterate(self, start_step:int=0) -> Iterator[dict]:
+        "The batches of steps start_step, start_step+1, ... forever: dict(image=[b,3,H,W], one entry per field)."
+        _positive_int('start_step', start_step, 0)
+        if not self.num_workers: yield from self._steps(start_step); return
+        dl = DataLoader(_StepStream(self, start_step), batch_size=None, num_workers=self.num_workers,
+                        prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, multiprocessing_context=self.mp_context)
+        yield from dl
+
+    def state(self, step:int) -> dict:
+        "What a checkpoint stores to check that a resume at `step` reads the same batches (see `check_resume`)."
+        return dict({k: getattr(self, k) for k in _STATE_KEYS}, fields=list(self.fields), num_workers=self.num_workers,
+                    step=int(step), epoch=int(step) // self.batches_per_epoch)
+
+    def check_resume(self, state:dict): # from `state` at checkpoint time
+        "Raise a ConfigError naming every setting that differs from the checkpoint's and would change the batches."
+        now = dict(self.state(0), fields=list(self.fields))
+        diff = [f'{k}: {state.get(k)!r} in the checkpoint, {now[k]!r} now' for k in _STATE_KEYS if state.get(k) != now[k]]
+        if state.get('streams') != now['streams']: diff.append(f"(streams defaults to max(num_workers, 1): pass streams={state.get('streams')!r} to resume with other num_workers)")
+        if diff: raise ConfigError('cannot resume this run with these shards/settings, the batches would differ; ' + '; '.join(diff))
+
+    def __repr__(self):
+        return (f'ShardBatches({len(self.urls)} shards, {sum(self.counts)} samples, batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, '
+                f'streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})')
+
+class _StepStream(IterableDataset):
+    "DataLoader worker w of W yields the batches of steps start+w, start+w+W, ...: the DataLoader's round-robin restores step order."
+    def __init__(self, sb, start): self.sb, self.start = sb, start
+    def __iter__(self):
+        wi = get_worker_info()
+        w, W = (wi.id, wi.num_workers) if wi is not None else (0, 1)
+        return self.sb._steps(self.start, w, W)
