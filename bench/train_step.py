@@ -31,6 +31,7 @@ ap.add_argument('--batch', type=int, default=256)
 ap.add_argument('--steps', type=int, default=6, help='timed steps per round and method')
 ap.add_argument('--rounds', type=int, default=3)
 ap.add_argument('--rows', type=int, default=2560)
+ap.add_argument('--only', default='', help='comma-separated method names to time (default: all); the summary needs all')
 a = ap.parse_args()
 B = a.batch
 torch.manual_seed(0)
@@ -128,6 +129,9 @@ epochs = {
     'open_clip_full_png': open_clip_epoch(False, False),
     'open_clip_full_memory': open_clip_epoch(False, True),
 }
+if a.only:
+    keep = set(a.only.split(','))
+    methods = {k: v for k, v in methods.items() if k in keep}; epochs = {k: v for k, v in epochs.items() if k in keep}
 times = {k: [] for k in [*methods, *epochs]}
 peaks = []
 for r in range(a.rounds):
@@ -143,6 +147,7 @@ for r in range(a.rounds):
     print(f'round {r + 1}: ' + ', '.join(f'{k} {1000 * v[-1]:.0f} ms' for k, v in times.items()), flush=True)
 
 med = {k: statistics.median(v) for k, v in times.items()}
+if a.only: sys.exit(0)
 sps = {k: B / v for k, v in med.items()}
 base, sem = med['ours_baseline_frozen'], med['ours_semclip_frozen']
 extra = med['text_paraphrase'] + med['text_negation']

@@ -32,6 +32,7 @@ class Run:
     after: list = field(default_factory=list)  # names of runs that must finish first
     marker: str = 'metrics.json'  # the file a finished run leaves in out_dir
     nb_dir: Path|None = None      # where the executed notebook is kept (default: out_dir)
+    threads: int|None = None      # torch threads of the run's kernel (None: torch's default)
     @property
     def done(self) -> bool: return (self.out_dir/self.marker).exists()
     @property
@@ -43,7 +44,9 @@ def plan(dataset:str='synthneg', # registered dataset name
          model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: an open_clip model and tag
          train_overrides:dict|None=None, # extra parameters for every training run (e.g. steps)
          figures_dir:Path|None=None, # where 07_figures writes; None: <root>/figures
-         eval_overrides:dict|None=None) -> list: # extra parameters for every evaluation run (e.g. max_samples)
+         eval_overrides:dict|None=None, # extra parameters for every evaluation run (e.g. max_samples)
+         jobs:int=1, # notebooks that will run at once: sets each run's torch threads
+         cores:int|None=None) -> list: # CPU cores to share (None: os.cpu_count())
     "The runs of a reproduction, in an order that respects their dependencies."
     for a in arms: check_choice('arm', a, ARMS)
     root = Path(root) if root is not None else runs_root()/dataset
@@ -70,6 +73,11 @@ def plan(dataset:str='synthneg', # registered dataset name
     runs += evals
     runs.append(Run('figures', '07_figures.ipynb', dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)), fig,
                     [r.name for r in evals], marker='figures.json', nb_dir=root/'figures_notebook'))
+    if jobs > 1:   # a fixed share per run, so the same command always computes with the same threads
+        cores = cores or os.cpu_count() or 1
+        n_pre = sum(r.params.get('arm') == 'pretrain' for r in runs)
+        for r in runs:   # pre-training runs have nothing beside them but each other: they share the cores among themselves
+            r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get('arm') == 'pretrain' else jobs))
     return runs
 
 # %% ../nbs/08_reproduce.ipynb #00000009
@@ -82,7 +90,7 @@ def notebooks_dir() -> Path:
                           'semclip.eval directly')
     return pr/'nbs'
 
-def experiment_notebook(path:Path):
+def experiment_notebook(path:Path, threads:int|None=None): # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
     import nbformat
     nb = nbformat.read(str(path), as_version=4)
@@ -91,7 +99,8 @@ def experiment_notebook(path:Path):
     i = next((k for k, c in enumerate(nb.cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
     if mod is None or i is None: raise ConfigError(f"'{path}' has no '#| default_exp' cell or no papermill 'parameters' cell")
     j = max((k for k in range(i) if nb.cells[k].cell_type == 'markdown' and src(nb.cells[k]).lstrip().startswith('#')), default=i)
-    head = nbformat.v4.new_code_cell(f'from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI')
+    head = nbformat.v4.new_code_cell(f'from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI'
+                                     + (f'\nimport torch; torch.set_num_threads({int(threads)})   # this run\'s share of the cores' if threads else ''))
     nb.cells = [nb.cells[0], head, *nb.cells[j:]]
     return nb
 
@@ -100,7 +109,7 @@ def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
     import papermill as pm
     run.out_dir.mkdir(parents=True, exist_ok=True); run.executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pm.execute_notebook(experiment_notebook(nbs/run.notebook), str(run.executed), parameters=run.params, kernel_name=kernel_name,
+    pm.execute_notebook(experiment_notebook(nbs/run.notebook, run.threads), str(run.executed), parameters=run.params, kernel_name=kernel_name,
                         progress_bar=False, cwd=str(nbs))
     return time.time() - t0
 
@@ -234,7 +243,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
               batch_size:int|None=None, # training batch size (None: the notebook default)
               eval_max_samples:int|None=None, # evaluate only the first N test rows (quick runs)
               model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: open_clip model and tag
-              jobs:int=1, # notebooks run at once (each gets cores/jobs threads)
+              jobs:int=2, # notebooks run at once (each gets its share of the cores as threads)
               force:bool=False, progress:bool=True, command:str|None=None) -> dict:
     "Run the reproduction grid, write the tables and a provenance note; return status and tables."
     t0 = time.time()
@@ -245,7 +254,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
     if not isinstance(jobs, int) or jobs < 1: raise ConfigError(f'jobs={jobs!r} must be a positive int')
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
-    runs = plan(dataset, arms, tuple(42 + i for i in range(seeds)), root, model, pretrained, over, fig, eover)
+    runs = plan(dataset, arms, tuple(42 + i for i in range(seeds)), root, model, pretrained, over, fig, eover, jobs)
     if pretrain_steps is not None:
         for r in runs:
             if r.params.get('arm') == 'pretrain': r.params['steps'] = pretrain_steps
@@ -255,7 +264,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
     secs = time.time() - t0
     prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=git_revision(),
                 finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=str(root),
-                cpus=os.cpu_count(), torch_threads=__import__('torch').get_num_threads(), jobs=jobs,
+                cpus=os.cpu_count(), jobs=jobs, threads_per_run={r.name: r.threads for r in runs},
                 failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(('done', 'skipped'))])
     write_json(fig/'provenance.json', prov)
     with atomic_write(fig/'runs.md', 'w') as f:
@@ -280,7 +289,7 @@ def cli(argv=None):
     ap.add_argument('--eval-max-samples', type=int, default=None, help='evaluate only the first N test rows (quick runs)')
     ap.add_argument('--model', default='semclip-tiny', help='open_clip model for real datasets (e.g. ViT-B-32)')
     ap.add_argument('--pretrained', default=None, help='open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)')
-    ap.add_argument('--jobs', type=int, default=1, help='notebooks executed at once')
+    ap.add_argument('--jobs', type=int, default=2, help='notebooks executed at once, each with its share of the cores (default: 2)')
     ap.add_argument('--force', action='store_true', help='rerun finished runs too')
     a = ap.parse_args(argv)
     cmd = 'semclip-reproduce ' + ' '.join(sys.argv[1:] if argv is None else argv)
