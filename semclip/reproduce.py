@@ -36,6 +36,11 @@ class Run:
     @property
     def done(self) -> bool: return (self.out_dir/self.marker).exists()
     @property
+    def finished_at(self) -> float|None:
+        "When the run last finished (its marker's modification time), None if it has not."
+        try: return (self.out_dir/self.marker).stat().st_mtime
+        except FileNotFoundError: return None
+    @property
     def executed(self) -> Path: return (self.nb_dir or self.out_dir)/self.notebook
 
 def plan(dataset:str='synthneg', # registered dataset name
@@ -113,6 +118,11 @@ def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
                         progress_bar=False, cwd=str(nbs))
     return time.time() - t0
 
+def _stale(run:Run, by_name:dict) -> bool:
+    "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
+    t = run.finished_at
+    return t is not None and any((u := by_name[a].finished_at) is not None and u > t for a in run.after if a in by_name)
+
 def _attempt(run:Run, nbs:Path, executor) -> tuple:
     "Run one notebook; return (status, seconds), never raising."
     try: return 'done', executor(run, nbs)
@@ -126,6 +136,7 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
     nbs, executor = nbs or notebooks_dir(), executor or execute
     ok = ('done', 'skipped (finished before)')
+    by_name = {r.name: r for r in runs}
     status, secs, pending, running = {}, {}, list(runs), {}
     bar = tqdm(total=len(runs), desc='reproduction', disable=not progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -137,7 +148,7 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
                     if any(a not in status for a in r.after): continue          # a dependency is still to come
                     failed = [a for a in r.after if status[a] not in ok]
                     if failed: status[r.name] = f"not run: {', '.join(failed)} failed"
-                    elif r.done and not force: status[r.name] = 'skipped (finished before)'
+                    elif r.done and not force and not _stale(r, by_name): status[r.name] = 'skipped (finished before)'
                     elif len(running) < jobs: running[pool.submit(_attempt, r, nbs, executor)] = r
                     else: continue
                     pending.remove(r); progressed = True

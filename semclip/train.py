@@ -6,7 +6,7 @@ Docs: https://semclip.github.io/semclip/train.html.md"""
 
 # %% ../nbs/05_train.ipynb #00000003
 from __future__ import annotations
-import os, re, sys, json, math, time, inspect, argparse, shutil
+import os, re, sys, json, math, time, inspect, argparse, shutil, hashlib
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 import numpy as np
@@ -21,11 +21,11 @@ from .core import (ConfigError, SemclipError, check_choice, seed_everything, get
 # %% auto #0
 __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'TrainParams', 'param_docs',
            'pretrain_checkpoint', 'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens',
-           'length_buckets', 'encode_tokens', 'encode_images_once', 'batch_features', 'loss_inputs',
-           'accumulate_gradients', 'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError',
-           'check_writable', 'JsonlLog', 'read_log', 'Dist', 'init_distributed', 'allreduce_gradients',
-           'allreduce_mean', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'setup_run', 'train',
-           'arg_parser', 'cli']
+           'length_buckets', 'encode_tokens', 'encode_images_once', 'batch_features', 'image_feature_key',
+           'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer', 'WarmupCosine',
+           'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog', 'read_log', 'Dist',
+           'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'StopFlag', 'local_rows', 'logit_scales',
+           'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
 ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
@@ -133,12 +133,14 @@ class TripleTensors:
     tokens: dict                       # field -> LongTensor [N, context_length]
     df: object                         # the split's rows (pandas DataFrame), for per-type metrics
     image_features: torch.Tensor|None = None  # [N, D] when the vision tower is frozen
+    source: object = None              # the TripleDataset the rows come from (to decode images later)
     def __len__(self): return len(self.df)
 
 def prepare_split(bundle, # a semclip.model.ClipBundle
                   dataset:str, split:str, root=None, # which data
                   need=('caption', 'paraphrase', 'negation'), # the text fields to tokenise
-                  max_rows:int|None=None, progress:bool=True) -> TripleTensors:
+                  max_rows:int|None=None, progress:bool=True,
+                  images:bool=True) -> TripleTensors: # False: leave the images undecoded (see `frozen_image_features`)
     "Load a split, decode its images once and tokenise its texts once."
     from semclip.data import get_dataset, load_images, TripleDataset
     ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess, **(dict(progress=progress) if dataset == 'synthneg' else {}))
@@ -149,9 +151,9 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
         col = TEXT_FIELDS[f]
         if col not in df or df[col].isna().any() or (df[col].astype(str).str.strip() == '').any():
             raise ConfigError(f"this arm needs the '{col}' column, which dataset {dataset!r} (split {split!r}) does not fill for every row")
-    images = load_images(ds, progress=progress)
+    pixels = load_images(ds, progress=progress) if images else None
     tokens = {f: bundle.tokenizer(df[TEXT_FIELDS[f]].astype(str).tolist()) for f in need}
-    return TripleTensors(images=images, tokens=tokens, df=df)
+    return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds)
 
 # %% ../nbs/05_train.ipynb #0000000e
 def batch_indices(n:int, # rows in the split
@@ -239,6 +241,38 @@ def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus
     return feats
 
 # %% ../nbs/05_train.ipynb #00000019
+def _tensor_digest(h, sd:dict):
+    for k, v in sorted(sd.items()):
+        h.update(k.encode()); h.update(v.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
+
+def image_feature_key(model, data:TripleTensors, device='cpu', precision='fp32') -> str:
+    "A digest of everything the frozen vision tower's features of `data`'s images depend on."
+    h = hashlib.sha256()
+    _tensor_digest(h, _unwrap(model).visual.state_dict())
+    files = [Path(p) for p in data.df['image']]
+    stats = [(str(f), st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()]]
+    tf = getattr(data.source, 'transform', None)
+    h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
+    return h.hexdigest()[:24]
+
+def frozen_image_features(model, data:TripleTensors, device='cpu', precision='fp32', progress=True,
+                          cache:bool=True) -> torch.Tensor: # False: always compute (and do not write)
+    "Features of `data`'s images under the frozen vision tower: from the cache when present, else computed (and cached)."
+    from semclip.data import load_images
+    path = runs_root()/'.cache'/'image_features'/f'{image_feature_key(model, data, device, precision)}.pt' if cache else None
+    if path is not None and path.exists():
+        try:
+            feats = torch.load(path, map_location='cpu', weights_only=True)
+            if torch.is_tensor(feats) and feats.shape[0] == len(data): return feats
+        except Exception: pass                                     # unreadable: recompute and overwrite
+    images = data.images if data.images is not None else load_images(data.source, progress=progress)
+    feats = encode_images_once(model, images, device=device, precision=precision, progress=progress).cpu()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, 'wb') as f: torch.save(feats, f)
+    return feats
+
+# %% ../nbs/05_train.ipynb #0000001c
 def loss_inputs(feats:dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get('paraphrase'), negation_features=feats.get('negation'), output_dict=True)
@@ -269,7 +303,7 @@ def accumulate_gradients(model, loss_fn, batch:dict, fields, accum_steps:int=1,
         if p.grad is not None: p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #0000001c
+# %% ../nbs/05_train.ipynb #0000001f
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ('cpu', 'cuda') for q in params)
@@ -294,7 +328,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1., t)))
 
-# %% ../nbs/05_train.ipynb #00000021
+# %% ../nbs/05_train.ipynb #00000024
 @torch.no_grad()
 def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', precision='fp32') -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -312,7 +346,7 @@ def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', p
     res['t2i_top1'] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #00000023
+# %% ../nbs/05_train.ipynb #00000026
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -346,7 +380,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #00000025
+# %% ../nbs/05_train.ipynb #00000028
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -408,7 +442,7 @@ def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000028
+# %% ../nbs/05_train.ipynb #0000002b
 def _laclip_swap(b:dict, laclip_p:float, gen) -> dict:
     "LaCLIP-style language rewrite: swap each caption for its paraphrase with probability `laclip_p`."
     if laclip_p > 0:
@@ -485,13 +519,13 @@ def setup_run(p:TrainParams, device, prec, dist_info:Dist):
         data = ShardBatches(p.train_shards, bundle.tokenizer, bundle.preprocess, batch_size=p.batch_size // dist_info.world_size,
                             fields=fields, seed=p.seed, num_workers=p.num_workers, rank=dist_info.rank, world_size=dist_info.world_size)
         if dist_info.main: print(f'streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch')
-    else: data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show)
-    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show)
+    else: data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show, images=not p.freeze_vision)
+    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show, images=not p.freeze_vision)
     if p.freeze_vision:
         if dist_info.main: print('vision tower frozen and images not augmented: image features are computed once' +
-                                 (' per streamed batch, under no_grad' if p.train_shards else ' and reused'))
+                                 (' per streamed batch, under no_grad' if p.train_shards else ' (or read from the cache) and reused'))
         for d in (data, val) if not p.train_shards else (val,):
-            d.image_features = encode_images_once(model, d.images, device=device, precision=prec, progress=show)
+            d.image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show).to(device)
             d.images = None
     return bundle, loss_fn, fields, data, val
 
@@ -584,7 +618,7 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
         write_json(out/'metrics.json', metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000002a
+# %% ../nbs/05_train.ipynb #0000002d
 def _parse_value(text:str, anno:str):
     "Parse a command-line string for a field annotated `anno` ('int|None', 'bool', ...)."
     if text.lower() in ('none', 'null') and 'None' in anno: return None

@@ -19,9 +19,9 @@ from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, ch
 from .data import ON_BAD_SAMPLE, TripleDataset, default_transform
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards', 'expand_urls',
-           'iter_shard', 'decode_sample', 'iter_samples', 'read_shards_frame', 'split_shards', 'ShardTriples',
-           'ShardBatches']
+__all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards',
+           'shards_arg_parser', 'shards_cli', 'expand_urls', 'iter_shard', 'decode_sample', 'iter_samples',
+           'read_shards_frame', 'split_shards', 'ShardTriples', 'ShardBatches']
 
 # %% ../nbs/01c_wds.ipynb #00000006
 IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp')         # open_clip's image keys, in its order of preference
@@ -146,6 +146,36 @@ def write_shards(dataset, # a TripleDataset (e.g. from get_dataset) or a standar
     return shards
 
 # %% ../nbs/01c_wds.ipynb #00000017
+def shards_arg_parser() -> 'argparse.ArgumentParser':
+    "The `semclip-shards` argument parser."
+    import argparse
+    ap = argparse.ArgumentParser(prog='semclip-shards', description='Write a registered triple dataset as WebDataset tar shards (open_clip layout).')
+    ap.add_argument('--dataset', required=True, help='registered dataset: synthneg | ccneg | sugarcrepe_pp | semclip_csv')
+    ap.add_argument('--out', required=True, help='folder for the shards, sizes.json and manifest.json (created)')
+    ap.add_argument('--split', default='train', help="split to write ('train', 'val', 'test', 'pretrain', or 'all')")
+    ap.add_argument('--data_root', default=None, help="the dataset's folder (default: the registry's, under $SEMCLIP_DATA)")
+    ap.add_argument('--maxcount', type=int, default=1000, help='samples per shard (default: 1000)')
+    ap.add_argument('--prefix', default='shard', help='shard file names: PREFIX-000000.tar, ... (default: shard)')
+    ap.add_argument('--on_bad_sample', default='raise', help="'raise' (default) or 'skip' an unreadable image (skips are counted in the manifest)")
+    ap.add_argument('--no_progress', action='store_true', help='no progress bar')
+    return ap
+
+def shards_cli(argv=None): # the arguments (default: sys.argv[1:])
+    "Console script `semclip-shards`: write shards, print where; a semclip error exits with a one-line message."
+    import sys
+    from semclip.core import SemclipError
+    from semclip.data import get_dataset
+    a = shards_arg_parser().parse_args(argv)
+    try:
+        ds = get_dataset(a.dataset, root=a.data_root, split=None if a.split == 'all' else a.split, on_bad_sample=a.on_bad_sample)
+        shards = write_shards(ds, a.out, maxcount=a.maxcount, prefix=a.prefix, progress=not a.no_progress)
+    except SemclipError as e: sys.exit(f'semclip-shards: error: {e}')
+    man = json.loads((Path(a.out)/'manifest.json').read_text())
+    last = shards[-1].name if shards else '-'
+    print(f"wrote {man['total']} samples in {len(shards)} shards to {a.out} ({shards[0].name if shards else '-'} .. {last}); "
+          f"skipped {len(man.get('skipped', []))}; train with --train_shards '{Path(a.out)}'")
+
+# %% ../nbs/01c_wds.ipynb #0000001a
 def _braceexpand(s:str) -> list[str]:
     try: from braceexpand import braceexpand
     except ImportError:
@@ -176,7 +206,7 @@ def expand_urls(urls) -> list[str]: # a brace pattern, '::'-joined patterns, a l
         raise DatasetNotFoundError(f"shard not found{more}", file=missing[0])
     return out
 
-# %% ../nbs/01c_wds.ipynb #0000001a
+# %% ../nbs/01c_wds.ipynb #0000001d
 _KEY = re.compile(r'^((?:.*/|)[^./]+)\.([^/]*)$')   # webdataset's base_plus_ext: key = name up to the first dot
 
 def _truncated(path, why):
@@ -249,7 +279,7 @@ def iter_samples(shard) -> Iterator[dict]: # a shard file
     if want is not None and n != want:
         raise DataError(f'the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced', file=shard)
 
-# %% ../nbs/01c_wds.ipynb #0000001c
+# %% ../nbs/01c_wds.ipynb #0000001f
 def read_shards_frame(urls, # see `expand_urls`
                       progress:bool=False) -> tuple[pd.DataFrame, list]:
     "Every sample of the shards, in order: the standard triple frame and the list of RGB PIL images."
@@ -263,7 +293,7 @@ def read_shards_frame(urls, # see `expand_urls`
             images.append(s['image'])
     return pd.DataFrame(rows), images
 
-# %% ../nbs/01c_wds.ipynb #00000020
+# %% ../nbs/01c_wds.ipynb #00000023
 def split_shards(shards:list, # the shard list, the same on every process
                  rank:int=0, world_size:int=1, # this process in torch.distributed
                  worker:int=0, num_workers:int=1) -> list: # this DataLoader worker
@@ -292,7 +322,7 @@ def _buffer_shuffle(items, bufsize:int, rng:random.Random):
     rng.shuffle(buf)
     yield from buf
 
-# %% ../nbs/01c_wds.ipynb #00000022
+# %% ../nbs/01c_wds.ipynb #00000025
 class ShardTriples(IterableDataset):
     "`(image, caption, paraphrase, negation)` streamed from WebDataset shards, split over ranks and DataLoader workers."
     def __init__(self, urls, # see `expand_urls`: 'out/shard-{000000..000009}.tar', a list, or the folder
@@ -339,7 +369,7 @@ class ShardTriples(IterableDataset):
 
     def __repr__(self): return f'ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})'
 
-# %% ../nbs/01c_wds.ipynb #00000034
+# %% ../nbs/01c_wds.ipynb #00000037
 def _manifest_entries(shards) -> list[dict|None]:
     "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
     out = []
