@@ -17,7 +17,8 @@ from .core import ConfigError, SemclipError, check_choice, project_root, runs_ro
 
 # %% auto #0
 __all__ = ['ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'TABLE1', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'execute',
-           'run_grid', 'collect', 'aggregate', 'format_table', 'write_tables', 'git_revision', 'reproduce', 'cli']
+           'by_priority', 'run_grid', 'collect', 'aggregate', 'format_table', 'write_tables', 'git_revision',
+           'reproduce', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 ARMS = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
@@ -118,6 +119,14 @@ def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
                         progress_bar=False, cwd=str(nbs))
     return time.time() - t0
 
+def by_priority(runs:list) -> list:
+    "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
+    waiting = {r.name: set() for r in runs}
+    for r in reversed(runs):          # plan order lists a run after its dependencies: one backward pass sums them up
+        for a in r.after:
+            if a in waiting: waiting[a] |= {r.name} | waiting[r.name]
+    return sorted(runs, key=lambda r: -len(waiting[r.name]))   # a stable sort keeps plan order among equals
+
 def _stale(run:Run, by_name:dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -137,7 +146,7 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
     nbs, executor = nbs or notebooks_dir(), executor or execute
     ok = ('done', 'skipped (finished before)')
     by_name = {r.name: r for r in runs}
-    status, secs, pending, running = {}, {}, list(runs), {}
+    status, secs, pending, running = {}, {}, by_priority(runs), {}
     bar = tqdm(total=len(runs), desc='reproduction', disable=not progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while pending or running:
@@ -257,7 +266,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
               jobs:int=2, # notebooks run at once (each gets its share of the cores as threads)
               force:bool=False, progress:bool=True, command:str|None=None) -> dict:
     "Run the reproduction grid, write the tables and a provenance note; return status and tables."
-    t0 = time.time()
+    t0, revision = time.time(), git_revision()   # the code that runs, read before the run writes its own outputs
     root = Path(runs_dir) if runs_dir else runs_root()/dataset
     pr = project_root()
     fig = Path(figures_dir) if figures_dir else (pr/'figures'/dataset if pr else root/'figures')
@@ -273,7 +282,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
     status = run_grid(runs, force=force, progress=progress, jobs=jobs)
     tables = write_tables(root, fig, dataset) if any(root.glob('*/seed*/eval/metrics.json')) else {}
     secs = time.time() - t0
-    prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=git_revision(),
+    prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=revision,
                 finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=str(root),
                 cpus=os.cpu_count(), jobs=jobs, threads_per_run={r.name: r.threads for r in runs},
                 failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(('done', 'skipped'))])
