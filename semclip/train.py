@@ -443,7 +443,7 @@ def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
 # %% ../nbs/05_train.ipynb #0000002b
-def _laclip_swap(b:dict, laclip_p:float, gen) -> dict:
+def _laclip_swap(b:dict, laclip_p:float, gen) -> dict: # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
     "LaCLIP-style language rewrite: swap each caption for its paraphrase with probability `laclip_p`."
     if laclip_p > 0:
         swap = torch.rand(len(b['caption']), generator=gen) < laclip_p
@@ -453,10 +453,10 @@ def _laclip_swap(b:dict, laclip_p:float, gen) -> dict:
 def _batch(data:TripleTensors, idx, fields, device, laclip_p=0., gen=None) -> dict:
     "Gather rows `idx` of a split into a batch dict on `device`."
     b = {f: data.tokens[f][idx] for f in fields}
-    if laclip_p > 0: b = _laclip_swap(b | {'paraphrase': data.tokens['paraphrase'][idx]}, laclip_p, gen)
+    b = _laclip_swap(b, laclip_p, gen)
     if data.image_features is not None: b['image_features'] = data.image_features[idx]
     else: b['image'] = data.images[idx]
-    return {k: v.to(device, non_blocking=True) for k, v in b.items() if k in fields or k.startswith('image')}
+    return {k: v.to(device, non_blocking=True) for k, v in b.items()}
 
 def _stream_batch(b:dict, fields, device, laclip_p=0., gen=None, frozen_model=None, precision='fp32') -> dict:
     "A batch streamed from shards on `device`; with a frozen vision tower its pixels become image features here."
@@ -618,7 +618,7 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
         write_json(out/'metrics.json', metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000002d
+# %% ../nbs/05_train.ipynb #0000002f
 def _parse_value(text:str, anno:str):
     "Parse a command-line string for a field annotated `anno` ('int|None', 'bool', ...)."
     if text.lower() in ('none', 'null') and 'None' in anno: return None
