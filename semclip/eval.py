@@ -18,14 +18,14 @@ from .core import (CheckpointError, ConfigError, DataError, DatasetNotFoundError
                           autocast, check_choice, data_root, file_hash, runs_root, write_json)
 
 # %% auto #0
-__all__ = ['MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS', 'IMAGE_COLUMNS', 'ZEROSHOT_NAMES', 'HEADLINE',
-           'scaled_accuracy', 'negation_accuracy', 'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics',
-           'combined_score', 'cosine_summary', 'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts',
-           'zeroshot_classifier', 'zeroshot_negated', 'clean_classname', 'torchvision_zeroshot_dataset',
-           'OpenClipEncoder', 'embedding_cache_key', 'embed', 'image_index', 'evaluate', 'metrics_table',
-           'markdown_table', 'default_out_dir', 'resolve_checkpoint', 'parse_names', 'parse_kv',
-           'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table', 'metrics_markdown',
-           'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'arg_parser', 'cli']
+__all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS',
+           'IMAGE_COLUMNS', 'ZEROSHOT_NAMES', 'HEADLINE', 'family_accuracy', 'scaled_accuracy', 'negation_accuracy',
+           'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics', 'combined_score', 'cosine_summary',
+           'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts', 'zeroshot_classifier', 'zeroshot_negated',
+           'clean_classname', 'torchvision_zeroshot_dataset', 'OpenClipEncoder', 'embedding_cache_key', 'embed',
+           'image_index', 'evaluate', 'metrics_table', 'markdown_table', 'default_out_dir', 'resolve_checkpoint',
+           'parse_names', 'parse_kv', 'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table',
+           'metrics_markdown', 'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'arg_parser', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000005
 def _float(x, name:str='embeddings') -> torch.Tensor:
@@ -55,6 +55,25 @@ def _groups(groups, n:int) -> list|None:
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in g]
 
 # %% ../nbs/06_eval.ipynb #00000007
+NEG_FAMILIES = {'ccneg_style': ('present_object',), 'shortcut_probe': ('drop_no',),
+                'compositional': ('attribute_swap', 'spatial_flip', 'wrong_colour')}
+FAMILY_LABELS = dict(ccneg_style='CC-Neg-style', shortcut_probe='shortcut probe', compositional='compositional')
+
+def family_accuracy(correct, # one bool per sample: caption beat negation
+                    neg_types, # the sample's negation type (SynthNeg's `neg_type`)
+                    families:dict=NEG_FAMILIES) -> dict: # family -> the types it pools
+    "`neg_acc_family/<family>` and `neg_n_family/<family>` for each family with at least one sample."
+    ok = torch.as_tensor(np.asarray(correct, dtype=bool))
+    g = _groups(neg_types, len(ok))
+    out = {}
+    for fam, types in families.items():
+        m = torch.tensor([v in types for v in g])
+        if m.any():
+            out[f'neg_acc_family/{fam}'] = ok[m].double().mean().item()
+            out[f'neg_n_family/{fam}'] = int(m.sum())
+    return out
+
+# %% ../nbs/06_eval.ipynb #0000000a
 def scaled_accuracy(acc:float) -> float: # an original-over-negation accuracy in [0, 1]
     "max(0, 2(acc - 0.5)): 0 at chance, 1 when always right."
     return max(0.0, 2.0 * (float(acc) - 0.5))
@@ -77,9 +96,10 @@ def negation_accuracy(img, # image embeddings [n, d]
             m = torch.tensor([v == key for v in g])
             out[f'neg_acc/{key}'] = ok[m].double().mean().item()
             out[f'neg_n/{key}'] = int(m.sum())
+        out.update(family_accuracy(ok, g))
     return out
 
-# %% ../nbs/06_eval.ipynb #0000000b
+# %% ../nbs/06_eval.ipynb #0000000e
 MAX_ELEMS = 2**22 # scores materialised at once when ranking (a chunk of queries x all keys: 16 MB in float32)
 
 def _chunk(n_queries:int, n_keys:int, max_elems:int) -> int: return max(1, min(n_queries, max_elems // max(n_keys, 1)))
@@ -127,7 +147,7 @@ def retrieval_ranks(img, # image embeddings [n_img, d], one row per distinct ima
         i2t[s:s+c] = torch.where(mine.any(1), r, torch.zeros_like(r))
     return t2i.cpu(), i2t.cpu()
 
-# %% ../nbs/06_eval.ipynb #0000000f
+# %% ../nbs/06_eval.ipynb #00000012
 def matmul_topk(queries, # [n_q, d]
                 keys, # [n_k, d]
                 k:int, # how many best keys per query
@@ -167,7 +187,7 @@ def topk_ranks(img, txt, # image [n_img, d] and text [n_txt, d] embeddings
     i2t = _capped_ranks(v.cpu(), ids[i.cpu()] == torch.arange(ni)[:, None])
     return t2i, torch.where(has, i2t, torch.zeros_like(i2t))
 
-# %% ../nbs/06_eval.ipynb #00000010
+# %% ../nbs/06_eval.ipynb #00000013
 def _rank_stats(ranks, ks, name:str, full:bool) -> dict:
     r = ranks[ranks > 0]
     if len(r) == 0: return {**{f'{name}_R@{k}': float('nan') for k in ks}, f'{name}_n': 0}
@@ -192,14 +212,14 @@ def retrieval_metrics(img, # image embeddings [n_img, d], one row per distinct i
     out = {**_rank_stats(t2i, ks, 't2i', topk_fn is None), **_rank_stats(i2t, ks, 'i2t', topk_fn is None)}
     return {prefix + k: v for k, v in out.items()}
 
-# %% ../nbs/06_eval.ipynb #0000001b
+# %% ../nbs/06_eval.ipynb #0000001e
 def combined_score(top1_orig:float, # text-to-image top-1 of the captions
                    top1_para:float, # text-to-image top-1 of the paraphrases
                    scaled:float) -> float: # scaled original-over-negation accuracy
     "mean(top1_orig, top1_para, scaled), ARCHITECTURE section 4."
     return (float(top1_orig) + float(top1_para) + float(scaled)) / 3
 
-# %% ../nbs/06_eval.ipynb #0000001e
+# %% ../nbs/06_eval.ipynb #00000021
 def cosine_summary(img, cap, para=None, neg=None, # embeddings [n, d]; para and neg may be None
                    normalize:bool=True) -> dict: # L2-normalise first (cosine)
     "Mean cosine of image-caption, image-paraphrase, image-negation, caption-paraphrase, caption-negation."
@@ -220,7 +240,7 @@ def gap_distribution(img, cap, neg, # embeddings [n, d]
     _same_rows(img=x, cap=t, neg=n_)
     return (_rowcos(x, t) - _rowcos(x, n_)).double().cpu().numpy()
 
-# %% ../nbs/06_eval.ipynb #00000023
+# %% ../nbs/06_eval.ipynb #00000026
 def sugarcrepe_pp_scores(img, p1, p2, neg, # embeddings [n, d]: image, caption (P1), caption2 (P2), negative_caption (N)
                          subsets, # subset name per sample
                          normalize:bool=True) -> dict: # L2-normalise first (cosine)
@@ -242,7 +262,7 @@ def sugarcrepe_pp_scores(img, p1, p2, neg, # embeddings [n, d]: image, caption (
     out['sc_itt_all'], out['sc_tot_all'] = itt.double().mean().item(), tot.double().mean().item()
     return out
 
-# %% ../nbs/06_eval.ipynb #00000027
+# %% ../nbs/06_eval.ipynb #0000002a
 def embed_texts(encode_fn:Callable, # list[str] -> features [n, d]
                 texts:Sequence[str], # the strings to embed
                 batch_size:int=256, # strings per call
@@ -295,7 +315,7 @@ def zeroshot_negated(img, # image embeddings [n, d]
     return dict(acc_orig=out['acc_orig'], acc_neg=out['acc_neg'], delta=out['acc_orig'] - out['acc_neg'],
                 n=len(y), ties_orig=out['ties_orig'], ties_neg=out['ties_neg'])
 
-# %% ../nbs/06_eval.ipynb #0000002b
+# %% ../nbs/06_eval.ipynb #0000002e
 FLOWERS102_CLASSES = [
     'pink primrose', 'hard-leaved pocket orchid', 'canterbury bells', 'sweet pea', 'english marigold', 'tiger lily',
     'moon orchid', 'bird of paradise', 'monkshood', 'globe thistle', 'snapdragon', "colt's foot", 'king protea',
@@ -317,7 +337,7 @@ def clean_classname(name:str) -> str: # a dataset's class name
     "Lower-case, underscores to spaces, single spaces: 'American_Bulldog' -> 'american bulldog'."
     return ' '.join(str(name).replace('_', ' ').lower().split())
 
-# %% ../nbs/06_eval.ipynb #0000002e
+# %% ../nbs/06_eval.ipynb #00000031
 ZEROSHOT_DATASETS = {  # name: (torchvision class, folder under root, keyword for split 'test', for split 'train')
     'cifar10': ('CIFAR10', 'cifar-10-batches-py', dict(train=False), dict(train=True)),
     'cifar100': ('CIFAR100', 'cifar-100-python', dict(train=False), dict(train=True)),
@@ -348,7 +368,7 @@ def torchvision_zeroshot_dataset(name:str, # one of ZEROSHOT_DATASETS
     names = FLOWERS102_CLASSES if name == 'flowers102' else ds.classes
     return ds, [clean_classname(c) for c in names]
 
-# %% ../nbs/06_eval.ipynb #00000031
+# %% ../nbs/06_eval.ipynb #00000034
 class OpenClipEncoder:
     "Give a raw open_clip model and tokenizer the `encode_images` / `encode_texts` interface `embed` expects."
     def __init__(self, model, # an open_clip CLIP model
@@ -359,7 +379,7 @@ class OpenClipEncoder:
     def encode_images(self, x, normalize:bool=False): return self.model.encode_image(x.to(self.device), normalize=normalize)
     def encode_texts(self, texts, normalize:bool=False): return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
 
-# %% ../nbs/06_eval.ipynb #00000033
+# %% ../nbs/06_eval.ipynb #00000036
 TEXT_FIELDS = ('caption', 'paraphrase', 'negation')
 
 def embedding_cache_key(checkpoint, # a checkpoint file (hashed by content), or a string naming fixed weights (e.g. a pretrained tag)
@@ -394,7 +414,7 @@ def _model_device(bundle) -> torch.device:
         if p is not None: return p.device
     return torch.device('cpu')
 
-# %% ../nbs/06_eval.ipynb #00000034
+# %% ../nbs/06_eval.ipynb #00000037
 def embed(bundle, # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
           dataset, # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
           batch_size:int=256, # samples per forward pass
@@ -450,7 +470,7 @@ def embed(bundle, # anything with encode_images(x, normalize=False) and encode_t
         with atomic_write(path, 'wb') as f: torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #0000003a
+# %% ../nbs/06_eval.ipynb #0000003d
 IMAGE_COLUMNS = ('image', 'image_id', 'filepath', 'filename', 'image_path')  # 'image': semclip.data's resolved path
 
 def image_index(img, # image embeddings, one row per sample [n, d]
@@ -499,7 +519,7 @@ def evaluate(embeddings:dict, # from `embed`: 'image', 'caption' and optionally 
         out.update(sugarcrepe_pp_scores(e['image'], e['caption'], e['paraphrase'], e['negation'], meta_df['subset'], normalize))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000040
+# %% ../nbs/06_eval.ipynb #00000043
 def metrics_table(metrics_by_arm:dict, # {arm name: metrics dict}
                   columns:Sequence[str]|None=None) -> pd.DataFrame: # metrics to keep, in order (default: all numeric, first-seen order)
     "One row per arm, one column per metric (NaN where an arm lacks it)."
@@ -527,7 +547,7 @@ def markdown_table(df:pd.DataFrame, # the table, e.g. from metrics_table
     sep = '|' + '|'.join(('-' * (w[j] + 1) + ':') if num[j] else ('-' * (w[j] + 2)) for j in range(len(w))) + '|'
     return '\n'.join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000043
+# %% ../nbs/06_eval.ipynb #00000046
 def _safe_name(s:str) -> str: return re.sub(r'[^A-Za-z0-9._+-]+', '-', str(s)).strip('-') or 'model'
 
 def default_out_dir(checkpoint, # the semclip checkpoint evaluated, or None
@@ -566,7 +586,7 @@ def resolve_checkpoint(checkpoint, # a checkpoint file, 'auto', or None
                       f"so every number below is chance level")
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000046
+# %% ../nbs/06_eval.ipynb #00000049
 ZEROSHOT_NAMES = ('synthneg', *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 def parse_names(value, # None, a comma-separated string ('synthneg,cifar10'), or a sequence of names
@@ -630,8 +650,8 @@ def embed_images(bundle, # anything with encode_images(x, normalize=False)
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000049
-HEADLINE = ('neg_acc', 'neg_acc_scaled', 't2i_R@1', 't2i_R@5', 'i2t_R@1', 'i2t_R@5', 'para_t2i_R@1', 'para_t2i_R@5',
+# %% ../nbs/06_eval.ipynb #0000004c
+HEADLINE = ('neg_acc', 'neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe', 'neg_acc_family/compositional', 'neg_acc_scaled', 't2i_R@1', 't2i_R@5', 'i2t_R@1', 'i2t_R@5', 'para_t2i_R@1', 'para_t2i_R@5',
             'combined', 'sc_itt_mean', 'sc_tot_mean', 'zs_acc_orig/mean', 'zs_acc_neg/mean', 'zs_delta/mean')  # in metrics.md
 
 def headline_table(metrics:dict, # a flat metrics dict
@@ -684,7 +704,7 @@ def _json_safe(v):
     if isinstance(v, Path): return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #0000004c
+# %% ../nbs/06_eval.ipynb #0000004f
 class _Skip(Exception): "A zero-shot set that cannot run here (recorded as skipped)."
 
 def _synth_kw(progress:bool) -> dict:
@@ -771,7 +791,7 @@ def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': Synt
     with atomic_write(out/'metrics.md', 'w') as f: f.write(metrics_markdown(metrics))
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #00000052
+# %% ../nbs/06_eval.ipynb #00000055
 def _opt(kind):
     "An argparse type: 'none'/'null' -> None, else `kind(text)`."
     def parse(text):
@@ -808,5 +828,5 @@ def cli(argv=None): # the arguments (default: sys.argv[1:])
     print(metrics_markdown(m))
     print(f"wrote metrics.json, metrics.md, embeddings.pt and meta.csv to {m['out_dir']}")
 
-# %% ../nbs/06_eval.ipynb #00000053
+# %% ../nbs/06_eval.ipynb #00000056
 if __name__ == '__main__' and 'get_ipython' not in globals(): cli()   # python -m semclip.eval (never inside a notebook)

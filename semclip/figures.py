@@ -23,9 +23,10 @@ from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, ch
 from .train import ARMS
 
 # %% auto #0
-__all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'RunsNotFoundError', 'read_jsonl', 'RunFolder', 'arm_order', 'Runs',
-           'has_runs', 'load_runs', 'arm_colors', 'select_samples', 'umap_layout', 'umap_shift_figure', 'gap_summary',
-           'gap_figure', 'curve_frame', 'curve_stats', 'curves_figure', 'save_figure']
+__all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'RunsNotFoundError', 'read_jsonl', 'RunFolder',
+           'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'select_samples', 'umap_layout',
+           'umap_shift_figure', 'gap_summary', 'gap_figure', 'curve_frame', 'curve_stats', 'curves_figure',
+           'save_figure', 'family_figure', 'conditions_figure']
 
 # %% ../nbs/07_figures.ipynb #00000006
 class RunsNotFoundError(DatasetNotFoundError):
@@ -471,3 +472,57 @@ def save_figure(fig, # a matplotlib Figure
             fig.savefig(fh, format=f, dpi=dpi, bbox_inches='tight', metadata=_SAVE_META[f], facecolor='white')
         out.append(p)
     return out
+
+# %% ../nbs/07_figures.ipynb #00000026
+FAMILY_METRICS = {'neg_acc_family/ccneg_style': 'CC-Neg-style', 'neg_acc_family/shortcut_probe': 'shortcut probe',
+                  'neg_acc_family/compositional': 'compositional'}
+
+def _family_bars(ax, mean:pd.DataFrame, se:pd.DataFrame, labels:dict, legend:bool=True):
+    "Grouped bars: one group per arm (rows of `mean`), one bar per family (its columns), error bars from `se`."
+    cols = [c for c in FAMILY_METRICS if c in mean]
+    width, x = 0.8/len(cols), np.arange(len(mean))
+    colours = sns.color_palette('colorblind', len(cols))
+    for k, c in enumerate(cols):
+        ax.bar(x + (k - (len(cols) - 1)/2)*width, 100*mean[c], width, yerr=100*se[c].fillna(0), capsize=2,
+               color=colours[k], label=FAMILY_METRICS[c], error_kw=dict(lw=0.8))
+    ax.axhline(50, ls='--', lw=0.8, color='0.4')
+    ax.set_xticks(x, [labels.get(a, a) for a in mean.index], rotation=35, ha='right', fontsize=7)
+    ax.set_ylim(0, 100); ax.set_ylabel('orig. > negation (%)')
+    if legend: ax.legend(fontsize=7, loc='lower left', framealpha=0.9)
+
+def family_figure(per_seed:pd.DataFrame, # one row per (arm, seed) with the neg_acc_family/* metrics (e.g. per_seed.csv)
+                  labels:dict|None=None, # arm -> display name
+                  title:str='') -> plt.Figure:
+    "Per-arm accuracy of each negation family, mean and standard error over seeds."
+    cols = [c for c in FAMILY_METRICS if c in per_seed]
+    if not cols: raise ConfigError('per_seed has no neg_acc_family/* column: evaluate on a dataset with a neg_type column (SynthNeg)')
+    g = per_seed.groupby('arm', sort=False)[cols]
+    order = arm_order(g.mean().index)
+    mean, se = g.mean().loc[order], (g.std(ddof=1)/np.sqrt(g.count())).loc[order]
+    fig, ax = plt.subplots(figsize=(max(5, 0.75*len(order) + 1.5), 3.6))
+    _family_bars(ax, mean, se, labels or {})
+    n = int(g.count().values.min())
+    ax.set_title((title + '\n' if title else '') + f'negation families, mean ± s.e. over {n} seed{"s" if n > 1 else ""}', fontsize=9)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/07_figures.ipynb #00000027
+def conditions_figure(table:pd.DataFrame, # from `semclip.reproduce.conditions_table`
+                      labels:dict|None=None) -> plt.Figure: # arm -> display name
+    "One panel per (pre-training, fine-tuning) negation share: CC-Neg-style and shortcut-probe accuracy per arm."
+    conds = list(dict.fromkeys(zip(table.pretrain_negation_share, table.finetune_negation_share)))
+    ncols = min(2, len(conds))
+    fig, axs = plt.subplots(-(-len(conds)//ncols), ncols, figsize=(6.2*ncols, 3.9*-(-len(conds)//ncols)), squeeze=False)
+    for k, (ax, (pre, ft)) in enumerate(zip(axs.flat, conds)):
+        part = table[(table.pretrain_negation_share == pre) & (table.finetune_negation_share == ft)].set_index('arm')
+        part = part.loc[arm_order(part.index)]
+        cols = [c for c in ('neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe') if f'{c} (mean)' in part]
+        mean = pd.DataFrame({c: part[f'{c} (mean)'] for c in cols})
+        se = pd.DataFrame({c: part[f'{c} (se)'] for c in cols})
+        _family_bars(ax, mean, se, labels or {}, legend=k == 0)
+        ax.set_title(f'pre-training captions negated: {100*pre:.0f}%, fine-tuning: {100*ft:.0f}%', fontsize=9)
+    for ax in axs.flat[len(conds):]: ax.set_axis_off()
+    n = int(table.filter(like='(n)').values.min())
+    fig.suptitle(f'SynthNeg conditions: mean ± s.e. over {n} seed{"s" if n > 1 else ""} (dashed: chance)', fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -16,11 +16,23 @@ from tqdm.auto import tqdm
 from .core import ConfigError, SemclipError, check_choice, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'TABLE1', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'execute',
-           'by_priority', 'run_grid', 'collect', 'aggregate', 'format_table', 'write_tables', 'git_revision',
-           'reproduce', 'cli']
+__all__ = ['CONDITIONS', 'VARIANTS', 'ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS',
+           'STUDY_COLUMNS', 'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'execute',
+           'by_priority', 'run_grid', 'collect', 'aggregate', 'format_table', 'write_tables', 'study_plan',
+           'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'reproduce', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
+CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))   # (pretrain, finetune) negation shares of the study
+VARIANTS = {'semclip_negdata': dict(arm='semclip', finetune_negation_share=0.3)}   # the remedy, a row of the default grid
+
+def condition_root(base:Path, # the dataset's runs folder (the default condition's)
+                   dataset:str, pretrain_share:float, finetune_share:float) -> Path:
+    "Where the runs of a SynthNeg condition live: `base` itself for the default, else a sibling named after the condition."
+    from semclip.train import condition_dir
+    name = condition_dir(dataset, pretrain_share, finetune_share)
+    return Path(base) if name == dataset else Path(base).parent/name
+
+# %% ../nbs/08_reproduce.ipynb #00000008
 ARMS = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
 
 @dataclass
@@ -52,33 +64,45 @@ def plan(dataset:str='synthneg', # registered dataset name
          figures_dir:Path|None=None, # where 07_figures writes; None: <root>/figures
          eval_overrides:dict|None=None, # extra parameters for every evaluation run (e.g. max_samples)
          jobs:int=1, # notebooks that will run at once: sets each run's torch threads
-         cores:int|None=None) -> list: # CPU cores to share (None: os.cpu_count())
+         cores:int|None=None, # CPU cores to share (None: os.cpu_count())
+         condition:tuple=(0.0, 0.0), # SynthNeg's (pretrain_negation_share, finetune_negation_share)
+         variants:dict|None=None, # extra rows: {row name: training overrides of an arm in `arms`}, e.g. VARIANTS
+         figures:bool=True) -> list: # end with the 07_figures run
     "The runs of a reproduction, in an order that respects their dependencies."
     for a in arms: check_choice('arm', a, ARMS)
-    root = Path(root) if root is not None else runs_root()/dataset
+    variants = {k: v for k, v in (variants or {}).items() if v['arm'] in arms}
+    pre_share, ft_share = condition
+    base_root = Path(root) if root is not None else runs_root()/dataset
+    root = condition_root(base_root, dataset, pre_share, ft_share)
+    tag = '' if root == base_root else f'{root.name}/'                        # run names stay unique across conditions
+    pre_root = condition_root(base_root, dataset, pre_share, 0.0)
+    pre_tag = '' if pre_root == base_root else f'{pre_root.name}/'
+    shares = dict(pretrain_negation_share=pre_share, finetune_negation_share=ft_share) if dataset == 'synthneg' else {}
     over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
     runs, evals = [], []
     for s in seeds:
-        base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **over)
+        base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **shares, **over)
         after = []
         if dataset == 'synthneg':
-            pre = root/'pretrain'/f'seed{s}'
-            runs.append(Run(f'train/pretrain/seed{s}', '05_train.ipynb', dict(base, arm='pretrain', out_dir=str(pre), init_checkpoint=None), pre))
+            pre = pre_root/'pretrain'/f'seed{s}'
+            runs.append(Run(f'{pre_tag}train/pretrain/seed{s}', '05_train.ipynb',
+                            dict(base, arm='pretrain', finetune_negation_share=0.0, out_dir=str(pre), init_checkpoint=None), pre))
             after, init = [runs[-1].name], str(pre/'final.pt')
         else:
             base['pretrained'], init = pretrained, None
-        for a in arms:
-            d = root/a/f'seed{s}'
-            runs.append(Run(f'train/{a}/seed{s}', '05_train.ipynb', dict(base, arm=a, out_dir=str(d), init_checkpoint=init), d, after))
+        for name, extra in [(a, dict(arm=a)) for a in arms] + list(variants.items()):
+            d = root/name/f'seed{s}'
+            runs.append(Run(f'{tag}train/{name}/seed{s}', '05_train.ipynb', dict(base, **extra, out_dir=str(d), init_checkpoint=init), d, after))
             e = d/'eval'
-            evals.append(Run(f'eval/{a}/seed{s}', '06_eval.ipynb', dict(checkpoint=str(d/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [runs[-1].name]))
+            evals.append(Run(f'{tag}eval/{name}/seed{s}', '06_eval.ipynb', dict(checkpoint=str(d/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [runs[-1].name]))
         if dataset == 'synthneg':   # the pre-trained stand-in itself, the "CLIP" row of the tables
             e = pre/'eval'
-            evals.append(Run(f'eval/pretrain/seed{s}', '06_eval.ipynb', dict(checkpoint=str(pre/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [f'train/pretrain/seed{s}']))
+            evals.append(Run(f'{pre_tag}eval/pretrain/seed{s}', '06_eval.ipynb', dict(checkpoint=str(pre/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [f'{pre_tag}train/pretrain/seed{s}']))
     fig = Path(figures_dir) if figures_dir is not None else root/'figures'
     runs += evals
-    runs.append(Run('figures', '07_figures.ipynb', dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)), fig,
-                    [r.name for r in evals], marker='figures.json', nb_dir=root/'figures_notebook'))
+    if figures:
+        runs.append(Run(f'{tag}figures', '07_figures.ipynb', dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)), fig,
+                        [r.name for r in evals], marker='figures.json', nb_dir=root/'figures_notebook'))
     if jobs > 1:   # a fixed share per run, so the same command always computes with the same threads
         cores = cores or os.cpu_count() or 1
         n_pre = sum(r.params.get('arm') == 'pretrain' for r in runs)
@@ -86,7 +110,7 @@ def plan(dataset:str='synthneg', # registered dataset name
             r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get('arm') == 'pretrain' else jobs))
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #00000009
+# %% ../nbs/08_reproduce.ipynb #0000000c
 def notebooks_dir() -> Path:
     "The nbs/ folder of the semclip checkout (the notebooks papermill executes)."
     pr = project_root()
@@ -172,32 +196,45 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
     bar.close()
     return pd.DataFrame([dict(run=r.name, status=status[r.name], seconds=round(secs.get(r.name, 0.), 1), notebook=str(r.executed)) for r in runs])
 
-# %% ../nbs/08_reproduce.ipynb #0000000d
+# %% ../nbs/08_reproduce.ipynb #00000010
 ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
                   negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
-                  conclip='CoN-CLIP-style', semclip_img='SemCLIP + image margin')
+                  conclip='CoN-CLIP-style', semclip_img='SemCLIP + image margin',
+                  semclip_negdata='SemCLIP + negated true captions (remedy)')
 PAPER_CCNEG = {'CLIP (paper, CC-Neg)': {'neg_acc': 0.681}, 'SemCLIP (paper, CC-Neg)': {'neg_acc': 0.781}}
+PAPER_BESIDE = {'paper: CLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.681},
+                'paper: SemCLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.781}}
 
 TABLE1 = {'t2i_R@1': 'caption top-1', 't2i_R@3': 'caption top-3', 't2i_R@5': 'caption top-5',
           'para_t2i_R@1': 'paraphrase top-1', 'para_t2i_R@3': 'paraphrase top-3', 'para_t2i_R@5': 'paraphrase top-5',
-          'neg_acc': 'orig > neg acc', 'neg_acc_scaled': 'scaled', 'combined': 'combined'}
+          'neg_acc': 'orig > neg acc', 'neg_acc_family/ccneg_style': 'CC-Neg-style',
+          'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc_scaled': 'scaled', 'combined': 'combined'}
+FAMILY_COLUMNS = {'neg_acc_family/ccneg_style': 'CC-Neg-style', 'neg_acc/present_object': 'present_object',
+                  'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc/drop_no': 'drop_no',
+                  'neg_acc_family/compositional': 'compositional', 'neg_acc/attribute_swap': 'attribute_swap',
+                  'neg_acc/spatial_flip': 'spatial_flip', 'neg_acc/wrong_colour': 'wrong_colour'}
+
+def _read_metrics(files) -> pd.DataFrame:
+    "One row per `<arm>/seed<N>/eval/metrics.json` file: arm, seed and its numeric metrics."
+    rows = []
+    for f in files:
+        m = json.loads(Path(f).read_text())
+        rows.append(dict(arm=f.parts[-4], seed=int(f.parts[-3][4:]), **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
+    return pd.DataFrame(rows)
 
 def collect(root:Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
-    rows = []
-    for f in sorted(Path(root).glob('*/seed*/eval/metrics.json')):
-        m = json.loads(f.read_text())
-        rows.append(dict(arm=f.parts[-4], seed=int(f.parts[-3][4:]), **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
-    if not rows: raise ConfigError(f"no evaluated runs under '{root}' (expected <arm>/seed<N>/eval/metrics.json); run semclip-reproduce first")
-    return pd.DataFrame(rows)
+    df = _read_metrics(sorted(Path(root).glob('*/seed*/eval/metrics.json')))
+    if df.empty: raise ConfigError(f"no evaluated runs under '{root}' (expected <arm>/seed<N>/eval/metrics.json); run semclip-reproduce first")
+    return df
 
 def aggregate(df:pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
     g = df.groupby('arm', sort=False)[cols]
     out = pd.concat({'mean': g.mean(), 'se': g.std(ddof=1) / np.sqrt(g.count()), 'n': g.count()}, axis=1)
-    order = [a for a in ('pretrain', *ARMS) if a in out.index]
-    return out.loc[order]
+    order = [a for a in ('pretrain', *ARMS, *VARIANTS) if a in out.index]
+    return out.loc[order + sorted(set(out.index) - set(order))]
 
 def _pm(mean, se) -> str:
     if pd.isna(mean): return '-'
@@ -217,7 +254,7 @@ def format_table(agg:pd.DataFrame, labels:dict, extra_rows:dict|None=None) -> tu
         lines.append(f'| *{name}* | ' + ' | '.join(_pm(vals.get(c), np.nan) for c in cols) + ' | - |')
     return csv, '\n'.join(lines) + '\n'
 
-# %% ../nbs/08_reproduce.ipynb #00000010
+# %% ../nbs/08_reproduce.ipynb #00000013
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split('/', 1)[1] for c in df.columns if c.startswith(prefix + '/')}
@@ -226,8 +263,10 @@ def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
     out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    tables = {'table1_retrieval_negation': (TABLE1, PAPER_CCNEG if dataset == 'ccneg' else None),
-              'table1b_negation_by_type': (_per_prefix(df, 'neg_acc'), None),
+    by_type = ({c: n for c, n in FAMILY_COLUMNS.items() if c in df} if 'neg_acc_family/ccneg_style' in df
+               else _per_prefix(df, 'neg_acc'))   # SynthNeg: families, each followed by its types
+    tables = {'table1_retrieval_negation': (TABLE1, PAPER_CCNEG if dataset == 'ccneg' else PAPER_BESIDE if dataset == 'synthneg' else None),
+              'table1b_negation_by_type': (by_type, None),
               'table2_sugarcrepe_pp': ({**{c: f'ITT {n}' for c, n in _per_prefix(df, 'sc_itt').items()},
                                        **{c: f'TOT {n}' for c, n in _per_prefix(df, 'sc_tot').items()}}, None),
               'table3_zeroshot_negated': ({c: f'{c.split("/")[0][3:]} {c.split("/")[1]}' for c in df.columns
@@ -242,7 +281,61 @@ def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
     with atomic_write(out_dir/'per_seed.csv', 'w') as f: df.to_csv(f, index=False, float_format='%.6f')
     return md
 
-# %% ../nbs/08_reproduce.ipynb #00000014
+# %% ../nbs/08_reproduce.ipynb #00000015
+STUDY_COLUMNS = {'neg_acc': 'orig > neg acc', 'neg_acc_family/ccneg_style': 'CC-Neg-style',
+                 'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc_family/compositional': 'compositional'}
+
+def study_plan(dataset:str='synthneg', arms=ARMS, seeds=(42,), root:Path|None=None, # as for `plan`
+               conditions=CONDITIONS, # (pretrain, finetune) negation shares
+               **kw) -> list: # anything else `plan` takes (train_overrides, eval_overrides, jobs, cores)
+    "The runs of the conditions study: every condition x arm x seed, each pre-training run once."
+    if dataset != 'synthneg': raise ConfigError(f"the conditions study varies SynthNeg's caption statistics; dataset={dataset!r} has fixed captions")
+    runs = {}
+    for c in conditions:
+        for r in plan(dataset, arms, seeds, root, condition=tuple(c), figures=False, **kw): runs.setdefault(r.name, r)
+    return list(runs.values())
+
+def conditions_table(root:Path, # the dataset's runs folder (the default condition's)
+                     dataset:str='synthneg', conditions=CONDITIONS, arms=ARMS) -> pd.DataFrame:
+    "One row per (condition, arm): mean and standard error over seeds of the negation metrics (STUDY_COLUMNS)."
+    parts = []
+    for pre, ft in conditions:
+        croot = condition_root(root, dataset, pre, ft)
+        files = [f for a in arms for f in sorted((croot/a).glob('seed*/eval/metrics.json'))]
+        files += sorted((condition_root(root, dataset, pre, 0.0)/'pretrain').glob('seed*/eval/metrics.json'))
+        if not files: continue
+        df = _read_metrics(files)
+        agg = aggregate(df, STUDY_COLUMNS)
+        flat = pd.concat({k: agg[k] for k in ('mean', 'se', 'n')}, axis=1)
+        flat.columns = [f'{c} ({k})' if k != 'n' else f'{c} (n)' for k, c in flat.columns]
+        parts.append(flat.assign(pretrain_negation_share=pre, finetune_negation_share=ft).rename_axis('arm').reset_index())
+    if not parts: raise ConfigError(f"no evaluated runs of the conditions study under '{Path(root).parent}'; run semclip-reproduce --study conditions")
+    out = pd.concat(parts, ignore_index=True)
+    lead = ['pretrain_negation_share', 'finetune_negation_share', 'arm']
+    return out[lead + [c for c in out.columns if c not in lead]]
+
+def conditions_markdown(table:pd.DataFrame) -> str: # from `conditions_table`
+    "The conditions table as Markdown, mean ± se in percent."
+    cols = [c for c in STUDY_COLUMNS if f'{c} (mean)' in table]
+    lines = ['| pre-training captions negated | fine-tuning captions negated | arm | ' + ' | '.join(STUDY_COLUMNS[c] for c in cols) + ' | seeds |',
+             '|' + '---|' * (len(cols) + 4)]
+    for row in table.to_dict('records'):
+        lines.append(f"| {100*row['pretrain_negation_share']:.0f}% | {100*row['finetune_negation_share']:.0f}% | {ARM_LABELS.get(row['arm'], row['arm'])} | "
+                     + ' | '.join(_pm(row[f'{c} (mean)'], row[f'{c} (se)']) for c in cols) + f" | {int(row[f'{cols[0]} (n)'])} |")
+    return '\n'.join(lines) + '\n'
+
+def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=ARMS) -> dict:
+    "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
+    from semclip.figures import conditions_figure, save_figure
+    table = conditions_table(root, dataset, arms=('pretrain', *arms))
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir/'conditions.csv', 'w') as f: table.to_csv(f, index=False, float_format='%.6f')
+    md = conditions_markdown(table)
+    with atomic_write(out_dir/'conditions.md', 'w') as f: f.write(md)
+    save_figure(conditions_figure(table, labels=ARM_LABELS), out_dir, 'conditions')
+    return {'conditions': md}
+
+# %% ../nbs/08_reproduce.ipynb #0000001a
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files have uncommitted changes."
     pr = project_root()
@@ -252,6 +345,12 @@ def git_revision() -> str:
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=pr, capture_output=True, text=True).stdout.strip()
         return rev + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError): return 'unknown'
+
+def _portable_path(path:Path) -> str:
+    "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
+    path = Path(path).resolve()
+    try: return '$SEMCLIP_RUNS/' + path.relative_to(runs_root().resolve()).as_posix()
+    except ValueError: return '/'.join(path.parts[-2:])
 
 def reproduce(dataset:str='synthneg', # registered dataset name
               seeds:int=1, # number of seeds (42, 43, ...)
@@ -264,8 +363,11 @@ def reproduce(dataset:str='synthneg', # registered dataset name
               eval_max_samples:int|None=None, # evaluate only the first N test rows (quick runs)
               model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: open_clip model and tag
               jobs:int=2, # notebooks run at once (each gets its share of the cores as threads)
-              force:bool=False, progress:bool=True, command:str|None=None) -> dict:
+              force:bool=False, progress:bool=True, command:str|None=None,
+              study:str|None=None, # None: the default grid (+ the remedy on SynthNeg); 'conditions': the conditions study
+              remedy:bool=True) -> dict: # SynthNeg: also train the remedy row (VARIANTS)
     "Run the reproduction grid, write the tables and a provenance note; return status and tables."
+    check_choice('study', study, (None, 'conditions'))
     t0, revision = time.time(), git_revision()   # the code that runs, read before the run writes its own outputs
     root = Path(runs_dir) if runs_dir else runs_root()/dataset
     pr = project_root()
@@ -274,26 +376,34 @@ def reproduce(dataset:str='synthneg', # registered dataset name
     if not isinstance(jobs, int) or jobs < 1: raise ConfigError(f'jobs={jobs!r} must be a positive int')
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
-    runs = plan(dataset, arms, tuple(42 + i for i in range(seeds)), root, model, pretrained, over, fig, eover, jobs)
+    seed_list = tuple(42 + i for i in range(seeds))
+    if study == 'conditions':
+        runs = study_plan(dataset, arms, seed_list, root, model=model, pretrained=pretrained, train_overrides=over,
+                          eval_overrides=eover, jobs=jobs)
+    else:
+        runs = plan(dataset, arms, seed_list, root, model, pretrained, over, fig, eover, jobs,
+                    variants=VARIANTS if remedy and dataset == 'synthneg' else None)
     if pretrain_steps is not None:
         for r in runs:
             if r.params.get('arm') == 'pretrain': r.params['steps'] = pretrain_steps
     if jobs > 1: os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 2) // jobs))  # inherited by the kernels
     status = run_grid(runs, force=force, progress=progress, jobs=jobs)
-    tables = write_tables(root, fig, dataset) if any(root.glob('*/seed*/eval/metrics.json')) else {}
+    if study == 'conditions': tables = write_conditions(root, fig, dataset, arms=arms)
+    else: tables = write_tables(root, fig, dataset) if any(root.glob('*/seed*/eval/metrics.json')) else {}
     secs = time.time() - t0
+    suffix = '' if study is None else f'_{study}'
     prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=revision,
-                finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=str(root),
+                finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=_portable_path(root),
                 cpus=os.cpu_count(), jobs=jobs, threads_per_run={r.name: r.threads for r in runs},
                 failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(('done', 'skipped'))])
-    write_json(fig/'provenance.json', prov)
-    with atomic_write(fig/'runs.md', 'w') as f:
+    write_json(fig/f'provenance{suffix}.json', prov)
+    with atomic_write(fig/f'runs{suffix}.md', 'w') as f:
         f.write(f"Made by `{prov['command']}` at git revision `{prov['git_revision']}` on {prov['finished']}, "
                 f"{secs/60:.1f} min wall time on {prov['cpus']} CPU cores.\n\n| run | status | seconds |\n|---|---|---|\n" +
                 ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000016
+# %% ../nbs/08_reproduce.ipynb #0000001c
 def cli(argv=None):
     "Console script `semclip-reproduce`."
     ap = argparse.ArgumentParser(prog='semclip-reproduce', description='Train every arm, evaluate every checkpoint, write tables and figures.')
@@ -311,11 +421,15 @@ def cli(argv=None):
     ap.add_argument('--pretrained', default=None, help='open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)')
     ap.add_argument('--jobs', type=int, default=2, help='notebooks executed at once, each with its share of the cores (default: 2)')
     ap.add_argument('--force', action='store_true', help='rerun finished runs too')
+    ap.add_argument('--study', choices=['conditions'], default=None,
+                    help="'conditions': pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)")
+    ap.add_argument('--no-remedy', dest='remedy', action='store_false', help='SynthNeg: skip the remedy row (SemCLIP on negated true captions)')
     a = ap.parse_args(argv)
     cmd = 'semclip-reproduce ' + ' '.join(sys.argv[1:] if argv is None else argv)
     try:
         res = reproduce(a.dataset, a.seeds, tuple(a.arms), a.runs_dir, a.figures_dir, a.steps, a.pretrain_steps, a.max_train,
-                        a.batch_size, a.eval_max_samples, a.model, a.pretrained, a.jobs, a.force, command=cmd)
+                        a.batch_size, a.eval_max_samples, a.model, a.pretrained, a.jobs, a.force, command=cmd,
+                        study=a.study, remedy=a.remedy)
     except SemclipError as e: sys.exit(f'semclip-reproduce: error: {e}')
     print(res['status'].to_string(index=False))
     for name, md in res['tables'].items(): print(f'\n{name}\n{md}')

@@ -18,10 +18,11 @@ from .core import ConfigError, atomic_write, write_json, data_root
 
 # %% auto #0
 __all__ = ['SHAPES', 'COLOURS', 'COLOUR_RGB', 'BACKGROUND', 'NEG_TYPES', 'NEG_WEIGHTS', 'ABSENT_SHARE', 'SPLITS', 'SYNTH_VERSION',
-           'FRAMES', 'NEG_FRAMES', 'PARA_FRAMES', 'REL_WORDS', 'FLIP', 'COLUMNS', 'shape_alpha', 'Obj', 'render_scene',
-           'png_bytes', 'relation', 'sample_scene', 'a_an', 'Desc', 'render_caption', 'render_paraphrase',
-           'parse_caption', 'caption_holds', 'check_neg_type', 'negate', 'desc_holds', 'make_triple', 'synth_settings',
-           'settings_hash', 'neg_type_quota', 'synth_triples', 'write_synthneg', 'synthneg_complete', 'make_synthneg']
+           'FRAMES', 'NEG_FRAMES', 'PARA_FRAMES', 'REL_WORDS', 'FLIP', 'NEGATION_WORDS', 'DROP_NO_OF_NEGATED',
+           'COLUMNS', 'shape_alpha', 'Obj', 'render_scene', 'png_bytes', 'relation', 'sample_scene', 'a_an', 'Desc',
+           'render_caption', 'render_paraphrase', 'parse_caption', 'caption_holds', 'check_neg_type', 'negate',
+           'desc_holds', 'make_triple', 'synth_settings', 'settings_hash', 'neg_type_quota', 'negation_word_share',
+           'split_plan', 'synth_triples', 'write_synthneg', 'synthneg_complete', 'make_synthneg']
 
 # %% ../nbs/01a_synth.ipynb #00000005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
@@ -33,7 +34,7 @@ NEG_TYPES = ('present_object', 'wrong_colour', 'attribute_swap', 'spatial_flip',
 NEG_WEIGHTS = dict(present_object=0.20, wrong_colour=0.05, attribute_swap=0.265, spatial_flip=0.265, drop_no=0.22)
 ABSENT_SHARE = 0.12   # chance that the true caption of a row that is not `drop_no` also names an absent object
 SPLITS = ('pretrain', 'train', 'val', 'test')
-SYNTH_VERSION = 1     # bump when the generator's output changes: it is part of the cache key
+SYNTH_VERSION = 2     # bump when the generator's output changes: it is part of the cache key (2: negation shares)
 
 # %% ../nbs/01a_synth.ipynb #00000008
 @lru_cache(maxsize=None)
@@ -309,9 +310,12 @@ def desc_holds(d:Desc, # what a text says
 def make_triple(rng:np.random.Generator, # the only source of randomness
                 neg_type:str, # one of NEG_TYPES
                 image_size:int=32, # side of the image, pixels
-                check_text:bool=False) -> dict: # also parse the three texts back and check them (slower)
+                check_text:bool=False, # also parse the three texts back and check them (slower)
+                absent:bool|None=None) -> dict: # the caption names an absent object ("... and no triangle"); None: at random
     "A scene valid for `neg_type`, with its caption, paraphrase and negation, checked against the scene."
     check_neg_type(neg_type)
+    if neg_type == 'drop_no' and absent is False:
+        raise ConfigError("neg_type='drop_no' needs a caption that names an absent object: absent=False does not apply")
     multi = neg_type in ('attribute_swap', 'spatial_flip')
     n = int(rng.choice([2, 3])) if multi else int(rng.choice([1, 2, 3], p=[0.4, 0.3, 0.3]))
     want_rel = n >= 2 and (neg_type == 'spatial_flip' or (rng.random() < 0.5 and not (neg_type == 'present_object' and n == 2)))
@@ -321,7 +325,8 @@ def make_triple(rng:np.random.Generator, # the only source of randomness
         a, b = (objs[0], objs[1]) if rng.random() < 0.5 else (objs[1], objs[0])
         rel = (a.shape, relation(a, b, _gap(image_size)), b.shape)
     items = [(True, objs[k].colour, objs[k].shape) for k in rng.permutation(n)]
-    if neg_type == 'drop_no' or rng.random() < ABSENT_SHARE: items.append(_absent(rng, objs))
+    if absent is None: absent = neg_type == 'drop_no' or rng.random() < ABSENT_SHARE   # the draw of SYNTH_VERSION 1
+    if absent: items.append(_absent(rng, objs))
     d = Desc(tuple(items), rel, int(rng.integers(len(FRAMES))))
     nd = negate(d, neg_type, rng)
     caption, negation, paraphrased = render_caption(d), render_caption(nd), render_paraphrase(d, rng)
@@ -333,14 +338,23 @@ def make_triple(rng:np.random.Generator, # the only source of randomness
     return dict(objs=objs, caption=caption, paraphrased=paraphrased, negation=negation, neg_type=neg_type)
 
 # %% ../nbs/01a_synth.ipynb #00000022
-def synth_settings(n_pretrain=6000, n_train=6000, n_val=1000, n_test=3000, image_size=32, seed=0) -> dict:
+def _share(name, value):
+    "A share in [0, 1], or a `ConfigError` naming the parameter."
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and 0 <= value <= 1
+    if not ok: raise ConfigError(f'{name}={value!r} must be a number in [0, 1]')
+    return float(value)
+
+def synth_settings(n_pretrain=6000, n_train=6000, n_val=1000, n_test=3000, image_size=32, seed=0,
+                   pretrain_negation_share=0.0, finetune_negation_share=0.0) -> dict:
     "The validated settings of a SynthNeg dataset (what its cache key hashes)."
     def _int(name, v, lo, hint):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo: raise ConfigError(f'{name}={v!r} must be an int {hint}')
         return int(v)
     s = dict(version=SYNTH_VERSION, **{f'n_{sp}': _int(f'n_{sp}', v, 0, '>= 0')
              for sp, v in zip(SPLITS, (n_pretrain, n_train, n_val, n_test))},
-             image_size=_int('image_size', image_size, 16, '>= 16'), seed=_int('seed', seed, 0, '>= 0'))
+             image_size=_int('image_size', image_size, 16, '>= 16'), seed=_int('seed', seed, 0, '>= 0'),
+             pretrain_negation_share=_share('pretrain_negation_share', pretrain_negation_share),
+             finetune_negation_share=_share('finetune_negation_share', finetune_negation_share))
     if s['image_size'] > 1024: raise ConfigError(f'image_size={image_size} must be <= 1024')
     if not sum(s[f'n_{sp}'] for sp in SPLITS): raise ConfigError('n_pretrain, n_train, n_val and n_test are all 0: ask for some images')
     return s
@@ -359,14 +373,42 @@ def neg_type_quota(n:int, # rows in the split
     if rng is not None: out = rng.permutation(out)
     return [NEG_TYPES[k] for k in out]
 
-# %% ../nbs/01a_synth.ipynb #00000026
+# %% ../nbs/01a_synth.ipynb #00000027
+NEGATION_WORDS = re.compile(r'\b(?:no|not|without)\b', re.I)
+DROP_NO_OF_NEGATED = NEG_WEIGHTS['drop_no']/(NEG_WEIGHTS['drop_no'] + (1 - NEG_WEIGHTS['drop_no'])*ABSENT_SHARE)  # ~0.70
+
+def negation_word_share(texts) -> float: # captions (any iterable of str)
+    "The share of `texts` that contain a negation word (no, not, without)."
+    flags = [bool(NEGATION_WORDS.search(str(t))) for t in texts]
+    return float(np.mean(flags)) if flags else 0.0
+
+def split_plan(n:int, # rows in the split
+               share:float|None, # share of true captions with a negation word; None: the natural mix (val, test)
+               rng:np.random.Generator) -> list[tuple[str, bool|None]]: # shuffles the plan
+    "(neg_type, absent) for each row of a split: `absent` says whether the caption names an absent object."
+    if share is None: return [(t, None) for t in neg_type_quota(n, rng)]
+    n_negated = round(share*n)
+    n_drop = round(DROP_NO_OF_NEGATED*n_negated)
+    others = [t for t in NEG_TYPES if t != 'drop_no']
+    w = np.array([NEG_WEIGHTS[t] for t in others])/sum(NEG_WEIGHTS[t] for t in others)*(n - n_drop)
+    cnt = np.floor(w).astype(int)
+    cnt[np.argsort(-(w - cnt), kind='stable')[:n - n_drop - cnt.sum()]] += 1
+    rows = [(t, False) for t, c in zip(others, cnt) for _ in range(c)]
+    for k in rng.choice(len(rows), n_negated - n_drop, replace=False): rows[k] = (rows[k][0], True)
+    rows += [('drop_no', True)]*n_drop
+    return [rows[k] for k in rng.permutation(len(rows))]
+
+# %% ../nbs/01a_synth.ipynb #0000002a
+def _split_share(settings:dict, split:str) -> float|None:
+    "The negation share `split` is drawn with: the settings' share for pretrain and train, None (natural) for val and test."
+    return {'pretrain': settings['pretrain_negation_share'], 'train': settings['finetune_negation_share']}.get(split)
+
 def synth_triples(settings:dict): # from `synth_settings`
     "Yield (split, triple) for every image of the dataset, in file order."
     for si, split in enumerate(SPLITS):
-        n = settings[f'n_{split}']
-        types = neg_type_quota(n, np.random.default_rng([settings['seed'], si, 0]))
-        for i, t in enumerate(types):
-            yield split, make_triple(np.random.default_rng([settings['seed'], si, 1, i]), t, settings['image_size'])
+        plan = split_plan(settings[f'n_{split}'], _split_share(settings, split), np.random.default_rng([settings['seed'], si, 0]))
+        for i, (t, absent) in enumerate(plan):
+            yield split, make_triple(np.random.default_rng([settings['seed'], si, 1, i]), t, settings['image_size'], absent=absent)
 
 COLUMNS = ('image', 'caption', 'paraphrased', 'negation', 'neg_type', 'split', 'label', 'n_objects', 'objects')
 
@@ -400,6 +442,10 @@ def write_synthneg(out:Path, # a new (or empty) directory
     write_json(out/'meta.json', dict(dataset='synthneg', settings=settings, hash=settings_hash(settings), columns=list(COLUMNS),
                                      splits={sp: settings[f'n_{sp}'] for sp in SPLITS},
                                      neg_types=df.neg_type.value_counts().reindex(list(NEG_TYPES), fill_value=0).to_dict(),
+                                     negation_shares=dict(pretrain=settings['pretrain_negation_share'],
+                                                          finetune=settings['finetune_negation_share']),
+                                     caption_negation_share={sp: round(negation_word_share(df.caption[df.split == sp]), 4)
+                                                             for sp in SPLITS if settings[f'n_{sp}']},
                                      shapes=list(SHAPES), colours=list(COLOURS)))
     with atomic_write(out/'triples.csv', 'w') as f: df.to_csv(f, index=False, lineterminator='\n')
     return df
@@ -436,10 +482,12 @@ def make_synthneg(root=None, # parent directory; None: `semclip.core.data_root()
                   n_test:int=3000, # test images (>= 3000 keeps per-type accuracies stable)
                   image_size:int=32, # side of the square images, pixels (>= 16)
                   seed:int=0, # the dataset is a pure function of the settings
+                  pretrain_negation_share:float=0.0, # share of pre-training captions with a negation word (0: web-like)
+                  finetune_negation_share:float=0.0, # share of fine-tuning true captions with a negation word (0: CC-Neg-like)
                   force:bool=False, # rebuild even if a finished copy exists
                   progress:bool=True) -> Path: # show a progress bar
     "The directory of the SynthNeg dataset with these settings (`triples.csv`, `images/`, `meta.json`), built if needed."
-    settings = synth_settings(n_pretrain, n_train, n_val, n_test, image_size, seed)
+    settings = synth_settings(n_pretrain, n_train, n_val, n_test, image_size, seed, pretrain_negation_share, finetune_negation_share)
     root = Path(root) if root is not None else data_root()
     out = root/f'synthneg-{settings_hash(settings)}'
     if not force and synthneg_complete(out, settings): return out

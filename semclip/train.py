@@ -20,10 +20,10 @@ from .core import (ConfigError, SemclipError, check_choice, seed_everything, get
 
 # %% auto #0
 __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'TrainParams', 'param_docs',
-           'pretrain_checkpoint', 'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens',
-           'length_buckets', 'encode_tokens', 'encode_images_once', 'batch_features', 'image_feature_key',
-           'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer', 'WarmupCosine',
-           'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog', 'read_log', 'Dist',
+           'condition_dir', 'pretrain_checkpoint', 'dataset_kwargs', 'resolve_params', 'TripleTensors', 'prepare_split',
+           'batch_indices', 'trim_tokens', 'length_buckets', 'encode_tokens', 'encode_images_once', 'batch_features',
+           'image_feature_key', 'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer',
+           'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'check_writable', 'JsonlLog', 'read_log', 'Dist',
            'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'StopFlag', 'local_rows', 'logit_scales',
            'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
 
@@ -36,6 +36,8 @@ class TrainParams:
     "Every parameter of a training run (see the trailing comments)."
     dataset: str = 'synthneg'          # synthneg | ccneg | sugarcrepe_pp | semclip_csv
     data_root: str|None = None         # dataset folder; None: the registry default under $SEMCLIP_DATA
+    pretrain_negation_share: float = 0.0  # synthneg: share of pre-training captions with a negation word (0: web-like)
+    finetune_negation_share: float = 0.0  # synthneg: share of fine-tuning true captions with a negation word (0: CC-Neg-like)
     arm: str = 'semclip'               # pretrain | baseline | paraphrase_only | negation_only | semclip | laclip | negclip | conclip | semclip_img
     model: str = 'semclip-tiny'        # open_clip model name (e.g. ViT-B-32) or a semclip tiny config
     pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
@@ -83,9 +85,20 @@ def param_docs() -> dict:
 PRETRAIN_DEFAULTS = dict(steps=400, lr=1e-3, freeze_vision=False)
 FINETUNE_DEFAULTS = dict(steps=150, lr=5e-4, freeze_vision=True)
 
-def pretrain_checkpoint(dataset:str='synthneg', seed:int=42) -> Path:
-    "Where the SynthNeg pre-training run of `seed` keeps its final checkpoint."
-    return runs_root()/dataset/'pretrain'/f'seed{seed}'/'final.pt'
+def condition_dir(dataset:str='synthneg', # registered dataset name
+                  pretrain_negation_share:float=0.0, finetune_negation_share:float=0.0) -> str: # SynthNeg's caption statistics
+    "The runs folder name of a dataset condition: the dataset's name for the default shares, else e.g. 'synthneg-pre0.3-ft0'."
+    if not (pretrain_negation_share or finetune_negation_share): return dataset
+    return f'{dataset}-pre{pretrain_negation_share:g}-ft{finetune_negation_share:g}'
+
+def pretrain_checkpoint(dataset:str='synthneg', seed:int=42, pretrain_negation_share:float=0.0) -> Path:
+    "Where the SynthNeg pre-training run of `seed` (and of its pre-training caption statistics) keeps its final checkpoint."
+    return runs_root()/condition_dir(dataset, pretrain_negation_share, 0.0)/'pretrain'/f'seed{seed}'/'final.pt'
+
+def dataset_kwargs(p) -> dict:
+    "The extra `get_dataset` arguments of a run's dataset (SynthNeg's caption statistics; nothing for the others)."
+    if p.dataset != 'synthneg': return {}
+    return dict(pretrain_negation_share=p.pretrain_negation_share, finetune_negation_share=p.finetune_negation_share)
 
 def _positive(name, v, kind=int, allow_zero=False):
     ok = isinstance(v, kind) and not isinstance(v, bool) and (v >= 0 if allow_zero else v > 0)
@@ -108,6 +121,11 @@ def resolve_params(params:TrainParams|dict|None=None, # a TrainParams, a dict, o
     for n in ('warmup_steps', 'eval_every', 'ckpt_every', 'freeze_text_layers', 'seed'): _positive(n, getattr(p, n), allow_zero=True)
     if p.batch_size % p.accum_steps: raise ConfigError(f'batch_size={p.batch_size} must be divisible by accum_steps={p.accum_steps}')
     if not 0 <= p.laclip_p <= 1: raise ConfigError(f'laclip_p={p.laclip_p!r} must be in [0, 1]')
+    for n in ('pretrain_negation_share', 'finetune_negation_share'):
+        v = getattr(p, n)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1: raise ConfigError(f'{n}={v!r} must be a number in [0, 1]')
+        if v and p.dataset != 'synthneg': raise ConfigError(f'{n}={v!r} is a SynthNeg setting; dataset={p.dataset!r} has fixed captions')
+        setattr(p, n, float(v))
     if p.max_train is not None: _positive('max_train', p.max_train)
     _positive('num_workers', p.num_workers, allow_zero=True)
     if p.train_shards is not None and p.max_train is not None:
@@ -118,9 +136,11 @@ def resolve_params(params:TrainParams|dict|None=None, # a TrainParams, a dict, o
     _positive('steps', p.steps)
     if not (isinstance(p.lr, (int, float)) and p.lr > 0): raise ConfigError(f'lr={p.lr!r} must be a positive number')
     if p.init_checkpoint == 'auto':
-        p.init_checkpoint = (str(pretrain_checkpoint(p.dataset, p.seed))
+        p.init_checkpoint = (str(pretrain_checkpoint(p.dataset, p.seed, p.pretrain_negation_share))
                              if p.dataset == 'synthneg' and p.arm != 'pretrain' and p.pretrained is None else None)
-    if p.out_dir is None: p.out_dir = str(runs_root()/p.dataset/p.arm/f'seed{p.seed}')
+    if p.out_dir is None:
+        ft_share = 0.0 if p.arm == 'pretrain' else p.finetune_negation_share   # pre-training reads only the pre-training split
+        p.out_dir = str(runs_root()/condition_dir(p.dataset, p.pretrain_negation_share, ft_share)/p.arm/f'seed{p.seed}')
     return p
 
 # %% ../nbs/05_train.ipynb #0000000c
@@ -140,10 +160,12 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
                   dataset:str, split:str, root=None, # which data
                   need=('caption', 'paraphrase', 'negation'), # the text fields to tokenise
                   max_rows:int|None=None, progress:bool=True,
-                  images:bool=True) -> TripleTensors: # False: leave the images undecoded (see `frozen_image_features`)
+                  images:bool=True, # False: leave the images undecoded (see `frozen_image_features`)
+                  dataset_kw:dict|None=None) -> TripleTensors: # extra `get_dataset` arguments (e.g. SynthNeg's negation shares)
     "Load a split, decode its images once and tokenise its texts once."
     from semclip.data import get_dataset, load_images, TripleDataset
-    ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess, **(dict(progress=progress) if dataset == 'synthneg' else {}))
+    kw = {**(dict(progress=progress) if dataset == 'synthneg' else {}), **(dataset_kw or {})}
+    ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess, **kw)
     if max_rows is not None and max_rows < len(ds):
         ds = TripleDataset(ds.df.iloc[:max_rows].reset_index(drop=True), transform=bundle.preprocess, require_paraphrase=False, source=ds.source)
     df = ds.df.reset_index(drop=True)
@@ -498,7 +520,8 @@ def _ensure_init_checkpoint(p:TrainParams, dist_info:Dist):
         raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
     if dist_info.main: print(f'no pre-trained checkpoint at {p.init_checkpoint}: running the pretrain arm first')
     train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
-          device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train)
+          device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train,
+          pretrain_negation_share=p.pretrain_negation_share)
 
 def setup_run(p:TrainParams, device, prec, dist_info:Dist):
     "Model, loss, data and the text fields the arm needs."
@@ -519,8 +542,10 @@ def setup_run(p:TrainParams, device, prec, dist_info:Dist):
         data = ShardBatches(p.train_shards, bundle.tokenizer, bundle.preprocess, batch_size=p.batch_size // dist_info.world_size,
                             fields=fields, seed=p.seed, num_workers=p.num_workers, rank=dist_info.rank, world_size=dist_info.world_size)
         if dist_info.main: print(f'streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch')
-    else: data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show, images=not p.freeze_vision)
-    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show, images=not p.freeze_vision)
+    else: data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show, images=not p.freeze_vision,
+                               dataset_kw=dataset_kwargs(p))
+    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show, images=not p.freeze_vision,
+                        dataset_kw=dataset_kwargs(p))
     if p.freeze_vision:
         if dist_info.main: print('vision tower frozen and images not augmented: image features are computed once' +
                                  (' per streamed batch, under no_grad' if p.train_shards else ' (or read from the cache) and reused'))
