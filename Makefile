@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 SEEDS   ?= 1
 
-.PHONY: install reproduce test check-sync export clean-nbs bench
+.PHONY: install reproduce test check-sync export clean-nbs bench docs
 
 install: $(VENV)/.installed
 
@@ -40,3 +40,8 @@ clean-nbs: install
 
 bench: install
 	for f in bench/*.py; do $(PY) $$f || exit 1; done
+
+# the docs site: every notebook of nbs/ with its committed outputs (not executed) as static HTML in _docs/;
+# offline (MathJax and require.js are vendored in docs/vendor/); open _docs/index.html
+docs: install
+	$(PY) tools/build_docs.py --out _docs

@@ -159,10 +159,12 @@ def test_unknown_arm_library_and_cli(tmp_path):
 
 
 @pytest.mark.parametrize('bs', [-4, 0])
-def test_negative_batch_size(tmp_path, bs):
+def test_negative_batch_size(tmp_path, bs, capsys):
+    "Through the one CLI boundary (semclip.core.cli_main): exit code 2 and one line on stderr."
     from semclip.train import cli
     with pytest.raises(SystemExit) as ei: cli(['--batch_size', str(bs), '--out_dir', str(tmp_path/'run')])
-    assert f'semclip-train: error: batch_size={bs} must be a positive int' in str(ei.value.code)
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and f'semclip-train: error: batch_size={bs} must be a positive int' in err and err.count('\n') == 1, err
     assert not (tmp_path/'run').exists()
 
 
@@ -311,3 +313,163 @@ def test_api_key_not_leaked_across_the_snippet_cut(llm, tmp_path):
     srv.add_fault('status', times=-1, status=401, text='x' * pad + '{auth}')
     generate_triples_csv(inp, tmp_path/'out.csv', backend=_backend(srv), on_error='record', progress=False)
     assert not _leaks(key, [p for p in tmp_path.rglob('*') if p.is_file()])
+
+
+# ----------------------------------------------------------------------------- hostile image files
+def _within(fn, seconds=15, unblock=None):
+    "fn() in a daemon thread: its result or exception, or an AssertionError when it is still blocked after `seconds`."
+    import threading
+    box = {}
+    def run():
+        try: box['ok'] = fn()
+        except BaseException as e: box['err'] = e
+    t = threading.Thread(target=run, daemon=True); t.start(); t.join(seconds)
+    if t.is_alive():
+        if unblock is not None: unblock(); t.join(5)
+        raise AssertionError(f'still blocked after {seconds} s')
+    if 'err' in box: raise box['err']
+    return box.get('ok')
+
+
+def _unblock_fifo(p):
+    "Open the FIFO's write end and close it: a reader blocked in open() then sees end-of-file."
+    def f():
+        try: os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError: pass
+    return f
+
+
+def test_image_that_is_a_fifo(ds_dir):
+    "An image path that is a named pipe: refused before opening (open() of a FIFO waits for a writer forever)."
+    from semclip.data import read_triples_csv, TripleDataset
+    csv = ds_dir/'triples.csv'
+    img = ds_dir/pd.read_csv(csv)['image'][3]
+    img.unlink(); os.mkfifo(img)
+    ds = TripleDataset(read_triples_csv(csv))
+    e = _within(lambda: _err(lambda: ds[3], DataError), unblock=_unblock_fifo(img))
+    assert (e.file, e.row) == (str(csv), 3) and img.name in str(e) and 'not a regular file' in str(e) and 'FIFO' in str(e), str(e)
+
+
+def test_shard_writer_refuses_a_fifo(ds_dir, tmp_path):
+    from semclip.data import read_triples_csv
+    from semclip.wds import write_shards
+    csv = ds_dir/'triples.csv'
+    img = ds_dir/pd.read_csv(csv)['image'][2]
+    img.unlink(); os.mkfifo(img)
+    e = _within(lambda: _err(lambda: write_shards(read_triples_csv(csv), tmp_path/'out', progress=False), DataError),
+                unblock=_unblock_fifo(img))
+    assert e.row == 2 and 'not a regular file' in str(e), str(e)
+
+
+def test_image_that_is_a_socket(tmp_path):
+    "A unix socket where an image should be: refused by kind, not an OSError from deep inside open()."
+    import socket
+    from semclip.data import TripleDataset
+    p = tmp_path/'sock.png'
+    s = socket.socket(socket.AF_UNIX); s.bind(str(p))
+    try:
+        df = pd.DataFrame(dict(image=[str(p)], caption=['c'], paraphrased=['p'], negation=['n']))
+        e = _err(lambda: TripleDataset(df, source='s.csv')[0], DataError)
+        assert 'row 0' in str(e) and 'socket' in str(e) and 'not a regular file' in str(e), str(e)
+    finally: s.close()
+
+
+def _strip_png(path, w=100_000, h=1):
+    from PIL import Image
+    Image.new('L', (w, h), 90).save(path)
+    return path
+
+
+def test_strip_image_refused_before_decoding(ds_dir):
+    "A 100000 x 1 PNG (a few hundred bytes) passes a pixel-count guard, but resizing its short side to 32 makes 3.2M x 32."
+    from torchvision import transforms as T
+    from semclip.data import read_triples_csv, TripleDataset
+    csv = ds_dir/'triples.csv'
+    img = _strip_png(ds_dir/pd.read_csv(csv)['image'][3])
+    assert img.stat().st_size < 1000
+    tf = T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()])          # what open_clip's preprocess does
+    e = _err(lambda: TripleDataset(read_triples_csv(csv), transform=tf)[3], DataError)
+    assert (e.file, e.row) == (str(csv), 3) and '100000 x 1' in str(e), str(e)
+    e = _err(lambda: TripleDataset(read_triples_csv(csv))[3], DataError)     # plain ToTensor: the aspect ratio alone
+    assert '100000 x 1' in str(e) and 'aspect ratio' in str(e), str(e)
+
+
+def test_16bit_greyscale_png_keeps_its_grey(ds_dir):
+    "30% grey in a 16-bit PNG ('I;16'): convert('RGB') clips it to white; it must read as 30% grey."
+    import numpy as np
+    from PIL import Image
+    from semclip.data import read_triples_csv, TripleDataset
+    csv = ds_dir/'triples.csv'
+    img = ds_dir/pd.read_csv(csv)['image'][1]
+    Image.fromarray(np.full((8, 8), round(0.3 * 65535), np.uint16)).save(img)
+    assert Image.open(img).mode == 'I;16'
+    x = TripleDataset(read_triples_csv(csv))[1][0]
+    assert x.shape == (3, 8, 8) and abs(x.mean().item() - 0.3) < 1 / 255, x.mean().item()
+
+
+def test_image_file_stamp(ds_dir):
+    from semclip.data import image_file_stamp
+    p = ds_dir/'images'/'000000.png'
+    st = p.stat()
+    assert image_file_stamp(p) == (str(p), st.st_size, st.st_mtime_ns)
+    e = _err(lambda: image_file_stamp(ds_dir/'nope.png', file='t.csv', row=4), DataError)
+    assert (e.file, e.row) == ('t.csv', 4) and 'nope.png' in str(e) and 'is missing' in str(e)
+
+
+def test_missing_image_with_frozen_vision_tower(ds_dir):
+    import types
+    from semclip.data import read_triples_csv, TripleDataset
+    from semclip.train import TripleTensors, image_feature_key
+    ds = TripleDataset(read_triples_csv(ds_dir/'triples.csv'))
+    img = ds.df['image'].iloc[3]; os.remove(img)
+    data = TripleTensors(images=None, tokens={}, df=ds.df.reset_index(drop=True), source=ds)
+    e = _err(lambda: image_feature_key(types.SimpleNamespace(visual=torch.nn.Linear(2, 2)), data), DataError)
+    first = ds.df['image'].tolist().index(img)                               # the first row that uses the image
+    assert (e.file, e.row) == (str(ds_dir/'triples.csv'), first) and 'is missing' in str(e), str(e)
+
+
+# ----------------------------------------------------------------------------- shards
+def test_failed_shard_rewrite_keeps_the_old_shards(syn, tmp_path):
+    "Rewriting shards into a folder that holds good ones, and failing half way: the old shards and manifest survive."
+    from semclip.data import read_triples_csv
+    from semclip.wds import write_shards, read_shards_frame
+    df = read_triples_csv(syn/'triples.csv')
+    out = tmp_path/'shards'
+    write_shards(df, out, maxcount=4, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = df.copy(); bad.loc[bad.index[10], 'image'] = str(tmp_path/'missing.png')
+    e = _err(lambda: write_shards(bad, out, maxcount=3, progress=False), DataError)
+    assert 'row 10' in str(e) and 'missing.png' in str(e)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['shards']            # no half-written folder left beside it
+    assert len(read_shards_frame(out)[0]) == len(df)
+
+
+# ----------------------------------------------------------------------------- CC-Neg schema
+@pytest.mark.parametrize('edit,want', [
+    (lambda g: dict(g, image_paths=5), "field 'image_paths' must be a list of strings, found int"),
+    (lambda g: dict(g, annotations='abc'), "field 'annotations' must be a list of dicts, found str"),
+    (lambda g: dict(g, image_paths=g['image_paths'][:2] + [7] + g['image_paths'][3:]), "row 2: field 'image_paths' entry must be a string, found int"),
+    (lambda g: dict(g, annotations=g['annotations'][:4] + [['x']] + g['annotations'][5:]), "row 4: field 'annotations' entry must be a dict, found list"),
+    (lambda g: dict(g, annotations=[dict(a, json=dict(caption=5)) if i == 1 else a for i, a in enumerate(g['annotations'])]),
+     "row 1: annotation ['json']['caption'] must be a string, found int"),
+    (lambda g: dict(g, annotations=g['annotations'][:5]), "'image_paths' has 6 entries but 'annotations' has 5"),
+])
+def test_ccneg_schema(tmp_path, edit, want):
+    from semclip.data import read_ccneg
+    src = ROOT/'data'/'fixtures'/'ccneg'
+    d = tmp_path/'ccneg'; shutil.copytree(src, d)
+    f = d/'ccneg_preprocessed.pt'
+    torch.save(edit(torch.load(f, weights_only=True)), f)
+    e = _err(lambda: read_ccneg(f), DataError)
+    assert e.file == str(f) and want in str(e), str(e)
+
+
+def test_shard_that_is_a_fifo(tmp_path):
+    "A shard path (or a manifest.json) that is a named pipe: refused by kind, never a reader blocked forever."
+    from semclip.wds import iter_shard, ShardTriples
+    p = tmp_path/'shard-000000.tar'; os.mkfifo(p)
+    e = _within(lambda: _err(lambda: list(iter_shard(p)), DataError), unblock=_unblock_fifo(p))
+    assert e.file == str(p) and 'not a regular file' in str(e), str(e)
+    e = _within(lambda: _err(lambda: ShardTriples(str(p)), DataError), unblock=_unblock_fifo(p))
+    assert e.file == str(p) and 'not a regular file' in str(e), str(e)

@@ -1,7 +1,7 @@
 """End to end through the evaluation's two front doors: `python -m semclip.eval` (the `semclip-eval`
 console script) on every real-format fixture in data/fixtures/, and the notebook nbs/06_eval.ipynb
 executed by papermill with parameters. Runs offline, with private data and runs roots."""
-import json, os, re, subprocess, sys
+import contextlib, json, os, re, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -97,3 +97,96 @@ def test_missing_dataset(env, checkpoint):
     where = Path(env["SEMCLIP_DATA"]) / "ccneg"
     assert f"semclip-eval: error: dataset 'ccneg' not found: looked in '{where}' (no such folder)" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+# ----------------------------------------------------------------------------- hostile input: fail before compute, one line, exit 2
+def _one_line_exit_2(p, want):
+    assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
+    assert p.stderr.startswith("semclip-eval: error: ") and p.stderr.count("\n") == 1 and want in p.stderr, p.stderr
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    "Fail loudly if the evaluation gets as far as building a model (the check came too late)."
+    import semclip.model as M
+    def boom(*a, **kw): raise AssertionError("a model was built: the check came too late")
+    monkeypatch.setattr(M, "create_model", boom)
+
+
+@contextlib.contextmanager
+def _read_only(folder):
+    "Make `folder` unwritable, even for root (an immutable directory), and undo it afterwards."
+    folder.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("running as root without chattr: cannot make a folder read-only")
+        try: yield folder
+        finally: subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+    else:
+        folder.chmod(0o555)
+        try: yield folder
+        finally: folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", ["batch_size", "dataset_kw", "out_dir_is_a_file", "read_only", "device", "max_samples"])
+def test_bad_arguments_fail_before_compute(case, checkpoint, tmp_path, capsys, no_model):
+    from semclip.eval import cli
+    afile = tmp_path / "afile"; afile.write_text("x")
+    ro = tmp_path / "ro"
+    args, want = {
+        "batch_size": (["--batch_size", "0"], "batch_size=0 must be a positive int"),
+        "dataset_kw": (["--dataset_kw", "imagesdir=x"], "dataset_kw key 'imagesdir' is not an argument of dataset 'semclip_csv'"),
+        "out_dir_is_a_file": (["--out_dir", str(afile)], f"out_dir='{afile}' is a file, not a folder"),
+        "read_only": (["--out_dir", str(ro / "eval")], f"out_dir='{ro / 'eval'}' is not writable"),
+        "device": (["--device", "foo"], "device='foo' is not a torch device"),
+        "max_samples": (["--max_samples", "-2"], "max_samples=-2 must be a positive int"),
+    }[case]
+    base = ["--checkpoint", str(checkpoint), "--dataset", "semclip_csv", "--data_root", str(FIX / "semclip_csv"), "--split", "all",
+            "--zeroshot", "none", "--no-progress", "--out_dir", str(tmp_path / "eval")]
+    with _read_only(ro) if case == "read_only" else contextlib.nullcontext():
+        try: cli(base + args); code = 0
+        except SystemExit as e: code = e.code
+    err = capsys.readouterr().err
+    print(err)
+    assert code == 2 and err.startswith("semclip-eval: error: ") and err.count("\n") == 1 and want in err, (code, err)
+    assert not (tmp_path / "eval").exists()
+
+
+def test_bad_batch_size_in_a_process(env, checkpoint, tmp_path):
+    p = semclip_eval(env, "--checkpoint", checkpoint, "--dataset", "semclip_csv", "--data_root", FIX / "semclip_csv", "--split", "all",
+                     "--zeroshot", "none", "--batch_size", "0", "--out_dir", tmp_path / "eval")
+    _one_line_exit_2(p, "batch_size=0 must be a positive int")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_out_dir_in_use(env, checkpoint, tmp_path):
+    "A second writer of one eval folder (here a process holding its RunLock) is refused at once, naming the holder."
+    out = tmp_path / "eval"
+    code = "import sys; from semclip.core import RunLock\nwith RunLock(sys.argv[1]):\n    print('locked', flush=True); sys.stdin.readline()"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], env=env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n", holder.stderr.read()
+        p = semclip_eval(env, "--checkpoint", checkpoint, "--dataset", "semclip_csv", "--data_root", FIX / "semclip_csv", "--split", "all",
+                         "--zeroshot", "none", "--out_dir", out)
+        _one_line_exit_2(p, f"'{out}' is in use by pid {holder.pid}")
+        assert not (out / "metrics.json").exists()
+    finally:
+        holder.kill(); holder.wait()
+
+
+def test_flipped_bytes_in_the_checkpoint(env, checkpoint, tmp_path):
+    "A checkpoint whose bytes changed on disk (torch reads it without complaint) is refused, naming the file."
+    import torch, zipfile
+    bad = tmp_path / "final.pt"
+    raw = bytearray(Path(checkpoint).read_bytes())
+    with zipfile.ZipFile(checkpoint) as z: info = max(z.infolist(), key=lambda i: i.file_size)
+    h = info.header_offset
+    start = h + 30 + int.from_bytes(raw[h + 26:h + 28], "little") + int.from_bytes(raw[h + 28:h + 30], "little") + info.file_size // 2
+    for i in range(start, start + 16): raw[i] ^= 0xFF
+    bad.write_bytes(bytes(raw))
+    torch.load(bad, weights_only=True)
+    p = semclip_eval(env, "--checkpoint", bad, "--dataset", "semclip_csv", "--data_root", FIX / "semclip_csv", "--split", "all",
+                     "--zeroshot", "none", "--out_dir", tmp_path / "eval")
+    _one_line_exit_2(p, f"checkpoint file '{bad}'")
+    assert "content hash" in p.stderr and not (tmp_path / "eval").exists()
