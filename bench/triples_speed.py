@@ -1,15 +1,16 @@
 """Triple generation speed: RuleBackend against the 5,000 captions/s target, and the LLM client's own overhead.
 
 Measured side by side in one run, on the same machine and moment:
-  - RuleBackend, paraphrase + negation (attempt 0) per caption, on SynthNeg captions and on the real-world-style
-    captions of the notebook (repeated to N; the backend keeps no state, so repeats cost the same);
+  - RuleBackend, paraphrase + negation (attempt 0) per caption, on SynthNeg captions, on the real-world-style
+    captions of semclip.rules and on the 239 hand-judged captions of data/captions_eval (both repeated to N; the
+    backend keeps no state across captions, so repeats cost the same);
   - the same running every rule to exhaustion (what `coverage` or regeneration asks for);
   - the pipeline `generate_triples` with the rule backend (validation, DataFrame), on the distinct SynthNeg captions;
   - OpenAIChatBackend + pipeline against tests/llm_server.py on 127.0.0.1 (4 requests per caption), at concurrency
     1, 4 and 8, with the cache fsync'd per line and not: the client's overhead, not an LLM's speed.
 Writes bench/results/triples_speed.json.   Usage: python bench/triples_speed.py [n_captions] [repeats]
 """
-import importlib.util, json, os, platform, sys, tempfile, time
+import csv, importlib.util, json, os, platform, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -38,6 +39,9 @@ def main():
     rng = np.random.default_rng(0)
     syn = [make_triple(rng, NEG_TYPES[i % len(NEG_TYPES)])['caption'] for i in range(N)]
     real = (T.REAL_WORLD_STYLE * (N // len(T.REAL_WORLD_STYLE) + 1))[:N]
+    with open(ROOT / 'data' / 'captions_eval' / 'captions.csv', newline='', encoding='utf-8') as f:
+        judged = [r['caption'] for r in csv.DictReader(f)]
+    judged = (judged * (N // len(judged) + 1))[:N]
     rb = T.RuleBackend()
 
     def attempt0(caps):
@@ -46,7 +50,7 @@ def main():
     def exhaust(caps):
         for c in caps: list(T.rule_paraphrases(c)); list(T.rule_negations(c))
 
-    for name, caps in (('synthneg', syn), ('real_world_style', real)):
+    for name, caps in (('synthneg', syn), ('real_world_style', real), ('captions_eval', judged)):
         r, ts = best_rate(lambda: attempt0(caps), len(caps))
         r_all, _ = best_rate(lambda: exhaust(caps), len(caps))
         cov = rb.coverage(caps[:2000])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import ConfigError, SemclipError, RunLock, check_choice, project_root, runs_root, write_json, atomic_write
+from .core import ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
 __all__ = ['CONDITIONS', 'VARIANTS', 'ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS',
@@ -419,36 +419,46 @@ def reproduce(dataset:str='synthneg', # registered dataset name
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
 # %% ../nbs/08_reproduce.ipynb #0000001e
-def cli(argv=None):
-    "Console script `semclip-reproduce`."
+def _count_arg(minimum:int):
+    "An argparse type: an int >= `minimum`, refused where it is parsed."
+    def parse(text):
+        try: return check_number('value', int(text), min=minimum)
+        except (ValueError, ConfigError): raise argparse.ArgumentTypeError(f'must be an integer >= {minimum}, got {text!r}') from None
+    parse.__name__ = f'int>={minimum}'
+    return parse
+
+def _cli(argv=None):
+    "The body of `semclip-reproduce`."
     ap = argparse.ArgumentParser(prog='semclip-reproduce', description='Train every arm, evaluate every checkpoint, write tables and figures.')
     ap.add_argument('--dataset', default='synthneg', help='registered dataset (default: synthneg, offline)')
-    ap.add_argument('--seeds', type=int, default=1, help='number of seeds: 42, 43, ... (tables show mean ± standard error)')
-    ap.add_argument('--arms', nargs='+', default=list(ARMS), help=f"fine-tuning arms (default: all: {' '.join(ARMS)})")
+    ap.add_argument('--seeds', type=_count_arg(1), default=1, help='number of seeds: 42, 43, ... (tables show mean ± standard error)')
+    ap.add_argument('--arms', nargs='+', default=list(ARMS), choices=ARMS, metavar='ARM', help=f"fine-tuning arms (default: all: {' '.join(ARMS)})")
     ap.add_argument('--runs-dir', default=None, help='where runs go (default: $SEMCLIP_RUNS/<dataset>)')
     ap.add_argument('--figures-dir', default=None, help="tables and figures (default: the checkout's figures/<dataset>)")
-    ap.add_argument('--steps', type=int, default=None, help='fine-tuning steps per arm (default: the training notebook default)')
-    ap.add_argument('--pretrain-steps', type=int, default=None, help='steps of the SynthNeg pre-training run')
-    ap.add_argument('--max-train', type=int, default=None, help='limit training rows (quick runs)')
-    ap.add_argument('--batch-size', type=int, default=None, help='training batch size (default: the notebook default, 256)')
-    ap.add_argument('--eval-max-samples', type=int, default=None, help='evaluate only the first N test rows (quick runs)')
+    ap.add_argument('--steps', type=_count_arg(1), default=None, help='fine-tuning steps per arm (default: the training notebook default)')
+    ap.add_argument('--pretrain-steps', type=_count_arg(1), default=None, help='steps of the SynthNeg pre-training run')
+    ap.add_argument('--max-train', type=_count_arg(1), default=None, help='limit training rows (quick runs)')
+    ap.add_argument('--batch-size', type=_count_arg(1), default=None, help='training batch size (default: the notebook default, 256)')
+    ap.add_argument('--eval-max-samples', type=_count_arg(1), default=None, help='evaluate only the first N test rows (quick runs)')
     ap.add_argument('--model', default='semclip-tiny', help='open_clip model for real datasets (e.g. ViT-B-32)')
     ap.add_argument('--pretrained', default=None, help='open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)')
-    ap.add_argument('--jobs', type=int, default=2, help='notebooks executed at once, each with its share of the cores (default: 2)')
+    ap.add_argument('--jobs', type=_count_arg(1), default=2, help='notebooks executed at once, each with its share of the cores (default: 2)')
     ap.add_argument('--force', action='store_true', help='rerun finished runs too')
     ap.add_argument('--study', choices=['conditions'], default=None,
                     help="'conditions': pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)")
     ap.add_argument('--no-remedy', dest='remedy', action='store_false', help='SynthNeg: skip the remedy row (SemCLIP on negated true captions)')
     a = ap.parse_args(argv)
     cmd = 'semclip-reproduce ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    try:
-        res = reproduce(a.dataset, a.seeds, tuple(a.arms), a.runs_dir, a.figures_dir, a.steps, a.pretrain_steps, a.max_train,
-                        a.batch_size, a.eval_max_samples, a.model, a.pretrained, a.jobs, a.force, command=cmd,
-                        study=a.study, remedy=a.remedy)
-    except SemclipError as e: sys.exit(f'semclip-reproduce: error: {e}')
+    res = reproduce(a.dataset, a.seeds, tuple(a.arms), a.runs_dir, a.figures_dir, a.steps, a.pretrain_steps, a.max_train,
+                    a.batch_size, a.eval_max_samples, a.model, a.pretrained, a.jobs, a.force, command=cmd,
+                    study=a.study, remedy=a.remedy)
     print(res['status'].to_string(index=False))
     for name, md in res['tables'].items(): print(f'\n{name}\n{md}')
     print(f"\n{res['seconds']/60:.1f} min; tables, figures and provenance in {res['figures_dir']}")
     if res['provenance']['failed']: sys.exit(f"semclip-reproduce: {len(res['provenance']['failed'])} run(s) failed: {', '.join(res['provenance']['failed'])}")
+
+def cli(argv=None):
+    "Console script `semclip-reproduce`: a bad argument or input is one line on stderr and exit 2; Ctrl-C, one line and 130."
+    cli_main(_cli, 'semclip-reproduce', argv)
 
 if __name__ == '__main__' and '__file__' in globals(): cli()

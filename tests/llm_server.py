@@ -11,8 +11,7 @@ It counts every request it receives per (kind, caption), so a test can prove tha
 can be told to misbehave, from Python (`add_fault`) or over HTTP (`POST /_control/fault`, same fields as JSON):
 
     mode='status'     answer with `status` (429, 500, 503, 401, ...), with a Retry-After header if `retry_after`;
-                      the error message is `text` if given, where "{auth}" is replaced by the request's
-                      Authorization header (a server that echoes secrets)
+                      the error message is `text` if given (a server that echoes secrets: see below)
     mode='stall'      sleep `seconds` (at most max_stall) before answering normally
     mode='malformed'  200 with a body that is not JSON
     mode='shape'      200 with JSON that has no choices[0].message.content
@@ -20,6 +19,13 @@ can be told to misbehave, from Python (`add_fault`) or over HTTP (`POST /_contro
     mode='refusal'    200 with "I'm sorry, I can't help with that request."
     mode='answer'     200 with `text` as the answer (e.g. "No" for a verification, "Maybe" for a malformed verdict)
     mode='drop'       close the connection without answering
+    mode='trickle'    send the normal answer one byte every `seconds` (a server too slow to ever finish)
+    mode='big'        200 with an answer of `size` bytes, streamed in 64 KiB pieces (the server never holds it whole),
+                      ended by closing the connection; with text='announce', a Content-Length header announces it
+
+In `text` ('status' and 'answer'), "{auth}" is replaced by the request's Authorization header, "{key}" by the key in
+it (without "Bearer "), and "{key[A:B]}" by that slice of the key (Python slice syntax, e.g. {key[:-4]}): a server
+that echoes secrets, whole or in part.
 
 A fault applies `times` times (-1: forever) to requests of `kind` ('para', 'neg', 'verify_para', 'verify_neg',
 None: any) whose caption contains `match` (None: any). `GET /_stats` returns the counts; `POST /_control/reset`
@@ -35,6 +41,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 PREFIXES = ('In other words, ', 'Put differently, ', 'That is to say, ')
 REFUSAL = "I'm sorry, I can't help with that request."
 _ORIG = re.compile(r'original sentence is: "(.*?)"\n')
+_KEY_SLICE = re.compile(r'\{key\[(-?\d*):(-?\d*)\]\}')
+
+
+def echo(text: str, auth: str) -> str:
+    "`text` with {auth}, {key} and {key[A:B]} filled from the Authorization header `auth`."
+    key = auth[len('Bearer '):] if auth.startswith('Bearer ') else auth
+    text = _KEY_SLICE.sub(lambda m: key[int(m.group(1)) if m.group(1) else None:int(m.group(2)) if m.group(2) else None], text)
+    return text.replace('{auth}', auth).replace('{key}', key)
 
 
 def classify(prompt: str):
@@ -80,12 +94,12 @@ class LLMServer:
             self.inflight = self.max_inflight = 0
 
     def add_fault(self, mode: str, times: int = 1, kind: str | None = None, match: str | None = None, status: int = 500,
-                  retry_after: float | None = None, seconds: float = 5.0, text: str = ''):
+                  retry_after: float | None = None, seconds: float = 5.0, text: str = '', size: int = 0):
         "Misbehave on the next `times` matching requests (see the module docstring)."
-        assert mode in ('status', 'stall', 'malformed', 'shape', 'empty', 'refusal', 'answer', 'drop'), mode
+        assert mode in ('status', 'stall', 'malformed', 'shape', 'empty', 'refusal', 'answer', 'drop', 'trickle', 'big'), mode
         with self.lock:
             self.faults.append(dict(mode=mode, times=times, kind=kind, match=match, status=status,
-                                    retry_after=retry_after, seconds=min(seconds, self.max_stall), text=text))
+                                    retry_after=retry_after, seconds=min(seconds, self.max_stall), text=text, size=size))
 
     def stats(self) -> dict:
         with self.lock:
@@ -175,9 +189,10 @@ def _handler(srv: LLMServer):
             if srv.latency: time.sleep(srv.latency)
             f = srv._take_fault(kind, caption)
             mode = f['mode'] if f else None
+            auth = self.headers.get('Authorization', '')
             if mode == 'status':
                 hdr = [('Retry-After', f"{f['retry_after']:g}")] if f['retry_after'] is not None else []
-                msg = (f['text'] or f"injected {f['status']}").replace('{auth}', self.headers.get('Authorization', ''))
+                msg = echo(f['text'] or f"injected {f['status']}", auth)
                 return self._json(f['status'], dict(error=dict(message=msg)), headers=hdr)
             if mode == 'stall': srv._stopping.wait(f['seconds'])
             if mode == 'malformed': return self._send(200, b'{"choices": [{"message": {"content": "trunc')
@@ -185,11 +200,39 @@ def _handler(srv: LLMServer):
             if mode == 'drop':
                 self.close_connection = True
                 return
-            content = {'empty': '', 'refusal': REFUSAL, 'answer': f['text'] if f else ''}.get(mode) if mode else None
+            if mode == 'big': return self._big(f['size'], announce=f['text'] == 'announce')
+            content = {'empty': '', 'refusal': REFUSAL, 'answer': echo(f['text'], auth) if f else ''}.get(mode) if mode else None
             if content is None: content = answer(kind, caption, model)
-            self._json(200, dict(id='chatcmpl-test', object='chat.completion', created=0, model=model,
-                                 choices=[dict(index=0, message=dict(role='assistant', content=content), finish_reason='stop')],
-                                 usage=dict(prompt_tokens=len(prompt.split()), completion_tokens=len(content.split()))))
+            obj = dict(id='chatcmpl-test', object='chat.completion', created=0, model=model,
+                       choices=[dict(index=0, message=dict(role='assistant', content=content), finish_reason='stop')],
+                       usage=dict(prompt_tokens=len(prompt.split()), completion_tokens=len(content.split())))
+            if mode == 'trickle': return self._trickle(json.dumps(obj).encode(), f['seconds'])
+            self._json(200, obj)
+
+        def _trickle(self, body: bytes, every: float):
+            "The whole response, status line included, one byte every `every` seconds (until the client or server gives up)."
+            head = (f'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n').encode()
+            self.close_connection = True
+            for i, b in enumerate(head + body):
+                if srv._stopping.wait(every if i else 0): return
+                self.wfile.write(bytes([b])); self.wfile.flush()
+
+        def _big(self, size: int, announce: bool):
+            "A 200 whose answer is `size` bytes of text, written in pieces so that the server never holds it whole."
+            pre = b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+            post = b'"}, "finish_reason": "stop"}]}'
+            self.send_response(200)
+            self.send_header('Content-Type', 'application/json')
+            if announce: self.send_header('Content-Length', str(len(pre) + size + len(post)))
+            else: self.send_header('Connection', 'close')          # the body ends when the connection does
+            self.end_headers()
+            self.close_connection = True
+            piece = b'x' * 65536
+            try:
+                self.wfile.write(pre)
+                for n in range(0, size, len(piece)): self.wfile.write(piece[:min(len(piece), size - n)])
+                self.wfile.write(post)
+            except (BrokenPipeError, ConnectionResetError): return       # the client stopped reading: as it should
     return Handler
 
 
