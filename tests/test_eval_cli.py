@@ -4,6 +4,7 @@ executed by papermill with parameters. Runs offline, with private data and runs 
 import contextlib, json, os, re, subprocess, sys
 from pathlib import Path
 import pytest
+from _shared import read_only
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "data" / "fixtures"
@@ -113,19 +114,6 @@ def no_model(monkeypatch):
     monkeypatch.setattr(M, "create_model", boom)
 
 
-@contextlib.contextmanager
-def _read_only(folder):
-    "Make `folder` unwritable, even for root (an immutable directory), and undo it afterwards."
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-            pytest.skip("running as root without chattr: cannot make a folder read-only")
-        try: yield folder
-        finally: subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
-    else:
-        folder.chmod(0o555)
-        try: yield folder
-        finally: folder.chmod(0o755)
 
 
 @pytest.mark.parametrize("case", ["batch_size", "dataset_kw", "out_dir_is_a_file", "read_only", "device", "max_samples"])
@@ -143,7 +131,7 @@ def test_bad_arguments_fail_before_compute(case, checkpoint, tmp_path, capsys, n
     }[case]
     base = ["--checkpoint", str(checkpoint), "--dataset", "semclip_csv", "--data_root", str(FIX / "semclip_csv"), "--split", "all",
             "--zeroshot", "none", "--no-progress", "--out_dir", str(tmp_path / "eval")]
-    with _read_only(ro) if case == "read_only" else contextlib.nullcontext():
+    with read_only(ro) if case == "read_only" else contextlib.nullcontext():
         try: cli(base + args); code = 0
         except SystemExit as e: code = e.code
     err = capsys.readouterr().err

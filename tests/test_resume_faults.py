@@ -18,6 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+from _shared import read_only, synthneg_as_semclip_csv
 
 STEPS, CKPT_EVERY, BATCH, MAX_TRAIN = 6, 2, 32, 128   # 4 batches an epoch: the resumed steps are in the second
 
@@ -26,15 +27,7 @@ STEPS, CKPT_EVERY, BATCH, MAX_TRAIN = 6, 2, 32, 128   # 4 batches an epoch: the 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     "A 160-image SynthNeg written as the SemCLIP CSV (`dataset='semclip_csv'`): 128 train / 16 val / 16 test images."
-    from semclip.synth import make_synthneg
-    base = tmp_path_factory.mktemp('data')
-    src = make_synthneg(base, n_pretrain=0, n_train=160, n_val=0, n_test=0, progress=False)
-    df = pd.read_csv(src/'triples.csv', keep_default_na=False)
-    d = base/'semclip_csv'; d.mkdir()
-    pd.DataFrame(dict(filename=[Path(p).name for p in df['image']], caption=df['caption'], paraphrased=df['paraphrased'],
-                      negation=df['negation'])).to_csv(d/'ccneg_paraphrased.csv', index=False)
-    os.symlink(src/'images', d/'images')
-    return d
+    return synthneg_as_semclip_csv(tmp_path_factory.mktemp('data'), 160)
 
 
 @pytest.fixture(scope='module')

@@ -18,6 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+from _shared import read_only, synthneg_as_semclip_csv
 
 from semclip.core import ConfigError, CheckpointError, SemclipError
 
@@ -28,15 +29,7 @@ BATCH, STEPS = 16, 2
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory):
     "A 96-image SynthNeg written as the SemCLIP CSV (`dataset='semclip_csv'`, about 77 training rows)."
-    from semclip.synth import make_synthneg
-    base = tmp_path_factory.mktemp('data')
-    src = make_synthneg(base, n_pretrain=0, n_train=96, n_val=0, n_test=0, progress=False)
-    df = pd.read_csv(src/'triples.csv', keep_default_na=False)
-    d = base/'semclip_csv'; d.mkdir()
-    pd.DataFrame(dict(filename=[Path(p).name for p in df['image']], caption=df['caption'], paraphrased=df['paraphrased'],
-                      negation=df['negation'])).to_csv(d/'ccneg_paraphrased.csv', index=False)
-    os.symlink(src/'images', d/'images')
-    return d
+    return synthneg_as_semclip_csv(tmp_path_factory.mktemp('data'), 96)
 
 
 def _params(data_dir, out_dir, arm='pretrain', **kw):
@@ -101,19 +94,6 @@ def _exit_code(fn, *a):
     return 0
 
 
-@contextlib.contextmanager
-def _read_only(folder):
-    "Make `folder` unwritable, even for root (an immutable directory), and undo it afterwards."
-    folder.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        if subprocess.run(['chattr', '+i', str(folder)], capture_output=True).returncode != 0:
-            pytest.skip('running as root without chattr: cannot make a folder read-only')
-        try: yield folder
-        finally: subprocess.run(['chattr', '-i', str(folder)], capture_output=True)
-    else:
-        folder.chmod(0o555)
-        try: yield folder
-        finally: folder.chmod(0o755)
 
 
 def _rehash(ck:dict):
@@ -338,7 +318,7 @@ def test_train_cli_fails_before_compute(data_dir, tmp_path, capsys, no_model, ca
         'lr_nan': (['--lr', 'nan'], 'lr=nan must be a finite number'),
     }[case]
     base = _cli_args(_params(data_dir, tmp_path/'run'))
-    with _read_only(ro) if case == 'read_only' else contextlib.nullcontext():
+    with read_only(ro) if case == 'read_only' else contextlib.nullcontext():
         code = _exit_code(cli, base + args)
     err = capsys.readouterr().err
     print(err)
