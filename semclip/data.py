@@ -19,7 +19,7 @@ from .core import ConfigError, DataError, DatasetNotFoundError, check_choice, ch
 
 # %% auto #0
 __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD',
-           'IMAGE_FORMATS', 'MAX_IMAGE_PIXELS', 'MAX_ASPECT', 'ALPHA_BACKGROUND', 'CCNEG_EVAL_SIZE',
+           'IMAGE_FORMATS', 'MAX_IMAGE_PIXELS', 'MAX_ASPECT', 'ALPHA_BACKGROUND', 'NEGATION_IMAGE', 'CCNEG_EVAL_SIZE',
            'CCNEG_PATH_PREFIX', 'SCPP_SUBSETS', 'SPLIT_BY', 'DATASETS', 'paper_transform', 'default_transform',
            'open_image_file', 'image_file_stamp', 'transform_target_size', 'to_rgb', 'open_image', 'TripleDataset',
            'load_images', 'read_triples_csv', 'read_semclip_csv', 'load_plain', 'read_ccneg', 'read_sugarcrepe_pp',
@@ -436,16 +436,50 @@ def _finish(df, path) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 # %% ../nbs/01_data.ipynb #0000002e
+NEGATION_IMAGE = 'negation_image'   # the optional column of counterfactual images (the negation is true of them)
+
+def _resolve_optional_images(root, names, path, field=NEGATION_IMAGE) -> list:
+    "Absolute paths for `names` (each kept inside `root`), None where a cell is empty or NaN."
+    return [str(safe_join(root, rel, file=path, row=i)) if _is_text(rel) else None for i, rel in enumerate(names)]
+
+# %% ../nbs/01_data.ipynb #00000031
 def read_triples_csv(csv_path, # a CSV in our layout: image, caption, paraphrased, negation[, split, ...]
                      images_root=None) -> pd.DataFrame: # `image` paths are relative to this; default: the CSV's folder
     "Read a triples CSV in semclip's own layout into the standard frame."
     csv_path = Path(csv_path)
-    df = _read_csv(csv_path, set(TRIPLE_COLUMNS))
+    df = _read_csv(csv_path, set(TRIPLE_COLUMNS) | {NEGATION_IMAGE})
     _need_columns(df, TRIPLE_COLUMNS, csv_path, 'a triples CSV')
     root = Path(images_root) if images_root is not None else csv_path.parent
-    return _finish(df.assign(image=_resolve_images(root, df['image'], csv_path)), csv_path)
+    df = df.assign(image=_resolve_images(root, df['image'], csv_path))
+    if NEGATION_IMAGE in df: df = df.assign(**{NEGATION_IMAGE: _resolve_optional_images(root, df[NEGATION_IMAGE], csv_path, NEGATION_IMAGE)})
+    return _finish(df, csv_path)
 
-# %% ../nbs/01_data.ipynb #00000037
+# %% ../nbs/01_data.ipynb #0000003a
+@patch(as_prop=True)
+def has_negation_image(self:TripleDataset) -> bool:
+    "True when the table has a `negation_image` column (rows may still lack one)."
+    return NEGATION_IMAGE in self.df
+
+@patch
+def negation_image_path(self:TripleDataset, i:int) -> str|None: # a row position
+    "The absolute path of row `i`'s counterfactual image, or None (no column, or an empty cell)."
+    if not self.has_negation_image: return None
+    v = self.df[NEGATION_IMAGE].iloc[int(i)]
+    return str(v) if _is_text(v) else None
+
+@patch
+def negation_image_dataset(self:TripleDataset) -> TripleDataset:
+    "The same rows with the counterfactual image as `image` (decoded through this dataset's transform); every row needs one."
+    if not self.has_negation_image:
+        raise ConfigError(f"the dataset{f' from {self.source!r}' if self.source else ''} has no {NEGATION_IMAGE!r} column (counterfactual images)")
+    miss = [i for i in range(len(self)) if self.negation_image_path(i) is None]
+    if miss:
+        raise DataError(f'{_plural(len(miss), "row")} without a {NEGATION_IMAGE!r} (first: row {self._rows[miss[0]]}); drop them first',
+                        file=self._files[miss[0]])
+    return TripleDataset(self.df.assign(image=self.df[NEGATION_IMAGE]), transform=self.transform, on_bad_sample='raise',
+                         require_paraphrase=False, source=self.source)
+
+# %% ../nbs/01_data.ipynb #0000003f
 def _image_number(v, path, row) -> int:
     try:
         f = float(v)
@@ -469,7 +503,7 @@ def read_semclip_csv(csv_path, # the SemCLIP release's CSV (ccneg_paraphrased.cs
     _need_columns(df, TEXT_COLUMNS, csv_path, "the SemCLIP CSV")
     return _finish(df.assign(image=_resolve_images(images_dir, names, csv_path, field)), csv_path)
 
-# %% ../nbs/01_data.ipynb #0000003a
+# %% ../nbs/01_data.ipynb #00000042
 CCNEG_EVAL_SIZE = 40_000   # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
 CCNEG_PATH_PREFIX = '/workspace/datasets/cc3m/'   # the prefix CoN-CLIP's released image_paths carry
 
@@ -541,7 +575,7 @@ def read_ccneg(annotations_path, # CoN-CLIP's ccneg_preprocessed.pt
     elif eval_only is False: df = df[df.split == 'train']
     return df
 
-# %% ../nbs/01_data.ipynb #0000003f
+# %% ../nbs/01_data.ipynb #00000047
 SCPP_SUBSETS = ('replace_att', 'replace_obj', 'replace_rel', 'swap_att', 'swap_obj')
 _SCPP_FIELDS = ('filename', 'caption', 'caption2', 'negative_caption')
 
@@ -575,7 +609,7 @@ def read_sugarcrepe_pp(root, # the folder holding {subset}.json
         frames.append(_finish(df, f))
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/01_data.ipynb #00000042
+# %% ../nbs/01_data.ipynb #0000004a
 SPLIT_BY = ('image', 'row')
 
 def split_frame(df:pd.DataFrame, # a standard frame
@@ -604,7 +638,7 @@ def count_leaks(df:pd.DataFrame) -> int: # a frame with `image` and `split` colu
     "How many distinct images occur in more than one split."
     return int((df.groupby('image')['split'].nunique() > 1).sum())
 
-# %% ../nbs/01_data.ipynb #00000045
+# %% ../nbs/01_data.ipynb #0000004d
 DATASETS = []          # the names get_dataset accepts (register_dataset appends)
 _BUILDERS, _HINTS, _PARAPHRASES = {}, {}, {}
 

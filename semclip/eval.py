@@ -18,12 +18,13 @@ from .core import (CheckpointError, ConfigError, DataError, DatasetNotFoundError
 # %% auto #0
 __all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS',
            'IMAGE_COLUMNS', 'ZEROSHOT_NAMES', 'HEADLINE', 'family_accuracy', 'scaled_accuracy', 'negation_accuracy',
-           'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics', 'combined_score', 'cosine_summary',
-           'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts', 'zeroshot_classifier', 'zeroshot_negated',
-           'clean_classname', 'torchvision_zeroshot_dataset', 'OpenClipEncoder', 'embedding_cache_key', 'embed',
-           'image_index', 'evaluate', 'metrics_table', 'markdown_table', 'default_out_dir', 'resolve_checkpoint',
-           'parse_names', 'parse_kv', 'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table',
-           'metrics_markdown', 'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'arg_parser', 'cli']
+           'winoground_scores', 'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics', 'combined_score',
+           'cosine_summary', 'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts', 'zeroshot_classifier',
+           'zeroshot_negated', 'clean_classname', 'torchvision_zeroshot_dataset', 'OpenClipEncoder',
+           'embedding_cache_key', 'embed', 'embed_negation_images', 'image_index', 'evaluate', 'metrics_table',
+           'markdown_table', 'default_out_dir', 'resolve_checkpoint', 'parse_names', 'parse_kv',
+           'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table', 'metrics_markdown',
+           'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'arg_parser', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000005
 def _float(x, name:str='embeddings') -> torch.Tensor:
@@ -98,6 +99,31 @@ def negation_accuracy(img, # image embeddings [n, d]
     return out
 
 # %% ../nbs/06_eval.ipynb #0000000e
+def winoground_scores(img, cap, neg, # embeddings [n, d] of image, caption and negation
+                      neg_img, # [n, d] the counterfactual images' embeddings; a row of NaN: the row has none (skipped)
+                      groups=None, # optional group label per sample (e.g. neg_type): adds per-group scores
+                      normalize:bool=True) -> dict: # L2-normalise first (cosine); False: raw dot products
+    "Winoground text/image/group scores over the rows with a counterfactual image, overall and per group."
+    ni = _float(neg_img, 'neg_img')
+    n = _same_rows(img=_float(img, 'img'), cap=_float(cap, 'cap'), neg=_float(neg, 'neg'), neg_img=ni)
+    has = ~torch.isnan(ni).any(-1).cpu()
+    out = dict(wino_n=int(has.sum()), wino_skipped=int(n - has.sum()))
+    if not has.any(): return out
+    x, t, tn, xn = (_prep(v[has], normalize, k) for v, k in ((img, 'img'), (cap, 'cap'), (neg, 'neg'), (ni, 'neg_img')))
+    xt, xtn, xnt, xntn = _rowcos(x, t), _rowcos(x, tn), _rowcos(xn, t), _rowcos(xn, tn)
+    ok = dict(text=((xt > xtn) & (xntn > xnt)).cpu(), image=((xt > xnt) & (xntn > xtn)).cpu())
+    ok['group'] = ok['text'] & ok['image']
+    out.update({f'wino_{k}': v.double().mean().item() for k, v in ok.items()})
+    g = _groups(groups, n)
+    if g is not None:
+        g = [v for v, h in zip(g, has.tolist()) if h]
+        for key in sorted({v for v in g if v is not None}):
+            m = torch.tensor([v == key for v in g])
+            out.update({f'wino_{k}/{key}': v[m].double().mean().item() for k, v in ok.items()})
+            out[f'wino_n/{key}'] = int(m.sum())
+    return out
+
+# %% ../nbs/06_eval.ipynb #00000012
 MAX_ELEMS = 2**22 # scores materialised at once when ranking (a chunk of queries x all keys: 16 MB in float32)
 
 def _chunk(n_queries:int, n_keys:int, max_elems:int) -> int: return max(1, min(n_queries, max_elems // max(n_keys, 1)))
@@ -145,7 +171,7 @@ def retrieval_ranks(img, # image embeddings [n_img, d], one row per distinct ima
         i2t[s:s+c] = torch.where(mine.any(1), r, torch.zeros_like(r))
     return t2i.cpu(), i2t.cpu()
 
-# %% ../nbs/06_eval.ipynb #00000012
+# %% ../nbs/06_eval.ipynb #00000016
 def matmul_topk(queries, # [n_q, d]
                 keys, # [n_k, d]
                 k:int, # how many best keys per query
@@ -185,7 +211,7 @@ def topk_ranks(img, txt, # image [n_img, d] and text [n_txt, d] embeddings
     i2t = _capped_ranks(v.cpu(), ids[i.cpu()] == torch.arange(ni)[:, None])
     return t2i, torch.where(has, i2t, torch.zeros_like(i2t))
 
-# %% ../nbs/06_eval.ipynb #00000013
+# %% ../nbs/06_eval.ipynb #00000017
 def _rank_stats(ranks, ks, name:str, full:bool) -> dict:
     r = ranks[ranks > 0]
     if len(r) == 0: return {**{f'{name}_R@{k}': float('nan') for k in ks}, f'{name}_n': 0}
@@ -210,14 +236,14 @@ def retrieval_metrics(img, # image embeddings [n_img, d], one row per distinct i
     out = {**_rank_stats(t2i, ks, 't2i', topk_fn is None), **_rank_stats(i2t, ks, 'i2t', topk_fn is None)}
     return {prefix + k: v for k, v in out.items()}
 
-# %% ../nbs/06_eval.ipynb #0000001e
+# %% ../nbs/06_eval.ipynb #00000022
 def combined_score(top1_orig:float, # text-to-image top-1 of the captions
                    top1_para:float, # text-to-image top-1 of the paraphrases
                    scaled:float) -> float: # scaled original-over-negation accuracy
     "mean(top1_orig, top1_para, scaled), ARCHITECTURE section 4."
     return (float(top1_orig) + float(top1_para) + float(scaled)) / 3
 
-# %% ../nbs/06_eval.ipynb #00000021
+# %% ../nbs/06_eval.ipynb #00000025
 def cosine_summary(img, cap, para=None, neg=None, # embeddings [n, d]; para and neg may be None
                    normalize:bool=True) -> dict: # L2-normalise first (cosine)
     "Mean cosine of image-caption, image-paraphrase, image-negation, caption-paraphrase, caption-negation."
@@ -238,7 +264,7 @@ def gap_distribution(img, cap, neg, # embeddings [n, d]
     _same_rows(img=x, cap=t, neg=n_)
     return (_rowcos(x, t) - _rowcos(x, n_)).double().cpu().numpy()
 
-# %% ../nbs/06_eval.ipynb #00000026
+# %% ../nbs/06_eval.ipynb #0000002a
 def sugarcrepe_pp_scores(img, p1, p2, neg, # embeddings [n, d]: image, caption (P1), caption2 (P2), negative_caption (N)
                          subsets, # subset name per sample
                          normalize:bool=True) -> dict: # L2-normalise first (cosine)
@@ -260,7 +286,7 @@ def sugarcrepe_pp_scores(img, p1, p2, neg, # embeddings [n, d]: image, caption (
     out['sc_itt_all'], out['sc_tot_all'] = itt.double().mean().item(), tot.double().mean().item()
     return out
 
-# %% ../nbs/06_eval.ipynb #0000002a
+# %% ../nbs/06_eval.ipynb #0000002e
 def embed_texts(encode_fn:Callable, # list[str] -> features [n, d]
                 texts:Sequence[str], # the strings to embed
                 batch_size:int=256, # strings per call
@@ -313,7 +339,7 @@ def zeroshot_negated(img, # image embeddings [n, d]
     return dict(acc_orig=out['acc_orig'], acc_neg=out['acc_neg'], delta=out['acc_orig'] - out['acc_neg'],
                 n=len(y), ties_orig=out['ties_orig'], ties_neg=out['ties_neg'])
 
-# %% ../nbs/06_eval.ipynb #0000002e
+# %% ../nbs/06_eval.ipynb #00000032
 FLOWERS102_CLASSES = [
     'pink primrose', 'hard-leaved pocket orchid', 'canterbury bells', 'sweet pea', 'english marigold', 'tiger lily',
     'moon orchid', 'bird of paradise', 'monkshood', 'globe thistle', 'snapdragon', "colt's foot", 'king protea',
@@ -335,7 +361,7 @@ def clean_classname(name:str) -> str: # a dataset's class name
     "Lower-case, underscores to spaces, single spaces: 'American_Bulldog' -> 'american bulldog'."
     return ' '.join(str(name).replace('_', ' ').lower().split())
 
-# %% ../nbs/06_eval.ipynb #00000031
+# %% ../nbs/06_eval.ipynb #00000035
 ZEROSHOT_DATASETS = {  # name: (torchvision class, folder under root, keyword for split 'test', for split 'train')
     'cifar10': ('CIFAR10', 'cifar-10-batches-py', dict(train=False), dict(train=True)),
     'cifar100': ('CIFAR100', 'cifar-100-python', dict(train=False), dict(train=True)),
@@ -366,7 +392,7 @@ def torchvision_zeroshot_dataset(name:str, # one of ZEROSHOT_DATASETS
     names = FLOWERS102_CLASSES if name == 'flowers102' else ds.classes
     return ds, [clean_classname(c) for c in names]
 
-# %% ../nbs/06_eval.ipynb #00000034
+# %% ../nbs/06_eval.ipynb #00000038
 class OpenClipEncoder:
     "Give a raw open_clip model and tokenizer the `encode_images` / `encode_texts` interface `embed` expects."
     def __init__(self, model, # an open_clip CLIP model
@@ -380,7 +406,7 @@ class OpenClipEncoder:
     def encode_images(self, x, normalize:bool=False): return self.model.encode_image(x.to(self.device), normalize=normalize)
     def encode_texts(self, texts, normalize:bool=False): return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
 
-# %% ../nbs/06_eval.ipynb #00000036
+# %% ../nbs/06_eval.ipynb #0000003a
 TEXT_FIELDS = ('caption', 'paraphrase', 'negation')
 
 def embedding_cache_key(checkpoint, # a checkpoint file (hashed by content), or a string naming fixed weights (e.g. a pretrained tag)
@@ -415,7 +441,7 @@ def _model_device(bundle) -> torch.device:
         if p is not None: return p.device
     return torch.device('cpu')
 
-# %% ../nbs/06_eval.ipynb #00000037
+# %% ../nbs/06_eval.ipynb #0000003b
 def embed(bundle, # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
           dataset, # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
           batch_size:int=256, # samples per forward pass
@@ -423,8 +449,9 @@ def embed(bundle, # anything with encode_images(x, normalize=False) and encode_t
           cache_key:str|None=None, # identifies model + data, see `embedding_cache_key`; required with cache_dir
           progress:bool=True, # show a progress bar
           num_workers:int=0, # DataLoader workers
-          precision:str='fp32') -> dict: # autocast precision; fp32 keeps distinct cosines distinct
-    "Raw features of every sample: {'image','caption','paraphrase','negation'} float32 CPU tensors [n, d]."
+          precision:str='fp32', # autocast precision; fp32 keeps distinct cosines distinct
+          negation_images:bool=True) -> dict: # also embed the counterfactual images when the dataset has them (`negation_image`)
+    "Raw features of every sample: {'image','caption','paraphrase','negation'[,'negation_image']} float32 CPU tensors [n, d]."
     for m in ('encode_images', 'encode_texts'):
         if not callable(getattr(bundle, m, None)):
             raise ConfigError(f'embed needs an object with encode_images/encode_texts; {type(bundle).__name__} has no {m} (wrap an open_clip model in OpenClipEncoder(model, tokenizer))')
@@ -467,11 +494,41 @@ def embed(bundle, # anything with encode_images(x, normalize=False) and encode_t
     finally:
         if was_training: module.train()
     out = {k: torch.cat(v) for k, v in feats.items() if v}
+    if negation_images and getattr(dataset, 'has_negation_image', False):
+        out['negation_image'] = embed_negation_images(bundle, dataset, batch_size, progress, num_workers, precision, dim=out['image'].shape[1])
     if path is not None:
         with atomic_write(path, 'wb') as f: torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #0000003d
+def embed_negation_images(bundle, # anything with encode_images(x, normalize=False)
+                          dataset, # a TripleDataset with a `negation_image` column
+                          batch_size:int=256, progress:bool=True, num_workers:int=0, precision:str='fp32',
+                          dim:int|None=None) -> torch.Tensor: # the feature width (needed when no row has a counterfactual)
+    "Raw features of each row's counterfactual image, through the dataset's transform: float32 CPU [n, d], a row of NaN where a row has none."
+    from semclip.data import TripleDataset
+    n = len(dataset)
+    keep = [i for i in range(n) if dataset.negation_image_path(i) is not None]
+    if not keep:
+        if dim is None: raise ConfigError('no row has a counterfactual image: pass dim= for the all-NaN result')
+        return torch.full((n, dim), float('nan'))
+    cf = TripleDataset(dataset.df.iloc[keep], transform=dataset.transform, require_paraphrase=False, source=dataset.source).negation_image_dataset()
+    loader = torch.utils.data.DataLoader(cf, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    device, parts = _model_device(bundle), []
+    module = getattr(bundle, 'model', None)
+    was_training = module.training if isinstance(module, torch.nn.Module) else None
+    if was_training: module.eval()
+    try:
+        with torch.no_grad(), autocast(precision, device):
+            for images, *_ in tqdm(loader, desc='embed counterfactual images', disable=not progress):
+                parts.append(bundle.encode_images(torch.stack(list(images)).to(device), normalize=False).float().cpu())
+    finally:
+        if was_training: module.train()
+    feats = torch.cat(parts)
+    out = torch.full((n, feats.shape[1]), float('nan'))
+    out[torch.tensor(keep)] = feats
+    return out
+
+# %% ../nbs/06_eval.ipynb #00000041
 IMAGE_COLUMNS = ('image', 'image_id', 'filepath', 'filename', 'image_path')  # 'image': semclip.data's resolved path
 
 def image_index(img, # image embeddings, one row per sample [n, d]
@@ -503,6 +560,7 @@ def evaluate(embeddings:dict, # from `embed`: 'image', 'caption' and optionally 
     if missing: raise ConfigError(f'embeddings lack {missing}; they must hold at least image and caption')
     e = {k: _float(v, k) for k, v in embeddings.items() if k in ('image', *TEXT_FIELDS)}
     n = _same_rows(**e)
+    neg_img = embeddings.get('negation_image')    # the counterfactual images (NaN rows: none), when the dataset has them
     if meta_df is not None and len(meta_df) != n: raise ConfigError(f'meta_df has {len(meta_df)} rows for {n} embedded samples')
     cols = set(meta_df.columns) if meta_df is not None else set()
     first, ids = image_index(e['image'], meta_df, image_column)
@@ -511,6 +569,7 @@ def evaluate(embeddings:dict, # from `embed`: 'image', 'caption' and optionally 
     if 'negation' in e:
         grp = meta_df[group_column] if group_column in cols else None
         out.update(negation_accuracy(e['image'], e['caption'], e['negation'], grp, normalize))
+        if neg_img is not None: out.update(winoground_scores(e['image'], e['caption'], e['negation'], neg_img, grp, normalize))
     out.update(retrieval_metrics(gallery, e['caption'], ks, ids, '', normalize, max_elems=max_elems))
     if 'paraphrase' in e: out.update(retrieval_metrics(gallery, e['paraphrase'], ks, ids, 'para_', normalize, max_elems=max_elems))
     if 'paraphrase' in e and 'negation' in e and 1 in ks:
@@ -520,7 +579,7 @@ def evaluate(embeddings:dict, # from `embed`: 'image', 'caption' and optionally 
         out.update(sugarcrepe_pp_scores(e['image'], e['caption'], e['paraphrase'], e['negation'], meta_df['subset'], normalize))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000043
+# %% ../nbs/06_eval.ipynb #00000047
 def metrics_table(metrics_by_arm:dict, # {arm name: metrics dict}
                   columns:Sequence[str]|None=None) -> pd.DataFrame: # metrics to keep, in order (default: all numeric, first-seen order)
     "One row per arm, one column per metric (NaN where an arm lacks it)."
@@ -548,7 +607,7 @@ def markdown_table(df:pd.DataFrame, # the table, e.g. from metrics_table
     sep = '|' + '|'.join(('-' * (w[j] + 1) + ':') if num[j] else ('-' * (w[j] + 2)) for j in range(len(w))) + '|'
     return '\n'.join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000046
+# %% ../nbs/06_eval.ipynb #0000004a
 def _safe_name(s:str) -> str: return re.sub(r'[^A-Za-z0-9._+-]+', '-', str(s)).strip('-') or 'model'
 
 def default_out_dir(checkpoint, # the semclip checkpoint evaluated, or None
@@ -587,7 +646,7 @@ def resolve_checkpoint(checkpoint, # a checkpoint file, 'auto', or None
                       f"so every number below is chance level")
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000049
+# %% ../nbs/06_eval.ipynb #0000004d
 ZEROSHOT_NAMES = ('synthneg', *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 def parse_names(value, # None, a comma-separated string ('synthneg,cifar10'), or a sequence of names
@@ -651,8 +710,8 @@ def embed_images(bundle, # anything with encode_images(x, normalize=False)
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #0000004c
-HEADLINE = ('neg_acc', 'neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe', 'neg_acc_family/compositional', 'neg_acc_scaled', 't2i_R@1', 't2i_R@5', 'i2t_R@1', 'i2t_R@5', 'para_t2i_R@1', 'para_t2i_R@5',
+# %% ../nbs/06_eval.ipynb #00000050
+HEADLINE = ('neg_acc', 'neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe', 'neg_acc_family/compositional', 'neg_acc_scaled', 'wino_text', 'wino_image', 'wino_group', 't2i_R@1', 't2i_R@5', 'i2t_R@1', 'i2t_R@5', 'para_t2i_R@1', 'para_t2i_R@5',
             'combined', 'sc_itt_mean', 'sc_tot_mean', 'zs_acc_orig/mean', 'zs_acc_neg/mean', 'zs_delta/mean')  # in metrics.md
 
 def headline_table(metrics:dict, # a flat metrics dict
@@ -705,7 +764,7 @@ def _json_safe(v):
     if isinstance(v, Path): return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #0000004f
+# %% ../nbs/06_eval.ipynb #00000053
 class _Skip(Exception): "A zero-shot set that cannot run here (recorded as skipped)."
 
 def _synth_kw(progress:bool) -> dict:
@@ -808,7 +867,7 @@ def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': Synt
         with atomic_write(out/'metrics.md', 'w') as f: f.write(metrics_markdown(metrics))
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #00000055
+# %% ../nbs/06_eval.ipynb #0000005b
 def _opt(kind):
     "An argparse type: 'none'/'null' -> None, else `kind(text)`."
     def parse(text):
@@ -847,5 +906,5 @@ def cli(argv=None): # the arguments (default: sys.argv[1:])
     "Console script `semclip-eval`: evaluate, print the headline table; an error is one line on stderr and exit status 2."
     cli_main(_main, 'semclip-eval', argv)
 
-# %% ../nbs/06_eval.ipynb #00000056
+# %% ../nbs/06_eval.ipynb #0000005c
 if __name__ == '__main__' and 'get_ipython' not in globals(): cli()   # python -m semclip.eval (never inside a notebook)

@@ -14,10 +14,11 @@ from tqdm.auto import tqdm
 from .core import ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['CONDITIONS', 'VARIANTS', 'ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS',
+__all__ = ['CONDITIONS', 'VARIANTS', 'ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
            'STUDY_COLUMNS', 'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'execute',
-           'by_priority', 'run_grid', 'collect', 'aggregate', 'format_table', 'write_tables', 'study_plan',
-           'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'reproduce', 'cli']
+           'by_priority', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables',
+           'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'reproduce',
+           'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))   # (pretrain, finetune) negation shares of the study
@@ -31,7 +32,7 @@ def condition_root(base:Path, # the dataset's runs folder (the default condition
     return Path(base) if name == dataset else Path(base).parent/name
 
 # %% ../nbs/08_reproduce.ipynb #00000008
-ARMS = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
+ARMS = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'tripletclip', 'semclip_img')
 
 @dataclass
 class Run:
@@ -206,7 +207,7 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
 # %% ../nbs/08_reproduce.ipynb #00000010
 ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
                   negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
-                  conclip='CoN-CLIP-style', semclip_img='SemCLIP + image margin',
+                  conclip='CoN-CLIP-style (counterfactual distractors)', tripletclip='TripletCLIP-style', semclip_img='SemCLIP + image margin',
                   semclip_negdata='SemCLIP + negated true captions (remedy)')
 PAPER_CCNEG = {'CLIP (paper, CC-Neg)': {'neg_acc': 0.681}, 'SemCLIP (paper, CC-Neg)': {'neg_acc': 0.781}}
 PAPER_BESIDE = {'paper: CLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.681},
@@ -273,6 +274,15 @@ def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split('/', 1)[1] for c in df.columns if c.startswith(prefix + '/')}
 
+WINO = {'wino_text': 'text score', 'wino_image': 'image score', 'wino_group': 'group score'}
+
+def image_side_columns(df:pd.DataFrame) -> dict:
+    "Table 4's columns: the Winoground-style text, image and group scores, overall then per negation type (where evaluated)."
+    out = {c: n for c, n in WINO.items() if c in df}
+    types = sorted({c.split('/', 1)[1] for c in df.columns if c.startswith('wino_group/')})
+    for t in types: out.update({f'{c}/{t}': f'{n.split()[0]} {t}' for c, n in WINO.items() if f'{c}/{t}' in df})
+    return out
+
 def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -284,7 +294,8 @@ def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
               'table2_sugarcrepe_pp': ({**{c: f'ITT {n}' for c, n in _per_prefix(df, 'sc_itt').items()},
                                        **{c: f'TOT {n}' for c, n in _per_prefix(df, 'sc_tot').items()}}, None),
               'table3_zeroshot_negated': ({c: f'{c.split("/")[0][3:]} {c.split("/")[1]}' for c in df.columns
-                                          if c.split('/')[0] in ('zs_acc_orig', 'zs_acc_neg', 'zs_delta')}, None)}
+                                          if c.split('/')[0] in ('zs_acc_orig', 'zs_acc_neg', 'zs_delta')}, None),
+              'table4_image_side': (image_side_columns(df), None)}
     md = {}
     for name, (labels, extra) in tables.items():
         if not labels: continue   # e.g. no SugarCrepe++ subsets on SynthNeg
@@ -295,7 +306,7 @@ def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
     with atomic_write(out_dir/'per_seed.csv', 'w') as f: df.to_csv(f, index=False, float_format='%.6f')
     return md
 
-# %% ../nbs/08_reproduce.ipynb #00000015
+# %% ../nbs/08_reproduce.ipynb #00000016
 STUDY_COLUMNS = {'neg_acc': 'orig > neg acc', 'neg_acc_family/ccneg_style': 'CC-Neg-style',
                  'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc_family/compositional': 'compositional'}
 
@@ -349,7 +360,7 @@ def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=ARMS)
     save_figure(conditions_figure(table, labels=ARM_LABELS), out_dir, 'conditions')
     return {'conditions': md}
 
-# %% ../nbs/08_reproduce.ipynb #0000001a
+# %% ../nbs/08_reproduce.ipynb #0000001b
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files have uncommitted changes."
     pr = project_root()
@@ -418,7 +429,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
                     ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #0000001e
+# %% ../nbs/08_reproduce.ipynb #0000001f
 def _count_arg(minimum:int):
     "An argparse type: an int >= `minimum`, refused where it is parsed."
     def parse(text):

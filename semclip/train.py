@@ -28,7 +28,8 @@ __all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', '
            'local_rows', 'logit_scales', 'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
-ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img')
+ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img',
+        'tripletclip')
 SEMCLIP_FAMILY = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'semclip_img')  # arms trained with SemCLIPLoss
 
 @dataclass
@@ -38,7 +39,7 @@ class TrainParams:
     data_root: str|None = None         # dataset folder; None: the registry default under $SEMCLIP_DATA
     pretrain_negation_share: float = 0.0  # synthneg: share of pre-training captions with a negation word (0: web-like)
     finetune_negation_share: float = 0.0  # synthneg: share of fine-tuning true captions with a negation word (0: CC-Neg-like)
-    arm: str = 'semclip'               # pretrain | baseline | paraphrase_only | negation_only | semclip | laclip | negclip | conclip | semclip_img
+    arm: str = 'semclip'               # pretrain | baseline | paraphrase_only | negation_only | semclip | laclip | negclip | conclip | semclip_img | tripletclip
     model: str = 'semclip-tiny'        # open_clip model name (e.g. ViT-B-32) or a semclip tiny config
     pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
     init_checkpoint: str|None = 'auto' # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing)
@@ -171,6 +172,9 @@ class TripleTensors:
     df: object                         # the split's rows (pandas DataFrame), for per-type metrics
     image_features: torch.Tensor|None = None  # [N, D] when the vision tower is frozen
     source: object = None              # the TripleDataset the rows come from (to decode images later)
+    negation_images: torch.Tensor|None = None          # [N, 3, H, W] the counterfactual images (arms that need them)
+    negation_image_features: torch.Tensor|None = None  # [N, D] their features when the vision tower is frozen
+    negation_source: object = None     # the TripleDataset of the counterfactuals (same rows, `negation_image` as image)
     def __len__(self): return len(self.df)
 
 def prepare_split(bundle, # a semclip.model.ClipBundle
@@ -178,11 +182,14 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
                   need=('caption', 'paraphrase', 'negation'), # the text fields to tokenise
                   max_rows:int|None=None, progress:bool=True,
                   images:bool=True, # False: leave the images undecoded (see `frozen_image_features`)
-                  dataset_kw:dict|None=None) -> TripleTensors: # extra `get_dataset` arguments (e.g. SynthNeg's negation shares)
+                  dataset_kw:dict|None=None, # extra `get_dataset` arguments (e.g. SynthNeg's negation shares)
+                  negation_images:bool=False, # also load the counterfactual images (`negation_image`); rows without one are dropped
+                  arm:str|None=None) -> TripleTensors: # the arm, for messages
     "Load a split, decode its images once and tokenise its texts once."
     from semclip.data import get_dataset, load_images, TripleDataset
     kw = {**(dict(progress=progress) if dataset == 'synthneg' else {}), **(dataset_kw or {})}
     ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess, **kw)
+    if negation_images: ds = _with_counterfactuals(ds, dataset, split, arm)
     if max_rows is not None and max_rows < len(ds):
         ds = TripleDataset(ds.df.iloc[:max_rows].reset_index(drop=True), transform=bundle.preprocess, require_paraphrase=False, source=ds.source)
     df = ds.df.reset_index(drop=True)
@@ -192,9 +199,35 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
             raise ConfigError(f"this arm needs the '{col}' column, which dataset {dataset!r} (split {split!r}) does not fill for every row")
     pixels = load_images(ds, progress=progress) if images else None
     tokens = {f: bundle.tokenizer(df[TEXT_FIELDS[f]].astype(str).tolist()) for f in need}
-    return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds)
+    cf = ds.negation_image_dataset() if negation_images else None
+    cf_pixels = load_images(cf, progress=progress) if cf is not None and images else None
+    return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds, negation_images=cf_pixels, negation_source=cf)
 
 # %% ../nbs/05_train.ipynb #00000011
+def _with_counterfactuals(ds, dataset:str, split:str, arm:str|None=None):
+    "`ds` keeping only the rows with a counterfactual image; a ConfigError when the dataset has none at all."
+    from semclip.data import TripleDataset
+    who = f'arm {arm!r}' if arm else 'this arm'
+    if not ds.has_negation_image:
+        raise ConfigError(f"{who} needs counterfactual images (a 'negation_image' column), which dataset {dataset!r} does not have; "
+                          "use SynthNeg (version 3 writes them) or an arm without negation images")
+    keep = [i for i in range(len(ds)) if ds.negation_image_path(i) is not None]
+    if len(keep) == len(ds): return ds
+    if not keep: raise ConfigError(f"{who}: no row of dataset {dataset!r} (split {split!r}) has a counterfactual image")
+    print(f"split {split!r}: dropped {len(ds) - len(keep)} of {len(ds)} rows without a counterfactual image (negation_image)")
+    return TripleDataset(ds.df.iloc[keep], transform=ds.transform, on_bad_sample=ds.on_bad_sample,
+                         require_paraphrase=ds.require_paraphrase, source=ds.source)
+
+def _check_counterfactual_data(p):
+    "Refuse, before a run writes anything, an arm that needs counterfactual images on a dataset without them."
+    from semclip.loss import ARM_INPUTS
+    from semclip.data import get_dataset
+    if 'negation_image' not in ARM_INPUTS.get(p.arm, ()) or p.train_shards: return
+    kw = {**(dict(progress=p.progress) if p.dataset == 'synthneg' else {}), **dataset_kwargs(p)}
+    ds = get_dataset(p.dataset, root=p.data_root, split='all', **kw)    # the table only: no image is decoded
+    if not ds.has_negation_image: _with_counterfactuals(ds, p.dataset, 'all', p.arm)
+
+# %% ../nbs/05_train.ipynb #00000013
 def batch_indices(n:int, # rows in the split
                   batch_size:int, step:int, seed:int) -> torch.Tensor:
     "The row indices of the batch at `step` (full batches only, a fresh permutation each epoch)."
@@ -204,7 +237,7 @@ def batch_indices(n:int, # rows in the split
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)[i*batch_size:(i+1)*batch_size]
 
-# %% ../nbs/05_train.ipynb #00000014
+# %% ../nbs/05_train.ipynb #00000016
 def _unwrap(model): return model.module if hasattr(model, 'module') else model
 
 def trim_tokens(tokens:torch.Tensor) -> torch.Tensor:
@@ -255,7 +288,7 @@ def encode_tokens(model, tokens:torch.Tensor, # [N, context_length] token ids
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return x
 
-# %% ../nbs/05_train.ipynb #00000019
+# %% ../nbs/05_train.ipynb #0000001b
 @torch.no_grad()
 def encode_images_once(model, images:torch.Tensor, batch_size:int=512, device='cpu', precision='fp32', progress=True) -> torch.Tensor:
     "Raw image features of every image, for a frozen vision tower."
@@ -272,6 +305,8 @@ def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus
     "Raw features of a batch: image, then each text field, with one text-tower call."
     m = _unwrap(model)
     feats = {'image': batch['image_features'] if 'image_features' in batch else model.encode_image(batch['image'])}
+    if 'negation_image_features' in batch: feats['negation_image'] = batch['negation_image_features']
+    elif 'negation_image' in batch: feats['negation_image'] = model.encode_image(batch['negation_image'])
     toks = [batch[f] for f in fields]
     if toks:
         L = max(int(t.argmax(-1).max()) + 1 for t in toks)
@@ -279,45 +314,52 @@ def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #0000001c
+# %% ../nbs/05_train.ipynb #0000001e
 def _tensor_digest(h, sd:dict):
     for k, v in sorted(sd.items()):
         h.update(k.encode()); h.update(v.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
 
-def image_feature_key(model, data:TripleTensors, device='cpu', precision='fp32') -> str:
-    "A digest of everything the frozen vision tower's features of `data`'s images depend on."
+def image_feature_key(model, data:TripleTensors, device='cpu', precision='fp32',
+                      field:str='image') -> str: # 'image', or 'negation_image' for the counterfactuals (its own key)
+    "A digest of everything the frozen vision tower's features of `data`'s images (or counterfactuals) depend on."
+    check_choice('field', field, ('image', 'negation_image'))
     h = hashlib.sha256()
+    if field != 'image': h.update(f'field={field}'.encode())
     _tensor_digest(h, _unwrap(model).visual.state_dict())
     from semclip.data import image_file_stamp   # a missing or odd file is a DataError naming its row, not a raw OSError
     df = data.df
     srcs = df['src_file'] if 'src_file' in df else [getattr(data.source, 'source', None)] * len(df)
     rows = df['src_row'] if 'src_row' in df else range(len(df))
-    stats = [image_file_stamp(p, file=f, row=int(r)) for p, f, r in zip(df['image'], srcs, rows)]
+    stats = [image_file_stamp(p, file=f, row=int(r)) for p, f, r in zip(df[field], srcs, rows)]
     tf = getattr(data.source, 'transform', None)
     h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
     return h.hexdigest()[:24]
 
 def frozen_image_features(model, data:TripleTensors, device='cpu', precision='fp32', progress=True,
-                          cache:bool=True) -> torch.Tensor: # False: always compute (and do not write)
+                          cache:bool=True, # False: always compute (and do not write)
+                          field:str='image') -> torch.Tensor: # 'image', or 'negation_image': the counterfactuals
     "Features of `data`'s images under the frozen vision tower: from the cache when present, else computed (and cached)."
     from semclip.data import load_images
-    path = runs_root()/'.cache'/'image_features'/f'{image_feature_key(model, data, device, precision)}.pt' if cache else None
+    key = image_feature_key(model, data, device, precision, field)
+    path = runs_root()/'.cache'/'image_features'/f'{key}.pt' if cache else None
     if path is not None and path.exists():
         try:
             feats = torch.load(path, map_location='cpu', weights_only=True)
             if torch.is_tensor(feats) and feats.shape[0] == len(data): return feats
         except Exception: pass                                     # unreadable: recompute and overwrite
-    images = data.images if data.images is not None else load_images(data.source, progress=progress)
+    if field == 'image': images = data.images if data.images is not None else load_images(data.source, progress=progress)
+    else: images = data.negation_images if data.negation_images is not None else load_images(data.negation_source, progress=progress)
     feats = encode_images_once(model, images, device=device, precision=precision, progress=progress).cpu()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(path, 'wb') as f: torch.save(feats, f)
     return feats
 
-# %% ../nbs/05_train.ipynb #0000001f
+# %% ../nbs/05_train.ipynb #00000023
 def loss_inputs(feats:dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get('paraphrase'), negation_features=feats.get('negation'), output_dict=True)
+    if 'negation_image' in feats: kw['negation_image_features'] = feats['negation_image']
     scale = _unwrap(model).logit_scale.exp() if getattr(loss_fn, 'uses_model_logit_scale', False) else None
     return dict(image_features=feats['image'], text_features=feats['caption'], logit_scale=scale, **kw)
 
@@ -345,7 +387,7 @@ def accumulate_gradients(model, loss_fn, batch:dict, fields, accum_steps:int=1,
         if p.grad is not None: p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #00000022
+# %% ../nbs/05_train.ipynb #00000026
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ('cpu', 'cuda') for q in params)
@@ -370,7 +412,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1., t)))
 
-# %% ../nbs/05_train.ipynb #00000027
+# %% ../nbs/05_train.ipynb #0000002b
 @torch.no_grad()
 def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', precision='fp32') -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -388,7 +430,7 @@ def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', p
     res['t2i_top1'] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #00000029
+# %% ../nbs/05_train.ipynb #0000002d
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -412,7 +454,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #0000002b
+# %% ../nbs/05_train.ipynb #0000002f
 LOG_FIELDS = ('step', 'lr', 'grad_norm', 'samples_per_s', 'split', 'logit_scale')  # fields of a training record that are not loss terms
 
 def loss_terms(records) -> list: # log records (dicts), e.g. `read_log(out_dir/'log.jsonl')`
@@ -423,7 +465,7 @@ def loss_terms(records) -> list: # log records (dicts), e.g. `read_log(out_dir/'
         names += [k for k, v in r.items() if k not in LOG_FIELDS and k not in names and isinstance(v, (int, float)) and not isinstance(v, bool)]
     return sorted(names, key=lambda k: k != 'loss')
 
-# %% ../nbs/05_train.ipynb #0000002e
+# %% ../nbs/05_train.ipynb #00000032
 def check_writable(out_dir, # the run's folder (a str or Path); it is not created
                    min_free_mb:int=200): # the free space a run needs
     "Fail at start, creating nothing, when `out_dir` is empty or a file, cannot be written, or its disk is full."
@@ -459,7 +501,7 @@ def claim_run_folder(out_dir): # the run's folder (created if missing)
         raise
     finally: lock.release()
 
-# %% ../nbs/05_train.ipynb #00000031
+# %% ../nbs/05_train.ipynb #00000035
 RESUME_FIXED = ('arm', 'model', 'dataset', 'pretrain_negation_share', 'finetune_negation_share', 'max_train', 'freeze_vision',
                 'freeze_text_layers', 'k', 'margin', 'normalize', 'learnable_proj', 'laclip_p', 'seed', 'batch_size', 'lr', 'weight_decay')
 
@@ -474,7 +516,7 @@ def check_resume(saved:dict|None, # the `params` stored in the checkpoint
                           + '; '.join(f'{k}: {a!r} in the checkpoint, {b!r} now' for k, a, b in diff)
                           + ". Pass the run's values to continue it, or start a new run in another out_dir")
 
-# %% ../nbs/05_train.ipynb #00000034
+# %% ../nbs/05_train.ipynb #00000038
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -536,7 +578,7 @@ def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000037
+# %% ../nbs/05_train.ipynb #0000003b
 def _laclip_swap(b:dict, laclip_p:float, gen) -> dict: # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
     "LaCLIP-style language rewrite: swap each caption for its paraphrase with probability `laclip_p`."
     if laclip_p > 0:
@@ -550,6 +592,8 @@ def _batch(data:TripleTensors, idx, fields, device, laclip_p=0., gen=None) -> di
     b = _laclip_swap(b, laclip_p, gen)
     if data.image_features is not None: b['image_features'] = data.image_features[idx]
     else: b['image'] = data.images[idx]
+    if data.negation_image_features is not None: b['negation_image_features'] = data.negation_image_features[idx]
+    elif data.negation_images is not None: b['negation_image'] = data.negation_images[idx]
     return {k: v.to(device, non_blocking=True) for k, v in b.items()}
 
 def _stream_batch(b:dict, fields, device, laclip_p=0., gen=None, frozen_model=None, precision='fp32') -> dict:
@@ -609,6 +653,10 @@ def setup_run(p:TrainParams, device, prec, dist_info:Dist):
                                   if f in loss_fn.required_inputs or (f == 'paraphrase' and loss_fn.caption_swap))
     show = p.progress and dist_info.main
     split = 'pretrain' if p.arm == 'pretrain' and p.dataset == 'synthneg' else 'train'
+    need_cf = 'negation_image' in loss_fn.required_inputs
+    if need_cf and p.train_shards:
+        raise ConfigError(f"arm {p.arm!r} needs counterfactual images (negation_image), which train_shards streaming does not carry; "
+                          f"train it on dataset {p.dataset!r} in memory (train_shards=None)")
     if p.train_shards:   # streamed: each rank reads its own shards, half (1/world) of the global batch per step
         from semclip.wds import ShardBatches
         data = ShardBatches(p.train_shards, bundle.tokenizer, bundle.preprocess, batch_size=p.batch_size // dist_info.world_size,
@@ -616,7 +664,7 @@ def setup_run(p:TrainParams, device, prec, dist_info:Dist):
         if dist_info.main: print(f'streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch')
     else:
         data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show, images=not p.freeze_vision,
-                             dataset_kw=dataset_kwargs(p))
+                             dataset_kw=dataset_kwargs(p), negation_images=need_cf, arm=p.arm)
         if len(data) < p.batch_size: raise ConfigError(f'batch_size={p.batch_size} is larger than the {len(data)} training rows')
     val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show, images=not p.freeze_vision,
                         dataset_kw=dataset_kwargs(p))
@@ -626,6 +674,10 @@ def setup_run(p:TrainParams, device, prec, dist_info:Dist):
         for d in (data, val) if not p.train_shards else (val,):
             d.image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show).to(device)
             d.images = None
+            if d.negation_source is not None:       # the counterfactuals: their own cache key
+                d.negation_image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show,
+                                                                  field='negation_image').to(device)
+                d.negation_images = None
     return bundle, loss_fn, fields, data, val
 
 def _resume_from(p:TrainParams, ckpt:Path) -> dict|None:
@@ -670,6 +722,7 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
     if p.batch_size % (dist_info.world_size * p.accum_steps):
         raise ConfigError(f'batch_size={p.batch_size} must be divisible by world_size x accum_steps = {dist_info.world_size * p.accum_steps}')
     out = Path(p.out_dir)
+    _check_counterfactual_data(p)
     if dist_info.main: check_writable(out)
     _ensure_init_checkpoint(p, dist_info)
     seed_everything(p.seed)
@@ -740,7 +793,7 @@ def _run(p:TrainParams, out:Path, device, prec:str, dist_info:Dist) -> dict:
         write_json(out/'metrics.json', metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000003b
+# %% ../nbs/05_train.ipynb #00000041
 def _parse_value(text:str, anno:str):
     "Parse a command-line string for a field annotated `anno` ('int|None', 'bool', ...)."
     if text.lower() in ('none', 'null') and 'None' in anno: return None
