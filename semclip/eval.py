@@ -240,7 +240,7 @@ def retrieval_metrics(img, # image embeddings [n_img, d], one row per distinct i
 def combined_score(top1_orig:float, # text-to-image top-1 of the captions
                    top1_para:float, # text-to-image top-1 of the paraphrases
                    scaled:float) -> float: # scaled original-over-negation accuracy
-    "mean(top1_orig, top1_para, scaled), ARCHITECTURE section 4."
+    "mean(top1_orig, top1_para, scaled): the paper's combined score."
     return (float(top1_orig) + float(top1_para) + float(scaled)) / 3
 
 # %% ../nbs/06_eval.ipynb #00000025
