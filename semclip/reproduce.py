@@ -328,6 +328,7 @@ def conditions_table(root:Path, # the dataset's runs folder (the default conditi
         croot = condition_root(root, dataset, pre, ft)
         files = [f for a in arms for f in sorted((croot/a).glob('seed*/eval/metrics.json'))]
         files += sorted((condition_root(root, dataset, pre, 0.0)/'pretrain').glob('seed*/eval/metrics.json'))
+        files = list(dict.fromkeys(files))   # the default condition's stand-in is both an arm folder and its pre-training run
         if not files: continue
         df = _read_metrics(files)
         agg = aggregate(df, STUDY_COLUMNS)
