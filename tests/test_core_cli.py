@@ -78,7 +78,9 @@ def test_keyboard_interrupt_exits_130():
 
 
 def test_real_ctrl_c_exits_130():
-    p = subprocess.Popen([sys.executable, '-c', SCRIPT, 'sleep'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    # a shell that started these tests in the background ignores SIGINT, and its children inherit that: restore the default
+    p = subprocess.Popen([sys.executable, '-c', SCRIPT, 'sleep'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         cwd=ROOT, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert p.stdout.readline() == 'ready\n'
         p.send_signal(signal.SIGINT)

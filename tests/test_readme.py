@@ -1,0 +1,22 @@
+"""README.md's results section is generated from the committed reference run; it must agree with it."""
+import subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tools'))
+import results_section as rs
+
+
+def test_readme_results_agree_with_the_reference_run():
+    r = subprocess.run([sys.executable, str(ROOT/'tools'/'results_section.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_changed_number_is_caught(tmp_path):
+    "The check can fail: a README whose table differs in one digit does not render equal."
+    readme = (ROOT/'README.md').read_text()
+    block = rs.section()
+    table_line = next(l for l in block.splitlines() if l.startswith('| SemCLIP |'))
+    tampered = readme.replace(table_line, table_line.replace('|', '| 0', 2).replace('| 0', '|', 1), 1)
+    assert tampered != readme
+    assert rs.render(tampered, block) != tampered
