@@ -7,15 +7,15 @@ from __future__ import annotations
 import os, re, sys, math, errno, fcntl, socket, time, random, tempfile, contextlib, hashlib, json, functools, numbers
 from pathlib import Path
 import numpy as np
-import torch
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'SemclipError', 'ConfigError', 'DataError', 'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError',
-           'WeightsUnavailableError', 'RunInUseError', 'check_choice', 'check_number', 'seed_everything', 'rng_state',
-           'set_rng_state', 'get_device', 'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root',
-           'safe_join', 'atomic_write', 'write_json', 'file_hash', 'unsafe_pickle_global', 'RunLock', 'cli_main']
+__all__ = ['ARMS', 'FINETUNE_ARMS', 'PRECISIONS', 'SemclipError', 'ConfigError', 'DataError', 'DatasetNotFoundError',
+           'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError', 'check_choice',
+           'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'resolve_precision',
+           'autocast', 'project_root', 'data_root', 'runs_root', 'safe_join', 'atomic_write', 'write_json', 'file_hash',
+           'unsafe_pickle_global', 'RunLock', 'cli_main']
 
-# %% ../nbs/00_core.ipynb #00000005
+# %% ../nbs/00_core.ipynb #00000006
 class SemclipError(Exception):
     "Base class of every error semclip raises on purpose."
 
@@ -47,7 +47,7 @@ class WeightsUnavailableError(SemclipError, RuntimeError):
 class RunInUseError(SemclipError, RuntimeError):
     "Another process holds the folder's `RunLock`."
 
-# %% ../nbs/00_core.ipynb #00000009
+# %% ../nbs/00_core.ipynb #0000000a
 def check_choice(name:str, # the parameter's name, as the user typed it
                  value, # the value given
                  choices): # the values allowed
@@ -57,7 +57,12 @@ def check_choice(name:str, # the parameter's name, as the user typed it
         raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(repr, choices))}")
     return value
 
-# %% ../nbs/00_core.ipynb #0000000c
+# %% ../nbs/00_core.ipynb #0000000d
+ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'tripletclip',
+        'semclip_img')
+FINETUNE_ARMS = ARMS[1:]   # the arms that fine-tune a pre-trained model, in the tables' order
+
+# %% ../nbs/00_core.ipynb #00000010
 def _number_kind(kind, min, max, min_inclusive) -> str:
     "What a parameter accepts, in words: 'a positive int', 'a number in [0, 1]', ..."
     a = 'an int' if kind is int else 'a number'
@@ -89,10 +94,11 @@ def check_number(name:str, # the parameter's name, as the user typed it
         raise ConfigError(f'{name}={v!r} must be {want}')
     return v
 
-# %% ../nbs/00_core.ipynb #0000000f
+# %% ../nbs/00_core.ipynb #00000013
 def seed_everything(seed:int, # the seed for python, numpy and torch
                     deterministic:bool=False): # also force deterministic torch algorithms
     "Seed every random number generator semclip uses."
+    import torch
     seed = check_number('seed', seed, min=0)
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
@@ -100,9 +106,10 @@ def seed_everything(seed:int, # the seed for python, numpy and torch
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-# %% ../nbs/00_core.ipynb #00000012
+# %% ../nbs/00_core.ipynb #00000016
 def rng_state() -> dict:
     "The state of python, numpy and torch generators, as plain data."
+    import torch
     st = np.random.get_state()
     d = dict(python=list(random.getstate()), numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
              torch=torch.get_rng_state())
@@ -112,16 +119,18 @@ def rng_state() -> dict:
 
 def set_rng_state(d:dict): # a dict made by `rng_state`
     "Restore the generators from `rng_state()`."
+    import torch
     py = d['python']; random.setstate((py[0], tuple(py[1]), py[2]))
     n = d['numpy']; np.random.set_state((n[0], n[1].numpy() if torch.is_tensor(n[1]) else np.asarray(n[1]), *n[2:]))
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/00_core.ipynb #00000015
+# %% ../nbs/00_core.ipynb #00000019
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 def get_device(device:str|torch.device='auto') -> torch.device: # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     "Resolve `device`, with 'auto' meaning CUDA when available."
+    import torch
     if isinstance(device, torch.device): return device
     if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: d = torch.device(device)
@@ -141,9 +150,10 @@ def autocast(precision:str, # one of PRECISIONS
     "A context manager running the forward pass at `precision` (a no-op for fp32)."
     p = resolve_precision(precision, device)
     if p == 'fp32': return contextlib.nullcontext()
+    import torch
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == 'bf16' else torch.float16)
 
-# %% ../nbs/00_core.ipynb #00000018
+# %% ../nbs/00_core.ipynb #0000001c
 def project_root() -> Path|None:
     "The semclip source checkout containing the working directory, if any."
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -164,7 +174,7 @@ def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
     return _root('SEMCLIP_RUNS', 'runs')
 
-# %% ../nbs/00_core.ipynb #0000001b
+# %% ../nbs/00_core.ipynb #0000001f
 @functools.lru_cache(maxsize=1024)
 def _real_dir(d:str) -> str:
     "A directory's resolved path (cached: datasets hold many files in few folders)."
@@ -186,7 +196,7 @@ def safe_join(root, # the directory every read must stay inside
                               f"links out of the data root are refused: copy the files in, or use a data root that holds the link's target)", file=file, row=row)
     return Path(real)
 
-# %% ../nbs/00_core.ipynb #0000001e
+# %% ../nbs/00_core.ipynb #00000022
 def _umask() -> int:
     m = os.umask(0); os.umask(m); return m
 
@@ -217,7 +227,7 @@ def file_hash(path, n:int=16) -> str: # the file, and how many hex digits to kee
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()[:n]
 
-# %% ../nbs/00_core.ipynb #00000021
+# %% ../nbs/00_core.ipynb #00000025
 _re_global = re.compile(r'(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)')
 
 def unsafe_pickle_global(exc:BaseException) -> str|None:
@@ -225,7 +235,7 @@ def unsafe_pickle_global(exc:BaseException) -> str|None:
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
 
-# %% ../nbs/00_core.ipynb #00000024
+# %% ../nbs/00_core.ipynb #00000028
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
     def __init__(self, folder): # the folder to lock (created if missing)
@@ -266,7 +276,7 @@ class RunLock:
     def __exit__(self, *exc): self.release()
     def __repr__(self): return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #00000028
+# %% ../nbs/00_core.ipynb #0000002c
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 

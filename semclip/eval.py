@@ -24,7 +24,7 @@ __all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', '
            'embedding_cache_key', 'embed', 'embed_negation_images', 'image_index', 'evaluate', 'metrics_table',
            'markdown_table', 'default_out_dir', 'resolve_checkpoint', 'parse_names', 'parse_kv',
            'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table', 'metrics_markdown',
-           'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'arg_parser', 'cli']
+           'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'run_command', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000005
 def _float(x, name:str='embeddings') -> torch.Tensor:
@@ -868,43 +868,23 @@ def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': Synt
     return dict(metrics, out_dir=str(out))
 
 # %% ../nbs/06_eval.ipynb #0000005b
-def _opt(kind):
-    "An argparse type: 'none'/'null' -> None, else `kind(text)`."
-    def parse(text):
-        if text.strip().lower() in ('none', 'null'): return None
-        try: return kind(text)
-        except ValueError: raise argparse.ArgumentTypeError(f'{text!r} is not a {kind.__name__}') from None
-    parse.__name__ = kind.__name__
-    return parse
-
-def arg_parser() -> argparse.ArgumentParser:
-    "The `semclip-eval` argument parser, built from `evaluate_checkpoint`'s parameters and their comments."
-    from fastcore.docments import docments
-    try: docs = docments(evaluate_checkpoint)
-    except Exception: docs = {}
-    ap = argparse.ArgumentParser(prog='semclip-eval', description='Evaluate a semclip checkpoint or an open_clip model on one dataset '
-                                 '(see nbs/06_eval.ipynb); writes metrics.json, metrics.md, embeddings.pt and meta.csv.')
-    for name, prm in inspect.signature(evaluate_checkpoint).parameters.items():
-        doc = (docs.get(name) or '').replace('%', '%%')
-        if name == 'progress': ap.add_argument('--progress', action=argparse.BooleanOptionalAction, default=True, help=doc); continue
-        if name == 'dataset_kw': ap.add_argument('--dataset_kw', action='append', metavar='KEY=VALUE', help=f'{doc} (repeatable)'); continue
-        default = 'auto' if name == 'checkpoint' else ','.join(prm.default) if name == 'zeroshot' else prm.default
-        ap.add_argument(f'--{name}', type=_opt(int if name in ('batch_size', 'max_samples') else str), default=default,
-                        help=f'{doc} (default: {default})')
-    return ap
-
-def _main(argv=None):
-    args = arg_parser().parse_args(argv)
+def _eval_command(args):
+    "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try: m = evaluate_checkpoint(**vars(args))
     except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(f'{e} [on this command line, root= is --data_root and any other reader argument '
-                                   f'is --dataset_kw KEY=VALUE, e.g. --dataset_kw images_dir=PATH]') from None
+        raise DatasetNotFoundError(f'{e} [on this command line, root= is --data-root and any other reader argument '
+                                   f'is --dataset-kw KEY=VALUE, e.g. --dataset-kw images_dir=PATH]') from None
     print(metrics_markdown(m))
     print(f"wrote metrics.json, metrics.md, embeddings.pt and meta.csv to {m['out_dir']}")
 
+def run_command(args): # the parsed arguments of semclip-eval (semclip.cli)
+    "Run `semclip-eval`; an error is one line on stderr and exit status 2."
+    cli_main(_eval_command, 'semclip-eval', args)
+
 def cli(argv=None): # the arguments (default: sys.argv[1:])
-    "Console script `semclip-eval`: evaluate, print the headline table; an error is one line on stderr and exit status 2."
-    cli_main(_main, 'semclip-eval', argv)
+    "Console script `semclip-eval` (the same as `semclip.cli.eval_main`)."
+    from semclip.cli import eval_main
+    return eval_main(argv)
 
 # %% ../nbs/06_eval.ipynb #0000005c
 if __name__ == '__main__' and 'get_ipython' not in globals(): cli()   # python -m semclip.eval (never inside a notebook)

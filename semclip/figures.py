@@ -21,7 +21,7 @@ try:
 except ImportError as e:   # a core-only install: say which extra brings the plotting stack
     raise ImportError(f"semclip.figures needs matplotlib and seaborn ({e.name} is missing): pip install 'semclip[notebooks]'") from None
 from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, check_choice, runs_root
-from .train import ARMS
+from .core import ARMS
 
 # %% auto #0
 __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'RunsNotFoundError', 'read_jsonl', 'RunFolder',
@@ -122,7 +122,7 @@ _SEED_DIR = re.compile(r'seed(\d+)')
 _RUN_FILES = ('log.jsonl', 'metrics.json', 'eval/metrics.json', 'eval/embeddings.pt')
 
 def arm_order(arms) -> list[str]: # arm names
-    "`arms` sorted as in `semclip.train.ARMS`, unknown names last (alphabetically)."
+    "`arms` sorted as in `semclip.core.ARMS`, unknown names last (alphabetically)."
     return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), '') if a in ARMS else (len(ARMS), a))
 
 class Runs(dict):

@@ -8,7 +8,7 @@ import os, io, re, json, math, time, random, hashlib, threading, ssl, http.clien
 import urllib.parse
 from collections import Counter
 from fastcore.basics import patch
-from .core import SemclipError, ConfigError, check_choice
+from .core import SemclipError, ConfigError, check_choice, check_number
 
 # %% auto #0
 __all__ = ['PARA_PROMPT', 'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor',
@@ -134,15 +134,9 @@ def env_redactor(*names:str|None) -> Redactor:
     return Redactor(*[v for v in vals if v], *[v.strip() for v in vals if v])
 
 # %% ../nbs/01e_llm.ipynb #00000016
-def _num_rule(lo, strict:bool, integer:bool) -> str:
-    return f"{'an integer' if integer else 'a finite number'} {'>' if strict else '>='} {lo}"
-
 def _check_num(name:str, v, lo=0, strict:bool=False, integer:bool=False):
-    "`v`, if it is a finite number (an int if `integer`) >= `lo` (> `lo` if `strict`); else a ConfigError naming `name`."
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    ok = ok and not isinstance(v, bool) and math.isfinite(v) and (v > lo if strict else v >= lo)
-    if not ok: raise ConfigError(f'{name}={v!r} must be {_num_rule(lo, strict, integer)}')
-    return v
+    "`v` as checked by `check_number`: an int (if `integer`) or number >= `lo` (> `lo` if `strict`)."
+    return check_number(name, v, kind=int if integer else float, min=lo, min_inclusive=not strict)
 
 # %% ../nbs/01e_llm.ipynb #00000019
 class LLMError(SemclipError, RuntimeError):

@@ -10,12 +10,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from torch import Tensor
-from .core import ConfigError, check_choice
+from .core import ARMS, ConfigError, check_choice
 
 # %% auto #0
-__all__ = ['SEMCLIP_ARMS', 'ARMS', 'ARM_INPUTS', 'ARM_OPTIONAL_INPUTS', 'IMAGE_INPUTS', 'CAPTION_SWAP_ARMS', 'info_nce',
-           'dist_info', 'gather_features', 'ClipLoss', 'orthonormal_basis', 'SemCLIPLoss', 'NegCLIPLoss', 'CoNCLIPLoss',
-           'TripletCLIPLoss', 'ImageNegMarginLoss', 'make_loss']
+__all__ = ['SEMCLIP_ARMS', 'ARM_INPUTS', 'IMAGE_INPUTS', 'CAPTION_SWAP_ARMS', 'info_nce', 'dist_info', 'gather_features',
+           'ClipLoss', 'orthonormal_basis', 'SemCLIPLoss', 'NegCLIPLoss', 'CoNCLIPLoss', 'TripletCLIPLoss',
+           'ImageNegMarginLoss', 'make_loss']
 
 # %% ../nbs/02_loss.ipynb #00000005
 def info_nce(rows:Tensor, # [n, d] queries, one per label
@@ -407,12 +407,9 @@ class ImageNegMarginLoss(_LossBase):
         return self._out(dict(image_margin=loss), loss, float('nan'), output_dict)
 
 # %% ../nbs/02_loss.ipynb #0000003d
-ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img',
-        'tripletclip')
 ARM_INPUTS = dict(pretrain=(), baseline=(), paraphrase_only=('paraphrase',), negation_only=('negation',),
                   semclip=('paraphrase', 'negation'), laclip=(), negclip=('negation',), conclip=('negation', 'negation_image'),
                   semclip_img=('paraphrase', 'negation'), tripletclip=('negation', 'negation_image'))  # keyword `{name}_features=` of forward
-ARM_OPTIONAL_INPUTS = {}  # inputs an arm uses when the data has them (none at present: CoN-CLIP now requires its distractors)
 IMAGE_INPUTS = ('negation_image',)  # required inputs that are images (encoded by the image tower), not texts
 CAPTION_SWAP_ARMS = ('laclip',)  # the trainer swaps the caption for its paraphrase at random
 

@@ -4,14 +4,13 @@
 
 # %% ../nbs/03_model.ipynb #00000002
 from __future__ import annotations
-import os, re, copy, json, time, pickle, difflib, contextlib, dataclasses, inspect, logging, hashlib, reprlib, warnings
+import os, re, copy, json, time, pickle, difflib, contextlib, dataclasses, inspect, logging, hashlib, reprlib, tempfile, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
 import open_clip
-from open_clip import factory as _oc_factory
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 import semclip
 from .core import (ConfigError, CheckpointError, WeightsUnavailableError, check_choice, get_device,
@@ -41,13 +40,17 @@ def _jsonable(x):
 def register_model_config(name:str, # the model name to register, e.g. 'semclip-tiny'
                           cfg:dict, # an open_clip model config: embed_dim, vision_cfg, text_cfg
                           overwrite:bool=False): # replace a different config already under `name`
-    "Add `cfg` to open_clip's model registry (in memory) under `name`."
+    "Add `cfg` to open_clip's model registry under `name`, through its public `add_model_config`."
     missing = [k for k in ('embed_dim', 'vision_cfg', 'text_cfg') if k not in cfg]
     if missing: raise ConfigError(f'model config {name!r} lacks {missing}; an open_clip config needs embed_dim, vision_cfg, text_cfg')
-    old = _oc_factory._MODEL_CONFIGS.get(name)
+    if not re.fullmatch(r'[\w.-]+', name): raise ConfigError(f'model name {name!r} may hold letters, digits, _, . and - only')
+    old = open_clip.get_model_config(name)
     if old is not None and _jsonable(old) != _jsonable(cfg) and not overwrite:
         raise ConfigError(f'open_clip already has a different model config named {name!r}; pass overwrite=True to replace it')
-    _oc_factory._MODEL_CONFIGS[name] = copy.deepcopy(cfg)
+    with tempfile.TemporaryDirectory() as d:   # open_clip reads a config from a JSON file named after the model
+        path = Path(d)/f'{name}.json'
+        path.write_text(json.dumps(cfg))
+        open_clip.add_model_config(path)       # read now; the file is not needed afterwards
 
 for _n, _c in TINY_CONFIGS.items(): register_model_config(_n, _c)
 
@@ -259,8 +262,10 @@ def create_model(name:str|None=None, # open_clip model name (default 'semclip-ti
     image_mean = image_mean or pre_cfg.get('mean'); image_std = image_std or pre_cfg.get('std')
     image_resize_mode = image_resize_mode or pre_cfg.get('resize_mode')
     try:
-        # loading a checkpoint afterwards: open_clip's "initialized randomly" warning would mislead
-        with _hub_offline_from_env(), _drop_root_log('No pretrained weights loaded', on=ckpt is not None):
+        # random init is what a checkpoint load (weights follow) or a semclip tiny config (trained from scratch) expects:
+        # open_clip's "No pretrained weights loaded ... initialized randomly" warning would only mislead there
+        quiet = ckpt is not None or name in TINY_CONFIGS
+        with _hub_offline_from_env(), _drop_root_log('No pretrained weights loaded', on=quiet):
             model, pp_train, pp_eval = open_clip.create_model_and_transforms(
                 name, pretrained=None if ckpt is not None else pretrained, precision=precision, device=device,
                 force_image_size=force_image_size, force_context_length=context_length,

@@ -4,21 +4,22 @@
 
 # %% ../nbs/08_reproduce.ipynb #00000003
 from __future__ import annotations
-import os, re, sys, json, time, math, argparse, subprocess
+import os, re, sys, json, time, math, functools, subprocess, threading
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
+from .core import FINETUNE_ARMS, ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['CONDITIONS', 'VARIANTS', 'ARMS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
-           'STUDY_COLUMNS', 'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'execute',
-           'by_priority', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables',
+__all__ = ['CONDITIONS', 'VARIANTS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
+           'STUDY_COLUMNS', 'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook',
+           'ipc_kernel_manager', 'execute', 'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress',
+           'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables',
            'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'reproduce',
-           'cli']
+           'run_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))   # (pretrain, finetune) negation shares of the study
@@ -32,8 +33,6 @@ def condition_root(base:Path, # the dataset's runs folder (the default condition
     return Path(base) if name == dataset else Path(base).parent/name
 
 # %% ../nbs/08_reproduce.ipynb #00000008
-ARMS = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'tripletclip', 'semclip_img')
-
 @dataclass
 class Run:
     "One papermill execution of a notebook."
@@ -59,7 +58,7 @@ class Run:
     def executed(self) -> Path: return (self.nb_dir or self.out_dir)/self.notebook
 
 def plan(dataset:str='synthneg', # registered dataset name
-         arms=ARMS, seeds=(42,), # the arms and seeds of the grid
+         arms=FINETUNE_ARMS, seeds=(42,), # the arms and seeds of the grid
          root:Path|None=None, # runs root for this dataset; None: $SEMCLIP_RUNS/<dataset>
          model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: an open_clip model and tag
          train_overrides:dict|None=None, # extra parameters for every training run (e.g. steps)
@@ -71,7 +70,7 @@ def plan(dataset:str='synthneg', # registered dataset name
          variants:dict|None=None, # extra rows: {row name: training overrides of an arm in `arms`}, e.g. VARIANTS
          figures:bool=True) -> list: # end with the 07_figures run
     "The runs of a reproduction, in an order that respects their dependencies."
-    for a in arms: check_choice('arm', a, ARMS)
+    for a in arms: check_choice('arm', a, FINETUNE_ARMS)
     variants = {k: v for k, v in (variants or {}).items() if v['arm'] in arms}
     pre_share, ft_share = condition
     base_root = Path(root) if root is not None else runs_root()/dataset
@@ -142,13 +141,26 @@ def experiment_notebook(path:Path, threads:int|None=None): # torch threads to se
     nb.cells = [nb.cells[0], head, *nb.cells[j:]]
     return nb
 
+@functools.cache
+def ipc_kernel_manager():
+    "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
+        def _ip_default(self) -> str:   # socket files of their own: jupyter's default, 'kernel-ipc' in the cwd, is shared by every kernel
+            import tempfile, uuid
+            return os.path.join(tempfile.gettempdir(), f'semclip-kernel-{uuid.uuid4().hex[:12]}-ipc')
+    return IPCKernelManager
+
 def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     pm = _notebook_module('papermill')
-    run.out_dir.mkdir(parents=True, exist_ok=True); run.executed.parent.mkdir(parents=True, exist_ok=True)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
+    run.executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pm.execute_notebook(experiment_notebook(nbs/run.notebook, run.threads), str(run.executed), parameters=run.params, kernel_name=kernel_name,
-                        progress_bar=False, cwd=str(nbs))
+    pm.execute_notebook(experiment_notebook(nbs/run.notebook, run.threads), str(run.executed), parameters=run.params,
+                        kernel_name=kernel_name, progress_bar=False, cwd=str(nbs), kernel_manager_class=ipc_kernel_manager())
     return time.time() - t0
 
 def by_priority(runs:list) -> list:
@@ -172,6 +184,83 @@ def _attempt(run:Run, nbs:Path, executor) -> tuple:
         print(f'{run.name} failed; executed notebook: {run.executed}', file=sys.stderr)
         return f'FAILED: {type(e).__name__}: {msg} (see {run.executed})', 0.
 
+def run_steps(run:Run) -> int|None:
+    "The optimizer steps of a training run (None for the other notebooks)."
+    if run.notebook != '05_train.ipynb': return None
+    from semclip.train import PRETRAIN_DEFAULTS, FINETUNE_DEFAULTS
+    default = PRETRAIN_DEFAULTS if run.params.get('arm') == 'pretrain' else FINETUNE_DEFAULTS
+    return int(run.params.get('steps') or default['steps'])
+
+def last_logged_step(log:Path) -> int:
+    "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
+    try:
+        with open(log, 'rb') as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode(errors='replace')
+    except OSError: return 0
+    steps = re.findall(r'^\{"step": (\d+)', tail, re.M)
+    return int(steps[-1]) if steps else 0
+
+# %% ../nbs/08_reproduce.ipynb #0000000e
+class PlanProgress:
+    "The state line of a running plan: runs in flight with their steps, and the measured time left."
+    def __init__(self, runs:list, jobs:int=1):
+        self.runs, self.jobs = {r.name: r for r in runs}, jobs
+        self.started, self.seconds, self.settled = {}, {}, set()
+    def start(self, run:Run): self.started[run.name] = time.time()
+    def finish(self, run:Run, seconds:float):
+        self.started.pop(run.name, None)
+        self.settled.add(run.name)
+        if seconds: self.seconds[run.name] = seconds
+    def skip(self, run:Run): self.settled.add(run.name)
+
+    def _step(self, run:Run) -> int: return last_logged_step(run.out_dir/'log.jsonl')
+
+    def seconds_per_step(self) -> float|None:
+        "Training seconds per step, over the finished and running training runs of this invocation."
+        secs = steps = 0
+        for name, s in self.seconds.items():
+            if (n := run_steps(self.runs[name])): secs, steps = secs + s, steps + n
+        for name, t0 in self.started.items():
+            if run_steps(self.runs[name]) and (k := self._step(self.runs[name])) >= 3: secs, steps = secs + time.time() - t0, steps + k
+        return secs / steps if steps else None
+
+    def _mean(self, notebook:str) -> float|None:
+        done = [s for n, s in self.seconds.items() if self.runs[n].notebook == notebook]
+        return sum(done) / len(done) if done else None
+
+    def seconds_left(self) -> tuple[float|None, bool]:
+        "(measured time left for the plan, whether some runs are not counted yet because nothing like them has finished)."
+        rate, left, unknown = self.seconds_per_step(), 0., False
+        for name, run in self.runs.items():
+            if name in self.settled: continue
+            n, elapsed = run_steps(run), time.time() - self.started.get(name, time.time())
+            if n: cost = None if rate is None else (n - min(n, self._step(run))) * rate if name in self.started else n * rate
+            else: cost = None if (m := self._mean(run.notebook)) is None else max(0., m - elapsed)
+            if cost is None: unknown = True
+            else: left += cost
+        if rate is None and not self.seconds: return None, True
+        return left / max(1, min(self.jobs, len(self.runs) - len(self.settled))), unknown
+
+    def line(self) -> str:
+        "e.g. 'train/semclip/seed43 step 87/150, eval/baseline/seed42 | about 12 min left'."
+        now = [f'{n} step {self._step(self.runs[n])}/{run_steps(self.runs[n])}' if run_steps(self.runs[n]) else n for n in self.started]
+        left, unknown = self.seconds_left()
+        if left is None: eta = 'measuring the time left'
+        else: eta = ('at least ' if unknown else 'about ') + (f'{left / 60:.0f} min left' if left >= 90 else f'{left:.0f} s left')
+        return ', '.join(now) + (' | ' if now else '') + eta
+
+# %% ../nbs/08_reproduce.ipynb #00000010
+def plan_summary(status:pd.DataFrame, # run_grid's table
+                 seconds:float) -> str: # the plan's wall time
+    "One line: how many runs were done, skipped, failed or not run, and the wall time."
+    kinds = status.status.str.extract(r'^(done|skipped|FAILED|not run)', expand=False).fillna('other').value_counts()
+    parts = [f'{kinds.get(k, 0)} {w}' for k, w in (('done', 'done'), ('skipped', 'skipped (finished before)'),
+                                                    ('FAILED', 'failed'), ('not run', 'not run')) if kinds.get(k, 0) or k == 'FAILED']
+    return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
+
+# %% ../nbs/08_reproduce.ipynb #00000012
 def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True, executor=None, jobs:int=1) -> pd.DataFrame:
     "Execute `runs` respecting their dependencies, `jobs` at a time, skipping finished ones; return a status table."
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
@@ -179,7 +268,13 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
     ok = ('done', 'skipped (finished before)')
     by_name = {r.name: r for r in runs}
     status, secs, pending, running = {}, {}, by_priority(runs), {}
-    bar = tqdm(total=len(runs), desc='reproduction', disable=not progress)
+    watch = PlanProgress(runs, jobs)
+    bar = tqdm(total=len(runs), desc='reproduction', unit='run', disable=not progress,
+               bar_format='{desc}: {n_fmt}/{total_fmt} runs [{elapsed}]{postfix}')
+    stop = threading.Event()
+    def refresh():                         # the step of each run in flight, every few seconds
+        while not stop.wait(3): bar.set_postfix_str(watch.line())
+    if progress: threading.Thread(target=refresh, daemon=True).start()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while pending or running:
             progressed = True
@@ -190,21 +285,29 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
                     failed = [a for a in r.after if status[a] not in ok]
                     if failed: status[r.name] = f"not run: {', '.join(failed)} failed"
                     elif r.done and not force and not _stale(r, by_name): status[r.name] = 'skipped (finished before)'
-                    elif len(running) < jobs: running[pool.submit(_attempt, r, nbs, executor)] = r
+                    elif len(running) < jobs:
+                        running[pool.submit(_attempt, r, nbs, executor)] = r
+                        watch.start(r)
                     else: continue
                     pending.remove(r); progressed = True
-                    if r.name in status: bar.update(1)
+                    if r.name in status:
+                        watch.skip(r)
+                        bar.update(1)
             if not running:
                 for r in pending: status[r.name] = f"not run: unknown dependency {r.after}"
                 pending.clear(); continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
-                r = running.pop(fut); status[r.name], secs[r.name] = fut.result()
-                bar.update(1); bar.set_postfix_str(f'{r.name}: {status[r.name][:6]}')
+                r = running.pop(fut)
+                status[r.name], secs[r.name] = fut.result()
+                watch.finish(r, secs[r.name] if status[r.name] == 'done' else 0.)
+                bar.update(1)
+                bar.set_postfix_str(watch.line())
+    stop.set()
     bar.close()
     return pd.DataFrame([dict(run=r.name, status=status[r.name], seconds=round(secs.get(r.name, 0.), 1), notebook=str(r.executed)) for r in runs])
 
-# %% ../nbs/08_reproduce.ipynb #00000010
+# %% ../nbs/08_reproduce.ipynb #00000016
 ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
                   negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
                   conclip='CoN-CLIP-style (counterfactual distractors)', tripletclip='TripletCLIP-style', semclip_img='SemCLIP + image margin',
@@ -248,7 +351,7 @@ def aggregate(df:pd.DataFrame, columns) -> pd.DataFrame:
     cols = [c for c in columns if c in df]
     g = df.groupby('arm', sort=False)[cols]
     out = pd.concat({'mean': g.mean(), 'se': g.std(ddof=1) / np.sqrt(g.count()), 'n': g.count()}, axis=1)
-    order = [a for a in ('pretrain', *ARMS, *VARIANTS) if a in out.index]
+    order = [a for a in ('pretrain', *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
 def _pm(mean, se) -> str:
@@ -269,7 +372,7 @@ def format_table(agg:pd.DataFrame, labels:dict, extra_rows:dict|None=None) -> tu
         lines.append(f'| *{name}* | ' + ' | '.join(_pm(vals.get(c), np.nan) for c in cols) + ' | - |')
     return csv, '\n'.join(lines) + '\n'
 
-# %% ../nbs/08_reproduce.ipynb #00000013
+# %% ../nbs/08_reproduce.ipynb #00000019
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split('/', 1)[1] for c in df.columns if c.startswith(prefix + '/')}
@@ -306,11 +409,11 @@ def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
     with atomic_write(out_dir/'per_seed.csv', 'w') as f: df.to_csv(f, index=False, float_format='%.6f')
     return md
 
-# %% ../nbs/08_reproduce.ipynb #00000016
+# %% ../nbs/08_reproduce.ipynb #0000001c
 STUDY_COLUMNS = {'neg_acc': 'orig > neg acc', 'neg_acc_family/ccneg_style': 'CC-Neg-style',
                  'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc_family/compositional': 'compositional'}
 
-def study_plan(dataset:str='synthneg', arms=ARMS, seeds=(42,), root:Path|None=None, # as for `plan`
+def study_plan(dataset:str='synthneg', arms=FINETUNE_ARMS, seeds=(42,), root:Path|None=None, # as for `plan`
                conditions=CONDITIONS, # (pretrain, finetune) negation shares
                **kw) -> list: # anything else `plan` takes (train_overrides, eval_overrides, jobs, cores)
     "The runs of the conditions study: every condition x arm x seed, each pre-training run once."
@@ -321,7 +424,7 @@ def study_plan(dataset:str='synthneg', arms=ARMS, seeds=(42,), root:Path|None=No
     return list(runs.values())
 
 def conditions_table(root:Path, # the dataset's runs folder (the default condition's)
-                     dataset:str='synthneg', conditions=CONDITIONS, arms=ARMS) -> pd.DataFrame:
+                     dataset:str='synthneg', conditions=CONDITIONS, arms=FINETUNE_ARMS) -> pd.DataFrame:
     "One row per (condition, arm): mean and standard error over seeds of the negation metrics (STUDY_COLUMNS)."
     parts = []
     for pre, ft in conditions:
@@ -350,7 +453,7 @@ def conditions_markdown(table:pd.DataFrame) -> str: # from `conditions_table`
                      + ' | '.join(_pm(row[f'{c} (mean)'], row[f'{c} (se)']) for c in cols) + f" | {int(row[f'{cols[0]} (n)'])} |")
     return '\n'.join(lines) + '\n'
 
-def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=ARMS) -> dict:
+def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
     table = conditions_table(root, dataset, arms=('pretrain', *arms))
@@ -361,7 +464,7 @@ def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=ARMS)
     save_figure(conditions_figure(table, labels=ARM_LABELS), out_dir, 'conditions')
     return {'conditions': md}
 
-# %% ../nbs/08_reproduce.ipynb #0000001b
+# %% ../nbs/08_reproduce.ipynb #00000021
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files have uncommitted changes."
     pr = project_root()
@@ -380,7 +483,7 @@ def _portable_path(path:Path) -> str:
 
 def reproduce(dataset:str='synthneg', # registered dataset name
               seeds:int=1, # number of seeds (42, 43, ...)
-              arms=ARMS, # fine-tuning arms to run
+              arms=FINETUNE_ARMS, # fine-tuning arms to run
               runs_dir=None, # where runs go; None: $SEMCLIP_RUNS/<dataset>
               figures_dir=None, # where tables and figures go; None: the checkout's figures/<dataset>
               steps:int|None=None, pretrain_steps:int|None=None, # training steps (None: the notebooks' defaults)
@@ -430,47 +533,24 @@ def reproduce(dataset:str='synthneg', # registered dataset name
                     ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #0000001f
-def _count_arg(minimum:int):
-    "An argparse type: an int >= `minimum`, refused where it is parsed."
-    def parse(text):
-        try: return check_number('value', int(text), min=minimum)
-        except (ValueError, ConfigError): raise argparse.ArgumentTypeError(f'must be an integer >= {minimum}, got {text!r}') from None
-    parse.__name__ = f'int>={minimum}'
-    return parse
-
-def _cli(argv=None):
-    "The body of `semclip-reproduce`."
-    ap = argparse.ArgumentParser(prog='semclip-reproduce', description='Train every arm, evaluate every checkpoint, write tables and figures.')
-    ap.add_argument('--dataset', default='synthneg', help='registered dataset (default: synthneg, offline)')
-    ap.add_argument('--seeds', type=_count_arg(1), default=1, help='number of seeds: 42, 43, ... (tables show mean ± standard error)')
-    ap.add_argument('--arms', nargs='+', default=list(ARMS), choices=ARMS, metavar='ARM', help=f"fine-tuning arms (default: all: {' '.join(ARMS)})")
-    ap.add_argument('--runs-dir', default=None, help='where runs go (default: $SEMCLIP_RUNS/<dataset>)')
-    ap.add_argument('--figures-dir', default=None, help="tables and figures (default: the checkout's figures/<dataset>)")
-    ap.add_argument('--steps', type=_count_arg(1), default=None, help='fine-tuning steps per arm (default: the training notebook default)')
-    ap.add_argument('--pretrain-steps', type=_count_arg(1), default=None, help='steps of the SynthNeg pre-training run')
-    ap.add_argument('--max-train', type=_count_arg(1), default=None, help='limit training rows (quick runs)')
-    ap.add_argument('--batch-size', type=_count_arg(1), default=None, help='training batch size (default: the notebook default, 256)')
-    ap.add_argument('--eval-max-samples', type=_count_arg(1), default=None, help='evaluate only the first N test rows (quick runs)')
-    ap.add_argument('--model', default='semclip-tiny', help='open_clip model for real datasets (e.g. ViT-B-32)')
-    ap.add_argument('--pretrained', default=None, help='open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)')
-    ap.add_argument('--jobs', type=_count_arg(1), default=2, help='notebooks executed at once, each with its share of the cores (default: 2)')
-    ap.add_argument('--force', action='store_true', help='rerun finished runs too')
-    ap.add_argument('--study', choices=['conditions'], default=None,
-                    help="'conditions': pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)")
-    ap.add_argument('--no-remedy', dest='remedy', action='store_false', help='SynthNeg: skip the remedy row (SemCLIP on negated true captions)')
-    a = ap.parse_args(argv)
-    cmd = 'semclip-reproduce ' + ' '.join(sys.argv[1:] if argv is None else argv)
-    res = reproduce(a.dataset, a.seeds, tuple(a.arms), a.runs_dir, a.figures_dir, a.steps, a.pretrain_steps, a.max_train,
-                    a.batch_size, a.eval_max_samples, a.model, a.pretrained, a.jobs, a.force, command=cmd,
-                    study=a.study, remedy=a.remedy)
+# %% ../nbs/08_reproduce.ipynb #00000025
+def _reproduce_command(a):
+    "The body of `semclip-reproduce`: run the grid, print the status and the tables."
+    from semclip.cli import command_line
+    a.arms = tuple(a.arms)
+    res = reproduce(**vars(a), command=command_line('semclip-reproduce', a))
     print(res['status'].to_string(index=False))
     for name, md in res['tables'].items(): print(f'\n{name}\n{md}')
-    print(f"\n{res['seconds']/60:.1f} min; tables, figures and provenance in {res['figures_dir']}")
+    print(f"\n{plan_summary(res['status'], res['seconds'])}; tables, figures and provenance in {res['figures_dir']}")
     if res['provenance']['failed']: sys.exit(f"semclip-reproduce: {len(res['provenance']['failed'])} run(s) failed: {', '.join(res['provenance']['failed'])}")
 
-def cli(argv=None):
-    "Console script `semclip-reproduce`: a bad argument or input is one line on stderr and exit 2; Ctrl-C, one line and 130."
-    cli_main(_cli, 'semclip-reproduce', argv)
+def run_command(args): # the parsed arguments of semclip-reproduce (semclip.cli)
+    "Run `semclip-reproduce`: a bad input is one line on stderr and exit 2; Ctrl-C, one line and 130."
+    cli_main(_reproduce_command, 'semclip-reproduce', args)
+
+def cli(argv=None): # the arguments (default: sys.argv[1:])
+    "Console script `semclip-reproduce` (the same as `semclip.cli.reproduce_main`)."
+    from semclip.cli import reproduce_main
+    return reproduce_main(argv)
 
 if __name__ == '__main__' and '__file__' in globals(): cli()

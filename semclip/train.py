@@ -13,76 +13,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import (ConfigError, CheckpointError, SemclipError, check_choice, check_number, seed_everything, get_device,
+from .core import (ARMS, ConfigError, CheckpointError, SemclipError, check_choice, check_number, seed_everything, get_device,
                           autocast, resolve_precision, runs_root, write_json, atomic_write, rng_state, set_rng_state, RunLock,
                           cli_main)
+from .cli import TrainParams, command_line
 
 # %% auto #0
-__all__ = ['ARMS', 'SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'LOG_FIELDS', 'RESUME_FIXED',
-           'TrainParams', 'param_docs', 'check_values', 'condition_dir', 'pretrain_checkpoint', 'dataset_kwargs',
-           'resolve_params', 'TripleTensors', 'prepare_split', 'batch_indices', 'trim_tokens', 'length_buckets',
-           'encode_tokens', 'encode_images_once', 'batch_features', 'image_feature_key', 'frozen_image_features',
-           'loss_inputs', 'accumulate_gradients', 'make_optimizer', 'WarmupCosine', 'quick_validate',
-           'TrainingDivergedError', 'JsonlLog', 'read_log', 'loss_terms', 'check_writable', 'claim_run_folder',
-           'check_resume', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean', 'StopFlag',
-           'local_rows', 'logit_scales', 'optimizer_step', 'setup_run', 'train', 'arg_parser', 'cli']
+__all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'LOG_FIELDS', 'RESUME_FIXED', 'param_docs',
+           'check_values', 'condition_dir', 'pretrain_checkpoint', 'dataset_kwargs', 'resolve_params', 'TripleTensors',
+           'prepare_split', 'batch_indices', 'trim_tokens', 'length_buckets', 'encode_tokens', 'encode_images_once',
+           'batch_features', 'image_feature_key', 'frozen_image_features', 'loss_inputs', 'accumulate_gradients',
+           'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log',
+           'loss_terms', 'check_writable', 'claim_run_folder', 'check_resume', 'Dist', 'init_distributed',
+           'allreduce_gradients', 'allreduce_mean', 'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales',
+           'optimizer_step', 'setup_run', 'train', 'training_summary', 'run_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #00000006
-ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'semclip_img',
-        'tripletclip')
 SEMCLIP_FAMILY = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'semclip_img')  # arms trained with SemCLIPLoss
-
-@dataclass
-class TrainParams:
-    "Every parameter of a training run (see the trailing comments)."
-    dataset: str = 'synthneg'          # synthneg | ccneg | sugarcrepe_pp | semclip_csv
-    data_root: str|None = None         # dataset folder; None: the registry default under $SEMCLIP_DATA
-    pretrain_negation_share: float = 0.0  # synthneg: share of pre-training captions with a negation word (0: web-like)
-    finetune_negation_share: float = 0.0  # synthneg: share of fine-tuning true captions with a negation word (0: CC-Neg-like)
-    arm: str = 'semclip'               # pretrain | baseline | paraphrase_only | negation_only | semclip | laclip | negclip | conclip | semclip_img | tripletclip
-    model: str = 'semclip-tiny'        # open_clip model name (e.g. ViT-B-32) or a semclip tiny config
-    pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
-    init_checkpoint: str|None = 'auto' # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing)
-    steps: int|None = None             # optimizer steps; None: 400 for pretrain, 150 for fine-tuning
-    pretrain_steps: int|None = None    # steps of the automatic pretrain run that 'auto' may start (None: its default)
-    batch_size: int = 256              # global batch size (samples per optimizer step)
-    accum_steps: int = 1               # micro-batches per step; the contrastive loss still sees the whole batch
-    lr: float|None = None              # peak learning rate; None: 1e-3 for pretrain, 5e-4 for fine-tuning
-    weight_decay: float = 0.2          # AdamW weight decay (not applied to gains, biases, scales)
-    warmup_steps: int = 50             # linear warm-up steps, then cosine decay to 0
-    grad_clip: float = 1.0             # max global gradient norm; 0 disables clipping
-    precision: str = 'auto'            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    device: str = 'auto'               # auto | cpu | cuda | cuda:N
-    freeze_vision: bool|None = None    # None: frozen for fine-tuning (paper default), trained for pretrain
-    freeze_text_layers: int = 0        # freeze this many lower text-transformer blocks
-    k: int = 2                         # dimension of the SemCLIP projection
-    margin: float = 0.0                # SemCLIP negation margin
-    normalize: bool = True             # cosine contrastive loss; False reproduces the released code
-    learnable_proj: bool = False       # learn the SemCLIP projection instead of fixing it
-    laclip_p: float = 0.5              # laclip arm: probability of swapping a caption for its paraphrase
-    max_train: int|None = None         # use at most this many training rows (quick runs)
-    train_shards: str|None = None      # stream training rows from WebDataset shards (brace pattern, '::' list or folder); None: the dataset's split in memory
-    num_workers: int = 0               # DataLoader processes decoding streamed shards (train_shards only)
-    seed: int = 42                     # seed for model init, data order and the projection
-    out_dir: str|None = None           # None: $SEMCLIP_RUNS/<dataset>/<arm>/seed<seed>
-    eval_every: int = 50               # validate every this many steps (0: only at the end)
-    ckpt_every: int = 100              # checkpoint every this many steps (0: only at the end)
-    resume: bool = False               # continue from out_dir/checkpoint.pt if it exists
-    progress: bool = True              # show a progress bar
-
-    @classmethod
-    def docs(cls) -> dict:
-        "The trailing comment of each field, read from this class's source (works in a notebook too)."
-        lines, _ = inspect.findsource(cls.docs)   # the whole file or cell that defines the class
-        src = ''.join(lines)
-        body = src[src.index('class TrainParams'):]
-        return {m[1]: m[2].strip() for m in re.finditer(r'^    (\w+):[^#\n]*#(.*)$', body, re.M)}
 
 def param_docs() -> dict:
     "The trailing comment of each `TrainParams` field."
     return TrainParams.docs()
 
-# %% ../nbs/05_train.ipynb #00000009
+# %% ../nbs/05_train.ipynb #0000000a
 _INTS = dict(batch_size=1, accum_steps=1, warmup_steps=0, eval_every=0, ckpt_every=0, freeze_text_layers=0, k=1, num_workers=0)
 _OPTIONAL_INTS = dict(steps=1, pretrain_steps=1, max_train=1)            # None: the arm's default, or all rows
 _FLOATS = dict(weight_decay=(0, None), grad_clip=(0, None), margin=(-1, 1), laclip_p=(0, 1),
@@ -117,7 +70,7 @@ def check_values(p:TrainParams) -> TrainParams: # parameters as given (None wher
     if p.device != 'auto': get_device(p.device)          # 'foo' or an absent GPU: refused before anything is created
     return p
 
-# %% ../nbs/05_train.ipynb #0000000c
+# %% ../nbs/05_train.ipynb #0000000d
 PRETRAIN_DEFAULTS = dict(steps=400, lr=1e-3, freeze_vision=False)
 FINETUNE_DEFAULTS = dict(steps=150, lr=5e-4, freeze_vision=True)
 
@@ -161,7 +114,7 @@ def resolve_params(params:TrainParams|dict|None=None, # a TrainParams, a dict, o
         p.out_dir = str(runs_root()/condition_dir(p.dataset, p.pretrain_negation_share, ft_share)/p.arm/f'seed{p.seed}')
     return p
 
-# %% ../nbs/05_train.ipynb #0000000f
+# %% ../nbs/05_train.ipynb #00000010
 TEXT_FIELDS = dict(caption='caption', paraphrase='paraphrased', negation='negation')
 
 @dataclass
@@ -203,7 +156,7 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
     cf_pixels = load_images(cf, progress=progress) if cf is not None and images else None
     return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds, negation_images=cf_pixels, negation_source=cf)
 
-# %% ../nbs/05_train.ipynb #00000011
+# %% ../nbs/05_train.ipynb #00000012
 def _with_counterfactuals(ds, dataset:str, split:str, arm:str|None=None):
     "`ds` keeping only the rows with a counterfactual image; a ConfigError when the dataset has none at all."
     from semclip.data import TripleDataset
@@ -227,7 +180,7 @@ def _check_counterfactual_data(p):
     ds = get_dataset(p.dataset, root=p.data_root, split='all', **kw)    # the table only: no image is decoded
     if not ds.has_negation_image: _with_counterfactuals(ds, p.dataset, 'all', p.arm)
 
-# %% ../nbs/05_train.ipynb #00000013
+# %% ../nbs/05_train.ipynb #00000014
 def batch_indices(n:int, # rows in the split
                   batch_size:int, step:int, seed:int) -> torch.Tensor:
     "The row indices of the batch at `step` (full batches only, a fresh permutation each epoch)."
@@ -237,7 +190,7 @@ def batch_indices(n:int, # rows in the split
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)[i*batch_size:(i+1)*batch_size]
 
-# %% ../nbs/05_train.ipynb #00000016
+# %% ../nbs/05_train.ipynb #00000017
 def _unwrap(model): return model.module if hasattr(model, 'module') else model
 
 def trim_tokens(tokens:torch.Tensor) -> torch.Tensor:
@@ -288,7 +241,7 @@ def encode_tokens(model, tokens:torch.Tensor, # [N, context_length] token ids
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return x
 
-# %% ../nbs/05_train.ipynb #0000001b
+# %% ../nbs/05_train.ipynb #0000001c
 @torch.no_grad()
 def encode_images_once(model, images:torch.Tensor, batch_size:int=512, device='cpu', precision='fp32', progress=True) -> torch.Tensor:
     "Raw image features of every image, for a frozen vision tower."
@@ -314,7 +267,7 @@ def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #0000001e
+# %% ../nbs/05_train.ipynb #0000001f
 def _tensor_digest(h, sd:dict):
     for k, v in sorted(sd.items()):
         h.update(k.encode()); h.update(v.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
@@ -355,7 +308,7 @@ def frozen_image_features(model, data:TripleTensors, device='cpu', precision='fp
         with atomic_write(path, 'wb') as f: torch.save(feats, f)
     return feats
 
-# %% ../nbs/05_train.ipynb #00000023
+# %% ../nbs/05_train.ipynb #00000024
 def loss_inputs(feats:dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get('paraphrase'), negation_features=feats.get('negation'), output_dict=True)
@@ -387,7 +340,7 @@ def accumulate_gradients(model, loss_fn, batch:dict, fields, accum_steps:int=1,
         if p.grad is not None: p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #00000026
+# %% ../nbs/05_train.ipynb #00000027
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ('cpu', 'cuda') for q in params)
@@ -412,7 +365,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1., t)))
 
-# %% ../nbs/05_train.ipynb #0000002b
+# %% ../nbs/05_train.ipynb #0000002c
 @torch.no_grad()
 def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', precision='fp32') -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -430,7 +383,7 @@ def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', p
     res['t2i_top1'] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #0000002d
+# %% ../nbs/05_train.ipynb #0000002e
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -454,7 +407,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #0000002f
+# %% ../nbs/05_train.ipynb #00000030
 LOG_FIELDS = ('step', 'lr', 'grad_norm', 'samples_per_s', 'split', 'logit_scale')  # fields of a training record that are not loss terms
 
 def loss_terms(records) -> list: # log records (dicts), e.g. `read_log(out_dir/'log.jsonl')`
@@ -465,7 +418,7 @@ def loss_terms(records) -> list: # log records (dicts), e.g. `read_log(out_dir/'
         names += [k for k, v in r.items() if k not in LOG_FIELDS and k not in names and isinstance(v, (int, float)) and not isinstance(v, bool)]
     return sorted(names, key=lambda k: k != 'loss')
 
-# %% ../nbs/05_train.ipynb #00000032
+# %% ../nbs/05_train.ipynb #00000033
 def check_writable(out_dir, # the run's folder (a str or Path); it is not created
                    min_free_mb:int=200): # the free space a run needs
     "Fail at start, creating nothing, when `out_dir` is empty or a file, cannot be written, or its disk is full."
@@ -501,7 +454,7 @@ def claim_run_folder(out_dir): # the run's folder (created if missing)
         raise
     finally: lock.release()
 
-# %% ../nbs/05_train.ipynb #00000035
+# %% ../nbs/05_train.ipynb #00000036
 RESUME_FIXED = ('arm', 'model', 'dataset', 'pretrain_negation_share', 'finetune_negation_share', 'max_train', 'freeze_vision',
                 'freeze_text_layers', 'k', 'margin', 'normalize', 'learnable_proj', 'laclip_p', 'seed', 'batch_size', 'lr', 'weight_decay')
 
@@ -516,7 +469,7 @@ def check_resume(saved:dict|None, # the `params` stored in the checkpoint
                           + '; '.join(f'{k}: {a!r} in the checkpoint, {b!r} now' for k, a, b in diff)
                           + ". Pass the run's values to continue it, or start a new run in another out_dir")
 
-# %% ../nbs/05_train.ipynb #00000038
+# %% ../nbs/05_train.ipynb #00000039
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -555,6 +508,12 @@ def allreduce_mean(values:dict, dist_info:Dist) -> dict:
     dist.all_reduce(t); t /= dist_info.world_size
     return dict(zip(keys, t))
 
+class TrainingInterrupted(KeyboardInterrupt):
+    "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
+    def __init__(self, step:int, checkpoint):
+        self.step, self.checkpoint = step, Path(checkpoint)
+        super().__init__(f'interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue')
+
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
     def __init__(self):
@@ -578,7 +537,7 @@ def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #0000003b
+# %% ../nbs/05_train.ipynb #0000003c
 def _laclip_swap(b:dict, laclip_p:float, gen) -> dict: # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
     "LaCLIP-style language rewrite: swap each caption for its paraphrase with probability `laclip_p`."
     if laclip_p > 0:
@@ -634,10 +593,14 @@ def _ensure_init_checkpoint(p:TrainParams, dist_info:Dist):
     if not p.init_checkpoint or Path(p.init_checkpoint).exists(): return
     if p.init_checkpoint != str(pretrain_checkpoint(p.dataset, p.seed)):
         raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
-    if dist_info.main: print(f'no pre-trained checkpoint at {p.init_checkpoint}: running the pretrain arm first')
+    steps = p.pretrain_steps or PRETRAIN_DEFAULTS['steps']
+    if dist_info.main:
+        print(f"arm {p.arm!r} fine-tunes SynthNeg's pre-trained stand-in (seed {p.seed}), which is not at {p.init_checkpoint}: "
+              f"training it first ({steps} steps of {p.batch_size} captions, semclip-tiny from scratch; its progress bar shows the "
+              f"time left). To skip it: init_checkpoint=None (--init-checkpoint none).", flush=True)
     train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
           device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train,
-          pretrain_negation_share=p.pretrain_negation_share)
+          pretrain_negation_share=p.pretrain_negation_share, resume=p.resume)
 
 def setup_run(p:TrainParams, device, prec, dist_info:Dist):
     "Model, loss, data and the text fields the arm needs."
@@ -734,6 +697,9 @@ def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword ar
 def _run(p:TrainParams, out:Path, device, prec:str, dist_info:Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out/'checkpoint.pt'
+    if dist_info.main and p.steps < p.warmup_steps:
+        print(f'warning: steps={p.steps} < warmup_steps={p.warmup_steps}: the learning rate stops at {p.steps / p.warmup_steps:.0%} '
+              f'of its peak lr={p.lr:g}; lower warmup_steps to reach it', file=sys.stderr, flush=True)
     st = _resume_from(p, ckpt)
     bundle, loss_fn, fields, data, val = setup_run(p, device, prec, dist_info)
     model = bundle.model
@@ -777,8 +743,7 @@ def _run(p:TrainParams, out:Path, device, prec:str, dist_info:Dist) -> dict:
                 save(ckpt, opt, sched, step + 1)
             if stop.requested(dist_info):      # every rank asks (a collective): Ctrl-C finishes the step, saves it, stops
                 save(ckpt, opt, sched, step + 1)
-                if dist_info.main: print(f'interrupted: checkpoint saved at step {step + 1} in {ckpt}; rerun with resume=True to continue')
-                raise KeyboardInterrupt
+                raise TrainingInterrupted(step + 1, ckpt)
     finally:
         stop.restore()
         if stream is not None: stream.close()   # stops the DataLoader workers of a streamed run
@@ -793,36 +758,35 @@ def _run(p:TrainParams, out:Path, device, prec:str, dist_info:Dist) -> dict:
         write_json(out/'metrics.json', metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #00000041
-def _parse_value(text:str, anno:str):
-    "Parse a command-line string for a field annotated `anno` ('int|None', 'bool', ...)."
-    if text.lower() in ('none', 'null') and 'None' in anno: return None
-    if anno.startswith('bool'):
-        if text.lower() in ('1', 'true', 'yes', 'y'): return True
-        if text.lower() in ('0', 'false', 'no', 'n'): return False
-        raise argparse.ArgumentTypeError(f'{text!r} is not a boolean')
-    for typ in ('int', 'float'):
-        if anno.startswith(typ): return {'int': int, 'float': float}[typ](text)
-    return text
+# %% ../nbs/05_train.ipynb #00000042
+def _percent(v) -> str: return f'{100 * v:.1f}%' if isinstance(v, float) else str(v)
 
-def arg_parser() -> argparse.ArgumentParser:
-    "The `semclip-train` argument parser, built from `TrainParams`."
-    ap = argparse.ArgumentParser(prog='semclip-train', description='Train one SemCLIP arm (see nbs/05_train.ipynb).')
-    docs = param_docs()
-    for f in fields(TrainParams):
-        anno = str(f.type)
-        conv = lambda s, a=anno: _parse_value(s, a)
-        conv.__name__ = anno.replace(' ', '')          # argparse names it in "invalid int|None value: 'abc'"
-        ap.add_argument(f'--{f.name}', type=conv, default=f.default,
-                        help=f'{docs.get(f.name, "")} (default: {f.default})')
-    return ap
+def training_summary(metrics:dict, # what `train` returned
+                     out_dir, seconds:float) -> str: # the run folder and the wall time
+    "The end of a `semclip-train` run as a short Markdown table: validation metrics in %, the folder, the time."
+    rows = [('negation accuracy (val)', metrics.get('neg_acc')), ('caption -> image top-1 (val)', metrics.get('t2i_top1')),
+            ('steps', metrics.get('step')), ('run folder', out_dir), ('elapsed', f'{seconds / 60:.1f} min')]
+    return '| | |\n|---|---|\n' + ''.join(f'| {k} | {_percent(v)} |\n' for k, v in rows if v is not None)
 
-def _main(argv=None):
-    metrics = train(**vars(arg_parser().parse_args(argv)))
-    print(json.dumps(metrics, indent=2))
+def _train_command(args):
+    "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
+    t0 = time.time()
+    try: metrics = train(**vars(args))
+    except TrainingInterrupted as e:
+        resume = command_line('semclip-train', args, resume=True)
+        print(f'semclip-train: {str(e).split("; rerun")[0]}; resume with: {resume}', file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    out = resolve_params(**vars(args)).out_dir
+    print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
+    print(training_summary(metrics, out, time.time() - t0))
+
+def run_command(args): # the parsed arguments of semclip-train (semclip.cli)
+    "Run `semclip-train`: a semclip error (or a missing/unwritable file) is one line on stderr and exit status 2."
+    cli_main(_train_command, 'semclip-train', args)
 
 def cli(argv=None): # the arguments (default: sys.argv[1:])
-    "Console script `semclip-train`: a semclip error (or a missing/unwritable file) is one line on stderr and exit status 2; Ctrl-C exits 130."
-    cli_main(_main, 'semclip-train', argv)
+    "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
+    from semclip.cli import train_main
+    return train_main(argv)
 
 if __name__ == '__main__' and '__file__' in globals(): cli()   # python -m semclip.train (not when the notebook runs)

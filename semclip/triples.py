@@ -15,17 +15,17 @@ from fastcore.basics import patch
 from .core import SemclipError, ConfigError, DataError, DatasetNotFoundError, check_choice, atomic_write, write_json
 from .rules import rule_paraphrases, rule_negations, apply_synonyms, judge_rules, read_judgements, REAL_WORLD_STYLE
 from .llm import (PARA_PROMPT, NEG_PROMPT, PARA_VERIFY_PROMPT, NEG_VERIFY_PROMPT, KINDS, fill_prompt, Redactor, check_key_env,
-                         env_key, env_redactor, LLMError, parse_verdict, OpenAIChatBackend, _scrub, _check_num, _num_rule)
+                         env_key, env_redactor, LLMError, parse_verdict, OpenAIChatBackend, _scrub, _check_num)
 _all_ = ['rule_paraphrases', 'rule_negations', 'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE',
          'PARA_PROMPT', 'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor',
          'check_key_env', 'env_key', 'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
 
 # %% auto #0
 __all__ = ['ISSUES', 'COLUMNS', 'TripleBackend', 'RuleBackend', 'clean_answer', 'validate', 'JsonlCache', 'format_report',
-           'generate_triples', 'read_caption_csv', 'generate_triples_csv', 'cli', 'rule_paraphrases', 'rule_negations',
-           'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE', 'PARA_PROMPT', 'NEG_PROMPT',
-           'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor', 'check_key_env', 'env_key',
-           'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
+           'generate_triples', 'read_caption_csv', 'generate_triples_csv', 'run_command', 'cli', 'rule_paraphrases',
+           'rule_negations', 'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE', 'PARA_PROMPT',
+           'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor', 'check_key_env',
+           'env_key', 'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
 
 # %% ../nbs/01b_triples.ipynb #00000005
 class TripleBackend(metaclass=ABCMeta):
@@ -479,47 +479,7 @@ def _cli_errors(prog:str, # the command's name, for the messages
         if x is e: raise
         raise x from None
 
-# %% ../nbs/01b_triples.ipynb #00000050
-def _num_arg(lo=0, strict:bool=False, integer:bool=False):
-    "An argparse type: a finite number (an int if `integer`) >= `lo` (> `lo` if `strict`), refused with the rule otherwise."
-    rule = _num_rule(lo, strict, integer)
-    def parse(s:str):
-        try: v = int(s) if integer else float(s)
-        except ValueError: v = None
-        if v is None or not math.isfinite(v) or (v <= lo if strict else v < lo): raise argparse.ArgumentTypeError(f'must be {rule}, got {s!r}')
-        return v
-    return parse
-
-def _key_env_arg(s:str) -> str:
-    try: return check_key_env(s, '--api-key-env')
-    except ConfigError as e: raise argparse.ArgumentTypeError(str(e)) from None
-
-# %% ../nbs/01b_triples.ipynb #00000053
-def _parser():
-    p = argparse.ArgumentParser(prog='semclip-triples', description='Add paraphrase and negation columns to a caption CSV.')
-    a, pos, nonneg, count = p.add_argument, _num_arg(0, True), _num_arg(0), _num_arg(0, integer=True)
-    a('input', help='caption CSV'); a('output', help='output CSV (written once, at the end)')
-    a('--caption-col', default='caption', help='caption column (default: caption)')
-    a('--backend', default='rule', choices=['rule', 'openai'], help='rule: offline rules; openai: an OpenAI-compatible server')
-    a('--base-url', default='http://127.0.0.1:11434/v1', help='API root of the server (default: ollama on this machine)')
-    a('--model', default='phi4', help='generator model (default: phi4)')
-    a('--verifier-model', default=None, help="Yes/No verifier model (default: mistral for --backend openai, none for rules; 'none' turns it off)")
-    a('--regen-model', default=None, help='model that rewrites rejected answers (default: the verifier model)')
-    a('--api-key-env', type=_key_env_arg, default='OPENAI_API_KEY', help='NAME of the environment variable holding the API key')
-    a('--concurrency', type=_num_arg(1, integer=True), default=4)
-    a('--timeout', type=pos, default=60.0, help='seconds per socket operation')
-    a('--deadline', type=pos, default=None, help='seconds per request, connect to last byte (default: 2 x timeout)')
-    a('--max-answer-bytes', type=_num_arg(1, integer=True), default=1 << 20, help='largest answer read (default: 1 MiB)')
-    a('--max-retries', type=count, default=4); a('--backoff', type=nonneg, default=1.0, help='first retry delay, seconds')
-    a('--max-backoff', type=nonneg, default=30.0)
-    a('--cache', default='auto', help="JSONL cache (default: OUTPUT.cache.jsonl for LLM backends; 'none': no cache)")
-    a('--no-fsync', action='store_true', help='do not fsync each cache line (faster; a power cut can lose lines, a crash cannot)')
-    a('--temperature', type=nonneg, default=0.1); a('--max-regen', type=count, default=1)
-    a('--no-verify', action='store_true'); a('--limit', type=count, default=None, help='only the first LIMIT rows')
-    a('--on-error', default='raise', choices=['raise', 'record']); a('--no-progress', action='store_true')
-    return p
-
-# %% ../nbs/01b_triples.ipynb #00000056
+# %% ../nbs/01b_triples.ipynb #00000052
 def _run(args) -> int:
     "The command, once its arguments are parsed."
     vm = None if (args.verifier_model or '').lower() == 'none' else args.verifier_model
@@ -534,11 +494,11 @@ def _run(args) -> int:
         if vm: verifier = OpenAIChatBackend(model=vm, verifier_model=vm, **llm_kw)
     cache = None if args.cache.lower() == 'none' else args.cache
     if cache == 'auto': cache = Path(str(args.output) + '.cache.jsonl') if backend.cacheable or verifier is not None else None
-    if cache is not None: cache = JsonlCache(cache, fsync=not args.no_fsync)
+    if cache is not None: cache = JsonlCache(cache, fsync=args.fsync)
     try:
         rep = generate_triples_csv(args.input, args.output, args.caption_col, backend, verifier, cache=cache, limit=args.limit,
-                                   max_regen=args.max_regen, verify=not args.no_verify, on_error=args.on_error,
-                                   progress=not args.no_progress)
+                                   max_regen=args.max_regen, verify=args.verify, on_error=args.on_error,
+                                   progress=args.progress)
     finally:
         if cache is not None: cache.close()
     red = env_redactor(args.api_key_env)
@@ -546,10 +506,14 @@ def _run(args) -> int:
     print(red(f"wrote {rep['output']} and {rep['report_path']}"))
     return 0
 
-def cli(argv:list[str]|None=None) -> int:
-    "The `semclip-triples` command."
-    args = _parser().parse_args(argv)
+def run_command(args) -> int: # the parsed arguments of semclip-triples (semclip.cli)
+    "Run `semclip-triples` inside `_cli_errors`, with the redactor of the key variable it was given."
     return _cli_errors('semclip-triples', lambda: _run(args), env_redactor(args.api_key_env),
                        'interrupted; every answer received so far is in the cache: rerun the same command to resume')
+
+def cli(argv:list[str]|None=None) -> int: # the arguments (default: sys.argv[1:])
+    "Console script `semclip-triples` (the same as `semclip.cli.triples_main`)."
+    from semclip.cli import triples_main
+    return triples_main(argv)
 
 if __name__ == '__main__' and 'get_ipython' not in globals(): sys.exit(cli())

@@ -17,9 +17,9 @@ from .core import ConfigError, DataError, DatasetNotFoundError, _umask, atomic_w
 from .data import ON_BAD_SAMPLE, TripleDataset, default_transform, open_image, open_image_file, transform_target_size
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards',
-           'shards_arg_parser', 'shards_cli', 'expand_urls', 'iter_shard', 'decode_sample', 'iter_samples',
-           'read_shards_frame', 'split_shards', 'ShardTriples', 'ShardBatches']
+__all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards', 'run_command',
+           'shards_cli', 'expand_urls', 'iter_shard', 'decode_sample', 'iter_samples', 'read_shards_frame',
+           'split_shards', 'ShardTriples', 'ShardBatches']
 
 # %% ../nbs/01c_wds.ipynb #00000006
 IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp')         # open_clip's image keys, in its order of preference
@@ -172,33 +172,24 @@ def write_shards(dataset, # a TripleDataset (e.g. from get_dataset) or a standar
     return [out/p.name for p in shards]
 
 # %% ../nbs/01c_wds.ipynb #00000019
-def shards_arg_parser() -> 'argparse.ArgumentParser':
-    "The `semclip-shards` argument parser."
-    import argparse
-    ap = argparse.ArgumentParser(prog='semclip-shards', description='Write a registered triple dataset as WebDataset tar shards (open_clip layout).')
-    ap.add_argument('--dataset', required=True, help='registered dataset: synthneg | ccneg | sugarcrepe_pp | semclip_csv')
-    ap.add_argument('--out', required=True, help='folder for the shards, sizes.json and manifest.json (created)')
-    ap.add_argument('--split', default='train', help="split to write ('train', 'val', 'test', 'pretrain', or 'all')")
-    ap.add_argument('--data_root', default=None, help="the dataset's folder (default: the registry's, under $SEMCLIP_DATA)")
-    ap.add_argument('--maxcount', type=int, default=1000, help='samples per shard (default: 1000)')
-    ap.add_argument('--prefix', default='shard', help='shard file names: PREFIX-000000.tar, ... (default: shard)')
-    ap.add_argument('--on_bad_sample', default='raise', help="'raise' (default) or 'skip' an unreadable image (skips are counted in the manifest)")
-    ap.add_argument('--no_progress', action='store_true', help='no progress bar')
-    return ap
-
-def _shards_main(argv):
+def _shards_command(a):
+    "The body of `semclip-shards`: write the shards, print where they are and how to train on them."
     from semclip.data import get_dataset
-    a = shards_arg_parser().parse_args(argv)
     ds = get_dataset(a.dataset, root=a.data_root, split=None if a.split == 'all' else a.split, on_bad_sample=a.on_bad_sample)
-    shards = write_shards(ds, a.out, maxcount=a.maxcount, prefix=a.prefix, progress=not a.no_progress)
+    shards = write_shards(ds, a.out, maxcount=a.maxcount, prefix=a.prefix, progress=a.progress)
     man = json.loads((Path(a.out)/'manifest.json').read_text())
     last = shards[-1].name if shards else '-'
     print(f"wrote {man['total']} samples in {len(shards)} shards to {a.out} ({shards[0].name if shards else '-'} .. {last}); "
-          f"skipped {len(man.get('skipped', []))}; train with --train_shards '{Path(a.out)}'")
+          f"skipped {len(man.get('skipped', []))}; train with --train-shards '{Path(a.out)}'")
+
+def run_command(args): # the parsed arguments of semclip-shards (semclip.cli)
+    "Run `semclip-shards`; user errors exit 2 with one line (`cli_main`)."
+    return cli_main(_shards_command, 'semclip-shards', args)
 
 def shards_cli(argv=None): # the arguments (default: sys.argv[1:])
-    "Console script `semclip-shards`: write shards, print where; user errors exit 2 with one line (`cli_main`)."
-    return cli_main(_shards_main, 'semclip-shards', argv)
+    "Console script `semclip-shards` (the same as `semclip.cli.shards_main`)."
+    from semclip.cli import shards_main
+    return shards_main(argv)
 
 # %% ../nbs/01c_wds.ipynb #0000001c
 def _braceexpand(s:str) -> list[str]:

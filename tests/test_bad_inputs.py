@@ -154,7 +154,7 @@ def test_unknown_arm_library_and_cli(tmp_path):
     assert "arm='x' is not valid; choose one of: 'pretrain'" in str(e)
     r = subprocess.run([sys.executable, '-m', 'semclip.train', '--arm', 'x', '--out_dir', str(tmp_path/'run')],
                        capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)})
-    assert r.returncode != 0 and "arm='x' is not valid" in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and "argument --arm: invalid choice: 'x'" in r.stderr and 'Traceback' not in r.stderr, r.stderr[-2000:]
     assert not (tmp_path/'run').exists()                                     # nothing written for a run that never started
 
 

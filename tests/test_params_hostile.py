@@ -10,7 +10,8 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from semclip.core import ConfigError
-from semclip.train import TrainParams, resolve_params, arg_parser, _INTS, _OPTIONAL_INTS, _FLOATS
+from semclip.train import TrainParams, resolve_params, _INTS, _OPTIONAL_INTS, _FLOATS
+from semclip.cli import command_parser
 
 NUMERIC = sorted({*_INTS, *_OPTIONAL_INTS, *_FLOATS, 'lr', 'seed'})
 values = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=True, allow_infinity=True), st.booleans(),
@@ -48,7 +49,7 @@ def test_library_parameters_are_refused_or_sound(name, value, tmp_path_factory):
                                                      st.sampled_from(['nan', 'inf', '-inf', '1e999', 'none', 'None', '0x10', ''])))
 def test_command_line_values_are_refused_or_sound(name, text, tmp_path_factory):
     "Parsing never raises anything but a usage error; what parses is then refused by name or sound."
-    ap = arg_parser()
+    ap = command_parser("semclip-train")
     ap.exit = lambda status=0, message=None: (_ for _ in ()).throw(argparse.ArgumentError(None, message or ''))
     ap.error = lambda message: (_ for _ in ()).throw(argparse.ArgumentError(None, message))
     flag = f'--{name}'

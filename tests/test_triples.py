@@ -426,8 +426,8 @@ def test_limit_must_not_be_negative(tmp_path, capsys):
     from semclip.triples import cli
     inp = _caps_csv(tmp_path)
     with pytest.raises(SystemExit) as e: cli([str(inp), str(tmp_path / 'o.csv'), '--limit', '-1', '--no-progress'])
-    assert e.value.code == 2 and "argument --limit: must be an integer >= 0, got '-1'" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match='limit=-1 must be an integer >= 0'): generate_triples_csv(inp, tmp_path / 'o.csv', limit=-1)
+    assert e.value.code == 2 and 'argument --limit: limit=-1 must be a non-negative int' in capsys.readouterr().err
+    with pytest.raises(ConfigError, match='limit=-1 must be a non-negative int'): generate_triples_csv(inp, tmp_path / 'o.csv', limit=-1)
     assert not (tmp_path / 'o.csv').exists()
 
 
@@ -500,17 +500,20 @@ def test_read_only_output_folder_is_a_clear_error_before_any_request(srv, tmp_pa
 
 
 @pytest.mark.parametrize('flag,value,says', [
-    ('--backoff', '-1', 'a finite number >= 0'), ('--timeout', 'nan', 'a finite number > 0'), ('--timeout', 'inf', 'a finite number > 0'),
-    ('--timeout', '0', 'a finite number > 0'), ('--timeout', '-2', 'a finite number > 0'), ('--max-backoff', 'nan', 'a finite number >= 0'),
-    ('--deadline', '0', 'a finite number > 0'), ('--temperature', 'nan', 'a finite number >= 0'), ('--temperature', '-1', 'a finite number >= 0'),
-    ('--concurrency', '0', 'an integer >= 1'), ('--concurrency', '2.5', 'an integer >= 1'), ('--max-retries', '-1', 'an integer >= 0'),
-    ('--max-regen', '-1', 'an integer >= 0'), ('--limit', 'x', 'an integer >= 0'), ('--max-answer-bytes', '0', 'an integer >= 1')])
+    ('--backoff', '-1', 'backoff=-1.0 must be a non-negative number'), ('--timeout', 'nan', 'timeout=nan must be a finite number'),
+    ('--timeout', 'inf', 'timeout=inf must be a finite number'), ('--timeout', '0', 'timeout=0.0 must be a positive number'),
+    ('--timeout', '-2', 'timeout=-2.0 must be a positive number'), ('--max-backoff', 'nan', 'max_backoff=nan must be a finite number'),
+    ('--deadline', '0', 'deadline=0.0 must be a positive number'), ('--temperature', 'nan', 'temperature=nan must be a finite number'),
+    ('--temperature', '-1', 'temperature=-1.0 must be a non-negative number'), ('--concurrency', '0', 'concurrency=0 must be a positive int'),
+    ('--concurrency', '2.5', "'2.5' is not an integer"), ('--max-retries', '-1', 'max_retries=-1 must be a non-negative int'),
+    ('--max-regen', '-1', 'max_regen=-1 must be a non-negative int'), ('--limit', 'x', "'x' is not an integer"),
+    ('--max-answer-bytes', '0', 'max_answer_bytes=0 must be a positive int')])
 def test_numeric_flags_are_validated_where_they_are_parsed(tmp_path, capsys, flag, value, says):
     "Sweep item 19: `--backoff -1` and `--timeout nan` ended in tracebacks (or hung) deep inside a run."
     from semclip.triples import cli
     with pytest.raises(SystemExit) as e: cli([str(_caps_csv(tmp_path)), str(tmp_path / 'o.csv'), flag, value, '--no-progress'])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and f'argument {flag}: must be {says}, got {value!r}' in err and 'Traceback' not in err
+    assert e.value.code == 2 and f'argument {flag}: {says}' in err and 'Traceback' not in err, err
 
 
 @pytest.mark.parametrize('kw', [dict(backoff=-1), dict(timeout=float('nan')), dict(timeout=float('inf')), dict(timeout=0),

@@ -85,7 +85,7 @@ def test_wheel_builds_installs_and_imports(tmp_path):
         r = _run([env / 'bin' / script, '--help'], cwd=work, env=envvars)
         assert r.stdout.startswith('usage: ' + script), (script, r.stdout[:300])
     # and a 2-step training on SynthNeg runs end to end
-    r = _run([env / 'bin' / 'semclip-train', '--dataset', 'synthneg', '--arm', 'pretrain', '--steps', '2', '--batch_size', '16',
-              '--max_train', '64', '--init_checkpoint', 'none', '--eval_every', '0', '--ckpt_every', '0', '--progress', 'false',
-              '--out_dir', str(tmp_path / 'run')], cwd=work, env={**envvars, 'SEMCLIP_RUNS': str(tmp_path / 'runs')})
+    r = _run([env / 'bin' / 'semclip-train', '--dataset', 'synthneg', '--arm', 'pretrain', '--steps', '2', '--batch-size', '16',
+              '--max-train', '64', '--init-checkpoint', 'none', '--eval-every', '0', '--ckpt-every', '0', '--no-progress',
+              '--out-dir', str(tmp_path / 'run')], cwd=work, env={**envvars, 'SEMCLIP_RUNS': str(tmp_path / 'runs')})
     assert (tmp_path / 'run' / 'final.pt').is_file(), r.stdout[-2000:]
