@@ -5,14 +5,16 @@
 # %% ../nbs/00a_cli.ipynb #00000003
 from __future__ import annotations
 import re, sys, argparse, importlib, linecache
+from pathlib import Path
 from dataclasses import dataclass, field, fields, MISSING
 import semclip
-from .core import ARMS, FINETUNE_ARMS, PRECISIONS, ConfigError, check_number
+from .core import ARMS, FINETUNE_ARMS, PRECISIONS, ConfigError, check_choice, check_number, data_root, dataset_not_found
 
 # %% auto #0
 __all__ = ['DATASET_NAMES', 'COMMANDS', 'documented', 'field_docs', 'Command', 'FlagAction', 'build_parser', 'TrainParams',
-           'EvalParams', 'TriplesParams', 'ShardsParams', 'ReproduceParams', 'command_parser', 'parse_command', 'run',
-           'command_line', 'train_main', 'eval_main', 'triples_main', 'shards_main', 'reproduce_main']
+           'EvalParams', 'TriplesParams', 'ShardsParams', 'ReproduceParams', 'FiguresParams', 'command_parser',
+           'parse_command', 'run', 'command_line', 'train_main', 'eval_main', 'triples_main', 'shards_main',
+           'reproduce_main', 'experiment_parameters']
 
 # %% ../nbs/00a_cli.ipynb #00000006
 _FIELD_LINE = re.compile(r'^\s+(\w+)\s*:[^#\n]*#\s*(.*?)\s*$')
@@ -280,7 +282,18 @@ class ReproduceParams:
     remedy: bool = True                # SynthNeg: also run the remedy row (SemCLIP on negated true captions)
     progress: bool = True              # show the progress of the plan: the current run, its step, the time left
 
-# %% ../nbs/00a_cli.ipynb #0000001f
+# %% ../nbs/00a_cli.ipynb #0000001e
+@documented
+@dataclass
+class FiguresParams:
+    "The parameters of the figures notebook (07_figures)."
+    dataset: str = 'synthneg'          # the dataset the runs were trained on: their folder under $SEMCLIP_RUNS
+    runs_dir: str|None = None          # folder holding <arm>/seed<N>/ runs; None: semclip.core.runs_root()/dataset
+    out_dir: str|None = None           # where the figures are written; None: <runs_dir>/figures
+    n_umap: int = 40                   # test samples drawn in the UMAP figure
+    seed: int = 0                      # the choice of those samples and the UMAP random_state
+
+# %% ../nbs/00a_cli.ipynb #00000020
 def _key_env(text:str) -> str:
     "--api-key-env: the NAME of a variable, refused (without echoing it) when it looks like a key."
     from semclip.llm import check_key_env
@@ -289,7 +302,7 @@ def _key_env(text:str) -> str:
 
 _COUNT, _POSITIVE, _NONNEGATIVE = dict(min=1), dict(min=0, min_inclusive=False), dict(min=0)
 
-# %% ../nbs/00a_cli.ipynb #00000020
+# %% ../nbs/00a_cli.ipynb #00000021
 COMMANDS = {c.prog: c for c in [
     Command('semclip-train', TrainParams, 'Train one arm on one dataset (see nbs/05_train.ipynb).', 'semclip.train:run_command',
             examples=('semclip-train --arm semclip --steps 150',
@@ -330,7 +343,7 @@ COMMANDS = {c.prog: c for c in [
                         eval_max_samples=_COUNT, jobs=_COUNT)),
 ]}
 
-# %% ../nbs/00a_cli.ipynb #00000021
+# %% ../nbs/00a_cli.ipynb #00000022
 def command_parser(prog:str) -> argparse.ArgumentParser: # 'semclip-train', 'semclip-eval', ...
     "The argument parser of one of the five commands."
     if prog not in COMMANDS: raise ConfigError(f"prog={prog!r} is not a semclip command; choose one of: {', '.join(COMMANDS)}")
@@ -350,7 +363,7 @@ def run(prog:str, argv:list|None=None):
     module, function = COMMANDS[prog].run.split(':')
     return getattr(importlib.import_module(module), function)(args)
 
-# %% ../nbs/00a_cli.ipynb #00000023
+# %% ../nbs/00a_cli.ipynb #00000024
 def _same(a, b) -> bool: return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
 
 def command_line(prog:str, # one of COMMANDS
@@ -371,7 +384,7 @@ def command_line(prog:str, # one of COMMANDS
         else: parts += [flag, 'none' if v is None else str(v)]
     return shlex.join(parts)
 
-# %% ../nbs/00a_cli.ipynb #00000025
+# %% ../nbs/00a_cli.ipynb #00000026
 def train_main(argv=None):
     "Console script `semclip-train`."
     return run('semclip-train', argv)
@@ -391,3 +404,22 @@ def shards_main(argv=None):
 def reproduce_main(argv=None):
     "Console script `semclip-reproduce`."
     return run('semclip-reproduce', argv)
+
+# %% ../nbs/00a_cli.ipynb #0000002c
+def experiment_parameters(params:str|type, # a command name ('semclip-train', 'semclip-eval') or a `documented` dataclass
+                          namespace:dict) -> dict: # the notebook's globals after its parameters cell (and papermill's)
+    "{parameter: value} of an experiment notebook, its defaults filled in, checked before any heavy work."
+    cmd = COMMANDS.get(params) if isinstance(params, str) else None
+    cls = cmd.params if cmd else params
+    values = {f.name: namespace.get(f.name, f.default) for f in fields(cls) if f.default is not MISSING}
+    for name, allowed in (cmd.choices if cmd else dict(dataset=DATASET_NAMES)).items():
+        if values.get(name) is not None: check_choice(name, values[name], allowed)
+    ckpt = values.get('checkpoint')
+    if isinstance(ckpt, str) and ckpt.lower() not in ('auto', 'none') and not Path(ckpt).expanduser().is_file():
+        raise ConfigError(f"checkpoint={ckpt!r}: no such file")
+    runs = values.get('runs_dir')
+    if runs is not None and not Path(runs).expanduser().is_dir(): raise ConfigError(f"runs_dir={runs!r}: no such folder")
+    if values.get('dataset') not in (None, 'synthneg'):   # SynthNeg is made on first use; the others must be here
+        root = Path(values.get('data_root') or data_root()/values['dataset']).expanduser()
+        if not root.is_dir(): raise dataset_not_found(values['dataset'], root)
+    return values

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['ARMS', 'FINETUNE_ARMS', 'PRECISIONS', 'SemclipError', 'ConfigError', 'DataError', 'DatasetNotFoundError',
-           'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError', 'check_choice',
-           'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device', 'resolve_precision',
-           'autocast', 'project_root', 'data_root', 'runs_root', 'safe_join', 'atomic_write', 'write_json', 'file_hash',
-           'unsafe_pickle_global', 'RunLock', 'cli_main']
+__all__ = ['ARMS', 'FINETUNE_ARMS', 'PRECISIONS', 'DATASET_HINTS', 'SemclipError', 'ConfigError', 'DataError',
+           'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError',
+           'check_choice', 'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
+           'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'dataset_not_found', 'safe_join',
+           'atomic_write', 'write_json', 'file_hash', 'unsafe_pickle_global', 'RunLock', 'cli_main']
 
 # %% ../nbs/00_core.ipynb #00000006
 class SemclipError(Exception):
@@ -173,6 +173,26 @@ def data_root() -> Path:
 def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
     return _root('SEMCLIP_RUNS', 'runs')
+
+
+DATASET_HINTS = {   # where each real dataset comes from: the second half of its "not found" message
+    'ccneg': "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
+             "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
+    'sugarcrepe_pp': "Put the five SugarCrepe++ JSON files (github.com/Sri-Harsha/scpp, data/*.json) in '{root}' "
+                     "and the COCO val2017 images in its sibling coco/val2017",
+    'semclip_csv': "Put the SemCLIP authors' ccneg_paraphrased.csv in '{root}' and the CC-Neg images, named "
+                   "{image_number:09d}.jpg, in '{root}/images'",
+}
+
+def dataset_not_found(name:str, # the dataset
+                      root, # where semclip looked
+                      what:str|None=None, # what is missing there (default: the folder itself)
+                      hint:str|None=None) -> DatasetNotFoundError: # where to get it (default: DATASET_HINTS)
+    "The error for a dataset that is not on this machine: where semclip looked, and where to get the data."
+    hint = hint or DATASET_HINTS.get(name) or 'Put the dataset there'
+    return DatasetNotFoundError(f"dataset {name!r} not found: looked in '{root}' ({what or 'no such folder'}). "
+                                f"{hint.replace('{root}', str(root))}. Pass root= or set $SEMCLIP_DATA to use another folder; "
+                                "data/README.md says where each dataset comes from")
 
 # %% ../nbs/00_core.ipynb #0000001f
 @functools.lru_cache(maxsize=1024)

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset, DataLoader
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import ConfigError, DataError, DatasetNotFoundError, check_choice, check_number, data_root, safe_join, unsafe_pickle_global
+from .core import (ConfigError, DataError, DatasetNotFoundError, DATASET_HINTS, check_choice, check_number, data_root,
+                          dataset_not_found, safe_join, unsafe_pickle_global)
 
 # %% auto #0
 __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD',
@@ -23,7 +24,7 @@ __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', '
            'CCNEG_PATH_PREFIX', 'SCPP_SUBSETS', 'SPLIT_BY', 'DATASETS', 'paper_transform', 'default_transform',
            'open_image_file', 'image_file_stamp', 'transform_target_size', 'to_rgb', 'open_image', 'TripleDataset',
            'load_images', 'read_triples_csv', 'read_semclip_csv', 'load_plain', 'read_ccneg', 'read_sugarcrepe_pp',
-           'split_frame', 'count_leaks', 'register_dataset', 'get_dataset']
+           'split_frame', 'count_leaks', 'register_dataset', 'dataset_root', 'get_dataset']
 
 # %% ../nbs/01_data.ipynb #00000006
 TRIPLE_COLUMNS = ('image', 'caption', 'paraphrased', 'negation')  # the columns every triple frame has
@@ -654,11 +655,7 @@ def register_dataset(name:str, # the name for get_dataset
     _BUILDERS[name], _HINTS[name], _PARAPHRASES[name] = fn, hint, has_paraphrase
     if name not in DATASETS: DATASETS.append(name)
 
-def _not_found(name, root, what=None):
-    hint = _HINTS.get(name) or 'Put the dataset there'
-    return DatasetNotFoundError(f"dataset {name!r} not found: looked in '{root}' ({what or 'no such folder'}). "
-                                f"{hint.replace('{root}', str(root))}. Pass root= or set $SEMCLIP_DATA to use another folder; "
-                                "see data/README.md (https://github.com/semclip/semclip/blob/main/data/README.md)")
+def _not_found(name, root, what=None): return dataset_not_found(name, root, what, _HINTS.get(name))
 
 def _build_synthneg(root, **kw):
     try: synth = importlib.import_module('semclip.synth')     # lazy: semclip.synth is exported after this module
@@ -684,15 +681,19 @@ def _build_semclip_csv(root, csv='ccneg_paraphrased.csv', images_dir=None, **kw)
     return read_semclip_csv(f, images_dir if images_dir is not None else root/'images', **kw)
 
 register_dataset('synthneg', _build_synthneg)
-register_dataset('ccneg', _build_ccneg, has_paraphrase=False,
-                 hint="Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
-                      "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'")
-register_dataset('sugarcrepe_pp', _build_scpp,
-                 hint="Put the five SugarCrepe++ JSON files (github.com/Sri-Harsha/scpp, data/*.json) in '{root}' "
-                      "and the COCO val2017 images in its sibling coco/val2017")
-register_dataset('semclip_csv', _build_semclip_csv,
-                 hint="Put the SemCLIP authors' ccneg_paraphrased.csv in '{root}' and the CC-Neg images, named "
-                      "{image_number:09d}.jpg, in '{root}/images'")
+register_dataset('ccneg', _build_ccneg, has_paraphrase=False, hint=DATASET_HINTS['ccneg'])
+register_dataset('sugarcrepe_pp', _build_scpp, hint=DATASET_HINTS['sugarcrepe_pp'])
+register_dataset('semclip_csv', _build_semclip_csv, hint=DATASET_HINTS['semclip_csv'])
+
+def dataset_root(name:str, # one of DATASETS
+                 root=None) -> Path|None: # the folder given, or None for the default
+    "The folder `get_dataset(name, root)` reads, checked to exist (None for SynthNeg's own default, which it generates)."
+    check_choice('name', name, DATASETS)
+    if root is None: root = None if name == 'synthneg' else data_root()/name   # synthneg: make_synthneg's own default
+    if root is None: return None
+    root = Path(root).expanduser()
+    if name != 'synthneg' and not root.is_dir(): raise _not_found(name, root)
+    return root
 
 def get_dataset(name:str, # one of DATASETS
                 root=None, # the dataset's folder; default: data_root()/name
@@ -709,10 +710,7 @@ def get_dataset(name:str, # one of DATASETS
     check_choice('split_by', split_by, SPLIT_BY)
     check_choice('on_bad_sample', on_bad_sample, ON_BAD_SAMPLE)
     check_number('split_seed', split_seed, min=0, max=2**32 - 1)
-    if root is None: root = None if name == 'synthneg' else data_root()/name   # synthneg: make_synthneg's own default
-    if root is not None:
-        root = Path(root).expanduser()
-        if name != 'synthneg' and not root.is_dir(): raise _not_found(name, root)
+    root = dataset_root(name, root)
     df = _BUILDERS[name](root, **kw)
     if not isinstance(df, pd.DataFrame): raise ConfigError(f'the builder of {name!r} returned a {type(df).__name__}, not a DataFrame')
     names = []

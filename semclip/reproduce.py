@@ -135,10 +135,12 @@ def experiment_notebook(path:Path, threads:int|None=None): # torch threads to se
     mod = next((m[1] for c in nb.cells if c.cell_type == 'code' for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', src(c), re.M)] if m), None)
     i = next((k for k, c in enumerate(nb.cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
     if mod is None or i is None: raise ConfigError(f"'{path}' has no '#| default_exp' cell or no papermill 'parameters' cell")
-    j = max((k for k in range(i) if nb.cells[k].cell_type == 'markdown' and src(nb.cells[k]).lstrip().startswith('#')), default=i)
+    headings = [k for k, c in enumerate(nb.cells) if k > i and c.cell_type == 'markdown'
+                and re.match(r'##\s.*experiment', src(c).lstrip(), re.I)]
+    if not headings: raise ConfigError(f"'{path}' has no '## ... experiment' section after its parameters cell")
     head = nbformat.v4.new_code_cell(f'from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI'
                                      + (f'\nimport torch; torch.set_num_threads({int(threads)})   # this run\'s share of the cores' if threads else ''))
-    nb.cells = [nb.cells[0], head, *nb.cells[j:]]
+    nb.cells = [nb.cells[0], head, nb.cells[i], nb.cells[i + 1], *nb.cells[headings[-1]:]]   # parameters, their check, the experiment
     return nb
 
 @functools.cache
