@@ -30,7 +30,10 @@ check-sync: install
 	@$(VENV)/bin/nbdev-clean
 	@git diff --quiet -- nbs || \
 	  { echo "ERROR: nbdev-clean changed nbs/: commit clean notebooks (run 'make clean-nbs')."; git diff --stat -- nbs; exit 1; }
-	@echo "semclip/ matches nbs/, notebooks are clean."
+	@$(VENV)/bin/nbdev-proc-nbs > _proc.log 2>&1 && ! grep -q "Found cells containing imports" _proc.log || \
+	  { echo "ERROR: nbdev-proc-nbs (the docs processor) failed or warned: see _proc.log"; tail -20 _proc.log; exit 1; }
+	@rm -f _proc.log
+	@echo "semclip/ matches nbs/, notebooks are clean, nbdev-proc-nbs passes."
 
 export: install
 	$(VENV)/bin/nbdev-export

@@ -595,8 +595,10 @@ def _ensure_init_checkpoint(p:TrainParams, dist_info:Dist):
         raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
     steps = p.pretrain_steps or PRETRAIN_DEFAULTS['steps']
     if dist_info.main:
+        partial = p.resume and (Path(p.init_checkpoint).parent/'checkpoint.pt').exists()
+        doing = 'continuing it from its checkpoint' if partial else 'training it first'
         print(f"arm {p.arm!r} fine-tunes SynthNeg's pre-trained stand-in (seed {p.seed}), which is not at {p.init_checkpoint}: "
-              f"training it first ({steps} steps of {p.batch_size} captions, semclip-tiny from scratch; its progress bar shows the "
+              f"{doing} ({steps} steps of {p.batch_size} captions, semclip-tiny from scratch; its progress bar shows the "
               f"time left). To skip it: init_checkpoint=None (--init-checkpoint none).", flush=True)
     train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
           device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train,

@@ -4,11 +4,14 @@
 nbdev's docs processor (`nbdev-proc-nbs`) executes every cell that contains an import; a cell that mixes
 imports with test code is then run out of context. Usage: python tools/split_imports.py nbs/*.ipynb
 """
-import ast, json, sys
+import ast, json, re, sys
 from pathlib import Path
+
+_ONE_LINE = re.compile(r'^((?:import [\w., ]+|from [\w.]+ import [\w., ]+?));\s*(\S.*)$', re.M)
 
 def _split(src: str):
     "(imports, rest) of a cell's source, or None when there is nothing to split."
+    src = _ONE_LINE.sub(r'\1\n\2', src)          # `import x; y()` -> two lines
     try: tree = ast.parse(src)
     except SyntaxError: return None
     imps = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
