@@ -12,8 +12,9 @@ import numpy as np
 __all__ = ['ARMS', 'FINETUNE_ARMS', 'PRECISIONS', 'DATASET_HINTS', 'SemclipError', 'ConfigError', 'DataError',
            'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError',
            'check_choice', 'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
-           'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'dataset_not_found', 'safe_join',
-           'atomic_write', 'write_json', 'file_hash', 'unsafe_pickle_global', 'RunLock', 'cli_main']
+           'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'portable_path',
+           'dataset_not_found', 'safe_join', 'atomic_write', 'write_json', 'file_hash', 'unsafe_pickle_global',
+           'RunLock', 'cli_main']
 
 # %% ../nbs/00_core.ipynb #00000006
 class SemclipError(Exception):
@@ -47,7 +48,7 @@ class WeightsUnavailableError(SemclipError, RuntimeError):
 class RunInUseError(SemclipError, RuntimeError):
     "Another process holds the folder's `RunLock`."
 
-# %% ../nbs/00_core.ipynb #0000000a
+# %% ../nbs/00_core.ipynb #0000000b
 def check_choice(name:str, # the parameter's name, as the user typed it
                  value, # the value given
                  choices): # the values allowed
@@ -57,12 +58,12 @@ def check_choice(name:str, # the parameter's name, as the user typed it
         raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(repr, choices))}")
     return value
 
-# %% ../nbs/00_core.ipynb #0000000d
+# %% ../nbs/00_core.ipynb #0000000e
 ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'tripletclip',
         'semclip_img')
 FINETUNE_ARMS = ARMS[1:]   # the arms that fine-tune a pre-trained model, in the tables' order
 
-# %% ../nbs/00_core.ipynb #00000010
+# %% ../nbs/00_core.ipynb #00000011
 def _number_kind(kind, min, max, min_inclusive) -> str:
     "What a parameter accepts, in words: 'a positive int', 'a number in [0, 1]', ..."
     a = 'an int' if kind is int else 'a number'
@@ -94,7 +95,7 @@ def check_number(name:str, # the parameter's name, as the user typed it
         raise ConfigError(f'{name}={v!r} must be {want}')
     return v
 
-# %% ../nbs/00_core.ipynb #00000013
+# %% ../nbs/00_core.ipynb #00000014
 def seed_everything(seed:int, # the seed for python, numpy and torch
                     deterministic:bool=False): # also force deterministic torch algorithms
     "Seed every random number generator semclip uses."
@@ -106,7 +107,7 @@ def seed_everything(seed:int, # the seed for python, numpy and torch
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-# %% ../nbs/00_core.ipynb #00000016
+# %% ../nbs/00_core.ipynb #00000017
 def rng_state() -> dict:
     "The state of python, numpy and torch generators, as plain data."
     import torch
@@ -125,7 +126,7 @@ def set_rng_state(d:dict): # a dict made by `rng_state`
     torch.set_rng_state(d['torch'])
     if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
 
-# %% ../nbs/00_core.ipynb #00000019
+# %% ../nbs/00_core.ipynb #0000001b
 PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
 
 def get_device(device:str|torch.device='auto') -> torch.device: # 'auto', 'cpu', 'cuda', 'cuda:1', ...
@@ -153,7 +154,7 @@ def autocast(precision:str, # one of PRECISIONS
     import torch
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == 'bf16' else torch.float16)
 
-# %% ../nbs/00_core.ipynb #0000001c
+# %% ../nbs/00_core.ipynb #0000001e
 def project_root() -> Path|None:
     "The semclip source checkout containing the working directory, if any."
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -175,6 +176,12 @@ def runs_root() -> Path:
     return _root('SEMCLIP_RUNS', 'runs')
 
 
+def portable_path(path) -> str: # a path to show in a file that is committed or shared
+    "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
+    path = Path(path).resolve()
+    try: return '$SEMCLIP_RUNS/' + path.relative_to(runs_root().resolve()).as_posix()
+    except ValueError: return '/'.join(path.parts[-2:])
+
 DATASET_HINTS = {   # where each real dataset comes from: the second half of its "not found" message
     'ccneg': "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
              "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
@@ -194,7 +201,7 @@ def dataset_not_found(name:str, # the dataset
                                 f"{hint.replace('{root}', str(root))}. Pass root= or set $SEMCLIP_DATA to use another folder; "
                                 "data/README.md says where each dataset comes from")
 
-# %% ../nbs/00_core.ipynb #0000001f
+# %% ../nbs/00_core.ipynb #00000021
 @functools.lru_cache(maxsize=1024)
 def _real_dir(d:str) -> str:
     "A directory's resolved path (cached: datasets hold many files in few folders)."
@@ -216,7 +223,7 @@ def safe_join(root, # the directory every read must stay inside
                               f"links out of the data root are refused: copy the files in, or use a data root that holds the link's target)", file=file, row=row)
     return Path(real)
 
-# %% ../nbs/00_core.ipynb #00000022
+# %% ../nbs/00_core.ipynb #00000024
 def _umask() -> int:
     m = os.umask(0); os.umask(m); return m
 
@@ -247,7 +254,7 @@ def file_hash(path, n:int=16) -> str: # the file, and how many hex digits to kee
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()[:n]
 
-# %% ../nbs/00_core.ipynb #00000025
+# %% ../nbs/00_core.ipynb #00000027
 _re_global = re.compile(r'(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)')
 
 def unsafe_pickle_global(exc:BaseException) -> str|None:
@@ -255,7 +262,7 @@ def unsafe_pickle_global(exc:BaseException) -> str|None:
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
 
-# %% ../nbs/00_core.ipynb #00000028
+# %% ../nbs/00_core.ipynb #0000002a
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
     def __init__(self, folder): # the folder to lock (created if missing)
@@ -296,7 +303,7 @@ class RunLock:
     def __exit__(self, *exc): self.release()
     def __repr__(self): return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #0000002c
+# %% ../nbs/00_core.ipynb #0000002e
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 

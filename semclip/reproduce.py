@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import FINETUNE_ARMS, ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
+from .core import FINETUNE_ARMS, portable_path, ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
 __all__ = ['CONDITIONS', 'VARIANTS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
@@ -466,7 +466,7 @@ def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=FINET
     save_figure(conditions_figure(table, labels=ARM_LABELS), out_dir, 'conditions')
     return {'conditions': md}
 
-# %% ../nbs/08_reproduce.ipynb #00000021
+# %% ../nbs/08_reproduce.ipynb #00000023
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files have uncommitted changes."
     pr = project_root()
@@ -476,12 +476,6 @@ def git_revision() -> str:
         dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=pr, capture_output=True, text=True).stdout.strip()
         return rev + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError): return 'unknown'
-
-def _portable_path(path:Path) -> str:
-    "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
-    path = Path(path).resolve()
-    try: return '$SEMCLIP_RUNS/' + path.relative_to(runs_root().resolve()).as_posix()
-    except ValueError: return '/'.join(path.parts[-2:])
 
 def reproduce(dataset:str='synthneg', # registered dataset name
               seeds:int=1, # number of seeds (42, 43, ...)
@@ -525,7 +519,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
         secs = time.time() - t0
         suffix = '' if study is None else f'_{study}'
         prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=revision,
-                    finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=_portable_path(root),
+                    finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=portable_path(root),
                     cpus=os.cpu_count(), jobs=jobs, threads_per_run={r.name: r.threads for r in runs},
                     failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(('done', 'skipped'))])
         write_json(fig/f'provenance{suffix}.json', prov)
@@ -535,7 +529,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
                     ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000025
+# %% ../nbs/08_reproduce.ipynb #00000027
 def _reproduce_command(a):
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
