@@ -5,16 +5,17 @@
 # %% ../nbs/00a_cli.ipynb #00000003
 from __future__ import annotations
 import re, sys, argparse, importlib, linecache
+from functools import partial
 from pathlib import Path
 from dataclasses import dataclass, field, fields, MISSING
 import semclip
 from .core import ARMS, FINETUNE_ARMS, PRECISIONS, ConfigError, check_choice, check_number, data_root, dataset_not_found
 
 # %% auto #0
-__all__ = ['DATASET_NAMES', 'COMMANDS', 'documented', 'field_docs', 'Command', 'FlagAction', 'build_parser', 'TrainParams',
-           'EvalParams', 'TriplesParams', 'ShardsParams', 'ReproduceParams', 'FiguresParams', 'command_parser',
-           'parse_command', 'run', 'command_line', 'train_main', 'eval_main', 'triples_main', 'shards_main',
-           'reproduce_main', 'experiment_parameters']
+__all__ = ['DATASET_NAMES', 'COMMANDS', 'train_main', 'eval_main', 'triples_main', 'shards_main', 'reproduce_main', 'documented',
+           'field_docs', 'Command', 'FlagAction', 'build_parser', 'TrainParams', 'EvalParams', 'TriplesParams',
+           'ShardsParams', 'ReproduceParams', 'FiguresParams', 'command_parser', 'parse_command', 'run', 'command_line',
+           'experiment_parameters']
 
 # %% ../nbs/00a_cli.ipynb #00000006
 _FIELD_LINE = re.compile(r'^\s+(\w+)\s*:[^#\n]*#\s*(.*?)\s*$')
@@ -384,28 +385,11 @@ def command_line(prog:str, # one of COMMANDS
         else: parts += [flag, 'none' if v is None else str(v)]
     return shlex.join(parts)
 
-# %% ../nbs/00a_cli.ipynb #00000026
-def train_main(argv=None):
-    "Console script `semclip-train`."
-    return run('semclip-train', argv)
+# %% ../nbs/00a_cli.ipynb #00000027
+# the console scripts (pyproject's [project.scripts]): each parses its arguments, then imports what it runs
+train_main, eval_main, triples_main, shards_main, reproduce_main = (partial(run, prog) for prog in COMMANDS)
 
-def eval_main(argv=None):
-    "Console script `semclip-eval`."
-    return run('semclip-eval', argv)
-
-def triples_main(argv=None):
-    "Console script `semclip-triples`."
-    return run('semclip-triples', argv)
-
-def shards_main(argv=None):
-    "Console script `semclip-shards`."
-    return run('semclip-shards', argv)
-
-def reproduce_main(argv=None):
-    "Console script `semclip-reproduce`."
-    return run('semclip-reproduce', argv)
-
-# %% ../nbs/00a_cli.ipynb #0000002c
+# %% ../nbs/00a_cli.ipynb #0000002d
 def experiment_parameters(params:str|type, # a command name ('semclip-train', 'semclip-eval') or a `documented` dataclass
                           namespace:dict) -> dict: # the notebook's globals after its parameters cell (and papermill's)
     "{parameter: value} of an experiment notebook, its defaults filled in, checked before any heavy work."

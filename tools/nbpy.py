@@ -6,7 +6,8 @@
 
 Text form: cells are separated by a line `# %%` (code cell) or `# %% [md]` (markdown cell,
 raw markdown that is not commented out). The .ipynb stays the single source of truth; the
-.nbpy files are scratch copies and are git-ignored.
+.nbpy files are scratch copies and are git-ignored. py2nb keeps the outputs of the code cells whose source did
+not change (rerun `python tools/execute_nbs.py` on a notebook to refresh them all).
 """
 import json, sys, re
 from pathlib import Path
@@ -33,6 +34,12 @@ def py2nb(src, dst):
     nb = dict(cells=cells, metadata=dict(kernelspec=dict(display_name='python3', language='python', name='python3')),
               nbformat=4, nbformat_minor=5)
     for i, c in enumerate(nb['cells']): c['id'] = f'{i:08x}'
+    if Path(dst).exists():   # keep the committed outputs of every code cell whose source did not change
+        old = {}
+        for c in json.loads(Path(dst).read_text())['cells']:
+            if c['cell_type'] == 'code' and c.get('outputs'): old.setdefault(''.join(c['source']), c['outputs'])
+        for c in nb['cells']:
+            if c['cell_type'] == 'code': c['outputs'] = old.get(''.join(c['source']), [])
     Path(dst).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + '\n')
 
 def nb2py(src, dst):
