@@ -140,7 +140,9 @@ def experiment_notebook(path:Path, threads:int|None=None): # torch threads to se
     if not headings: raise ConfigError(f"'{path}' has no '## ... experiment' section after its parameters cell")
     head = nbformat.v4.new_code_cell(f'from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI'
                                      + (f'\nimport torch; torch.set_num_threads({int(threads)})   # this run\'s share of the cores' if threads else ''))
-    nb.cells = [nb.cells[0], head, nb.cells[i], nb.cells[i + 1], *nb.cells[headings[-1]:]]   # parameters, their check, the experiment
+    check = next((k for k in range(i + 1, headings[-1]) if 'EXPERIMENT = experiment_parameters(' in src(nb.cells[k])), None)
+    if check is None: raise ConfigError(f"'{path}' does not check its parameters (EXPERIMENT = experiment_parameters(...)) after them")
+    nb.cells = [nb.cells[0], head, *nb.cells[i:check + 1], *nb.cells[headings[-1]:]]   # parameters, their check, the experiment
     return nb
 
 @functools.cache
