@@ -155,6 +155,9 @@ def ipc_kernel_manager():
         def _ip_default(self) -> str:   # socket files of their own: jupyter's default, 'kernel-ipc' in the cwd, is shared by every kernel
             import tempfile, uuid
             return os.path.join(tempfile.gettempdir(), f'semclip-kernel-{uuid.uuid4().hex[:12]}-ipc')
+        async def _async_interrupt_kernel(self):   # jupyter_client interrupts before every shutdown: an idle kernel then
+            if self.shutting_down: return            # logs "KeyboardInterrupt caught in kernel" as an ERROR; a shutdown needs none
+            await super()._async_interrupt_kernel()
     return IPCKernelManager
 
 def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
