@@ -1,5 +1,5 @@
-"""Helpers several test modules share: a read-only folder, and SynthNeg written as the SemCLIP CSV."""
-import contextlib, os, subprocess
+"""Helpers several test modules share: a read-only folder, SynthNeg written as the SemCLIP CSV, and the steps a run logged."""
+import contextlib, json, os, subprocess
 from pathlib import Path
 import pandas as pd
 import pytest
@@ -30,3 +30,15 @@ def synthneg_as_semclip_csv(base:Path, n_train:int) -> Path:
                       negation=df['negation'])).to_csv(d/'ccneg_paraphrased.csv', index=False)
     os.symlink(src/'images', d/'images')
     return d
+
+
+def train_steps(out_dir):
+    "The `step` of every training record in out_dir/log.jsonl (ignoring a line being written)."
+    f = Path(out_dir)/'log.jsonl'
+    if not f.exists(): return []
+    out = []
+    for line in f.read_text().splitlines():
+        try: r = json.loads(line)
+        except ValueError: continue
+        if 'split' not in r and 'step' in r: out.append(r['step'])
+    return out

@@ -18,7 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
-from _shared import read_only, synthneg_as_semclip_csv
+from _shared import read_only, synthneg_as_semclip_csv, train_steps as _train_steps
 
 STEPS, CKPT_EVERY, BATCH, MAX_TRAIN = 6, 2, 32, 128   # 4 batches an epoch: the resumed steps are in the second
 
@@ -51,18 +51,6 @@ def _cli_args(p):
 
 def _env(runs):
     return dict(os.environ, SEMCLIP_RUNS=str(runs), HF_HUB_OFFLINE='1', PYTHONPATH=str(ROOT), PYTHONUNBUFFERED='1')
-
-
-def _train_steps(out_dir):
-    "The `step` of every training record in out_dir/log.jsonl (ignoring a line being written)."
-    f = Path(out_dir)/'log.jsonl'
-    if not f.exists(): return []
-    out = []
-    for line in f.read_text().splitlines():
-        try: r = json.loads(line)
-        except ValueError: continue
-        if 'split' not in r and 'step' in r: out.append(r['step'])
-    return out
 
 
 def _signal_when(p, runs, min_step, sig, timeout=400):

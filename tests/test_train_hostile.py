@@ -18,7 +18,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
-from _shared import read_only, synthneg_as_semclip_csv
+from _shared import read_only, synthneg_as_semclip_csv, train_steps as _train_steps
 
 from semclip.core import ConfigError, CheckpointError, SemclipError
 
@@ -66,17 +66,6 @@ def _copy(run, tmp_path) -> Path:
 def _snapshot(folder) -> dict:
     "The content hash of every file in `folder` but the lock file."
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(Path(folder).iterdir()) if p.name != '.lock'}
-
-
-def _train_steps(out_dir):
-    f = Path(out_dir)/'log.jsonl'
-    if not f.exists(): return []
-    out = []
-    for line in f.read_text().splitlines():
-        try: r = json.loads(line)
-        except ValueError: continue
-        if 'split' not in r and 'step' in r: out.append(r['step'])
-    return out
 
 
 @pytest.fixture
