@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# main job: the reproduction on the embedded SynthNeg dataset, offline, on CPU
+# main job: the reproduction on the embedded SynthNeg dataset, offline, on CPU; tables and figures in
+# $SEMCLIP_RUNS/synthneg/figures (default runs/synthneg/figures), compared with the committed figures/synthneg
 reproduce: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/semclip-reproduce --dataset synthneg --seeds $(SEEDS)
 

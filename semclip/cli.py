@@ -269,7 +269,7 @@ class ReproduceParams:
     seeds: int = 1                     # number of seeds: 42, 43, ... (tables show mean ± standard error)
     arms: list = FINETUNE_ARMS         # fine-tuning arms (default: all of them)
     runs_dir: str|None = None          # where runs go; None: $SEMCLIP_RUNS/<dataset>
-    figures_dir: str|None = None       # tables and figures; None: the checkout's figures/<dataset>
+    figures_dir: str|None = None       # tables and figures; None: <runs-dir>/figures, compared with the committed reference
     steps: int|None = None             # fine-tuning steps per arm; None: the training notebook's default
     pretrain_steps: int|None = None    # steps of the SynthNeg pre-training run; None: its default
     max_train: int|None = None         # limit training rows (quick runs)
@@ -282,6 +282,7 @@ class ReproduceParams:
     study: str|None = None             # conditions: pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)
     remedy: bool = True                # SynthNeg: also run the remedy row (SemCLIP on negated true captions)
     progress: bool = True              # show the progress of the plan: the current run, its step, the time left
+    update_reference: bool = False     # write into the checkout's figures/<dataset> (the committed reference) instead
 
 # %% ../nbs/00a_cli.ipynb #0000001e
 @documented
@@ -335,7 +336,8 @@ COMMANDS = {c.prog: c for c in [
             bounds=dict(maxcount=_COUNT)),
     Command('semclip-reproduce', ReproduceParams, 'Train every arm, evaluate every checkpoint, write tables and figures.',
             'semclip.reproduce:run_command',
-            examples=('semclip-reproduce                          # SynthNeg, 1 seed, every arm (about 10 min on 2 cores)',
+            examples=('semclip-reproduce                          # SynthNeg, 1 seed, every arm; compared with the reference',
+                      'semclip-reproduce --seeds 3 --update-reference   # replace the committed reference',
                       'semclip-reproduce --seeds 3 --study conditions',
                       'semclip-reproduce --arms baseline semclip --steps 20 --pretrain-steps 20 --max-train 256'),
             choices=dict(dataset=DATASET_NAMES, arms=FINETUNE_ARMS, study=('conditions',)), many=dict(arms='+'),

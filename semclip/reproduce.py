@@ -18,8 +18,8 @@ __all__ = ['CONDITIONS', 'VARIANTS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE'
            'STUDY_COLUMNS', 'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook',
            'ipc_kernel_manager', 'execute', 'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress',
            'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables',
-           'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'reproduce',
-           'run_command', 'cli']
+           'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision',
+           'compare_to_reference', 'comparison_markdown', 'reproduce', 'run_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))   # (pretrain, finetune) negation shares of the study
@@ -482,11 +482,48 @@ def git_revision() -> str:
         return rev + ('-dirty' if dirty else '')
     except (OSError, subprocess.CalledProcessError): return 'unknown'
 
+_NOT_METRICS = re.compile(r'(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n')
+
+def compare_to_reference(new_dir:Path, # tables of a new run (its per_seed.csv)
+                         ref_dir:Path) -> pd.DataFrame: # the committed reference (its per_seed.csv)
+    "Per arm and rate (in %): the new mean, the reference's mean and seed range, the difference, and whether it lies in the range."
+    new, ref = (pd.read_csv(Path(d)/'per_seed.csv') for d in (new_dir, ref_dir))
+    metrics = [c for c in new.columns if c in ref.columns and c not in ('arm', 'seed') and not _NOT_METRICS.search(c)
+               and pd.api.types.is_float_dtype(new[c]) and ref[c].dropna().between(0, 1).all()]   # rates, shown in %
+    rows = []
+    for arm, g in new.groupby('arm', sort=False):
+        r = ref[ref.arm == arm]
+        if r.empty: continue
+        same = g.merge(r, on='seed', suffixes=('', '_ref'))
+        for m in metrics:
+            lo, hi, mean = r[m].min(), r[m].max(), r[m].mean()
+            if pd.isna(mean) or g[m].isna().all(): continue
+            value = g[m].mean()
+            worst = (same[m] - same[f'{m}_ref']).abs().max() if len(same) else float('nan')
+            rows.append(dict(arm=arm, metric=m, new=100 * value, reference=100 * mean, difference=100 * (value - mean),
+                             ref_min=100 * lo, ref_max=100 * hi, within_seed_range=bool(lo - 1e-9 <= value <= hi + 1e-9),
+                             same_seed_difference=100 * worst, ref_seeds=len(r)))
+    return pd.DataFrame(rows)
+
+def comparison_markdown(cmp:pd.DataFrame) -> str:
+    "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
+    if cmp.empty: return 'No arm of this run is in the committed reference.\n'
+    out = cmp[~cmp.within_seed_range]
+    same = cmp.same_seed_difference.dropna()
+    head = (f"{len(cmp) - len(out)} of {len(cmp)} table cells lie within the committed reference's seed range "
+            f"({int(cmp.ref_seeds.max())} seeds)" + (f"; on the seeds both ran, the largest difference is {same.max():.2f} "
+            f"points" if len(same) else '') + '.\n')
+    if out.empty: return head
+    rows = ''.join(f'| {r.arm} | {r.metric} | {r.new:.1f} | {r.reference:.1f} | {r.difference:+.1f} | {r.ref_min:.1f}-{r.ref_max:.1f} |\n'
+                   for r in out.itertuples())
+    return head + '\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n' + rows
+
+# %% ../nbs/08_reproduce.ipynb #00000025
 def reproduce(dataset:str='synthneg', # registered dataset name
               seeds:int=1, # number of seeds (42, 43, ...)
               arms=FINETUNE_ARMS, # fine-tuning arms to run
               runs_dir=None, # where runs go; None: $SEMCLIP_RUNS/<dataset>
-              figures_dir=None, # where tables and figures go; None: the checkout's figures/<dataset>
+              figures_dir=None, # where tables and figures go; None: <runs_dir>/figures (or the reference: update_reference)
               steps:int|None=None, pretrain_steps:int|None=None, # training steps (None: the notebooks' defaults)
               max_train:int|None=None, # limit training rows (quick runs)
               batch_size:int|None=None, # training batch size (None: the notebook default)
@@ -495,13 +532,17 @@ def reproduce(dataset:str='synthneg', # registered dataset name
               jobs:int=2, # notebooks run at once (each gets its share of the cores as threads)
               force:bool=False, progress:bool=True, command:str|None=None,
               study:str|None=None, # None: the default grid (+ the remedy on SynthNeg); 'conditions': the conditions study
-              remedy:bool=True) -> dict: # SynthNeg: also train the remedy row (VARIANTS)
+              remedy:bool=True, # SynthNeg: also train the remedy row (VARIANTS)
+              update_reference:bool=False) -> dict: # write into the checkout's figures/<dataset>, the committed reference
     "Run the reproduction grid, write the tables and a provenance note; return status and tables."
     check_choice('study', study, (None, 'conditions'))
     t0, revision = time.time(), git_revision()   # the code that runs, read before the run writes its own outputs
     root = Path(runs_dir) if runs_dir else runs_root()/dataset
     pr = project_root()
-    fig = Path(figures_dir) if figures_dir else (pr/'figures'/dataset if pr else root/'figures')
+    reference = pr/'figures'/dataset if pr else None
+    if update_reference and reference is None: raise ConfigError('update_reference=True needs a semclip checkout (its figures/ folder)')
+    fig = Path(figures_dir) if figures_dir else reference if update_reference else root/'figures'
+    compare = reference is not None and not update_reference and (reference/'per_seed.csv').exists() and study is None
     if not isinstance(seeds, int) or seeds < 1: raise ConfigError(f'seeds={seeds!r} must be a positive int')
     if not isinstance(jobs, int) or jobs < 1: raise ConfigError(f'jobs={jobs!r} must be a positive int')
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
@@ -521,6 +562,12 @@ def reproduce(dataset:str='synthneg', # registered dataset name
         status = run_grid(runs, force=force, progress=progress, jobs=jobs)
         if study == 'conditions': tables = write_conditions(root, fig, dataset, arms=arms)
         else: tables = write_tables(root, fig, dataset) if any(root.glob('*/seed*/eval/metrics.json')) else {}
+        if compare and (fig/'per_seed.csv').exists() and fig.resolve() != reference.resolve():
+            cmp = compare_to_reference(fig, reference)
+            with atomic_write(fig/'comparison.csv', 'w') as f: cmp.to_csv(f, index=False, float_format='%.3f')
+            md = comparison_markdown(cmp)
+            with atomic_write(fig/'comparison.md', 'w') as f: f.write(md)
+            tables['comparison with the committed reference (comparison.md)'] = md
         secs = time.time() - t0
         suffix = '' if study is None else f'_{study}'
         prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=revision,
@@ -534,7 +581,7 @@ def reproduce(dataset:str='synthneg', # registered dataset name
                     ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000027
+# %% ../nbs/08_reproduce.ipynb #00000029
 def _reproduce_command(a):
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
