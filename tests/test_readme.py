@@ -20,3 +20,20 @@ def test_a_changed_number_is_caught(tmp_path):
     tampered = readme.replace(table_line, table_line.replace('|', '| 0', 2).replace('| 0', '|', 1), 1)
     assert tampered != readme
     assert rs.render(tampered, block) != tampered
+
+
+def _index_results() -> str:
+    "The Markdown that index.ipynb's committed outputs show for the results section."
+    import json
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
+    texts = [''.join(o.get('data', {}).get('text/markdown', '')) for c in nb['cells'] if c['cell_type'] == 'code'
+             for o in c.get('outputs', [])]
+    return next((t for t in texts if 'Made by `semclip-reproduce' in t), '')
+
+
+def test_index_notebook_shows_the_readme_results():
+    "The book's front page shows the same results as the README (its committed output is not stale)."
+    shown = _index_results()
+    assert shown, 'index.ipynb has no committed results output: run python tools/execute_nbs.py nbs/index.ipynb'
+    want = rs.section().replace('](figures/', '](../figures/')
+    assert shown.strip() == want.strip(), 'index.ipynb shows other results than README.md: run python tools/execute_nbs.py nbs/index.ipynb'
