@@ -582,6 +582,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'semclip.synth.caption_holds': ('synth.html#caption_holds', 'semclip/synth.py'),
                                'semclip.synth.check_neg_type': ('synth.html#check_neg_type', 'semclip/synth.py'),
                                'semclip.synth.claims_hold': ('synth.html#claims_hold', 'semclip/synth.py'),
+                               'semclip.synth.contradicts_itself': ('synth.html#contradicts_itself', 'semclip/synth.py'),
                                'semclip.synth.desc_holds': ('synth.html#desc_holds', 'semclip/synth.py'),
                                'semclip.synth.free_spots': ('synth.html#free_spots', 'semclip/synth.py'),
                                'semclip.synth.make_counterfactual': ('synth.html#make_counterfactual', 'semclip/synth.py'),

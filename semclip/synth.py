@@ -19,9 +19,9 @@ __all__ = ['SHAPES', 'COLOURS', 'COLOUR_RGB', 'BACKGROUND', 'NEG_TYPES', 'NEG_WE
            'FRAMES', 'NEG_FRAMES', 'PARA_FRAMES', 'REL_WORDS', 'FLIP', 'NEGATION_WORDS', 'DROP_NO_OF_NEGATED',
            'COLUMNS', 'shape_alpha', 'Obj', 'render_scene', 'png_bytes', 'relation', 'sample_scene', 'a_an', 'Desc',
            'render_caption', 'render_paraphrase', 'parse_caption', 'claims_hold', 'caption_holds', 'check_neg_type',
-           'negate', 'desc_holds', 'make_triple', 'free_spots', 'make_counterfactual', 'synth_settings',
-           'settings_hash', 'neg_type_quota', 'negation_word_share', 'split_plan', 'synth_triples', 'write_synthneg',
-           'synthneg_complete', 'make_synthneg']
+           'negate', 'contradicts_itself', 'desc_holds', 'make_triple', 'free_spots', 'make_counterfactual',
+           'synth_settings', 'settings_hash', 'neg_type_quota', 'negation_word_share', 'split_plan', 'synth_triples',
+           'write_synthneg', 'synthneg_complete', 'make_synthneg']
 
 # %% ../nbs/01a_synth.ipynb #00000005
 SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
@@ -33,7 +33,8 @@ NEG_TYPES = ('present_object', 'wrong_colour', 'attribute_swap', 'spatial_flip',
 NEG_WEIGHTS = dict(present_object=0.20, wrong_colour=0.05, attribute_swap=0.265, spatial_flip=0.265, drop_no=0.22)
 ABSENT_SHARE = 0.12   # chance that the true caption of a row that is not `drop_no` also names an absent object
 SPLITS = ('pretrain', 'train', 'val', 'test')
-SYNTH_VERSION = 3     # bump when the generator's output changes: it is part of the cache key (2: negation shares, 3: counterfactual images)
+SYNTH_VERSION = 4     # bump when the generator's output changes: it is part of the cache key
+# (2: negation shares, 3: counterfactual images, 4: no negation that contradicts itself)
 
 # %% ../nbs/01a_synth.ipynb #00000008
 @lru_cache(maxsize=None)
@@ -304,6 +305,10 @@ def negate(d:Desc, # the true caption's structure
     else: check_neg_type(neg_type)
     return replace(d, items=tuple(items))
 
+def contradicts_itself(mentions) -> bool: # (present, colour, shape) mentions: `Desc.items`, or `parse_caption(text)[0]`
+    "Does a present mention pick out objects that an absent one excludes (\"a red square ... and no red square\")?"
+    return any(p[0] and not m[0] and p[2] == m[2] and m[1] in (None, p[1]) for p in mentions for m in mentions)
+
 def desc_holds(d:Desc, # what a text says
                objs, # the scene
                image_size:int=32) -> bool: # sets the gap a relation needs
@@ -314,6 +319,8 @@ def desc_holds(d:Desc, # what a text says
         by_shape = {o.shape: o for o in objs}
         return relation(by_shape[d.rel[0]], by_shape[d.rel[2]], _gap(image_size)) == d.rel[1]
     return True
+
+_REDRAWS = 50   # draws of the absent mention before giving up (one is almost always enough)
 
 def make_triple(rng:np.random.Generator, # the only source of randomness
                 neg_type:str, # one of NEG_TYPES
@@ -337,6 +344,11 @@ def make_triple(rng:np.random.Generator, # the only source of randomness
     if absent: items.append(_absent(rng, objs))
     d = Desc(tuple(items), rel, int(rng.integers(len(FRAMES))))
     nd = negate(d, neg_type, rng)
+    for _ in range(_REDRAWS):          # a recolour or swap made the absent mention present: no scene makes that negation
+        if not contradicts_itself(nd.items): break  # true, so draw another absent mention (only such rows draw again)
+        d = replace(d, items=(*d.items[:-1], _absent(rng, objs)))
+        nd = negate(d, neg_type, rng)
+    else: raise RuntimeError(f'internal error, every negation of {render_caption(d)!r} contradicts itself')
     caption, negation, paraphrased = render_caption(d), render_caption(nd), render_paraphrase(d, rng)
     ok = desc_holds(d, objs, image_size) and not desc_holds(nd, objs, image_size)
     if ok and check_text:
@@ -410,7 +422,7 @@ def make_counterfactual(objs, # the scene of the row (Obj)
     S, cap, neg = image_size, parse_caption(caption), parse_caption(negation)
     if not claims_hold(cap, objs, S) or claims_hold(neg, objs, S):
         return None, 'the caption is not true (or the negation not false) for the scene itself'
-    if any(p[0] and not m[0] and p[2] == m[2] and m[1] in (None, p[1]) for p in neg[0] for m in neg[0]):
+    if contradicts_itself(neg[0]):
         return None, 'the negation contradicts itself: no scene makes it true'
     for cf in _cf_candidates(objs, cap, neg, neg_type, rng, S):
         if _valid_scene(cf, S) and claims_hold(neg, cf, S) and not claims_hold(cap, cf, S): return cf, ''
