@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['ARMS', 'FINETUNE_ARMS', 'PRECISIONS', 'DATASET_HINTS', 'SemclipError', 'ConfigError', 'DataError',
+__all__ = ['ARMS', 'FINETUNE_ARMS', 'ARM_LABELS', 'PRECISIONS', 'DATASET_HINTS', 'SemclipError', 'ConfigError', 'DataError',
            'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError',
            'check_choice', 'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
            'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'portable_path',
@@ -62,6 +62,11 @@ def check_choice(name:str, # the parameter's name, as the user typed it
 ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'tripletclip',
         'semclip_img')
 FINETUNE_ARMS = ARMS[1:]   # the arms that fine-tune a pre-trained model, in the tables' order
+ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
+                  negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
+                  conclip='CoN-CLIP-style (counterfactual distractors)', tripletclip='TripletCLIP-style',
+                  semclip_img='SemCLIP + image margin', semclip_negdata='SemCLIP + negated true captions (remedy)')
+# the names tables and figures show for each arm (and for the remedy variant of the reproduction)
 
 # %% ../nbs/00_core.ipynb #00000011
 def _number_kind(kind, min, max, min_inclusive) -> str:

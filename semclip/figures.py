@@ -21,13 +21,13 @@ try:
 except ImportError as e:   # a core-only install: say which extra brings the plotting stack
     raise ImportError(f"semclip.figures needs matplotlib and seaborn ({e.name} is missing): pip install 'semclip[notebooks]'") from None
 from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, check_choice, runs_root
-from .core import ARMS
+from .core import ARM_LABELS, ARMS
 
 # %% auto #0
-__all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'RunsNotFoundError', 'read_jsonl', 'RunFolder',
-           'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'select_samples', 'umap_layout',
-           'umap_shift_figure', 'gap_summary', 'gap_figure', 'curve_frame', 'curve_stats', 'curves_figure',
-           'save_figure', 'family_figure', 'conditions_figure']
+__all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError', 'read_jsonl',
+           'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label', 'add_note',
+           'select_samples', 'umap_layout', 'umap_shift_figure', 'gap_summary', 'gap_figure', 'curve_frame',
+           'curve_stats', 'curves_figure', 'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
 
 # %% ../nbs/07_figures.ipynb #0000000a
 class RunsNotFoundError(DatasetNotFoundError):
@@ -93,6 +93,11 @@ class RunFolder:
         p = self._file('metrics.json')
         return _read_json(p) if p else None
     @cached_property
+    def params(self) -> dict|None:
+        "params.json: the training parameters of the run (dataset, steps, batch size, ...)."
+        p = self._file('params.json')
+        return _read_json(p) if p else None
+    @cached_property
     def eval_metrics(self) -> dict|None:
         "eval/metrics.json: the test metrics of `semclip.eval.evaluate`."
         p = self._file('eval/metrics.json')
@@ -110,10 +115,10 @@ class RunFolder:
         "eval/meta.csv: the test rows, in the order of the embeddings."
         p = self._file('eval/meta.csv')
         return pd.read_csv(p) if p else None
-    def has(self, what:str) -> bool: # 'log', 'metrics', 'eval_metrics', 'embeddings', 'meta' or 'checkpoint'
+    def has(self, what:str) -> bool: # 'log', 'metrics', 'eval_metrics', 'embeddings', 'meta', 'checkpoint' or 'params'
         "Whether the file behind `what` exists (without reading it)."
         rel = dict(log='log.jsonl', metrics='metrics.json', eval_metrics='eval/metrics.json', embeddings='eval/embeddings.pt',
-                   meta='eval/meta.csv', checkpoint='final.pt')
+                   meta='eval/meta.csv', checkpoint='final.pt', params='params.json')
         return self._file(rel[check_choice('what', what, rel)]) is not None
     def __repr__(self): return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
 
@@ -162,6 +167,24 @@ class Runs(dict):
         for a, s in self.seed_for('embeddings', seed).items():
             if self[a][s].has('meta'): return self[a][s].meta
         return None
+    def describe(self, with_seeds:bool=True) -> str: # False: leave the seeds out (a figure of one seed names it)
+        "One line naming the dataset, its settings, the fine-tuning steps and batch and the seeds: the note under every figure."
+        params = [r.params for a, s in self.items() for r in s.values() if r.params and a != 'pretrain']
+        parts = []
+        if params:
+            p0 = params[0]
+            data = str(p0.get('dataset', ''))
+            shares = [p0.get(k) for k in ('pretrain_negation_share', 'finetune_negation_share')]
+            if data == 'synthneg' and None not in shares:
+                data += f' (captions with a negation word: pre-training {100*shares[0]:.0f}%, fine-tuning {100*shares[1]:.0f}%)'
+            parts.append(data)
+            steps = sorted({p.get('steps') for p in params if p.get('steps')})
+            batch = sorted({p.get('batch_size') for p in params if p.get('batch_size')})
+            if steps and batch:
+                parts.append(f"fine-tuning {'/'.join(map(str, steps))} steps of {'/'.join(map(str, batch))} captions")
+        seeds = sorted({seed for s in self.values() for seed in s})
+        if with_seeds: parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+        return ' \u00b7 '.join(parts)
     def logs(self) -> dict:
         "{arm: {seed: log frame}} of every run with a log."
         return {a: {s: r.log for s, r in seeds.items() if r.has('log')} for a, seeds in self.items() if a in self.arms('log')}
@@ -207,6 +230,23 @@ def arm_colors(arms) -> dict: # arm names
     return out
 
 # %% ../nbs/07_figures.ipynb #00000019
+def arm_label(arm:str, # an arm id such as 'semclip_img'
+              labels:dict|None=None) -> str: # arm -> name; None: `semclip.core.ARM_LABELS`
+    "The name tables and figures show for `arm` (the id itself when it has none)."
+    return (ARM_LABELS if labels is None else labels).get(arm, arm)
+
+def add_note(fig, # a matplotlib Figure
+             note:str|None, # e.g. `Runs.describe()`; None or '': nothing
+             legend=None): # the figure's legend at its foot: the note becomes its title; None: under the figure
+    "Write `note` in small grey type under the figure, or as the title of a legend that sits at its foot."
+    if not note: return fig
+    if legend is None: fig.text(0.01, 0, note, fontsize=7.5, color='0.35', ha='left', va='top')
+    else:   # a text under a foot legend would collide with it in `save_figure`'s tight bounding box
+        legend.set_title(note, prop=dict(size=7.5))
+        legend.get_title().set_color('0.35')
+    return fig
+
+# %% ../nbs/07_figures.ipynb #0000001c
 def select_samples(n_rows:int, # rows to choose from
                    n:int=40, # how many to choose (all rows if n >= n_rows)
                    seed:int=0, # the choice is a function of the seed alone
@@ -225,7 +265,7 @@ def select_samples(n_rows:int, # rows to choose from
             if q and len(out) < n: out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #0000001c
+# %% ../nbs/07_figures.ipynb #0000001f
 KIND_STYLE = dict(   # marker, colour and size per kind of embedding
     image=dict(marker='s', color='#4a4a4a', s=30, label='image', hollow=True),   # hollow: texts on top stay visible
     caption=dict(marker='o', color='#1f5fbf', s=18, label='caption'),
@@ -267,7 +307,7 @@ def umap_layout(embeddings_by_arm:dict, # {arm: {'image','caption','paraphrase',
     df['x'], df['y'] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000020
+# %% ../nbs/07_figures.ipynb #00000023
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get('neg_acc') is not None: return float(m['neg_acc'])
@@ -275,7 +315,15 @@ def _neg_acc(arm, e, metrics_by_arm):
     from semclip.eval import negation_accuracy
     return negation_accuracy(e['image'], e['caption'], e['negation'])['neg_acc']
 
-def _title(arm, acc): return arm if acc is None else f'{arm}\norig. > negation: {acc:.1%}'
+def _cos_caption_negation(e) -> float|None:
+    "Mean cosine of each caption with its negation: how far fine-tuning moved the negations (in the model's space)."
+    if 'negation' not in e: return None
+    return float(F.cosine_similarity(torch.as_tensor(e['caption']).double(), torch.as_tensor(e['negation']).double(), dim=-1).mean())
+
+def _title(name, acc, cos=None):
+    lines = [name] + ([f'orig. > negation: {acc:.1%}'] if acc is not None else [])
+    if cos is not None: lines[-1] += f', cos(caption, negation) {cos:.2f}'
+    return '\n'.join(lines)
 
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
@@ -295,7 +343,9 @@ def umap_shift_figure(embeddings_by_arm:dict, # {arm: {'image','caption','paraph
                       n_neighbors:int=15, min_dist:float=0.3, # UMAP settings
                       n_epochs:int|None=None, # UMAP epochs; None: UMAP's default
                       ncols:int|None=None, # panels per row; None: up to 4
-                      panel_size:float=3.2): # inches per panel
+                      panel_size:float=3.2, # inches per panel
+                      labels:dict|None=None, # arm -> panel title; None: `semclip.core.ARM_LABELS`
+                      note:str|None=None): # under the figure: dataset, settings, seed (`Runs.describe`)
     "Joint UMAP of image, caption, paraphrase and negation embeddings of the same samples, one panel per model."
     arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
     missing = [a for a in arms if a not in embeddings_by_arm]
@@ -318,12 +368,13 @@ def umap_shift_figure(embeddings_by_arm:dict, # {arm: {'image','caption','paraph
         for k, colour in (('paraphrase', KIND_STYLE['paraphrase']['color']), ('negation', KIND_STYLE['negation']['color'])):
             if k in kinds:
                 segs = np.stack([cap, np.c_[p['x'][k], p['y'][k]]], axis=1)
-                ax.add_collection(LineCollection(segs, colors=[colour], linewidths=0.7, alpha=0.55, zorder=1))
+                ax.add_collection(LineCollection(segs, colors=[colour], linewidths=0.5, alpha=0.45, zorder=1))
         for k in kinds:
             st = KIND_STYLE[k]
             paint = dict(facecolors='none', edgecolors=[st['color']], linewidths=0.9) if st.get('hollow') else dict(c=[st['color']], linewidths=0)
             ax.scatter(p['x'][k], p['y'][k], marker=st['marker'], s=st['s'], alpha=0.9, zorder=2 if st.get('hollow') else 3, **paint)
-        ax.set_title(_title(arm, _neg_acc(arm, emb[arm], metrics_by_arm)), fontsize=11)
+        ax.set_title(_title(arm_label(arm, labels), _neg_acc(arm, emb[arm], metrics_by_arm), _cos_caption_negation(emb[arm])),
+                     fontsize=9)
         ax.set_xticks([]); ax.set_yticks([])
         if i + ncols >= len(arms): ax.set_xlabel('UMAP 1')         # the lowest panel of its column
         if i % ncols == 0: ax.set_ylabel('UMAP 2')
@@ -333,9 +384,9 @@ def umap_shift_figure(embeddings_by_arm:dict, # {arm: {'image','caption','paraph
     fig.legend(handles=handles, loc='lower center', ncol=leg_cols, frameon=False, fontsize=10)
     fig.suptitle(f'Embedding shift: {len(rows)} test samples, one joint UMAP (cosine) for all panels', fontsize=12)
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
-    return fig
+    return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000023
+# %% ../nbs/07_figures.ipynb #00000026
 def gap_summary(embeddings_by_arm:dict) -> pd.DataFrame: # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -348,31 +399,39 @@ def gap_summary(embeddings_by_arm:dict) -> pd.DataFrame: # {arm: embeddings with
 
 def gap_figure(embeddings_by_arm:dict, # {arm: embeddings with 'image', 'caption', 'negation'}
                arms:Sequence[str]|None=None, # rows, in order; None: every arm, pretrain first
-               width:float=8.0): # figure width in inches
+               width:float=10.0, # figure width in inches
+               labels:dict|None=None, # arm -> row name; None: `semclip.core.ARM_LABELS`
+               note:str|None=None): # under the figure: dataset, settings, seed (`Runs.describe`)
     "Violins of cos(image, caption) - cos(image, negation) per arm, with the share > 0 annotated."
     from semclip.eval import gap_distribution
     arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
     missing = [a for a in arms if a not in embeddings_by_arm]
     if missing: raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
     summ = gap_summary({a: embeddings_by_arm[a] for a in arms})
-    df = pd.concat([pd.DataFrame(dict(arm=a, gap=gap_distribution(*(embeddings_by_arm[a][k] for k in ('image', 'caption', 'negation')))))
-                    for a in arms], ignore_index=True)
+    names = [arm_label(a, labels) for a in arms]
+    df = pd.concat([pd.DataFrame(dict(arm=name, gap=gap_distribution(*(embeddings_by_arm[a][k] for k in ('image', 'caption', 'negation')))))
+                    for a, name in zip(arms, names)], ignore_index=True)
     fig, ax = plt.subplots(figsize=(width, 0.75 * len(arms) + 1.4))
-    sns.violinplot(df, x='gap', y='arm', hue='arm', order=arms, hue_order=arms, palette=arm_colors(arms), orient='h', cut=0,
+    palette = {name: colour for name, colour in zip(names, arm_colors(arms).values())}
+    sns.violinplot(df, x='gap', y='arm', hue='arm', order=names, hue_order=names, palette=palette, orient='h', cut=0,
                    inner='quartile', density_norm='width', linewidth=0.8, legend=False, ax=ax)
     ax.axvline(0, color='black', lw=1, ls='--', zorder=0)
     for i, a in enumerate(arms):
         ax.text(1.01, i, f"{summ.loc[a, 'share_pos']:.1%} > 0", transform=ax.get_yaxis_transform(), va='center', ha='left', fontsize=10)
     ax.set_xlabel('gap = cos(image, caption) \u2212 cos(image, negation)   (> 0: caption wins)')
     ax.set_ylabel('')
-    ax.set_title(f'Negation gap per test sample ({summ.n.iloc[0]} samples); share > 0 = original-over-negation accuracy', fontsize=11)
+    ax.set_title(f'Negation gap per test sample ({summ.n.iloc[0]} samples)\nshare > 0 = original-over-negation accuracy', fontsize=10)
     fig.tight_layout()
-    return fig
+    return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000027
-CURVE_LABELS = dict(   # metric: (panel title, y-axis label)
-    loss=('training loss (moving average)', 'loss'), contrastive=('contrastive term (moving average)', 'loss term'),
-    neg_acc=('val. original-over-negation accuracy', 'accuracy'), t2i_top1=('val. text\u2192image top-1', 'top-1 accuracy'))
+# %% ../nbs/07_figures.ipynb #0000002a
+CURVE_LABELS = dict(   # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
+    contrastive=('contrastive (CLIP) term', 'loss term'), paraphrase=('paraphrase term', 'loss term'),
+    negation=('negation term', 'loss term'), image_margin=('image-margin term', 'loss term'),
+    image_to_text=('hard negatives, image\u2192text term', 'loss term'), text_to_image=('text\u2192image term', 'loss term'),
+    distractor_to_negation=('distractor\u2192negation term', 'loss term'), loss=('total loss (differs per arm)', 'loss'),
+    neg_acc=('val. original-over-negation', 'accuracy (%)'), t2i_top1=('val. text\u2192image top-1', 'top-1 (%)'))
+_PERCENT = ('neg_acc', 't2i_top1')
 
 def curve_frame(logs_by_arm:dict) -> pd.DataFrame: # {arm: {seed: log}} or {arm: log}; a log is a frame or a list of records
     "All log records in one long frame: arm, seed, split, step, metric, value."
@@ -404,12 +463,34 @@ def curve_stats(frame:pd.DataFrame, # from `curve_frame`
                                      n=w.notna().sum(axis=1).to_numpy())))
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=['arm', 'step', 'mean', 'std', 'n'])
 
+def _curve_panels(frame:pd.DataFrame) -> list[tuple]:
+    "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
+    have = set(zip(frame.metric, frame.split))
+    terms = [(m, 'train') for m in CURVE_LABELS if m != 'loss' and m not in _PERCENT and (m, 'train') in have]
+    total = [('loss', 'train')] if ('loss', 'train') in have else []
+    return (terms or total) + [(m, 'val') for m in _PERCENT if (m, 'val') in have]
+
+def _draw_curves(ax, st, arms, names, colors, split, metric):
+    "One panel: per arm the mean over seeds vs step, with a ±1 s.d. band where there are several seeds."
+    scale = 100 if metric in _PERCENT else 1
+    for arm in arms:
+        g = st[st.arm == arm]
+        if len(g) == 0: continue
+        ax.plot(g.step, scale*g['mean'], color=colors[arm], lw=1.4, marker='o' if split == 'val' else None, markersize=3,
+                label=names[arm])
+        band = g[g.n > 1]
+        if len(band):
+            ax.fill_between(band.step, scale*(band['mean'] - band['std']), scale*(band['mean'] + band['std']),
+                            color=colors[arm], alpha=0.18, lw=0)
+
 def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
                   arms:Sequence[str]|None=None, # lines, in order; None: every arm but pretrain (unless it is alone)
-                  panels:Sequence[tuple]=(('loss', 'train'), ('neg_acc', 'val'), ('t2i_top1', 'val')), # (metric, split) per panel
+                  panels:Sequence[tuple]|None=None, # (metric, split) per panel; None: each loss term, then neg_acc, t2i_top1
                   smooth:int|None=None, # moving-average window of training records; None: about 1/20 of the run
-                  width:float=10.5): # figure width in inches
-    "Training loss and validation metrics per arm vs step; mean over seeds with a ±1 s.d. band."
+                  width:float=11.0, # figure width in inches
+                  labels:dict|None=None, # arm -> legend name; None: `semclip.core.ARM_LABELS`
+                  note:str|None=None): # under the figure: dataset, settings, seeds (`Runs.describe`)
+    "Each loss term and the validation metrics per arm vs step, one panel each; mean over seeds with a ±1 s.d. band."
     frame = curve_frame(logs_by_arm)
     if arms is None:
         arms = arm_order(frame.arm.unique())
@@ -422,39 +503,37 @@ def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Ru
         pv = frame[(frame.arm == 'pretrain') & (frame.split == 'val')].sort_values('step')
         start = pv.groupby(['metric', 'seed']).value.last().groupby('metric').mean().to_dict()
     frame = frame[frame.arm.isin(arms)]
-    panels = [(m, s) for m, s in panels if ((frame.metric == m) & (frame.split == s)).any()]
-    if not panels: raise DataError('the logs hold none of the metrics to draw (loss, neg_acc, t2i_top1)')
+    panels = _curve_panels(frame) if panels is None else [(m, s) for m, s in panels if ((frame.metric == m) & (frame.split == s)).any()]
+    if not panels: raise DataError('the logs hold none of the metrics to draw (loss terms, neg_acc, t2i_top1)')
     colors, seeds = arm_colors(arms), frame.groupby('arm').seed.nunique()
-    extra = int(('neg_acc', 'val') in panels) + int(any(s == 'val' and m in start for m, s in panels))
-    leg_rows = -(-(len(arms) + extra) // 6)
-    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.4 + 0.3 * leg_rows), squeeze=False)
-    for ax, (metric, split) in zip(axes[0], panels):
+    same = seeds.nunique() == 1
+    names = {a: arm_label(a, labels) + ('' if same else f" ({seeds[a]} seed{'s' if seeds[a] > 1 else ''})") for a in arms}
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
+    leg_rows = -(-(len(arms) + bool(start)) // 4)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 2.9 * nrows + 0.3 * leg_rows + 0.6), squeeze=False)
+    for ax in axes.flat[len(panels):]: ax.set_visible(False)
+    for ax, (metric, split) in zip(axes.flat, panels):
         n_train = frame[(frame.split == split) & (frame.metric == metric)].groupby(['arm', 'seed']).size().max()
         w = (smooth or max(1, round(n_train / 20))) if split == 'train' else 1
-        st = curve_stats(frame, metric, split, w)
-        for arm in arms:
-            g = st[st.arm == arm]
-            if len(g) == 0: continue
-            ax.plot(g.step, g['mean'], color=colors[arm], lw=1.6, marker='o' if split == 'val' else None, markersize=3.5,
-                    label=f'{arm} ({seeds[arm]} seeds)' if seeds[arm] > 1 else arm)
-            band = g[g.n > 1]
-            if len(band): ax.fill_between(band.step, band['mean'] - band['std'], band['mean'] + band['std'], color=colors[arm], alpha=0.2, lw=0)
-        if split == 'val' and metric in start: ax.axhline(start[metric], color='#555555', lw=1.2, ls='--', label='pretrain (start)')
-        if metric == 'neg_acc': ax.axhline(0.5, color='grey', lw=0.8, ls=':', label='chance')
+        _draw_curves(ax, curve_stats(frame, metric, split, w), arms, names, colors, split, metric)
+        if split == 'val' and metric in start:
+            ax.axhline((100 if metric in _PERCENT else 1) * start[metric], color='#555555', lw=1.1, ls='--', label='pre-trained (start)')
         title, ylabel = CURVE_LABELS.get(metric, (f'{split} {metric}', metric))
-        ax.set_xlabel('step'); ax.set_ylabel(ylabel); ax.set_title(title, fontsize=11)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    for ax in axes[0][1:]:
+        ax.set_title(title + (' (moving average)' if split == 'train' and w > 1 else ''), fontsize=10)
+        ax.set_xlabel('step', fontsize=9); ax.set_ylabel(ylabel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.grid(alpha=0.3); ax.tick_params(labelsize=8)
+    handles, seen = [], set()
+    for ax in axes.flat[:len(panels)]:
         for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in labels: handles.append(h); labels.append(l)
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=10)
-    many = (seeds > 1).any()
-    fig.suptitle('Training curves' + (' (mean over seeds, band: \u00b11 s.d.)' if many else ''), fontsize=12)
-    fig.tight_layout(rect=(0, (0.1 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
-    return fig
+            if l not in seen: handles.append(h); seen.add(l)
+    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), frameon=False, fontsize=9)
+    n = int(seeds.max())
+    fig.suptitle('Training curves' + (f' (mean over {n} seeds, band: \u00b11 s.d.)' if n > 1 else ''), fontsize=12)
+    fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
+    return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000002a
+# %% ../nbs/07_figures.ipynb #0000002d
 _SAVE_META = dict(png={'Software': None}, svg={'Date': None}, pdf={'CreationDate': None, 'Producer': None})
 
 def save_figure(fig, # a matplotlib Figure
@@ -474,42 +553,53 @@ def save_figure(fig, # a matplotlib Figure
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #0000002d
+# %% ../nbs/07_figures.ipynb #00000030
 FAMILY_METRICS = {'neg_acc_family/ccneg_style': 'CC-Neg-style', 'neg_acc_family/shortcut_probe': 'shortcut probe',
                   'neg_acc_family/compositional': 'compositional'}
 
-def _family_bars(ax, mean:pd.DataFrame, se:pd.DataFrame, labels:dict, legend:bool=True):
-    "Grouped bars: one group per arm (rows of `mean`), one bar per family (its columns), error bars from `se`."
+def _seeds(n:int) -> str: return f"{n} seed{'s' if n != 1 else ''}"
+
+def _family_bars(ax, mean:pd.DataFrame, se:pd.DataFrame, labels:dict|None):
+    "Grouped bars: one group per arm (rows of `mean`), one bar per family (its columns); error bars from `se` where known."
     cols = [c for c in FAMILY_METRICS if c in mean]
     width, x = 0.8/len(cols), np.arange(len(mean))
     colours = sns.color_palette('colorblind', len(cols))
     for k, c in enumerate(cols):
-        ax.bar(x + (k - (len(cols) - 1)/2)*width, 100*mean[c], width, yerr=100*se[c].fillna(0), capsize=2,
-               color=colours[k], label=FAMILY_METRICS[c], error_kw=dict(lw=0.8))
-    ax.axhline(50, ls='--', lw=0.8, color='0.4')
-    ax.set_xticks(x, [labels.get(a, a) for a in mean.index], rotation=35, ha='right', fontsize=7)
+        err = 100*se[c].to_numpy(float)        # NaN (one seed): no error bar, rather than a zero-length one
+        ax.bar(x + (k - (len(cols) - 1)/2)*width, 100*mean[c], width, yerr=None if np.isnan(err).all() else np.nan_to_num(err),
+               capsize=2, color=colours[k], label=FAMILY_METRICS[c], error_kw=dict(lw=0.8))
+    ax.axhline(50, ls='--', lw=0.8, color='0.4', label='chance')
+    ax.set_xticks(x, [arm_label(a, labels) for a in mean.index], rotation=35, ha='right', fontsize=7)
     ax.set_ylim(0, 100); ax.set_ylabel('orig. > negation (%)')
-    if legend: ax.legend(fontsize=7, loc='lower left', framealpha=0.9)
+
+def _legend_above(fig, ax):
+    "The bars' legend in one row above the panels, where it covers no bar."
+    pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == 'chance')   # the families, then chance
+    handles, names = [h for h, _ in pairs], [n for _, n in pairs]
+    fig.legend(handles, names, loc='upper center', ncol=len(names), frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.995))
 
 def family_figure(per_seed:pd.DataFrame, # one row per (arm, seed) with the neg_acc_family/* metrics (e.g. per_seed.csv)
-                  labels:dict|None=None, # arm -> display name
-                  title:str='') -> plt.Figure:
+                  labels:dict|None=None, # arm -> display name; None: `semclip.core.ARM_LABELS`
+                  title:str='', # first line of the title (e.g. the dataset)
+                  note:str|None=None) -> plt.Figure: # under the figure: dataset, settings, seeds (`Runs.describe`)
     "Per-arm accuracy of each negation family, mean and standard error over seeds."
     cols = [c for c in FAMILY_METRICS if c in per_seed]
     if not cols: raise ConfigError('per_seed has no neg_acc_family/* column: evaluate on a dataset with a neg_type column (SynthNeg)')
     g = per_seed.groupby('arm', sort=False)[cols]
     order = arm_order(g.mean().index)
     mean, se = g.mean().loc[order], (g.std(ddof=1)/np.sqrt(g.count())).loc[order]
-    fig, ax = plt.subplots(figsize=(max(5, 0.75*len(order) + 1.5), 3.6))
-    _family_bars(ax, mean, se, labels or {})
+    fig, ax = plt.subplots(figsize=(max(5, 0.75*len(order) + 1.5), 4.0))
+    _family_bars(ax, mean, se, labels)
     n = int(g.count().values.min())
-    ax.set_title((title + '\n' if title else '') + f'negation families, mean ± s.e. over {n} seed{"s" if n > 1 else ""}', fontsize=9)
-    fig.tight_layout()
-    return fig
+    ax.set_title((title + ': ' if title else '') + f'negation families, mean ± s.e. over {_seeds(n)}', fontsize=9)
+    _legend_above(fig, ax)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000002e
+# %% ../nbs/07_figures.ipynb #00000031
 def conditions_figure(table:pd.DataFrame, # from `semclip.reproduce.conditions_table`
-                      labels:dict|None=None) -> plt.Figure: # arm -> display name
+                      labels:dict|None=None, # arm -> display name; None: `semclip.core.ARM_LABELS`
+                      note:str|None=None) -> plt.Figure: # under the figure (e.g. the fine-tuning settings)
     "One panel per (pre-training, fine-tuning) negation share: CC-Neg-style and shortcut-probe accuracy per arm."
     conds = list(dict.fromkeys(zip(table.pretrain_negation_share, table.finetune_negation_share)))
     ncols = min(2, len(conds))
@@ -520,10 +610,43 @@ def conditions_figure(table:pd.DataFrame, # from `semclip.reproduce.conditions_t
         cols = [c for c in ('neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe') if f'{c} (mean)' in part]
         mean = pd.DataFrame({c: part[f'{c} (mean)'] for c in cols})
         se = pd.DataFrame({c: part[f'{c} (se)'] for c in cols})
-        _family_bars(ax, mean, se, labels or {}, legend=k == 0)
-        ax.set_title(f'pre-training captions negated: {100*pre:.0f}%, fine-tuning: {100*ft:.0f}%', fontsize=9)
+        se[part.filter(like='(n)').min(axis=1) < 2] = np.nan            # one seed: no spread to draw
+        _family_bars(ax, mean, se, labels)
+        n = int(part.filter(like='(n)').values.min())
+        ax.set_title(f'captions negated: pre-training {100*pre:.0f}%, fine-tuning {100*ft:.0f}% ({_seeds(n)})', fontsize=9)
     for ax in axs.flat[len(conds):]: ax.set_axis_off()
-    n = int(table.filter(like='(n)').values.min())
-    fig.suptitle(f'SynthNeg conditions: mean ± s.e. over {n} seed{"s" if n > 1 else ""} (dashed: chance)', fontsize=10)
+    _legend_above(fig, axs.flat[0])
+    fig.suptitle('SynthNeg conditions: mean ± s.e. over the seeds in each panel', fontsize=10, y=0.955)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return add_note(fig, note)
+
+# %% ../nbs/07_figures.ipynb #00000035
+TABLE1_CHART = {'t2i_R@1': 'caption top-1 (%)', 'para_t2i_R@1': 'paraphrase top-1 (%)', 'neg_acc': 'orig. > negation (%)',
+                'combined': 'combined (%)'}
+
+def table1_figure(per_seed:pd.DataFrame, # one row per (arm, seed) with the Table 1 metrics (e.g. per_seed.csv)
+                  columns:dict|None=None, # metric -> panel title; None: `TABLE1_CHART`
+                  labels:dict|None=None, # arm -> display name; None: `semclip.core.ARM_LABELS`
+                  note:str|None=None) -> plt.Figure: # under the figure: dataset, settings, seeds (`Runs.describe`)
+    "Table 1's headline columns as horizontal bars per arm: mean and standard error over seeds."
+    cols = {m: t for m, t in (columns or TABLE1_CHART).items() if m in per_seed}
+    if not cols: raise ConfigError(f'per_seed has none of the columns {list(columns or TABLE1_CHART)}')
+    g = per_seed.groupby('arm', sort=False)[list(cols)]
+    order = arm_order(g.mean().index)
+    mean, se = 100*g.mean().loc[order], (100*g.std(ddof=1)/np.sqrt(g.count())).loc[order]
+    colours = arm_colors(order)
+    fig, axs = plt.subplots(1, len(cols), figsize=(2.6*len(cols) + 2.4, 0.32*len(order) + 1.4), sharey=True, squeeze=False)
+    y = np.arange(len(order))
+    for ax, (m, title) in zip(axs[0], cols.items()):
+        err = se[m].to_numpy(float)
+        ax.barh(y, mean[m], xerr=None if np.isnan(err).all() else np.nan_to_num(err), capsize=2,
+                color=[colours[a] for a in order], error_kw=dict(lw=0.8))
+        if 'pretrain' in order: ax.axvline(mean.at['pretrain', m], color='0.3', lw=0.9, ls='--')
+        for yi, v in zip(y, mean[m]): ax.text(v, yi, f' {v:.1f}', va='center', fontsize=7)
+        ax.set_title(title, fontsize=9); ax.tick_params(labelsize=8)
+        ax.set_xlim(0, max(100 if m in ('neg_acc', 'combined') else 0, 1.18*float(mean[m].max())))
+    axs[0][0].set_yticks(y, [arm_label(a, labels) for a in order]); axs[0][0].invert_yaxis()
+    n = int(g.count().values.min())
+    fig.suptitle(f'Table 1: retrieval and negation, test split, mean ± s.e. over {_seeds(n)}', fontsize=10)
     fig.tight_layout()
-    return fig
+    return add_note(fig, note)

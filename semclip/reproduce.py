@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import FINETUNE_ARMS, portable_path, ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
+from .core import ARM_LABELS, FINETUNE_ARMS, portable_path, ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
 
 # %% auto #0
-__all__ = ['CONDITIONS', 'VARIANTS', 'ARM_LABELS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
-           'STUDY_COLUMNS', 'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook',
-           'ipc_kernel_manager', 'execute', 'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress',
-           'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables',
-           'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision',
-           'compare_to_reference', 'comparison_markdown', 'reproduce', 'run_command', 'cli']
+__all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO', 'STUDY_COLUMNS',
+           'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'ipc_kernel_manager', 'execute',
+           'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect',
+           'aggregate', 'format_table', 'image_side_columns', 'write_tables', 'study_plan', 'conditions_table',
+           'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown',
+           'reproduce', 'run_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))   # (pretrain, finetune) negation shares of the study
@@ -315,10 +315,6 @@ def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True
     return pd.DataFrame([dict(run=r.name, status=status[r.name], seconds=round(secs.get(r.name, 0.), 1), notebook=str(r.executed)) for r in runs])
 
 # %% ../nbs/08_reproduce.ipynb #00000016
-ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
-                  negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
-                  conclip='CoN-CLIP-style (counterfactual distractors)', tripletclip='TripletCLIP-style', semclip_img='SemCLIP + image margin',
-                  semclip_negdata='SemCLIP + negated true captions (remedy)')
 PAPER_CCNEG = {'CLIP (paper, CC-Neg)': {'neg_acc': 0.681}, 'SemCLIP (paper, CC-Neg)': {'neg_acc': 0.781}}
 PAPER_BESIDE = {'paper: CLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.681},
                 'paper: SemCLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.781}}
@@ -468,7 +464,7 @@ def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=FINET
     with atomic_write(out_dir/'conditions.csv', 'w') as f: table.to_csv(f, index=False, float_format='%.6f')
     md = conditions_markdown(table)
     with atomic_write(out_dir/'conditions.md', 'w') as f: f.write(md)
-    save_figure(conditions_figure(table, labels=ARM_LABELS), out_dir, 'conditions')
+    save_figure(conditions_figure(table), out_dir, 'conditions')
     return {'conditions': md}
 
 # %% ../nbs/08_reproduce.ipynb #00000023

@@ -106,9 +106,11 @@ def section(ref:Path=REF) -> str:
                 f"shortcut comes from the fine-tuning captions, not from a negation-blind start.", '']
     figs = json.loads((ref/'figures.json').read_text()) if (ref/'figures.json').exists() else {}
     seed = (figs.get('embedding_seeds') or {}).get('semclip') if isinstance(figs.get('embedding_seeds'), dict) else None
-    out += [f"The figures{f' (seed {seed})' if seed else ''}: accuracy per negation family, the embedding shift (UMAP), the "
-            "gap cos(image, caption) - cos(image, negation), and the training curves.", '']
-    for name, alt in [('negation_families', 'accuracy per negation family and arm'),
+    out += [f"The figures: Table 1 as a chart and the accuracy per negation family (every seed); the embedding shift (UMAP) "
+            f"and the gap cos(image, caption) - cos(image, negation){f' (seed {seed})' if seed else ''}; the training curves, "
+            "one panel per loss term (every seed).", '']
+    for name, alt in [('table1_chart', 'Table 1 as bars per arm, mean and standard error over seeds'),
+                      ('negation_families', 'accuracy per negation family and arm'),
                       ('umap_shift', 'UMAP of image, caption, paraphrase and negation embeddings before and after fine-tuning'),
                       ('gap_distribution', 'cos(image, caption) - cos(image, negation) per arm'), ('training_curves', 'training curves')]:
         if (ref/f'{name}.png').exists(): out.append(f'![{alt}](figures/synthneg/{name}.png)')
