@@ -4,7 +4,7 @@ PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 SEEDS   ?= 1
 
-.PHONY: install reproduce test check-sync export clean-nbs bench docs
+.PHONY: install reproduce test check-sync export clean-nbs format bench docs
 
 install: $(VENV)/.installed
 
@@ -34,13 +34,23 @@ check-sync: install
 	@$(VENV)/bin/nbdev-proc-nbs > _proc.log 2>&1 && ! grep -q "Found cells containing imports" _proc.log || \
 	  { echo "ERROR: nbdev-proc-nbs (the docs processor) failed or warned: see _proc.log"; tail -20 _proc.log; exit 1; }
 	@rm -f _proc.log
-	@echo "semclip/ matches nbs/, notebooks are clean, nbdev-proc-nbs passes."
+	@$(VENV)/bin/ruff format --check --quiet . || { echo "ERROR: ruff format would change files: run 'make format'."; exit 1; }
+	@$(VENV)/bin/ruff check --quiet . || { echo "ERROR: ruff check found problems (above)."; exit 1; }
+	@echo "semclip/ matches nbs/, notebooks are clean, nbdev-proc-nbs passes, ruff format and ruff check pass."
 
 export: install
 	$(VENV)/bin/nbdev-export
 
 clean-nbs: install
 	$(VENV)/bin/nbdev-clean
+
+# ruff's formatter and linter over the notebooks, tests, tools and benchmarks (settings in pyproject.toml), then
+# the library exported again from the formatted notebooks
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/nbdev-clean
+	$(VENV)/bin/nbdev-export
 
 bench: install
 	for f in bench/*.py; do $(PY) $$f || exit 1; done

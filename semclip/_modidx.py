@@ -20,6 +20,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'semclip.cli._legacy_bool_values': ('cli.html#_legacy_bool_values', 'semclip/cli.py'),
                              'semclip.cli._same': ('cli.html#_same', 'semclip/cli.py'),
                              'semclip.cli._spellings': ('cli.html#_spellings', 'semclip/cli.py'),
+                             'semclip.cli._statement_comments': ('cli.html#_statement_comments', 'semclip/cli.py'),
                              'semclip.cli._value_parser': ('cli.html#_value_parser', 'semclip/cli.py'),
                              'semclip.cli.build_parser': ('cli.html#build_parser', 'semclip/cli.py'),
                              'semclip.cli.command_line': ('cli.html#command_line', 'semclip/cli.py'),

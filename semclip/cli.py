@@ -4,12 +4,28 @@
 
 # %% ../nbs/00a_cli.ipynb #00000003
 from __future__ import annotations
-import re, sys, argparse, importlib, linecache
+import ast
+import io
+import re
+import sys
+import tokenize
+import argparse
+import importlib
+import linecache
 from functools import partial
 from pathlib import Path
 from dataclasses import dataclass, field, fields, MISSING
 import semclip
-from .core import ARMS, FINETUNE_ARMS, PRECISIONS, ConfigError, check_choice, check_number, data_root, dataset_not_found
+from semclip.core import (
+    ARMS,
+    FINETUNE_ARMS,
+    PRECISIONS,
+    ConfigError,
+    check_choice,
+    check_number,
+    data_root,
+    dataset_not_found,
+)
 
 # %% auto #0
 __all__ = ['DATASET_NAMES', 'COMMANDS', 'train_main', 'eval_main', 'triples_main', 'shards_main', 'reproduce_main', 'documented',
@@ -18,394 +34,557 @@ __all__ = ['DATASET_NAMES', 'COMMANDS', 'train_main', 'eval_main', 'triples_main
            'experiment_parameters']
 
 # %% ../nbs/00a_cli.ipynb #00000006
-_FIELD_LINE = re.compile(r'^\s+(\w+)\s*:[^#\n]*#\s*(.*?)\s*$')
-
-def documented(cls): # a dataclass whose fields end with a `# comment`
-    "Class decorator: store the trailing comment of each field of `cls` in `cls.__field_docs__`."
-    caller = sys._getframe(1).f_code.co_filename       # the file or notebook cell running the `class` statement
-    lines = linecache.getlines(caller)
-    start = next((i for i, l in enumerate(lines) if re.match(rf'\s*class {cls.__name__}\b', l)), None)
+def _statement_comments(source: str, class_name: str) -> dict:
+    "{field: the comments inside its statement} for the annotated fields of class `class_name` in `source`."
+    try:
+        tree = ast.parse(source)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (SyntaxError, tokenize.TokenError):
+        return {}
+    node = next((n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+    if node is None:
+        return {}
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
     docs = {}
-    if start is not None:
-        for line in lines[start + 1:]:
-            if line.strip() and not line[:1].isspace(): break          # the class body has ended
-            if m := _FIELD_LINE.match(line): docs.setdefault(m[1], m[2])
-    cls.__field_docs__ = docs
+    for stmt in node.body:  # a field whose line is too long may be wrapped, its comment on a line of its own
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+            found = [comments[n] for n in range(stmt.lineno, stmt.end_lineno + 1) if n in comments]
+            if found:
+                docs[stmt.target.id] = " ".join(found)
+    return docs
+
+
+def documented(cls):  # a dataclass whose fields end with a `# comment`
+    "Class decorator: store the comment of each field of `cls` in `cls.__field_docs__`."
+    caller = sys._getframe(1).f_code.co_filename  # the file or notebook cell running the `class` statement
+    cls.__field_docs__ = _statement_comments("".join(linecache.getlines(caller)), cls.__name__)
     return cls
 
-def field_docs(cls) -> dict: # a class decorated with `documented`
-    "{field name: its trailing comment}."
-    return dict(getattr(cls, '__field_docs__', {}))
 
-# %% ../nbs/00a_cli.ipynb #00000009
+def field_docs(cls) -> dict:  # a class decorated with `documented`
+    "{field name: its trailing comment}."
+    return dict(getattr(cls, "__field_docs__", {}))
+
+# %% ../nbs/00a_cli.ipynb #0000000b
 @dataclass
 class Command:
     "One console script: its parameters and how to build and run it."
-    prog: str                      # the command's name, e.g. 'semclip-train'
-    params: type                   # a `documented` dataclass: one parameter per field
-    description: str               # the first paragraph of --help
-    run: str                       # 'module:function' called with the parsed arguments
-    examples: tuple = ()           # command lines shown under --help
-    choices: dict = field(default_factory=dict)     # parameter -> the values it accepts
-    bounds: dict = field(default_factory=dict)      # parameter -> `check_number` keywords, checked while parsing
-    positional: tuple = ()         # parameters given by position, in order
-    many: dict = field(default_factory=dict)        # parameter -> argparse nargs ('+') or 'append' (repeatable)
-    types: dict = field(default_factory=dict)       # parameter -> a parse function for its text
-    metavars: dict = field(default_factory=dict)    # parameter -> the placeholder shown in --help
 
-# %% ../nbs/00a_cli.ipynb #0000000b
-_NONE_WORDS = ('none', 'null')
+    prog: str  # the command's name, e.g. 'semclip-train'
+    params: type  # a `documented` dataclass: one parameter per field
+    description: str  # the first paragraph of --help
+    run: str  # 'module:function' called with the parsed arguments
+    examples: tuple = ()  # command lines shown under --help
+    choices: dict = field(default_factory=dict)  # parameter -> the values it accepts
+    bounds: dict = field(default_factory=dict)  # parameter -> `check_number` keywords, checked while parsing
+    positional: tuple = ()  # parameters given by position, in order
+    many: dict = field(default_factory=dict)  # parameter -> argparse nargs ('+') or 'append' (repeatable)
+    types: dict = field(default_factory=dict)  # parameter -> a parse function for its text
+    metavars: dict = field(default_factory=dict)  # parameter -> the placeholder shown in --help
+
+# %% ../nbs/00a_cli.ipynb #0000000d
+_NONE_WORDS = ("none", "null")
+
 
 def _kind(annotation) -> tuple[str, bool]:
     "('int' | 'float' | 'bool' | 'str', whether None is allowed) of a field annotation."
-    text = annotation if isinstance(annotation, str) else getattr(annotation, '__name__', str(annotation))
-    kind = next((k for k in ('bool', 'int', 'float') if re.search(rf'\b{k}\b', text)), 'str')
-    return kind, 'None' in text
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    kind = next((k for k in ("bool", "int", "float") if re.search(rf"\b{k}\b", text)), "str")
+    return kind, "None" in text
 
-def _value_parser(name:str, kind:str, optional:bool, bounds:dict|None):
+
+def _value_parser(name: str, kind: str, optional: bool, bounds: dict | None):
     "An argparse `type` for one parameter."
-    def parse(text:str):
-        if optional and text.strip().lower() in _NONE_WORDS: return None
-        if kind == 'str': return text
-        try: value = int(text) if kind == 'int' else float(text)
+
+    def parse(text: str):
+        if optional and text.strip().lower() in _NONE_WORDS:
+            return None
+        if kind == "str":
+            return text
+        try:
+            value = int(text) if kind == "int" else float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind == 'int' else 'a number'}") from None
-        if bounds is None: return value
-        try: return check_number(name, value, kind=int if kind == 'int' else float, **bounds)
-        except ConfigError as e: raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = kind + ('|None' if optional else '')        # argparse names it in "invalid int value"
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind == 'int' else 'a number'}"
+            ) from None
+        if bounds is None:
+            return value
+        try:
+            return check_number(name, value, kind=int if kind == "int" else float, **bounds)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = kind + ("|None" if optional else "")  # argparse names it in "invalid int value"
     return parse
 
-# %% ../nbs/00a_cli.ipynb #0000000e
+# %% ../nbs/00a_cli.ipynb #00000010
 class FlagAction(argparse.Action):
     "`--name` sets True, `--no-name` sets False (snake_case spellings accepted, not shown)."
+
     def __init__(self, option_strings, dest, default=None, help=None, **kw):
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
     def __call__(self, parser, namespace, values, option_string=None):
-        setattr(namespace, self.dest, not option_string.startswith(('--no-', '--no_')))
-    def format_usage(self) -> str: return ' | '.join(self.option_strings)
+        setattr(namespace, self.dest, not option_string.startswith(("--no-", "--no_")))
 
-_TRUE, _FALSE = ('true', 'yes', 'y', '1', 'on'), ('false', 'no', 'n', '0', 'off')
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
 
-def _legacy_bool_values(argv:list, flags:dict) -> list:
+
+_TRUE, _FALSE = ("true", "yes", "y", "1", "on"), ("false", "no", "n", "0", "off")
+
+
+def _legacy_bool_values(argv: list, flags: dict) -> list:
     "`--flag true` -> `--flag`, `--flag false` -> `--no-flag`, `--flag none` -> (dropped) for boolean `flags` {spelling: kebab}."
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
         word = argv[i + 1].strip().lower() if i + 1 < len(argv) and isinstance(argv[i + 1], str) else None
         if a in flags and word in _TRUE + _FALSE + _NONE_WORDS:
-            if word in _TRUE: out.append(f'--{flags[a]}')
-            elif word in _FALSE: out.append(f'--no-{flags[a]}')
+            if word in _TRUE:
+                out.append(f"--{flags[a]}")
+            elif word in _FALSE:
+                out.append(f"--no-{flags[a]}")
             i += 2
             continue
         out.append(a)
         i += 1
     return out
 
-# %% ../nbs/00a_cli.ipynb #00000011
-def _spellings(name:str, flag:bool=False) -> tuple[list, list]:
+# %% ../nbs/00a_cli.ipynb #00000013
+def _spellings(name: str, flag: bool = False) -> tuple[list, list]:
     "(shown, hidden) option strings of a parameter: kebab-case shown; the snake_case spellings of earlier releases hidden."
-    kebab = name.replace('_', '-')
-    shown = [f'--{kebab}'] + ([f'--no-{kebab}'] if flag else [])
-    hidden = ([f'--{name}'] if name != kebab else []) + ([f'--no_{name}'] if flag else [])
+    kebab = name.replace("_", "-")
+    shown = [f"--{kebab}"] + ([f"--no-{kebab}"] if flag else [])
+    hidden = ([f"--{name}"] if name != kebab else []) + ([f"--no_{name}"] if flag else [])
     return shown, hidden
 
-def _help(doc:str, default) -> str:
-    "The help of an option: its comment, and its default unless the comment says it."
-    says_default = default is MISSING or default is None or 'default' in doc.lower()
-    return (doc if says_default else f'{doc} (default: {default})').replace('%', '%%')
 
-# %% ../nbs/00a_cli.ipynb #00000014
-def _add_parameter(ap:argparse.ArgumentParser, cmd:Command, f, doc:str):
+def _help(doc: str, default) -> str:
+    "The help of an option: its comment, and its default unless the comment says it."
+    says_default = default is MISSING or default is None or "default" in doc.lower()
+    return (doc if says_default else f"{doc} (default: {default})").replace("%", "%%")
+
+# %% ../nbs/00a_cli.ipynb #00000016
+def _add_parameter(ap: argparse.ArgumentParser, cmd: Command, f, doc: str):
     "Add the option (or positional) of dataclass field `f`, and its hidden snake_case spellings."
     kind, optional = _kind(f.type)
-    default = f.default if f.default is not MISSING else (f.default_factory() if f.default_factory is not MISSING else MISSING)
-    if f.name in cmd.positional: return ap.add_argument(f.name, help=doc.replace('%', '%%'), metavar=f.name.upper())
-    flag = kind == 'bool' and f.name not in cmd.types
+    default = (
+        f.default
+        if f.default is not MISSING
+        else (f.default_factory() if f.default_factory is not MISSING else MISSING)
+    )
+    if f.name in cmd.positional:
+        return ap.add_argument(f.name, help=doc.replace("%", "%%"), metavar=f.name.upper())
+    flag = kind == "bool" and f.name not in cmd.types
     shown, hidden = _spellings(f.name, flag)
     kw = dict(dest=f.name, help=_help(doc, default))
-    if flag: kw['action'] = FlagAction
+    if flag:
+        kw["action"] = FlagAction
     else:
-        kw.update(type=cmd.types.get(f.name) or _value_parser(f.name, kind, optional, cmd.bounds.get(f.name)),
-                  choices=cmd.choices.get(f.name), metavar=cmd.metavars.get(f.name))
+        kw.update(
+            type=cmd.types.get(f.name) or _value_parser(f.name, kind, optional, cmd.bounds.get(f.name)),
+            choices=cmd.choices.get(f.name),
+            metavar=cmd.metavars.get(f.name),
+        )
         many = cmd.many.get(f.name)
-        if many == 'append': kw['action'] = 'append'
-        elif many: kw['nargs'] = many
-    if default is MISSING: kw['required'] = True
-    else: kw['default'] = default
+        if many == "append":
+            kw["action"] = "append"
+        elif many:
+            kw["nargs"] = many
+    if default is MISSING:
+        kw["required"] = True
+    else:
+        kw["default"] = default
     action = ap.add_argument(*shown, **kw)
-    if hidden: ap.add_argument(*hidden, **dict(kw, help=argparse.SUPPRESS, default=argparse.SUPPRESS, required=False))
+    if hidden:
+        ap.add_argument(*hidden, **dict(kw, help=argparse.SUPPRESS, default=argparse.SUPPRESS, required=False))
     return action
 
-# %% ../nbs/00a_cli.ipynb #00000015
-def build_parser(cmd:Command) -> argparse.ArgumentParser:
+# %% ../nbs/00a_cli.ipynb #00000017
+def build_parser(cmd: Command) -> argparse.ArgumentParser:
     "The argument parser of `cmd`: every field of `cmd.params`, documented by its comment."
-    epilog = 'examples:\n' + '\n'.join(f'  {e}' for e in cmd.examples) if cmd.examples else None
-    usage = ' '.join(['%(prog)s', *(p.upper() for p in cmd.positional), '[options]'])
-    ap = argparse.ArgumentParser(prog=cmd.prog, usage=usage, description=cmd.description, epilog=epilog,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    epilog = "examples:\n" + "\n".join(f"  {e}" for e in cmd.examples) if cmd.examples else None
+    usage = " ".join(["%(prog)s", *(p.upper() for p in cmd.positional), "[options]"])
+    ap = argparse.ArgumentParser(
+        prog=cmd.prog,
+        usage=usage,
+        description=cmd.description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     docs = field_docs(cmd.params)
-    for f in fields(cmd.params): _add_parameter(ap, cmd, f, docs.get(f.name, ''))
-    ap.add_argument('--version', action='version', version=f'%(prog)s {semclip.__version__}')
+    for f in fields(cmd.params):
+        _add_parameter(ap, cmd, f, docs.get(f.name, ""))
+    ap.add_argument("--version", action="version", version=f"%(prog)s {semclip.__version__}")
     return ap
 
-# %% ../nbs/00a_cli.ipynb #00000017
-DATASET_NAMES = ('synthneg', 'ccneg', 'sugarcrepe_pp', 'semclip_csv')   # the datasets semclip.data registers
+# %% ../nbs/00a_cli.ipynb #00000019
+DATASET_NAMES = ("synthneg", "ccneg", "sugarcrepe_pp", "semclip_csv")  # the datasets semclip.data registers
+
 
 @documented
 @dataclass
 class TrainParams:
     "Every parameter of a training run (see the trailing comments)."
-    dataset: str = 'synthneg'          # synthneg | ccneg | sugarcrepe_pp | semclip_csv
-    data_root: str|None = None         # dataset folder; None: the registry default under $SEMCLIP_DATA
+
+    dataset: str = "synthneg"  # synthneg | ccneg | sugarcrepe_pp | semclip_csv
+    data_root: str | None = None  # dataset folder; None: the registry default under $SEMCLIP_DATA
     pretrain_negation_share: float = 0.0  # synthneg: share of pre-training captions with a negation word (0: web-like)
-    finetune_negation_share: float = 0.0  # synthneg: share of fine-tuning true captions with a negation word (0: CC-Neg-like)
-    arm: str = 'semclip'               # the training arm (see semclip.core.ARMS)
-    model: str = 'semclip-tiny'        # open_clip model name (e.g. ViT-B-32) or a semclip tiny config
-    pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
-    init_checkpoint: str|None = 'auto' # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing); none: the model as created
-    steps: int|None = None             # optimizer steps; None: 400 for pretrain, 150 for fine-tuning
-    pretrain_steps: int|None = None    # steps of the automatic pretrain run that 'auto' may start (None: its default)
-    batch_size: int = 256              # global batch size (samples per optimizer step)
-    accum_steps: int = 1               # micro-batches per step; the contrastive loss still sees the whole batch
-    lr: float|None = None              # peak learning rate; None: 1e-3 for pretrain, 5e-4 for fine-tuning
-    weight_decay: float = 0.2          # AdamW weight decay (not applied to gains, biases, scales)
-    warmup_steps: int = 50             # linear warm-up steps, then cosine decay to 0
-    grad_clip: float = 1.0             # max global gradient norm; 0 disables clipping
-    precision: str = 'auto'            # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
-    device: str = 'auto'               # auto | cpu | cuda | cuda:N
-    freeze_vision: bool|None = None    # None: frozen for fine-tuning (paper default), trained for pretrain
-    freeze_text_layers: int = 0        # freeze this many lower text-transformer blocks
-    k: int = 2                         # dimension of the SemCLIP projection
-    margin: float = 0.0                # SemCLIP negation margin
-    normalize: bool = True             # cosine contrastive loss; False reproduces the released code
-    learnable_proj: bool = False       # learn the SemCLIP projection instead of fixing it
-    laclip_p: float = 0.5              # laclip arm: probability of swapping a caption for its paraphrase
-    max_train: int|None = None         # use at most this many training rows (quick runs)
-    train_shards: str|None = None      # stream training rows from WebDataset shards (brace pattern, '::' list or folder); None: the dataset's split in memory
-    num_workers: int = 0               # DataLoader processes decoding streamed shards (train_shards only)
-    seed: int = 42                     # seed for model init, data order and the projection
-    out_dir: str|None = None           # None: $SEMCLIP_RUNS/<dataset>/<arm>/seed<seed>
-    eval_every: int = 50               # validate every this many steps (0: only at the end)
-    ckpt_every: int = 100              # checkpoint every this many steps (0: only at the end)
-    resume: bool = False               # continue from out_dir/checkpoint.pt if it exists
-    progress: bool = True              # show a progress bar
+    finetune_negation_share: float = (
+        0.0  # synthneg: share of fine-tuning true captions with a negation word (0: CC-Neg-like)
+    )
+    arm: str = "semclip"  # the training arm (see semclip.core.ARMS)
+    model: str = "semclip-tiny"  # open_clip model name (e.g. ViT-B-32) or a semclip tiny config
+    pretrained: str | None = None  # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
+    init_checkpoint: str | None = (
+        "auto"  # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing); none: the model as created
+    )
+    steps: int | None = None  # optimizer steps; None: 400 for pretrain, 150 for fine-tuning
+    pretrain_steps: int | None = None  # steps of the automatic pretrain run that 'auto' may start (None: its default)
+    batch_size: int = 256  # global batch size (samples per optimizer step)
+    accum_steps: int = 1  # micro-batches per step; the contrastive loss still sees the whole batch
+    lr: float | None = None  # peak learning rate; None: 1e-3 for pretrain, 5e-4 for fine-tuning
+    weight_decay: float = 0.2  # AdamW weight decay (not applied to gains, biases, scales)
+    warmup_steps: int = 50  # linear warm-up steps, then cosine decay to 0
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    freeze_vision: bool | None = None  # None: frozen for fine-tuning (paper default), trained for pretrain
+    freeze_text_layers: int = 0  # freeze this many lower text-transformer blocks
+    k: int = 2  # dimension of the SemCLIP projection
+    margin: float = 0.0  # SemCLIP negation margin
+    normalize: bool = True  # cosine contrastive loss; False reproduces the released code
+    learnable_proj: bool = False  # learn the SemCLIP projection instead of fixing it
+    laclip_p: float = 0.5  # laclip arm: probability of swapping a caption for its paraphrase
+    max_train: int | None = None  # use at most this many training rows (quick runs)
+    train_shards: str | None = (
+        None  # stream training rows from WebDataset shards (brace pattern, '::' list or folder); None: the dataset's split in memory
+    )
+    num_workers: int = 0  # DataLoader processes decoding streamed shards (train_shards only)
+    seed: int = 42  # seed for model init, data order and the projection
+    out_dir: str | None = None  # None: $SEMCLIP_RUNS/<dataset>/<arm>/seed<seed>
+    eval_every: int = 50  # validate every this many steps (0: only at the end)
+    ckpt_every: int = 100  # checkpoint every this many steps (0: only at the end)
+    resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
+    progress: bool = True  # show a progress bar
 
     @classmethod
     def docs(cls) -> dict:
         "The trailing comment of each field."
         return field_docs(cls)
 
-# %% ../nbs/00a_cli.ipynb #0000001a
+# %% ../nbs/00a_cli.ipynb #0000001c
 @documented
 @dataclass
 class EvalParams:
     "The parameters of `semclip-eval`."
-    checkpoint: str|None = 'auto'      # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); none: --model/--pretrained
-    model: str|None = None             # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
-    pretrained: str|None = None        # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
-    dataset: str = 'synthneg'          # the dataset to evaluate on
-    data_root: str|None = None         # dataset folder; None: the registry default under $SEMCLIP_DATA
-    split: str = 'test'                # the split to evaluate; 'all': every row
-    out_dir: str|None = None           # where the files go; None: <checkpoint dir>/eval (SynthNeg test) or eval-<dataset>-<split>
-    batch_size: int = 256              # samples per forward pass
-    zeroshot: str = 'synthneg'         # zero-shot sets, comma-separated: synthneg, cifar10, cifar100, flowers102, food101, oxfordiiitpet; none: no zero-shot
-    zeroshot_root: str|None = None     # folder of the torchvision datasets; None: $SEMCLIP_DATA/torchvision
-    progress: bool = True              # show progress bars
-    dataset_kw: list|None = None       # an extra reader argument KEY=VALUE (repeatable), e.g. images_dir=data/coco/val2017
-    max_samples: int|None = None       # evaluate only the first N rows of the split (quick looks); none: all
-    device: str = 'auto'               # auto | cpu | cuda | cuda:N
 
-# %% ../nbs/00a_cli.ipynb #0000001b
-@documented
-@dataclass
-class TriplesParams:
-    "The parameters of `semclip-triples`."
-    input: str                         # caption CSV
-    output: str                        # output CSV (written once, at the end)
-    caption_col: str = 'caption'       # caption column
-    backend: str = 'rule'              # rule: offline rules; openai: an OpenAI-compatible server
-    base_url: str = 'http://127.0.0.1:11434/v1'  # API root of the server (default: ollama on this machine)
-    model: str = 'phi4'                # generator model
-    verifier_model: str|None = None    # Yes/No verifier model (default: mistral for --backend openai, none for rules; 'none' turns it off)
-    regen_model: str|None = None       # model that rewrites rejected answers (default: the verifier model)
-    api_key_env: str = 'OPENAI_API_KEY'  # NAME of the environment variable holding the API key (never the key itself)
-    concurrency: int = 4               # requests in flight at once
-    timeout: float = 60.0              # seconds per socket operation
-    deadline: float|None = None        # seconds per request, connect to last byte (default: 2 x timeout)
-    max_answer_bytes: int = 1048576    # largest answer read (default: 1 MiB)
-    max_retries: int = 4               # retries of a failed request
-    backoff: float = 1.0               # first retry delay, seconds (doubles each retry)
-    max_backoff: float = 30.0          # longest retry delay, seconds
-    cache: str = 'auto'                # JSONL cache (default: OUTPUT.cache.jsonl for LLM backends; 'none': no cache)
-    fsync: bool = True                 # fsync each cache line (--no-fsync is faster; a power cut can lose lines, a crash cannot)
-    temperature: float = 0.1           # sampling temperature of the generator
-    max_regen: int = 1                 # rewrites of an answer the verifier rejects
-    verify: bool = True                # ask the verifier about every answer
-    limit: int|None = None             # only the first LIMIT rows
-    on_error: str = 'raise'            # a row that fails: raise (stop) or record (write it with its error)
-    progress: bool = True              # show a progress bar
-
-# %% ../nbs/00a_cli.ipynb #0000001c
-@documented
-@dataclass
-class ShardsParams:
-    "The parameters of `semclip-shards`."
-    dataset: str                       # the dataset to write
-    out: str                           # folder for the shards, sizes.json and manifest.json (created)
-    split: str = 'train'               # the split to write, or all
-    data_root: str|None = None         # the dataset's folder; None: the registry default under $SEMCLIP_DATA
-    maxcount: int = 1000               # samples per shard
-    prefix: str = 'shard'              # shard file names: PREFIX-000000.tar, ...
-    on_bad_sample: str = 'raise'       # an unreadable image: raise, or skip it (skips are counted in the manifest)
-    progress: bool = True              # show a progress bar
+    checkpoint: str | None = (
+        "auto"  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); none: --model/--pretrained
+    )
+    model: str | None = None  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
+    pretrained: str | None = None  # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
+    dataset: str = "synthneg"  # the dataset to evaluate on
+    data_root: str | None = None  # dataset folder; None: the registry default under $SEMCLIP_DATA
+    split: str = "test"  # the split to evaluate; 'all': every row
+    out_dir: str | None = (
+        None  # where the files go; None: <checkpoint dir>/eval (SynthNeg test) or eval-<dataset>-<split>
+    )
+    batch_size: int = 256  # samples per forward pass
+    zeroshot: str = "synthneg"  # zero-shot sets, comma-separated: synthneg, cifar10, cifar100, flowers102, food101, oxfordiiitpet; none: no zero-shot
+    zeroshot_root: str | None = None  # folder of the torchvision datasets; None: $SEMCLIP_DATA/torchvision
+    progress: bool = True  # show progress bars
+    dataset_kw: list | None = None  # an extra reader argument KEY=VALUE (repeatable), e.g. images_dir=data/coco/val2017
+    max_samples: int | None = None  # evaluate only the first N rows of the split (quick looks); none: all
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
 
 # %% ../nbs/00a_cli.ipynb #0000001d
 @documented
 @dataclass
-class ReproduceParams:
-    "The parameters of `semclip-reproduce`."
-    dataset: str = 'synthneg'          # registered dataset (synthneg runs offline)
-    seeds: int = 1                     # number of seeds: 42, 43, ... (tables show mean ± standard error)
-    arms: list = FINETUNE_ARMS         # fine-tuning arms (default: all of them)
-    runs_dir: str|None = None          # where runs go; None: $SEMCLIP_RUNS/<dataset>
-    figures_dir: str|None = None       # tables and figures; None: <runs-dir>/figures, compared with the committed reference
-    steps: int|None = None             # fine-tuning steps per arm; None: the training notebook's default
-    pretrain_steps: int|None = None    # steps of the SynthNeg pre-training run; None: its default
-    max_train: int|None = None         # limit training rows (quick runs)
-    batch_size: int|None = None        # training batch size; None: the notebook's default, 256
-    eval_max_samples: int|None = None  # evaluate only the first N test rows (quick runs)
-    model: str = 'semclip-tiny'        # open_clip model for real datasets (e.g. ViT-B-32)
-    pretrained: str|None = None        # open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)
-    jobs: int = 2                      # notebooks executed at once, each with its share of the cores
-    force: bool = False                # rerun finished runs too
-    study: str|None = None             # conditions: pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)
-    remedy: bool = True                # SynthNeg: also run the remedy row (SemCLIP on negated true captions)
-    progress: bool = True              # show the progress of the plan: the current run, its step, the time left
-    update_reference: bool = False     # write into the checkout's figures/<dataset> (the committed reference) instead
+class TriplesParams:
+    "The parameters of `semclip-triples`."
+
+    input: str  # caption CSV
+    output: str  # output CSV (written once, at the end)
+    caption_col: str = "caption"  # caption column
+    backend: str = "rule"  # rule: offline rules; openai: an OpenAI-compatible server
+    base_url: str = "http://127.0.0.1:11434/v1"  # API root of the server (default: ollama on this machine)
+    model: str = "phi4"  # generator model
+    verifier_model: str | None = (
+        None  # Yes/No verifier model (default: mistral for --backend openai, none for rules; 'none' turns it off)
+    )
+    regen_model: str | None = None  # model that rewrites rejected answers (default: the verifier model)
+    api_key_env: str = "OPENAI_API_KEY"  # NAME of the environment variable holding the API key (never the key itself)
+    concurrency: int = 4  # requests in flight at once
+    timeout: float = 60.0  # seconds per socket operation
+    deadline: float | None = None  # seconds per request, connect to last byte (default: 2 x timeout)
+    max_answer_bytes: int = 1048576  # largest answer read (default: 1 MiB)
+    max_retries: int = 4  # retries of a failed request
+    backoff: float = 1.0  # first retry delay, seconds (doubles each retry)
+    max_backoff: float = 30.0  # longest retry delay, seconds
+    cache: str = "auto"  # JSONL cache (default: OUTPUT.cache.jsonl for LLM backends; 'none': no cache)
+    fsync: bool = True  # fsync each cache line (--no-fsync is faster; a power cut can lose lines, a crash cannot)
+    temperature: float = 0.1  # sampling temperature of the generator
+    max_regen: int = 1  # rewrites of an answer the verifier rejects
+    verify: bool = True  # ask the verifier about every answer
+    limit: int | None = None  # only the first LIMIT rows
+    on_error: str = "raise"  # a row that fails: raise (stop) or record (write it with its error)
+    progress: bool = True  # show a progress bar
 
 # %% ../nbs/00a_cli.ipynb #0000001e
 @documented
 @dataclass
-class FiguresParams:
-    "The parameters of the figures notebook (07_figures)."
-    dataset: str = 'synthneg'          # the dataset the runs were trained on: their folder under $SEMCLIP_RUNS
-    runs_dir: str|None = None          # folder holding <arm>/seed<N>/ runs; None: semclip.core.runs_root()/dataset
-    out_dir: str|None = None           # where the figures are written; None: <runs_dir>/figures
-    n_umap: int = 40                   # test samples drawn in the UMAP figure
-    seed: int = 0                      # the choice of those samples and the UMAP random_state
+class ShardsParams:
+    "The parameters of `semclip-shards`."
+
+    dataset: str  # the dataset to write
+    out: str  # folder for the shards, sizes.json and manifest.json (created)
+    split: str = "train"  # the split to write, or all
+    data_root: str | None = None  # the dataset's folder; None: the registry default under $SEMCLIP_DATA
+    maxcount: int = 1000  # samples per shard
+    prefix: str = "shard"  # shard file names: PREFIX-000000.tar, ...
+    on_bad_sample: str = "raise"  # an unreadable image: raise, or skip it (skips are counted in the manifest)
+    progress: bool = True  # show a progress bar
+
+# %% ../nbs/00a_cli.ipynb #0000001f
+@documented
+@dataclass
+class ReproduceParams:
+    "The parameters of `semclip-reproduce`."
+
+    dataset: str = "synthneg"  # registered dataset (synthneg runs offline)
+    seeds: int = 1  # number of seeds: 42, 43, ... (tables show mean ± standard error)
+    arms: list = FINETUNE_ARMS  # fine-tuning arms (default: all of them)
+    runs_dir: str | None = None  # where runs go; None: $SEMCLIP_RUNS/<dataset>
+    figures_dir: str | None = (
+        None  # tables and figures; None: <runs-dir>/figures, compared with the committed reference
+    )
+    steps: int | None = None  # fine-tuning steps per arm; None: the training notebook's default
+    pretrain_steps: int | None = None  # steps of the SynthNeg pre-training run; None: its default
+    max_train: int | None = None  # limit training rows (quick runs)
+    batch_size: int | None = None  # training batch size; None: the notebook's default, 256
+    eval_max_samples: int | None = None  # evaluate only the first N test rows (quick runs)
+    model: str = "semclip-tiny"  # open_clip model for real datasets (e.g. ViT-B-32)
+    pretrained: str | None = None  # open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)
+    jobs: int = 2  # notebooks executed at once, each with its share of the cores
+    force: bool = False  # rerun finished runs too
+    study: str | None = None  # conditions: pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)
+    remedy: bool = True  # SynthNeg: also run the remedy row (SemCLIP on negated true captions)
+    progress: bool = True  # show the progress of the plan: the current run, its step, the time left
+    update_reference: bool = False  # write into the checkout's figures/<dataset> (the committed reference) instead
 
 # %% ../nbs/00a_cli.ipynb #00000020
-def _key_env(text:str) -> str:
+@documented
+@dataclass
+class FiguresParams:
+    "The parameters of the figures notebook (07_figures)."
+
+    dataset: str = "synthneg"  # the dataset the runs were trained on: their folder under $SEMCLIP_RUNS
+    runs_dir: str | None = None  # folder holding <arm>/seed<N>/ runs; None: semclip.core.runs_root()/dataset
+    out_dir: str | None = None  # where the figures are written; None: <runs_dir>/figures
+    n_umap: int = 40  # test samples drawn in the UMAP figure
+    seed: int = 0  # the choice of those samples and the UMAP random_state
+
+# %% ../nbs/00a_cli.ipynb #00000022
+def _key_env(text: str) -> str:
     "--api-key-env: the NAME of a variable, refused (without echoing it) when it looks like a key."
     from semclip.llm import check_key_env
-    try: return check_key_env(text, '--api-key-env')
-    except ConfigError as e: raise argparse.ArgumentTypeError(str(e)) from None
+
+    try:
+        return check_key_env(text, "--api-key-env")
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 _COUNT, _POSITIVE, _NONNEGATIVE = dict(min=1), dict(min=0, min_inclusive=False), dict(min=0)
 
-# %% ../nbs/00a_cli.ipynb #00000021
-COMMANDS = {c.prog: c for c in [
-    Command('semclip-train', TrainParams, 'Train one arm on one dataset (see nbs/05_train.ipynb).', 'semclip.train:run_command',
-            examples=('semclip-train --arm semclip --steps 150',
-                      'semclip-train --arm pretrain --steps 400 --out-dir runs/pretrain',
-                      'semclip-train --arm negclip --init-checkpoint none --freeze-vision --steps 20   # no pre-training detour',
-                      'semclip-train --arm semclip --resume   # continue an interrupted run'),
-            choices=dict(arm=ARMS, dataset=DATASET_NAMES, precision=PRECISIONS)),
-    Command('semclip-eval', EvalParams, 'Evaluate a semclip checkpoint or an open_clip model on one dataset (see nbs/06_eval.ipynb); '
-            'writes metrics.json, metrics.md, embeddings.pt and meta.csv.', 'semclip.eval:run_command',
-            examples=('semclip-eval --checkpoint runs/synthneg/semclip/seed42/final.pt',
-                      'semclip-eval --checkpoint none --model ViT-B-32 --pretrained laion2b_s34b_b79k --dataset ccneg',
-                      'semclip-eval --dataset sugarcrepe_pp --dataset-kw images_dir=data/coco/val2017'),
-            choices=dict(dataset=DATASET_NAMES), many=dict(dataset_kw='append'), metavars=dict(dataset_kw='KEY=VALUE')),
-    Command('semclip-triples', TriplesParams, 'Add paraphrase and negation columns to a caption CSV.', 'semclip.triples:run_command',
-            examples=('semclip-triples captions.csv triples.csv                       # offline rules',
-                      'semclip-triples captions.csv triples.csv --backend openai --model phi4 --verifier-model mistral',
-                      'semclip-triples captions.csv triples.csv --backend openai --base-url https://api.openai.com/v1 '
-                      '--model gpt-4o-mini --api-key-env OPENAI_API_KEY'),
-            positional=('input', 'output'), choices=dict(backend=('rule', 'openai'), on_error=('raise', 'record')),
+# %% ../nbs/00a_cli.ipynb #00000023
+COMMANDS = {
+    c.prog: c
+    for c in [
+        Command(
+            "semclip-train",
+            TrainParams,
+            "Train one arm on one dataset (see nbs/05_train.ipynb).",
+            "semclip.train:run_command",
+            examples=(
+                "semclip-train --arm semclip --steps 150",
+                "semclip-train --arm pretrain --steps 400 --out-dir runs/pretrain",
+                "semclip-train --arm negclip --init-checkpoint none --freeze-vision --steps 20   # no pre-training detour",
+                "semclip-train --arm semclip --resume   # continue an interrupted run",
+            ),
+            choices=dict(arm=ARMS, dataset=DATASET_NAMES, precision=PRECISIONS),
+        ),
+        Command(
+            "semclip-eval",
+            EvalParams,
+            "Evaluate a semclip checkpoint or an open_clip model on one dataset (see nbs/06_eval.ipynb); "
+            "writes metrics.json, metrics.md, embeddings.pt and meta.csv.",
+            "semclip.eval:run_command",
+            examples=(
+                "semclip-eval --checkpoint runs/synthneg/semclip/seed42/final.pt",
+                "semclip-eval --checkpoint none --model ViT-B-32 --pretrained laion2b_s34b_b79k --dataset ccneg",
+                "semclip-eval --dataset sugarcrepe_pp --dataset-kw images_dir=data/coco/val2017",
+            ),
+            choices=dict(dataset=DATASET_NAMES),
+            many=dict(dataset_kw="append"),
+            metavars=dict(dataset_kw="KEY=VALUE"),
+        ),
+        Command(
+            "semclip-triples",
+            TriplesParams,
+            "Add paraphrase and negation columns to a caption CSV.",
+            "semclip.triples:run_command",
+            examples=(
+                "semclip-triples captions.csv triples.csv                       # offline rules",
+                "semclip-triples captions.csv triples.csv --backend openai --model phi4 --verifier-model mistral",
+                "semclip-triples captions.csv triples.csv --backend openai --base-url https://api.openai.com/v1 "
+                "--model gpt-4o-mini --api-key-env OPENAI_API_KEY",
+            ),
+            positional=("input", "output"),
+            choices=dict(backend=("rule", "openai"), on_error=("raise", "record")),
             types=dict(api_key_env=_key_env),
-            bounds=dict(concurrency=_COUNT, timeout=_POSITIVE, deadline=_POSITIVE, max_answer_bytes=_COUNT, max_retries=_NONNEGATIVE,
-                        backoff=_NONNEGATIVE, max_backoff=_NONNEGATIVE, temperature=_NONNEGATIVE, max_regen=_NONNEGATIVE,
-                        limit=_NONNEGATIVE)),
-    Command('semclip-shards', ShardsParams, 'Write a registered triple dataset as WebDataset tar shards (open_clip layout).',
-            'semclip.wds:run_command',
-            examples=('semclip-shards --dataset synthneg --split train --out shards/synthneg-train',
-                      "semclip-train --arm semclip --train-shards shards/synthneg-train"),
-            choices=dict(dataset=DATASET_NAMES, split=('train', 'val', 'test', 'pretrain', 'all'), on_bad_sample=('raise', 'skip')),
-            bounds=dict(maxcount=_COUNT)),
-    Command('semclip-reproduce', ReproduceParams, 'Train every arm, evaluate every checkpoint, write tables and figures.',
-            'semclip.reproduce:run_command',
-            examples=('semclip-reproduce                          # SynthNeg, 1 seed, every arm; compared with the reference',
-                      'semclip-reproduce --seeds 3 --update-reference   # replace the committed reference',
-                      'semclip-reproduce --seeds 3 --study conditions',
-                      'semclip-reproduce --arms baseline semclip --steps 20 --pretrain-steps 20 --max-train 256'),
-            choices=dict(dataset=DATASET_NAMES, arms=FINETUNE_ARMS, study=('conditions',)), many=dict(arms='+'),
-            metavars=dict(arms='ARM'),
-            bounds=dict(seeds=_COUNT, steps=_COUNT, pretrain_steps=_COUNT, max_train=_COUNT, batch_size=_COUNT,
-                        eval_max_samples=_COUNT, jobs=_COUNT)),
-]}
+            bounds=dict(
+                concurrency=_COUNT,
+                timeout=_POSITIVE,
+                deadline=_POSITIVE,
+                max_answer_bytes=_COUNT,
+                max_retries=_NONNEGATIVE,
+                backoff=_NONNEGATIVE,
+                max_backoff=_NONNEGATIVE,
+                temperature=_NONNEGATIVE,
+                max_regen=_NONNEGATIVE,
+                limit=_NONNEGATIVE,
+            ),
+        ),
+        Command(
+            "semclip-shards",
+            ShardsParams,
+            "Write a registered triple dataset as WebDataset tar shards (open_clip layout).",
+            "semclip.wds:run_command",
+            examples=(
+                "semclip-shards --dataset synthneg --split train --out shards/synthneg-train",
+                "semclip-train --arm semclip --train-shards shards/synthneg-train",
+            ),
+            choices=dict(
+                dataset=DATASET_NAMES,
+                split=("train", "val", "test", "pretrain", "all"),
+                on_bad_sample=("raise", "skip"),
+            ),
+            bounds=dict(maxcount=_COUNT),
+        ),
+        Command(
+            "semclip-reproduce",
+            ReproduceParams,
+            "Train every arm, evaluate every checkpoint, write tables and figures.",
+            "semclip.reproduce:run_command",
+            examples=(
+                "semclip-reproduce                          # SynthNeg, 1 seed, every arm; compared with the reference",
+                "semclip-reproduce --seeds 3 --update-reference   # replace the committed reference",
+                "semclip-reproduce --seeds 3 --study conditions",
+                "semclip-reproduce --arms baseline semclip --steps 20 --pretrain-steps 20 --max-train 256",
+            ),
+            choices=dict(dataset=DATASET_NAMES, arms=FINETUNE_ARMS, study=("conditions",)),
+            many=dict(arms="+"),
+            metavars=dict(arms="ARM"),
+            bounds=dict(
+                seeds=_COUNT,
+                steps=_COUNT,
+                pretrain_steps=_COUNT,
+                max_train=_COUNT,
+                batch_size=_COUNT,
+                eval_max_samples=_COUNT,
+                jobs=_COUNT,
+            ),
+        ),
+    ]
+}
 
-# %% ../nbs/00a_cli.ipynb #00000022
-def command_parser(prog:str) -> argparse.ArgumentParser: # 'semclip-train', 'semclip-eval', ...
+# %% ../nbs/00a_cli.ipynb #00000024
+def command_parser(prog: str) -> argparse.ArgumentParser:  # 'semclip-train', 'semclip-eval', ...
     "The argument parser of one of the five commands."
-    if prog not in COMMANDS: raise ConfigError(f"prog={prog!r} is not a semclip command; choose one of: {', '.join(COMMANDS)}")
+    if prog not in COMMANDS:
+        raise ConfigError(f"prog={prog!r} is not a semclip command; choose one of: {', '.join(COMMANDS)}")
     return build_parser(COMMANDS[prog])
 
-def parse_command(prog:str, argv:list|None=None) -> argparse.Namespace:
+
+def parse_command(prog: str, argv: list | None = None) -> argparse.Namespace:
     "The parsed arguments of `prog` (argv default: sys.argv[1:]); the earlier `--flag true` spelling is read too."
     cmd = COMMANDS[prog]
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = {s: f.name.replace('_', '-') for f in fields(cmd.params) if _kind(f.type)[0] == 'bool'
-             for s in {f'--{f.name}', '--' + f.name.replace('_', '-')}}
+    flags = {
+        s: f.name.replace("_", "-")
+        for f in fields(cmd.params)
+        if _kind(f.type)[0] == "bool"
+        for s in {f"--{f.name}", "--" + f.name.replace("_", "-")}
+    }
     return command_parser(prog).parse_args(_legacy_bool_values(argv, flags))
 
-def run(prog:str, argv:list|None=None):
+
+def run(prog: str, argv: list | None = None):
     "Parse `argv` for `prog`, then import the module that runs it and run it."
     args = parse_command(prog, argv)
-    module, function = COMMANDS[prog].run.split(':')
+    module, function = COMMANDS[prog].run.split(":")
     return getattr(importlib.import_module(module), function)(args)
 
-# %% ../nbs/00a_cli.ipynb #00000024
-def _same(a, b) -> bool: return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+# %% ../nbs/00a_cli.ipynb #00000026
+def _same(a, b) -> bool:
+    return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
 
-def command_line(prog:str, # one of COMMANDS
-                 args, # parsed arguments (a Namespace or dict)
-                 **changes) -> str: # values to set, e.g. resume=True
+
+def command_line(
+    prog: str,  # one of COMMANDS
+    args,  # parsed arguments (a Namespace or dict)
+    **changes,
+) -> str:  # values to set, e.g. resume=True
     "The shortest `prog` command line (kebab-case flags, defaults left out) that parses to `args` with `changes`."
     import shlex
+
     cmd, values = COMMANDS[prog], {**(vars(args) if isinstance(args, argparse.Namespace) else dict(args)), **changes}
     parts = [prog]
     for f in fields(cmd.params):
-        v, flag = values.get(f.name, f.default), '--' + f.name.replace('_', '-')
-        if f.name in cmd.positional: parts.append(str(v)); continue
-        if f.default is not MISSING and _same(v, f.default): continue
-        if _kind(f.type)[0] == 'bool' and f.name not in cmd.types:
-            if v is not None: parts.append(flag if v else '--no-' + flag[2:])
-        elif cmd.many.get(f.name) == 'append': parts += [x for item in v or () for x in (flag, str(item))]
-        elif cmd.many.get(f.name): parts += [flag, *map(str, v)]
-        else: parts += [flag, 'none' if v is None else str(v)]
+        v, flag = values.get(f.name, f.default), "--" + f.name.replace("_", "-")
+        if f.name in cmd.positional:
+            parts.append(str(v))
+            continue
+        if f.default is not MISSING and _same(v, f.default):
+            continue
+        if _kind(f.type)[0] == "bool" and f.name not in cmd.types:
+            if v is not None:
+                parts.append(flag if v else "--no-" + flag[2:])
+        elif cmd.many.get(f.name) == "append":
+            parts += [x for item in v or () for x in (flag, str(item))]
+        elif cmd.many.get(f.name):
+            parts += [flag, *map(str, v)]
+        else:
+            parts += [flag, "none" if v is None else str(v)]
     return shlex.join(parts)
 
-# %% ../nbs/00a_cli.ipynb #00000027
+# %% ../nbs/00a_cli.ipynb #00000029
 # the console scripts (pyproject's [project.scripts]): each parses its arguments, then imports what it runs
 train_main, eval_main, triples_main, shards_main, reproduce_main = (partial(run, prog) for prog in COMMANDS)
 
-# %% ../nbs/00a_cli.ipynb #0000002d
-def experiment_parameters(params:str|type, # a command name ('semclip-train', 'semclip-eval') or a `documented` dataclass
-                          namespace:dict) -> dict: # the notebook's globals after its parameters cell (and papermill's)
+# %% ../nbs/00a_cli.ipynb #0000002f
+def experiment_parameters(
+    params: str | type,  # a command name ('semclip-train', 'semclip-eval') or a `documented` dataclass
+    namespace: dict,
+) -> dict:  # the notebook's globals after its parameters cell (and papermill's)
     "{parameter: value} of an experiment notebook, its defaults filled in, checked before any heavy work."
     cmd = COMMANDS.get(params) if isinstance(params, str) else None
     cls = cmd.params if cmd else params
     values = {f.name: namespace.get(f.name, f.default) for f in fields(cls) if f.default is not MISSING}
     for name, allowed in (cmd.choices if cmd else dict(dataset=DATASET_NAMES)).items():
-        if values.get(name) is not None: check_choice(name, values[name], allowed)
-    ckpt = values.get('checkpoint')
-    if isinstance(ckpt, str) and ckpt.lower() not in ('auto', 'none') and not Path(ckpt).expanduser().is_file():
+        if values.get(name) is not None:
+            check_choice(name, values[name], allowed)
+    ckpt = values.get("checkpoint")
+    if isinstance(ckpt, str) and ckpt.lower() not in ("auto", "none") and not Path(ckpt).expanduser().is_file():
         raise ConfigError(f"checkpoint={ckpt!r}: no such file")
-    runs = values.get('runs_dir')
-    if runs is not None and not Path(runs).expanduser().is_dir(): raise ConfigError(f"runs_dir={runs!r}: no such folder")
-    if values.get('dataset') not in (None, 'synthneg'):   # SynthNeg is made on first use; the others must be here
-        root = Path(values.get('data_root') or data_root()/values['dataset']).expanduser()
-        if not root.is_dir(): raise dataset_not_found(values['dataset'], root)
+    runs = values.get("runs_dir")
+    if runs is not None and not Path(runs).expanduser().is_dir():
+        raise ConfigError(f"runs_dir={runs!r}: no such folder")
+    if values.get("dataset") not in (None, "synthneg"):  # SynthNeg is made on first use; the others must be here
+        root = Path(values.get("data_root") or data_root() / values["dataset"]).expanduser()
+        if not root.is_dir():
+            raise dataset_not_found(values["dataset"], root)
     return values

@@ -4,7 +4,21 @@
 
 # %% ../nbs/00_core.ipynb #00000002
 from __future__ import annotations
-import os, re, sys, math, errno, fcntl, socket, time, random, tempfile, contextlib, hashlib, json, functools, numbers
+import os
+import re
+import sys
+import math
+import errno
+import fcntl
+import socket
+import time
+import random
+import tempfile
+import contextlib
+import hashlib
+import json
+import functools
+import numbers
 from pathlib import Path
 import numpy as np
 
@@ -20,38 +34,55 @@ __all__ = ['ARMS', 'FINETUNE_ARMS', 'ARM_LABELS', 'PRECISIONS', 'DATASET_HINTS',
 class SemclipError(Exception):
     "Base class of every error semclip raises on purpose."
 
+
 class ConfigError(SemclipError, ValueError):
     "A parameter has a value semclip cannot use."
 
+
 class DataError(SemclipError, ValueError):
     "Bad input data; the message names the file, row and problem."
-    def __init__(self, problem:str, # what is wrong
-                 file=None, # the file it is wrong in
-                 row:int|None=None): # the 0-based data row (header excluded), if any
+
+    def __init__(
+        self,
+        problem: str,  # what is wrong
+        file=None,  # the file it is wrong in
+        row: int | None = None,
+    ):  # the 0-based data row (header excluded), if any
         self.problem, self.file, self.row = problem, (str(file) if file is not None else None), row
-        where = ', '.join(p for p in [f"file '{self.file}'" if self.file else '', f'row {row}' if row is not None else ''] if p)
-        super().__init__(f'{where}: {problem}' if where else problem)
-    def __reduce__(self): return (type(self), (self.problem, self.file, self.row))  # survives DataLoader workers
+        where = ", ".join(
+            p for p in [f"file '{self.file}'" if self.file else "", f"row {row}" if row is not None else ""] if p
+        )
+        super().__init__(f"{where}: {problem}" if where else problem)
+
+    def __reduce__(self):
+        return (type(self), (self.problem, self.file, self.row))  # survives DataLoader workers
+
 
 class DatasetNotFoundError(DataError, FileNotFoundError):
     "A dataset's files are not where they should be."
 
+
 class UnsafePathError(DataError, PermissionError):
     "A path in the data escapes its data root."
+
 
 class CheckpointError(SemclipError, RuntimeError):
     "A checkpoint cannot be read or does not match the model."
 
+
 class WeightsUnavailableError(SemclipError, RuntimeError):
     "Pretrained weights could not be fetched (offline, or unknown tag)."
+
 
 class RunInUseError(SemclipError, RuntimeError):
     "Another process holds the folder's `RunLock`."
 
 # %% ../nbs/00_core.ipynb #0000000b
-def check_choice(name:str, # the parameter's name, as the user typed it
-                 value, # the value given
-                 choices): # the values allowed
+def check_choice(
+    name: str,  # the parameter's name, as the user typed it
+    value,  # the value given
+    choices,
+):  # the values allowed
     "Return `value` if it is in `choices`, else raise a `ConfigError` listing them."
     choices = list(choices)
     if value not in choices:
@@ -59,210 +90,311 @@ def check_choice(name:str, # the parameter's name, as the user typed it
     return value
 
 # %% ../nbs/00_core.ipynb #0000000e
-ARMS = ('pretrain', 'baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'negclip', 'conclip', 'tripletclip',
-        'semclip_img')
-FINETUNE_ARMS = ARMS[1:]   # the arms that fine-tune a pre-trained model, in the tables' order
-ARM_LABELS = dict(pretrain='CLIP (pre-trained stand-in)', baseline='baseline (CLIP loss)', paraphrase_only='paraphrase only',
-                  negation_only='negation only', semclip='SemCLIP', laclip='LaCLIP-style rewrites', negclip='NegCLIP-style',
-                  conclip='CoN-CLIP-style (counterfactual distractors)', tripletclip='TripletCLIP-style',
-                  semclip_img='SemCLIP + image margin', semclip_negdata='SemCLIP + negated true captions (remedy)')
+ARMS = (
+    "pretrain",
+    "baseline",
+    "paraphrase_only",
+    "negation_only",
+    "semclip",
+    "laclip",
+    "negclip",
+    "conclip",
+    "tripletclip",
+    "semclip_img",
+)
+FINETUNE_ARMS = ARMS[1:]  # the arms that fine-tune a pre-trained model, in the tables' order
+ARM_LABELS = dict(
+    pretrain="CLIP (pre-trained stand-in)",
+    baseline="baseline (CLIP loss)",
+    paraphrase_only="paraphrase only",
+    negation_only="negation only",
+    semclip="SemCLIP",
+    laclip="LaCLIP-style rewrites",
+    negclip="NegCLIP-style",
+    conclip="CoN-CLIP-style (counterfactual distractors)",
+    tripletclip="TripletCLIP-style",
+    semclip_img="SemCLIP + image margin",
+    semclip_negdata="SemCLIP + negated true captions (remedy)",
+)
 # the names tables and figures show for each arm (and for the remedy variant of the reproduction)
 
 # %% ../nbs/00_core.ipynb #00000011
 def _number_kind(kind, min, max, min_inclusive) -> str:
     "What a parameter accepts, in words: 'a positive int', 'a number in [0, 1]', ..."
-    a = 'an int' if kind is int else 'a number'
-    pos, nonneg = ('a positive int', 'a non-negative int') if kind is int else ('a positive number', 'a non-negative number')
+    a = "an int" if kind is int else "a number"
+    pos, nonneg = (
+        ("a positive int", "a non-negative int") if kind is int else ("a positive number", "a non-negative number")
+    )
     if max is None:
-        if min is None: return a if kind is int else 'a finite number'
-        if min == 0: return nonneg if min_inclusive else pos
-        if kind is int and min == 1 and min_inclusive: return pos
+        if min is None:
+            return a if kind is int else "a finite number"
+        if min == 0:
+            return nonneg if min_inclusive else pos
+        if kind is int and min == 1 and min_inclusive:
+            return pos
         return f"{a} {'>=' if min_inclusive else '>'} {min}"
-    if min is None: return f'{a} <= {max}'
+    if min is None:
+        return f"{a} <= {max}"
     return f"{a} in {'[' if min_inclusive else '('}{min}, {max}]"
 
-def check_number(name:str, # the parameter's name, as the user typed it
-                 value, # the value given
-                 *, kind:type=int, # int or float (a float parameter also takes ints)
-                 min=None, max=None, # the allowed range (max inclusive); None: unbounded
-                 min_inclusive:bool=True, # False: value must be > min
-                 allow_none:bool=False): # accept None (returned as is)
+
+def check_number(
+    name: str,  # the parameter's name, as the user typed it
+    value,  # the value given
+    *,
+    kind: type = int,  # int or float (a float parameter also takes ints)
+    min=None,
+    max=None,  # the allowed range (max inclusive); None: unbounded
+    min_inclusive: bool = True,  # False: value must be > min
+    allow_none: bool = False,
+):  # accept None (returned as is)
     "`value` as a plain int/float if it is a finite number of `kind` in range, else a `ConfigError` naming `name`."
-    if kind not in (int, float): raise TypeError(f'check_number: kind must be int or float, not {kind!r}')
-    if value is None and allow_none: return None
+    if kind not in (int, float):
+        raise TypeError(f"check_number: kind must be int or float, not {kind!r}")
+    if value is None and allow_none:
+        return None
     want = _number_kind(kind, min, max, min_inclusive)
     ok = numbers.Integral if kind is int else numbers.Real
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, ok):
-        raise ConfigError(f'{name}={value!r} must be {want} (got {type(value).__name__})')
+        raise ConfigError(f"{name}={value!r} must be {want} (got {type(value).__name__})")
     v = int(value) if kind is int else float(value)
-    if kind is float and not math.isfinite(v): raise ConfigError(f'{name}={value!r} must be a finite number')
+    if kind is float and not math.isfinite(v):
+        raise ConfigError(f"{name}={value!r} must be a finite number")
     if (min is not None and (v < min or (v == min and not min_inclusive))) or (max is not None and v > max):
-        raise ConfigError(f'{name}={v!r} must be {want}')
+        raise ConfigError(f"{name}={v!r} must be {want}")
     return v
 
 # %% ../nbs/00_core.ipynb #00000014
-def seed_everything(seed:int, # the seed for python, numpy and torch
-                    deterministic:bool=False): # also force deterministic torch algorithms
+def seed_everything(
+    seed: int,  # the seed for python, numpy and torch
+    deterministic: bool = False,
+):  # also force deterministic torch algorithms
     "Seed every random number generator semclip uses."
     import torch
-    seed = check_number('seed', seed, min=0)
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
+
+    seed = check_number("seed", seed, min=0)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
     if deterministic:
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 # %% ../nbs/00_core.ipynb #00000017
 def rng_state() -> dict:
     "The state of python, numpy and torch generators, as plain data."
     import torch
+
     st = np.random.get_state()
-    d = dict(python=list(random.getstate()), numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
-             torch=torch.get_rng_state())
-    d['python'][1] = list(d['python'][1])
-    if torch.cuda.is_available(): d['cuda'] = torch.cuda.get_rng_state_all()
+    d = dict(
+        python=list(random.getstate()),
+        numpy=[st[0], torch.from_numpy(st[1].copy()), *st[2:]],
+        torch=torch.get_rng_state(),
+    )
+    d["python"][1] = list(d["python"][1])
+    if torch.cuda.is_available():
+        d["cuda"] = torch.cuda.get_rng_state_all()
     return d
 
-def set_rng_state(d:dict): # a dict made by `rng_state`
+
+def set_rng_state(d: dict):  # a dict made by `rng_state`
     "Restore the generators from `rng_state()`."
     import torch
-    py = d['python']; random.setstate((py[0], tuple(py[1]), py[2]))
-    n = d['numpy']; np.random.set_state((n[0], n[1].numpy() if torch.is_tensor(n[1]) else np.asarray(n[1]), *n[2:]))
-    torch.set_rng_state(d['torch'])
-    if 'cuda' in d and torch.cuda.is_available(): torch.cuda.set_rng_state_all(d['cuda'])
+
+    py = d["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = d["numpy"]
+    np.random.set_state((n[0], n[1].numpy() if torch.is_tensor(n[1]) else np.asarray(n[1]), *n[2:]))
+    torch.set_rng_state(d["torch"])
+    if "cuda" in d and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(d["cuda"])
 
 # %% ../nbs/00_core.ipynb #0000001b
-PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16')
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-def get_device(device:str|torch.device='auto') -> torch.device: # 'auto', 'cpu', 'cuda', 'cuda:1', ...
+
+def get_device(device: str | torch.device = "auto") -> torch.device:  # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     "Resolve `device`, with 'auto' meaning CUDA when available."
     import torch
-    if isinstance(device, torch.device): return device
-    if device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    try: d = torch.device(device)
-    except RuntimeError as e: raise ConfigError(f'device={device!r} is not a torch device: {e}') from None
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise ConfigError(f'device={device!r} but CUDA is not available')
+
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        d = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"device={device!r} is not a torch device: {e}") from None
+    if d.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={device!r} but CUDA is not available")
     return d
 
-def resolve_precision(precision:str, # one of PRECISIONS
-                      device:torch.device) -> str:
+
+def resolve_precision(
+    precision: str,  # one of PRECISIONS
+    device: torch.device,
+) -> str:
     "The concrete precision: 'auto' is bf16 on CUDA and fp32 elsewhere."
-    check_choice('precision', precision, PRECISIONS)
-    if precision == 'auto': return 'bf16' if device.type == 'cuda' else 'fp32'
+    check_choice("precision", precision, PRECISIONS)
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
     return precision
 
-def autocast(precision:str, # one of PRECISIONS
-             device:torch.device):
+
+def autocast(
+    precision: str,  # one of PRECISIONS
+    device: torch.device,
+):
     "A context manager running the forward pass at `precision` (a no-op for fp32)."
     p = resolve_precision(precision, device)
-    if p == 'fp32': return contextlib.nullcontext()
+    if p == "fp32":
+        return contextlib.nullcontext()
     import torch
-    return torch.autocast(device.type, dtype=torch.bfloat16 if p == 'bf16' else torch.float16)
+
+    return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
 # %% ../nbs/00_core.ipynb #0000001e
-def project_root() -> Path|None:
+def project_root() -> Path | None:
     "The semclip source checkout containing the working directory, if any."
     for d in [Path.cwd(), *Path.cwd().parents]:
-        p = d/'pyproject.toml'
-        if p.exists() and 'name = "semclip"' in p.read_text(errors='ignore'): return d
+        p = d / "pyproject.toml"
+        if p.exists() and 'name = "semclip"' in p.read_text(errors="ignore"):
+            return d
     return None
 
+
 def _root(env, sub):
-    if os.environ.get(env): return Path(os.environ[env]).expanduser()
+    if os.environ.get(env):
+        return Path(os.environ[env]).expanduser()
     pr = project_root()
-    return pr/sub if pr is not None else Path.home()/'.cache'/'semclip'/sub
+    return pr / sub if pr is not None else Path.home() / ".cache" / "semclip" / sub
+
 
 def data_root() -> Path:
     "Where datasets live: $SEMCLIP_DATA, the checkout's data/, or ~/.cache/semclip/data."
-    return _root('SEMCLIP_DATA', 'data')
+    return _root("SEMCLIP_DATA", "data")
+
 
 def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
-    return _root('SEMCLIP_RUNS', 'runs')
+    return _root("SEMCLIP_RUNS", "runs")
 
 
-def portable_path(path) -> str: # a path to show in a file that is committed or shared
+def portable_path(path) -> str:  # a path to show in a file that is committed or shared
     "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
     path = Path(path).resolve()
-    try: return '$SEMCLIP_RUNS/' + path.relative_to(runs_root().resolve()).as_posix()
-    except ValueError: return '/'.join(path.parts[-2:])
+    try:
+        return "$SEMCLIP_RUNS/" + path.relative_to(runs_root().resolve()).as_posix()
+    except ValueError:
+        return "/".join(path.parts[-2:])
 
-DATASET_HINTS = {   # where each real dataset comes from: the second half of its "not found" message
-    'ccneg': "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
-             "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
-    'sugarcrepe_pp': "Put the five SugarCrepe++ JSON files (github.com/Sri-Harsha/scpp, data/*.json) in '{root}' "
-                     "and the COCO val2017 images in its sibling coco/val2017",
-    'semclip_csv': "Put the SemCLIP authors' ccneg_paraphrased.csv in '{root}' and the CC-Neg images, named "
-                   "{image_number:09d}.jpg, in '{root}/images'",
+
+DATASET_HINTS = {  # where each real dataset comes from: the second half of its "not found" message
+    "ccneg": "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
+    "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
+    "sugarcrepe_pp": "Put the five SugarCrepe++ JSON files (github.com/Sri-Harsha/scpp, data/*.json) in '{root}' "
+    "and the COCO val2017 images in its sibling coco/val2017",
+    "semclip_csv": "Put the SemCLIP authors' ccneg_paraphrased.csv in '{root}' and the CC-Neg images, named "
+    "{image_number:09d}.jpg, in '{root}/images'",
 }
 
-def dataset_not_found(name:str, # the dataset
-                      root, # where semclip looked
-                      what:str|None=None, # what is missing there (default: the folder itself)
-                      hint:str|None=None) -> DatasetNotFoundError: # where to get it (default: DATASET_HINTS)
+
+def dataset_not_found(
+    name: str,  # the dataset
+    root,  # where semclip looked
+    what: str | None = None,  # what is missing there (default: the folder itself)
+    hint: str | None = None,
+) -> DatasetNotFoundError:  # where to get it (default: DATASET_HINTS)
     "The error for a dataset that is not on this machine: where semclip looked, and where to get the data."
-    hint = hint or DATASET_HINTS.get(name) or 'Put the dataset there'
-    return DatasetNotFoundError(f"dataset {name!r} not found: looked in '{root}' ({what or 'no such folder'}). "
-                                f"{hint.replace('{root}', str(root))}. Pass root= or set $SEMCLIP_DATA to use another folder; "
-                                "data/README.md says where each dataset comes from")
+    hint = hint or DATASET_HINTS.get(name) or "Put the dataset there"
+    return DatasetNotFoundError(
+        f"dataset {name!r} not found: looked in '{root}' ({what or 'no such folder'}). "
+        f"{hint.replace('{root}', str(root))}. Pass root= or set $SEMCLIP_DATA to use another folder; "
+        "data/README.md says where each dataset comes from"
+    )
 
 # %% ../nbs/00_core.ipynb #00000021
 @functools.lru_cache(maxsize=1024)
-def _real_dir(d:str) -> str:
+def _real_dir(d: str) -> str:
     "A directory's resolved path (cached: datasets hold many files in few folders)."
     return os.path.realpath(d)
 
-def safe_join(root, # the directory every read must stay inside
-              rel, # a relative path taken from the data
-              file=None, row:int|None=None) -> Path: # where `rel` came from, for the error message
+
+def safe_join(
+    root,  # the directory every read must stay inside
+    rel,  # a relative path taken from the data
+    file=None,
+    row: int | None = None,
+) -> Path:  # where `rel` came from, for the error message
     "`root/rel`, refusing paths that escape `root` (by `..`, an absolute path or a symbolic link)."
     root, rel = _real_dir(str(root)), str(rel)
-    if os.path.isabs(rel): raise UnsafePathError(f"path {rel!r} is absolute and escapes the data root '{root}'", file=file, row=row)
+    if os.path.isabs(rel):
+        raise UnsafePathError(f"path {rel!r} is absolute and escapes the data root '{root}'", file=file, row=row)
     joined = os.path.normpath(os.path.join(root, rel))
     if os.path.commonpath([root, joined]) != root:
         raise UnsafePathError(f"path {rel!r} escapes the data root '{root}'", file=file, row=row)
-    real = os.path.join(_real_dir(os.path.dirname(joined)), os.path.basename(joined))   # folders resolved once each
-    if os.path.islink(real): real = os.path.realpath(real)
+    real = os.path.join(_real_dir(os.path.dirname(joined)), os.path.basename(joined))  # folders resolved once each
+    if os.path.islink(real):
+        real = os.path.realpath(real)
     if os.path.commonpath([root, real]) != root:
-        raise UnsafePathError(f"path {rel!r} escapes the data root '{root}' (through a symbolic link to '{os.path.dirname(real)}'; "
-                              f"links out of the data root are refused: copy the files in, or use a data root that holds the link's target)", file=file, row=row)
+        raise UnsafePathError(
+            f"path {rel!r} escapes the data root '{root}' (through a symbolic link to '{os.path.dirname(real)}'; "
+            f"links out of the data root are refused: copy the files in, or use a data root that holds the link's target)",
+            file=file,
+            row=row,
+        )
     return Path(real)
 
 # %% ../nbs/00_core.ipynb #00000024
 def _umask() -> int:
-    m = os.umask(0); os.umask(m); return m
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
 
 @contextlib.contextmanager
-def atomic_write(path, # the file to (re)place
-                 mode:str='wb'): # 'wb' or 'w'
+def atomic_write(
+    path,  # the file to (re)place
+    mode: str = "wb",
+):  # 'wb' or 'w'
     "Open a temporary file that replaces `path` only once the block finishes without error."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-            f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; give the file the usual permissions
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
+
 
 def write_json(path, obj, indent=2):
     "Atomically write `obj` as JSON to `path`."
-    with atomic_write(path, 'w') as f: json.dump(obj, f, indent=indent, default=str)
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=indent, default=str)
 
-def file_hash(path, n:int=16) -> str: # the file, and how many hex digits to keep
+
+def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to keep
     "A short sha256 of a file's bytes."
     h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
     return h.hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #00000027
-_re_global = re.compile(r'(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)')
+_re_global = re.compile(r"(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)")
 
-def unsafe_pickle_global(exc:BaseException) -> str|None:
+
+def unsafe_pickle_global(exc: BaseException) -> str | None:
     "The Python object an unsafe pickle asked for, from torch's `weights_only` refusal (None if it is not one)."
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
@@ -270,66 +402,102 @@ def unsafe_pickle_global(exc:BaseException) -> str|None:
 # %% ../nbs/00_core.ipynb #0000002a
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
-    def __init__(self, folder): # the folder to lock (created if missing)
-        self.path = Path(folder); self.lock_file, self._fd = self.path/'.lock', None
+
+    def __init__(self, folder):  # the folder to lock (created if missing)
+        self.path = Path(folder)
+        self.lock_file, self._fd = self.path / ".lock", None
 
     def _holder(self, fd) -> str:
-        try: rec = json.loads(os.pread(fd, 4096, 0).decode())
-        except (OSError, ValueError): rec = None
-        if not isinstance(rec, dict) or 'pid' not in rec: return 'another process'
-        return f"pid {rec['pid']}" + (f" on {rec['host']}" if rec.get('host') not in (None, socket.gethostname()) else '') + \
-               f" (started {rec.get('started', 'at an unknown time')})"
+        try:
+            rec = json.loads(os.pread(fd, 4096, 0).decode())
+        except (OSError, ValueError):
+            rec = None
+        if not isinstance(rec, dict) or "pid" not in rec:
+            return "another process"
+        return (
+            f"pid {rec['pid']}"
+            + (f" on {rec['host']}" if rec.get("host") not in (None, socket.gethostname()) else "")
+            + f" (started {rec.get('started', 'at an unknown time')})"
+        )
 
     def acquire(self) -> RunLock:
         "Take the lock now, or raise `RunInUseError` naming its holder."
-        if self._fd is not None: return self
+        if self._fd is not None:
+            return self
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            who = self._holder(fd); os.close(fd)
+            who = self._holder(fd)
+            os.close(fd)
             raise RunInUseError(f"'{self.path}' is in use by {who}; wait for it or choose another folder") from None
-        except BaseException: os.close(fd); raise
-        rec = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
-        os.ftruncate(fd, 0); os.pwrite(fd, (json.dumps(rec) + '\n').encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        rec = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"))
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(rec) + "\n").encode(), 0)
         self._fd = fd
         return self
 
     def release(self):
         "Let go of the lock (the `.lock` file stays: it is the open file that locks, not the file's existence)."
-        if self._fd is None: return
+        if self._fd is None:
+            return
         fd, self._fd = self._fd, None
-        try: fcntl.flock(fd, fcntl.LOCK_UN)
-        finally: os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     @property
-    def locked(self) -> bool: return self._fd is not None
-    def __enter__(self): return self.acquire()
-    def __exit__(self, *exc): self.release()
-    def __repr__(self): return f"RunLock('{self.path}', locked={self.locked})"
+    def locked(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __repr__(self):
+        return f"RunLock('{self.path}', locked={self.locked})"
 
 # %% ../nbs/00_core.ipynb #0000002e
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 
-def _one_line(s) -> str: return ' '.join(l.strip() for l in str(s).splitlines() if l.strip())
 
-def _os_message(e:OSError) -> str:
-    if not e.strerror: return str(e)
+def _one_line(s) -> str:
+    return " ".join(l.strip() for l in str(s).splitlines() if l.strip())
+
+
+def _os_message(e: OSError) -> str:
+    if not e.strerror:
+        return str(e)
     names = [os.fsdecode(f) for f in (e.filename, e.filename2) if f is not None]
-    return e.strerror + (': ' + ' -> '.join(map(repr, names)) if names else '')
+    return e.strerror + (": " + " -> ".join(map(repr, names)) if names else "")
 
-def cli_main(fn, # the console script's body
-             prog:str, # the command's name, e.g. 'semclip-train'
-             *args, **kwargs): # passed to `fn`
+
+def cli_main(
+    fn,  # the console script's body
+    prog: str,  # the command's name, e.g. 'semclip-train'
+    *args,
+    **kwargs,
+):  # passed to `fn`
     "Run `fn(*args, **kwargs)`; user errors exit 2 with one line `prog: error: ...`, Ctrl-C exits 130, bugs keep their traceback."
-    try: return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
     except KeyboardInterrupt:
-        print(f'{prog}: interrupted', file=sys.stderr, flush=True)
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     except (SemclipError, OSError) as e:
-        if isinstance(e, SemclipError): msg = str(e)
-        elif isinstance(e, _INPUT_OSERRORS) or e.errno in _INPUT_ERRNOS: msg = _os_message(e)
-        else: raise
-        print(f'{prog}: error: {_one_line(msg)}', file=sys.stderr, flush=True)
+        if isinstance(e, SemclipError):
+            msg = str(e)
+        elif isinstance(e, _INPUT_OSERRORS) or e.errno in _INPUT_ERRNOS:
+            msg = _os_message(e)
+        else:
+            raise
+        print(f"{prog}: error: {_one_line(msg)}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None

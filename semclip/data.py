@@ -4,7 +4,17 @@
 
 # %% ../nbs/01_data.ipynb #00000002
 from __future__ import annotations
-import csv, importlib, inspect, io, json, math, os, pickle, re, stat, warnings
+import csv
+import importlib
+import inspect
+import io
+import json
+import math
+import os
+import pickle
+import re
+import stat
+import warnings
 from pathlib import Path
 from typing import Callable
 import numpy as np
@@ -15,8 +25,18 @@ from torch.utils.data import Dataset, DataLoader
 from torchvision import transforms as T
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import (ConfigError, DataError, DatasetNotFoundError, DATASET_HINTS, check_choice, check_number, data_root,
-                          dataset_not_found, safe_join, unsafe_pickle_global)
+from semclip.core import (
+    ConfigError,
+    DataError,
+    DatasetNotFoundError,
+    DATASET_HINTS,
+    check_choice,
+    check_number,
+    data_root,
+    dataset_not_found,
+    safe_join,
+    unsafe_pickle_global,
+)
 
 # %% auto #0
 __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'CLIP_MEAN', 'CLIP_STD',
@@ -27,216 +47,306 @@ __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', '
            'split_frame', 'count_leaks', 'register_dataset', 'dataset_root', 'get_dataset']
 
 # %% ../nbs/01_data.ipynb #00000006
-TRIPLE_COLUMNS = ('image', 'caption', 'paraphrased', 'negation')  # the columns every triple frame has
+TRIPLE_COLUMNS = ("image", "caption", "paraphrased", "negation")  # the columns every triple frame has
 TEXT_COLUMNS = TRIPLE_COLUMNS[1:]
-ON_BAD_SAMPLE = ('raise', 'skip')
+ON_BAD_SAMPLE = ("raise", "skip")
 
 # %% ../nbs/01_data.ipynb #00000008
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
-def paper_transform(image_size:int=224, # the square side the image is resized to (aspect ratio not kept)
-                    norm:str='imagenet'): # 'imagenet' (the released code's default), 'clip' or 'none'
+
+def paper_transform(
+    image_size: int = 224,  # the square side the image is resized to (aspect ratio not kept)
+    norm: str = "imagenet",
+):  # 'imagenet' (the released code's default), 'clip' or 'none'
     "The released SemCLIP code's image transform: Resize to a square, ToTensor, Normalize."
-    check_choice('norm', norm, ('imagenet', 'clip', 'none'))
-    image_size = check_number('image_size', image_size, min=1)
+    check_choice("norm", norm, ("imagenet", "clip", "none"))
+    image_size = check_number("image_size", image_size, min=1)
     tf = [T.Resize((image_size, image_size)), T.ToTensor()]
-    if norm != 'none': tf.append(T.Normalize(*((IMAGENET_MEAN, IMAGENET_STD) if norm == 'imagenet' else (CLIP_MEAN, CLIP_STD))))
+    if norm != "none":
+        tf.append(T.Normalize(*((IMAGENET_MEAN, IMAGENET_STD) if norm == "imagenet" else (CLIP_MEAN, CLIP_STD))))
     return T.Compose(tf)
+
 
 def default_transform():
     "Plain `ToTensor`: uint8 PIL image -> float tensor in [0, 1], no resizing."
     return T.ToTensor()
 
 # %% ../nbs/01_data.ipynb #0000000b
-IMAGE_FORMATS = ['JPEG', 'MPO', 'PNG', 'WEBP', 'GIF', 'BMP', 'TIFF', 'PPM']  # the PIL decoders semclip lets parse data
-MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485   # default max_pixels: PIL's own bomb limit (~89.5 MP)
-MAX_ASPECT = 100                                          # default max_aspect: longer side / shorter side
-ALPHA_BACKGROUND = (255, 255, 255)                        # what transparent pixels are composited on
+IMAGE_FORMATS = ["JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM"]  # the PIL decoders semclip lets parse data
+MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # default max_pixels: PIL's own bomb limit (~89.5 MP)
+MAX_ASPECT = 100  # default max_aspect: longer side / shorter side
+ALPHA_BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on
 
 # %% ../nbs/01_data.ipynb #0000000d
-_KINDS = ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO (named pipe)'), (stat.S_ISSOCK, 'a socket'),
-          (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device'))
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
 
 def _regular(path, st, file, row):
     if not stat.S_ISREG(st.st_mode):
-        kind = next((k for f, k in _KINDS if f(st.st_mode)), 'a special file')
-        raise DataError(f'image {str(path)!r} is {kind}, not a regular file', file=file, row=row)
+        kind = next((k for f, k in _KINDS if f(st.st_mode)), "a special file")
+        raise DataError(f"image {str(path)!r} is {kind}, not a regular file", file=file, row=row)
+
 
 def _stat_image(path, file=None, row=None) -> os.stat_result:
     "`os.stat(path)` of an image that must be a regular file; a DataError naming it otherwise."
-    try: st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError): raise DataError(f'image {str(path)!r} is missing', file=file, row=row) from None
-    except PermissionError: raise DataError(f'image {str(path)!r} cannot be read (permission denied)', file=file, row=row) from None
-    except (OSError, ValueError) as e: raise DataError(f'image {str(path)!r} cannot be read ({type(e).__name__}: {e})', file=file, row=row) from None
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise DataError(f"image {str(path)!r} is missing", file=file, row=row) from None
+    except PermissionError:
+        raise DataError(f"image {str(path)!r} cannot be read (permission denied)", file=file, row=row) from None
+    except (OSError, ValueError) as e:
+        raise DataError(f"image {str(path)!r} cannot be read ({type(e).__name__}: {e})", file=file, row=row) from None
     _regular(path, st, file, row)
     return st
 
-def open_image_file(path, # the image file
-                    file=None, row:int|None=None): # where the path came from, for messages
+
+def open_image_file(
+    path,  # the image file
+    file=None,
+    row: int | None = None,
+):  # where the path came from, for messages
     "Open `path` for binary reading if it is a regular file (never blocks on a FIFO); a DataError otherwise."
     _stat_image(path, file, row)
-    try: fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0))
-    except OSError as e: raise DataError(f'image {str(path)!r} cannot be read ({type(e).__name__}: {e})', file=file, row=row) from None
-    try: _regular(path, os.fstat(fd), file, row)     # swapped for something else since the stat?
-    except BaseException: os.close(fd); raise
-    return os.fdopen(fd, 'rb')
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise DataError(f"image {str(path)!r} cannot be read ({type(e).__name__}: {e})", file=file, row=row) from None
+    try:
+        _regular(path, os.fstat(fd), file, row)  # swapped for something else since the stat?
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
 
 # %% ../nbs/01_data.ipynb #0000000f
-def image_file_stamp(path, # an image file
-                     file=None, row:int|None=None) -> tuple[str, int, int]: # where the path came from, for messages
+def image_file_stamp(
+    path,  # an image file
+    file=None,
+    row: int | None = None,
+) -> tuple[str, int, int]:  # where the path came from, for messages
     "`(path, size in bytes, mtime in ns)` of an image that must be a regular file; a DataError naming it otherwise."
     st = _stat_image(path, file, row)
     return str(Path(path)), st.st_size, st.st_mtime_ns
 
 # %% ../nbs/01_data.ipynb #00000012
-def transform_target_size(transform) -> int|None: # a transform, usually a torchvision Compose
+def transform_target_size(transform) -> int | None:  # a transform, usually a torchvision Compose
     "The side `transform` resizes an image's shorter side to (a torchvision `Resize(int)`), or None if it has no such resize."
-    for t in (getattr(transform, 'transforms', None) or [transform]):
-        if t is not transform and hasattr(t, 'transforms'):
-            if (s := transform_target_size(t)) is not None: return s
-        if type(t).__name__ == 'Resize':
-            s = getattr(t, 'size', None)
-            if isinstance(s, int): return s
-            return int(s[0]) if isinstance(s, (list, tuple)) and len(s) == 1 else None   # (h, w): a fixed size
+    for t in getattr(transform, "transforms", None) or [transform]:
+        if t is not transform and hasattr(t, "transforms"):
+            if (s := transform_target_size(t)) is not None:
+                return s
+        if type(t).__name__ == "Resize":
+            s = getattr(t, "size", None)
+            if isinstance(s, int):
+                return s
+            return int(s[0]) if isinstance(s, (list, tuple)) and len(s) == 1 else None  # (h, w): a fixed size
     return None
 
 # %% ../nbs/01_data.ipynb #00000015
 def _check_size(size, name, max_pixels, max_aspect, target_size, where):
     "Refuse, before decoding, an image too big, too elongated, or too big once the transform resizes it."
     w, h = size
-    if w < 1 or h < 1: raise DataError(f'image {name!r} is {w} x {h} pixels: empty', **where)
+    if w < 1 or h < 1:
+        raise DataError(f"image {name!r} is {w} x {h} pixels: empty", **where)
     if w * h > max_pixels:
-        raise DataError(f'image {name!r} is {w} x {h} pixels ({w * h:,}), which exceeds limit max_pixels={max_pixels:,} '
-                        '(a decompression bomb?)', **where)
+        raise DataError(
+            f"image {name!r} is {w} x {h} pixels ({w * h:,}), which exceeds limit max_pixels={max_pixels:,} "
+            "(a decompression bomb?)",
+            **where,
+        )
     long, short = max(w, h), min(w, h)
     if long / short > max_aspect:
-        raise DataError(f'image {name!r} is {w} x {h} pixels, an aspect ratio of {long / short:,.0f}:1, more than '
-                        f'max_aspect={max_aspect} (a strip, not a picture: resizing it would blow it up)', **where)
+        raise DataError(
+            f"image {name!r} is {w} x {h} pixels, an aspect ratio of {long / short:,.0f}:1, more than "
+            f"max_aspect={max_aspect} (a strip, not a picture: resizing it would blow it up)",
+            **where,
+        )
     if target_size:
         n_long = math.ceil(target_size * long / short)
         if target_size * n_long > max_pixels:
-            raise DataError(f'image {name!r} is {w} x {h} pixels: resizing its shorter side to {target_size} makes it {n_long:,} x '
-                            f'{target_size} ({target_size * n_long:,} pixels), which exceeds limit max_pixels={max_pixels:,}', **where)
+            raise DataError(
+                f"image {name!r} is {w} x {h} pixels: resizing its shorter side to {target_size} makes it {n_long:,} x "
+                f"{target_size} ({target_size * n_long:,} pixels), which exceeds limit max_pixels={max_pixels:,}",
+                **where,
+            )
 
 # %% ../nbs/01_data.ipynb #00000017
-def _u8(a) -> Image.Image: return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
+def _u8(a) -> Image.Image:
+    return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
 
-def _over(rgba:Image.Image, bg) -> Image.Image:
+
+def _over(rgba: Image.Image, bg) -> Image.Image:
     "Straight-alpha RGBA composited on the colour `bg`."
-    return Image.alpha_composite(Image.new('RGBA', rgba.size, (*bg, 255)), rgba).convert('RGB')
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (*bg, 255)), rgba).convert("RGB")
 
-def to_rgb(im:Image.Image, # a PIL image in any mode
-           background=None) -> Image.Image: # the RGB colour under transparent pixels; default ALPHA_BACKGROUND
+
+def to_rgb(
+    im: Image.Image,  # a PIL image in any mode
+    background=None,
+) -> Image.Image:  # the RGB colour under transparent pixels; default ALPHA_BACKGROUND
     "`im` as 8-bit RGB: alpha composited on `background`, 16-bit, 32-bit and float values scaled by their range."
     bg = tuple(background if background is not None else ALPHA_BACKGROUND)
-    m, t = im.mode, im.info.get('transparency')
-    if m == 'RGB' and t is None: return im
-    if m in ('RGBa', 'La'):                               # premultiplied: colour + background x (1 - alpha)
+    m, t = im.mode, im.info.get("transparency")
+    if m == "RGB" and t is None:
+        return im
+    if m in ("RGBa", "La"):  # premultiplied: colour + background x (1 - alpha)
         a = np.asarray(im, np.float32)
-        c = a[..., :3] if m == 'RGBa' else np.repeat(a[..., :1], 3, -1)
+        c = a[..., :3] if m == "RGBa" else np.repeat(a[..., :1], 3, -1)
         return _u8(c + np.asarray(bg, np.float32) * (255 - a[..., -1:]) / 255)
-    if m in ('I', 'F') or m.startswith('I;16'):
+    if m in ("I", "F") or m.startswith("I;16"):
         a = np.asarray(im)
-        if m == 'F': g = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0, 1) * 255
-        else: g = np.clip(a.astype(np.float32), 0, 65535) / 257
+        if m == "F":
+            g = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0, 1) * 255
+        else:
+            g = np.clip(a.astype(np.float32), 0, 65535) / 257
         g = np.repeat(np.round(g)[..., None], 3, -1)
-        if isinstance(t, int) and m != 'F':               # one grey value marked transparent (PNG tRNS)
+        if isinstance(t, int) and m != "F":  # one grey value marked transparent (PNG tRNS)
             alpha = np.where(a == t, 0, 255).astype(np.uint8)[..., None]
             return _over(Image.fromarray(np.concatenate([g.astype(np.uint8), alpha], -1)), bg)
         return _u8(g)
-    if m in ('LA', 'PA', 'RGBA') or t is not None: return _over(im.convert('RGBA'), bg)
-    try: return im.convert('RGB')
-    except (ValueError, OSError) as e: raise DataError(f'image mode {m!r} cannot be converted to RGB ({e})') from None
+    if m in ("LA", "PA", "RGBA") or t is not None:
+        return _over(im.convert("RGBA"), bg)
+    try:
+        return im.convert("RGB")
+    except (ValueError, OSError) as e:
+        raise DataError(f"image mode {m!r} cannot be converted to RGB ({e})") from None
 
 # %% ../nbs/01_data.ipynb #0000001b
-def open_image(src, # a path, or the image file's bytes
-               *, target_size:int|None=None, # the shorter side the transform resizes to (see `transform_target_size`)
-               max_pixels:int|None=None, # most pixels, in the file and after that resize; default MAX_IMAGE_PIXELS
-               max_aspect:float|None=None, # largest longer/shorter side ratio; default MAX_ASPECT
-               rgb:bool=True, # convert to 8-bit RGB (`to_rgb`); False: the decoded image as it is
-               load:bool=True, # decode the pixels (False: header only, with rgb=False and bytes)
-               name:str|None=None, # how messages call the image (default: the path)
-               file=None, row:int|None=None) -> Image.Image: # where the image came from, for messages
+def open_image(
+    src,  # a path, or the image file's bytes
+    *,
+    target_size: int | None = None,  # the shorter side the transform resizes to (see `transform_target_size`)
+    max_pixels: int | None = None,  # most pixels, in the file and after that resize; default MAX_IMAGE_PIXELS
+    max_aspect: float | None = None,  # largest longer/shorter side ratio; default MAX_ASPECT
+    rgb: bool = True,  # convert to 8-bit RGB (`to_rgb`); False: the decoded image as it is
+    load: bool = True,  # decode the pixels (False: header only, with rgb=False and bytes)
+    name: str | None = None,  # how messages call the image (default: the path)
+    file=None,
+    row: int | None = None,
+) -> Image.Image:  # where the image came from, for messages
     "Open an image safely (regular files, known formats, size checked from the header), as RGB; a DataError naming it otherwise."
     where, is_bytes = dict(file=file, row=row), isinstance(src, (bytes, bytearray, memoryview))
-    name = name or ('image bytes' if is_bytes else str(src))
-    mp = check_number('max_pixels', max_pixels if max_pixels is not None else MAX_IMAGE_PIXELS, min=1)
-    ma = check_number('max_aspect', max_aspect if max_aspect is not None else MAX_ASPECT, kind=float, min=1)
-    if not load and (rgb or not is_bytes): raise ConfigError('open_image(load=False) needs rgb=False and the bytes of the image')
-    Image.init()                          # register every plugin, so `formats` can name them
+    name = name or ("image bytes" if is_bytes else str(src))
+    mp = check_number("max_pixels", max_pixels if max_pixels is not None else MAX_IMAGE_PIXELS, min=1)
+    ma = check_number("max_aspect", max_aspect if max_aspect is not None else MAX_ASPECT, kind=float, min=1)
+    if not load and (rgb or not is_bytes):
+        raise ConfigError("open_image(load=False) needs rgb=False and the bytes of the image")
+    Image.init()  # register every plugin, so `formats` can name them
     formats = [x for x in IMAGE_FORMATS if x in Image.OPEN]
     f = io.BytesIO(src) if is_bytes else open_image_file(src, file, row)
     with f:
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter('ignore', Image.DecompressionBombWarning)   # refused below, by our own limits
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, by our own limits
                 im = Image.open(f, formats=formats)
-        except Image.DecompressionBombError as e:     # PIL's own limit, 2 x Image.MAX_IMAGE_PIXELS, struck first
-            more = '; raise PIL.Image.MAX_IMAGE_PIXELS too' if mp > 2 * (Image.MAX_IMAGE_PIXELS or 0) else ''
-            raise DataError(f'image {name!r} exceeds limit max_pixels={mp:,} (a decompression bomb? PIL: {e}{more})', **where) from None
-        except Exception as e:            # whatever a decoder raises on hostile bytes is a property of the file
-            hint = f"; semclip reads {', '.join(IMAGE_FORMATS)} (IMAGE_FORMATS)" if isinstance(e, Image.UnidentifiedImageError) else ''
-            raise DataError(f'image {name!r} cannot be decoded ({type(e).__name__}: {e}{hint})', **where) from None
+        except Image.DecompressionBombError as e:  # PIL's own limit, 2 x Image.MAX_IMAGE_PIXELS, struck first
+            more = "; raise PIL.Image.MAX_IMAGE_PIXELS too" if mp > 2 * (Image.MAX_IMAGE_PIXELS or 0) else ""
+            raise DataError(
+                f"image {name!r} exceeds limit max_pixels={mp:,} (a decompression bomb? PIL: {e}{more})", **where
+            ) from None
+        except Exception as e:  # whatever a decoder raises on hostile bytes is a property of the file
+            hint = (
+                f"; semclip reads {', '.join(IMAGE_FORMATS)} (IMAGE_FORMATS)"
+                if isinstance(e, Image.UnidentifiedImageError)
+                else ""
+            )
+            raise DataError(f"image {name!r} cannot be decoded ({type(e).__name__}: {e}{hint})", **where) from None
         _check_size(im.size, name, mp, ma, target_size, where)
-        if not load: return im
-        try: im.load()
-        except Exception as e: raise DataError(f'image {name!r} cannot be decoded ({type(e).__name__}: {e})', **where) from None
-    if not rgb: return im
-    try: return to_rgb(im)
-    except DataError as e: raise DataError(f'image {name!r}: {e.problem}', **where) from None
+        if not load:
+            return im
+        try:
+            im.load()
+        except Exception as e:
+            raise DataError(f"image {name!r} cannot be decoded ({type(e).__name__}: {e})", **where) from None
+    if not rgb:
+        return im
+    try:
+        return to_rgb(im)
+    except DataError as e:
+        raise DataError(f"image {name!r}: {e.problem}", **where) from None
 
 # %% ../nbs/01_data.ipynb #0000001e
-def _is_text(v) -> bool: return isinstance(v, str) and v.strip() != ''
+def _is_text(v) -> bool:
+    return isinstance(v, str) and v.strip() != ""
 
-def _plural(n, word): return f"{n} {word}{'' if n == 1 else 's'}"
+
+def _plural(n, word):
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
 
 class TripleDataset(Dataset):
     "Image, caption, paraphrase, negation triples from a standard frame; images decoded lazily or preloaded."
-    def __init__(self, df:pd.DataFrame, # the standard frame: image (absolute path), caption, paraphrased, negation, ...
-                 transform:Callable|None=None, # PIL image -> tensor (the model's preprocess); default: ToTensor
-                 on_bad_sample:str='raise', # missing/corrupt image: 'raise' a DataError, or 'skip' it (and count it)
-                 require_paraphrase:bool=True, # refuse rows without a paraphrase (set False for CC-Neg)
-                 source=None): # the file the frame came from, for messages (when it has no `src_file` column)
-        self.on_bad_sample = check_choice('on_bad_sample', on_bad_sample, ON_BAD_SAMPLE)
+
+    def __init__(
+        self,
+        df: pd.DataFrame,  # the standard frame: image (absolute path), caption, paraphrased, negation, ...
+        transform: Callable | None = None,  # PIL image -> tensor (the model's preprocess); default: ToTensor
+        on_bad_sample: str = "raise",  # missing/corrupt image: 'raise' a DataError, or 'skip' it (and count it)
+        require_paraphrase: bool = True,  # refuse rows without a paraphrase (set False for CC-Neg)
+        source=None,
+    ):  # the file the frame came from, for messages (when it has no `src_file` column)
+        self.on_bad_sample = check_choice("on_bad_sample", on_bad_sample, ON_BAD_SAMPLE)
         self.transform = transform if transform is not None else default_transform()
         self.require_paraphrase, self.source = require_paraphrase, (str(source) if source is not None else None)
         self.skipped, self._bad, self.images = [], set(), None
         self._set_frame(df, check=True)
 
     def _set_frame(self, df, check=False):
-        if not isinstance(df, pd.DataFrame): raise ConfigError(f'TripleDataset needs a pandas DataFrame, got {type(df).__name__}')
-        if check: self._check(df)
+        if not isinstance(df, pd.DataFrame):
+            raise ConfigError(f"TripleDataset needs a pandas DataFrame, got {type(df).__name__}")
+        if check:
+            self._check(df)
         self.df = df
-        self._img = [str(p) for p in df['image']]
-        self._cap, self._neg = list(df['caption']), list(df['negation'])
-        self._para = [p if _is_text(p) else '' for p in df['paraphrased']]
-        self._files = list(df['src_file']) if 'src_file' in df else [self.source] * len(df)
-        self._rows = [int(r) if isinstance(r, (int, np.integer)) else r for r in (df['src_row'] if 'src_row' in df else df.index)]
+        self._img = [str(p) for p in df["image"]]
+        self._cap, self._neg = list(df["caption"]), list(df["negation"])
+        self._para = [p if _is_text(p) else "" for p in df["paraphrased"]]
+        self._files = list(df["src_file"]) if "src_file" in df else [self.source] * len(df)
+        self._rows = [
+            int(r) if isinstance(r, (int, np.integer)) else r for r in (df["src_row"] if "src_row" in df else df.index)
+        ]
 
     def _check(self, df):
-        src = df['src_file'].iloc[0] if 'src_file' in df and len(df) else self.source
+        src = df["src_file"].iloc[0] if "src_file" in df and len(df) else self.source
         missing = [c for c in TRIPLE_COLUMNS if c not in df.columns]
         if missing:
-            raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; a triple table needs the columns "
-                            f"{', '.join(TRIPLE_COLUMNS)} (found: {', '.join(map(str, df.columns))})", file=src)
-        if len(df) == 0: raise DataError('the table has no rows', file=src)
-        cols = ['image', 'caption', 'negation'] + (['paraphrased'] if self.require_paraphrase else [])
+            raise DataError(
+                f"missing column(s) {', '.join(map(repr, missing))}; a triple table needs the columns "
+                f"{', '.join(TRIPLE_COLUMNS)} (found: {', '.join(map(str, df.columns))})",
+                file=src,
+            )
+        if len(df) == 0:
+            raise DataError("the table has no rows", file=src)
+        cols = ["image", "caption", "negation"] + (["paraphrased"] if self.require_paraphrase else [])
         for c in cols:
             bad = np.flatnonzero(~df[c].map(_is_text).to_numpy(bool))
-            if len(bad) == 0: continue
+            if len(bad) == 0:
+                continue
             i = bad[0]
-            where = dict(file=df['src_file'].iloc[i] if 'src_file' in df else self.source,
-                         row=int(df['src_row'].iloc[i] if 'src_row' in df else df.index[i]))
-            more = f' (and {_plural(len(bad) - 1, "more row")})' if len(bad) > 1 else ''
-            hint = ''
-            if c == 'paraphrased':
-                hint = ('; this dataset has no paraphrases (CC-Neg): pass require_paraphrase=False to use it without them'
-                        if 'has_paraphrase' in df and not bool(df['has_paraphrase'].iloc[i])
-                        else '; fill it in, or pass require_paraphrase=False if the dataset has none')
-            raise DataError(f'empty or missing {c!r}{more}{hint}', **where)
+            where = dict(
+                file=df["src_file"].iloc[i] if "src_file" in df else self.source,
+                row=int(df["src_row"].iloc[i] if "src_row" in df else df.index[i]),
+            )
+            more = f" (and {_plural(len(bad) - 1, 'more row')})" if len(bad) > 1 else ""
+            hint = ""
+            if c == "paraphrased":
+                hint = (
+                    "; this dataset has no paraphrases (CC-Neg): pass require_paraphrase=False to use it without them"
+                    if "has_paraphrase" in df and not bool(df["has_paraphrase"].iloc[i])
+                    else "; fill it in, or pass require_paraphrase=False if the dataset has none"
+                )
+            raise DataError(f"empty or missing {c!r}{more}{hint}", **where)
 
-    def __len__(self): return len(self._img)
+    def __len__(self):
+        return len(self._img)
 
     @property
     def has_paraphrase(self) -> bool:
@@ -244,125 +354,174 @@ class TripleDataset(Dataset):
         return all(self._para)
 
     @property
-    def captions(self) -> list: return self._cap
-    @property
-    def paraphrases(self) -> list: return self._para
-    @property
-    def negations(self) -> list: return self._neg
+    def captions(self) -> list:
+        return self._cap
 
-    def _where(self, i): return dict(file=self._files[i], row=self._rows[i])
+    @property
+    def paraphrases(self) -> list:
+        return self._para
+
+    @property
+    def negations(self) -> list:
+        return self._neg
+
+    def _where(self, i):
+        return dict(file=self._files[i], row=self._rows[i])
 
     def _decode(self, i) -> torch.Tensor:
         "Image `i` through the transform; a DataError naming image, file and row when it cannot be read."
         im = open_image(self._img[i], target_size=transform_target_size(self.transform), **self._where(i))
         x = self.transform(im)
-        if not torch.is_tensor(x): raise ConfigError(f'the transform must return a tensor, it returned {type(x).__name__}')
+        if not torch.is_tensor(x):
+            raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
         return x
 
-    def _record(self, i, err:DataError):
-        if i in self._bad: return
+    def _record(self, i, err: DataError):
+        if i in self._bad:
+            return
         self._bad.add(i)
         self.skipped.append((self._rows[i], self._img[i], err.problem))
-        warnings.warn(f'skipping bad sample: {err}', stacklevel=3)
+        warnings.warn(f"skipping bad sample: {err}", stacklevel=3)
 
     def __getitem__(self, i):
         n = len(self)
         i = int(i)
-        if i < 0: i += n
-        if not 0 <= i < n: raise IndexError(f'index {i} out of range for {n} triples')
-        if self.images is not None: return self.images[i], self._cap[i], self._para[i], self._neg[i]
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"index {i} out of range for {n} triples")
+        if self.images is not None:
+            return self.images[i], self._cap[i], self._para[i], self._neg[i]
         j = i
         for _ in range(n):
             if j not in self._bad:
-                try: x = self._decode(j)
+                try:
+                    x = self._decode(j)
                 except DataError as e:
-                    if self.on_bad_sample == 'raise': raise
+                    if self.on_bad_sample == "raise":
+                        raise
                     self._record(j, e)
-                else: return x, self._cap[j], self._para[j], self._neg[j]
+                else:
+                    return x, self._cap[j], self._para[j], self._neg[j]
             j = (j + 1) % n
-        raise DataError(f'no readable image in any of the {n} rows; {self.report()}', file=self.source)
+        raise DataError(f"no readable image in any of the {n} rows; {self.report()}", file=self.source)
 
     def report(self) -> str:
         "A summary of the dataset and every bad sample skipped so far."
         src = self._files[0] if self._files and self._files[0] else self.source
-        s = (f"{len(self)} triples" + (f" from '{src}'" if src else '') +
-             f"; {_plural(len(self.skipped), 'bad sample')} skipped (on_bad_sample={self.on_bad_sample!r})")
-        lines = [f'  row {r}: {p}' for r, f, p in self.skipped[:20]]
-        if len(self.skipped) > 20: lines.append(f'  ... and {len(self.skipped) - 20} more (see ds.skipped)')
-        return '\n'.join([s + (':' if lines else '')] + lines)
+        s = (
+            f"{len(self)} triples"
+            + (f" from '{src}'" if src else "")
+            + f"; {_plural(len(self.skipped), 'bad sample')} skipped (on_bad_sample={self.on_bad_sample!r})"
+        )
+        lines = [f"  row {r}: {p}" for r, f, p in self.skipped[:20]]
+        if len(self.skipped) > 20:
+            lines.append(f"  ... and {len(self.skipped) - 20} more (see ds.skipped)")
+        return "\n".join([s + (":" if lines else "")] + lines)
 
     def __repr__(self):
-        return (f'TripleDataset({len(self)} triples, preloaded={self.images is not None}, '
-                f'skipped={len(self.skipped)}, has_paraphrase={self.has_paraphrase})')
+        return (
+            f"TripleDataset({len(self)} triples, preloaded={self.images is not None}, "
+            f"skipped={len(self.skipped)}, has_paraphrase={self.has_paraphrase})"
+        )
 
 # %% ../nbs/01_data.ipynb #00000026
 class _Decoder(Dataset):
     "Decode image i and report failures as values, so the main process counts them."
-    def __init__(self, ds, keep): self.ds, self.keep = ds, keep
-    def __len__(self): return len(self.ds)
+
+    def __init__(self, ds, keep):
+        self.ds, self.keep = ds, keep
+
+    def __len__(self):
+        return len(self.ds)
+
     def __getitem__(self, i):
-        try: x = self.ds._decode(i)
-        except DataError as e: return i, None, e.problem   # a plain string: survives the trip back from a worker
+        try:
+            x = self.ds._decode(i)
+        except DataError as e:
+            return i, None, e.problem  # a plain string: survives the trip back from a worker
         return i, (x if self.keep else x.shape), None
 
-def _first(batch): return batch
+
+def _first(batch):
+    return batch
+
 
 @torch.no_grad()
-def _decode_all(ds, keep:bool, batch_size:int, num_workers:int, progress:bool, dtype=None, desc='decoding images'):
+def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: bool, dtype=None, desc="decoding images"):
     n, out, bad, shape = len(ds), None, [], None
     dl = DataLoader(_Decoder(ds, keep), batch_size=batch_size, num_workers=num_workers, collate_fn=_first)
-    with tqdm(total=n, desc=desc, disable=not progress, unit='img') as bar:
+    with tqdm(total=n, desc=desc, disable=not progress, unit="img") as bar:
         for items in dl:
             for i, x, err in items:
                 if err is not None:
                     err = DataError(err, **ds._where(i))
-                    if ds.on_bad_sample == 'raise': raise err
-                    bad.append((i, err)); continue
+                    if ds.on_bad_sample == "raise":
+                        raise err
+                    bad.append((i, err))
+                    continue
                 s = tuple(x.shape) if keep else tuple(x)
                 if shape is None:
                     shape = s
-                    if keep: out = torch.empty((n, *s), dtype=dtype or x.dtype)
+                    if keep:
+                        out = torch.empty((n, *s), dtype=dtype or x.dtype)
                 elif s != shape:
-                    raise ConfigError(f'image {ds._img[i]!r} (row {ds._rows[i]}) became a tensor of shape {s}, others {shape}: '
-                                      'preloading needs one shape; pass a transform that resizes (the model\'s preprocess)')
-                if keep: out[i] = x
+                    raise ConfigError(
+                        f"image {ds._img[i]!r} (row {ds._rows[i]}) became a tensor of shape {s}, others {shape}: "
+                        "preloading needs one shape; pass a transform that resizes (the model's preprocess)"
+                    )
+                if keep:
+                    out[i] = x
             bar.update(len(items))
-    for i, e in bad: ds._record(i, e)
+    for i, e in bad:
+        ds._record(i, e)
     if bad:
         keep_idx = [i for i in range(n) if i not in ds._bad]
-        if not keep_idx: raise DataError(f'no readable image in any of the {n} rows; {ds.report()}', file=ds.source)
-        if keep: out = out[torch.tensor(keep_idx)]
+        if not keep_idx:
+            raise DataError(f"no readable image in any of the {n} rows; {ds.report()}", file=ds.source)
+        if keep:
+            out = out[torch.tensor(keep_idx)]
         ds._drop(keep_idx)
     return out
 
+
 @patch
-def _drop(self:TripleDataset, keep_idx):
+def _drop(self: TripleDataset, keep_idx):
     "Keep only rows `keep_idx` (positions); used after bad samples were found and recorded."
     self._set_frame(self.df.iloc[keep_idx])
     self._bad = set()
 
+
 @patch
-def preload(self:TripleDataset, batch_size:int=256, # images decoded per DataLoader batch
-            num_workers:int=0, # DataLoader worker processes for decoding (0: in this process)
-            progress:bool=True, # show a progress bar
-            dtype:torch.dtype|None=None, # store as this dtype (e.g. torch.float16 halves the memory); default: as transformed
-            force:bool=False): # decode again even if already preloaded
+def preload(
+    self: TripleDataset,
+    batch_size: int = 256,  # images decoded per DataLoader batch
+    num_workers: int = 0,  # DataLoader worker processes for decoding (0: in this process)
+    progress: bool = True,  # show a progress bar
+    dtype: torch.dtype | None = None,  # store as this dtype (torch.float16 halves the memory); default: as transformed
+    force: bool = False,
+):  # decode again even if already preloaded
     "Decode every image once through the transform into `self.images` ([N, C, H, W]); returns self."
-    check_number('batch_size', batch_size, min=1); check_number('num_workers', num_workers, min=0)
+    check_number("batch_size", batch_size, min=1)
+    check_number("num_workers", num_workers, min=0)
     if self.images is None or force:
         self.images = None
-        self.images = _decode_all(self, True, batch_size, num_workers, progress, dtype, 'preloading images')
+        self.images = _decode_all(self, True, batch_size, num_workers, progress, dtype, "preloading images")
     return self
 
-@patch
-def scan(self:TripleDataset, batch_size:int=256, num_workers:int=0, progress:bool=True) -> list:
-    "Decode every image once without keeping it: raise on, or record and drop, bad samples; returns `self.skipped`."
-    check_number('batch_size', batch_size, min=1); check_number('num_workers', num_workers, min=0)
-    if self.images is None: _decode_all(self, False, batch_size, num_workers, progress, desc='scanning images')
-    return self.skipped
 
 @patch
-def get_batch(self:TripleDataset, idx): # positions: a list, array or 1-d tensor
+def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True) -> list:
+    "Decode every image once without keeping it: raise on, or record and drop, bad samples; returns `self.skipped`."
+    check_number("batch_size", batch_size, min=1)
+    check_number("num_workers", num_workers, min=0)
+    if self.images is None:
+        _decode_all(self, False, batch_size, num_workers, progress, desc="scanning images")
+    return self.skipped
+
+
+@patch
+def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tensor
     "A batch `(images [B,C,H,W], captions, paraphrases, negations)` for positions `idx`; one indexing op when preloaded."
     idx = torch.as_tensor(idx, dtype=torch.long).flatten()
     il = idx.tolist()
@@ -371,64 +530,113 @@ def get_batch(self:TripleDataset, idx): # positions: a list, array or 1-d tensor
     items = [self[i] for i in il]
     return (torch.stack([t[0] for t in items]), *([t[k] for t in items] for k in (1, 2, 3)))
 
-def load_images(ds:TripleDataset, batch_size:int=256, num_workers:int=0, progress:bool=True, dtype=None) -> torch.Tensor:
+
+def load_images(
+    ds: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True, dtype=None
+) -> torch.Tensor:
     "All of `ds`'s images as one tensor [N, C, H, W] (see `TripleDataset.preload`; with 'skip', bad rows leave `ds`)."
     return ds.preload(batch_size=batch_size, num_workers=num_workers, progress=progress, dtype=dtype).images
 
 # %% ../nbs/01_data.ipynb #0000002c
-_PANDAS_NA = ['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN', '<NA>',
-              'N/A', 'NA', 'NULL', 'NaN', 'None', 'n/a', 'nan', 'null']
+_PANDAS_NA = [
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
+]
 
-def _cut_short(path) -> DataError|None:
+
+def _cut_short(path) -> DataError | None:
     "A DataError if `path` ends, without a final newline, in the middle of its last row; None otherwise."
-    with open(path, 'rb') as f:
-        if f.seek(0, 2) == 0: return None
+    with open(path, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return None
         f.seek(-1, 2)
-        if f.read(1) in b'\r\n': return None
+        if f.read(1) in b"\r\n":
+            return None
     recs, why = [], None
-    with open(path, newline='', encoding='utf-8', errors='replace') as f:
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
         try:
             for rec in csv.reader(f, strict=True):
-                if rec: recs.append(rec)          # pandas skips blank lines, and so do its row numbers
+                if rec:
+                    recs.append(rec)  # pandas skips blank lines, and so do its row numbers
         except csv.Error as e:
-            if 'unexpected end of data' not in str(e): return None   # some other quirk: pandas decides
-            why = 'inside a quoted field'
-    if not recs: return None
+            if "unexpected end of data" not in str(e):
+                return None  # some other quirk: pandas decides
+            why = "inside a quoted field"
+    if not recs:
+        return None
     if why is None:
-        if len(recs) < 2 or len(recs[-1]) >= len(recs[0]): return None
+        if len(recs) < 2 or len(recs[-1]) >= len(recs[0]):
+            return None
         head, last = recs[0], recs.pop()
-        why = f"after {len(last)} of the header's {len(head)} fields; missing: {', '.join(map(repr, head[len(last):]))}"
+        why = (
+            f"after {len(last)} of the header's {len(head)} fields; missing: {', '.join(map(repr, head[len(last) :]))}"
+        )
     row = len(recs) - 1
-    return DataError(f'cannot parse the CSV: the file ends in the middle of row {row} ({why}): truncated download or copy?',
-                     file=path, row=row)
+    return DataError(
+        f"cannot parse the CSV: the file ends in the middle of row {row} ({why}): truncated download or copy?",
+        file=path,
+        row=row,
+    )
+
 
 def _read_csv(path, text_cols) -> pd.DataFrame:
     "A CSV with `text_cols` read as literal strings and the other columns type-inferred; DataErrors name the file."
     path = Path(path)
-    if not path.is_file(): raise DatasetNotFoundError('file not found' if not path.exists() else 'not a file', file=path)
-    if (e := _cut_short(path)) is not None: raise e
+    if not path.is_file():
+        raise DatasetNotFoundError("file not found" if not path.exists() else "not a file", file=path)
+    if (e := _cut_short(path)) is not None:
+        raise e
     try:
         cols = list(pd.read_csv(path, nrows=0).columns)
         text = [c for c in cols if c in text_cols]
-        return pd.read_csv(path, dtype={c: str for c in text}, keep_default_na=False,
-                           na_values={c: _PANDAS_NA for c in cols if c not in text})
-    except pd.errors.EmptyDataError: raise DataError('the file is empty (no header row)', file=path) from None
+        return pd.read_csv(
+            path,
+            dtype={c: str for c in text},
+            keep_default_na=False,
+            na_values={c: _PANDAS_NA for c in cols if c not in text},
+        )
+    except pd.errors.EmptyDataError:
+        raise DataError("the file is empty (no header row)", file=path) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f'cannot parse the CSV ({type(e).__name__}: {e})', file=path) from None
+        raise DataError(f"cannot parse the CSV ({type(e).__name__}: {e})", file=path) from None
+
 
 def _need_columns(df, cols, path, what):
     missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise DataError(f"missing column(s) {', '.join(map(repr, missing))}; {what} needs the columns {', '.join(cols)} "
-                        f"(found: {', '.join(map(str, df.columns))})", file=path)
+        raise DataError(
+            f"missing column(s) {', '.join(map(repr, missing))}; {what} needs the columns {', '.join(cols)} "
+            f"(found: {', '.join(map(str, df.columns))})",
+            file=path,
+        )
 
-def _resolve_images(root, names, path, field='image') -> list:
+
+def _resolve_images(root, names, path, field="image") -> list:
     "Absolute image paths for `names`, each checked to stay inside `root`."
     out = []
     for i, rel in enumerate(names):
-        if not _is_text(rel): raise DataError(f'empty or missing {field!r} path', file=path, row=i)
+        if not _is_text(rel):
+            raise DataError(f"empty or missing {field!r} path", file=path, row=i)
         out.append(str(safe_join(root, rel, file=path, row=i)))
     return out
+
 
 def _finish(df, path) -> pd.DataFrame:
     "Standard column order, plus src_file/src_row (0-based data row)."
@@ -437,293 +645,415 @@ def _finish(df, path) -> pd.DataFrame:
     return df[first + [c for c in df.columns if c not in first]]
 
 # %% ../nbs/01_data.ipynb #0000002e
-NEGATION_IMAGE = 'negation_image'   # the optional column of counterfactual images (the negation is true of them)
+NEGATION_IMAGE = "negation_image"  # the optional column of counterfactual images (the negation is true of them)
+
 
 def _resolve_optional_images(root, names, path, field=NEGATION_IMAGE) -> list:
     "Absolute paths for `names` (each kept inside `root`), None where a cell is empty or NaN."
     return [str(safe_join(root, rel, file=path, row=i)) if _is_text(rel) else None for i, rel in enumerate(names)]
 
 # %% ../nbs/01_data.ipynb #00000031
-def read_triples_csv(csv_path, # a CSV in our layout: image, caption, paraphrased, negation[, split, ...]
-                     images_root=None) -> pd.DataFrame: # `image` paths are relative to this; default: the CSV's folder
+def read_triples_csv(
+    csv_path,  # a CSV in our layout: image, caption, paraphrased, negation[, split, ...]
+    images_root=None,
+) -> pd.DataFrame:  # `image` paths are relative to this; default: the CSV's folder
     "Read a triples CSV in semclip's own layout into the standard frame."
     csv_path = Path(csv_path)
     df = _read_csv(csv_path, set(TRIPLE_COLUMNS) | {NEGATION_IMAGE})
-    _need_columns(df, TRIPLE_COLUMNS, csv_path, 'a triples CSV')
+    _need_columns(df, TRIPLE_COLUMNS, csv_path, "a triples CSV")
     root = Path(images_root) if images_root is not None else csv_path.parent
-    df = df.assign(image=_resolve_images(root, df['image'], csv_path))
-    if NEGATION_IMAGE in df: df = df.assign(**{NEGATION_IMAGE: _resolve_optional_images(root, df[NEGATION_IMAGE], csv_path, NEGATION_IMAGE)})
+    df = df.assign(image=_resolve_images(root, df["image"], csv_path))
+    if NEGATION_IMAGE in df:
+        df = df.assign(**{NEGATION_IMAGE: _resolve_optional_images(root, df[NEGATION_IMAGE], csv_path, NEGATION_IMAGE)})
     return _finish(df, csv_path)
 
 # %% ../nbs/01_data.ipynb #0000003a
 @patch(as_prop=True)
-def has_negation_image(self:TripleDataset) -> bool:
+def has_negation_image(self: TripleDataset) -> bool:
     "True when the table has a `negation_image` column (rows may still lack one)."
     return NEGATION_IMAGE in self.df
 
+
 @patch
-def negation_image_path(self:TripleDataset, i:int) -> str|None: # a row position
+def negation_image_path(self: TripleDataset, i: int) -> str | None:  # a row position
     "The absolute path of row `i`'s counterfactual image, or None (no column, or an empty cell)."
-    if not self.has_negation_image: return None
+    if not self.has_negation_image:
+        return None
     v = self.df[NEGATION_IMAGE].iloc[int(i)]
     return str(v) if _is_text(v) else None
 
+
 @patch
-def negation_image_dataset(self:TripleDataset) -> TripleDataset:
+def negation_image_dataset(self: TripleDataset) -> TripleDataset:
     "The same rows with the counterfactual image as `image` (decoded through this dataset's transform); every row needs one."
     if not self.has_negation_image:
-        raise ConfigError(f"the dataset{f' from {self.source!r}' if self.source else ''} has no {NEGATION_IMAGE!r} column (counterfactual images)")
+        raise ConfigError(
+            f"the dataset{f' from {self.source!r}' if self.source else ''} has no {NEGATION_IMAGE!r} column (counterfactual images)"
+        )
     miss = [i for i in range(len(self)) if self.negation_image_path(i) is None]
     if miss:
-        raise DataError(f'{_plural(len(miss), "row")} without a {NEGATION_IMAGE!r} (first: row {self._rows[miss[0]]}); drop them first',
-                        file=self._files[miss[0]])
-    return TripleDataset(self.df.assign(image=self.df[NEGATION_IMAGE]), transform=self.transform, on_bad_sample='raise',
-                         require_paraphrase=False, source=self.source)
+        raise DataError(
+            f"{_plural(len(miss), 'row')} without a {NEGATION_IMAGE!r} (first: row {self._rows[miss[0]]}); drop them first",
+            file=self._files[miss[0]],
+        )
+    return TripleDataset(
+        self.df.assign(image=self.df[NEGATION_IMAGE]),
+        transform=self.transform,
+        on_bad_sample="raise",
+        require_paraphrase=False,
+        source=self.source,
+    )
 
 # %% ../nbs/01_data.ipynb #0000003f
 def _image_number(v, path, row) -> int:
     try:
         f = float(v)
-        if f.is_integer() and f >= 0: return int(f)
-    except (TypeError, ValueError): pass
-    raise DataError(f'image_number {v!r} is not a non-negative integer', file=path, row=row)
+        if f.is_integer() and f >= 0:
+            return int(f)
+    except (TypeError, ValueError):
+        pass
+    raise DataError(f"image_number {v!r} is not a non-negative integer", file=path, row=row)
 
-def read_semclip_csv(csv_path, # the SemCLIP release's CSV (ccneg_paraphrased.csv or sugarcrepe_pp_paraphrased.csv)
-                     images_dir, # the folder holding the images ({image_number:09d}.jpg, or the `filename`s)
-                     ext:str='.jpg') -> pd.DataFrame: # extension added to the zero-padded image_number
+
+def read_semclip_csv(
+    csv_path,  # the SemCLIP release's CSV (ccneg_paraphrased.csv or sugarcrepe_pp_paraphrased.csv)
+    images_dir,  # the folder holding the images ({image_number:09d}.jpg, or the `filename`s)
+    ext: str = ".jpg",
+) -> pd.DataFrame:  # extension added to the zero-padded image_number
     "Read the SemCLIP paper's CSV (image_number or filename, caption, paraphrased, negation)."
     csv_path, images_dir = Path(csv_path), Path(images_dir)
-    df = _read_csv(csv_path, set(TEXT_COLUMNS) | {'filename', 'image_number'})
-    field = 'image_number'
-    if 'image_number' in df:
-        nums = [_image_number(v, csv_path, i) for i, v in enumerate(df['image_number'])]
-        df, names = df.assign(image_number=nums), [f'{n:09d}{ext}' for n in nums]
-    elif 'filename' in df: names, field = list(df['filename']), 'filename'
-    else: raise DataError("missing column 'image_number' (CC-Neg CSV) or 'filename' (SugarCrepe++ CSV); found: "
-                          f"{', '.join(map(str, df.columns))}", file=csv_path)
+    df = _read_csv(csv_path, set(TEXT_COLUMNS) | {"filename", "image_number"})
+    field = "image_number"
+    if "image_number" in df:
+        nums = [_image_number(v, csv_path, i) for i, v in enumerate(df["image_number"])]
+        df, names = df.assign(image_number=nums), [f"{n:09d}{ext}" for n in nums]
+    elif "filename" in df:
+        names, field = list(df["filename"]), "filename"
+    else:
+        raise DataError(
+            "missing column 'image_number' (CC-Neg CSV) or 'filename' (SugarCrepe++ CSV); found: "
+            f"{', '.join(map(str, df.columns))}",
+            file=csv_path,
+        )
     _need_columns(df, TEXT_COLUMNS, csv_path, "the SemCLIP CSV")
     return _finish(df.assign(image=_resolve_images(images_dir, names, csv_path, field)), csv_path)
 
 # %% ../nbs/01_data.ipynb #00000042
-CCNEG_EVAL_SIZE = 40_000   # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
-CCNEG_PATH_PREFIX = '/workspace/datasets/cc3m/'   # the prefix CoN-CLIP's released image_paths carry
+CCNEG_EVAL_SIZE = 40_000  # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
+CCNEG_PATH_PREFIX = "/workspace/datasets/cc3m/"  # the prefix CoN-CLIP's released image_paths carry
+
 
 def load_plain(path) -> object:
     "`torch.load(path, weights_only=True)`, with a DataError naming the file for anything but plain data."
     path = Path(path)
-    if not path.is_file(): raise DatasetNotFoundError('file not found', file=path)
-    try: return torch.load(path, map_location='cpu', weights_only=True)
+    if not path.is_file():
+        raise DatasetNotFoundError("file not found", file=path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-        if (g := unsafe_pickle_global(e)):
-            raise DataError(f'refusing to load: the file holds a Python object that is not plain data (GLOBAL {g}); semclip '
-                            'never unpickles code: it reads data files with torch.load(weights_only=True), which allows only '
-                            'tensors, dicts, lists, tuples, strings and numbers. Re-save the file with plain data only', file=path) from None
+        if g := unsafe_pickle_global(e):
+            raise DataError(
+                f"refusing to load: the file holds a Python object that is not plain data (GLOBAL {g}); semclip "
+                "never unpickles code: it reads data files with torch.load(weights_only=True), which allows only "
+                "tensors, dicts, lists, tuples, strings and numbers. Re-save the file with plain data only",
+                file=path,
+            ) from None
         # torch's own text advises retrying with weights_only=False: keep only what it found wrong
-        m = re.search(r'WeightsUnpickler error:\s*([^\n]*\S)', str(e))
-        lines = [l.strip() for l in str(e).splitlines() if l.strip() and 'weights_only' not in l]
-        why = m.group(1)[:200] if m else (lines[0] if lines else '')[:200]
-        kind = 'unpickling failed' if isinstance(e, pickle.UnpicklingError) else type(e).__name__
-        raise DataError(f'not a readable torch-saved file ({kind}: {why})', file=path) from None
+        m = re.search(r"WeightsUnpickler error:\s*([^\n]*\S)", str(e))
+        lines = [l.strip() for l in str(e).splitlines() if l.strip() and "weights_only" not in l]
+        why = m.group(1)[:200] if m else (lines[0] if lines else "")[:200]
+        kind = "unpickling failed" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
+        raise DataError(f"not a readable torch-saved file ({kind}: {why})", file=path) from None
+
 
 def _ccneg_field(a, keys, path, row) -> str:
     "The text at `a[keys[0]][keys[1]]...`; a DataError naming the row and field when it is absent or not a string."
-    v, where = a, ''.join(f'[{k!r}]' for k in keys)
+    v, where = a, "".join(f"[{k!r}]" for k in keys)
     try:
-        for k in keys: v = v[k]
+        for k in keys:
+            v = v[k]
     except (KeyError, TypeError, IndexError):
         raise DataError(f"annotation has no {where}", file=path, row=row) from None
-    if not isinstance(v, str): raise DataError(f'annotation {where} must be a string, found {type(v).__name__}', file=path, row=row)
+    if not isinstance(v, str):
+        raise DataError(f"annotation {where} must be a string, found {type(v).__name__}", file=path, row=row)
     return v
+
 
 def _ccneg_schema(data, path):
     "Check every field of a loaded CC-Neg object: a dict whose 'image_paths' (strings) and 'annotations' (dicts) are lists of one length."
-    if not isinstance(data, dict) or not {'image_paths', 'annotations'} <= set(data):
-        found = f"keys {', '.join(map(repr, data))}" if isinstance(data, dict) else f'a {type(data).__name__}'
+    if not isinstance(data, dict) or not {"image_paths", "annotations"} <= set(data):
+        found = f"keys {', '.join(map(repr, data))}" if isinstance(data, dict) else f"a {type(data).__name__}"
         raise DataError(f"expected a dict with keys 'image_paths' and 'annotations', found {found}", file=path)
-    for k, kind, what in (('image_paths', str, 'string'), ('annotations', dict, 'dict')):
+    for k, kind, what in (("image_paths", str, "string"), ("annotations", dict, "dict")):
         v = data[k]
-        if not isinstance(v, (list, tuple)): raise DataError(f'field {k!r} must be a list of {what}s, found {type(v).__name__}', file=path)
+        if not isinstance(v, (list, tuple)):
+            raise DataError(f"field {k!r} must be a list of {what}s, found {type(v).__name__}", file=path)
         bad = next((i for i, x in enumerate(v) if not isinstance(x, kind)), None)
-        if bad is not None: raise DataError(f'field {k!r} entry must be a {what}, found {type(v[bad]).__name__}', file=path, row=bad)
-    n, m = len(data['image_paths']), len(data['annotations'])
-    if n != m: raise DataError(f"'image_paths' has {n} entries but 'annotations' has {m}", file=path)
+        if bad is not None:
+            raise DataError(f"field {k!r} entry must be a {what}, found {type(v[bad]).__name__}", file=path, row=bad)
+    n, m = len(data["image_paths"]), len(data["annotations"])
+    if n != m:
+        raise DataError(f"'image_paths' has {n} entries but 'annotations' has {m}", file=path)
 
-def read_ccneg(annotations_path, # CoN-CLIP's ccneg_preprocessed.pt
-               images_root=None, # the folder image paths are relative to (after `path_prefix` is removed); default: auto
-               eval_only:bool|None=None, # True: only the official eval split; False: only the rest; None: all, with `split`
-               eval_size:int=CCNEG_EVAL_SIZE, # how many entries at the end form the eval split
-               path_prefix:str=CCNEG_PATH_PREFIX, # removed from the start of every image path
-               strip_commas:bool=True) -> pd.DataFrame: # delete commas from negations, as CoN-CLIP's loaders do
+
+def read_ccneg(
+    annotations_path,  # CoN-CLIP's ccneg_preprocessed.pt
+    images_root=None,  # the folder image paths are relative to (after `path_prefix` is removed); default: auto
+    eval_only: bool | None = None,  # True: only the official eval split; False: only the rest; None: all, with `split`
+    eval_size: int = CCNEG_EVAL_SIZE,  # how many entries at the end form the eval split
+    path_prefix: str = CCNEG_PATH_PREFIX,  # removed from the start of every image path
+    strip_commas: bool = True,
+) -> pd.DataFrame:  # delete commas from negations, as CoN-CLIP's loaders do
     "Read CoN-CLIP's CC-Neg annotation file into the standard frame (no paraphrases; split: train/test)."
     p = Path(annotations_path)
-    eval_size = check_number('eval_size', eval_size, min=0)
+    eval_size = check_number("eval_size", eval_size, min=0)
     data = load_plain(p)
     _ccneg_schema(data, p)
-    paths, annos = list(data['image_paths']), list(data['annotations'])
-    rel = [str(s)[len(path_prefix):] if path_prefix and str(s).startswith(path_prefix) else s for s in paths]
-    if images_root is None:   # CoN-CLIP's README puts the images in ccneg_images/ next to the .pt; accept either
-        cands = [p.parent, p.parent/'ccneg_images']
-        images_root = next((c for c in cands if rel and _is_text(rel[0]) and not Path(rel[0]).is_absolute()
-                            and (c/rel[0]).exists()), cands[0])
-    caps = [_ccneg_field(a, ('json', 'caption'), p, i) for i, a in enumerate(annos)]
-    negs = [_ccneg_field(a, ('sop_data', 'negative-prompt'), p, i) for i, a in enumerate(annos)]
-    if strip_commas: negs = [s.replace(',', '') for s in negs]
+    paths, annos = list(data["image_paths"]), list(data["annotations"])
+    rel = [str(s)[len(path_prefix) :] if path_prefix and str(s).startswith(path_prefix) else s for s in paths]
+    if images_root is None:  # CoN-CLIP's README puts the images in ccneg_images/ next to the .pt; accept either
+        cands = [p.parent, p.parent / "ccneg_images"]
+        images_root = next(
+            (c for c in cands if rel and _is_text(rel[0]) and not Path(rel[0]).is_absolute() and (c / rel[0]).exists()),
+            cands[0],
+        )
+    caps = [_ccneg_field(a, ("json", "caption"), p, i) for i, a in enumerate(annos)]
+    negs = [_ccneg_field(a, ("sop_data", "negative-prompt"), p, i) for i, a in enumerate(annos)]
+    if strip_commas:
+        negs = [s.replace(",", "") for s in negs]
     n = len(paths)
-    df = pd.DataFrame(dict(image=_resolve_images(images_root, rel, p, 'image_paths'), caption=caps, paraphrased='', negation=negs,
-                           has_paraphrase=False, split=np.where(np.arange(n) >= n - eval_size, 'test', 'train')))
+    df = pd.DataFrame(
+        dict(
+            image=_resolve_images(images_root, rel, p, "image_paths"),
+            caption=caps,
+            paraphrased="",
+            negation=negs,
+            has_paraphrase=False,
+            split=np.where(np.arange(n) >= n - eval_size, "test", "train"),
+        )
+    )
     df = _finish(df, p)
-    if eval_only is True: df = df[df.split == 'test']
-    elif eval_only is False: df = df[df.split == 'train']
+    if eval_only is True:
+        df = df[df.split == "test"]
+    elif eval_only is False:
+        df = df[df.split == "train"]
     return df
 
 # %% ../nbs/01_data.ipynb #00000047
-SCPP_SUBSETS = ('replace_att', 'replace_obj', 'replace_rel', 'swap_att', 'swap_obj')
-_SCPP_FIELDS = ('filename', 'caption', 'caption2', 'negative_caption')
+SCPP_SUBSETS = ("replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj")
+_SCPP_FIELDS = ("filename", "caption", "caption2", "negative_caption")
 
-def read_sugarcrepe_pp(root, # the folder holding {subset}.json
-                       subsets=SCPP_SUBSETS, # which subsets to read
-                       images_dir=None) -> pd.DataFrame: # COCO val2017 images; default: {root}/../coco/val2017
+
+def read_sugarcrepe_pp(
+    root,  # the folder holding {subset}.json
+    subsets=SCPP_SUBSETS,  # which subsets to read
+    images_dir=None,
+) -> pd.DataFrame:  # COCO val2017 images; default: {root}/../coco/val2017
     "Read SugarCrepe++ subsets into the standard frame, with `subset`, `caption2` and `id` columns."
     root = Path(root)
-    images_dir = Path(images_dir) if images_dir is not None else root.parent/'coco'/'val2017'
-    if isinstance(subsets, str): subsets = (subsets,)
-    for s in subsets: check_choice('subsets', s, SCPP_SUBSETS)
+    images_dir = Path(images_dir) if images_dir is not None else root.parent / "coco" / "val2017"
+    if isinstance(subsets, str):
+        subsets = (subsets,)
+    for s in subsets:
+        check_choice("subsets", s, SCPP_SUBSETS)
     if not images_dir.is_dir():
-        raise DatasetNotFoundError(f"COCO val2017 images folder not found: looked in '{images_dir}'; put the COCO val2017 "
-                                   "images there or pass images_dir=; see data/README.md")
+        raise DatasetNotFoundError(
+            f"COCO val2017 images folder not found: looked in '{images_dir}'; put the COCO val2017 "
+            "images there or pass images_dir=; see data/README.md"
+        )
     frames = []
     for s in subsets:
-        f = root/f'{s}.json'
-        if not f.is_file(): raise DatasetNotFoundError(f"SugarCrepe++ subset file not found (looked for '{f}'); see data/README.md")
-        try: items = json.loads(f.read_text(encoding='utf-8'))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DataError(f'not valid JSON ({e})', file=f) from None
-        if isinstance(items, dict): items = list(items.values())     # SugarCrepe's original files are {id: item}
-        if not isinstance(items, list): raise DataError(f'expected a JSON list of samples, found {type(items).__name__}', file=f)
+        f = root / f"{s}.json"
+        if not f.is_file():
+            raise DatasetNotFoundError(f"SugarCrepe++ subset file not found (looked for '{f}'); see data/README.md")
+        try:
+            items = json.loads(f.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DataError(f"not valid JSON ({e})", file=f) from None
+        if isinstance(items, dict):
+            items = list(items.values())  # SugarCrepe's original files are {id: item}
+        if not isinstance(items, list):
+            raise DataError(f"expected a JSON list of samples, found {type(items).__name__}", file=f)
         for i, it in enumerate(items):
             missing = [k for k in _SCPP_FIELDS if not isinstance(it, dict) or k not in it]
-            if missing: raise DataError(f"missing field(s) {', '.join(map(repr, missing))}", file=f, row=i)
-        df = pd.DataFrame(dict(image=_resolve_images(images_dir, [it['filename'] for it in items], f, 'filename'),
-                               caption=[it['caption'] for it in items], paraphrased=[it['caption2'] for it in items],
-                               negation=[it['negative_caption'] for it in items], caption2=[it['caption2'] for it in items],
-                               subset=s, id=[it.get('id', i) for i, it in enumerate(items)],
-                               filename=[it['filename'] for it in items]))
+            if missing:
+                raise DataError(f"missing field(s) {', '.join(map(repr, missing))}", file=f, row=i)
+        df = pd.DataFrame(
+            dict(
+                image=_resolve_images(images_dir, [it["filename"] for it in items], f, "filename"),
+                caption=[it["caption"] for it in items],
+                paraphrased=[it["caption2"] for it in items],
+                negation=[it["negative_caption"] for it in items],
+                caption2=[it["caption2"] for it in items],
+                subset=s,
+                id=[it.get("id", i) for i, it in enumerate(items)],
+                filename=[it["filename"] for it in items],
+            )
+        )
         frames.append(_finish(df, f))
     return pd.concat(frames, ignore_index=True)
 
 # %% ../nbs/01_data.ipynb #0000004a
-SPLIT_BY = ('image', 'row')
+SPLIT_BY = ("image", "row")
 
-def split_frame(df:pd.DataFrame, # a standard frame
-                fractions:dict|None=None, # split name -> fraction, summing to 1; default dict(train=0.8, val=0.1, test=0.1)
-                seed:int=0, # shuffling seed (the released code used 42)
-                by:str='image') -> pd.DataFrame: # 'image': whole images per split; 'row': the released (leaky) row split
+
+def split_frame(
+    df: pd.DataFrame,  # a standard frame
+    fractions: dict | None = None,  # split name -> fraction, summing to 1; default dict(train=0.8, val=0.1, test=0.1)
+    seed: int = 0,  # shuffling seed (the released code used 42)
+    by: str = "image",
+) -> pd.DataFrame:  # 'image': whole images per split; 'row': the released (leaky) row split
     "A copy of `df` with a `split` column assigned by image (default) or by row."
-    check_choice('by', by, SPLIT_BY)
-    seed = check_number('seed', seed, min=0, max=2**32 - 1)
+    check_choice("by", by, SPLIT_BY)
+    seed = check_number("seed", seed, min=0, max=2**32 - 1)
     fr = dict(fractions) if fractions is not None else dict(train=0.8, val=0.1, test=0.1)
-    try: fr = {k: check_number(f'fractions[{k!r}]', v, kind=float, min=0) for k, v in fr.items()}
-    except ConfigError as e: raise ConfigError(f'fractions={fr!r} must be non-negative numbers summing to 1 ({e})') from None
-    if not fr or abs(sum(fr.values()) - 1) > 1e-6: raise ConfigError(f'fractions={fr!r} must be non-negative numbers summing to 1')
-    keys = pd.Series(df['image'].unique()) if by == 'image' else pd.Series(np.arange(len(df)))
+    try:
+        fr = {k: check_number(f"fractions[{k!r}]", v, kind=float, min=0) for k, v in fr.items()}
+    except ConfigError as e:
+        raise ConfigError(f"fractions={fr!r} must be non-negative numbers summing to 1 ({e})") from None
+    if not fr or abs(sum(fr.values()) - 1) > 1e-6:
+        raise ConfigError(f"fractions={fr!r} must be non-negative numbers summing to 1")
+    keys = pd.Series(df["image"].unique()) if by == "image" else pd.Series(np.arange(len(df)))
     order = keys.sample(frac=1.0, random_state=seed).to_numpy()
     n, names = len(order), list(fr)
     sizes = {k: int(n * fr[k]) for k in names[1:]}
     sizes = {names[0]: n - sum(sizes.values()), **sizes}
     label, start = np.empty(n, dtype=object), 0
-    for k in names: label[start:start + sizes[k]] = k; start += sizes[k]
-    if by == 'image': split = df['image'].map(dict(zip(order, label))).to_numpy()
-    else: split = np.empty(len(df), dtype=object); split[order] = label
+    for k in names:
+        label[start : start + sizes[k]] = k
+        start += sizes[k]
+    if by == "image":
+        split = df["image"].map(dict(zip(order, label))).to_numpy()
+    else:
+        split = np.empty(len(df), dtype=object)
+        split[order] = label
     return df.assign(split=split)
 
-def count_leaks(df:pd.DataFrame) -> int: # a frame with `image` and `split` columns
+
+def count_leaks(df: pd.DataFrame) -> int:  # a frame with `image` and `split` columns
     "How many distinct images occur in more than one split."
-    return int((df.groupby('image')['split'].nunique() > 1).sum())
+    return int((df.groupby("image")["split"].nunique() > 1).sum())
 
 # %% ../nbs/01_data.ipynb #0000004d
-DATASETS = []          # the names get_dataset accepts (register_dataset appends)
+DATASETS = []  # the names get_dataset accepts (register_dataset appends)
 _BUILDERS, _HINTS, _PARAPHRASES = {}, {}, {}
 
-def register_dataset(name:str, # the name for get_dataset
-                     fn:Callable, # fn(root:Path, **kw) -> standard frame (with a `split` column if it has its own)
-                     has_paraphrase:bool=True, # False: rows may lack paraphrases (TripleDataset(require_paraphrase=False))
-                     hint:str|None=None, # what to tell a user whose dataset folder is missing
-                     overwrite:bool=False): # replace an existing registration
-    "Make `get_dataset(name)` read a dataset with `fn`."
-    if not isinstance(name, str) or not name: raise ConfigError(f'dataset name {name!r} must be a non-empty string')
-    if name in _BUILDERS and not overwrite: raise ConfigError(f'dataset {name!r} is already registered; pass overwrite=True to replace it')
-    if not callable(fn): raise ConfigError(f'register_dataset({name!r}, fn): fn must be callable')
-    _BUILDERS[name], _HINTS[name], _PARAPHRASES[name] = fn, hint, has_paraphrase
-    if name not in DATASETS: DATASETS.append(name)
 
-def _not_found(name, root, what=None): return dataset_not_found(name, root, what, _HINTS.get(name))
+def register_dataset(
+    name: str,  # the name for get_dataset
+    fn: Callable,  # fn(root:Path, **kw) -> standard frame (with a `split` column if it has its own)
+    has_paraphrase: bool = True,  # False: rows may lack paraphrases (TripleDataset(require_paraphrase=False))
+    hint: str | None = None,  # what to tell a user whose dataset folder is missing
+    overwrite: bool = False,
+):  # replace an existing registration
+    "Make `get_dataset(name)` read a dataset with `fn`."
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"dataset name {name!r} must be a non-empty string")
+    if name in _BUILDERS and not overwrite:
+        raise ConfigError(f"dataset {name!r} is already registered; pass overwrite=True to replace it")
+    if not callable(fn):
+        raise ConfigError(f"register_dataset({name!r}, fn): fn must be callable")
+    _BUILDERS[name], _HINTS[name], _PARAPHRASES[name] = fn, hint, has_paraphrase
+    if name not in DATASETS:
+        DATASETS.append(name)
+
+
+def _not_found(name, root, what=None):
+    return dataset_not_found(name, root, what, _HINTS.get(name))
+
 
 def _build_synthneg(root, **kw):
-    try: synth = importlib.import_module('semclip.synth')     # lazy: semclip.synth is exported after this module
-    except ImportError as e: raise ConfigError(f"dataset 'synthneg' needs semclip.synth, which cannot be imported ({e})") from None
-    ok = set(inspect.signature(synth.make_synthneg).parameters) - {'root'}
+    try:
+        synth = importlib.import_module("semclip.synth")  # lazy: semclip.synth is exported after this module
+    except ImportError as e:
+        raise ConfigError(f"dataset 'synthneg' needs semclip.synth, which cannot be imported ({e})") from None
+    ok = set(inspect.signature(synth.make_synthneg).parameters) - {"root"}
     bad = sorted(set(kw) - ok)
-    if bad: raise ConfigError(f"unknown argument(s) for synthneg: {', '.join(bad)}; make_synthneg takes {', '.join(sorted(ok))}")
+    if bad:
+        raise ConfigError(
+            f"unknown argument(s) for synthneg: {', '.join(bad)}; make_synthneg takes {', '.join(sorted(ok))}"
+        )
     out = Path(synth.make_synthneg(root, **kw))
-    return read_triples_csv(out/'triples.csv')
+    return read_triples_csv(out / "triples.csv")
 
-def _build_ccneg(root, annotations='ccneg_preprocessed.pt', images_root=None, **kw):
-    f = root/annotations
-    if not f.is_file(): raise _not_found('ccneg', root, f"no '{annotations}' in it")
+
+def _build_ccneg(root, annotations="ccneg_preprocessed.pt", images_root=None, **kw):
+    f = root / annotations
+    if not f.is_file():
+        raise _not_found("ccneg", root, f"no '{annotations}' in it")
     return read_ccneg(f, images_root, **kw)
 
+
 def _build_scpp(root, subsets=SCPP_SUBSETS, images_dir=None):
-    if images_dir is None: images_dir = root.parent/'coco'/'val2017'
+    if images_dir is None:
+        images_dir = root.parent / "coco" / "val2017"
     return read_sugarcrepe_pp(root, subsets, images_dir)
 
-def _build_semclip_csv(root, csv='ccneg_paraphrased.csv', images_dir=None, **kw):
-    f = root/csv
-    if not f.is_file(): raise _not_found('semclip_csv', root, f"no '{csv}' in it")
-    return read_semclip_csv(f, images_dir if images_dir is not None else root/'images', **kw)
 
-register_dataset('synthneg', _build_synthneg)
-register_dataset('ccneg', _build_ccneg, has_paraphrase=False, hint=DATASET_HINTS['ccneg'])
-register_dataset('sugarcrepe_pp', _build_scpp, hint=DATASET_HINTS['sugarcrepe_pp'])
-register_dataset('semclip_csv', _build_semclip_csv, hint=DATASET_HINTS['semclip_csv'])
+def _build_semclip_csv(root, csv="ccneg_paraphrased.csv", images_dir=None, **kw):
+    f = root / csv
+    if not f.is_file():
+        raise _not_found("semclip_csv", root, f"no '{csv}' in it")
+    return read_semclip_csv(f, images_dir if images_dir is not None else root / "images", **kw)
 
-def dataset_root(name:str, # one of DATASETS
-                 root=None) -> Path|None: # the folder given, or None for the default
+
+register_dataset("synthneg", _build_synthneg)
+register_dataset("ccneg", _build_ccneg, has_paraphrase=False, hint=DATASET_HINTS["ccneg"])
+register_dataset("sugarcrepe_pp", _build_scpp, hint=DATASET_HINTS["sugarcrepe_pp"])
+register_dataset("semclip_csv", _build_semclip_csv, hint=DATASET_HINTS["semclip_csv"])
+
+
+def dataset_root(
+    name: str,  # one of DATASETS
+    root=None,
+) -> Path | None:  # the folder given, or None for the default
     "The folder `get_dataset(name, root)` reads, checked to exist (None for SynthNeg's own default, which it generates)."
-    check_choice('name', name, DATASETS)
-    if root is None: root = None if name == 'synthneg' else data_root()/name   # synthneg: make_synthneg's own default
-    if root is None: return None
+    check_choice("name", name, DATASETS)
+    if root is None:
+        root = None if name == "synthneg" else data_root() / name  # synthneg: make_synthneg's own default
+    if root is None:
+        return None
     root = Path(root).expanduser()
-    if name != 'synthneg' and not root.is_dir(): raise _not_found(name, root)
+    if name != "synthneg" and not root.is_dir():
+        raise _not_found(name, root)
     return root
 
-def get_dataset(name:str, # one of DATASETS
-                root=None, # the dataset's folder; default: data_root()/name
-                split:str|None='train', # which split ('train', 'val', 'test', 'pretrain', ...); 'all' or None: every row
-                transform:Callable|None=None, # PIL -> tensor (the model's preprocess); default: ToTensor
-                split_by:str='image', # for datasets without an official split: 'image' or 'row' (released, leaky)
-                on_bad_sample:str='raise', # 'raise' or 'skip' (counted in ds.skipped)
-                require_paraphrase:bool|None=None, # default: what the dataset has (False for CC-Neg)
-                split_seed:int=42, # seed of split_frame (42: the released code's)
-                fractions:dict|None=None, # split_frame fractions; default train/val/test = 0.8/0.1/0.1
-                **kw) -> TripleDataset: # passed to the dataset's builder
+
+def get_dataset(
+    name: str,  # one of DATASETS
+    root=None,  # the dataset's folder; default: data_root()/name
+    split: str | None = "train",  # which split ('train', 'val', 'test', 'pretrain', ...); 'all' or None: every row
+    transform: Callable | None = None,  # PIL -> tensor (the model's preprocess); default: ToTensor
+    split_by: str = "image",  # for datasets without an official split: 'image' or 'row' (released, leaky)
+    on_bad_sample: str = "raise",  # 'raise' or 'skip' (counted in ds.skipped)
+    require_paraphrase: bool | None = None,  # default: what the dataset has (False for CC-Neg)
+    split_seed: int = 42,  # seed of split_frame (42: the released code's)
+    fractions: dict | None = None,  # split_frame fractions; default train/val/test = 0.8/0.1/0.1
+    **kw,
+) -> TripleDataset:  # passed to the dataset's builder
     "Read a registered dataset, select one split and wrap it in a `TripleDataset`."
-    check_choice('name', name, DATASETS)
-    check_choice('split_by', split_by, SPLIT_BY)
-    check_choice('on_bad_sample', on_bad_sample, ON_BAD_SAMPLE)
-    check_number('split_seed', split_seed, min=0, max=2**32 - 1)
+    check_choice("name", name, DATASETS)
+    check_choice("split_by", split_by, SPLIT_BY)
+    check_choice("on_bad_sample", on_bad_sample, ON_BAD_SAMPLE)
+    check_number("split_seed", split_seed, min=0, max=2**32 - 1)
     root = dataset_root(name, root)
     df = _BUILDERS[name](root, **kw)
-    if not isinstance(df, pd.DataFrame): raise ConfigError(f'the builder of {name!r} returned a {type(df).__name__}, not a DataFrame')
+    if not isinstance(df, pd.DataFrame):
+        raise ConfigError(f"the builder of {name!r} returned a {type(df).__name__}, not a DataFrame")
     names = []
-    if 'split' not in df:
+    if "split" not in df:
         df = split_frame(df, fractions, seed=split_seed, by=split_by)
-        names = list(fractions or ('train', 'val', 'test'))
-    if split not in (None, 'all'):
-        names += [s for s in sorted(df['split'].dropna().unique()) if s not in names]
-        check_choice('split', split, names + ['all'])
-        n, df = len(df), df[df['split'] == split]
+        names = list(fractions or ("train", "val", "test"))
+    if split not in (None, "all"):
+        names += [s for s in sorted(df["split"].dropna().unique()) if s not in names]
+        check_choice("split", split, names + ["all"])
+        n, df = len(df), df[df["split"] == split]
         if len(df) == 0:
-            where = f" in '{root}'" if root is not None else ''
-            raise DataError(f'split {split!r} of dataset {name!r}{where} is empty ({n} rows in all); use more data, other '
-                            'fractions=, or split="all"')
-    if require_paraphrase is None: require_paraphrase = _PARAPHRASES[name]
+            where = f" in '{root}'" if root is not None else ""
+            raise DataError(
+                f"split {split!r} of dataset {name!r}{where} is empty ({n} rows in all); use more data, other "
+                'fractions=, or split="all"'
+            )
+    if require_paraphrase is None:
+        require_paraphrase = _PARAPHRASES[name]
     return TripleDataset(df, transform=transform, on_bad_sample=on_bad_sample, require_paraphrase=require_paraphrase)

@@ -4,7 +4,11 @@
 
 # %% ../nbs/06_eval.ipynb #00000005
 from __future__ import annotations
-import argparse, hashlib, inspect, json, math, re, sys
+import hashlib
+import inspect
+import json
+import math
+import re
 from pathlib import Path
 from typing import Callable, Sequence
 import numpy as np
@@ -12,8 +16,22 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import (CheckpointError, ConfigError, DataError, DatasetNotFoundError, SemclipError, atomic_write,
-                          autocast, check_choice, check_number, cli_main, data_root, file_hash, get_device, runs_root, write_json)
+from semclip.core import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DatasetNotFoundError,
+    atomic_write,
+    autocast,
+    check_choice,
+    check_number,
+    cli_main,
+    data_root,
+    file_hash,
+    get_device,
+    runs_root,
+    write_json,
+)
 
 # %% auto #0
 __all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', 'ZEROSHOT_DATASETS', 'TEXT_FIELDS',
@@ -27,40 +45,56 @@ __all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', '
            'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'run_command', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000008
-def _float(x, name:str='embeddings') -> torch.Tensor:
+def _float(x, name: str = "embeddings") -> torch.Tensor:
     "`x` as a 2-D floating tensor (half precision upcast to float32, float64 kept)."
     x = torch.as_tensor(x)
-    if x.ndim != 2: raise ConfigError(f'{name} must be a 2-D tensor [n, dim]; got shape {tuple(x.shape)}')
+    if x.ndim != 2:
+        raise ConfigError(f"{name} must be a 2-D tensor [n, dim]; got shape {tuple(x.shape)}")
     return x if x.dtype in (torch.float32, torch.float64) else x.float()
 
-def _prep(x, normalize:bool, name:str='embeddings') -> torch.Tensor:
+
+def _prep(x, normalize: bool, name: str = "embeddings") -> torch.Tensor:
     x = _float(x, name)
     return F.normalize(x, dim=-1) if normalize else x
 
+
 def _same_rows(**named):
     ns = {k: len(v) for k, v in named.items()}
-    if len(set(ns.values())) > 1: raise ConfigError(f'embeddings must have one row per sample; got rows {ns}')
+    if len(set(ns.values())) > 1:
+        raise ConfigError(f"embeddings must have one row per sample; got rows {ns}")
     n = next(iter(ns.values()))
-    if n == 0: raise DataError(f'no samples to evaluate ({", ".join(ns)} are empty)')
+    if n == 0:
+        raise DataError(f"no samples to evaluate ({', '.join(ns)} are empty)")
     return n
 
-def _rowcos(a, b): return (a * b).sum(-1)
 
-def _groups(groups, n:int) -> list|None:
+def _rowcos(a, b):
+    return (a * b).sum(-1)
+
+
+def _groups(groups, n: int) -> list | None:
     "Group labels as a list of str (None/NaN -> None), checked against `n` samples."
-    if groups is None: return None
-    g = list(groups.tolist() if hasattr(groups, 'tolist') else groups)
-    if len(g) != n: raise ConfigError(f'groups has {len(g)} entries for {n} samples')
+    if groups is None:
+        return None
+    g = list(groups.tolist() if hasattr(groups, "tolist") else groups)
+    if len(g) != n:
+        raise ConfigError(f"groups has {len(g)} entries for {n} samples")
     return [None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in g]
 
 # %% ../nbs/06_eval.ipynb #0000000a
-NEG_FAMILIES = {'ccneg_style': ('present_object',), 'shortcut_probe': ('drop_no',),
-                'compositional': ('attribute_swap', 'spatial_flip', 'wrong_colour')}
-FAMILY_LABELS = dict(ccneg_style='CC-Neg-style', shortcut_probe='shortcut probe', compositional='compositional')
+NEG_FAMILIES = {
+    "ccneg_style": ("present_object",),
+    "shortcut_probe": ("drop_no",),
+    "compositional": ("attribute_swap", "spatial_flip", "wrong_colour"),
+}
+FAMILY_LABELS = dict(ccneg_style="CC-Neg-style", shortcut_probe="shortcut probe", compositional="compositional")
 
-def family_accuracy(correct, # one bool per sample: caption beat negation
-                    neg_types, # the sample's negation type (SynthNeg's `neg_type`)
-                    families:dict=NEG_FAMILIES) -> dict: # family -> the types it pools
+
+def family_accuracy(
+    correct,  # one bool per sample: caption beat negation
+    neg_types,  # the sample's negation type (SynthNeg's `neg_type`)
+    families: dict = NEG_FAMILIES,
+) -> dict:  # family -> the types it pools
     "`neg_acc_family/<family>` and `neg_n_family/<family>` for each family with at least one sample."
     ok = torch.as_tensor(np.asarray(correct, dtype=bool))
     g = _groups(neg_types, len(ok))
@@ -68,22 +102,25 @@ def family_accuracy(correct, # one bool per sample: caption beat negation
     for fam, types in families.items():
         m = torch.tensor([v in types for v in g])
         if m.any():
-            out[f'neg_acc_family/{fam}'] = ok[m].double().mean().item()
-            out[f'neg_n_family/{fam}'] = int(m.sum())
+            out[f"neg_acc_family/{fam}"] = ok[m].double().mean().item()
+            out[f"neg_n_family/{fam}"] = int(m.sum())
     return out
 
 # %% ../nbs/06_eval.ipynb #0000000d
-def scaled_accuracy(acc:float) -> float: # an original-over-negation accuracy in [0, 1]
+def scaled_accuracy(acc: float) -> float:  # an original-over-negation accuracy in [0, 1]
     "max(0, 2(acc - 0.5)): 0 at chance, 1 when always right."
     return max(0.0, 2.0 * (float(acc) - 0.5))
 
-def negation_accuracy(img, # image embeddings [n, d]
-                      cap, # caption embeddings [n, d]
-                      neg, # negation embeddings [n, d]
-                      groups=None, # optional group label per sample (e.g. neg_type): adds per-group accuracy
-                      normalize:bool=True) -> dict: # L2-normalise first (cosine); False: raw dot products
+
+def negation_accuracy(
+    img,  # image embeddings [n, d]
+    cap,  # caption embeddings [n, d]
+    neg,  # negation embeddings [n, d]
+    groups=None,  # optional group label per sample (e.g. neg_type): adds per-group accuracy
+    normalize: bool = True,
+) -> dict:  # L2-normalise first (cosine); False: raw dot products
     "Original-over-negation accuracy: fraction with cos(img, cap) > cos(img, neg), ties failing."
-    x, t, n_ = _prep(img, normalize, 'img'), _prep(cap, normalize, 'cap'), _prep(neg, normalize, 'neg')
+    x, t, n_ = _prep(img, normalize, "img"), _prep(cap, normalize, "cap"), _prep(neg, normalize, "neg")
     n = _same_rows(img=x, cap=t, neg=n_)
     pos, negs = _rowcos(x, t), _rowcos(x, n_)
     ok = (pos > negs).cpu()
@@ -93,64 +130,87 @@ def negation_accuracy(img, # image embeddings [n, d]
     if g is not None:
         for key in sorted({v for v in g if v is not None}):
             m = torch.tensor([v == key for v in g])
-            out[f'neg_acc/{key}'] = ok[m].double().mean().item()
-            out[f'neg_n/{key}'] = int(m.sum())
+            out[f"neg_acc/{key}"] = ok[m].double().mean().item()
+            out[f"neg_n/{key}"] = int(m.sum())
         out.update(family_accuracy(ok, g))
     return out
 
 # %% ../nbs/06_eval.ipynb #00000011
-def winoground_scores(img, cap, neg, # embeddings [n, d] of image, caption and negation
-                      neg_img, # [n, d] the counterfactual images' embeddings; a row of NaN: the row has none (skipped)
-                      groups=None, # optional group label per sample (e.g. neg_type): adds per-group scores
-                      normalize:bool=True) -> dict: # L2-normalise first (cosine); False: raw dot products
+def winoground_scores(
+    img,
+    cap,
+    neg,  # embeddings [n, d] of image, caption and negation
+    neg_img,  # [n, d] the counterfactual images' embeddings; a row of NaN: the row has none (skipped)
+    groups=None,  # optional group label per sample (e.g. neg_type): adds per-group scores
+    normalize: bool = True,
+) -> dict:  # L2-normalise first (cosine); False: raw dot products
     "Winoground text/image/group scores over the rows with a counterfactual image, overall and per group."
-    ni = _float(neg_img, 'neg_img')
-    n = _same_rows(img=_float(img, 'img'), cap=_float(cap, 'cap'), neg=_float(neg, 'neg'), neg_img=ni)
+    ni = _float(neg_img, "neg_img")
+    n = _same_rows(img=_float(img, "img"), cap=_float(cap, "cap"), neg=_float(neg, "neg"), neg_img=ni)
     has = ~torch.isnan(ni).any(-1).cpu()
     out = dict(wino_n=int(has.sum()), wino_skipped=int(n - has.sum()))
-    if not has.any(): return out
-    x, t, tn, xn = (_prep(v[has], normalize, k) for v, k in ((img, 'img'), (cap, 'cap'), (neg, 'neg'), (ni, 'neg_img')))
+    if not has.any():
+        return out
+    x, t, tn, xn = (_prep(v[has], normalize, k) for v, k in ((img, "img"), (cap, "cap"), (neg, "neg"), (ni, "neg_img")))
     xt, xtn, xnt, xntn = _rowcos(x, t), _rowcos(x, tn), _rowcos(xn, t), _rowcos(xn, tn)
     ok = dict(text=((xt > xtn) & (xntn > xnt)).cpu(), image=((xt > xnt) & (xntn > xtn)).cpu())
-    ok['group'] = ok['text'] & ok['image']
-    out.update({f'wino_{k}': v.double().mean().item() for k, v in ok.items()})
+    ok["group"] = ok["text"] & ok["image"]
+    out.update({f"wino_{k}": v.double().mean().item() for k, v in ok.items()})
     g = _groups(groups, n)
     if g is not None:
         g = [v for v, h in zip(g, has.tolist()) if h]
         for key in sorted({v for v in g if v is not None}):
             m = torch.tensor([v == key for v in g])
-            out.update({f'wino_{k}/{key}': v[m].double().mean().item() for k, v in ok.items()})
-            out[f'wino_n/{key}'] = int(m.sum())
+            out.update({f"wino_{k}/{key}": v[m].double().mean().item() for k, v in ok.items()})
+            out[f"wino_n/{key}"] = int(m.sum())
     return out
 
 # %% ../nbs/06_eval.ipynb #00000015
-MAX_ELEMS = 2**22 # scores materialised at once when ranking (a chunk of queries x all keys: 16 MB in float32)
+MAX_ELEMS = 2**22  # scores materialised at once when ranking (a chunk of queries x all keys: 16 MB in float32)
 
-def _chunk(n_queries:int, n_keys:int, max_elems:int) -> int: return max(1, min(n_queries, max_elems // max(n_keys, 1)))
 
-def _image_ids(image_ids, n_txt:int, n_img:int, device) -> torch.Tensor:
+def _chunk(n_queries: int, n_keys: int, max_elems: int) -> int:
+    return max(1, min(n_queries, max_elems // max(n_keys, 1)))
+
+
+def _image_ids(image_ids, n_txt: int, n_img: int, device) -> torch.Tensor:
     if image_ids is None:
-        if n_txt != n_img: raise ConfigError(f'{n_txt} texts but {n_img} images: pass image_ids (the image row of each text)')
+        if n_txt != n_img:
+            raise ConfigError(f"{n_txt} texts but {n_img} images: pass image_ids (the image row of each text)")
         return torch.arange(n_txt, device=device)
-    ids = (image_ids.detach().cpu() if torch.is_tensor(image_ids) else torch.as_tensor(np.asarray(image_ids))).long().flatten()
-    if len(ids) != n_txt: raise ConfigError(f'image_ids has {len(ids)} entries for {n_txt} texts')
+    ids = (
+        (image_ids.detach().cpu() if torch.is_tensor(image_ids) else torch.as_tensor(np.asarray(image_ids)))
+        .long()
+        .flatten()
+    )
+    if len(ids) != n_txt:
+        raise ConfigError(f"image_ids has {len(ids)} entries for {n_txt} texts")
     if ids.min() < 0 or ids.max() >= n_img:
-        raise ConfigError(f'image_ids must lie in [0, {n_img}) (one per text, indexing the image rows); got {int(ids.min())}..{int(ids.max())}')
+        raise ConfigError(
+            f"image_ids must lie in [0, {n_img}) (one per text, indexing the image rows); got {int(ids.min())}..{int(ids.max())}"
+        )
     return ids.to(device)
+
 
 def _check_finite(**named):
     for k, v in named.items():
-        if not torch.isfinite(v).all(): raise DataError(f'{k} embeddings contain NaN or inf (a diverged model?); ranks would be meaningless')
+        if not torch.isfinite(v).all():
+            raise DataError(f"{k} embeddings contain NaN or inf (a diverged model?); ranks would be meaningless")
 
-def retrieval_ranks(img, # image embeddings [n_img, d], one row per distinct image
-                    txt, # text embeddings [n_txt, d]
-                    image_ids=None, # image row of each text [n_txt]; None: text j belongs to image j
-                    normalize:bool=True, # L2-normalise first (cosine)
-                    max_elems:int=MAX_ELEMS) -> tuple[torch.Tensor, torch.Tensor]: # most scores held at once
+
+def retrieval_ranks(
+    img,  # image embeddings [n_img, d], one row per distinct image
+    txt,  # text embeddings [n_txt, d]
+    image_ids=None,  # image row of each text [n_txt]; None: text j belongs to image j
+    normalize: bool = True,  # L2-normalise first (cosine)
+    max_elems: int = MAX_ELEMS,
+) -> tuple[torch.Tensor, torch.Tensor]:  # most scores held at once
     "Pessimistic 1-based ranks: (text->image rank per text, image->text rank per image; 0 = image has no text)."
-    x, t = _prep(img, normalize, 'img'), _prep(txt, normalize, 'txt')
-    if len(x) == 0 or len(t) == 0: raise DataError(f'nothing to rank: {len(x)} images, {len(t)} texts')
-    if x.shape[1] != t.shape[1]: raise ConfigError(f'img has dim {x.shape[1]} but txt has dim {t.shape[1]}')
+    x, t = _prep(img, normalize, "img"), _prep(txt, normalize, "txt")
+    if len(x) == 0 or len(t) == 0:
+        raise DataError(f"nothing to rank: {len(x)} images, {len(t)} texts")
+    if x.shape[1] != t.shape[1]:
+        raise ConfigError(f"img has dim {x.shape[1]} but txt has dim {t.shape[1]}")
     _check_finite(img=x, txt=t)
     t = t.to(x.device, x.dtype)
     ni, nt, dev = len(x), len(t), x.device
@@ -158,51 +218,60 @@ def retrieval_ranks(img, # image embeddings [n_img, d], one row per distinct ima
     t2i = torch.empty(nt, dtype=torch.long, device=dev)
     c = _chunk(nt, ni, max_elems)
     for s in range(0, nt, c):
-        S = t[s:s+c] @ x.T                                   # [c, n_img]
-        own = S.gather(1, ids[s:s+c, None])                  # score of the correct image
-        t2i[s:s+c] = (S >= own).sum(1)                       # itself + every image scoring >= it
+        S = t[s : s + c] @ x.T  # [c, n_img]
+        own = S.gather(1, ids[s : s + c, None])  # score of the correct image
+        t2i[s : s + c] = (S >= own).sum(1)  # itself + every image scoring >= it
     i2t = torch.zeros(ni, dtype=torch.long, device=dev)
     c = _chunk(ni, nt, max_elems)
     for s in range(0, ni, c):
-        S = x[s:s+c] @ t.T                                   # [c, n_txt]
+        S = x[s : s + c] @ t.T  # [c, n_txt]
         mine = ids[None, :] == torch.arange(s, min(s + c, ni), device=dev)[:, None]
-        best = S.masked_fill(~mine, float('-inf')).amax(1, keepdim=True)   # best correct text
+        best = S.masked_fill(~mine, float("-inf")).amax(1, keepdim=True)  # best correct text
         r = ((S >= best) & ~mine).sum(1) + 1
-        i2t[s:s+c] = torch.where(mine.any(1), r, torch.zeros_like(r))
+        i2t[s : s + c] = torch.where(mine.any(1), r, torch.zeros_like(r))
     return t2i.cpu(), i2t.cpu()
 
 # %% ../nbs/06_eval.ipynb #00000019
-def matmul_topk(queries, # [n_q, d]
-                keys, # [n_k, d]
-                k:int, # how many best keys per query
-                normalize:bool=True, # L2-normalise first (cosine)
-                max_elems:int=MAX_ELEMS) -> tuple[torch.Tensor, torch.Tensor]: # most scores held at once
+def matmul_topk(
+    queries,  # [n_q, d]
+    keys,  # [n_k, d]
+    k: int,  # how many best keys per query
+    normalize: bool = True,  # L2-normalise first (cosine)
+    max_elems: int = MAX_ELEMS,
+) -> tuple[torch.Tensor, torch.Tensor]:  # most scores held at once
     "Reference top-k by plain matmul: (values, indices) [n_q, k], best first, ties lower key index first."
-    q, kk = _prep(queries, normalize, 'queries'), _prep(keys, normalize, 'keys')
+    q, kk = _prep(queries, normalize, "queries"), _prep(keys, normalize, "keys")
     k = min(int(k), len(kk))
     vals, idx, c = [], [], _chunk(len(q), len(kk), max_elems)
     for s in range(0, len(q), c):
-        v, i = torch.sort(q[s:s+c] @ kk.T, dim=1, descending=True, stable=True)
-        vals.append(v[:, :k]); idx.append(i[:, :k])
+        v, i = torch.sort(q[s : s + c] @ kk.T, dim=1, descending=True, stable=True)
+        vals.append(v[:, :k])
+        idx.append(i[:, :k])
     return torch.cat(vals), torch.cat(idx)
+
 
 def _capped_ranks(vals, correct) -> torch.Tensor:
     "Pessimistic rank from a top-K list (K+1 when no correct item is listed)."
-    best = vals.masked_fill(~correct, float('-inf')).amax(1, keepdim=True)
+    best = vals.masked_fill(~correct, float("-inf")).amax(1, keepdim=True)
     r = ((vals >= best) & ~correct).sum(1) + 1
     return torch.where(correct.any(1), r, torch.full_like(r, vals.shape[1] + 1))
 
-def topk_ranks(img, txt, # image [n_img, d] and text [n_txt, d] embeddings
-               k:int, # the largest k that must be decided exactly
-               image_ids=None, # image row of each text; None: text j belongs to image j
-               topk_fn:Callable=matmul_topk, # (queries, keys, k, normalize=...) -> (values, indices)
-               normalize:bool=True) -> tuple[torch.Tensor, torch.Tensor]: # L2-normalise first (cosine)
+
+def topk_ranks(
+    img,
+    txt,  # image [n_img, d] and text [n_txt, d] embeddings
+    k: int,  # the largest k that must be decided exactly
+    image_ids=None,  # image row of each text; None: text j belongs to image j
+    topk_fn: Callable = matmul_topk,  # (queries, keys, k, normalize=...) -> (values, indices)
+    normalize: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:  # L2-normalise first (cosine)
     "Ranks capped above `k` (exact wherever rank <= k), from top-K lists: (text->image, image->text; 0 = no text)."
-    x, t = _prep(img, normalize, 'img'), _prep(txt, normalize, 'txt')
-    if len(x) == 0 or len(t) == 0: raise DataError(f'nothing to rank: {len(x)} images, {len(t)} texts')
+    x, t = _prep(img, normalize, "img"), _prep(txt, normalize, "txt")
+    if len(x) == 0 or len(t) == 0:
+        raise DataError(f"nothing to rank: {len(x)} images, {len(t)} texts")
     _check_finite(img=x, txt=t)
     ni, nt = len(x), len(t)
-    ids = _image_ids(image_ids, nt, ni, 'cpu')
+    ids = _image_ids(image_ids, nt, ni, "cpu")
     v, i = topk_fn(t, x, min(k + 1, ni), normalize=False)
     t2i = _capped_ranks(v.cpu(), i.cpu() == ids[:, None])
     m = int(torch.bincount(ids, minlength=ni).max())
@@ -212,67 +281,100 @@ def topk_ranks(img, txt, # image [n_img, d] and text [n_txt, d] embeddings
     return t2i, torch.where(has, i2t, torch.zeros_like(i2t))
 
 # %% ../nbs/06_eval.ipynb #0000001a
-def _rank_stats(ranks, ks, name:str, full:bool) -> dict:
+def _rank_stats(ranks, ks, name: str, full: bool) -> dict:
     r = ranks[ranks > 0]
-    if len(r) == 0: return {**{f'{name}_R@{k}': float('nan') for k in ks}, f'{name}_n': 0}
-    out = {f'{name}_R@{k}': (r <= k).double().mean().item() for k in ks}
-    if full: out.update({f'{name}_mean_rank': r.double().mean().item(), f'{name}_median_rank': float(np.floor(np.median(r.numpy())))})
-    out[f'{name}_n'] = len(r)
+    if len(r) == 0:
+        return {**{f"{name}_R@{k}": float("nan") for k in ks}, f"{name}_n": 0}
+    out = {f"{name}_R@{k}": (r <= k).double().mean().item() for k in ks}
+    if full:
+        out.update(
+            {
+                f"{name}_mean_rank": r.double().mean().item(),
+                f"{name}_median_rank": float(np.floor(np.median(r.numpy()))),
+            }
+        )
+    out[f"{name}_n"] = len(r)
     return out
 
-def retrieval_metrics(img, # image embeddings [n_img, d], one row per distinct image
-                      txt, # text embeddings [n_txt, d] (captions, or paraphrases)
-                      ks:Sequence[int]=(1, 3, 5), # the k of top-k / recall@k
-                      image_ids=None, # image row of each text; None: text j belongs to image j
-                      prefix:str='', # put before every key, e.g. 'para_'
-                      normalize:bool=True, # L2-normalise first (cosine)
-                      topk_fn:Callable|None=None, # None: exact full ranks; else a top-k kernel (recall@k only)
-                      max_elems:int=MAX_ELEMS) -> dict: # most scores held at once
+
+def retrieval_metrics(
+    img,  # image embeddings [n_img, d], one row per distinct image
+    txt,  # text embeddings [n_txt, d] (captions, or paraphrases)
+    ks: Sequence[int] = (1, 3, 5),  # the k of top-k / recall@k
+    image_ids=None,  # image row of each text; None: text j belongs to image j
+    prefix: str = "",  # put before every key, e.g. 'para_'
+    normalize: bool = True,  # L2-normalise first (cosine)
+    topk_fn: Callable | None = None,  # None: exact full ranks; else a top-k kernel (recall@k only)
+    max_elems: int = MAX_ELEMS,
+) -> dict:  # most scores held at once
     "Text-to-image top-k and image-to-text recall@k (pessimistic ties), mean and median ranks."
     ks = sorted({int(k) for k in ks})
-    if not ks or ks[0] < 1: raise ConfigError(f'ks={ks!r} must be positive integers')
-    if topk_fn is None: t2i, i2t = retrieval_ranks(img, txt, image_ids, normalize, max_elems)
-    else: t2i, i2t = topk_ranks(img, txt, ks[-1], image_ids, topk_fn, normalize)
-    out = {**_rank_stats(t2i, ks, 't2i', topk_fn is None), **_rank_stats(i2t, ks, 'i2t', topk_fn is None)}
+    if not ks or ks[0] < 1:
+        raise ConfigError(f"ks={ks!r} must be positive integers")
+    if topk_fn is None:
+        t2i, i2t = retrieval_ranks(img, txt, image_ids, normalize, max_elems)
+    else:
+        t2i, i2t = topk_ranks(img, txt, ks[-1], image_ids, topk_fn, normalize)
+    out = {**_rank_stats(t2i, ks, "t2i", topk_fn is None), **_rank_stats(i2t, ks, "i2t", topk_fn is None)}
     return {prefix + k: v for k, v in out.items()}
 
 # %% ../nbs/06_eval.ipynb #00000025
-def combined_score(top1_orig:float, # text-to-image top-1 of the captions
-                   top1_para:float, # text-to-image top-1 of the paraphrases
-                   scaled:float) -> float: # scaled original-over-negation accuracy
+def combined_score(
+    top1_orig: float,  # text-to-image top-1 of the captions
+    top1_para: float,  # text-to-image top-1 of the paraphrases
+    scaled: float,
+) -> float:  # scaled original-over-negation accuracy
     "mean(top1_orig, top1_para, scaled): the paper's combined score."
     return (float(top1_orig) + float(top1_para) + float(scaled)) / 3
 
 # %% ../nbs/06_eval.ipynb #00000028
-def cosine_summary(img, cap, para=None, neg=None, # embeddings [n, d]; para and neg may be None
-                   normalize:bool=True) -> dict: # L2-normalise first (cosine)
+def cosine_summary(
+    img,
+    cap,
+    para=None,
+    neg=None,  # embeddings [n, d]; para and neg may be None
+    normalize: bool = True,
+) -> dict:  # L2-normalise first (cosine)
     "Mean cosine of image-caption, image-paraphrase, image-negation, caption-paraphrase, caption-negation."
     named = {k: _prep(v, normalize, k) for k, v in dict(img=img, cap=cap, para=para, neg=neg).items() if v is not None}
     _same_rows(**named)
-    x, t = named['img'], named['cap']
-    out = {'cos_img_cap': _rowcos(x, t).double().mean().item()}
-    for k in ('para', 'neg'):
-        if k in named: out[f'cos_img_{k}'] = _rowcos(x, named[k]).double().mean().item()
-    for k in ('para', 'neg'):
-        if k in named: out[f'cos_cap_{k}'] = _rowcos(t, named[k]).double().mean().item()
+    x, t = named["img"], named["cap"]
+    out = {"cos_img_cap": _rowcos(x, t).double().mean().item()}
+    for k in ("para", "neg"):
+        if k in named:
+            out[f"cos_img_{k}"] = _rowcos(x, named[k]).double().mean().item()
+    for k in ("para", "neg"):
+        if k in named:
+            out[f"cos_cap_{k}"] = _rowcos(t, named[k]).double().mean().item()
     return out
 
-def gap_distribution(img, cap, neg, # embeddings [n, d]
-                     normalize:bool=True) -> np.ndarray: # L2-normalise first (cosine)
+
+def gap_distribution(
+    img,
+    cap,
+    neg,  # embeddings [n, d]
+    normalize: bool = True,
+) -> np.ndarray:  # L2-normalise first (cosine)
     "Per sample cos(img, cap) - cos(img, neg), as float64 numpy."
-    x, t, n_ = _prep(img, normalize, 'img'), _prep(cap, normalize, 'cap'), _prep(neg, normalize, 'neg')
+    x, t, n_ = _prep(img, normalize, "img"), _prep(cap, normalize, "cap"), _prep(neg, normalize, "neg")
     _same_rows(img=x, cap=t, neg=n_)
     return (_rowcos(x, t) - _rowcos(x, n_)).double().cpu().numpy()
 
 # %% ../nbs/06_eval.ipynb #0000002d
-def sugarcrepe_pp_scores(img, p1, p2, neg, # embeddings [n, d]: image, caption (P1), caption2 (P2), negative_caption (N)
-                         subsets, # subset name per sample
-                         normalize:bool=True) -> dict: # L2-normalise first (cosine)
+def sugarcrepe_pp_scores(
+    img,
+    p1,
+    p2,
+    neg,  # embeddings [n, d]: image, caption (P1), caption2 (P2), negative_caption (N)
+    subsets,  # subset name per sample
+    normalize: bool = True,
+) -> dict:  # L2-normalise first (cosine)
     "SugarCrepe++ ITT and TOT accuracy per subset, their mean over subsets and over all samples."
     x, a, b, n_ = (_prep(v, normalize, k) for k, v in dict(img=img, p1=p1, p2=p2, neg=neg).items())
     n = _same_rows(img=x, p1=a, p2=b, neg=n_)
     g = _groups(subsets, n)
-    if any(v is None for v in g): raise DataError(f'sample {g.index(None)} has no subset')
+    if any(v is None for v in g):
+        raise DataError(f"sample {g.index(None)} has no subset")
     inan = _rowcos(x, n_)
     itt = ((_rowcos(x, a) > inan) & (_rowcos(x, b) > inan)).cpu()
     pp = _rowcos(a, b)
@@ -280,428 +382,714 @@ def sugarcrepe_pp_scores(img, p1, p2, neg, # embeddings [n, d]: image, caption (
     out, names = {}, sorted(set(g))
     for s in names:
         m = torch.tensor([v == s for v in g])
-        out[f'sc_itt/{s}'], out[f'sc_tot/{s}'], out[f'sc_n/{s}'] = itt[m].double().mean().item(), tot[m].double().mean().item(), int(m.sum())
-    out['sc_itt_mean'] = float(np.mean([out[f'sc_itt/{s}'] for s in names]))
-    out['sc_tot_mean'] = float(np.mean([out[f'sc_tot/{s}'] for s in names]))
-    out['sc_itt_all'], out['sc_tot_all'] = itt.double().mean().item(), tot.double().mean().item()
+        out[f"sc_itt/{s}"], out[f"sc_tot/{s}"], out[f"sc_n/{s}"] = (
+            itt[m].double().mean().item(),
+            tot[m].double().mean().item(),
+            int(m.sum()),
+        )
+    out["sc_itt_mean"] = float(np.mean([out[f"sc_itt/{s}"] for s in names]))
+    out["sc_tot_mean"] = float(np.mean([out[f"sc_tot/{s}"] for s in names]))
+    out["sc_itt_all"], out["sc_tot_all"] = itt.double().mean().item(), tot.double().mean().item()
     return out
 
 # %% ../nbs/06_eval.ipynb #00000031
-def embed_texts(encode_fn:Callable, # list[str] -> features [n, d]
-                texts:Sequence[str], # the strings to embed
-                batch_size:int=256, # strings per call
-                progress:bool=False) -> torch.Tensor: # show a progress bar
+def embed_texts(
+    encode_fn: Callable,  # list[str] -> features [n, d]
+    texts: Sequence[str],  # the strings to embed
+    batch_size: int = 256,  # strings per call
+    progress: bool = False,
+) -> torch.Tensor:  # show a progress bar
     "Embed `texts` in batches without gradients: float32 CPU features [n, d]."
     texts = list(texts)
-    if not texts: raise ConfigError('no texts to embed')
+    if not texts:
+        raise ConfigError("no texts to embed")
     out = []
     with torch.no_grad():
-        for s in tqdm(range(0, len(texts), batch_size), desc='texts', disable=not progress):
-            out.append(torch.as_tensor(encode_fn(texts[s:s + batch_size])).detach().float().cpu())
+        for s in tqdm(range(0, len(texts), batch_size), desc="texts", disable=not progress):
+            out.append(torch.as_tensor(encode_fn(texts[s : s + batch_size])).detach().float().cpu())
     return torch.cat(out)
 
-def zeroshot_classifier(class_names:Sequence[str], # one name per class, already cleaned
-                        encode_texts:Callable, # list[str] -> text features [n, d]
-                        templates:Sequence[str]=('this is a photo of a {c}',), # prompts, '{c}' is the class name
-                        batch_size:int=256) -> torch.Tensor:
+
+def zeroshot_classifier(
+    class_names: Sequence[str],  # one name per class, already cleaned
+    encode_texts: Callable,  # list[str] -> text features [n, d]
+    templates: Sequence[str] = ("this is a photo of a {c}",),  # prompts, '{c}' is the class name
+    batch_size: int = 256,
+) -> torch.Tensor:
     "Class embeddings [n_classes, d]: normalised mean over templates of normalised prompt embeddings."
-    if not class_names: raise ConfigError('class_names is empty')
-    if not templates or any('{c}' not in t for t in templates): raise ConfigError(f"every template needs a '{{c}}' placeholder; got {list(templates)!r}")
+    if not class_names:
+        raise ConfigError("class_names is empty")
+    if not templates or any("{c}" not in t for t in templates):
+        raise ConfigError(f"every template needs a '{{c}}' placeholder; got {list(templates)!r}")
     prompts = [t.format(c=c) for c in class_names for t in templates]
     f = F.normalize(embed_texts(encode_texts, prompts, batch_size=batch_size, progress=False), dim=-1)
     return F.normalize(f.view(len(class_names), len(templates), -1).mean(1), dim=-1)
 
+
 def _strict_hits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     "Per image: true class strictly above all others; true class tied for the top."
     own = logits.gather(1, labels[:, None]).squeeze(1)
-    other = logits.scatter(1, labels[:, None], float('-inf')).amax(1) if logits.shape[1] > 1 else torch.full_like(own, float('-inf'))
+    other = (
+        logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+        if logits.shape[1] > 1
+        else torch.full_like(own, float("-inf"))
+    )
     return own > other, own == other
 
-def zeroshot_negated(img, # image embeddings [n, d]
-                     class_names:Sequence[str], # one (cleaned) name per class
-                     encode_texts:Callable, # list[str] -> text features [n, d], e.g. bundle.encode_texts
-                     labels, # the true class index of each image [n]
-                     templates:Sequence[str]=('this is a photo of a {c}',), # positive prompts
-                     neg_templates:Sequence[str]=('this is not a photo of a {c}',), # negated prompts
-                     normalize:bool=True, # L2-normalise the image embeddings
-                     batch_size:int=256) -> dict: # prompts per text batch
+
+def zeroshot_negated(
+    img,  # image embeddings [n, d]
+    class_names: Sequence[str],  # one (cleaned) name per class
+    encode_texts: Callable,  # list[str] -> text features [n, d], e.g. bundle.encode_texts
+    labels,  # the true class index of each image [n]
+    templates: Sequence[str] = ("this is a photo of a {c}",),  # positive prompts
+    neg_templates: Sequence[str] = ("this is not a photo of a {c}",),  # negated prompts
+    normalize: bool = True,  # L2-normalise the image embeddings
+    batch_size: int = 256,
+) -> dict:  # prompts per text batch
     "acc_orig (positive prompts), acc_neg (negated prompts: lower is better) and delta = acc_orig - acc_neg."
-    x = _prep(img, normalize, 'img')
+    x = _prep(img, normalize, "img")
     y = torch.as_tensor(np.asarray(labels.cpu() if torch.is_tensor(labels) else labels)).long().flatten()
-    if len(y) != len(x): raise ConfigError(f'labels has {len(y)} entries for {len(x)} images')
-    if len(y) == 0: raise DataError('no images to classify')
-    if y.min() < 0 or y.max() >= len(class_names): raise ConfigError(f'labels must lie in [0, {len(class_names)}); got {int(y.min())}..{int(y.max())}')
+    if len(y) != len(x):
+        raise ConfigError(f"labels has {len(y)} entries for {len(x)} images")
+    if len(y) == 0:
+        raise DataError("no images to classify")
+    if y.min() < 0 or y.max() >= len(class_names):
+        raise ConfigError(f"labels must lie in [0, {len(class_names)}); got {int(y.min())}..{int(y.max())}")
     out = {}
-    for key, tpl in (('orig', templates), ('neg', neg_templates)):
+    for key, tpl in (("orig", templates), ("neg", neg_templates)):
         W = zeroshot_classifier(class_names, encode_texts, tpl, batch_size).to(x.device, x.dtype)
         hit, tie = _strict_hits((x @ W.T).cpu(), y)
-        out[f'acc_{key}'], out[f'ties_{key}'] = hit.double().mean().item(), int(tie.sum())
-    return dict(acc_orig=out['acc_orig'], acc_neg=out['acc_neg'], delta=out['acc_orig'] - out['acc_neg'],
-                n=len(y), ties_orig=out['ties_orig'], ties_neg=out['ties_neg'])
+        out[f"acc_{key}"], out[f"ties_{key}"] = hit.double().mean().item(), int(tie.sum())
+    return dict(
+        acc_orig=out["acc_orig"],
+        acc_neg=out["acc_neg"],
+        delta=out["acc_orig"] - out["acc_neg"],
+        n=len(y),
+        ties_orig=out["ties_orig"],
+        ties_neg=out["ties_neg"],
+    )
 
 # %% ../nbs/06_eval.ipynb #00000035
 FLOWERS102_CLASSES = [
-    'pink primrose', 'hard-leaved pocket orchid', 'canterbury bells', 'sweet pea', 'english marigold', 'tiger lily',
-    'moon orchid', 'bird of paradise', 'monkshood', 'globe thistle', 'snapdragon', "colt's foot", 'king protea',
-    'spear thistle', 'yellow iris', 'globe-flower', 'purple coneflower', 'peruvian lily', 'balloon flower',
-    'giant white arum lily', 'fire lily', 'pincushion flower', 'fritillary', 'red ginger', 'grape hyacinth',
-    'corn poppy', 'prince of wales feathers', 'stemless gentian', 'artichoke', 'sweet william', 'carnation',
-    'garden phlox', 'love in the mist', 'mexican aster', 'alpine sea holly', 'ruby-lipped cattleya', 'cape flower',
-    'great masterwort', 'siam tulip', 'lenten rose', 'barbeton daisy', 'daffodil', 'sword lily', 'poinsettia',
-    'bolero deep blue', 'wallflower', 'marigold', 'buttercup', 'oxeye daisy', 'common dandelion', 'petunia',
-    'wild pansy', 'primula', 'sunflower', 'pelargonium', 'bishop of llandaff', 'gaura', 'geranium', 'orange dahlia',
-    'pink-yellow dahlia?', 'cautleya spicata', 'japanese anemone', 'black-eyed susan', 'silverbush',
-    'californian poppy', 'osteospermum', 'spring crocus', 'bearded iris', 'windflower', 'tree poppy', 'gazania',
-    'azalea', 'water lily', 'rose', 'thorn apple', 'morning glory', 'passion flower', 'lotus', 'toad lily',
-    'anthurium', 'frangipani', 'clematis', 'hibiscus', 'columbine', 'desert-rose', 'tree mallow', 'magnolia',
-    'cyclamen', 'watercress', 'canna lily', 'hippeastrum', 'bee balm', 'ball moss', 'foxglove', 'bougainvillea',
-    'camellia', 'mallow', 'mexican petunia', 'bromelia', 'blanket flower', 'trumpet creeper', 'blackberry lily']
+    "pink primrose",
+    "hard-leaved pocket orchid",
+    "canterbury bells",
+    "sweet pea",
+    "english marigold",
+    "tiger lily",
+    "moon orchid",
+    "bird of paradise",
+    "monkshood",
+    "globe thistle",
+    "snapdragon",
+    "colt's foot",
+    "king protea",
+    "spear thistle",
+    "yellow iris",
+    "globe-flower",
+    "purple coneflower",
+    "peruvian lily",
+    "balloon flower",
+    "giant white arum lily",
+    "fire lily",
+    "pincushion flower",
+    "fritillary",
+    "red ginger",
+    "grape hyacinth",
+    "corn poppy",
+    "prince of wales feathers",
+    "stemless gentian",
+    "artichoke",
+    "sweet william",
+    "carnation",
+    "garden phlox",
+    "love in the mist",
+    "mexican aster",
+    "alpine sea holly",
+    "ruby-lipped cattleya",
+    "cape flower",
+    "great masterwort",
+    "siam tulip",
+    "lenten rose",
+    "barbeton daisy",
+    "daffodil",
+    "sword lily",
+    "poinsettia",
+    "bolero deep blue",
+    "wallflower",
+    "marigold",
+    "buttercup",
+    "oxeye daisy",
+    "common dandelion",
+    "petunia",
+    "wild pansy",
+    "primula",
+    "sunflower",
+    "pelargonium",
+    "bishop of llandaff",
+    "gaura",
+    "geranium",
+    "orange dahlia",
+    "pink-yellow dahlia?",
+    "cautleya spicata",
+    "japanese anemone",
+    "black-eyed susan",
+    "silverbush",
+    "californian poppy",
+    "osteospermum",
+    "spring crocus",
+    "bearded iris",
+    "windflower",
+    "tree poppy",
+    "gazania",
+    "azalea",
+    "water lily",
+    "rose",
+    "thorn apple",
+    "morning glory",
+    "passion flower",
+    "lotus",
+    "toad lily",
+    "anthurium",
+    "frangipani",
+    "clematis",
+    "hibiscus",
+    "columbine",
+    "desert-rose",
+    "tree mallow",
+    "magnolia",
+    "cyclamen",
+    "watercress",
+    "canna lily",
+    "hippeastrum",
+    "bee balm",
+    "ball moss",
+    "foxglove",
+    "bougainvillea",
+    "camellia",
+    "mallow",
+    "mexican petunia",
+    "bromelia",
+    "blanket flower",
+    "trumpet creeper",
+    "blackberry lily",
+]
 
-def clean_classname(name:str) -> str: # a dataset's class name
+
+def clean_classname(name: str) -> str:  # a dataset's class name
     "Lower-case, underscores to spaces, single spaces: 'American_Bulldog' -> 'american bulldog'."
-    return ' '.join(str(name).replace('_', ' ').lower().split())
+    return " ".join(str(name).replace("_", " ").lower().split())
 
 # %% ../nbs/06_eval.ipynb #00000038
 ZEROSHOT_DATASETS = {  # name: (torchvision class, folder under root, keyword for split 'test', for split 'train')
-    'cifar10': ('CIFAR10', 'cifar-10-batches-py', dict(train=False), dict(train=True)),
-    'cifar100': ('CIFAR100', 'cifar-100-python', dict(train=False), dict(train=True)),
-    'flowers102': ('Flowers102', 'flowers-102', dict(split='test'), dict(split='train')),
-    'food101': ('Food101', 'food-101', dict(split='test'), dict(split='train')),
-    'oxfordiiitpet': ('OxfordIIITPet', 'oxford-iiit-pet', dict(split='test'), dict(split='trainval')),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", dict(train=False), dict(train=True)),
+    "cifar100": ("CIFAR100", "cifar-100-python", dict(train=False), dict(train=True)),
+    "flowers102": ("Flowers102", "flowers-102", dict(split="test"), dict(split="train")),
+    "food101": ("Food101", "food-101", dict(split="test"), dict(split="train")),
+    "oxfordiiitpet": ("OxfordIIITPet", "oxford-iiit-pet", dict(split="test"), dict(split="trainval")),
 }
 
-def torchvision_zeroshot_dataset(name:str, # one of ZEROSHOT_DATASETS
-                                 root=None, # folder holding the torchvision folders; default data_root()/'torchvision'
-                                 split:str='test', # 'test', or 'train' as the released code did
-                                 transform:Callable|None=None) -> tuple: # image transform, e.g. bundle.preprocess
+
+def torchvision_zeroshot_dataset(
+    name: str,  # one of ZEROSHOT_DATASETS
+    root=None,  # folder holding the torchvision folders; default data_root()/'torchvision'
+    split: str = "test",  # 'test', or 'train' as the released code did
+    transform: Callable | None = None,
+) -> tuple:  # image transform, e.g. bundle.preprocess
     "A local torchvision classification dataset and its cleaned class names: (dataset, class_names)."
-    check_choice('name', name, ZEROSHOT_DATASETS)
-    check_choice('split', split, ('test', 'train'))
+    check_choice("name", name, ZEROSHOT_DATASETS)
+    check_choice("split", split, ("test", "train"))
     import torchvision.datasets as tvd
+
     cls, folder, test_kw, train_kw = ZEROSHOT_DATASETS[name]
-    root = Path(root) if root is not None else data_root()/'torchvision'
-    kw = test_kw if split == 'test' else train_kw
-    how = (f"Download it once on a machine with internet: python -c \"import torchvision; "
-           f"torchvision.datasets.{cls}(root='{root}', {', '.join(f'{k}={v!r}' for k, v in kw.items())}, download=True)\" "
-           f"(or copy an existing '{folder}' folder into '{root}').")
-    if not (root/folder).is_dir():
-        raise DatasetNotFoundError(f"{name} ({split}) not found: expected the folder '{root/folder}'. {how}")
-    try: ds = getattr(tvd, cls)(str(root), transform=transform, download=False, **kw)
+    root = Path(root) if root is not None else data_root() / "torchvision"
+    kw = test_kw if split == "test" else train_kw
+    how = (
+        f'Download it once on a machine with internet: python -c "import torchvision; '
+        f"torchvision.datasets.{cls}(root='{root}', {', '.join(f'{k}={v!r}' for k, v in kw.items())}, download=True)\" "
+        f"(or copy an existing '{folder}' folder into '{root}')."
+    )
+    if not (root / folder).is_dir():
+        raise DatasetNotFoundError(f"{name} ({split}) not found: expected the folder '{root / folder}'. {how}")
+    try:
+        ds = getattr(tvd, cls)(str(root), transform=transform, download=False, **kw)
     except RuntimeError as e:
-        raise DatasetNotFoundError(f"{name} ({split}) under '{root/folder}' is incomplete or corrupted (torchvision: {e}). {how}") from e
-    names = FLOWERS102_CLASSES if name == 'flowers102' else ds.classes
+        raise DatasetNotFoundError(
+            f"{name} ({split}) under '{root / folder}' is incomplete or corrupted (torchvision: {e}). {how}"
+        ) from e
+    names = FLOWERS102_CLASSES if name == "flowers102" else ds.classes
     return ds, [clean_classname(c) for c in names]
 
 # %% ../nbs/06_eval.ipynb #0000003b
 class OpenClipEncoder:
     "Give a raw open_clip model and tokenizer the `encode_images` / `encode_texts` interface `embed` expects."
-    def __init__(self, model, # an open_clip CLIP model
-                 tokenizer:Callable): # list[str] -> token ids, e.g. open_clip.get_tokenizer(name)
-        from semclip.model import CappedTokenizer, CHARS_PER_TOKEN     # long texts cut before the BPE, as in every bundle
+
+    def __init__(
+        self,
+        model,  # an open_clip CLIP model
+        tokenizer: Callable,
+    ):  # list[str] -> token ids, e.g. open_clip.get_tokenizer(name)
+        from semclip.model import CappedTokenizer, CHARS_PER_TOKEN  # long texts cut before the BPE, as in every bundle
+
         if not isinstance(tokenizer, CappedTokenizer):
-            tokenizer = CappedTokenizer(tokenizer, CHARS_PER_TOKEN * getattr(tokenizer, 'context_length', 77))
+            tokenizer = CappedTokenizer(tokenizer, CHARS_PER_TOKEN * getattr(tokenizer, "context_length", 77))
         self.model, self.tokenizer = model, tokenizer
+
     @property
-    def device(self) -> torch.device: return next(self.model.parameters()).device
-    def encode_images(self, x, normalize:bool=False): return self.model.encode_image(x.to(self.device), normalize=normalize)
-    def encode_texts(self, texts, normalize:bool=False): return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode_images(self, x, normalize: bool = False):
+        return self.model.encode_image(x.to(self.device), normalize=normalize)
+
+    def encode_texts(self, texts, normalize: bool = False):
+        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
 
 # %% ../nbs/06_eval.ipynb #0000003d
-TEXT_FIELDS = ('caption', 'paraphrase', 'negation')
+TEXT_FIELDS = ("caption", "paraphrase", "negation")
 
-def embedding_cache_key(checkpoint, # a checkpoint file (hashed by content), or a string naming fixed weights (e.g. a pretrained tag)
-                        dataset:str, # the dataset name
-                        split:str, # the split
-                        *extra) -> str: # anything else the embeddings depend on
+
+def embedding_cache_key(
+    checkpoint,  # a checkpoint file (hashed by content), or a string naming fixed weights (e.g. a pretrained tag)
+    dataset: str,  # the dataset name
+    split: str,  # the split
+    *extra,
+) -> str:  # anything else the embeddings depend on
     "A cache key: (checkpoint content hash, dataset, split, *extra)."
-    if checkpoint is None: raise ConfigError('checkpoint=None: randomly initialised weights have no identity to cache under')
+    if checkpoint is None:
+        raise ConfigError("checkpoint=None: randomly initialised weights have no identity to cache under")
     p = Path(str(checkpoint))
-    ck = f'sha256:{file_hash(p)}' if p.is_file() else str(checkpoint)
-    return '|'.join(map(str, (ck, dataset, split, *extra)))
+    ck = f"sha256:{file_hash(p)}" if p.is_file() else str(checkpoint)
+    return "|".join(map(str, (ck, dataset, split, *extra)))
 
-def _cache_file(cache_dir, key:str) -> Path: return Path(cache_dir)/f'emb-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt'
 
-def _empty(s) -> bool: return s is None or (isinstance(s, float) and math.isnan(s)) or (isinstance(s, str) and not s.strip())
+def _cache_file(cache_dir, key: str) -> Path:
+    return Path(cache_dir) / f"emb-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+
+
+def _empty(s) -> bool:
+    return s is None or (isinstance(s, float) and math.isnan(s)) or (isinstance(s, str) and not s.strip())
+
 
 def _split_item(item):
     "(image, caption, paraphrase, negation) from a tuple or dict item."
-    if isinstance(item, dict): return tuple(item.get(k) for k in ('image', *TEXT_FIELDS))
+    if isinstance(item, dict):
+        return tuple(item.get(k) for k in ("image", *TEXT_FIELDS))
     if not isinstance(item, (tuple, list)) or len(item) != 4:
-        raise DataError(f'a dataset item must be (image_tensor, caption, paraphrase, negation); got {type(item).__name__} of length {len(item) if hasattr(item, "__len__") else "?"}')
+        raise DataError(
+            f"a dataset item must be (image_tensor, caption, paraphrase, negation); got {type(item).__name__} of length {len(item) if hasattr(item, '__len__') else '?'}"
+        )
     return tuple(item)
 
-def _collate(batch): return list(zip(*map(_split_item, batch)))
+
+def _collate(batch):
+    return list(zip(*map(_split_item, batch)))
+
 
 def _model_device(bundle) -> torch.device:
-    d = getattr(bundle, 'device', None)
-    if isinstance(d, torch.device): return d
-    m = getattr(bundle, 'model', None)
+    d = getattr(bundle, "device", None)
+    if isinstance(d, torch.device):
+        return d
+    m = getattr(bundle, "model", None)
     if isinstance(m, torch.nn.Module):
         p = next(m.parameters(), None)
-        if p is not None: return p.device
-    return torch.device('cpu')
+        if p is not None:
+            return p.device
+    return torch.device("cpu")
 
 # %% ../nbs/06_eval.ipynb #0000003e
-def embed(bundle, # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
-          dataset, # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
-          batch_size:int=256, # samples per forward pass
-          cache_dir=None, # where to cache the result (None: no cache)
-          cache_key:str|None=None, # identifies model + data, see `embedding_cache_key`; required with cache_dir
-          progress:bool=True, # show a progress bar
-          num_workers:int=0, # DataLoader workers
-          precision:str='fp32', # autocast precision; fp32 keeps distinct cosines distinct
-          negation_images:bool=True) -> dict: # also embed the counterfactual images when the dataset has them (`negation_image`)
+def embed(
+    bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
+    dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
+    batch_size: int = 256,  # samples per forward pass
+    cache_dir=None,  # where to cache the result (None: no cache)
+    cache_key: str | None = None,  # identifies model + data, see `embedding_cache_key`; required with cache_dir
+    progress: bool = True,  # show a progress bar
+    num_workers: int = 0,  # DataLoader workers
+    precision: str = "fp32",  # autocast precision; fp32 keeps distinct cosines distinct
+    negation_images: bool = True,
+) -> dict:  # also embed the counterfactual images when the dataset has them (`negation_image`)
     "Raw features of every sample: {'image','caption','paraphrase','negation'[,'negation_image']} float32 CPU tensors [n, d]."
-    for m in ('encode_images', 'encode_texts'):
+    for m in ("encode_images", "encode_texts"):
         if not callable(getattr(bundle, m, None)):
-            raise ConfigError(f'embed needs an object with encode_images/encode_texts; {type(bundle).__name__} has no {m} (wrap an open_clip model in OpenClipEncoder(model, tokenizer))')
+            raise ConfigError(
+                f"embed needs an object with encode_images/encode_texts; {type(bundle).__name__} has no {m} (wrap an open_clip model in OpenClipEncoder(model, tokenizer))"
+            )
     n = len(dataset)
-    if n == 0: raise DataError('the dataset is empty')
+    if n == 0:
+        raise DataError("the dataset is empty")
     path = None
     if cache_dir is not None:
-        if not cache_key: raise ConfigError('cache_dir is set but cache_key is not: pass cache_key=embedding_cache_key(checkpoint, dataset_name, split)')
+        if not cache_key:
+            raise ConfigError(
+                "cache_dir is set but cache_key is not: pass cache_key=embedding_cache_key(checkpoint, dataset_name, split)"
+            )
         path = _cache_file(cache_dir, cache_key)
         if path.exists():
             c = torch.load(path, weights_only=True)
-            if c.get('key') == cache_key and c.get('n') == n: return c['emb']
+            if c.get("key") == cache_key and c.get("n") == n:
+                return c["emb"]
     device = _model_device(bundle)
-    module = getattr(bundle, 'model', None)
+    module = getattr(bundle, "model", None)
     was_training = module.training if isinstance(module, torch.nn.Module) else None
-    if was_training: module.eval()
-    feats = {k: [] for k in ('image', *TEXT_FIELDS)}
-    state = {k: None for k in TEXT_FIELDS}     # True: present in every row so far; False: empty in every row so far
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    if was_training:
+        module.eval()
+    feats = {k: [] for k in ("image", *TEXT_FIELDS)}
+    state = {k: None for k in TEXT_FIELDS}  # True: present in every row so far; False: empty in every row so far
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
+    )
     try:
         with torch.no_grad(), autocast(precision, device):
             row = 0
-            for images, *texts in tqdm(loader, desc='embed', disable=not progress):
+            for images, *texts in tqdm(loader, desc="embed", disable=not progress):
                 x = torch.stack(list(images)).to(device) if all(torch.is_tensor(i) for i in images) else list(images)
-                feats['image'].append(bundle.encode_images(x, normalize=False).float().cpu())
+                feats["image"].append(bundle.encode_images(x, normalize=False).float().cpu())
                 for k, tx in zip(TEXT_FIELDS, texts):
                     empty = [_empty(s) for s in tx]
-                    if k == 'caption' and any(empty):
+                    if k == "caption" and any(empty):
                         r = row + empty.index(True)
-                        raise DataError('caption is empty; every sample needs a caption', row=r)
-                    now = None if any(empty) and not all(empty) else not all(empty)   # True: all filled, False: all empty
+                        raise DataError("caption is empty; every sample needs a caption", row=r)
+                    now = (
+                        None if any(empty) and not all(empty) else not all(empty)
+                    )  # True: all filled, False: all empty
                     if now is None or (state[k] is not None and state[k] != now):
-                        want = state[k] if state[k] is not None else not empty[0]      # the pattern so far: filled or empty
+                        want = state[k] if state[k] is not None else not empty[0]  # the pattern so far: filled or empty
                         r, r0 = row + empty.index(want), (0 if state[k] is not None else row)
-                        raise DataError(f"{k} is {'empty' if want else 'filled'} here but {'filled' if want else 'empty'} in row {r0}; "
-                                        f"a text field must be filled in every row or in none (fill it or drop those rows)", row=r)
+                        raise DataError(
+                            f"{k} is {'empty' if want else 'filled'} here but {'filled' if want else 'empty'} in row {r0}; "
+                            f"a text field must be filled in every row or in none (fill it or drop those rows)",
+                            row=r,
+                        )
                     state[k] = now
-                    if now: feats[k].append(bundle.encode_texts([str(s) for s in tx], normalize=False).float().cpu())
+                    if now:
+                        feats[k].append(bundle.encode_texts([str(s) for s in tx], normalize=False).float().cpu())
                 row += len(images)
     finally:
-        if was_training: module.train()
+        if was_training:
+            module.train()
     out = {k: torch.cat(v) for k, v in feats.items() if v}
-    if negation_images and getattr(dataset, 'has_negation_image', False):
-        out['negation_image'] = embed_negation_images(bundle, dataset, batch_size, progress, num_workers, precision, dim=out['image'].shape[1])
+    if negation_images and getattr(dataset, "has_negation_image", False):
+        out["negation_image"] = embed_negation_images(
+            bundle, dataset, batch_size, progress, num_workers, precision, dim=out["image"].shape[1]
+        )
     if path is not None:
-        with atomic_write(path, 'wb') as f: torch.save(dict(key=cache_key, n=n, emb=out), f)
+        with atomic_write(path, "wb") as f:
+            torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-def embed_negation_images(bundle, # anything with encode_images(x, normalize=False)
-                          dataset, # a TripleDataset with a `negation_image` column
-                          batch_size:int=256, progress:bool=True, num_workers:int=0, precision:str='fp32',
-                          dim:int|None=None) -> torch.Tensor: # the feature width (needed when no row has a counterfactual)
+
+def embed_negation_images(
+    bundle,  # anything with encode_images(x, normalize=False)
+    dataset,  # a TripleDataset with a `negation_image` column
+    batch_size: int = 256,
+    progress: bool = True,
+    num_workers: int = 0,
+    precision: str = "fp32",
+    dim: int | None = None,
+) -> torch.Tensor:  # the feature width (needed when no row has a counterfactual)
     "Raw features of each row's counterfactual image, through the dataset's transform: float32 CPU [n, d], a row of NaN where a row has none."
     from semclip.data import TripleDataset
+
     n = len(dataset)
     keep = [i for i in range(n) if dataset.negation_image_path(i) is not None]
     if not keep:
-        if dim is None: raise ConfigError('no row has a counterfactual image: pass dim= for the all-NaN result')
-        return torch.full((n, dim), float('nan'))
-    cf = TripleDataset(dataset.df.iloc[keep], transform=dataset.transform, require_paraphrase=False, source=dataset.source).negation_image_dataset()
-    loader = torch.utils.data.DataLoader(cf, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate)
+        if dim is None:
+            raise ConfigError("no row has a counterfactual image: pass dim= for the all-NaN result")
+        return torch.full((n, dim), float("nan"))
+    cf = TripleDataset(
+        dataset.df.iloc[keep], transform=dataset.transform, require_paraphrase=False, source=dataset.source
+    ).negation_image_dataset()
+    loader = torch.utils.data.DataLoader(
+        cf, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
+    )
     device, parts = _model_device(bundle), []
-    module = getattr(bundle, 'model', None)
+    module = getattr(bundle, "model", None)
     was_training = module.training if isinstance(module, torch.nn.Module) else None
-    if was_training: module.eval()
+    if was_training:
+        module.eval()
     try:
         with torch.no_grad(), autocast(precision, device):
-            for images, *_ in tqdm(loader, desc='embed counterfactual images', disable=not progress):
+            for images, *_ in tqdm(loader, desc="embed counterfactual images", disable=not progress):
                 parts.append(bundle.encode_images(torch.stack(list(images)).to(device), normalize=False).float().cpu())
     finally:
-        if was_training: module.train()
+        if was_training:
+            module.train()
     feats = torch.cat(parts)
-    out = torch.full((n, feats.shape[1]), float('nan'))
+    out = torch.full((n, feats.shape[1]), float("nan"))
     out[torch.tensor(keep)] = feats
     return out
 
 # %% ../nbs/06_eval.ipynb #00000044
-IMAGE_COLUMNS = ('image', 'image_id', 'filepath', 'filename', 'image_path')  # 'image': semclip.data's resolved path
+IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
-def image_index(img, # image embeddings, one row per sample [n, d]
-                meta_df:pd.DataFrame|None=None, # the dataset's table (one row per sample)
-                image_column:str|None=None) -> tuple[torch.Tensor, torch.Tensor]: # column naming each row's image
+
+def image_index(
+    img,  # image embeddings, one row per sample [n, d]
+    meta_df: pd.DataFrame | None = None,  # the dataset's table (one row per sample)
+    image_column: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # column naming each row's image
     "(first sample row of each distinct image, image index of every sample), in order of first appearance."
-    img = _float(img, 'image')
+    img = _float(img, "image")
     col = image_column
-    if col is None and meta_df is not None: col = next((c for c in IMAGE_COLUMNS if c in meta_df.columns), None)
+    if col is None and meta_df is not None:
+        col = next((c for c in IMAGE_COLUMNS if c in meta_df.columns), None)
     if col is not None:
-        if meta_df is None or col not in meta_df.columns: raise ConfigError(f'image_column={col!r} is not a column of meta_df')
-        if meta_df[col].isna().any(): raise DataError(f'{col} is missing', row=int(np.flatnonzero(meta_df[col].isna().to_numpy())[0]))
+        if meta_df is None or col not in meta_df.columns:
+            raise ConfigError(f"image_column={col!r} is not a column of meta_df")
+        if meta_df[col].isna().any():
+            raise DataError(f"{col} is missing", row=int(np.flatnonzero(meta_df[col].isna().to_numpy())[0]))
         codes = pd.factorize(meta_df[col].astype(str), sort=False)[0]
     else:
         codes = pd.factorize(torch.unique(img.cpu(), dim=0, return_inverse=True)[1].numpy(), sort=False)[0]
     codes = torch.as_tensor(codes, dtype=torch.long)
-    first = torch.full((int(codes.max()) + 1,), len(codes), dtype=torch.long).scatter_reduce(0, codes, torch.arange(len(codes)), 'amin')
+    first = torch.full((int(codes.max()) + 1,), len(codes), dtype=torch.long).scatter_reduce(
+        0, codes, torch.arange(len(codes)), "amin"
+    )
     return first, codes
 
-def evaluate(embeddings:dict, # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
-             meta_df:pd.DataFrame|None=None, # the dataset's table (ds.df): neg_type, subset, image column
-             ks:Sequence[int]=(1, 3, 5), # the k of top-k / recall@k
-             normalize:bool=True, # L2-normalise first (cosine)
-             image_column:str|None=None, # column naming each row's image (default: first of IMAGE_COLUMNS present)
-             group_column:str='neg_type', # per-group negation accuracy by this column, when present
-             max_elems:int=MAX_ELEMS) -> dict: # most scores held at once when ranking
+
+def evaluate(
+    embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
+    meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
+    ks: Sequence[int] = (1, 3, 5),  # the k of top-k / recall@k
+    normalize: bool = True,  # L2-normalise first (cosine)
+    image_column: str | None = None,  # column naming each row's image (default: first of IMAGE_COLUMNS present)
+    group_column: str = "neg_type",  # per-group negation accuracy by this column, when present
+    max_elems: int = MAX_ELEMS,
+) -> dict:  # most scores held at once when ranking
     "Every metric of one dataset as a flat dict (fractions in [0, 1])."
-    missing = [k for k in ('image', 'caption') if k not in embeddings]
-    if missing: raise ConfigError(f'embeddings lack {missing}; they must hold at least image and caption')
-    e = {k: _float(v, k) for k, v in embeddings.items() if k in ('image', *TEXT_FIELDS)}
+    missing = [k for k in ("image", "caption") if k not in embeddings]
+    if missing:
+        raise ConfigError(f"embeddings lack {missing}; they must hold at least image and caption")
+    e = {k: _float(v, k) for k, v in embeddings.items() if k in ("image", *TEXT_FIELDS)}
     n = _same_rows(**e)
-    neg_img = embeddings.get('negation_image')    # the counterfactual images (NaN rows: none), when the dataset has them
-    if meta_df is not None and len(meta_df) != n: raise ConfigError(f'meta_df has {len(meta_df)} rows for {n} embedded samples')
+    neg_img = embeddings.get("negation_image")  # the counterfactual images (NaN rows: none), when the dataset has them
+    if meta_df is not None and len(meta_df) != n:
+        raise ConfigError(f"meta_df has {len(meta_df)} rows for {n} embedded samples")
     cols = set(meta_df.columns) if meta_df is not None else set()
-    first, ids = image_index(e['image'], meta_df, image_column)
-    gallery = e['image'][first]
+    first, ids = image_index(e["image"], meta_df, image_column)
+    gallery = e["image"][first]
     out = dict(n_samples=n, n_images=len(first))
-    if 'negation' in e:
+    if "negation" in e:
         grp = meta_df[group_column] if group_column in cols else None
-        out.update(negation_accuracy(e['image'], e['caption'], e['negation'], grp, normalize))
-        if neg_img is not None: out.update(winoground_scores(e['image'], e['caption'], e['negation'], neg_img, grp, normalize))
-    out.update(retrieval_metrics(gallery, e['caption'], ks, ids, '', normalize, max_elems=max_elems))
-    if 'paraphrase' in e: out.update(retrieval_metrics(gallery, e['paraphrase'], ks, ids, 'para_', normalize, max_elems=max_elems))
-    if 'paraphrase' in e and 'negation' in e and 1 in ks:
-        out['combined'] = combined_score(out['t2i_R@1'], out['para_t2i_R@1'], out['neg_acc_scaled'])
-    out.update(cosine_summary(e['image'], e['caption'], e.get('paraphrase'), e.get('negation'), normalize))
-    if 'subset' in cols and 'paraphrase' in e and 'negation' in e:
-        out.update(sugarcrepe_pp_scores(e['image'], e['caption'], e['paraphrase'], e['negation'], meta_df['subset'], normalize))
+        out.update(negation_accuracy(e["image"], e["caption"], e["negation"], grp, normalize))
+        if neg_img is not None:
+            out.update(winoground_scores(e["image"], e["caption"], e["negation"], neg_img, grp, normalize))
+    out.update(retrieval_metrics(gallery, e["caption"], ks, ids, "", normalize, max_elems=max_elems))
+    if "paraphrase" in e:
+        out.update(retrieval_metrics(gallery, e["paraphrase"], ks, ids, "para_", normalize, max_elems=max_elems))
+    if "paraphrase" in e and "negation" in e and 1 in ks:
+        out["combined"] = combined_score(out["t2i_R@1"], out["para_t2i_R@1"], out["neg_acc_scaled"])
+    out.update(cosine_summary(e["image"], e["caption"], e.get("paraphrase"), e.get("negation"), normalize))
+    if "subset" in cols and "paraphrase" in e and "negation" in e:
+        out.update(
+            sugarcrepe_pp_scores(e["image"], e["caption"], e["paraphrase"], e["negation"], meta_df["subset"], normalize)
+        )
     return out
 
 # %% ../nbs/06_eval.ipynb #0000004a
-def metrics_table(metrics_by_arm:dict, # {arm name: metrics dict}
-                  columns:Sequence[str]|None=None) -> pd.DataFrame: # metrics to keep, in order (default: all numeric, first-seen order)
+def metrics_table(
+    metrics_by_arm: dict,  # {arm name: metrics dict}
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:  # metrics to keep, in order (default: all numeric, first-seen order)
     "One row per arm, one column per metric (NaN where an arm lacks it)."
     if columns is None:
-        columns = list(dict.fromkeys(k for m in metrics_by_arm.values() for k, v in m.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)))
-    df = pd.DataFrame([[m.get(c, np.nan) for c in columns] for m in metrics_by_arm.values()],
-                      index=pd.Index(list(metrics_by_arm), name='arm'), columns=list(columns))
+        columns = list(
+            dict.fromkeys(
+                k
+                for m in metrics_by_arm.values()
+                for k, v in m.items()
+                if isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+            )
+        )
+    df = pd.DataFrame(
+        [[m.get(c, np.nan) for c in columns] for m in metrics_by_arm.values()],
+        index=pd.Index(list(metrics_by_arm), name="arm"),
+        columns=list(columns),
+    )
     return df
 
-def _fmt(v, floatfmt:str) -> str:
-    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)): return '-'
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool): return str(int(v))
-    if isinstance(v, (float, np.floating)): return format(float(v), floatfmt)
-    return str(v).replace('|', '\\|')
 
-def markdown_table(df:pd.DataFrame, # the table, e.g. from metrics_table
-                   floatfmt:str='.3f', # format of floats
-                   index:bool=True) -> str: # include the index as the first column
+def _fmt(v, floatfmt: str) -> str:
+    if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
+        return "-"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return format(float(v), floatfmt)
+    return str(v).replace("|", "\\|")
+
+
+def markdown_table(
+    df: pd.DataFrame,  # the table, e.g. from metrics_table
+    floatfmt: str = ".3f",  # format of floats
+    index: bool = True,
+) -> str:  # include the index as the first column
     "A GitHub Markdown table of `df` (numbers right-aligned, NaN as '-')."
-    heads = ([df.index.name or ''] if index else []) + [str(c) for c in df.columns]
+    heads = ([df.index.name or ""] if index else []) + [str(c) for c in df.columns]
     num = ([False] if index else []) + [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
-    rows = [([_fmt(i, floatfmt)] if index else []) + [_fmt(v, floatfmt) for v in r] for i, r in zip(df.index, df.itertuples(index=False))]
+    rows = [
+        ([_fmt(i, floatfmt)] if index else []) + [_fmt(v, floatfmt) for v in r]
+        for i, r in zip(df.index, df.itertuples(index=False))
+    ]
     w = [max([len(h), 3] + [len(r[j]) for r in rows]) for j, h in enumerate(heads)]
-    line = lambda cells: '| ' + ' | '.join(c.rjust(w[j]) if num[j] else c.ljust(w[j]) for j, c in enumerate(cells)) + ' |'
-    sep = '|' + '|'.join(('-' * (w[j] + 1) + ':') if num[j] else ('-' * (w[j] + 2)) for j in range(len(w))) + '|'
-    return '\n'.join([line(heads), sep, *map(line, rows)])
+    line = lambda cells: (
+        "| " + " | ".join(c.rjust(w[j]) if num[j] else c.ljust(w[j]) for j, c in enumerate(cells)) + " |"
+    )
+    sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
+    return "\n".join([line(heads), sep, *map(line, rows)])
 
 # %% ../nbs/06_eval.ipynb #0000004d
-def _safe_name(s:str) -> str: return re.sub(r'[^A-Za-z0-9._+-]+', '-', str(s)).strip('-') or 'model'
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
-def default_out_dir(checkpoint, # the semclip checkpoint evaluated, or None
-                    model:str, # the open_clip model name (bundle.name)
-                    pretrained, # the pretrained tag or weights file, or None
-                    dataset:str, split:str) -> Path: # what was evaluated
+
+def default_out_dir(
+    checkpoint,  # the semclip checkpoint evaluated, or None
+    model: str,  # the open_clip model name (bundle.name)
+    pretrained,  # the pretrained tag or weights file, or None
+    dataset: str,
+    split: str,
+) -> Path:  # what was evaluated
     "Where `evaluate_checkpoint` writes when `out_dir` is None."
     if checkpoint is not None:
-        return Path(checkpoint).parent/('eval' if (dataset, split) == ('synthneg', 'test') else f'eval-{dataset}-{split}')
-    name = str(model) + (f'_{Path(str(pretrained)).stem}' if pretrained else '') + ('' if split == 'test' else f'-{split}')
-    return runs_root()/'eval'/dataset/_safe_name(name)
+        return Path(checkpoint).parent / (
+            "eval" if (dataset, split) == ("synthneg", "test") else f"eval-{dataset}-{split}"
+        )
+    name = (
+        str(model) + (f"_{Path(str(pretrained)).stem}" if pretrained else "") + ("" if split == "test" else f"-{split}")
+    )
+    return runs_root() / "eval" / dataset / _safe_name(name)
 
-def resolve_checkpoint(checkpoint, # a checkpoint file, 'auto', or None
-                       model:str|None=None, # an open_clip model name; with 'auto' it takes precedence
-                       pretrained:str|None=None) -> tuple: # its pretrained tag or weights file
+
+def resolve_checkpoint(
+    checkpoint,  # a checkpoint file, 'auto', or None
+    model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
+    pretrained: str | None = None,
+) -> tuple:  # its pretrained tag or weights file
     "(checkpoint path or None, warning or None): what `checkpoint`, `model` and `pretrained` ask to evaluate."
-    if isinstance(checkpoint, str) and checkpoint.strip().lower() in ('', 'none', 'null'): checkpoint = None
-    if checkpoint == 'auto':
-        if model is not None: checkpoint = None            # a named model: 'auto' steps aside
+    if isinstance(checkpoint, str) and checkpoint.strip().lower() in ("", "none", "null"):
+        checkpoint = None
+    if checkpoint == "auto":
+        if model is not None:
+            checkpoint = None  # a named model: 'auto' steps aside
         else:
-            from semclip.train import pretrain_checkpoint    # lazy: semclip.train is exported before this module
-            ck = pretrain_checkpoint('synthneg', 42)
-            if ck.is_file(): return ck, None
-            return None, (f"checkpoint='auto' but SynthNeg's pretrain checkpoint '{ck}' does not exist (train it with "
-                          f"`semclip-train --arm pretrain`): evaluating a RANDOMLY INITIALISED semclip-tiny, "
-                          f"so every number below is chance level")
+            from semclip.train import pretrain_checkpoint  # lazy: semclip.train is exported before this module
+
+            ck = pretrain_checkpoint("synthneg", 42)
+            if ck.is_file():
+                return ck, None
+            return None, (
+                f"checkpoint='auto' but SynthNeg's pretrain checkpoint '{ck}' does not exist (train it with "
+                f"`semclip-train --arm pretrain`): evaluating a RANDOMLY INITIALISED semclip-tiny, "
+                f"so every number below is chance level"
+            )
     if checkpoint is not None:
-        if pretrained is not None: raise ConfigError('give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights')
+        if pretrained is not None:
+            raise ConfigError("give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights")
         ck = Path(checkpoint).expanduser()
         if not ck.is_file():
-            raise CheckpointError(f"checkpoint file '{ck}' does not exist" + (' (it is a directory)' if ck.is_dir() else '') +
-                                  "; pass a semclip checkpoint (e.g. <run dir>/final.pt), checkpoint='auto', or model= and pretrained=")
+            raise CheckpointError(
+                f"checkpoint file '{ck}' does not exist"
+                + (" (it is a directory)" if ck.is_dir() else "")
+                + "; pass a semclip checkpoint (e.g. <run dir>/final.pt), checkpoint='auto', or model= and pretrained="
+            )
         return ck, None
     if pretrained is None:
-        return None, (f"no checkpoint and no pretrained weights: evaluating a RANDOMLY INITIALISED {model or 'semclip-tiny'}, "
-                      f"so every number below is chance level")
+        return None, (
+            f"no checkpoint and no pretrained weights: evaluating a RANDOMLY INITIALISED {model or 'semclip-tiny'}, "
+            f"so every number below is chance level"
+        )
     return None, None
 
 # %% ../nbs/06_eval.ipynb #00000050
-ZEROSHOT_NAMES = ('synthneg', *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
+ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
-def parse_names(value, # None, a comma-separated string ('synthneg,cifar10'), or a sequence of names
-                name:str='zeroshot', # the parameter's name, for the error
-                choices:Sequence[str]=ZEROSHOT_NAMES) -> tuple: # the names allowed
+
+def parse_names(
+    value,  # None, a comma-separated string ('synthneg,cifar10'), or a sequence of names
+    name: str = "zeroshot",  # the parameter's name, for the error
+    choices: Sequence[str] = ZEROSHOT_NAMES,
+) -> tuple:  # the names allowed
     "A tuple of distinct names, in order; None, '' and 'none' give ()."
-    if value is None: return ()
-    items = value.split(',') if isinstance(value, str) else list(value)
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
     out = []
     for v in (str(v).strip() for v in items):
-        if v and v.lower() != 'none' and v not in out: out.append(check_choice(name, v, choices))
+        if v and v.lower() != "none" and v not in out:
+            out.append(check_choice(name, v, choices))
     return tuple(out)
 
-def parse_kv(value) -> dict: # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
+
+def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
-    if value is None: return {}
-    if isinstance(value, dict): return dict(value)
-    items = [p for p in (value.split(',') if isinstance(value, str) else list(value)) if str(p).strip()]
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return dict(value)
+    items = [p for p in (value.split(",") if isinstance(value, str) else list(value)) if str(p).strip()]
     out = {}
     for p in items:
-        k, eq, v = str(p).partition('=')
-        if not eq or not k.strip().isidentifier(): raise ConfigError(f'{p!r} is not key=value (e.g. images_dir=data/coco/val2017)')
-        try: out[k.strip()] = json.loads(v)
-        except json.JSONDecodeError: out[k.strip()] = v.strip()
+        k, eq, v = str(p).partition("=")
+        if not eq or not k.strip().isidentifier():
+            raise ConfigError(f"{p!r} is not key=value (e.g. images_dir=data/coco/val2017)")
+        try:
+            out[k.strip()] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k.strip()] = v.strip()
     return out
 
-def synthneg_zeroshot_rows(df:pd.DataFrame) -> tuple[np.ndarray, np.ndarray]: # a SynthNeg table (ds.df)
+
+def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
-    if 'label' not in df.columns:
-        raise DataError("the table has no 'label' column: SynthNeg zero-shot needs SynthNeg's single-object rows (semclip.synth)")
-    lab = df['label'].map(lambda v: '' if _empty(v) else str(v).strip()).to_numpy()
-    pos = np.flatnonzero(lab != '')
-    if 'image' in df.columns: pos = pos[~df['image'].iloc[pos].duplicated().to_numpy()]
+
+    if "label" not in df.columns:
+        raise DataError(
+            "the table has no 'label' column: SynthNeg zero-shot needs SynthNeg's single-object rows (semclip.synth)"
+        )
+    lab = df["label"].map(lambda v: "" if _empty(v) else str(v).strip()).to_numpy()
+    pos = np.flatnonzero(lab != "")
+    if "image" in df.columns:
+        pos = pos[~df["image"].iloc[pos].duplicated().to_numpy()]
     bad = [i for i in pos if lab[i] not in SHAPES]
-    if bad: raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
+    if bad:
+        raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
+
 
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
-    def __init__(self, ds, # a TripleDataset (items: image, caption, paraphrase, negation)
-                 positions, # the rows to keep
-                 labels): # one class index per kept row
-        self.ds, self.positions, self.labels = ds, [int(i) for i in positions], [int(y) for y in labels]
-    def __len__(self): return len(self.positions)
-    def __getitem__(self, i): return self.ds[self.positions[i]][0], self.labels[i]
 
-def embed_images(bundle, # anything with encode_images(x, normalize=False)
-                 dataset, # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
-                 batch_size:int=256, # images per forward pass
-                 progress:bool=True, # show a progress bar
-                 desc:str='images', # the progress bar's label
-                 num_workers:int=0) -> tuple[torch.Tensor, torch.Tensor]: # DataLoader workers
+    def __init__(
+        self,
+        ds,  # a TripleDataset (items: image, caption, paraphrase, negation)
+        positions,  # the rows to keep
+        labels,
+    ):  # one class index per kept row
+        self.ds, self.positions, self.labels = ds, [int(i) for i in positions], [int(y) for y in labels]
+
+    def __len__(self):
+        return len(self.positions)
+
+    def __getitem__(self, i):
+        return self.ds[self.positions[i]][0], self.labels[i]
+
+
+def embed_images(
+    bundle,  # anything with encode_images(x, normalize=False)
+    dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
+    batch_size: int = 256,  # images per forward pass
+    progress: bool = True,  # show a progress bar
+    desc: str = "images",  # the progress bar's label
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:  # DataLoader workers
     "Raw image features and labels: (float32 CPU [n, d], long [n])."
-    if len(dataset) == 0: raise DataError('the dataset is empty')
+    if len(dataset) == 0:
+        raise DataError("the dataset is empty")
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     feats, labels, device = [], [], _model_device(bundle)
     with torch.no_grad():
@@ -711,180 +1099,289 @@ def embed_images(bundle, # anything with encode_images(x, normalize=False)
     return torch.cat(feats), torch.cat(labels)
 
 # %% ../nbs/06_eval.ipynb #00000053
-HEADLINE = ('neg_acc', 'neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe', 'neg_acc_family/compositional', 'neg_acc_scaled', 'wino_text', 'wino_image', 'wino_group', 't2i_R@1', 't2i_R@5', 'i2t_R@1', 'i2t_R@5', 'para_t2i_R@1', 'para_t2i_R@5',
-            'combined', 'sc_itt_mean', 'sc_tot_mean', 'zs_acc_orig/mean', 'zs_acc_neg/mean', 'zs_delta/mean')  # in metrics.md
+HEADLINE = (
+    "neg_acc",
+    "neg_acc_family/ccneg_style",
+    "neg_acc_family/shortcut_probe",
+    "neg_acc_family/compositional",
+    "neg_acc_scaled",
+    "wino_text",
+    "wino_image",
+    "wino_group",
+    "t2i_R@1",
+    "t2i_R@5",
+    "i2t_R@1",
+    "i2t_R@5",
+    "para_t2i_R@1",
+    "para_t2i_R@5",
+    "combined",
+    "sc_itt_mean",
+    "sc_tot_mean",
+    "zs_acc_orig/mean",
+    "zs_acc_neg/mean",
+    "zs_delta/mean",
+)  # in metrics.md
 
-def headline_table(metrics:dict, # a flat metrics dict
-                   columns:Sequence[str]=HEADLINE) -> pd.DataFrame: # the metrics to show, in order (missing ones are left out)
+
+def headline_table(
+    metrics: dict,  # a flat metrics dict
+    columns: Sequence[str] = HEADLINE,
+) -> pd.DataFrame:  # the metrics to show, in order (missing ones are left out)
     "The headline metrics present in `metrics` as a two-column table: metric, value."
-    rows = [(k, float(metrics[k])) for k in columns if isinstance(metrics.get(k), (int, float, np.number)) and not isinstance(metrics.get(k), bool)]
-    return pd.DataFrame(rows, columns=['metric', 'value'])
+    rows = [
+        (k, float(metrics[k]))
+        for k in columns
+        if isinstance(metrics.get(k), (int, float, np.number)) and not isinstance(metrics.get(k), bool)
+    ]
+    return pd.DataFrame(rows, columns=["metric", "value"])
 
-def metrics_markdown(metrics:dict, # what `evaluate_checkpoint` returns
-                     floatfmt:str='.3f') -> str: # format of the values
+
+def metrics_markdown(
+    metrics: dict,  # what `evaluate_checkpoint` returns
+    floatfmt: str = ".3f",
+) -> str:  # format of the values
     "metrics.md: a title naming model, weights and data, the headline table, and any zero-shot set skipped."
-    w = metrics.get('checkpoint') or metrics.get('pretrained') or 'random init'
-    lines = [f"# {metrics.get('model')} ({w}) on {metrics.get('dataset')} / {metrics.get('split')}", '',
-             f"{metrics.get('n_samples')} samples, {metrics.get('n_images')} images." +
-             (' **Randomly initialised weights: chance-level numbers.**' if metrics.get('random_init') else ''), '',
-             markdown_table(headline_table(metrics), floatfmt=floatfmt, index=False)]
-    skipped = {k.split('/', 1)[1]: v for k, v in metrics.items() if k.startswith('zs_skipped/')}
-    if skipped: lines += ['', 'Zero-shot sets skipped:', '', *[f'- {k}: {v}' for k, v in skipped.items()]]
-    return '\n'.join(lines) + '\n'
+    w = metrics.get("checkpoint") or metrics.get("pretrained") or "random init"
+    lines = [
+        f"# {metrics.get('model')} ({w}) on {metrics.get('dataset')} / {metrics.get('split')}",
+        "",
+        f"{metrics.get('n_samples')} samples, {metrics.get('n_images')} images."
+        + (" **Randomly initialised weights: chance-level numbers.**" if metrics.get("random_init") else ""),
+        "",
+        markdown_table(headline_table(metrics), floatfmt=floatfmt, index=False),
+    ]
+    skipped = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("zs_skipped/")}
+    if skipped:
+        lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
+    return "\n".join(lines) + "\n"
 
-def _relative(p:str, bases) -> str:
+
+def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
-    if _empty(p): return p
+    if _empty(p):
+        return p
     q = Path(str(p))
-    if not q.is_absolute(): return str(p)
+    if not q.is_absolute():
+        return str(p)
     for b in bases:
-        if b is not None and q.is_relative_to(b): return q.relative_to(b).as_posix()
+        if b is not None and q.is_relative_to(b):
+            return q.relative_to(b).as_posix()
     return q.name
 
-def portable_meta(df:pd.DataFrame, # a dataset's table (ds.df)
-                  roots:Sequence=()) -> pd.DataFrame: # folders paths may be made relative to (after each row's own file's folder)
+
+def portable_meta(
+    df: pd.DataFrame,  # a dataset's table (ds.df)
+    roots: Sequence = (),
+) -> pd.DataFrame:  # folders paths may be made relative to (after each row's own file's folder)
     "The table with a `row` column first (the dataset row index, as `rows` in embeddings.pt) and no absolute paths."
     roots = [Path(r).resolve() for r in roots if r is not None]
     out = df.reset_index(drop=True)
-    srcs = out['src_file'] if 'src_file' in out else pd.Series([None] * len(out))
-    if 'image' in out:
-        out['image'] = [_relative(p, [Path(s).resolve().parent if not _empty(s) else None, *roots]) for p, s in zip(out['image'], srcs)]
-    if 'src_file' in out: out['src_file'] = [_relative(s, roots) for s in srcs]
-    out.insert(0, 'row', dataset_rows(df))
+    srcs = out["src_file"] if "src_file" in out else pd.Series([None] * len(out))
+    if "image" in out:
+        out["image"] = [
+            _relative(p, [Path(s).resolve().parent if not _empty(s) else None, *roots])
+            for p, s in zip(out["image"], srcs)
+        ]
+    if "src_file" in out:
+        out["src_file"] = [_relative(s, roots) for s in srcs]
+    out.insert(0, "row", dataset_rows(df))
     return out
 
-def dataset_rows(df:pd.DataFrame) -> list: # a dataset's table (ds.df)
+
+def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
+
 def _json_safe(v):
-    if isinstance(v, (np.floating, float)): v = float(v); return v if math.isfinite(v) else None
-    if isinstance(v, (np.integer,)): return int(v)
-    if isinstance(v, (np.bool_,)): return bool(v)
-    if isinstance(v, Path): return str(v)
+    if isinstance(v, (np.floating, float)):
+        v = float(v)
+        return v if math.isfinite(v) else None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.bool_,)):
+        return bool(v)
+    if isinstance(v, Path):
+        return str(v)
     return v
 
 # %% ../nbs/06_eval.ipynb #00000056
-class _Skip(Exception): "A zero-shot set that cannot run here (recorded as skipped)."
+class _Skip(Exception):
+    "A zero-shot set that cannot run here (recorded as skipped)."
 
-def _synth_kw(progress:bool) -> dict:
+
+def _synth_kw(progress: bool) -> dict:
     "`progress=` for SynthNeg's generator, if it takes it."
     from semclip.synth import make_synthneg
-    return dict(progress=progress) if 'progress' in inspect.signature(make_synthneg).parameters else {}
 
-def _zeroshot(bundle, names, ds, emb, dataset:str, split:str, zeroshot_root, batch_size:int, progress:bool, synth_kw:dict) -> dict:
+    return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
+
+
+def _zeroshot(
+    bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
+) -> dict:
     "The zs_* metrics of `names` (see above); a torchvision set that is not on disk is recorded and printed, not raised."
     from semclip.data import get_dataset
+
     out, ran = {}, []
     for name in names:
         try:
-            if name == 'synthneg':
+            if name == "synthneg":
                 from semclip.synth import SHAPES
+
                 classes = list(SHAPES)
-                if dataset == 'synthneg':                                  # the evaluated split: features already there
+                if dataset == "synthneg":  # the evaluated split: features already there
                     pos, y = synthneg_zeroshot_rows(ds.df)
-                    if len(pos) == 0: raise _Skip(f'the {len(ds)} evaluated rows hold no single-object image')
-                    feats, labels = emb['image'][torch.as_tensor(pos)], torch.as_tensor(y)
+                    if len(pos) == 0:
+                        raise _Skip(f"the {len(ds)} evaluated rows hold no single-object image")
+                    feats, labels = emb["image"][torch.as_tensor(pos)], torch.as_tensor(y)
                 else:
-                    sds = get_dataset('synthneg', split='test', transform=bundle.preprocess, **synth_kw)
+                    sds = get_dataset("synthneg", split="test", transform=bundle.preprocess, **synth_kw)
                     pos, y = synthneg_zeroshot_rows(sds.df)
-                    feats, labels = embed_images(bundle, LabelledImages(sds, pos, y), batch_size, progress, 'zero-shot synthneg')
+                    feats, labels = embed_images(
+                        bundle, LabelledImages(sds, pos, y), batch_size, progress, "zero-shot synthneg"
+                    )
             else:
-                tv, classes = torchvision_zeroshot_dataset(name, root=zeroshot_root, split='test', transform=bundle.preprocess)
-                feats, labels = embed_images(bundle, tv, batch_size, progress, f'zero-shot {name}')
+                tv, classes = torchvision_zeroshot_dataset(
+                    name, root=zeroshot_root, split="test", transform=bundle.preprocess
+                )
+                feats, labels = embed_images(bundle, tv, batch_size, progress, f"zero-shot {name}")
         except (DatasetNotFoundError, _Skip) as e:
-            out[f'zs_skipped/{name}'] = str(e)
-            print(f'zero-shot {name}: SKIPPED: {e}')
+            out[f"zs_skipped/{name}"] = str(e)
+            print(f"zero-shot {name}: SKIPPED: {e}")
             continue
         r = zeroshot_negated(feats, classes, bundle.encode_texts, labels, batch_size=batch_size)
-        out.update({f'zs_acc_orig/{name}': r['acc_orig'], f'zs_acc_neg/{name}': r['acc_neg'],
-                    f'zs_delta/{name}': r['delta'], f'zs_n/{name}': r['n']})
+        out.update(
+            {
+                f"zs_acc_orig/{name}": r["acc_orig"],
+                f"zs_acc_neg/{name}": r["acc_neg"],
+                f"zs_delta/{name}": r["delta"],
+                f"zs_n/{name}": r["n"],
+            }
+        )
         ran.append(name)
     if ran:
-        for k in ('acc_orig', 'acc_neg', 'delta'): out[f'zs_{k}/mean'] = float(np.mean([out[f'zs_{k}/{n}'] for n in ran]))
+        for k in ("acc_orig", "acc_neg", "delta"):
+            out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-def _dataset_table(dataset:str, data_root, split:str, kw:dict):
+
+def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
-    try: return get_dataset(dataset, root=data_root, split=split, **kw)
-    except TypeError as e:                     # a reader called with a keyword it does not take: refused before it ran
+
+    try:
+        return get_dataset(dataset, root=data_root, split=split, **kw)
+    except TypeError as e:  # a reader called with a keyword it does not take: refused before it ran
         m = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if m and m[1] in kw: raise ConfigError(f"dataset_kw key {m[1]!r} is not an argument of dataset {dataset!r} ({e})") from None
+        if m and m[1] in kw:
+            raise ConfigError(f"dataset_kw key {m[1]!r} is not an argument of dataset {dataset!r} ({e})") from None
         raise
 
-def _model_name(model:str|None) -> str:
-    "The name `create_model` gives the bundle of `model` (default 'semclip-tiny', 'ViT-B/32' spelled 'ViT-B-32')."
-    name = model or 'semclip-tiny'
-    return name if ':' in name else name.replace('/', '-')
 
-def evaluate_checkpoint(checkpoint=None, # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
-                        model:str|None=None, # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
-                        pretrained:str|None=None, # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
-                        dataset:str='synthneg', # synthneg | ccneg | sugarcrepe_pp | semclip_csv (any name semclip.data registers)
-                        data_root=None, # dataset folder; None: the registry default under $SEMCLIP_DATA
-                        split:str='test', # the split to evaluate; 'all': every row
-                        out_dir=None, # where the files go; None: <checkpoint dir>/eval (SynthNeg test) or eval-<dataset>-<split>; no checkpoint: $SEMCLIP_RUNS/eval/<dataset>/<model>
-                        batch_size:int=256, # samples per forward pass
-                        zeroshot=('synthneg',), # zero-shot sets (names, or comma-separated): synthneg, cifar10, cifar100, flowers102, food101, oxfordiiitpet; none: no zero-shot
-                        zeroshot_root=None, # folder of the torchvision datasets; None: $SEMCLIP_DATA/torchvision
-                        progress:bool=True, # show progress bars
-                        dataset_kw=None, # extra get_dataset arguments: a dict or key=value,... (e.g. images_dir=data/coco/val2017 for sugarcrepe_pp)
-                        max_samples:int|None=None, # evaluate only the first N rows of the split (quick looks); None: all
-                        device:str='auto', # auto | cpu | cuda | cuda:N
-                       ) -> dict:
+def _model_name(model: str | None) -> str:
+    "The name `create_model` gives the bundle of `model` (default 'semclip-tiny', 'ViT-B/32' spelled 'ViT-B-32')."
+    name = model or "semclip-tiny"
+    return name if ":" in name else name.replace("/", "-")
+
+
+def evaluate_checkpoint(
+    checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
+    model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
+    pretrained: str | None = None,  # open_clip pretrained tag (e.g. laion2b_s34b_b79k) or a local weights file
+    dataset: str = "synthneg",  # synthneg | ccneg | sugarcrepe_pp | semclip_csv (any name semclip.data registers)
+    data_root=None,  # dataset folder; None: the registry default under $SEMCLIP_DATA
+    split: str = "test",  # the split to evaluate; 'all': every row
+    out_dir=None,  # where the files go; None: <checkpoint dir>/eval (SynthNeg test) or eval-<dataset>-<split>; no checkpoint: $SEMCLIP_RUNS/eval/<dataset>/<model>
+    batch_size: int = 256,  # samples per forward pass
+    zeroshot=(
+        "synthneg",
+    ),  # zero-shot sets (names, or comma-separated): synthneg, cifar10, cifar100, flowers102, food101, oxfordiiitpet; none: no zero-shot
+    zeroshot_root=None,  # folder of the torchvision datasets; None: $SEMCLIP_DATA/torchvision
+    progress: bool = True,  # show progress bars
+    dataset_kw=None,  # extra get_dataset arguments: a dict or key=value,... (e.g. images_dir=data/coco/val2017 for sugarcrepe_pp)
+    max_samples: int | None = None,  # evaluate only the first N rows of the split (quick looks); None: all
+    device: str = "auto",  # auto | cpu | cuda | cuda:N
+) -> dict:
     "Evaluate one model on one dataset: metrics dict (as in metrics.json, plus out_dir); writes metrics.json/.md, embeddings.pt, meta.csv."
     from semclip.data import TripleDataset
     from semclip.train import check_writable, claim_run_folder
+
     # every argument, the output folder and the table first: a bad one fails in a second, before a large model loads
     names, kw = parse_names(zeroshot), parse_kv(dataset_kw)
-    batch_size = check_number('batch_size', batch_size, min=1)
-    max_samples = check_number('max_samples', max_samples, min=1, allow_none=True)
+    batch_size = check_number("batch_size", batch_size, min=1)
+    max_samples = check_number("max_samples", max_samples, min=1, allow_none=True)
     get_device(device)
     ck, warning = resolve_checkpoint(checkpoint, model, pretrained)
-    out = check_writable(out_dir if out_dir is not None else default_out_dir(ck, _model_name(model), pretrained, dataset, split))
-    synth_kw = _synth_kw(progress) if dataset == 'synthneg' or 'synthneg' in names else {}
-    ds = _dataset_table(dataset, data_root, split, {**synth_kw, **kw} if dataset == 'synthneg' else kw)
+    out = check_writable(
+        out_dir if out_dir is not None else default_out_dir(ck, _model_name(model), pretrained, dataset, split)
+    )
+    synth_kw = _synth_kw(progress) if dataset == "synthneg" or "synthneg" in names else {}
+    ds = _dataset_table(dataset, data_root, split, {**synth_kw, **kw} if dataset == "synthneg" else kw)
     if max_samples is not None and max_samples < len(ds):
-        ds = TripleDataset(ds.df.iloc[:max_samples], on_bad_sample=ds.on_bad_sample, require_paraphrase=ds.require_paraphrase, source=ds.source)
-    if warning: print(f'WARNING: {warning}')
-    with claim_run_folder(out):                                     # one writer per folder, from the model to the last file
+        ds = TripleDataset(
+            ds.df.iloc[:max_samples],
+            on_bad_sample=ds.on_bad_sample,
+            require_paraphrase=ds.require_paraphrase,
+            source=ds.source,
+        )
+    if warning:
+        print(f"WARNING: {warning}")
+    with claim_run_folder(out):  # one writer per folder, from the model to the last file
         from semclip.model import create_model
+
         bundle = create_model(model, pretrained, checkpoint=ck, device=device)
         bundle.model.eval()
-        ds.transform = bundle.preprocess                            # the model's own eval transform
+        ds.transform = bundle.preprocess  # the model's own eval transform
         emb = embed(bundle, ds, batch_size=batch_size, progress=progress)
-        metrics = dict(checkpoint=None if ck is None else str(ck), model=bundle.name, pretrained=bundle.pretrained,
-                       dataset=dataset, split=split, random_init=ck is None and pretrained is None)
+        metrics = dict(
+            checkpoint=None if ck is None else str(ck),
+            model=bundle.name,
+            pretrained=bundle.pretrained,
+            dataset=dataset,
+            split=split,
+            random_init=ck is None and pretrained is None,
+        )
         metrics.update(evaluate(emb, ds.df))
         metrics.update(_zeroshot(bundle, names, ds, emb, dataset, split, zeroshot_root, batch_size, progress, synth_kw))
         metrics = {k: _json_safe(v) for k, v in metrics.items()}
-        with atomic_write(out/'embeddings.pt', 'wb') as f: torch.save(dict(emb, rows=dataset_rows(ds.df)), f)
-        from semclip.core import data_root as default_data_root   # (the parameter data_root shadows it here)
+        with atomic_write(out / "embeddings.pt", "wb") as f:
+            torch.save(dict(emb, rows=dataset_rows(ds.df)), f)
+        from semclip.core import data_root as default_data_root  # (the parameter data_root shadows it here)
+
         meta = portable_meta(ds.df, roots=[data_root if data_root is not None else default_data_root()])
-        with atomic_write(out/'meta.csv', 'w') as f: meta.to_csv(f, index=False)
-        write_json(out/'metrics.json', metrics)
-        with atomic_write(out/'metrics.md', 'w') as f: f.write(metrics_markdown(metrics))
+        with atomic_write(out / "meta.csv", "w") as f:
+            meta.to_csv(f, index=False)
+        write_json(out / "metrics.json", metrics)
+        with atomic_write(out / "metrics.md", "w") as f:
+            f.write(metrics_markdown(metrics))
     return dict(metrics, out_dir=str(out))
 
 # %% ../nbs/06_eval.ipynb #0000005e
 def _eval_command(args):
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
-    try: m = evaluate_checkpoint(**vars(args))
+    try:
+        m = evaluate_checkpoint(**vars(args))
     except DatasetNotFoundError as e:
-        raise DatasetNotFoundError(f'{e} [on this command line, root= is --data-root and any other reader argument '
-                                   f'is --dataset-kw KEY=VALUE, e.g. --dataset-kw images_dir=PATH]') from None
+        raise DatasetNotFoundError(
+            f"{e} [on this command line, root= is --data-root and any other reader argument "
+            f"is --dataset-kw KEY=VALUE, e.g. --dataset-kw images_dir=PATH]"
+        ) from None
     print(metrics_markdown(m))
     print(f"wrote metrics.json, metrics.md, embeddings.pt and meta.csv to {m['out_dir']}")
 
-def run_command(args): # the parsed arguments of semclip-eval (semclip.cli)
-    "Run `semclip-eval`; an error is one line on stderr and exit status 2."
-    cli_main(_eval_command, 'semclip-eval', args)
 
-def cli(argv=None): # the arguments (default: sys.argv[1:])
+def run_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
+    "Run `semclip-eval`; an error is one line on stderr and exit status 2."
+    cli_main(_eval_command, "semclip-eval", args)
+
+
+def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-eval` (the same as `semclip.cli.eval_main`)."
     from semclip.cli import eval_main
+
     return eval_main(argv)
 
 # %% ../nbs/06_eval.ipynb #0000005f
-if __name__ == '__main__' and 'get_ipython' not in globals(): cli()   # python -m semclip.eval (never inside a notebook)
+if __name__ == "__main__" and "get_ipython" not in globals():
+    cli()  # python -m semclip.eval (never inside a notebook)

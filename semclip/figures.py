@@ -4,7 +4,10 @@
 
 # %% ../nbs/07_figures.ipynb #00000007
 from __future__ import annotations
-import json, os, re, warnings
+import json
+import os
+import re
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Sequence
@@ -12,14 +15,17 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
 try:
     import matplotlib.pyplot as plt
     from matplotlib.collections import LineCollection
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
     import seaborn as sns
-except ImportError as e:   # a core-only install: say which extra brings the plotting stack
-    raise ImportError(f"semclip.figures needs matplotlib and seaborn ({e.name} is missing): pip install 'semclip[notebooks]'") from None
+except ImportError as e:  # a core-only install: say which extra brings the plotting stack
+    raise ImportError(
+        f"semclip.figures needs matplotlib and seaborn ({e.name} is missing): pip install 'semclip[notebooks]'"
+    ) from None
 from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, check_choice, runs_root
 from .core import ARM_LABELS, ARMS
 
@@ -33,620 +39,971 @@ __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'T
 class RunsNotFoundError(DatasetNotFoundError):
     "A folder holds no `<arm>/seed<N>` runs (a `DatasetNotFoundError`: runs are what figures read)."
 
-def read_jsonl(path) -> list[dict]: # a JSON-lines file such as log.jsonl
+
+def read_jsonl(path) -> list[dict]:  # a JSON-lines file such as log.jsonl
     "The records of a JSON-lines file; a truncated last line (a writer still running) is skipped."
     lines = Path(path).read_text().splitlines()
     out = []
     for i, line in enumerate(lines):
-        if not line.strip(): continue
-        try: rec = json.loads(line)
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
         except json.JSONDecodeError as e:
-            if i == len(lines) - 1: break              # half-written last line
-            raise DataError(f'line {i + 1} is not valid JSON ({e.msg})', file=path) from None
-        if not isinstance(rec, dict): raise DataError(f'line {i + 1} is a JSON {type(rec).__name__}, not an object', file=path)
+            if i == len(lines) - 1:
+                break  # half-written last line
+            raise DataError(f"line {i + 1} is not valid JSON ({e.msg})", file=path) from None
+        if not isinstance(rec, dict):
+            raise DataError(f"line {i + 1} is a JSON {type(rec).__name__}, not an object", file=path)
         out.append(rec)
     return out
 
+
 def _read_json(path):
-    try: return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e: raise DataError(f'not valid JSON ({e.msg}, line {e.lineno})', file=path) from None
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON ({e.msg}, line {e.lineno})", file=path) from None
 
 # %% ../nbs/07_figures.ipynb #0000000c
-EMBEDDING_KINDS = ('image', 'caption', 'paraphrase', 'negation')
+EMBEDDING_KINDS = ("image", "caption", "paraphrase", "negation")
+
 
 def _check_embeddings(e, path) -> dict:
     "`e` as {kind: float32 tensor [n, d]} with one row count and one width, or a DataError naming `path`."
-    if not isinstance(e, dict) or 'image' not in e or 'caption' not in e:
-        raise DataError(f"expected a dict with at least 'image' and 'caption' tensors; got {type(e).__name__}"
-                        + (f' with keys {sorted(e)}' if isinstance(e, dict) else ''), file=path)
+    if not isinstance(e, dict) or "image" not in e or "caption" not in e:
+        raise DataError(
+            f"expected a dict with at least 'image' and 'caption' tensors; got {type(e).__name__}"
+            + (f" with keys {sorted(e)}" if isinstance(e, dict) else ""),
+            file=path,
+        )
     out = {}
     for k in EMBEDDING_KINDS:
-        if k not in e or e[k] is None: continue
+        if k not in e or e[k] is None:
+            continue
         v = torch.as_tensor(e[k])
-        if v.ndim != 2: raise DataError(f'{k!r} has shape {tuple(v.shape)}; expected [n_samples, dim]', file=path)
+        if v.ndim != 2:
+            raise DataError(f"{k!r} has shape {tuple(v.shape)}; expected [n_samples, dim]", file=path)
         out[k] = v.float()
     shapes = {k: tuple(v.shape) for k, v in out.items()}
-    if len(set(shapes.values())) > 1: raise DataError(f'the embeddings differ in shape: {shapes}; expected one row per test sample in each', file=path)
+    if len(set(shapes.values())) > 1:
+        raise DataError(
+            f"the embeddings differ in shape: {shapes}; expected one row per test sample in each", file=path
+        )
     return out
+
 
 class RunFolder:
     "One run folder `<arm>/seed<N>`: its log, metrics and evaluation outputs, each read on first use."
-    def __init__(self, path, # the run folder
-                 arm:str, seed:int): # its arm and seed
+
+    def __init__(
+        self,
+        path,  # the run folder
+        arm: str,
+        seed: int,
+    ):  # its arm and seed
         self.path, self.arm, self.seed = Path(path), arm, seed
+
     def _file(self, rel):
-        p = self.path/rel
+        p = self.path / rel
         return p if p.is_file() else None
+
     @property
-    def checkpoint(self) -> Path|None: return self._file('final.pt')
+    def checkpoint(self) -> Path | None:
+        return self._file("final.pt")
+
     @cached_property
     def log(self) -> pd.DataFrame:
         "log.jsonl as a frame (empty without one); `split` is 'train' or 'val'."
-        p = self._file('log.jsonl')
+        p = self._file("log.jsonl")
         df = pd.DataFrame(read_jsonl(p) if p else [])
-        if len(df) == 0: return pd.DataFrame(columns=['step', 'split'])
-        df['split'] = df['split'].fillna('train') if 'split' in df else 'train'
+        if len(df) == 0:
+            return pd.DataFrame(columns=["step", "split"])
+        df["split"] = df["split"].fillna("train") if "split" in df else "train"
         return df
+
     @cached_property
-    def metrics(self) -> dict|None:
+    def metrics(self) -> dict | None:
         "metrics.json: the final validation metrics of training."
-        p = self._file('metrics.json')
+        p = self._file("metrics.json")
         return _read_json(p) if p else None
+
     @cached_property
-    def params(self) -> dict|None:
+    def params(self) -> dict | None:
         "params.json: the training parameters of the run (dataset, steps, batch size, ...)."
-        p = self._file('params.json')
+        p = self._file("params.json")
         return _read_json(p) if p else None
+
     @cached_property
-    def eval_metrics(self) -> dict|None:
+    def eval_metrics(self) -> dict | None:
         "eval/metrics.json: the test metrics of `semclip.eval.evaluate`."
-        p = self._file('eval/metrics.json')
+        p = self._file("eval/metrics.json")
         return _read_json(p) if p else None
+
     @cached_property
-    def embeddings(self) -> dict|None:
+    def embeddings(self) -> dict | None:
         "eval/embeddings.pt: {'image','caption','paraphrase','negation'} float32 [n, d] (raw, unnormalised)."
-        p = self._file('eval/embeddings.pt')
-        if p is None: return None
-        try: e = torch.load(p, map_location='cpu', weights_only=True)
-        except Exception as err: raise DataError(f'cannot be read as embeddings ({type(err).__name__}: {err})', file=p) from None
+        p = self._file("eval/embeddings.pt")
+        if p is None:
+            return None
+        try:
+            e = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise DataError(f"cannot be read as embeddings ({type(err).__name__}: {err})", file=p) from None
         return _check_embeddings(e, p)
+
     @cached_property
-    def meta(self) -> pd.DataFrame|None:
+    def meta(self) -> pd.DataFrame | None:
         "eval/meta.csv: the test rows, in the order of the embeddings."
-        p = self._file('eval/meta.csv')
+        p = self._file("eval/meta.csv")
         return pd.read_csv(p) if p else None
-    def has(self, what:str) -> bool: # 'log', 'metrics', 'eval_metrics', 'embeddings', 'meta', 'checkpoint' or 'params'
+
+    def has(
+        self, what: str
+    ) -> bool:  # 'log', 'metrics', 'eval_metrics', 'embeddings', 'meta', 'checkpoint' or 'params'
         "Whether the file behind `what` exists (without reading it)."
-        rel = dict(log='log.jsonl', metrics='metrics.json', eval_metrics='eval/metrics.json', embeddings='eval/embeddings.pt',
-                   meta='eval/meta.csv', checkpoint='final.pt', params='params.json')
-        return self._file(rel[check_choice('what', what, rel)]) is not None
-    def __repr__(self): return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
+        rel = dict(
+            log="log.jsonl",
+            metrics="metrics.json",
+            eval_metrics="eval/metrics.json",
+            embeddings="eval/embeddings.pt",
+            meta="eval/meta.csv",
+            checkpoint="final.pt",
+            params="params.json",
+        )
+        return self._file(rel[check_choice("what", what, rel)]) is not None
+
+    def __repr__(self):
+        return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
 
 # %% ../nbs/07_figures.ipynb #0000000e
-_SEED_DIR = re.compile(r'seed(\d+)')
-_RUN_FILES = ('log.jsonl', 'metrics.json', 'eval/metrics.json', 'eval/embeddings.pt')
+_SEED_DIR = re.compile(r"seed(\d+)")
+_RUN_FILES = ("log.jsonl", "metrics.json", "eval/metrics.json", "eval/embeddings.pt")
 
-def arm_order(arms) -> list[str]: # arm names
+
+def arm_order(arms) -> list[str]:  # arm names
     "`arms` sorted as in `semclip.core.ARMS`, unknown names last (alphabetically)."
-    return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), '') if a in ARMS else (len(ARMS), a))
+    return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), "") if a in ARMS else (len(ARMS), a))
+
 
 class Runs(dict):
     "A run grid {arm: {seed: RunFolder}}, with per-arm selections for the figures."
-    def __init__(self, root, runs:dict): super().__init__(runs); self.root = Path(root)
-    def arms(self, what:str|None=None) -> list[str]: # only arms with a run that has this (see `RunFolder.has`)
+
+    def __init__(self, root, runs: dict):
+        super().__init__(runs)
+        self.root = Path(root)
+
+    def arms(self, what: str | None = None) -> list[str]:  # only arms with a run that has this (see `RunFolder.has`)
         "The arms, in `ARMS` order."
         return [a for a, s in self.items() if what is None or any(r.has(what) for r in s.values())]
-    def seed_for(self, what:str='embeddings', # what the runs must have (see `RunFolder.has`)
-                 seed:int|dict|None=None) -> dict: # one seed for all, {arm: seed}, or None: the smallest common seed
+
+    def seed_for(
+        self,
+        what: str = "embeddings",  # what the runs must have (see `RunFolder.has`)
+        seed: int | dict | None = None,
+    ) -> dict:  # one seed for all, {arm: seed}, or None: the smallest common seed
         "{arm: the seed to use} for the arms that have `what`: `seed`, or the smallest seed they all have."
         have = {a: sorted(s for s, r in self[a].items() if r.has(what)) for a in self.arms(what)}
-        if isinstance(seed, dict): return {a: s for a, s in seed.items() if a in have and s in have[a]}
+        if isinstance(seed, dict):
+            return {a: s for a, s in seed.items() if a in have and s in have[a]}
         if seed is not None:
             missing = [a for a, s in have.items() if seed not in s]
-            if missing: raise ConfigError(f"seed={seed} has no {what} for arm(s) {', '.join(missing)} in '{self.root}' "
-                                          f"(they have seeds {', '.join(f'{a}: {have[a]}' for a in missing)})")
+            if missing:
+                raise ConfigError(
+                    f"seed={seed} has no {what} for arm(s) {', '.join(missing)} in '{self.root}' "
+                    f"(they have seeds {', '.join(f'{a}: {have[a]}' for a in missing)})"
+                )
             return {a: seed for a in have}
         common = set.intersection(*map(set, have.values())) if have else set()
         return {a: (min(common) if common else s[0]) for a, s in have.items()}
-    def embeddings(self, seed:int|dict|None=None) -> dict: # see `seed_for`
+
+    def embeddings(self, seed: int | dict | None = None) -> dict:  # see `seed_for`
         "{arm: embeddings} of one seed per arm, checked to hold the same test rows."
-        chosen = self.seed_for('embeddings', seed)
-        if not chosen: raise RunsNotFoundError(f"no run in '{self.root}' has eval/embeddings.pt; evaluate the runs first "
-                                               "(semclip-reproduce does it after training)")
+        chosen = self.seed_for("embeddings", seed)
+        if not chosen:
+            raise RunsNotFoundError(
+                f"no run in '{self.root}' has eval/embeddings.pt; evaluate the runs first "
+                "(semclip-reproduce does it after training)"
+            )
         out = {a: self[a][s].embeddings for a, s in chosen.items()}
-        rows = {a: len(e['image']) for a, e in out.items()}
+        rows = {a: len(e["image"]) for a, e in out.items()}
         if len(set(rows.values())) > 1:
-            raise DataError(f'the arms embedded different numbers of test rows: {rows}; evaluate every arm on the same split',
-                            file=self.root)
+            raise DataError(
+                f"the arms embedded different numbers of test rows: {rows}; evaluate every arm on the same split",
+                file=self.root,
+            )
         return out
-    def eval_metrics(self, seed:int|dict|None=None) -> dict: # see `seed_for`
+
+    def eval_metrics(self, seed: int | dict | None = None) -> dict:  # see `seed_for`
         "{arm: eval/metrics.json} of one seed per arm."
-        return {a: self[a][s].eval_metrics for a, s in self.seed_for('eval_metrics', seed).items()}
-    def meta(self, seed:int|dict|None=None) -> pd.DataFrame|None: # see `seed_for`
+        return {a: self[a][s].eval_metrics for a, s in self.seed_for("eval_metrics", seed).items()}
+
+    def meta(self, seed: int | dict | None = None) -> pd.DataFrame | None:  # see `seed_for`
         "The test rows (eval/meta.csv) of the embeddings, from the first run that has them."
-        for a, s in self.seed_for('embeddings', seed).items():
-            if self[a][s].has('meta'): return self[a][s].meta
+        for a, s in self.seed_for("embeddings", seed).items():
+            if self[a][s].has("meta"):
+                return self[a][s].meta
         return None
-    def describe(self, with_seeds:bool=True) -> str: # False: leave the seeds out (a figure of one seed names it)
+
+    def describe(self, with_seeds: bool = True) -> str:  # False: leave the seeds out (a figure of one seed names it)
         "One line naming the dataset, its settings, the fine-tuning steps and batch and the seeds: the note under every figure."
-        params = [r.params for a, s in self.items() for r in s.values() if r.params and a != 'pretrain']
+        params = [r.params for a, s in self.items() for r in s.values() if r.params and a != "pretrain"]
         parts = []
         if params:
             p0 = params[0]
-            data = str(p0.get('dataset', ''))
-            shares = [p0.get(k) for k in ('pretrain_negation_share', 'finetune_negation_share')]
-            if data == 'synthneg' and None not in shares:
-                data += f' (captions with a negation word: pre-training {100*shares[0]:.0f}%, fine-tuning {100*shares[1]:.0f}%)'
+            data = str(p0.get("dataset", ""))
+            shares = [p0.get(k) for k in ("pretrain_negation_share", "finetune_negation_share")]
+            if data == "synthneg" and None not in shares:
+                data += f" (captions with a negation word: pre-training {100 * shares[0]:.0f}%, fine-tuning {100 * shares[1]:.0f}%)"
             parts.append(data)
-            steps = sorted({p.get('steps') for p in params if p.get('steps')})
-            batch = sorted({p.get('batch_size') for p in params if p.get('batch_size')})
+            steps = sorted({p.get("steps") for p in params if p.get("steps")})
+            batch = sorted({p.get("batch_size") for p in params if p.get("batch_size")})
             if steps and batch:
                 parts.append(f"fine-tuning {'/'.join(map(str, steps))} steps of {'/'.join(map(str, batch))} captions")
         seeds = sorted({seed for s in self.values() for seed in s})
-        if with_seeds: parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
-        return ' \u00b7 '.join(parts)
+        if with_seeds:
+            parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+        return " \u00b7 ".join(parts)
+
     def logs(self) -> dict:
         "{arm: {seed: log frame}} of every run with a log."
-        return {a: {s: r.log for s, r in seeds.items() if r.has('log')} for a, seeds in self.items() if a in self.arms('log')}
-    def __repr__(self):
-        return f"Runs('{self.root}': " + ', '.join(f'{a} (seeds {sorted(s)})' for a, s in self.items()) + ')'
+        return {
+            a: {s: r.log for s, r in seeds.items() if r.has("log")}
+            for a, seeds in self.items()
+            if a in self.arms("log")
+        }
 
-def _scan(root:Path) -> dict:
+    def __repr__(self):
+        return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
+
+
+def _scan(root: Path) -> dict:
     found = {}
-    if not root.is_dir(): return found
+    if not root.is_dir():
+        return found
     for arm_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for d in sorted(arm_dir.iterdir()):
             m = _SEED_DIR.fullmatch(d.name)
-            if m and d.is_dir() and any((d/f).is_file() for f in _RUN_FILES):
+            if m and d.is_dir() and any((d / f).is_file() for f in _RUN_FILES):
                 found.setdefault(arm_dir.name, {})[int(m[1])] = RunFolder(d, arm_dir.name, int(m[1]))
     return {a: dict(sorted(found[a].items())) for a in arm_order(found)}
 
-def has_runs(runs_dir, # a folder of <arm>/seed<N> runs
-             what:str|None=None) -> bool: # also require this of some run (see `RunFolder.has`), e.g. 'embeddings'
+
+def has_runs(
+    runs_dir,  # a folder of <arm>/seed<N> runs
+    what: str | None = None,
+) -> bool:  # also require this of some run (see `RunFolder.has`), e.g. 'embeddings'
     "Whether `runs_dir` holds runs (reads no file)."
     runs = _scan(Path(runs_dir).expanduser())
     return bool(runs) and (what is None or any(r.has(what) for s in runs.values() for r in s.values()))
 
-def load_runs(runs_dir=None) -> Runs: # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
+
+def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
     "Discover the runs under `runs_dir`; files are read when first used."
-    root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root()/'synthneg'
+    root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root() / "synthneg"
     runs = _scan(root)
     if not runs:
-        why = 'no such folder' if not root.exists() else 'it has no <arm>/seed<N>/ folders with a log.jsonl or eval/ outputs'
-        raise RunsNotFoundError(f"no runs found in '{root}' ({why}). Make them with `semclip-reproduce` (nbs/08_reproduce.ipynb), "
-                                "or point runs_dir (or $SEMCLIP_RUNS) at the folder that holds them")
+        why = (
+            "no such folder"
+            if not root.exists()
+            else "it has no <arm>/seed<N>/ folders with a log.jsonl or eval/ outputs"
+        )
+        raise RunsNotFoundError(
+            f"no runs found in '{root}' ({why}). Make them with `semclip-reproduce` (nbs/08_reproduce.ipynb), "
+            "or point runs_dir (or $SEMCLIP_RUNS) at the folder that holds them"
+        )
     return Runs(root, runs)
 
 # %% ../nbs/07_figures.ipynb #00000016
-def arm_colors(arms) -> dict: # arm names
+def arm_colors(arms) -> dict:  # arm names
     "{arm: RGB}: pretrain grey, the others a colour-blind-safe palette in `ARMS` order."
-    pal = [c for i, c in enumerate(sns.color_palette('colorblind', 10)) if i != 7]   # 7 is the palette's grey
-    extra = iter(sns.color_palette('husl', max(1, len(arms))))
+    pal = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]  # 7 is the palette's grey
+    extra = iter(sns.color_palette("husl", max(1, len(arms))))
     out = {}
     for a in arms:
-        if a == 'pretrain': out[a] = (0.45, 0.45, 0.45)
-        elif a in ARMS and ARMS.index(a) - 1 < len(pal): out[a] = pal[ARMS.index(a) - 1]
-        else: out[a] = next(extra)
+        if a == "pretrain":
+            out[a] = (0.45, 0.45, 0.45)
+        elif a in ARMS and ARMS.index(a) - 1 < len(pal):
+            out[a] = pal[ARMS.index(a) - 1]
+        else:
+            out[a] = next(extra)
     return out
 
 # %% ../nbs/07_figures.ipynb #00000019
-def arm_label(arm:str, # an arm id such as 'semclip_img'
-              labels:dict|None=None) -> str: # arm -> name; None: `semclip.core.ARM_LABELS`
+def arm_label(
+    arm: str,  # an arm id such as 'semclip_img'
+    labels: dict | None = None,
+) -> str:  # arm -> name; None: `semclip.core.ARM_LABELS`
     "The name tables and figures show for `arm` (the id itself when it has none)."
     return (ARM_LABELS if labels is None else labels).get(arm, arm)
 
-def add_note(fig, # a matplotlib Figure
-             note:str|None, # e.g. `Runs.describe()`; None or '': nothing
-             legend=None): # the figure's legend at its foot: the note becomes its title; None: under the figure
+
+def add_note(
+    fig,  # a matplotlib Figure
+    note: str | None,  # e.g. `Runs.describe()`; None or '': nothing
+    legend=None,
+):  # the figure's legend at its foot: the note becomes its title; None: under the figure
     "Write `note` in small grey type under the figure, or as the title of a legend that sits at its foot."
-    if not note: return fig
-    if legend is None: fig.text(0.01, 0, note, fontsize=7.5, color='0.35', ha='left', va='top')
-    else:   # a text under a foot legend would collide with it in `save_figure`'s tight bounding box
+    if not note:
+        return fig
+    if legend is None:
+        fig.text(0.01, 0, note, fontsize=7.5, color="0.35", ha="left", va="top")
+    else:  # a text under a foot legend would collide with it in `save_figure`'s tight bounding box
         legend.set_title(note, prop=dict(size=7.5))
-        legend.get_title().set_color('0.35')
+        legend.get_title().set_color("0.35")
     return fig
 
 # %% ../nbs/07_figures.ipynb #0000001c
-def select_samples(n_rows:int, # rows to choose from
-                   n:int=40, # how many to choose (all rows if n >= n_rows)
-                   seed:int=0, # the choice is a function of the seed alone
-                   groups=None) -> np.ndarray: # a label per row (e.g. neg_type): take from each group in turn
+def select_samples(
+    n_rows: int,  # rows to choose from
+    n: int = 40,  # how many to choose (all rows if n >= n_rows)
+    seed: int = 0,  # the choice is a function of the seed alone
+    groups=None,
+) -> np.ndarray:  # a label per row (e.g. neg_type): take from each group in turn
     "Sorted row indices of `n` samples, chosen deterministically and evenly over `groups`."
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1: raise ConfigError(f'n={n!r} must be a positive int')
-    if n >= n_rows: return np.arange(n_rows)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ConfigError(f"n={n!r} must be a positive int")
+    if n >= n_rows:
+        return np.arange(n_rows)
     rng = np.random.default_rng(seed)
-    if groups is None: return np.sort(rng.permutation(n_rows)[:n])
-    g = pd.Series(list(groups), dtype=object).fillna('(none)').astype(str).to_numpy()
-    if len(g) != n_rows: raise ConfigError(f'groups has {len(g)} labels for {n_rows} rows')
+    if groups is None:
+        return np.sort(rng.permutation(n_rows)[:n])
+    g = pd.Series(list(groups), dtype=object).fillna("(none)").astype(str).to_numpy()
+    if len(g) != n_rows:
+        raise ConfigError(f"groups has {len(g)} labels for {n_rows} rows")
     queues = [list(rng.permutation(np.flatnonzero(g == k))) for k in sorted(set(g))]
     out = []
     while len(out) < n:
         for q in queues:
-            if q and len(out) < n: out.append(q.pop(0))
+            if q and len(out) < n:
+                out.append(q.pop(0))
     return np.sort(np.array(out))
 
 # %% ../nbs/07_figures.ipynb #0000001f
-KIND_STYLE = dict(   # marker, colour and size per kind of embedding
-    image=dict(marker='s', color='#4a4a4a', s=30, label='image', hollow=True),   # hollow: texts on top stay visible
-    caption=dict(marker='o', color='#1f5fbf', s=18, label='caption'),
-    paraphrase=dict(marker='^', color='#1a9641', s=20, label='paraphrase'),
-    negation=dict(marker='X', color='#d7191c', s=22, label='negation'))
+KIND_STYLE = dict(  # marker, colour and size per kind of embedding
+    image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
+    caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
+    paraphrase=dict(marker="^", color="#1a9641", s=20, label="paraphrase"),
+    negation=dict(marker="X", color="#d7191c", s=22, label="negation"),
+)
+
 
 def _kinds(embeddings_by_arm, kinds):
     have = [k for k in kinds if all(k in e for e in embeddings_by_arm.values())]
-    if 'caption' not in have: raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
+    if "caption" not in have:
+        raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-def umap_layout(embeddings_by_arm:dict, # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
-                rows, # the row indices to place
-                kinds:Sequence[str]=EMBEDDING_KINDS, # which embeddings (those missing in some arm are left out)
-                seed:int=0, # UMAP random_state
-                n_neighbors:int=15, # UMAP neighbourhood size (capped at the number of distinct points - 1)
-                min_dist:float=0.3, # UMAP minimum distance between points in the map
-                n_epochs:int|None=None) -> pd.DataFrame: # UMAP optimisation epochs; None: UMAP's default (500 for small data)
+
+def umap_layout(
+    embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
+    rows,  # the row indices to place
+    kinds: Sequence[str] = EMBEDDING_KINDS,  # which embeddings (those missing in some arm are left out)
+    seed: int = 0,  # UMAP random_state
+    n_neighbors: int = 15,  # UMAP neighbourhood size (capped at the number of distinct points - 1)
+    min_dist: float = 0.3,  # UMAP minimum distance between points in the map
+    n_epochs: int | None = None,
+) -> pd.DataFrame:  # UMAP optimisation epochs; None: UMAP's default (500 for small data)
     "A joint 2-D UMAP (cosine, on normalised embeddings) of `rows` of every arm and kind: frame of arm, kind, row, x, y."
-    if not embeddings_by_arm: raise ConfigError('embeddings_by_arm is empty')
+    if not embeddings_by_arm:
+        raise ConfigError("embeddings_by_arm is empty")
     kinds, rows = _kinds(embeddings_by_arm, kinds), np.asarray(rows, dtype=int)
-    dims = {a: e['caption'].shape[1] for a, e in embeddings_by_arm.items()}
-    if len(set(dims.values())) > 1: raise ConfigError(f'the arms have different embedding widths {dims}; one map needs one space')
+    dims = {a: e["caption"].shape[1] for a, e in embeddings_by_arm.items()}
+    if len(set(dims.values())) > 1:
+        raise ConfigError(f"the arms have different embedding widths {dims}; one map needs one space")
     blocks, keys = [], []
     for a, e in embeddings_by_arm.items():
         for k in kinds:
             blocks.append(F.normalize(torch.as_tensor(e[k])[torch.as_tensor(rows)].double(), dim=-1).numpy())
             keys.append(pd.DataFrame(dict(arm=a, kind=k, row=rows)))
     X = np.concatenate(blocks)
-    uniq, inv = np.unique(X.round(6), axis=0, return_inverse=True)      # frozen towers repeat points: fit each once
-    if len(uniq) < 4: raise ConfigError(f'only {len(uniq)} distinct points to map; choose more rows')
-    import umap                                                          # slow first import (numba)
+    uniq, inv = np.unique(X.round(6), axis=0, return_inverse=True)  # frozen towers repeat points: fit each once
+    if len(uniq) < 4:
+        raise ConfigError(f"only {len(uniq)} distinct points to map; choose more rows")
+    import umap  # slow first import (numba)
+
     with warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='.*(n_jobs|random_state|disconnected|not connected).*')
-        reducer = umap.UMAP(n_components=2, metric='cosine', n_neighbors=min(n_neighbors, len(uniq) - 1), min_dist=min_dist,
-                            n_epochs=n_epochs, random_state=seed, low_memory=True, init='spectral', verbose=False)
+        warnings.filterwarnings("ignore", message=".*(n_jobs|random_state|disconnected|not connected).*")
+        reducer = umap.UMAP(
+            n_components=2,
+            metric="cosine",
+            n_neighbors=min(n_neighbors, len(uniq) - 1),
+            min_dist=min_dist,
+            n_epochs=n_epochs,
+            random_state=seed,
+            low_memory=True,
+            init="spectral",
+            verbose=False,
+        )
         Y = reducer.fit_transform(uniq.astype(np.float32))[inv.ravel()]
     df = pd.concat(keys, ignore_index=True)
-    df['x'], df['y'] = Y[:, 0].astype(float), Y[:, 1].astype(float)
+    df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
 # %% ../nbs/07_figures.ipynb #00000023
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
-    if m.get('neg_acc') is not None: return float(m['neg_acc'])
-    if 'negation' not in e: return None
+    if m.get("neg_acc") is not None:
+        return float(m["neg_acc"])
+    if "negation" not in e:
+        return None
     from semclip.eval import negation_accuracy
-    return negation_accuracy(e['image'], e['caption'], e['negation'])['neg_acc']
 
-def _cos_caption_negation(e) -> float|None:
+    return negation_accuracy(e["image"], e["caption"], e["negation"])["neg_acc"]
+
+
+def _cos_caption_negation(e) -> float | None:
     "Mean cosine of each caption with its negation: how far fine-tuning moved the negations (in the model's space)."
-    if 'negation' not in e: return None
-    return float(F.cosine_similarity(torch.as_tensor(e['caption']).double(), torch.as_tensor(e['negation']).double(), dim=-1).mean())
+    if "negation" not in e:
+        return None
+    return float(
+        F.cosine_similarity(
+            torch.as_tensor(e["caption"]).double(), torch.as_tensor(e["negation"]).double(), dim=-1
+        ).mean()
+    )
+
 
 def _title(name, acc, cos=None):
-    lines = [name] + ([f'orig. > negation: {acc:.1%}'] if acc is not None else [])
-    if cos is not None: lines[-1] += f', cos(caption, negation) {cos:.2f}'
-    return '\n'.join(lines)
+    lines = [name] + ([f"orig. > negation: {acc:.1%}"] if acc is not None else [])
+    if cos is not None:
+        lines[-1] += f", cos(caption, negation) {cos:.2f}"
+    return "\n".join(lines)
+
 
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
     nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows + bottom), squeeze=False, **kw)
-    for ax in axes.flat[n_panels:]: ax.set_visible(False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_size * ncols, panel_size * nrows + bottom), squeeze=False, **kw
+    )
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-def umap_shift_figure(embeddings_by_arm:dict, # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
-                      n:int=40, # test samples to draw
-                      seed:int=0, # the sample choice and UMAP random_state
-                      meta:pd.DataFrame|None=None, # the test rows (eval/meta.csv): samples spread over `group_column`
-                      metrics_by_arm:dict|None=None, # {arm: eval metrics}: neg_acc in the titles (else computed)
-                      arms:Sequence[str]|None=None, # panels, in order; None: every arm, pretrain first
-                      group_column:str='neg_type', # the column of `meta` to spread the samples over
-                      n_neighbors:int=15, min_dist:float=0.3, # UMAP settings
-                      n_epochs:int|None=None, # UMAP epochs; None: UMAP's default
-                      ncols:int|None=None, # panels per row; None: up to 4
-                      panel_size:float=3.2, # inches per panel
-                      labels:dict|None=None, # arm -> panel title; None: `semclip.core.ARM_LABELS`
-                      note:str|None=None): # under the figure: dataset, settings, seed (`Runs.describe`)
+
+def umap_shift_figure(
+    embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
+    n: int = 40,  # test samples to draw
+    seed: int = 0,  # the sample choice and UMAP random_state
+    meta: pd.DataFrame | None = None,  # the test rows (eval/meta.csv): samples spread over `group_column`
+    metrics_by_arm: dict | None = None,  # {arm: eval metrics}: neg_acc in the titles (else computed)
+    arms: Sequence[str] | None = None,  # panels, in order; None: every arm, pretrain first
+    group_column: str = "neg_type",  # the column of `meta` to spread the samples over
+    n_neighbors: int = 15,
+    min_dist: float = 0.3,  # UMAP settings
+    n_epochs: int | None = None,  # UMAP epochs; None: UMAP's default
+    ncols: int | None = None,  # panels per row; None: up to 4
+    panel_size: float = 3.2,  # inches per panel
+    labels: dict | None = None,  # arm -> panel title; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,
+):  # under the figure: dataset, settings, seed (`Runs.describe`)
     "Joint UMAP of image, caption, paraphrase and negation embeddings of the same samples, one panel per model."
     arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
     missing = [a for a in arms if a not in embeddings_by_arm]
-    if missing: raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
+    if missing:
+        raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
     emb = {a: embeddings_by_arm[a] for a in arms}
-    n_rows = len(next(iter(emb.values()))['caption'])
+    n_rows = len(next(iter(emb.values()))["caption"])
     groups = meta[group_column] if meta is not None and group_column in meta else None
-    if meta is not None and len(meta) != n_rows: raise ConfigError(f'meta has {len(meta)} rows for {n_rows} embedded samples')
+    if meta is not None and len(meta) != n_rows:
+        raise ConfigError(f"meta has {len(meta)} rows for {n_rows} embedded samples")
     rows = select_samples(n_rows, n, seed, groups)
     lay = umap_layout(emb, rows, seed=seed, n_neighbors=n_neighbors, min_dist=min_dist, n_epochs=n_epochs)
     kinds = list(dict.fromkeys(lay.kind))
-    n_handles = len(kinds) + sum(k in kinds for k in ('paraphrase', 'negation'))
+    n_handles = len(kinds) + sum(k in kinds for k in ("paraphrase", "negation"))
     cols = ncols or min(len(arms), 3 if len(arms) in (5, 6, 9) else 4)
     leg_cols = n_handles if panel_size * cols >= 8 else 3
     leg_rows = -(-n_handles // leg_cols)
     fig, axes, ncols = _grid(len(arms), cols, panel_size, bottom=0.35 + 0.3 * leg_rows, sharex=True, sharey=True)
     for i, (ax, arm) in enumerate(zip(axes, arms)):
-        p = lay[lay.arm == arm].pivot(index='row', columns='kind', values=['x', 'y'])
-        cap = np.c_[p['x']['caption'], p['y']['caption']]
-        for k, colour in (('paraphrase', KIND_STYLE['paraphrase']['color']), ('negation', KIND_STYLE['negation']['color'])):
+        p = lay[lay.arm == arm].pivot(index="row", columns="kind", values=["x", "y"])
+        cap = np.c_[p["x"]["caption"], p["y"]["caption"]]
+        for k, colour in (
+            ("paraphrase", KIND_STYLE["paraphrase"]["color"]),
+            ("negation", KIND_STYLE["negation"]["color"]),
+        ):
             if k in kinds:
-                segs = np.stack([cap, np.c_[p['x'][k], p['y'][k]]], axis=1)
+                segs = np.stack([cap, np.c_[p["x"][k], p["y"][k]]], axis=1)
                 ax.add_collection(LineCollection(segs, colors=[colour], linewidths=0.5, alpha=0.45, zorder=1))
         for k in kinds:
             st = KIND_STYLE[k]
-            paint = dict(facecolors='none', edgecolors=[st['color']], linewidths=0.9) if st.get('hollow') else dict(c=[st['color']], linewidths=0)
-            ax.scatter(p['x'][k], p['y'][k], marker=st['marker'], s=st['s'], alpha=0.9, zorder=2 if st.get('hollow') else 3, **paint)
-        ax.set_title(_title(arm_label(arm, labels), _neg_acc(arm, emb[arm], metrics_by_arm), _cos_caption_negation(emb[arm])),
-                     fontsize=9)
-        ax.set_xticks([]); ax.set_yticks([])
-        if i + ncols >= len(arms): ax.set_xlabel('UMAP 1')         # the lowest panel of its column
-        if i % ncols == 0: ax.set_ylabel('UMAP 2')
-    handles = [Line2D([], [], ls='', marker=KIND_STYLE[k]['marker'], color=KIND_STYLE[k]['color'], markersize=7, label=k,
-                      markerfacecolor='none' if KIND_STYLE[k].get('hollow') else KIND_STYLE[k]['color']) for k in kinds]
-    handles += [Line2D([], [], color=KIND_STYLE[k]['color'], lw=1.5, label=f'caption \u2192 {k}') for k in ('paraphrase', 'negation') if k in kinds]
-    fig.legend(handles=handles, loc='lower center', ncol=leg_cols, frameon=False, fontsize=10)
-    fig.suptitle(f'Embedding shift: {len(rows)} test samples, one joint UMAP (cosine) for all panels', fontsize=12)
+            paint = (
+                dict(facecolors="none", edgecolors=[st["color"]], linewidths=0.9)
+                if st.get("hollow")
+                else dict(c=[st["color"]], linewidths=0)
+            )
+            ax.scatter(
+                p["x"][k],
+                p["y"][k],
+                marker=st["marker"],
+                s=st["s"],
+                alpha=0.9,
+                zorder=2 if st.get("hollow") else 3,
+                **paint,
+            )
+        ax.set_title(
+            _title(arm_label(arm, labels), _neg_acc(arm, emb[arm], metrics_by_arm), _cos_caption_negation(emb[arm])),
+            fontsize=9,
+        )
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i + ncols >= len(arms):
+            ax.set_xlabel("UMAP 1")  # the lowest panel of its column
+        if i % ncols == 0:
+            ax.set_ylabel("UMAP 2")
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=KIND_STYLE[k]["marker"],
+            color=KIND_STYLE[k]["color"],
+            markersize=7,
+            label=k,
+            markerfacecolor="none" if KIND_STYLE[k].get("hollow") else KIND_STYLE[k]["color"],
+        )
+        for k in kinds
+    ]
+    handles += [
+        Line2D([], [], color=KIND_STYLE[k]["color"], lw=1.5, label=f"caption \u2192 {k}")
+        for k in ("paraphrase", "negation")
+        if k in kinds
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=leg_cols, frameon=False, fontsize=10)
+    fig.suptitle(f"Embedding shift: {len(rows)} test samples, one joint UMAP (cosine) for all panels", fontsize=12)
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
 # %% ../nbs/07_figures.ipynb #00000026
-def gap_summary(embeddings_by_arm:dict) -> pd.DataFrame: # {arm: embeddings with 'image', 'caption', 'negation'}
+def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
+
     rows = []
     for a, e in embeddings_by_arm.items():
-        if 'negation' not in e: raise ConfigError(f"arm {a!r} has no 'negation' embeddings: the gap needs them")
-        g = gap_distribution(e['image'], e['caption'], e['negation'])
-        rows.append(dict(arm=a, share_pos=float((g > 0).mean()), mean=float(g.mean()), median=float(np.median(g)), n=len(g)))
-    return pd.DataFrame(rows).set_index('arm')
+        if "negation" not in e:
+            raise ConfigError(f"arm {a!r} has no 'negation' embeddings: the gap needs them")
+        g = gap_distribution(e["image"], e["caption"], e["negation"])
+        rows.append(
+            dict(arm=a, share_pos=float((g > 0).mean()), mean=float(g.mean()), median=float(np.median(g)), n=len(g))
+        )
+    return pd.DataFrame(rows).set_index("arm")
 
-def gap_figure(embeddings_by_arm:dict, # {arm: embeddings with 'image', 'caption', 'negation'}
-               arms:Sequence[str]|None=None, # rows, in order; None: every arm, pretrain first
-               width:float=10.0, # figure width in inches
-               labels:dict|None=None, # arm -> row name; None: `semclip.core.ARM_LABELS`
-               note:str|None=None): # under the figure: dataset, settings, seed (`Runs.describe`)
+
+def gap_figure(
+    embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
+    arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
+    width: float = 10.0,  # figure width in inches
+    labels: dict | None = None,  # arm -> row name; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,
+):  # under the figure: dataset, settings, seed (`Runs.describe`)
     "Violins of cos(image, caption) - cos(image, negation) per arm, with the share > 0 annotated."
     from semclip.eval import gap_distribution
+
     arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
     missing = [a for a in arms if a not in embeddings_by_arm]
-    if missing: raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
+    if missing:
+        raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
     summ = gap_summary({a: embeddings_by_arm[a] for a in arms})
     names = [arm_label(a, labels) for a in arms]
-    df = pd.concat([pd.DataFrame(dict(arm=name, gap=gap_distribution(*(embeddings_by_arm[a][k] for k in ('image', 'caption', 'negation')))))
-                    for a, name in zip(arms, names)], ignore_index=True)
+    df = pd.concat(
+        [
+            pd.DataFrame(
+                dict(
+                    arm=name, gap=gap_distribution(*(embeddings_by_arm[a][k] for k in ("image", "caption", "negation")))
+                )
+            )
+            for a, name in zip(arms, names)
+        ],
+        ignore_index=True,
+    )
     fig, ax = plt.subplots(figsize=(width, 0.75 * len(arms) + 1.4))
     palette = {name: colour for name, colour in zip(names, arm_colors(arms).values())}
-    sns.violinplot(df, x='gap', y='arm', hue='arm', order=names, hue_order=names, palette=palette, orient='h', cut=0,
-                   inner='quartile', density_norm='width', linewidth=0.8, legend=False, ax=ax)
-    ax.axvline(0, color='black', lw=1, ls='--', zorder=0)
+    sns.violinplot(
+        df,
+        x="gap",
+        y="arm",
+        hue="arm",
+        order=names,
+        hue_order=names,
+        palette=palette,
+        orient="h",
+        cut=0,
+        inner="quartile",
+        density_norm="width",
+        linewidth=0.8,
+        legend=False,
+        ax=ax,
+    )
+    ax.axvline(0, color="black", lw=1, ls="--", zorder=0)
     for i, a in enumerate(arms):
-        ax.text(1.01, i, f"{summ.loc[a, 'share_pos']:.1%} > 0", transform=ax.get_yaxis_transform(), va='center', ha='left', fontsize=10)
-    ax.set_xlabel('gap = cos(image, caption) \u2212 cos(image, negation)   (> 0: caption wins)')
-    ax.set_ylabel('')
-    ax.set_title(f'Negation gap per test sample ({summ.n.iloc[0]} samples)\nshare > 0 = original-over-negation accuracy', fontsize=10)
+        ax.text(
+            1.01,
+            i,
+            f"{summ.loc[a, 'share_pos']:.1%} > 0",
+            transform=ax.get_yaxis_transform(),
+            va="center",
+            ha="left",
+            fontsize=10,
+        )
+    ax.set_xlabel("gap = cos(image, caption) \u2212 cos(image, negation)   (> 0: caption wins)")
+    ax.set_ylabel("")
+    ax.set_title(
+        f"Negation gap per test sample ({summ.n.iloc[0]} samples)\nshare > 0 = original-over-negation accuracy",
+        fontsize=10,
+    )
     fig.tight_layout()
     return add_note(fig, note)
 
 # %% ../nbs/07_figures.ipynb #0000002a
-CURVE_LABELS = dict(   # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
-    contrastive=('contrastive (CLIP) term', 'loss term'), paraphrase=('paraphrase term', 'loss term'),
-    negation=('negation term', 'loss term'), image_margin=('image-margin term', 'loss term'),
-    image_to_text=('hard negatives, image\u2192text term', 'loss term'), text_to_image=('text\u2192image term', 'loss term'),
-    distractor_to_negation=('distractor\u2192negation term', 'loss term'), loss=('total loss (differs per arm)', 'loss'),
-    neg_acc=('val. original-over-negation', 'accuracy (%)'), t2i_top1=('val. text\u2192image top-1', 'top-1 (%)'))
-_PERCENT = ('neg_acc', 't2i_top1')
+CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
+    contrastive=("contrastive (CLIP) term", "loss term"),
+    paraphrase=("paraphrase term", "loss term"),
+    negation=("negation term", "loss term"),
+    image_margin=("image-margin term", "loss term"),
+    image_to_text=("hard negatives, image\u2192text term", "loss term"),
+    text_to_image=("text\u2192image term", "loss term"),
+    distractor_to_negation=("distractor\u2192negation term", "loss term"),
+    loss=("total loss (differs per arm)", "loss"),
+    neg_acc=("val. original-over-negation", "accuracy (%)"),
+    t2i_top1=("val. text\u2192image top-1", "top-1 (%)"),
+)
+_PERCENT = ("neg_acc", "t2i_top1")
 
-def curve_frame(logs_by_arm:dict) -> pd.DataFrame: # {arm: {seed: log}} or {arm: log}; a log is a frame or a list of records
+
+def curve_frame(
+    logs_by_arm: dict,
+) -> pd.DataFrame:  # {arm: {seed: log}} or {arm: log}; a log is a frame or a list of records
     "All log records in one long frame: arm, seed, split, step, metric, value."
     parts = []
     for arm, logs in logs_by_arm.items():
-        if isinstance(logs, (pd.DataFrame, list)): logs = {0: logs}
+        if isinstance(logs, (pd.DataFrame, list)):
+            logs = {0: logs}
         for seed, log in logs.items():
             df = pd.DataFrame(log).copy()
-            if len(df) == 0: continue
-            if 'step' not in df: raise ConfigError(f"the log of arm {arm!r}, seed {seed} has no 'step' field")
-            df['split'] = df['split'].fillna('train') if 'split' in df else 'train'
-            num = [c for c in df.columns if c not in ('step', 'split', 'seed') and pd.api.types.is_numeric_dtype(df[c])]
-            long = df.melt(id_vars=['step', 'split'], value_vars=num, var_name='metric').dropna(subset=['value'])
-            long = long.drop_duplicates(['split', 'step', 'metric'], keep='last')     # a resumed run may log a step twice
+            if len(df) == 0:
+                continue
+            if "step" not in df:
+                raise ConfigError(f"the log of arm {arm!r}, seed {seed} has no 'step' field")
+            df["split"] = df["split"].fillna("train") if "split" in df else "train"
+            num = [c for c in df.columns if c not in ("step", "split", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+            long = df.melt(id_vars=["step", "split"], value_vars=num, var_name="metric").dropna(subset=["value"])
+            long = long.drop_duplicates(["split", "step", "metric"], keep="last")  # a resumed run may log a step twice
             parts.append(long.assign(arm=arm, seed=seed))
-    if not parts: return pd.DataFrame(columns=['arm', 'seed', 'split', 'step', 'metric', 'value'])
-    return pd.concat(parts, ignore_index=True)[['arm', 'seed', 'split', 'step', 'metric', 'value']]
+    if not parts:
+        return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
+    return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-def curve_stats(frame:pd.DataFrame, # from `curve_frame`
-                metric:str, split:str, # e.g. ('loss', 'train') or ('neg_acc', 'val')
-                smooth:int=1) -> pd.DataFrame: # moving-average window (in records) applied per seed first
+
+def curve_stats(
+    frame: pd.DataFrame,  # from `curve_frame`
+    metric: str,
+    split: str,  # e.g. ('loss', 'train') or ('neg_acc', 'val')
+    smooth: int = 1,
+) -> pd.DataFrame:  # moving-average window (in records) applied per seed first
     "Per arm and step: mean, std over seeds and the number of seeds."
     d = frame[(frame.metric == metric) & (frame.split == split)]
     out = []
-    for arm, g in d.groupby('arm', sort=False):
-        w = g.pivot_table(index='step', columns='seed', values='value', aggfunc='last').sort_index()
-        if smooth > 1: w = w.rolling(smooth, min_periods=1).mean()
-        out.append(pd.DataFrame(dict(arm=arm, step=w.index, mean=w.mean(axis=1).to_numpy(), std=w.std(axis=1).to_numpy(),
-                                     n=w.notna().sum(axis=1).to_numpy())))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=['arm', 'step', 'mean', 'std', 'n'])
+    for arm, g in d.groupby("arm", sort=False):
+        w = g.pivot_table(index="step", columns="seed", values="value", aggfunc="last").sort_index()
+        if smooth > 1:
+            w = w.rolling(smooth, min_periods=1).mean()
+        out.append(
+            pd.DataFrame(
+                dict(
+                    arm=arm,
+                    step=w.index,
+                    mean=w.mean(axis=1).to_numpy(),
+                    std=w.std(axis=1).to_numpy(),
+                    n=w.notna().sum(axis=1).to_numpy(),
+                )
+            )
+        )
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-def _curve_panels(frame:pd.DataFrame) -> list[tuple]:
+
+def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
-    terms = [(m, 'train') for m in CURVE_LABELS if m != 'loss' and m not in _PERCENT and (m, 'train') in have]
-    total = [('loss', 'train')] if ('loss', 'train') in have else []
-    return (terms or total) + [(m, 'val') for m in _PERCENT if (m, 'val') in have]
+    terms = [(m, "train") for m in CURVE_LABELS if m != "loss" and m not in _PERCENT and (m, "train") in have]
+    total = [("loss", "train")] if ("loss", "train") in have else []
+    return (terms or total) + [(m, "val") for m in _PERCENT if (m, "val") in have]
+
 
 def _draw_curves(ax, st, arms, names, colors, split, metric):
     "One panel: per arm the mean over seeds vs step, with a ±1 s.d. band where there are several seeds."
     scale = 100 if metric in _PERCENT else 1
     for arm in arms:
         g = st[st.arm == arm]
-        if len(g) == 0: continue
-        ax.plot(g.step, scale*g['mean'], color=colors[arm], lw=1.4, marker='o' if split == 'val' else None, markersize=3,
-                label=names[arm])
+        if len(g) == 0:
+            continue
+        ax.plot(
+            g.step,
+            scale * g["mean"],
+            color=colors[arm],
+            lw=1.4,
+            marker="o" if split == "val" else None,
+            markersize=3,
+            label=names[arm],
+        )
         band = g[g.n > 1]
         if len(band):
-            ax.fill_between(band.step, scale*(band['mean'] - band['std']), scale*(band['mean'] + band['std']),
-                            color=colors[arm], alpha=0.18, lw=0)
+            ax.fill_between(
+                band.step,
+                scale * (band["mean"] - band["std"]),
+                scale * (band["mean"] + band["std"]),
+                color=colors[arm],
+                alpha=0.18,
+                lw=0,
+            )
 
-def curves_figure(logs_by_arm:dict, # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
-                  arms:Sequence[str]|None=None, # lines, in order; None: every arm but pretrain (unless it is alone)
-                  panels:Sequence[tuple]|None=None, # (metric, split) per panel; None: each loss term, then neg_acc, t2i_top1
-                  smooth:int|None=None, # moving-average window of training records; None: about 1/20 of the run
-                  width:float=11.0, # figure width in inches
-                  labels:dict|None=None, # arm -> legend name; None: `semclip.core.ARM_LABELS`
-                  note:str|None=None): # under the figure: dataset, settings, seeds (`Runs.describe`)
+
+def curves_figure(
+    logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
+    arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
+    panels: Sequence[tuple] | None = None,  # (metric, split) per panel; None: each loss term, then neg_acc, t2i_top1
+    smooth: int | None = None,  # moving-average window of training records; None: about 1/20 of the run
+    width: float = 11.0,  # figure width in inches
+    labels: dict | None = None,  # arm -> legend name; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,
+):  # under the figure: dataset, settings, seeds (`Runs.describe`)
     "Each loss term and the validation metrics per arm vs step, one panel each; mean over seeds with a ±1 s.d. band."
     frame = curve_frame(logs_by_arm)
     if arms is None:
         arms = arm_order(frame.arm.unique())
-        if len(arms) > 1: arms = [a for a in arms if a != 'pretrain']
-    else: arms = list(arms)
+        if len(arms) > 1:
+            arms = [a for a in arms if a != "pretrain"]
+    else:
+        arms = list(arms)
     missing = [a for a in arms if a not in set(frame.arm)]
-    if missing: raise ConfigError(f"arms {missing} have no log records; available: {sorted(set(frame.arm))}")
-    start = {}   # fine-tuning starts from pretrain: its final validation values are the reference lines
-    if 'pretrain' not in arms and 'pretrain' in set(frame.arm):
-        pv = frame[(frame.arm == 'pretrain') & (frame.split == 'val')].sort_values('step')
-        start = pv.groupby(['metric', 'seed']).value.last().groupby('metric').mean().to_dict()
+    if missing:
+        raise ConfigError(f"arms {missing} have no log records; available: {sorted(set(frame.arm))}")
+    start = {}  # fine-tuning starts from pretrain: its final validation values are the reference lines
+    if "pretrain" not in arms and "pretrain" in set(frame.arm):
+        pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
+        start = pv.groupby(["metric", "seed"]).value.last().groupby("metric").mean().to_dict()
     frame = frame[frame.arm.isin(arms)]
-    panels = _curve_panels(frame) if panels is None else [(m, s) for m, s in panels if ((frame.metric == m) & (frame.split == s)).any()]
-    if not panels: raise DataError('the logs hold none of the metrics to draw (loss terms, neg_acc, t2i_top1)')
-    colors, seeds = arm_colors(arms), frame.groupby('arm').seed.nunique()
+    panels = (
+        _curve_panels(frame)
+        if panels is None
+        else [(m, s) for m, s in panels if ((frame.metric == m) & (frame.split == s)).any()]
+    )
+    if not panels:
+        raise DataError("the logs hold none of the metrics to draw (loss terms, neg_acc, t2i_top1)")
+    colors, seeds = arm_colors(arms), frame.groupby("arm").seed.nunique()
     same = seeds.nunique() == 1
-    names = {a: arm_label(a, labels) + ('' if same else f" ({seeds[a]} seed{'s' if seeds[a] > 1 else ''})") for a in arms}
+    names = {
+        a: arm_label(a, labels) + ("" if same else f" ({seeds[a]} seed{'s' if seeds[a] > 1 else ''})") for a in arms
+    }
     ncols = min(3, len(panels))
     nrows = -(-len(panels) // ncols)
     leg_rows = -(-(len(arms) + bool(start)) // 4)
     fig, axes = plt.subplots(nrows, ncols, figsize=(width, 2.9 * nrows + 0.3 * leg_rows + 0.6), squeeze=False)
-    for ax in axes.flat[len(panels):]: ax.set_visible(False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
     for ax, (metric, split) in zip(axes.flat, panels):
-        n_train = frame[(frame.split == split) & (frame.metric == metric)].groupby(['arm', 'seed']).size().max()
-        w = (smooth or max(1, round(n_train / 20))) if split == 'train' else 1
+        n_train = frame[(frame.split == split) & (frame.metric == metric)].groupby(["arm", "seed"]).size().max()
+        w = (smooth or max(1, round(n_train / 20))) if split == "train" else 1
         _draw_curves(ax, curve_stats(frame, metric, split, w), arms, names, colors, split, metric)
-        if split == 'val' and metric in start:
-            ax.axhline((100 if metric in _PERCENT else 1) * start[metric], color='#555555', lw=1.1, ls='--', label='pre-trained (start)')
-        title, ylabel = CURVE_LABELS.get(metric, (f'{split} {metric}', metric))
-        ax.set_title(title + (' (moving average)' if split == 'train' and w > 1 else ''), fontsize=10)
-        ax.set_xlabel('step', fontsize=9); ax.set_ylabel(ylabel, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True)); ax.grid(alpha=0.3); ax.tick_params(labelsize=8)
+        if split == "val" and metric in start:
+            ax.axhline(
+                (100 if metric in _PERCENT else 1) * start[metric],
+                color="#555555",
+                lw=1.1,
+                ls="--",
+                label="pre-trained (start)",
+            )
+        title, ylabel = CURVE_LABELS.get(metric, (f"{split} {metric}", metric))
+        ax.set_title(title + (" (moving average)" if split == "train" and w > 1 else ""), fontsize=10)
+        ax.set_xlabel("step", fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
     handles, seen = [], set()
-    for ax in axes.flat[:len(panels)]:
+    for ax in axes.flat[: len(panels)]:
         for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in seen: handles.append(h); seen.add(l)
-    fig.legend(handles=handles, loc='lower center', ncol=min(len(handles), 4), frameon=False, fontsize=9)
+            if l not in seen:
+                handles.append(h)
+                seen.add(l)
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False, fontsize=9)
     n = int(seeds.max())
-    fig.suptitle('Training curves' + (f' (mean over {n} seeds, band: \u00b11 s.d.)' if n > 1 else ''), fontsize=12)
+    fig.suptitle("Training curves" + (f" (mean over {n} seeds, band: \u00b11 s.d.)" if n > 1 else ""), fontsize=12)
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
 # %% ../nbs/07_figures.ipynb #0000002d
-_SAVE_META = dict(png={'Software': None}, svg={'Date': None}, pdf={'CreationDate': None, 'Producer': None})
+_SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
-def save_figure(fig, # a matplotlib Figure
-                out_dir, # the folder to write into (created)
-                name:str, # the file stem, e.g. 'umap_shift'
-                formats:Sequence[str]=('png', 'svg'), # any of png, svg, pdf
-                dpi:int=150) -> list[Path]: # resolution of raster output
+
+def save_figure(
+    fig,  # a matplotlib Figure
+    out_dir,  # the folder to write into (created)
+    name: str,  # the file stem, e.g. 'umap_shift'
+    formats: Sequence[str] = ("png", "svg"),  # any of png, svg, pdf
+    dpi: int = 150,
+) -> list[Path]:  # resolution of raster output
     "Write `fig` as `out_dir/name.<fmt>` for every format, each atomically; return the paths."
-    if not isinstance(name, str) or not re.fullmatch(r'[A-Za-z0-9][\w.-]*', name):
-        raise ConfigError(f"name={name!r} must be a plain file stem such as 'umap_shift' (letters, digits, '_', '-', '.')")
-    for f in formats: check_choice('format', f, _SAVE_META)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+        raise ConfigError(
+            f"name={name!r} must be a plain file stem such as 'umap_shift' (letters, digits, '_', '-', '.')"
+        )
+    for f in formats:
+        check_choice("format", f, _SAVE_META)
     out = []
     for f in formats:
-        p = Path(out_dir)/f'{name}.{f}'
-        with plt.rc_context({'svg.hashsalt': 'semclip', 'svg.fonttype': 'path'}), atomic_write(p, 'wb') as fh:
-            fig.savefig(fh, format=f, dpi=dpi, bbox_inches='tight', metadata=_SAVE_META[f], facecolor='white')
+        p = Path(out_dir) / f"{name}.{f}"
+        with plt.rc_context({"svg.hashsalt": "semclip", "svg.fonttype": "path"}), atomic_write(p, "wb") as fh:
+            fig.savefig(fh, format=f, dpi=dpi, bbox_inches="tight", metadata=_SAVE_META[f], facecolor="white")
         out.append(p)
     return out
 
 # %% ../nbs/07_figures.ipynb #00000030
-FAMILY_METRICS = {'neg_acc_family/ccneg_style': 'CC-Neg-style', 'neg_acc_family/shortcut_probe': 'shortcut probe',
-                  'neg_acc_family/compositional': 'compositional'}
+FAMILY_METRICS = {
+    "neg_acc_family/ccneg_style": "CC-Neg-style",
+    "neg_acc_family/shortcut_probe": "shortcut probe",
+    "neg_acc_family/compositional": "compositional",
+}
 
-def _seeds(n:int) -> str: return f"{n} seed{'s' if n != 1 else ''}"
 
-def _family_bars(ax, mean:pd.DataFrame, se:pd.DataFrame, labels:dict|None):
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     "Grouped bars: one group per arm (rows of `mean`), one bar per family (its columns); error bars from `se` where known."
     cols = [c for c in FAMILY_METRICS if c in mean]
-    width, x = 0.8/len(cols), np.arange(len(mean))
-    colours = sns.color_palette('colorblind', len(cols))
+    width, x = 0.8 / len(cols), np.arange(len(mean))
+    colours = sns.color_palette("colorblind", len(cols))
     for k, c in enumerate(cols):
-        err = 100*se[c].to_numpy(float)        # NaN (one seed): no error bar, rather than a zero-length one
-        ax.bar(x + (k - (len(cols) - 1)/2)*width, 100*mean[c], width, yerr=None if np.isnan(err).all() else np.nan_to_num(err),
-               capsize=2, color=colours[k], label=FAMILY_METRICS[c], error_kw=dict(lw=0.8))
-    ax.axhline(50, ls='--', lw=0.8, color='0.4', label='chance')
-    ax.set_xticks(x, [arm_label(a, labels) for a in mean.index], rotation=35, ha='right', fontsize=7)
-    ax.set_ylim(0, 100); ax.set_ylabel('orig. > negation (%)')
+        err = 100 * se[c].to_numpy(float)  # NaN (one seed): no error bar, rather than a zero-length one
+        ax.bar(
+            x + (k - (len(cols) - 1) / 2) * width,
+            100 * mean[c],
+            width,
+            yerr=None if np.isnan(err).all() else np.nan_to_num(err),
+            capsize=2,
+            color=colours[k],
+            label=FAMILY_METRICS[c],
+            error_kw=dict(lw=0.8),
+        )
+    ax.axhline(50, ls="--", lw=0.8, color="0.4", label="chance")
+    ax.set_xticks(x, [arm_label(a, labels) for a in mean.index], rotation=35, ha="right", fontsize=7)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("orig. > negation (%)")
+
 
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
-    pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == 'chance')   # the families, then chance
+    pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
     handles, names = [h for h, _ in pairs], [n for _, n in pairs]
-    fig.legend(handles, names, loc='upper center', ncol=len(names), frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.995))
+    fig.legend(
+        handles, names, loc="upper center", ncol=len(names), frameon=False, fontsize=8, bbox_to_anchor=(0.5, 0.995)
+    )
 
-def family_figure(per_seed:pd.DataFrame, # one row per (arm, seed) with the neg_acc_family/* metrics (e.g. per_seed.csv)
-                  labels:dict|None=None, # arm -> display name; None: `semclip.core.ARM_LABELS`
-                  title:str='', # first line of the title (e.g. the dataset)
-                  note:str|None=None) -> plt.Figure: # under the figure: dataset, settings, seeds (`Runs.describe`)
+
+def family_figure(
+    per_seed: pd.DataFrame,  # one row per (arm, seed) with the neg_acc_family/* metrics (e.g. per_seed.csv)
+    labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
+    title: str = "",  # first line of the title (e.g. the dataset)
+    note: str | None = None,
+) -> plt.Figure:  # under the figure: dataset, settings, seeds (`Runs.describe`)
     "Per-arm accuracy of each negation family, mean and standard error over seeds."
     cols = [c for c in FAMILY_METRICS if c in per_seed]
-    if not cols: raise ConfigError('per_seed has no neg_acc_family/* column: evaluate on a dataset with a neg_type column (SynthNeg)')
-    g = per_seed.groupby('arm', sort=False)[cols]
+    if not cols:
+        raise ConfigError(
+            "per_seed has no neg_acc_family/* column: evaluate on a dataset with a neg_type column (SynthNeg)"
+        )
+    g = per_seed.groupby("arm", sort=False)[cols]
     order = arm_order(g.mean().index)
-    mean, se = g.mean().loc[order], (g.std(ddof=1)/np.sqrt(g.count())).loc[order]
-    fig, ax = plt.subplots(figsize=(max(5, 0.75*len(order) + 1.5), 4.0))
+    mean, se = g.mean().loc[order], (g.std(ddof=1) / np.sqrt(g.count())).loc[order]
+    fig, ax = plt.subplots(figsize=(max(5, 0.75 * len(order) + 1.5), 4.0))
     _family_bars(ax, mean, se, labels)
     n = int(g.count().values.min())
-    ax.set_title((title + ': ' if title else '') + f'negation families, mean ± s.e. over {_seeds(n)}', fontsize=9)
+    ax.set_title((title + ": " if title else "") + f"negation families, mean ± s.e. over {_seeds(n)}", fontsize=9)
     _legend_above(fig, ax)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
 # %% ../nbs/07_figures.ipynb #00000031
-def conditions_figure(table:pd.DataFrame, # from `semclip.reproduce.conditions_table`
-                      labels:dict|None=None, # arm -> display name; None: `semclip.core.ARM_LABELS`
-                      note:str|None=None) -> plt.Figure: # under the figure (e.g. the fine-tuning settings)
+def conditions_figure(
+    table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
+    labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,
+) -> plt.Figure:  # under the figure (e.g. the fine-tuning settings)
     "One panel per (pre-training, fine-tuning) negation share: CC-Neg-style and shortcut-probe accuracy per arm."
     conds = list(dict.fromkeys(zip(table.pretrain_negation_share, table.finetune_negation_share)))
     ncols = min(2, len(conds))
-    fig, axs = plt.subplots(-(-len(conds)//ncols), ncols, figsize=(6.2*ncols, 3.9*-(-len(conds)//ncols)), squeeze=False)
+    fig, axs = plt.subplots(
+        -(-len(conds) // ncols), ncols, figsize=(6.2 * ncols, 3.9 * -(-len(conds) // ncols)), squeeze=False
+    )
     for k, (ax, (pre, ft)) in enumerate(zip(axs.flat, conds)):
-        part = table[(table.pretrain_negation_share == pre) & (table.finetune_negation_share == ft)].set_index('arm')
+        part = table[(table.pretrain_negation_share == pre) & (table.finetune_negation_share == ft)].set_index("arm")
         part = part.loc[arm_order(part.index)]
-        cols = [c for c in ('neg_acc_family/ccneg_style', 'neg_acc_family/shortcut_probe') if f'{c} (mean)' in part]
-        mean = pd.DataFrame({c: part[f'{c} (mean)'] for c in cols})
-        se = pd.DataFrame({c: part[f'{c} (se)'] for c in cols})
-        se[part.filter(like='(n)').min(axis=1) < 2] = np.nan            # one seed: no spread to draw
+        cols = [c for c in ("neg_acc_family/ccneg_style", "neg_acc_family/shortcut_probe") if f"{c} (mean)" in part]
+        mean = pd.DataFrame({c: part[f"{c} (mean)"] for c in cols})
+        se = pd.DataFrame({c: part[f"{c} (se)"] for c in cols})
+        se[part.filter(like="(n)").min(axis=1) < 2] = np.nan  # one seed: no spread to draw
         _family_bars(ax, mean, se, labels)
-        n = int(part.filter(like='(n)').values.min())
-        ax.set_title(f'captions negated: pre-training {100*pre:.0f}%, fine-tuning {100*ft:.0f}% ({_seeds(n)})', fontsize=9)
-    for ax in axs.flat[len(conds):]: ax.set_axis_off()
+        n = int(part.filter(like="(n)").values.min())
+        ax.set_title(
+            f"captions negated: pre-training {100 * pre:.0f}%, fine-tuning {100 * ft:.0f}% ({_seeds(n)})", fontsize=9
+        )
+    for ax in axs.flat[len(conds) :]:
+        ax.set_axis_off()
     _legend_above(fig, axs.flat[0])
-    fig.suptitle('SynthNeg conditions: mean ± s.e. over the seeds in each panel', fontsize=10, y=0.955)
+    fig.suptitle("SynthNeg conditions: mean ± s.e. over the seeds in each panel", fontsize=10, y=0.955)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
 # %% ../nbs/07_figures.ipynb #00000035
-TABLE1_CHART = {'t2i_R@1': 'caption top-1 (%)', 'para_t2i_R@1': 'paraphrase top-1 (%)', 'neg_acc': 'orig. > negation (%)',
-                'combined': 'combined (%)'}
+TABLE1_CHART = {
+    "t2i_R@1": "caption top-1 (%)",
+    "para_t2i_R@1": "paraphrase top-1 (%)",
+    "neg_acc": "orig. > negation (%)",
+    "combined": "combined (%)",
+}
 
-def table1_figure(per_seed:pd.DataFrame, # one row per (arm, seed) with the Table 1 metrics (e.g. per_seed.csv)
-                  columns:dict|None=None, # metric -> panel title; None: `TABLE1_CHART`
-                  labels:dict|None=None, # arm -> display name; None: `semclip.core.ARM_LABELS`
-                  note:str|None=None) -> plt.Figure: # under the figure: dataset, settings, seeds (`Runs.describe`)
+
+def table1_figure(
+    per_seed: pd.DataFrame,  # one row per (arm, seed) with the Table 1 metrics (e.g. per_seed.csv)
+    columns: dict | None = None,  # metric -> panel title; None: `TABLE1_CHART`
+    labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,
+) -> plt.Figure:  # under the figure: dataset, settings, seeds (`Runs.describe`)
     "Table 1's headline columns as horizontal bars per arm: mean and standard error over seeds."
     cols = {m: t for m, t in (columns or TABLE1_CHART).items() if m in per_seed}
-    if not cols: raise ConfigError(f'per_seed has none of the columns {list(columns or TABLE1_CHART)}')
-    g = per_seed.groupby('arm', sort=False)[list(cols)]
+    if not cols:
+        raise ConfigError(f"per_seed has none of the columns {list(columns or TABLE1_CHART)}")
+    g = per_seed.groupby("arm", sort=False)[list(cols)]
     order = arm_order(g.mean().index)
-    mean, se = 100*g.mean().loc[order], (100*g.std(ddof=1)/np.sqrt(g.count())).loc[order]
+    mean, se = 100 * g.mean().loc[order], (100 * g.std(ddof=1) / np.sqrt(g.count())).loc[order]
     colours = arm_colors(order)
-    fig, axs = plt.subplots(1, len(cols), figsize=(2.6*len(cols) + 2.4, 0.32*len(order) + 1.4), sharey=True, squeeze=False)
+    fig, axs = plt.subplots(
+        1, len(cols), figsize=(2.6 * len(cols) + 2.4, 0.32 * len(order) + 1.4), sharey=True, squeeze=False
+    )
     y = np.arange(len(order))
     for ax, (m, title) in zip(axs[0], cols.items()):
         err = se[m].to_numpy(float)
-        ax.barh(y, mean[m], xerr=None if np.isnan(err).all() else np.nan_to_num(err), capsize=2,
-                color=[colours[a] for a in order], error_kw=dict(lw=0.8))
-        if 'pretrain' in order: ax.axvline(mean.at['pretrain', m], color='0.3', lw=0.9, ls='--')
-        for yi, v in zip(y, mean[m]): ax.text(v, yi, f' {v:.1f}', va='center', fontsize=7)
-        ax.set_title(title, fontsize=9); ax.tick_params(labelsize=8)
-        ax.set_xlim(0, max(100 if m in ('neg_acc', 'combined') else 0, 1.18*float(mean[m].max())))
-    axs[0][0].set_yticks(y, [arm_label(a, labels) for a in order]); axs[0][0].invert_yaxis()
+        ax.barh(
+            y,
+            mean[m],
+            xerr=None if np.isnan(err).all() else np.nan_to_num(err),
+            capsize=2,
+            color=[colours[a] for a in order],
+            error_kw=dict(lw=0.8),
+        )
+        if "pretrain" in order:
+            ax.axvline(mean.at["pretrain", m], color="0.3", lw=0.9, ls="--")
+        for yi, v in zip(y, mean[m]):
+            ax.text(v, yi, f" {v:.1f}", va="center", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.set_xlim(0, max(100 if m in ("neg_acc", "combined") else 0, 1.18 * float(mean[m].max())))
+    axs[0][0].set_yticks(y, [arm_label(a, labels) for a in order])
+    axs[0][0].invert_yaxis()
     n = int(g.count().values.min())
-    fig.suptitle(f'Table 1: retrieval and negation, test split, mean ± s.e. over {_seeds(n)}', fontsize=10)
+    fig.suptitle(f"Table 1: retrieval and negation, test split, mean ± s.e. over {_seeds(n)}", fontsize=10)
     fig.tight_layout()
     return add_note(fig, note)

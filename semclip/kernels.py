@@ -9,9 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 from .core import ConfigError, check_choice
+
 try:
     import triton
     import triton.language as tl
+
     HAS_TRITON = True
 except ImportError:  # the torch paths work without triton
     triton = tl = None
@@ -21,83 +23,115 @@ except ImportError:  # the torch paths work without triton
 __all__ = ['BACKENDS', 'sim_topk_reference', 'sim_topk', 'clip_loss_reference', 'clip_loss_tiled']
 
 # %% ../nbs/04_kernels.ipynb #00000005
-BACKENDS = ('auto', 'triton', 'torch', 'reference')
-_INTERPRET = os.environ.get('TRITON_INTERPRET', '0') == '1'  # read once: triton decides at kernel definition
+BACKENDS = ("auto", "triton", "torch", "reference")
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"  # read once: triton decides at kernel definition
 
-def _use_triton(t:torch.Tensor, # a tensor the kernel would read
-                backend:str): # one of BACKENDS
+
+def _use_triton(
+    t: torch.Tensor,  # a tensor the kernel would read
+    backend: str,
+):  # one of BACKENDS
     "Whether `backend` resolves to the Triton kernels for tensor `t`."
-    check_choice('backend', backend, BACKENDS)
-    if backend == 'auto': return HAS_TRITON and t.is_cuda
-    if backend != 'triton': return False
-    if not HAS_TRITON: raise ConfigError("backend='triton' but triton is not installed")
+    check_choice("backend", backend, BACKENDS)
+    if backend == "auto":
+        return HAS_TRITON and t.is_cuda
+    if backend != "triton":
+        return False
+    if not HAS_TRITON:
+        raise ConfigError("backend='triton' but triton is not installed")
     if not (t.is_cuda or _INTERPRET):
-        raise ConfigError("backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before "
-                          "importing semclip.kernels, to run the kernels in Triton's CPU interpreter)")
+        raise ConfigError(
+            "backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 set before "
+            "importing semclip.kernels, to run the kernels in Triton's CPU interpreter)"
+        )
     return True
 
-def _np2(n:int) -> int: return 1 << max(0, int(n) - 1).bit_length()
+
+def _np2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
 
 def _dot_precision(dtype) -> str:
     "Triton `tl.dot` input precision: fp32 inputs follow torch's TF32 switch, as `torch.mm` does."
-    return 'tf32' if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not _INTERPRET else 'ieee'
+    return "tf32" if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32 and not _INTERPRET else "ieee"
+
 
 def _upcast(dtype) -> bool:
     "Convert bf16 tiles to fp32 before `tl.dot`: only in the interpreter, whose bf16 dot multiplies raw bits."
     return _INTERPRET and dtype == torch.bfloat16
 
 # %% ../nbs/04_kernels.ipynb #00000008
-def _lexsort_desc(v:torch.Tensor, # values [N, w]
-                  i:torch.Tensor): # their indices [N, w]
+def _lexsort_desc(
+    v: torch.Tensor,  # values [N, w]
+    i: torch.Tensor,
+):  # their indices [N, w]
     "Sort each row by value descending, then index ascending."
     i, p = i.sort(dim=1)
     v, p2 = v.gather(1, p).sort(dim=1, descending=True, stable=True)
     return v, i.gather(1, p2)
 
+
 def _check_topk_args(queries, keys, k):
     if queries.ndim != 2 or keys.ndim != 2:
-        raise ConfigError(f'queries and keys must be 2-D [N, d]; got queries {tuple(queries.shape)} and keys {tuple(keys.shape)}')
+        raise ConfigError(
+            f"queries and keys must be 2-D [N, d]; got queries {tuple(queries.shape)} and keys {tuple(keys.shape)}"
+        )
     if queries.shape[1] != keys.shape[1]:
-        raise ConfigError(f'queries have d={queries.shape[1]} but keys have d={keys.shape[1]}')
+        raise ConfigError(f"queries have d={queries.shape[1]} but keys have d={keys.shape[1]}")
     if not (queries.is_floating_point() and keys.is_floating_point()):
-        raise ConfigError(f'queries and keys must be floating point; got {queries.dtype} and {keys.dtype}')
-    if queries.device != keys.device: raise ConfigError(f'queries on {queries.device} but keys on {keys.device}')
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1: raise ConfigError(f'k={k!r} must be a positive int')
-    if k > keys.shape[0]: raise ConfigError(f'k={k} exceeds the number of keys Nk={keys.shape[0]}')
+        raise ConfigError(f"queries and keys must be floating point; got {queries.dtype} and {keys.dtype}")
+    if queries.device != keys.device:
+        raise ConfigError(f"queries on {queries.device} but keys on {keys.device}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ConfigError(f"k={k!r} must be a positive int")
+    if k > keys.shape[0]:
+        raise ConfigError(f"k={k} exceeds the number of keys Nk={keys.shape[0]}")
+
 
 @torch.no_grad()
-def sim_topk_reference(queries:torch.Tensor, # [Nq, d]
-                       keys:torch.Tensor, # [Nk, d]
-                       k:int, # how many keys per query
-                       normalize:bool=True): # cosine similarity (else raw dot product)
+def sim_topk_reference(
+    queries: torch.Tensor,  # [Nq, d]
+    keys: torch.Tensor,  # [Nk, d]
+    k: int,  # how many keys per query
+    normalize: bool = True,
+):  # cosine similarity (else raw dot product)
     "The plain path: the full score matrix in fp32, then a stable sort; follows the tie rule."
     _check_topk_args(queries, keys, k)
     q, kk = queries.float(), keys.float()
-    if normalize: q, kk = F.normalize(q, dim=1), F.normalize(kk, dim=1)
+    if normalize:
+        q, kk = F.normalize(q, dim=1), F.normalize(kk, dim=1)
     v, i = (q @ kk.T).sort(dim=1, descending=True, stable=True)
     return v[:, :k].contiguous(), i[:, :k].contiguous()
 
 # %% ../nbs/04_kernels.ipynb #0000000c
 _GROUP = 16  # group width of the candidate pre-selection in the tiled torch path
 
+
 def _sim_topk_torch(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Tiled top-k with torch ops; on a CPU, query chunks run in parallel threads with one BLAS thread each."
-    nt = min(torch.get_num_threads(), len(queries) // 256) if queries.device.type == 'cpu' else 1
-    if nt < 2: return _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug)
+    nt = min(torch.get_num_threads(), len(queries) // 256) if queries.device.type == "cpu" else 1
+    if nt < 2:
+        return _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug)
+
     def work(chunk):
-        torch.set_num_threads(1)   # per thread (OpenMP); the caller's setting is restored below
+        torch.set_num_threads(1)  # per thread (OpenMP); the caller's setting is restored below
         return _sim_topk_serial(chunk, keys, k, normalize, block_q, block_k, _offset_bug)
+
     old = torch.get_num_threads()
     try:
-        with ThreadPoolExecutor(nt) as ex: outs = list(ex.map(work, queries.tensor_split(nt)))
-    finally: torch.set_num_threads(old)
+        with ThreadPoolExecutor(nt) as ex:
+            outs = list(ex.map(work, queries.tensor_split(nt)))
+    finally:
+        torch.set_num_threads(old)
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
 
 @torch.no_grad()
 def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Tiled top-k with torch ops: bounded memory, fp32 scores, the tie rule."
     (Nq, d), Nk, dev = queries.shape, keys.shape[0], queries.device
-    if Nq == 0: return torch.empty(0, k, device=dev), torch.empty(0, k, device=dev, dtype=torch.long)
+    if Nq == 0:
+        return torch.empty(0, k, device=dev), torch.empty(0, k, device=dev, dtype=torch.long)
     q = queries.float()
     q = F.normalize(q, dim=1) if normalize else q
     bq, bk = max(1, min(block_q, Nq)), max(1, min(block_k, Nk))
@@ -105,36 +139,43 @@ def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=
     starts = range(0, Nq, bq)
     run_v, run_i = [None] * len(starts), [None] * len(starts)
     for j0 in range(0, Nk, bk):
-        kn = kbuf[:min(bk, Nk - j0)]
-        kn.copy_(keys[j0:j0 + bk]); n = kn.shape[0]
-        if normalize: kn.div_(torch.linalg.vector_norm(kn, dim=1, keepdim=True).clamp_min_(1e-12))
-        jo = j0 + (_offset_bug if j0 else 0)   # index of the block's first key (a wrong offset is a bug)
+        kn = kbuf[: min(bk, Nk - j0)]
+        kn.copy_(keys[j0 : j0 + bk])
+        n = kn.shape[0]
+        if normalize:
+            kn.div_(torch.linalg.vector_norm(kn, dim=1, keepdim=True).clamp_min_(1e-12))
+        jo = j0 + (_offset_bug if j0 else 0)  # index of the block's first key (a wrong offset is a bug)
         g = _GROUP
-        while n % g: g //= 2
+        while n % g:
+            g //= 2
         ng = n // g
         for b, i0 in enumerate(starts):
-            qt = q[i0:i0 + bq]; m = qt.shape[0]
-            s = torch.mm(qt, kn.T, out=buf[:m * n].view(m, n))
+            qt = q[i0 : i0 + bq]
+            m = qt.shape[0]
+            s = torch.mm(qt, kn.T, out=buf[: m * n].view(m, n))
             suspect = None
-            if ng > k:   # candidates: the k groups with the largest maxima
+            if ng > k:  # candidates: the k groups with the largest maxima
                 gv, gi = s.view(m, g, ng).amax(1).topk(k + 1, dim=1)
                 suspect = gv[:, k - 1] == gv[:, k]
                 cols = (gi[:, :k, None] + torch.arange(0, n, ng, device=dev)).view(m, k * g)
                 cv, ci = s.gather(1, cols), cols + jo
-            else:        # a narrow block: every column is a candidate
+            else:  # a narrow block: every column is a candidate
                 cv, ci = s.clone(), torch.arange(jo, jo + n, device=dev).expand(m, n)
-            if run_v[b] is not None: cv, ci = torch.cat([run_v[b], cv], 1), torch.cat([run_i[b], ci], 1)
+            if run_v[b] is not None:
+                cv, ci = torch.cat([run_v[b], cv], 1), torch.cat([run_i[b], ci], 1)
             w = min(k, cv.shape[1])
             if cv.shape[1] > w:
                 tv, tp = cv.topk(w + 1, dim=1)
                 tie = tv[:, w - 1] == tv[:, w]
                 suspect = tie if suspect is None else suspect | tie
                 cv, ci = tv[:, :w], ci.gather(1, tp[:, :w])
-            else: ci = ci.contiguous()
-            if suspect is not None and bool(suspect.any()):   # redo these rows exactly
+            else:
+                ci = ci.contiguous()
+            if suspect is not None and bool(suspect.any()):  # redo these rows exactly
                 r = suspect.nonzero().squeeze(1)
                 fv, fi = s[r], torch.arange(jo, jo + n, device=dev).expand(len(r), n)
-                if run_v[b] is not None: fv, fi = torch.cat([run_v[b][r], fv], 1), torch.cat([run_i[b][r], fi], 1)
+                if run_v[b] is not None:
+                    fv, fi = torch.cat([run_v[b][r], fv], 1), torch.cat([run_i[b][r], fi], 1)
                 fv, fi = _lexsort_desc(fv, fi)
                 cv[r], ci[r] = fv[:, :w], fi[:, :w]
             run_v[b], run_i[b] = cv, ci
@@ -144,51 +185,80 @@ def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=
 _TRITON_MAX_K = 128
 
 if HAS_TRITON:
+
     @triton.jit
-    def _sim_topk_kernel(Q, K, IQ, IK, OV, OI, Nq, Nk, D, stride_q, stride_k, BUG,
-                         KTOP:tl.constexpr, KP:tl.constexpr, BLOCK_Q:tl.constexpr, BLOCK_K:tl.constexpr,
-                         BLOCK_D:tl.constexpr, NORMALIZE:tl.constexpr, PREC:tl.constexpr, UPCAST:tl.constexpr):
+    def _sim_topk_kernel(
+        Q,
+        K,
+        IQ,
+        IK,
+        OV,
+        OI,
+        Nq,
+        Nk,
+        D,
+        stride_q,
+        stride_k,
+        BUG,
+        KTOP: tl.constexpr,
+        KP: tl.constexpr,
+        BLOCK_Q: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        NORMALIZE: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         rows = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
         rmask = rows < Nq
-        rows64 = rows.to(tl.int64)                      # offsets in int64: Nk * d can pass 2**31
+        rows64 = rows.to(tl.int64)  # offsets in int64: Nk * d can pass 2**31
         slots = tl.arange(0, KP)
         valid = (slots < KTOP)[None, :]
-        topv = tl.full([BLOCK_Q, KP], float('-inf'), tl.float32)
-        topi = tl.zeros([BLOCK_Q, KP], tl.int32) - 1 - slots[None, :]   # distinct placeholders
-        worst_v = tl.full([BLOCK_Q], float('-inf'), tl.float32)
+        topv = tl.full([BLOCK_Q, KP], float("-inf"), tl.float32)
+        topi = tl.zeros([BLOCK_Q, KP], tl.int32) - 1 - slots[None, :]  # distinct placeholders
+        worst_v = tl.full([BLOCK_Q], float("-inf"), tl.float32)
         worst_i = tl.full([BLOCK_Q], -1, tl.int32)
-        if NORMALIZE: iq = tl.load(IQ + rows, mask=rmask, other=0.)
+        if NORMALIZE:
+            iq = tl.load(IQ + rows, mask=rmask, other=0.0)
         for j0 in range(0, Nk, BLOCK_K):
             cols = j0 + tl.arange(0, BLOCK_K)
             cmask = cols < Nk
             acc = tl.zeros([BLOCK_Q, BLOCK_K], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(Q + rows64[:, None] * stride_q + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
-                b = tl.load(K + cols.to(tl.int64)[:, None] * stride_k + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
-                if UPCAST: a, b = a.to(tl.float32), b.to(tl.float32)
+                a = tl.load(
+                    Q + rows64[:, None] * stride_q + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0
+                )
+                b = tl.load(
+                    K + cols.to(tl.int64)[:, None] * stride_k + dd[None, :],
+                    mask=cmask[:, None] & (dd[None, :] < D),
+                    other=0.0,
+                )
+                if UPCAST:
+                    a, b = a.to(tl.float32), b.to(tl.float32)
                 acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
             if NORMALIZE:
-                ik = tl.load(IK + cols, mask=cmask, other=0.)
+                ik = tl.load(IK + cols, mask=cmask, other=0.0)
                 acc = acc * iq[:, None] * ik[None, :]
-            s = tl.where(rmask[:, None] & cmask[None, :], acc, float('-inf'))
-            lab = cols + tl.where(j0 > 0, BUG, 0)          # key index of each column
+            s = tl.where(rmask[:, None] & cmask[None, :], acc, float("-inf"))
+            lab = cols + tl.where(j0 > 0, BUG, 0)  # key index of each column
             cand = s > worst_v[:, None]
             while tl.max(tl.sum(cand.to(tl.int32), 1), 0) > 0:
-                sv = tl.where(cand, s, float('-inf'))
-                bv = tl.max(sv, 1)                                                              # best candidate ...
+                sv = tl.where(cand, s, float("-inf"))
+                bv = tl.max(sv, 1)  # best candidate ...
                 bi = tl.min(tl.where(cand & (sv == bv[:, None]), lab[None, :], 2147483647), 1)  # ... lowest index
-                rep = (topi == worst_i[:, None]) & (bv > worst_v)[:, None]                      # replaces the worst
+                rep = (topi == worst_i[:, None]) & (bv > worst_v)[:, None]  # replaces the worst
                 topv = tl.where(rep, bv[:, None], topv)
                 topi = tl.where(rep, bi[:, None], topi)
-                worst_v = tl.min(tl.where(valid, topv, float('inf')), 1)
+                worst_v = tl.min(tl.where(valid, topv, float("inf")), 1)
                 worst_i = tl.max(tl.where(valid & (topv == worst_v[:, None]), topi, -2147483647), 1)
                 cand = cand & (lab[None, :] != bi[:, None]) & (s > worst_v[:, None])
         out = rows64[:, None] * KTOP + slots[None, :]
         m = rmask[:, None] & valid
         tl.store(OV + out, topv, mask=m)
         tl.store(OI + out, topi, mask=m)
+
 
 def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Launch the fused Triton top-k kernel; returns rows sorted by the tie rule."
@@ -200,40 +270,69 @@ def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=
     KP = max(2, _np2(k))
     bq = block_q or (64 if KP <= 32 else 32)
     bk, bd = block_k or 64, min(64, max(16, _np2(D)))
-    for name, b in [('block_q', bq), ('block_k', bk)]:
-        if b < 16 or b != _np2(b): raise ConfigError(f'{name}={b} must be a power of two >= 16 for the Triton kernel')
+    for name, b in [("block_q", bq), ("block_k", bk)]:
+        if b < 16 or b != _np2(b):
+            raise ConfigError(f"{name}={b} must be a power of two >= 16 for the Triton kernel")
     if normalize:
         iq = 1 / torch.linalg.vector_norm(q, dim=1, dtype=torch.float32).clamp_min_(1e-12)
         ik = 1 / torch.linalg.vector_norm(kk, dim=1, dtype=torch.float32).clamp_min_(1e-12)
-    else: iq = ik = torch.empty(1, device=q.device)
+    else:
+        iq = ik = torch.empty(1, device=q.device)
     ov = torch.empty(Nq, k, device=q.device, dtype=torch.float32)
     oi = torch.empty(Nq, k, device=q.device, dtype=torch.int32)
-    if Nq: _sim_topk_kernel[(triton.cdiv(Nq, bq),)](q, kk, iq, ik, ov, oi, Nq, Nk, D, q.stride(0), kk.stride(0), int(_offset_bug),
-                                     KTOP=k, KP=KP, BLOCK_Q=bq, BLOCK_K=bk, BLOCK_D=bd, NORMALIZE=bool(normalize),
-                                     PREC=_dot_precision(dt), UPCAST=_upcast(dt), num_warps=4 if KP <= 32 else 8)
+    if Nq:
+        _sim_topk_kernel[(triton.cdiv(Nq, bq),)](
+            q,
+            kk,
+            iq,
+            ik,
+            ov,
+            oi,
+            Nq,
+            Nk,
+            D,
+            q.stride(0),
+            kk.stride(0),
+            int(_offset_bug),
+            KTOP=k,
+            KP=KP,
+            BLOCK_Q=bq,
+            BLOCK_K=bk,
+            BLOCK_D=bd,
+            NORMALIZE=bool(normalize),
+            PREC=_dot_precision(dt),
+            UPCAST=_upcast(dt),
+            num_warps=4 if KP <= 32 else 8,
+        )
     return _lexsort_desc(ov, oi.long())
 
 # %% ../nbs/04_kernels.ipynb #00000016
-def sim_topk(queries:torch.Tensor, # [Nq, d] fp32, bf16 or fp16
-             keys:torch.Tensor, # [Nk, d], same device
-             k:int, # how many keys per query (<= Nk)
-             normalize:bool=True, # cosine similarity (else raw dot product)
-             *, block_q:int|None=None, # queries per block (default: 1024 torch, 64 Triton)
-             block_k:int|None=None, # keys per block (default: 8192 torch, 64 Triton)
-             backend:str='auto', # 'auto', 'triton', 'torch' or 'reference'
-             _offset_bug:int=0): # testing only: shift the key offset of every block after the first
+def sim_topk(
+    queries: torch.Tensor,  # [Nq, d] fp32, bf16 or fp16
+    keys: torch.Tensor,  # [Nk, d], same device
+    k: int,  # how many keys per query (<= Nk)
+    normalize: bool = True,  # cosine similarity (else raw dot product)
+    *,
+    block_q: int | None = None,  # queries per block (default: 1024 torch, 64 Triton)
+    block_k: int | None = None,  # keys per block (default: 8192 torch, 64 Triton)
+    backend: str = "auto",  # 'auto', 'triton', 'torch' or 'reference'
+    _offset_bug: int = 0,
+):  # testing only: shift the key offset of every block after the first
     "Top-k scores (fp32) and key indices per query, sorted by score, ties to the lower index; never makes the Nq x Nk matrix."
     _check_topk_args(queries, keys, k)
-    if backend == 'reference': return sim_topk_reference(queries, keys, k, normalize)
+    if backend == "reference":
+        return sim_topk_reference(queries, keys, k, normalize)
     with torch.no_grad(), torch.autocast(queries.device.type, enabled=False):
         if _use_triton(queries, backend) and k <= _TRITON_MAX_K and keys.shape[0] < 2**31 - 1:
             return _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug)
         return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 8192, _offset_bug)
 
 # %% ../nbs/04_kernels.ipynb #0000001f
-def clip_loss_reference(image_features:torch.Tensor, # [B, d], normalised
-                        text_features:torch.Tensor, # [B, d], normalised
-                        logit_scale): # scalar tensor (or float): the exponentiated scale
+def clip_loss_reference(
+    image_features: torch.Tensor,  # [B, d], normalised
+    text_features: torch.Tensor,  # [B, d], normalised
+    logit_scale,
+):  # scalar tensor (or float): the exponentiated scale
     "Symmetric InfoNCE with the full B x B logits in fp32 (the plain path)."
     logits = logit_scale * (image_features.float() @ text_features.float().T)
     labels = torch.arange(len(logits), device=logits.device)
@@ -244,33 +343,41 @@ def _loss_fwd_torch(x, t, s, block, bug=0):
     "Row and column log-sum-exps and the diagonal logits, tile by tile."
     N, dev = x.shape[0], x.device
     b = max(1, min(block, N))
-    Xs, T = x.float() * float(s), t.float()          # rows of Xs @ T.T are the logits
+    Xs, T = x.float() * float(s), t.float()  # rows of Xs @ T.T are the logits
     zb, eb = torch.empty(b * b, device=dev), torch.empty(b * b, device=dev)
     lse_r, diag = torch.empty(N, device=dev), torch.zeros(N, device=dev)
-    m_c, l_c = torch.full((N,), float('-inf'), device=dev), torch.zeros(N, device=dev)
+    m_c, l_c = torch.full((N,), float("-inf"), device=dev), torch.zeros(N, device=dev)
     for i0 in range(0, N, b):
-        xi = Xs[i0:i0 + b]; mi = xi.shape[0]
-        m_r, l_r = torch.full((mi,), float('-inf'), device=dev), torch.zeros(mi, device=dev)
+        xi = Xs[i0 : i0 + b]
+        mi = xi.shape[0]
+        m_r, l_r = torch.full((mi,), float("-inf"), device=dev), torch.zeros(mi, device=dev)
         for j0 in range(0, N, b):
-            tj = T[j0:j0 + b]; nj = tj.shape[0]
-            z = torch.mm(xi, tj.T, out=zb[:mi * nj].view(mi, nj))
-            o = i0 - j0 - (bug if j0 else 0)           # the diagonal i == j lies on z.diagonal(o)
+            tj = T[j0 : j0 + b]
+            nj = tj.shape[0]
+            z = torch.mm(xi, tj.T, out=zb[: mi * nj].view(mi, nj))
+            o = i0 - j0 - (bug if j0 else 0)  # the diagonal i == j lies on z.diagonal(o)
             dg = z.diagonal(o)
-            if dg.numel(): diag[i0 + max(0, -o):][:len(dg)] = dg
-            tm = z.amax(1)                               # E = exp(z - row max of the tile) <= 1
-            E = torch.sub(z, tm[:, None], out=eb[:mi * nj].view(mi, nj)).exp_()
+            if dg.numel():
+                diag[i0 + max(0, -o) :][: len(dg)] = dg
+            tm = z.amax(1)  # E = exp(z - row max of the tile) <= 1
+            E = torch.sub(z, tm[:, None], out=eb[: mi * nj].view(mi, nj)).exp_()
             mn = torch.maximum(m_r, tm)
-            l_r = l_r * torch.exp(m_r - mn) + E.sum(1) * torch.exp(tm - mn); m_r = mn
-            M = tm.max()                                 # column sums with one shift M: sum_i exp(z_ij - M)
+            l_r = l_r * torch.exp(m_r - mn) + E.sum(1) * torch.exp(tm - mn)
+            m_r = mn
+            M = tm.max()  # column sums with one shift M: sum_i exp(z_ij - M)
             cs, cm = torch.exp(tm - M) @ E, M.expand(nj).clone()
-            low = cs < 1e-20                             # a column far below M would lose precision: redo exactly
+            low = cs < 1e-20  # a column far below M would lose precision: redo exactly
             if bool(low.any()):
-                zl = z[:, low]; cm[low] = zl.amax(0); cs[low] = torch.exp(zl - cm[low]).sum(0)
-            mc0 = m_c[j0:j0 + nj]; mc = torch.maximum(mc0, cm)
-            l_c[j0:j0 + nj] = l_c[j0:j0 + nj] * torch.exp(mc0 - mc) + cs * torch.exp(cm - mc)
-            m_c[j0:j0 + nj] = mc
-        lse_r[i0:i0 + mi] = m_r + l_r.log()
+                zl = z[:, low]
+                cm[low] = zl.amax(0)
+                cs[low] = torch.exp(zl - cm[low]).sum(0)
+            mc0 = m_c[j0 : j0 + nj]
+            mc = torch.maximum(mc0, cm)
+            l_c[j0 : j0 + nj] = l_c[j0 : j0 + nj] * torch.exp(mc0 - mc) + cs * torch.exp(cm - mc)
+            m_c[j0 : j0 + nj] = mc
+        lse_r[i0 : i0 + mi] = m_r + l_r.log()
     return lse_r, m_c + l_c.log(), diag
+
 
 def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     "G @ t, G^T @ x (unscaled) over recomputed tiles, and sum_ij G_ij <x_i, t_j> from either."
@@ -278,34 +385,55 @@ def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=
     b = max(1, min(block, N))
     X, T = x.float(), t.float()
     Xs = X * float(s)
-    need_x = need_x or not need_t                    # the scale gradient needs one of the two
+    need_x = need_x or not need_t  # the scale gradient needs one of the two
     eb, fb = torch.empty(b * b, device=dev), torch.empty(b * b, device=dev)
     gx = torch.zeros(N, D, device=dev) if need_x else None
     gt = torch.zeros(N, D, device=dev) if need_t else None
     for i0 in range(0, N, b):
-        xi, xsi = X[i0:i0 + b], Xs[i0:i0 + b]; mi = xi.shape[0]
+        xi, xsi = X[i0 : i0 + b], Xs[i0 : i0 + b]
+        mi = xi.shape[0]
         for j0 in range(0, N, b):
-            tj = T[j0:j0 + b]; nj = tj.shape[0]
-            z = torch.mm(xsi, tj.T, out=fb[:mi * nj].view(mi, nj))
-            G = torch.sub(z, lse_r[i0:i0 + mi, None], out=eb[:mi * nj].view(mi, nj)).exp_()
-            G.add_(z.sub_(lse_c[None, j0:j0 + nj]).exp_())
-            G.diagonal(i0 - j0 - (bug if j0 else 0)).sub_(2.)
-            if need_x: gx[i0:i0 + mi].addmm_(G, tj)
-            if need_t: gt[j0:j0 + nj].addmm_(G.T, xi)
+            tj = T[j0 : j0 + b]
+            nj = tj.shape[0]
+            z = torch.mm(xsi, tj.T, out=fb[: mi * nj].view(mi, nj))
+            G = torch.sub(z, lse_r[i0 : i0 + mi, None], out=eb[: mi * nj].view(mi, nj)).exp_()
+            G.add_(z.sub_(lse_c[None, j0 : j0 + nj]).exp_())
+            G.diagonal(i0 - j0 - (bug if j0 else 0)).sub_(2.0)
+            if need_x:
+                gx[i0 : i0 + mi].addmm_(G, tj)
+            if need_t:
+                gt[j0 : j0 + nj].addmm_(G.T, xi)
     gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
 # %% ../nbs/04_kernels.ipynb #00000023
 if HAS_TRITON:
+
     @triton.jit
-    def _lse_kernel(A, Bm, S, LSE, DIAG, N, D, sa, sb, BUG, BLOCK_M:tl.constexpr, BLOCK_N:tl.constexpr,
-                    BLOCK_D:tl.constexpr, PREC:tl.constexpr, UPCAST:tl.constexpr, WITH_DIAG:tl.constexpr):
+    def _lse_kernel(
+        A,
+        Bm,
+        S,
+        LSE,
+        DIAG,
+        N,
+        D,
+        sa,
+        sb,
+        BUG,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+        WITH_DIAG: tl.constexpr,
+    ):
         pid = tl.program_id(0)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         s = tl.load(S).to(tl.float32)
-        m_i = tl.full([BLOCK_M], float('-inf'), tl.float32)
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         dg = tl.zeros([BLOCK_M], tl.float32)
         for j0 in range(0, N, BLOCK_N):
@@ -314,30 +442,54 @@ if HAS_TRITON:
             acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
-                b = tl.load(Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
-                if UPCAST: a, b = a.to(tl.float32), b.to(tl.float32)
+                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0)
+                b = tl.load(
+                    Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :],
+                    mask=cmask[:, None] & (dd[None, :] < D),
+                    other=0.0,
+                )
+                if UPCAST:
+                    a, b = a.to(tl.float32), b.to(tl.float32)
                 acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
-            z = tl.where(cmask[None, :], acc * s, float('-inf'))
+            z = tl.where(cmask[None, :], acc * s, float("-inf"))
             if WITH_DIAG:
                 lab = cols + tl.where(j0 > 0, BUG, 0)
-                dg += tl.sum(tl.where(rows[:, None] == lab[None, :], z, 0.), 1)
+                dg += tl.sum(tl.where(rows[:, None] == lab[None, :], z, 0.0), 1)
             m_new = tl.maximum(m_i, tl.max(z, 1))
             l_i = l_i * tl.exp(m_i - m_new) + tl.sum(tl.exp(z - m_new[:, None]), 1)
             m_i = m_new
         tl.store(LSE + rows, m_i + tl.log(l_i), mask=rmask)
-        if WITH_DIAG: tl.store(DIAG + rows, dg, mask=rmask)
+        if WITH_DIAG:
+            tl.store(DIAG + rows, dg, mask=rmask)
 
     @triton.jit
-    def _grad_kernel(A, Bm, S, LA, LB, OUT, DSP, N, D, sa, sb, BUG, BLOCK_M:tl.constexpr, BLOCK_N:tl.constexpr,
-                     BLOCK_D:tl.constexpr, BLOCK_DO:tl.constexpr, PREC:tl.constexpr, UPCAST:tl.constexpr):
+    def _grad_kernel(
+        A,
+        Bm,
+        S,
+        LA,
+        LB,
+        OUT,
+        DSP,
+        N,
+        D,
+        sa,
+        sb,
+        BUG,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        BLOCK_DO: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
         pid, pid_d = tl.program_id(0), tl.program_id(1)
         rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
         rmask = rows < N
         rows64 = rows.to(tl.int64)
         do = pid_d * BLOCK_DO + tl.arange(0, BLOCK_DO)
         s = tl.load(S).to(tl.float32)
-        la = tl.load(LA + rows, mask=rmask, other=0.)
+        la = tl.load(LA + rows, mask=rmask, other=0.0)
         acc = tl.zeros([BLOCK_M, BLOCK_DO], tl.float32)
         dsacc = tl.zeros([BLOCK_M], tl.float32)
         for j0 in range(0, N, BLOCK_N):
@@ -346,51 +498,88 @@ if HAS_TRITON:
             raw = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
             for d0 in range(0, D, BLOCK_D):
                 dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.)
-                b = tl.load(Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.)
-                if UPCAST: a, b = a.to(tl.float32), b.to(tl.float32)
+                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0)
+                b = tl.load(
+                    Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :],
+                    mask=cmask[:, None] & (dd[None, :] < D),
+                    other=0.0,
+                )
+                if UPCAST:
+                    a, b = a.to(tl.float32), b.to(tl.float32)
                 raw = tl.dot(a, tl.trans(b), raw, input_precision=PREC)
             z = raw * s
-            lb = tl.load(LB + cols, mask=cmask, other=0.)
+            lb = tl.load(LB + cols, mask=cmask, other=0.0)
             G = tl.exp(z - la[:, None]) + tl.exp(z - lb[None, :])
             lab = cols + tl.where(j0 > 0, BUG, 0)
-            G = tl.where(rows[:, None] == lab[None, :], G - 2., G)
-            G = tl.where(rmask[:, None] & cmask[None, :], G, 0.)
-            bo = tl.load(Bm + cols.to(tl.int64)[:, None] * sb + do[None, :], mask=cmask[:, None] & (do[None, :] < D), other=0.)
-            Gc = G.to(bo.dtype)                            # bf16 features: bf16 G, as on the GPU
-            if UPCAST: Gc, bo = Gc.to(tl.float32), bo.to(tl.float32)
+            G = tl.where(rows[:, None] == lab[None, :], G - 2.0, G)
+            G = tl.where(rmask[:, None] & cmask[None, :], G, 0.0)
+            bo = tl.load(
+                Bm + cols.to(tl.int64)[:, None] * sb + do[None, :], mask=cmask[:, None] & (do[None, :] < D), other=0.0
+            )
+            Gc = G.to(bo.dtype)  # bf16 features: bf16 G, as on the GPU
+            if UPCAST:
+                Gc, bo = Gc.to(tl.float32), bo.to(tl.float32)
             acc = tl.dot(Gc, bo, acc, input_precision=PREC)
             dsacc += tl.sum(G * raw, 1)
         tl.store(OUT + rows64[:, None] * D + do[None, :], acc, mask=rmask[:, None] & (do[None, :] < D))
         tl.store(DSP + pid_d * tl.num_programs(0) + pid, tl.sum(dsacc, 0))
 
+
 def _tri_blocks(block, D):
     b = block or 64
-    if b < 16 or b != _np2(b): raise ConfigError(f'block={b} must be a power of two >= 16 for the Triton kernels')
+    if b < 16 or b != _np2(b):
+        raise ConfigError(f"block={b} must be a power of two >= 16 for the Triton kernels")
     return b, min(64, max(16, _np2(D))), min(256, max(16, _np2(D)))
+
 
 def _loss_fwd_triton(x, t, s, block, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, _ = _tri_blocks(block, D)
     lse_r, lse_c, diag = (torch.empty(N, device=dev) for _ in range(3))
-    grid, kw = (triton.cdiv(N, b),), dict(BLOCK_M=b, BLOCK_N=b, BLOCK_D=bd, PREC=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), num_warps=4)
+    grid, kw = (
+        (triton.cdiv(N, b),),
+        dict(BLOCK_M=b, BLOCK_N=b, BLOCK_D=bd, PREC=_dot_precision(x.dtype), UPCAST=_upcast(x.dtype), num_warps=4),
+    )
     _lse_kernel[grid](x, t, s, lse_r, diag, N, D, x.stride(0), t.stride(0), int(bug), WITH_DIAG=True, **kw)
     _lse_kernel[grid](t, x, s, lse_c, diag, N, D, t.stride(0), x.stride(0), int(bug), WITH_DIAG=False, **kw)
     return lse_r, lse_c, diag
 
+
 def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, bdo = _tri_blocks(block, D)
-    bm = min(b, 32) if bdo > 128 else b     # keeps the [BLOCK_M, BLOCK_DO] accumulator in registers
+    bm = min(b, 32) if bdo > 128 else b  # keeps the [BLOCK_M, BLOCK_DO] accumulator in registers
     grid, prec = (triton.cdiv(N, bm), triton.cdiv(D, bdo)), _dot_precision(x.dtype)
     res, gs = [None, None], None
     for side, (A, Bm, la, lb, need) in enumerate([(x, t, lse_r, lse_c, need_x), (t, x, lse_c, lse_r, need_t)]):
-        if not (need or (side == 1 and gs is None)): continue   # the scale gradient comes from whichever call runs
+        if not (need or (side == 1 and gs is None)):
+            continue  # the scale gradient comes from whichever call runs
         o, dsp = torch.empty(N, D, device=dev), torch.empty(grid[1], grid[0], device=dev)
-        _grad_kernel[grid](A, Bm, s, la, lb, o, dsp, N, D, A.stride(0), Bm.stride(0), int(bug),
-                           BLOCK_M=bm, BLOCK_N=b, BLOCK_D=bd, BLOCK_DO=bdo, PREC=prec, UPCAST=_upcast(x.dtype), num_warps=8)
-        if gs is None: gs = dsp[0].sum(dtype=torch.float64)
-        if need: res[side] = o
+        _grad_kernel[grid](
+            A,
+            Bm,
+            s,
+            la,
+            lb,
+            o,
+            dsp,
+            N,
+            D,
+            A.stride(0),
+            Bm.stride(0),
+            int(bug),
+            BLOCK_M=bm,
+            BLOCK_N=b,
+            BLOCK_D=bd,
+            BLOCK_DO=bdo,
+            PREC=prec,
+            UPCAST=_upcast(x.dtype),
+            num_warps=8,
+        )
+        if gs is None:
+            gs = dsp[0].sum(dtype=torch.float64)
+        if need:
+            res[side] = o
     return res[0], res[1], gs
 
 # %% ../nbs/04_kernels.ipynb #00000025
@@ -398,7 +587,7 @@ class _ClipLossTiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, scale, block, use_triton, bug):
         s = scale.detach().reshape(1).float().contiguous()
-        dt = torch.promote_types(x.dtype, t.dtype)     # one dtype, unit stride rows for the kernels
+        dt = torch.promote_types(x.dtype, t.dtype)  # one dtype, unit stride rows for the kernels
         xp, tp = x.detach().to(dt).contiguous(), t.detach().to(dt).contiguous()
         fwd = _loss_fwd_triton if use_triton else _loss_fwd_torch
         with torch.autocast(x.device.type, enabled=False):
@@ -422,20 +611,30 @@ class _ClipLossTiled(torch.autograd.Function):
         ds = (gs * coef).to(sdtype).reshape(shape) if ns else None
         return dx, dt, ds, None, None, None
 
-def clip_loss_tiled(image_features:torch.Tensor, # [B, d], normalised (callers normalise)
-                    text_features:torch.Tensor, # [B, d], normalised, same device
-                    logit_scale, # scalar tensor (the exponentiated scale, as open_clip passes it) or float
-                    *, block:int|None=None, # tile size (default: 4096 torch, 64 Triton)
-                    backend:str='auto', # 'auto', 'triton', 'torch' or 'reference'
-                    _offset_bug:int=0): # testing only: shift the column offset of every tile after the first
+
+def clip_loss_tiled(
+    image_features: torch.Tensor,  # [B, d], normalised (callers normalise)
+    text_features: torch.Tensor,  # [B, d], normalised, same device
+    logit_scale,  # scalar tensor (the exponentiated scale, as open_clip passes it) or float
+    *,
+    block: int | None = None,  # tile size (default: 4096 torch, 64 Triton)
+    backend: str = "auto",  # 'auto', 'triton', 'torch' or 'reference'
+    _offset_bug: int = 0,
+):  # testing only: shift the column offset of every tile after the first
     "Symmetric InfoNCE (labels on the diagonal) with tiled forward and backward: memory linear in B."
     x, t = image_features, text_features
     if x.ndim != 2 or x.shape != t.shape:
-        raise ConfigError(f'image_features and text_features must both be [B, d]; got {tuple(x.shape)} and {tuple(t.shape)}')
-    if x.shape[0] == 0: raise ConfigError('image_features is empty (B=0)')
-    if x.device != t.device: raise ConfigError(f'image_features on {x.device} but text_features on {t.device}')
-    if backend == 'reference': return clip_loss_reference(x, t, logit_scale)
+        raise ConfigError(
+            f"image_features and text_features must both be [B, d]; got {tuple(x.shape)} and {tuple(t.shape)}"
+        )
+    if x.shape[0] == 0:
+        raise ConfigError("image_features is empty (B=0)")
+    if x.device != t.device:
+        raise ConfigError(f"image_features on {x.device} but text_features on {t.device}")
+    if backend == "reference":
+        return clip_loss_reference(x, t, logit_scale)
     scale = logit_scale if torch.is_tensor(logit_scale) else torch.tensor(float(logit_scale), device=x.device)
-    if scale.numel() != 1: raise ConfigError(f'logit_scale must be a scalar; got shape {tuple(scale.shape)}')
+    if scale.numel() != 1:
+        raise ConfigError(f"logit_scale must be a scalar; got shape {tuple(scale.shape)}")
     use_tri = _use_triton(x, backend)
     return _ClipLossTiled.apply(x, t, scale, block or (64 if use_tri else 4096), use_tri, int(_offset_bug))

@@ -4,7 +4,18 @@
 
 # %% ../nbs/01e_llm.ipynb #00000002
 from __future__ import annotations
-import os, io, re, json, math, time, random, hashlib, threading, ssl, http.client, email.utils
+import os
+import io
+import re
+import json
+import math
+import time
+import random
+import hashlib
+import threading
+import ssl
+import http.client
+import email.utils
 import urllib.parse
 from collections import Counter
 from fastcore.basics import patch
@@ -17,124 +28,179 @@ __all__ = ['PARA_PROMPT', 'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT
 # %% ../nbs/01e_llm.ipynb #00000005
 PARA_PROMPT = "Rephrase the following sentence with the same meaning:\n{caption}"
 NEG_PROMPT = "Generate a completely false version of this sentence:\n{caption}"
-PARA_VERIFY_PROMPT = ('The original sentence is: "{caption}"\nThe generated paraphrase is: "{candidate}"\n'
-                      'Does the paraphrase accurately retain the meaning of the original? Respond with "Yes" or "No".')
-NEG_VERIFY_PROMPT = ('The original sentence is: "{caption}"\nThe generated false sentence is: "{candidate}"\n'
-                     'Does the false sentence contradict or misrepresent the original? Respond with "Yes" or "No".')
-KINDS = ('para', 'neg')
+PARA_VERIFY_PROMPT = (
+    'The original sentence is: "{caption}"\nThe generated paraphrase is: "{candidate}"\n'
+    'Does the paraphrase accurately retain the meaning of the original? Respond with "Yes" or "No".'
+)
+NEG_VERIFY_PROMPT = (
+    'The original sentence is: "{caption}"\nThe generated false sentence is: "{candidate}"\n'
+    'Does the false sentence contradict or misrepresent the original? Respond with "Yes" or "No".'
+)
+KINDS = ("para", "neg")
 
-_FIELD = re.compile(r'\{(caption|candidate)\}')
+_FIELD = re.compile(r"\{(caption|candidate)\}")
 
-def fill_prompt(template:str, # a prompt with `{caption}` (and `{candidate}` for verification)
-                caption:str, candidate:str|None=None) -> str:
+
+def fill_prompt(
+    template: str,  # a prompt with `{caption}` (and `{candidate}` for verification)
+    caption: str,
+    candidate: str | None = None,
+) -> str:
     "The prompt for one request: both fields filled in one pass, so text put in is never read as a field."
-    vals = dict(caption=caption, candidate='' if candidate is None else candidate)
+    vals = dict(caption=caption, candidate="" if candidate is None else candidate)
     return _FIELD.sub(lambda m: vals[m.group(1)], template)
 
 # %% ../nbs/01e_llm.ipynb #00000008
 class Redactor:
     "Masks every piece of 8+ characters of its secrets (a shorter secret: where it appears whole) in text."
-    MASK, MIN = '***', 8
-    def __init__(self, *secrets:str|None): # the secrets (None and '' are skipped)
+
+    MASK, MIN = "***", 8
+
+    def __init__(self, *secrets: str | None):  # the secrets (None and '' are skipped)
         ss = [s for s in secrets if s]
-        self.__n, self.__pieces = len(ss), frozenset(s[i:i + min(self.MIN, len(s))] for s in ss
-                                                     for i in range(len(s) - min(self.MIN, len(s)) + 1))
-    def __repr__(self): return f'Redactor({self.__n} secret(s), not shown)'
-    def __bool__(self): return bool(self.__pieces)
-    def __add__(self, other:Redactor) -> Redactor:
-        r = Redactor(); r._Redactor__n = self.__n + other.__n; r._Redactor__pieces = self.__pieces | other.__pieces
+        self.__n, self.__pieces = (
+            len(ss),
+            frozenset(s[i : i + min(self.MIN, len(s))] for s in ss for i in range(len(s) - min(self.MIN, len(s)) + 1)),
+        )
+
+    def __repr__(self):
+        return f"Redactor({self.__n} secret(s), not shown)"
+
+    def __bool__(self):
+        return bool(self.__pieces)
+
+    def __add__(self, other: Redactor) -> Redactor:
+        r = Redactor()
+        r._Redactor__n = self.__n + other.__n
+        r._Redactor__pieces = self.__pieces | other.__pieces
         return r
+
     def found(self, s) -> bool:
         "Does the text `s` hold a piece of a secret?"
         return isinstance(s, str) and any(p in s for p in self.__pieces)
+
     def __call__(self, s):
         "`s` with every piece of a secret masked (anything that is not text comes back as it is)."
-        if not isinstance(s, str) or not self.found(s): return s
+        if not isinstance(s, str) or not self.found(s):
+            return s
         hits = sorted((i, i + len(p)) for p in self.__pieces if p in s for i in _find_all(s, p))
         out, last = [], 0
         for a, b in hits:
-            if a <= last and out: last = max(last, b); continue      # overlaps or touches the span being masked: extend it
-            out += [s[last:a], self.MASK]; last = b
-        return ''.join(out + [s[last:]])
+            if a <= last and out:
+                last = max(last, b)
+                continue  # overlaps or touches the span being masked: extend it
+            out += [s[last:a], self.MASK]
+            last = b
+        return "".join(out + [s[last:]])
+
     def obj(self, o):
         "`o` (dicts, lists and tuples of text, numbers, ...) with every string masked."
-        if isinstance(o, dict): return {self(k): self.obj(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)): return type(o)(self.obj(v) for v in o)
+        if isinstance(o, dict):
+            return {self(k): self.obj(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return type(o)(self.obj(v) for v in o)
         return self(o)
 
-def _find_all(s:str, p:str):
+
+def _find_all(s: str, p: str):
     i = s.find(p)
-    while i >= 0: yield i; i = s.find(p, i + 1)
+    while i >= 0:
+        yield i
+        i = s.find(p, i + 1)
 
 # %% ../nbs/01e_llm.ipynb #0000000c
 def _red_arg(red, a):
-    if isinstance(a, (bytes, bytearray)): return red(bytes(a).decode('latin-1')).encode('latin-1')
+    if isinstance(a, (bytes, bytearray)):
+        return red(bytes(a).decode("latin-1")).encode("latin-1")
     return red(a) if isinstance(a, str) else a
 
-def _scrub(e:BaseException, red:Redactor) -> BaseException:
+
+def _scrub(e: BaseException, red: Redactor) -> BaseException:
     "`e` with the secrets of `red` masked in it and its chain (in place), or a masked replacement to raise."
-    if not red: return e
+    if not red:
+        return e
     seen, x = set(), e
     todo = [e]
     while todo:
         x = todo.pop()
-        if x is None or id(x) in seen: continue
+        if x is None or id(x) in seen:
+            continue
         seen.add(id(x))
-        try: x.args = tuple(_red_arg(red, a) for a in x.args)
-        except (TypeError, AttributeError): pass
+        try:
+            x.args = tuple(_red_arg(red, a) for a in x.args)
+        except (TypeError, AttributeError):
+            pass
         if isinstance(x, OSError):
-            for f in ('strerror', 'filename', 'filename2'):
+            for f in ("strerror", "filename", "filename2"):
                 v = getattr(x, f)
-                if isinstance(v, (str, bytes)) and _red_arg(red, v) != v: setattr(x, f, _red_arg(red, v))   # None stays unset
-        if getattr(x, '__notes__', None): x.__notes__ = [red(n) for n in x.__notes__]
+                if isinstance(v, (str, bytes)) and _red_arg(red, v) != v:
+                    setattr(x, f, _red_arg(red, v))  # None stays unset
+        if getattr(x, "__notes__", None):
+            x.__notes__ = [red(n) for n in x.__notes__]
         todo += [x.__cause__, x.__context__]
-    try: leak = red.found(str(e)) or red.found(repr(e))
-    except Exception: leak = True
-    return SemclipError(red(f'{type(e).__name__}: {e}')) if leak else e
+    try:
+        leak = red.found(str(e)) or red.found(repr(e))
+    except Exception:
+        leak = True
+    return SemclipError(red(f"{type(e).__name__}: {e}")) if leak else e
 
 # %% ../nbs/01e_llm.ipynb #0000000f
-_ENV_NAME, _HEADER_SAFE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*'), re.compile(r'[\x21-\x7e]+')
+_ENV_NAME, _HEADER_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), re.compile(r"[\x21-\x7e]+")
 
-def _entropy(s:str) -> float:
+
+def _entropy(s: str) -> float:
     return -sum(n / len(s) * math.log2(n / len(s)) for n in Counter(s).values())
 
-def _looks_like_key(s:str) -> bool:
-    mixed = any(c.islower() for c in s) and any(c.isupper() for c in s) and any(c.isdigit() for c in s)
-    return len(s) > 64 or (len(s) >= 20 and mixed) or (len(s) >= 24 and '_' not in s and _entropy(s) >= 3.5)
 
-def check_key_env(name:str|None, # the NAME of an environment variable holding an API key (None: no key)
-                  flag:str='api_key_env') -> str|None: # how the user gave it, for the message
+def _looks_like_key(s: str) -> bool:
+    mixed = any(c.islower() for c in s) and any(c.isupper() for c in s) and any(c.isdigit() for c in s)
+    return len(s) > 64 or (len(s) >= 20 and mixed) or (len(s) >= 24 and "_" not in s and _entropy(s) >= 3.5)
+
+
+def check_key_env(
+    name: str | None,  # the NAME of an environment variable holding an API key (None: no key)
+    flag: str = "api_key_env",
+) -> str | None:  # how the user gave it, for the message
     "`name`, if it can be the name of an environment variable; else a ConfigError that does not repeat it."
-    if name is None: return None
+    if name is None:
+        return None
     if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or _looks_like_key(name):
         n = len(name) if isinstance(name, str) else 0
-        raise ConfigError(f'{flag} must be the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), '
-                          f'not the key itself; the value given ({n} characters) is not shown in case it is a key')
+        raise ConfigError(
+            f"{flag} must be the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), "
+            f"not the key itself; the value given ({n} characters) is not shown in case it is a key"
+        )
     return name
 
 # %% ../nbs/01e_llm.ipynb #00000012
-def _char_kind(c:str) -> str:
-    return {'\n': 'a line break', '\r': 'a carriage return', '\t': 'a tab', ' ': 'a space'}.get(
-        c, 'a control character' if ord(c) < 32 or ord(c) == 127 else 'a non-ASCII character')
+def _char_kind(c: str) -> str:
+    return {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", " ": "a space"}.get(
+        c, "a control character" if ord(c) < 32 or ord(c) == 127 else "a non-ASCII character"
+    )
 
-def env_key(name:str|None) -> str|None: # the variable's NAME
+
+def env_key(name: str | None) -> str | None:  # the variable's NAME
     "The API key in the environment variable `name`, stripped; None if unset or blank; a ConfigError if no header can carry it."
     raw = os.environ.get(check_key_env(name)) if name else None
-    key = raw.strip() if raw else ''
-    if not key: return None
+    key = raw.strip() if raw else ""
+    if not key:
+        return None
     if not _HEADER_SAFE.fullmatch(key):
-        i = next(i for i, c in enumerate(key) if not '\x21' <= c <= '\x7e')
-        raise ConfigError(f'the API key in ${name} has {_char_kind(key[i])} at character {i + 1} of {len(key)}, which an HTTP '
-                          f'header cannot carry; a key is printable ASCII without spaces: check how it was copied or read')
+        i = next(i for i, c in enumerate(key) if not "\x21" <= c <= "\x7e")
+        raise ConfigError(
+            f"the API key in ${name} has {_char_kind(key[i])} at character {i + 1} of {len(key)}, which an HTTP "
+            f"header cannot carry; a key is printable ASCII without spaces: check how it was copied or read"
+        )
     return key
 
-def env_redactor(*names:str|None) -> Redactor:
+
+def env_redactor(*names: str | None) -> Redactor:
     "A `Redactor` of the keys in the environment variables `names`, as set and as stripped; never raises."
     vals = [os.environ.get(n) for n in names if n and _ENV_NAME.fullmatch(n)]
     return Redactor(*[v for v in vals if v], *[v.strip() for v in vals if v])
 
 # %% ../nbs/01e_llm.ipynb #00000016
-def _check_num(name:str, v, lo=0, strict:bool=False, integer:bool=False):
+def _check_num(name: str, v, lo=0, strict: bool = False, integer: bool = False):
     "`v` as checked by `check_number`: an int (if `integer`) or number >= `lo` (> `lo` if `strict`)."
     return check_number(name, v, kind=int if integer else float, min=lo, min_inclusive=not strict)
 
@@ -142,76 +208,127 @@ def _check_num(name:str, v, lo=0, strict:bool=False, integer:bool=False):
 class LLMError(SemclipError, RuntimeError):
     "A request to the LLM server failed for good: after its retries, or at once when retrying cannot help."
 
+
 class _Retry(Exception):
     "A failure worth another try."
-    def __init__(self, why:str, reason:str, retry_after:float|None=None):
-        super().__init__(why); self.reason, self.retry_after = reason, retry_after
 
-def _retry_after(headers) -> float|None:
-    v = headers.get('Retry-After') if headers is not None else None
-    if not v: return None
-    try: return max(0.0, float(v))
-    except ValueError: pass
-    try: return max(0.0, email.utils.parsedate_to_datetime(v).timestamp() - time.time())
-    except (TypeError, ValueError): return None
+    def __init__(self, why: str, reason: str, retry_after: float | None = None):
+        super().__init__(why)
+        self.reason, self.retry_after = reason, retry_after
+
+
+def _retry_after(headers) -> float | None:
+    v = headers.get("Retry-After") if headers is not None else None
+    if not v:
+        return None
+    try:
+        return max(0.0, float(v))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(v).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 # %% ../nbs/01e_llm.ipynb #0000001c
-_VERDICT = re.compile(r'\b(yes|no)\b', re.I)
+_VERDICT = re.compile(r"\b(yes|no)\b", re.I)
 
-def parse_verdict(text:str) -> bool|None: # a verifier's answer
+
+def parse_verdict(text: str) -> bool | None:  # a verifier's answer
     "True for Yes, False for No (the first of the two words), None when the answer has neither."
-    m = _VERDICT.search(text or '')
-    return None if m is None else m.group(1).lower() == 'yes'
+    m = _VERDICT.search(text or "")
+    return None if m is None else m.group(1).lower() == "yes"
 
 # %% ../nbs/01e_llm.ipynb #0000001f
-def _check_settings(base_url:str, # the API root
-                    prompts:dict, # name -> template
-                    **nums) -> urllib.parse.SplitResult: # name -> (value, lo, strict, integer); a value None is skipped
+def _check_settings(
+    base_url: str,  # the API root
+    prompts: dict,  # name -> template
+    **nums,
+) -> urllib.parse.SplitResult:  # name -> (value, lo, strict, integer); a value None is skipped
     "The parts of `base_url`, once it, the prompts and the numbers are checked; else a ConfigError naming the setting."
     u = urllib.parse.urlsplit(base_url)
-    if u.scheme not in ('http', 'https') or not u.hostname:
+    if u.scheme not in ("http", "https") or not u.hostname:
         raise ConfigError(f"base_url={base_url!r} must be an http:// or https:// URL, e.g. 'http://127.0.0.1:11434/v1'")
-    if u.username or u.password: raise ConfigError('base_url must not contain credentials; put the key in the environment variable named by api_key_env')
+    if u.username or u.password:
+        raise ConfigError(
+            "base_url must not contain credentials; put the key in the environment variable named by api_key_env"
+        )
     for nm, v in prompts.items():
-        if '{caption}' not in v: raise ConfigError(f'{nm} must contain {{caption}}: {v!r}')
-        if 'verify' in nm and '{candidate}' not in v: raise ConfigError(f'{nm} must contain {{candidate}}: {v!r}')
+        if "{caption}" not in v:
+            raise ConfigError(f"{nm} must contain {{caption}}: {v!r}")
+        if "verify" in nm and "{candidate}" not in v:
+            raise ConfigError(f"{nm} must contain {{candidate}}: {v!r}")
     for nm, (v, lo, strict, integer) in nums.items():
-        if v is not None: _check_num(nm, v, lo, strict, integer)
+        if v is not None:
+            _check_num(nm, v, lo, strict, integer)
     return u
 
 # %% ../nbs/01e_llm.ipynb #00000022
 class OpenAIChatBackend:
     "Paraphrases, negations and Yes/No verification from an OpenAI-compatible chat-completions server."
-    name, cacheable = 'openai', True
-    def __init__(self, base_url:str='http://127.0.0.1:11434/v1', # the API root; requests go to {base_url}/chat/completions
-                 model:str='phi4', # writes paraphrases and negations
-                 verifier_model:str|None='mistral', # answers the Yes/No checks (None: no verification)
-                 regen_model:str|None=None, # rewrites what the verifier rejected (None: the verifier model, else `model`)
-                 api_key_env:str|None='OPENAI_API_KEY', # NAME of the environment variable holding the key (unset: no key sent)
-                 temperature:float=0.1, # sampling temperature (the paper: 0.1)
-                 timeout:float=60.0, # seconds allowed for each socket operation (connect, send, each read)
-                 deadline:float|None=None, # seconds allowed for a whole request, connect to last byte (None: 2 * timeout)
-                 max_answer_bytes:int=1 << 20, # the largest answer body read; past it the try fails (and is retried)
-                 max_retries:int=4, # retries after the first try
-                 backoff:float=1.0, # first retry delay in seconds, doubled each retry, with jitter
-                 max_backoff:float=30.0, # the longest delay, and the longest Retry-After honoured
-                 concurrency:int=4, # most requests in flight at once
-                 para_prompt:str=PARA_PROMPT, neg_prompt:str=NEG_PROMPT, # generation templates, with {caption}
-                 para_verify_prompt:str=PARA_VERIFY_PROMPT, neg_verify_prompt:str=NEG_VERIFY_PROMPT, # with {caption} and {candidate}
-                 max_tokens:int|None=None, # an answer length cap sent to the server, if any
-                 extra_body:dict|None=None): # more JSON fields for every request (e.g. {"seed": 0})
-        prompts = dict(para_prompt=para_prompt, neg_prompt=neg_prompt, para_verify_prompt=para_verify_prompt, neg_verify_prompt=neg_verify_prompt)
-        u = _check_settings(base_url, prompts, concurrency=(concurrency, 1, False, True), max_retries=(max_retries, 0, False, True),
-                            timeout=(timeout, 0, True, False), temperature=(temperature, 0, False, False), backoff=(backoff, 0, False, False),
-                            max_backoff=(max_backoff, 0, False, False), max_answer_bytes=(max_answer_bytes, 1, False, True),
-                            deadline=(deadline, 0, True, False))
-        env_key(api_key_env)             # refuses a key-like api_key_env, and a key no header can carry, now rather than later
-        self.base_url, self._https, self._host, self._port = base_url.rstrip('/'), u.scheme == 'https', u.hostname, u.port
-        self._path = u.path.rstrip('/') + '/chat/completions'
+
+    name, cacheable = "openai", True
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:11434/v1",  # the API root; requests go to {base_url}/chat/completions
+        model: str = "phi4",  # writes paraphrases and negations
+        verifier_model: str | None = "mistral",  # answers the Yes/No checks (None: no verification)
+        regen_model: str | None = None,  # rewrites what the verifier rejected (None: the verifier model, else `model`)
+        api_key_env: str | None = "OPENAI_API_KEY",  # NAME of the variable holding the key (unset: no key sent)
+        temperature: float = 0.1,  # sampling temperature (the paper: 0.1)
+        timeout: float = 60.0,  # seconds allowed for each socket operation (connect, send, each read)
+        deadline: float | None = None,  # seconds allowed for a whole request, connect to last byte (None: 2 * timeout)
+        max_answer_bytes: int = 1 << 20,  # the largest answer body read; past it the try fails (and is retried)
+        max_retries: int = 4,  # retries after the first try
+        backoff: float = 1.0,  # first retry delay in seconds, doubled each retry, with jitter
+        max_backoff: float = 30.0,  # the longest delay, and the longest Retry-After honoured
+        concurrency: int = 4,  # most requests in flight at once
+        para_prompt: str = PARA_PROMPT,
+        neg_prompt: str = NEG_PROMPT,  # generation templates, with {caption}
+        para_verify_prompt: str = PARA_VERIFY_PROMPT,
+        neg_verify_prompt: str = NEG_VERIFY_PROMPT,  # with {caption} and {candidate}
+        max_tokens: int | None = None,  # an answer length cap sent to the server, if any
+        extra_body: dict | None = None,
+    ):  # more JSON fields for every request (e.g. {"seed": 0})
+        prompts = dict(
+            para_prompt=para_prompt,
+            neg_prompt=neg_prompt,
+            para_verify_prompt=para_verify_prompt,
+            neg_verify_prompt=neg_verify_prompt,
+        )
+        u = _check_settings(
+            base_url,
+            prompts,
+            concurrency=(concurrency, 1, False, True),
+            max_retries=(max_retries, 0, False, True),
+            timeout=(timeout, 0, True, False),
+            temperature=(temperature, 0, False, False),
+            backoff=(backoff, 0, False, False),
+            max_backoff=(max_backoff, 0, False, False),
+            max_answer_bytes=(max_answer_bytes, 1, False, True),
+            deadline=(deadline, 0, True, False),
+        )
+        env_key(api_key_env)  # refuses a key-like api_key_env, and a key no header can carry, now rather than later
+        self.base_url, self._https, self._host, self._port = (
+            base_url.rstrip("/"),
+            u.scheme == "https",
+            u.hostname,
+            u.port,
+        )
+        self._path = u.path.rstrip("/") + "/chat/completions"
         self.model, self.verifier_model, self.regen_model = model, verifier_model, regen_model
         self.api_key_env, self.temperature, self.timeout = api_key_env, temperature, timeout
-        self.deadline, self.max_answer_bytes = float(deadline if deadline is not None else 2 * timeout), max_answer_bytes
-        self.max_retries, self.backoff, self.max_backoff, self.concurrency = max_retries, backoff, max_backoff, concurrency
+        self.deadline, self.max_answer_bytes = (
+            float(deadline if deadline is not None else 2 * timeout),
+            max_answer_bytes,
+        )
+        self.max_retries, self.backoff, self.max_backoff, self.concurrency = (
+            max_retries,
+            backoff,
+            max_backoff,
+            concurrency,
+        )
         self.__dict__.update(prompts)
         self.max_tokens, self.extra_body = max_tokens, dict(extra_body or {})
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -220,225 +337,365 @@ class OpenAIChatBackend:
 
 # %% ../nbs/01e_llm.ipynb #00000025
 @patch
-def __repr__(self:OpenAIChatBackend):
-    return (f'OpenAIChatBackend(base_url={self.base_url!r}, model={self.model!r}, verifier_model={self.verifier_model!r}, '
-            f'regen_model={self.regen_model!r}, api_key_env={self.api_key_env!r})')
+def __repr__(self: OpenAIChatBackend):
+    return (
+        f"OpenAIChatBackend(base_url={self.base_url!r}, model={self.model!r}, verifier_model={self.verifier_model!r}, "
+        f"regen_model={self.regen_model!r}, api_key_env={self.api_key_env!r})"
+    )
+
+
 @patch
-def describe(self:OpenAIChatBackend) -> dict:
-    return dict(backend=self.name, base_url=self.base_url, model=self.model, verifier_model=self.verifier_model,
-                regen_model=self.regen_model, temperature=self.temperature, api_key_env=self.api_key_env)
+def describe(self: OpenAIChatBackend) -> dict:
+    return dict(
+        backend=self.name,
+        base_url=self.base_url,
+        model=self.model,
+        verifier_model=self.verifier_model,
+        regen_model=self.regen_model,
+        temperature=self.temperature,
+        api_key_env=self.api_key_env,
+    )
+
+
 @patch(as_prop=True)
-def judges(self:OpenAIChatBackend) -> bool: return self.verifier_model is not None
+def judges(self: OpenAIChatBackend) -> bool:
+    return self.verifier_model is not None
+
+
 @patch
-def stats(self:OpenAIChatBackend) -> dict:
-    with self._lock: return dict(self._stats)
+def stats(self: OpenAIChatBackend) -> dict:
+    with self._lock:
+        return dict(self._stats)
+
+
 @patch
-def redactor(self:OpenAIChatBackend) -> Redactor: return env_redactor(self.api_key_env)
+def redactor(self: OpenAIChatBackend) -> Redactor:
+    return env_redactor(self.api_key_env)
+
+
 @patch
-def _count(self:OpenAIChatBackend, k, n=1):
-    with self._lock: self._stats[k] += n
+def _count(self: OpenAIChatBackend, k, n=1):
+    with self._lock:
+        self._stats[k] += n
+
+
 @patch
-def generate(self:OpenAIChatBackend, kind:str, caption:str, attempt:int=0) -> str:
+def generate(self: OpenAIChatBackend, kind: str, caption: str, attempt: int = 0) -> str:
     "`paraphrase` or `negate`, by `kind`."
-    return self.paraphrase(caption, attempt) if check_choice('kind', kind, KINDS) == 'para' else self.negate(caption, attempt)
+    return (
+        self.paraphrase(caption, attempt)
+        if check_choice("kind", kind, KINDS) == "para"
+        else self.negate(caption, attempt)
+    )
 
 # %% ../nbs/01e_llm.ipynb #00000028
 @patch
-def model_for(self:OpenAIChatBackend, kind:str, attempt:int=0) -> str:
+def model_for(self: OpenAIChatBackend, kind: str, attempt: int = 0) -> str:
     "The model that answers a request of `kind` ('para', 'neg', 'verify_para', 'verify_neg') at `attempt`."
-    if kind.startswith('verify'): return self.verifier_model
+    if kind.startswith("verify"):
+        return self.verifier_model
     return self.model if attempt == 0 else (self.regen_model or self.verifier_model or self.model)
+
+
 @patch
-def _template(self:OpenAIChatBackend, kind):
-    return dict(para=self.para_prompt, neg=self.neg_prompt, verify_para=self.para_verify_prompt, verify_neg=self.neg_verify_prompt)[kind]
+def _template(self: OpenAIChatBackend, kind):
+    return dict(
+        para=self.para_prompt,
+        neg=self.neg_prompt,
+        verify_para=self.para_verify_prompt,
+        verify_neg=self.neg_verify_prompt,
+    )[kind]
+
+
 @patch
-def cache_key(self:OpenAIChatBackend, kind:str, caption:str, attempt:int=0, candidate:str|None=None) -> str:
+def cache_key(self: OpenAIChatBackend, kind: str, caption: str, attempt: int = 0, candidate: str | None = None) -> str:
     "The sha256 of (backend, model, template, caption, candidate, kind, attempt)."
     k = [self.name, self.model_for(kind, attempt), self._template(kind), caption, candidate, kind, attempt]
     return hashlib.sha256(json.dumps(k, ensure_ascii=False).encode()).hexdigest()
 
 # %% ../nbs/01e_llm.ipynb #0000002b
-def _verdict(content:str) -> bool:
+def _verdict(content: str) -> bool:
     v = parse_verdict(content)
-    if v is None: raise _Retry(f'the verifier answered neither Yes nor No: {content[:120]!r}', 'malformed')
+    if v is None:
+        raise _Retry(f"the verifier answered neither Yes nor No: {content[:120]!r}", "malformed")
     return v
 
+
 @patch
-def paraphrase(self:OpenAIChatBackend, caption:str, attempt:int=0) -> str:
-    return self.chat(self.model_for('para', attempt), fill_prompt(self.para_prompt, caption), what=f'paraphrase of {caption!r}')
+def paraphrase(self: OpenAIChatBackend, caption: str, attempt: int = 0) -> str:
+    return self.chat(
+        self.model_for("para", attempt), fill_prompt(self.para_prompt, caption), what=f"paraphrase of {caption!r}"
+    )
+
+
 @patch
-def negate(self:OpenAIChatBackend, caption:str, attempt:int=0) -> str:
-    return self.chat(self.model_for('neg', attempt), fill_prompt(self.neg_prompt, caption), what=f'negation of {caption!r}')
+def negate(self: OpenAIChatBackend, caption: str, attempt: int = 0) -> str:
+    return self.chat(
+        self.model_for("neg", attempt), fill_prompt(self.neg_prompt, caption), what=f"negation of {caption!r}"
+    )
+
+
 @patch
-def verify(self:OpenAIChatBackend, kind:str, caption:str, candidate:str) -> bool|None:
+def verify(self: OpenAIChatBackend, kind: str, caption: str, candidate: str) -> bool | None:
     "Does `candidate` pass as the `kind` ('para'/'neg') of `caption`? None when there is no verifier model."
-    if self.verifier_model is None: return None
-    tpl = self._template('verify_' + check_choice('kind', kind, KINDS))
-    return self.chat(self.verifier_model, fill_prompt(tpl, caption, candidate), parse=_verdict,
-                     what=f'verification of the {kind} {candidate!r} of {caption!r}')
+    if self.verifier_model is None:
+        return None
+    tpl = self._template("verify_" + check_choice("kind", kind, KINDS))
+    return self.chat(
+        self.verifier_model,
+        fill_prompt(tpl, caption, candidate),
+        parse=_verdict,
+        what=f"verification of the {kind} {candidate!r} of {caption!r}",
+    )
 
 # %% ../nbs/01e_llm.ipynb #00000030
-class _DeadlineExceeded(TimeoutError): "The request as a whole took longer than its deadline."
+class _DeadlineExceeded(TimeoutError):
+    "The request as a whole took longer than its deadline."
+
 
 class _DeadlineReader(io.RawIOBase):
     "The reading side of a socket: each read waits at most `min(timeout, time left before the deadline)`."
-    def __init__(self, sock, conn):      # the socket's own raw file keeps it open until the response is read, as http.client expects
-        self._raw, self._sock, self._conn = sock.makefile('rb', buffering=0), sock, conn
-    def readable(self): return True
-    def fileno(self): return self._raw.fileno()
+
+    def __init__(
+        self, sock, conn
+    ):  # the socket's own raw file keeps it open until the response is read, as http.client expects
+        self._raw, self._sock, self._conn = sock.makefile("rb", buffering=0), sock, conn
+
+    def readable(self):
+        return True
+
+    def fileno(self):
+        return self._raw.fileno()
+
     def readinto(self, b):
         self._conn._arm(self._sock)
-        try: return self._raw.readinto(b)
+        try:
+            return self._raw.readinto(b)
         except TimeoutError:
-            if time.monotonic() >= self._conn.deadline - 1e-3: raise _DeadlineExceeded() from None
+            if time.monotonic() >= self._conn.deadline - 1e-3:
+                raise _DeadlineExceeded() from None
             raise
+
     def close(self):
-        if not self.closed: self._raw.close()
+        if not self.closed:
+            self._raw.close()
         super().close()
+
 
 class _DeadlineSocket:
     "A connected socket whose sends and reads (through `makefile`) respect the connection's deadline."
-    def __init__(self, sock, conn): self._sock, self._conn = sock, conn
-    def makefile(self, mode='rb', *a, **kw): return io.BufferedReader(_DeadlineReader(self._sock, self._conn))
-    def sendall(self, data): self._conn._arm(self._sock); return self._sock.sendall(data)
-    def __getattr__(self, name): return getattr(self._sock, name)
+
+    def __init__(self, sock, conn):
+        self._sock, self._conn = sock, conn
+
+    def makefile(self, mode="rb", *a, **kw):
+        return io.BufferedReader(_DeadlineReader(self._sock, self._conn))
+
+    def sendall(self, data):
+        self._conn._arm(self._sock)
+        return self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
 
 # %% ../nbs/01e_llm.ipynb #00000034
 class _DeadlineMixin:
-    deadline, _per_op = math.inf, math.inf     # the request's end (a time.monotonic() value), and the per-operation timeout
+    deadline, _per_op = (
+        math.inf,
+        math.inf,
+    )  # the request's end (a time.monotonic() value), and the per-operation timeout
+
     def _arm(self, sock):
         left = self.deadline - time.monotonic()
-        if left <= 0: raise _DeadlineExceeded()
+        if left <= 0:
+            raise _DeadlineExceeded()
         sock.settimeout(min(self._per_op, left))
+
     def connect(self):
         left = self.deadline - time.monotonic()
-        if left <= 0: raise _DeadlineExceeded()
+        if left <= 0:
+            raise _DeadlineExceeded()
         self.timeout = min(self._per_op, left)
         super().connect()
         self.sock = _DeadlineSocket(self.sock, self)
 
-class _HTTP(_DeadlineMixin, http.client.HTTPConnection): pass
-class _HTTPS(_DeadlineMixin, http.client.HTTPSConnection): pass
+
+class _HTTP(_DeadlineMixin, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPS(_DeadlineMixin, http.client.HTTPSConnection):
+    pass
 
 # %% ../nbs/01e_llm.ipynb #00000037
-def _read_capped(r, cap:int) -> bytes:
+def _read_capped(r, cap: int) -> bytes:
     "The body of response `r`; a retryable failure as soon as it is known to be larger than `cap` bytes."
-    why = f'the answer is larger than max_answer_bytes={cap}'
-    if r.length is not None and r.length > cap: raise _Retry(f'{why} (it announced {r.length} bytes); nothing was read', 'too_large')
+    why = f"the answer is larger than max_answer_bytes={cap}"
+    if r.length is not None and r.length > cap:
+        raise _Retry(f"{why} (it announced {r.length} bytes); nothing was read", "too_large")
     buf = bytearray()
     while piece := r.read(min(1 << 16, cap + 1 - len(buf))):
         buf += piece
-        if len(buf) > cap: raise _Retry(f'{why}; reading stopped there', 'too_large')
+        if len(buf) > cap:
+            raise _Retry(f"{why}; reading stopped there", "too_large")
     return bytes(buf)
 
+
 @patch
-def _conn(self:OpenAIChatBackend):
-    c = getattr(self._local, 'conn', None)
-    if c is not None: return c, True
-    if self._https: c = _HTTPS(self._host, self._port, timeout=self.timeout, context=ssl.create_default_context())
-    else: c = _HTTP(self._host, self._port, timeout=self.timeout)
+def _conn(self: OpenAIChatBackend):
+    c = getattr(self._local, "conn", None)
+    if c is not None:
+        return c, True
+    if self._https:
+        c = _HTTPS(self._host, self._port, timeout=self.timeout, context=ssl.create_default_context())
+    else:
+        c = _HTTP(self._host, self._port, timeout=self.timeout)
     c._per_op = self.timeout
     self._local.conn = c
-    with self._lock: self._conns.append(c)
+    with self._lock:
+        self._conns.append(c)
     return c, False
 
-@patch
-def _drop(self:OpenAIChatBackend):
-    c = getattr(self._local, 'conn', None)
-    self._local.conn = None
-    if c is not None: c.close()
 
 @patch
-def close(self:OpenAIChatBackend):
+def _drop(self: OpenAIChatBackend):
+    c = getattr(self._local, "conn", None)
+    self._local.conn = None
+    if c is not None:
+        c.close()
+
+
+@patch
+def close(self: OpenAIChatBackend):
     "Close every kept-alive connection."
-    with self._lock: cs, self._conns = self._conns, []
-    for c in cs: c.close()
+    with self._lock:
+        cs, self._conns = self._conns, []
+    for c in cs:
+        c.close()
     self._local = threading.local()
 
 # %% ../nbs/01e_llm.ipynb #0000003a
 @patch
-def _post(self:OpenAIChatBackend, data:bytes, key:str|None):
+def _post(self: OpenAIChatBackend, data: bytes, key: str | None):
     "One POST within the deadline: (status, reason, headers, body of at most `max_answer_bytes`)."
-    headers = {'Content-Type': 'application/json', 'Accept': 'application/json'}
-    if key: headers['Authorization'] = 'Bearer ' + key
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if key:
+        headers["Authorization"] = "Bearer " + key
     end = time.monotonic() + self.deadline
     while True:
         conn, reused = self._conn()
         conn.deadline = end
         try:
-            conn.request('POST', self._path, body=data, headers=headers)
-            r = conn.getresponse(); body = _read_capped(r, self.max_answer_bytes)
+            conn.request("POST", self._path, body=data, headers=headers)
+            r = conn.getresponse()
+            body = _read_capped(r, self.max_answer_bytes)
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
             self._drop()
-            if reused: continue      # the server closed an idle kept-alive connection: reopen, not a retry
+            if reused:
+                continue  # the server closed an idle kept-alive connection: reopen, not a retry
             raise
         except BaseException:
-            self._drop(); raise
-        if r.will_close: self._drop()
+            self._drop()
+            raise
+        if r.will_close:
+            self._drop()
         return r.status, r.reason, r.headers, body
 
-_HINTS = {401: ' (is the key in ${env} right?)', 403: ' (does the key in ${env} allow this model?)',
-          404: ' (is base_url right, e.g. ending in /v1, and is the model pulled/served?)', 400: ' (does the server accept this model and these fields?)'}
+
+_HINTS = {
+    401: " (is the key in ${env} right?)",
+    403: " (does the key in ${env} allow this model?)",
+    404: " (is base_url right, e.g. ending in /v1, and is the model pulled/served?)",
+    400: " (does the server accept this model and these fields?)",
+}
 
 # %% ../nbs/01e_llm.ipynb #0000003d
 @patch
-def _attempt(self:OpenAIChatBackend, data, key, red, parse, what, where):
+def _attempt(self: OpenAIChatBackend, data, key, red, parse, what, where):
     "One try: the parsed answer, or `_Retry` / `LLMError`."
     with self._slots:
-        self._count('http_requests')
+        self._count("http_requests")
         status, reason, headers, raw = self._post(data, key)
-    snippet = red(raw[:1 << 16].decode('utf-8', 'replace'))[:300]   # mask, then cut
+    snippet = red(raw[: 1 << 16].decode("utf-8", "replace"))[:300]  # mask, then cut
     if status == 200:
-        try: content = json.loads(raw)['choices'][0]['message']['content']
-        except ValueError: raise _Retry(f'malformed JSON in the answer: {snippet!r}', 'malformed') from None
-        except (KeyError, IndexError, TypeError): raise _Retry(f'no choices[0].message.content in the answer: {snippet!r}', 'malformed') from None
-        if content is None: content = ''
-        if not isinstance(content, str): raise _Retry(f'choices[0].message.content is not text: {snippet!r}', 'malformed')
-        if red.found(content):       # an echo of the key is no answer: never cached, never in the CSV
-            raise _Retry(f'the answer contains a piece of the API key (from ${self.api_key_env}), so it is not used: '
-                         f'{red(content)[:120]!r}', 'secret')
+        try:
+            content = json.loads(raw)["choices"][0]["message"]["content"]
+        except ValueError:
+            raise _Retry(f"malformed JSON in the answer: {snippet!r}", "malformed") from None
+        except (KeyError, IndexError, TypeError):
+            raise _Retry(f"no choices[0].message.content in the answer: {snippet!r}", "malformed") from None
+        if content is None:
+            content = ""
+        if not isinstance(content, str):
+            raise _Retry(f"choices[0].message.content is not text: {snippet!r}", "malformed")
+        if red.found(content):  # an echo of the key is no answer: never cached, never in the CSV
+            raise _Retry(
+                f"the answer contains a piece of the API key (from ${self.api_key_env}), so it is not used: "
+                f"{red(content)[:120]!r}",
+                "secret",
+            )
         return parse(content) if parse else content
-    why = f'HTTP {status} {red(str(reason))[:100]}: {snippet}'
+    why = f"HTTP {status} {red(str(reason))[:100]}: {snippet}"
     if status in (408, 429) or status >= 500:
         ra = _retry_after(headers)
         if ra is not None and ra > self.max_backoff:
-            raise LLMError(f'{what}: {where} answered {why!r} and asks to wait {ra:.0f} s (Retry-After), more than '
-                           f'max_backoff={self.max_backoff} s; try again later or raise max_backoff')
-        raise _Retry(why, str(status) if status in (408, 429) else '5xx', ra)
-    hint = _HINTS.get(status, '').replace('{env}', str(self.api_key_env))
-    raise LLMError(f'{what}: {where} failed with {why}{hint}; not retried')
+            raise LLMError(
+                f"{what}: {where} answered {why!r} and asks to wait {ra:.0f} s (Retry-After), more than "
+                f"max_backoff={self.max_backoff} s; try again later or raise max_backoff"
+            )
+        raise _Retry(why, str(status) if status in (408, 429) else "5xx", ra)
+    hint = _HINTS.get(status, "").replace("{env}", str(self.api_key_env))
+    raise LLMError(f"{what}: {where} failed with {why}{hint}; not retried")
 
 # %% ../nbs/01e_llm.ipynb #00000040
 @patch
-def chat(self:OpenAIChatBackend, model:str, # the model to ask
-         prompt:str, # the user message
-         parse=None, # turns the answer text into the result; raises _Retry on a malformed answer
-         what:str='request'): # what this is, for error messages
+def chat(
+    self: OpenAIChatBackend,
+    model: str,  # the model to ask
+    prompt: str,  # the user message
+    parse=None,  # turns the answer text into the result; raises _Retry on a malformed answer
+    what: str = "request",
+):  # what this is, for error messages
     "The answer to one user message, with retries; raises `LLMError` when it cannot get one. Nothing it raises shows the key."
     red = self.redactor()
-    try: return self._chat(model, prompt, parse, what, red)
+    try:
+        return self._chat(model, prompt, parse, what, red)
     except BaseException as e:
         x = _scrub(e, red)
-        if x is e: raise
+        if x is e:
+            raise
         raise x from None
 
+
 @patch
-def _chat(self:OpenAIChatBackend, model, prompt, parse, what, red):
-    key = env_key(self.api_key_env)      # checked again: the variable may have changed since the start
-    body = dict(model=model, messages=[dict(role='user', content=prompt)], temperature=self.temperature)
-    if self.max_tokens: body['max_tokens'] = self.max_tokens
+def _chat(self: OpenAIChatBackend, model, prompt, parse, what, red):
+    key = env_key(self.api_key_env)  # checked again: the variable may have changed since the start
+    body = dict(model=model, messages=[dict(role="user", content=prompt)], temperature=self.temperature)
+    if self.max_tokens:
+        body["max_tokens"] = self.max_tokens
     data = json.dumps({**body, **self.extra_body}).encode()
-    where = f'POST {self.base_url}/chat/completions (model {model!r})'
+    where = f"POST {self.base_url}/chat/completions (model {model!r})"
     last = None
     for attempt in range(self.max_retries + 1):
         if attempt:
-            delay = last.retry_after if last.retry_after is not None else \
-                min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + 0.5 * self._rng.random())
-            self._count('retries'); self._count(f'retry_{last.reason}')
+            delay = (
+                last.retry_after
+                if last.retry_after is not None
+                else min(self.max_backoff, self.backoff * 2 ** (attempt - 1)) * (0.5 + 0.5 * self._rng.random())
+            )
+            self._count("retries")
+            self._count(f"retry_{last.reason}")
             time.sleep(delay)
-        try: return self._attempt(data, key, red, parse, what, where)
-        except _Retry as e: last = e
-        except _DeadlineExceeded: last = _Retry(f'no complete answer within deadline={self.deadline} s (the server sends too slowly)', 'deadline')
-        except TimeoutError: last = _Retry(f'no answer within timeout={self.timeout} s', 'timeout')
-        except (OSError, http.client.HTTPException) as e: last = _Retry(f'connection failed: {red(repr(e))[:300]}', 'connection')
-    raise LLMError(red(f'{what}: {where} failed after {self.max_retries + 1} attempt(s); last error: {last}'))
+        try:
+            return self._attempt(data, key, red, parse, what, where)
+        except _Retry as e:
+            last = e
+        except _DeadlineExceeded:
+            last = _Retry(
+                f"no complete answer within deadline={self.deadline} s (the server sends too slowly)", "deadline"
+            )
+        except TimeoutError:
+            last = _Retry(f"no answer within timeout={self.timeout} s", "timeout")
+        except (OSError, http.client.HTTPException) as e:
+            last = _Retry(f"connection failed: {red(repr(e))[:300]}", "connection")
+    raise LLMError(red(f"{what}: {where} failed after {self.max_retries + 1} attempt(s); last error: {last}"))

@@ -4,7 +4,8 @@
 
 # %% ../nbs/02_loss.ipynb #00000002
 from __future__ import annotations
-import math, inspect
+import math
+import inspect
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -18,34 +19,48 @@ __all__ = ['SEMCLIP_ARMS', 'ARM_INPUTS', 'IMAGE_INPUTS', 'CAPTION_SWAP_ARMS', 'i
            'ImageNegMarginLoss', 'make_loss']
 
 # %% ../nbs/02_loss.ipynb #00000005
-def info_nce(rows:Tensor, # [n, d] queries, one per label
-             cols:Tensor, # [m, d] candidates
-             scale, # the multiplier s of the dot products (already exponentiated)
-             offset:int=0) -> Tensor: # row i's positive is column offset + i
+def info_nce(
+    rows: Tensor,  # [n, d] queries, one per label
+    cols: Tensor,  # [m, d] candidates
+    scale,  # the multiplier s of the dot products (already exponentiated)
+    offset: int = 0,
+) -> Tensor:  # row i's positive is column offset + i
     "Mean cross-entropy of `scale * rows @ cols.T`, row i's positive being column `offset + i`."
     labels = torch.arange(rows.shape[0], device=rows.device) + offset
     return F.cross_entropy(scale * rows @ cols.T, labels)
 
-def _f32(x): return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
-def _norm(x, on=True): return F.normalize(x, dim=-1) if on else x
+
+def _f32(x):
+    return x.float() if x is not None and x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def _norm(x, on=True):
+    return F.normalize(x, dim=-1) if on else x
 
 # %% ../nbs/02_loss.ipynb #00000009
-def dist_info(rank:int|None=None, # this process's rank; None: from torch.distributed
-              world_size:int|None=None, # number of ranks; None: from torch.distributed, 1 when not initialised
-              group=None) -> tuple[int, int]: # the process group (None: the default one)
+def dist_info(
+    rank: int | None = None,  # this process's rank; None: from torch.distributed
+    world_size: int | None = None,  # number of ranks; None: from torch.distributed, 1 when not initialised
+    group=None,
+) -> tuple[int, int]:  # the process group (None: the default one)
     "`(rank, world_size)` for gathering: torch.distributed's when initialised, else `(0, 1)`; explicit values are checked."
     on = dist.is_available() and dist.is_initialized()
     r, w = (dist.get_rank(group), dist.get_world_size(group)) if on else (0, 1)
-    if world_size == 1: return 0, 1          # an explicit 1 means "do not gather"
+    if world_size == 1:
+        return 0, 1  # an explicit 1 means "do not gather"
     if world_size is not None and world_size != w:
-        why = 'torch.distributed is not initialised' if not on else f'the process group has {w} ranks'
-        raise ConfigError(f'world_size={world_size} but {why}: call torch.distributed.init_process_group first, or leave world_size=None')
+        why = "torch.distributed is not initialised" if not on else f"the process group has {w} ranks"
+        raise ConfigError(
+            f"world_size={world_size} but {why}: call torch.distributed.init_process_group first, or leave world_size=None"
+        )
     if rank is not None and rank != r:
-        raise ConfigError(f'rank={rank} but this process is rank {r} of the process group; leave rank=None')
+        raise ConfigError(f"rank={rank} but this process is rank {r} of the process group; leave rank=None")
     return r, w
+
 
 class _AllGatherGrad(torch.autograd.Function):
     "All-gather rows of possibly different counts; backward all-reduces the gradient and returns this rank's rows."
+
     @staticmethod
     def forward(ctx, x, sizes, rank, group):
         m = max(sizes)
@@ -59,37 +74,47 @@ class _AllGatherGrad(torch.autograd.Function):
     def backward(ctx, g):
         g = g.contiguous().clone()
         dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)
-        start = sum(ctx.sizes[:ctx.rank])
-        return g[start:start + ctx.sizes[ctx.rank]], None, None, None
+        start = sum(ctx.sizes[: ctx.rank])
+        return g[start : start + ctx.sizes[ctx.rank]], None, None, None
+
 
 def _gather(tensors, rank=None, world_size=None, group=None):
     "The gathered `tensors` and this rank's row offset in them."
     r, w = dist_info(rank, world_size, group)
-    if w == 1: return tuple(tensors), 0
+    if w == 1:
+        return tuple(tensors), 0
     n = tensors[0].shape[0]
     if any(t.shape[0] != n for t in tensors):
-        raise ConfigError(f'gather_features: all tensors need the same number of rows, got {[t.shape[0] for t in tensors]}')
+        raise ConfigError(
+            f"gather_features: all tensors need the same number of rows, got {[t.shape[0] for t in tensors]}"
+        )
     t = torch.tensor([n], device=tensors[0].device)
     got = [torch.zeros_like(t) for _ in range(w)]
     dist.all_gather(got, t, group=group)
     sizes = [int(s) for s in got]
     return tuple(_AllGatherGrad.apply(x, sizes, r, group) for x in tensors), sum(sizes[:r])
 
-def gather_features(image_features:Tensor, # [n, d] this rank's image features
-                    text_features:Tensor, # [n, d] this rank's text features
-                    *extra:Tensor, # more [n, d] tensors to gather alike (negations, distractors, ...)
-                    rank:int|None=None, # None: torch.distributed's rank
-                    world_size:int|None=None, # None: torch.distributed's world size (1 when not initialised)
-                    group=None) -> tuple: # the process group (None: the default one)
+
+def gather_features(
+    image_features: Tensor,  # [n, d] this rank's image features
+    text_features: Tensor,  # [n, d] this rank's text features
+    *extra: Tensor,  # more [n, d] tensors to gather alike (negations, distractors, ...)
+    rank: int | None = None,  # None: torch.distributed's rank
+    world_size: int | None = None,  # None: torch.distributed's world size (1 when not initialised)
+    group=None,
+) -> tuple:  # the process group (None: the default one)
     "All-gather each tensor across ranks, rank order, with gradients flowing back to every rank's own rows."
     return _gather((image_features, text_features, *extra), rank, world_size, group)[0]
 
 # %% ../nbs/02_loss.ipynb #0000000d
 class _LossBase(nn.Module):
     "Shared plumbing: the logit scale (the model's or the loss's own), input checks, the output."
+
     def _init_scale(self, init_logit_scale):
-        if init_logit_scale is None: self.register_parameter('logit_scale', None)
-        else: self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
+        if init_logit_scale is None:
+            self.register_parameter("logit_scale", None)
+        else:
+            self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
 
     @property
     def uses_model_logit_scale(self) -> bool:
@@ -97,91 +122,120 @@ class _LossBase(nn.Module):
         return self.logit_scale is None
 
     @property
-    def required_inputs(self) -> tuple: return ()
+    def required_inputs(self) -> tuple:
+        return ()
 
     def _scale(self, logit_scale):
-        if self.logit_scale is not None: return self.logit_scale.exp()
+        if self.logit_scale is not None:
+            return self.logit_scale.exp()
         if logit_scale is None:
-            raise ConfigError(f'{type(self).__name__} uses the model\'s logit scale: pass logit_scale=model.logit_scale.exp() '
-                              '(or build the loss with init_logit_scale=... to give it its own)')
+            raise ConfigError(
+                f"{type(self).__name__} uses the model's logit scale: pass logit_scale=model.logit_scale.exp() "
+                "(or build the loss with init_logit_scale=... to give it its own)"
+            )
         return torch.as_tensor(logit_scale)
 
     def _need(self, x, name, why):
         if x is None:
-            what = name.removesuffix('_features').replace('_', ' ')
-            raise ConfigError(f'{type(self).__name__}({why}) needs {name}= (the encoded {what}s of the batch); got None')
+            what = name.removesuffix("_features").replace("_", " ")
+            raise ConfigError(
+                f"{type(self).__name__}({why}) needs {name}= (the encoded {what}s of the batch); got None"
+            )
         return x
 
     @staticmethod
-    def _check(ref, x, name, ref_name='text_features'):
+    def _check(ref, x, name, ref_name="text_features"):
         if x is not None and x.shape != ref.shape:
-            raise ConfigError(f'{name} has shape {list(x.shape)} but {ref_name} has {list(ref.shape)}; they must match')
+            raise ConfigError(f"{name} has shape {list(x.shape)} but {ref_name} has {list(ref.shape)}; they must match")
         return _f32(x)
 
     @staticmethod
     def _out(terms, total, scale, output_dict):
-        if not output_dict: return total
-        return {**terms, 'loss': total, 'logit_scale': torch.as_tensor(scale).detach()}
+        if not output_dict:
+            return total
+        return {**terms, "loss": total, "logit_scale": torch.as_tensor(scale).detach()}
 
 # %% ../nbs/02_loss.ipynb #0000000e
 class ClipLoss(_LossBase):
     "Symmetric InfoNCE over image-caption pairs (CLIP), with cross-rank gathering and an optional tiled kernel."
-    def __init__(self, normalize:bool=True, # L2-normalise the features first (cosine similarities)
-                 tiled:bool=False, # always use semclip.kernels.clip_loss_tiled (single process)
-                 tile_threshold:int|None=None, # use the tiled kernel once the batch has this many rows
-                 gather:bool=True, # gather features across ranks when torch.distributed runs with >1 ranks
-                 rank:int|None=None, # None: torch.distributed's
-                 world_size:int|None=None, # None: torch.distributed's; 1: never gather
-                 group=None, # the process group to gather over
-                 init_logit_scale:float|None=None): # None: use the model's scale; a float: own a learnable log-scale
+
+    def __init__(
+        self,
+        normalize: bool = True,  # L2-normalise the features first (cosine similarities)
+        tiled: bool = False,  # always use semclip.kernels.clip_loss_tiled (single process)
+        tile_threshold: int | None = None,  # use the tiled kernel once the batch has this many rows
+        gather: bool = True,  # gather features across ranks when torch.distributed runs with >1 ranks
+        rank: int | None = None,  # None: torch.distributed's
+        world_size: int | None = None,  # None: torch.distributed's; 1: never gather
+        group=None,  # the process group to gather over
+        init_logit_scale: float | None = None,
+    ):  # None: use the model's scale; a float: own a learnable log-scale
         super().__init__()
-        if tiled and not normalize: raise ConfigError('ClipLoss(tiled=True) needs normalize=True: the tiled kernel expects normalised features')
+        if tiled and not normalize:
+            raise ConfigError("ClipLoss(tiled=True) needs normalize=True: the tiled kernel expects normalised features")
         if tile_threshold is not None and (not isinstance(tile_threshold, int) or tile_threshold < 1):
-            raise ConfigError(f'tile_threshold={tile_threshold!r} must be a positive int or None')
+            raise ConfigError(f"tile_threshold={tile_threshold!r} must be a positive int or None")
         self.normalize, self.tiled, self.tile_threshold = normalize, tiled, tile_threshold
         self.gather, self.rank, self.world_size, self.group = gather, rank, world_size, group
         self._init_scale(init_logit_scale)
 
     def _use_tiled(self, n, w):
-        if not (self.tiled or (self.tile_threshold is not None and n >= self.tile_threshold)): return False
+        if not (self.tiled or (self.tile_threshold is not None and n >= self.tile_threshold)):
+            return False
         if w > 1:
-            if self.tiled: raise ConfigError('ClipLoss(tiled=True) runs in a single process only: in distributed runs each rank '
-                                             'scores its n rows against the N gathered ones (already linear in N); use tiled=False')
+            if self.tiled:
+                raise ConfigError(
+                    "ClipLoss(tiled=True) runs in a single process only: in distributed runs each rank "
+                    "scores its n rows against the N gathered ones (already linear in N); use tiled=False"
+                )
             return False
         return self.normalize
 
-    def contrastive(self, img:Tensor, txt:Tensor, scale) -> Tensor:
+    def contrastive(self, img: Tensor, txt: Tensor, scale) -> Tensor:
         "L_con of features that are already prepared (normalised or not, fp32)."
         r, w = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
         if self._use_tiled(img.shape[0], w):
-            try: from semclip.kernels import clip_loss_tiled
+            try:
+                from semclip.kernels import clip_loss_tiled
             except ImportError as e:
-                raise ConfigError(f'ClipLoss(tiled={self.tiled}, tile_threshold={self.tile_threshold}) needs '
-                                  f'semclip.kernels.clip_loss_tiled, which cannot be imported: {e}') from e
+                raise ConfigError(
+                    f"ClipLoss(tiled={self.tiled}, tile_threshold={self.tile_threshold}) needs "
+                    f"semclip.kernels.clip_loss_tiled, which cannot be imported: {e}"
+                ) from e
             return clip_loss_tiled(img, txt, torch.as_tensor(scale, device=img.device, dtype=img.dtype))
         (ai, at), off = _gather((img, txt), r, w, self.group)
         return (info_nce(img, at, scale, off) + info_nce(txt, ai, scale, off)) / 2
 
-    def forward(self, image_features:Tensor, # [n, d] raw image features
-                text_features:Tensor, # [n, d] raw caption features
-                logit_scale=None, # exp'd scale s (the model's); ignored when the loss owns one
-                *, output_dict:bool=False, # return the named terms
-                **kw): # other inputs (paraphrase_features, ...) are ignored
+    def forward(
+        self,
+        image_features: Tensor,  # [n, d] raw image features
+        text_features: Tensor,  # [n, d] raw caption features
+        logit_scale=None,  # exp'd scale s (the model's); ignored when the loss owns one
+        *,
+        output_dict: bool = False,  # return the named terms
+        **kw,
+    ):  # other inputs (paraphrase_features, ...) are ignored
         "The CLIP loss (or its terms)."
         s = self._scale(logit_scale)
         txt = _f32(text_features)
-        img = self._check(txt, _f32(image_features), 'image_features')
+        img = self._check(txt, _f32(image_features), "image_features")
         loss = self.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s)
         return self._out(dict(contrastive=loss), loss, s, output_dict)
 
 # %% ../nbs/02_loss.ipynb #0000001a
-SEMCLIP_ARMS = dict(baseline=(1., 0., 0.), paraphrase_only=(1., 1., 0.), negation_only=(1., 0., 1.), semclip=(1., 1., 1.))  # (alpha, beta, gamma)
+SEMCLIP_ARMS = dict(
+    baseline=(1.0, 0.0, 0.0), paraphrase_only=(1.0, 1.0, 0.0), negation_only=(1.0, 0.0, 1.0), semclip=(1.0, 1.0, 1.0)
+)  # (alpha, beta, gamma)
 
-def orthonormal_basis(d:int, # the embedding dimension
-                      k:int=2, # number of basis vectors, k <= d
-                      seed:int=0) -> Tensor: # seeds the Gaussian draws (a private generator: global RNG untouched)
+
+def orthonormal_basis(
+    d: int,  # the embedding dimension
+    k: int = 2,  # number of basis vectors, k <= d
+    seed: int = 0,
+) -> Tensor:  # seeds the Gaussian draws (a private generator: global RNG untouched)
     "A `[d, k]` random orthonormal basis: k seeded Gaussian vectors, Gram-Schmidt (QR with a positive diagonal)."
-    if not (isinstance(k, int) and isinstance(d, int) and 1 <= k <= d): raise ConfigError(f'k={k!r} must be an int with 1 <= k <= embed_dim={d}')
+    if not (isinstance(k, int) and isinstance(d, int) and 1 <= k <= d):
+        raise ConfigError(f"k={k!r} must be an int with 1 <= k <= embed_dim={d}")
     g = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).float()
@@ -190,72 +244,112 @@ def orthonormal_basis(d:int, # the embedding dimension
 def _margin_term(img, cap, neg, margin):
     return F.relu(F.cosine_similarity(img, neg, dim=-1) - F.cosine_similarity(img, cap, dim=-1) + margin).mean()
 
+
 class SemCLIPLoss(_LossBase):
     "SemCLIP: L_con with its own learnable scale, plus paraphrase pull and negation push in a fixed k-dim projection."
-    def __init__(self, embed_dim:int, # d, the width of the text features
-                 k:int=2, # width of the projection
-                 alpha:float=1., # weight of L_con
-                 beta:float=1., # weight of L_para
-                 gamma:float=1., # weight of L_neg
-                 margin:float=0., # m in L_neg
-                 normalize:bool=True, # normalise the features of L_con (False: the released code)
-                 learnable_proj:bool=False, # make B a parameter instead of a fixed buffer
-                 init_logit_scale:float|None=math.log(1 / 0.07), # theta's initial value; None: use the model's scale
-                 proj_seed:int=0, # seeds B
-                 basis:Tensor|None=None, # an explicit [d, k] B (used as given), instead of the seeded one
-                 img_margin_weight:float=0., # delta, weight of the image-grounded margin L_img
-                 img_margin:float=0., # the margin m of L_img
-                 **clip_loss_kwargs): # tiled, tile_threshold, gather, rank, world_size, group: passed to ClipLoss
+
+    def __init__(
+        self,
+        embed_dim: int,  # d, the width of the text features
+        k: int = 2,  # width of the projection
+        alpha: float = 1.0,  # weight of L_con
+        beta: float = 1.0,  # weight of L_para
+        gamma: float = 1.0,  # weight of L_neg
+        margin: float = 0.0,  # m in L_neg
+        normalize: bool = True,  # normalise the features of L_con (False: the released code)
+        learnable_proj: bool = False,  # make B a parameter instead of a fixed buffer
+        init_logit_scale: float | None = math.log(1 / 0.07),  # theta's initial value; None: use the model's scale
+        proj_seed: int = 0,  # seeds B
+        basis: Tensor | None = None,  # an explicit [d, k] B (used as given), instead of the seeded one
+        img_margin_weight: float = 0.0,  # delta, weight of the image-grounded margin L_img
+        img_margin: float = 0.0,  # the margin m of L_img
+        **clip_loss_kwargs,
+    ):  # tiled, tile_threshold, gather, rank, world_size, group: passed to ClipLoss
         super().__init__()
-        ok = set(inspect.signature(ClipLoss).parameters) - {'normalize', 'init_logit_scale'}
+        ok = set(inspect.signature(ClipLoss).parameters) - {"normalize", "init_logit_scale"}
         if bad := set(clip_loss_kwargs) - ok:
-            raise ConfigError(f'SemCLIPLoss got unexpected arguments {sorted(bad)}; ClipLoss options are {sorted(ok)}')
+            raise ConfigError(f"SemCLIPLoss got unexpected arguments {sorted(bad)}; ClipLoss options are {sorted(ok)}")
         ws = dict(alpha=alpha, beta=beta, gamma=gamma, img_margin_weight=img_margin_weight)
         if any(w < 0 for w in ws.values()) or sum(ws.values()) <= 0:
-            raise ConfigError(f'SemCLIPLoss weights must be >= 0 with a positive sum, got {ws}')
-        self.embed_dim, self.k, self.alpha, self.beta, self.gamma = embed_dim, k, float(alpha), float(beta), float(gamma)
-        self.margin, self.normalize, self.img_margin_weight, self.img_margin = margin, normalize, float(img_margin_weight), img_margin
+            raise ConfigError(f"SemCLIPLoss weights must be >= 0 with a positive sum, got {ws}")
+        self.embed_dim, self.k, self.alpha, self.beta, self.gamma = (
+            embed_dim,
+            k,
+            float(alpha),
+            float(beta),
+            float(gamma),
+        )
+        self.margin, self.normalize, self.img_margin_weight, self.img_margin = (
+            margin,
+            normalize,
+            float(img_margin_weight),
+            img_margin,
+        )
         self.clip = ClipLoss(normalize=normalize, **clip_loss_kwargs)
         self._init_scale(init_logit_scale)
-        if basis is None: basis = orthonormal_basis(embed_dim, k, proj_seed)
+        if basis is None:
+            basis = orthonormal_basis(embed_dim, k, proj_seed)
         else:
             basis = torch.as_tensor(basis, dtype=torch.float32)
-            if basis.shape != (embed_dim, k): raise ConfigError(f'basis has shape {list(basis.shape)}, expected [embed_dim, k] = [{embed_dim}, {k}]')
-        if learnable_proj: self.proj = nn.Parameter(basis.clone())
-        else: self.register_buffer('proj', basis.clone())
+            if basis.shape != (embed_dim, k):
+                raise ConfigError(f"basis has shape {list(basis.shape)}, expected [embed_dim, k] = [{embed_dim}, {k}]")
+        if learnable_proj:
+            self.proj = nn.Parameter(basis.clone())
+        else:
+            self.register_buffer("proj", basis.clone())
 
     @property
     def required_inputs(self) -> tuple:
-        return tuple(n for n, on in [('paraphrase', self.beta > 0), ('negation', self.gamma > 0 or self.img_margin_weight > 0)] if on)
+        return tuple(
+            n
+            for n, on in [("paraphrase", self.beta > 0), ("negation", self.gamma > 0 or self.img_margin_weight > 0)]
+            if on
+        )
 
-    def project(self, x:Tensor) -> Tensor: # [n, d] raw text features
+    def project(self, x: Tensor) -> Tensor:  # [n, d] raw text features
         "p(t) = n(B^T n(x)): the unit-norm k-dim projection of each row."
         x = F.normalize(_f32(x), dim=-1)
         return F.normalize(x @ self.proj.to(x.dtype), dim=-1)
 
-    def forward(self, image_features:Tensor, # [n, d] raw image features
-                text_features:Tensor, # [n, d] raw caption features
-                logit_scale=None, # ignored when the loss owns its scale (the default)
-                *, paraphrase_features:Tensor|None=None, # [n, d] raw paraphrase features (needed when beta > 0)
-                negation_features:Tensor|None=None, # [n, d] raw negation features (needed when gamma > 0 or img_margin_weight > 0)
-                output_dict:bool=False, # return the named terms
-                **kw): # other inputs are ignored
+    def forward(
+        self,
+        image_features: Tensor,  # [n, d] raw image features
+        text_features: Tensor,  # [n, d] raw caption features
+        logit_scale=None,  # ignored when the loss owns its scale (the default)
+        *,
+        paraphrase_features: Tensor | None = None,  # [n, d] raw paraphrase features (needed when beta > 0)
+        negation_features: Tensor | None = None,  # [n, d] raw negation features (gamma > 0 or img_margin_weight > 0)
+        output_dict: bool = False,  # return the named terms
+        **kw,
+    ):  # other inputs are ignored
         "The SemCLIP loss (or its terms)."
         s = self._scale(logit_scale)
         txt = _f32(text_features)
-        if txt.shape[-1] != self.embed_dim: raise ConfigError(f'text_features have {txt.shape[-1]} columns but SemCLIPLoss(embed_dim={self.embed_dim})')
-        img = self._check(txt, _f32(image_features), 'image_features')
-        if self.beta > 0: self._need(paraphrase_features, 'paraphrase_features', f'beta={self.beta}')
-        if self.gamma > 0: self._need(negation_features, 'negation_features', f'gamma={self.gamma}')
-        if self.img_margin_weight > 0: self._need(negation_features, 'negation_features', f'img_margin_weight={self.img_margin_weight}')
-        para, neg = self._check(txt, paraphrase_features, 'paraphrase_features'), self._check(txt, negation_features, 'negation_features')
+        if txt.shape[-1] != self.embed_dim:
+            raise ConfigError(f"text_features have {txt.shape[-1]} columns but SemCLIPLoss(embed_dim={self.embed_dim})")
+        img = self._check(txt, _f32(image_features), "image_features")
+        if self.beta > 0:
+            self._need(paraphrase_features, "paraphrase_features", f"beta={self.beta}")
+        if self.gamma > 0:
+            self._need(negation_features, "negation_features", f"gamma={self.gamma}")
+        if self.img_margin_weight > 0:
+            self._need(negation_features, "negation_features", f"img_margin_weight={self.img_margin_weight}")
+        para, neg = (
+            self._check(txt, paraphrase_features, "paraphrase_features"),
+            self._check(txt, negation_features, "negation_features"),
+        )
         terms = dict(contrastive=self.clip.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s))
-        weights = dict(contrastive=self.alpha, paraphrase=self.beta, negation=self.gamma, image_margin=self.img_margin_weight)
-        if para is not None or neg is not None: pt = self.project(txt)
-        if para is not None: terms['paraphrase'] = (1 - (pt * self.project(para)).sum(-1)).mean()
+        weights = dict(
+            contrastive=self.alpha, paraphrase=self.beta, negation=self.gamma, image_margin=self.img_margin_weight
+        )
+        if para is not None or neg is not None:
+            pt = self.project(txt)
+        if para is not None:
+            terms["paraphrase"] = (1 - (pt * self.project(para)).sum(-1)).mean()
         if neg is not None:
-            terms['negation'] = F.relu((pt * self.project(neg)).sum(-1) - self.margin).mean()
-            if self.img_margin_weight > 0: terms['image_margin'] = _margin_term(img, txt, neg, self.img_margin)
+            terms["negation"] = F.relu((pt * self.project(neg)).sum(-1) - self.margin).mean()
+            if self.img_margin_weight > 0:
+                terms["image_margin"] = _margin_term(img, txt, neg, self.img_margin)
         total = sum(weights[n] * v for n, v in terms.items() if weights[n] > 0) / sum(weights.values())
         terms = {n: (v if weights[n] > 0 else v.detach()) for n, v in terms.items()}
         return self._out(terms, total, s, output_dict)
@@ -263,110 +357,164 @@ class SemCLIPLoss(_LossBase):
 # %% ../nbs/02_loss.ipynb #00000029
 class NegCLIPLoss(_LossBase):
     "NegCLIP: hard-negative captions appended to the text side of the image-to-text InfoNCE."
-    def __init__(self, normalize:bool=True, # L2-normalise the features first
-                 gather:bool=True, rank:int|None=None, world_size:int|None=None, group=None, # as in ClipLoss
-                 init_logit_scale:float|None=None): # None: use the model's scale; a float: own a learnable log-scale
+
+    def __init__(
+        self,
+        normalize: bool = True,  # L2-normalise the features first
+        gather: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        group=None,  # as in ClipLoss
+        init_logit_scale: float | None = None,
+    ):  # None: use the model's scale; a float: own a learnable log-scale
         super().__init__()
         self.normalize, self.gather, self.rank, self.world_size, self.group = normalize, gather, rank, world_size, group
         self._init_scale(init_logit_scale)
 
     @property
-    def required_inputs(self) -> tuple: return ('negation',)
+    def required_inputs(self) -> tuple:
+        return ("negation",)
 
     def _prep(self, image_features, text_features, logit_scale, **named):
         s = self._scale(logit_scale)
         txt = _f32(text_features)
-        img = self._check(txt, _f32(image_features), 'image_features')
+        img = self._check(txt, _f32(image_features), "image_features")
         named = {k: _norm(self._check(txt, v, k), self.normalize) if v is not None else None for k, v in named.items()}
         r, w = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
         return s, _norm(img, self.normalize), _norm(txt, self.normalize), named, r, w
 
-    def forward(self, image_features:Tensor, # [n, d] raw image features
-                text_features:Tensor, # [n, d] raw caption features
-                logit_scale=None, # exp'd scale s (the model's), unless the loss owns one
-                *, negation_features:Tensor|None=None, # [n, d] raw negation features (required)
-                output_dict:bool=False, # return the named terms
-                **kw): # other inputs are ignored
+    def forward(
+        self,
+        image_features: Tensor,  # [n, d] raw image features
+        text_features: Tensor,  # [n, d] raw caption features
+        logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
+        *,
+        negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
+        output_dict: bool = False,  # return the named terms
+        **kw,
+    ):  # other inputs are ignored
         "The NegCLIP loss (or its terms)."
-        self._need(negation_features, 'negation_features', 'hard negatives')
-        s, img, txt, nd, r, w = self._prep(image_features, text_features, logit_scale, negation_features=negation_features)
-        (ai, at, an), off = _gather((img, txt, nd['negation_features']), r, w, self.group)
+        self._need(negation_features, "negation_features", "hard negatives")
+        s, img, txt, nd, r, w = self._prep(
+            image_features, text_features, logit_scale, negation_features=negation_features
+        )
+        (ai, at, an), off = _gather((img, txt, nd["negation_features"]), r, w, self.group)
         i2t, t2i = info_nce(img, torch.cat([at, an]), s, off), info_nce(txt, ai, s, off)
         loss = (i2t + t2i) / 2
-        return self._out(dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict)
+        return self._out(
+            dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
+        )
 
 # %% ../nbs/02_loss.ipynb #0000002d
 def _one_of(a, b, name_a, name_b):
-    if a is not None and b is not None: raise ConfigError(f'pass {name_a}= or {name_b}=, not both (they are the same input)')
+    if a is not None and b is not None:
+        raise ConfigError(f"pass {name_a}= or {name_b}=, not both (they are the same input)")
     return a if a is not None else b
+
 
 class CoNCLIPLoss(NegCLIPLoss):
     "CoN-CLIP: images vs [captions; negations], captions vs [images; distractors], distractors vs [negations; captions]."
-    def __init__(self, normalize:bool=True, # L2-normalise the features first
-                 distractor_images:bool|None=True, # True: require negation_image_features; None: use them when passed; False: ignore them
-                 distractor_to_negation:bool=True, # with distractors, add the distractor -> negation term L3 (released code)
-                 gather:bool=True, rank:int|None=None, world_size:int|None=None, group=None, # as in ClipLoss
-                 init_logit_scale:float|None=None): # None: use the model's scale; a float: own a learnable log-scale
+
+    def __init__(
+        self,
+        normalize: bool = True,  # L2-normalise the features first
+        distractor_images: bool | None = True,  # True: need negation_image_features; None: use if passed; False: never
+        distractor_to_negation: bool = True,  # with distractors, add the distractor -> negation term L3 (released code)
+        gather: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        group=None,  # as in ClipLoss
+        init_logit_scale: float | None = None,
+    ):  # None: use the model's scale; a float: own a learnable log-scale
         super().__init__(normalize, gather, rank, world_size, group, init_logit_scale)
-        if distractor_images not in (None, True, False): raise ConfigError(f'distractor_images={distractor_images!r} must be None, True or False')
+        if distractor_images not in (None, True, False):
+            raise ConfigError(f"distractor_images={distractor_images!r} must be None, True or False")
         self.distractor_images, self.distractor_to_negation = distractor_images, distractor_to_negation
 
     @property
-    def required_inputs(self) -> tuple: return ('negation', 'negation_image') if self.distractor_images else ('negation',)
+    def required_inputs(self) -> tuple:
+        return ("negation", "negation_image") if self.distractor_images else ("negation",)
 
-    def forward(self, image_features:Tensor, # [n, d] raw image features
-                text_features:Tensor, # [n, d] raw caption features
-                logit_scale=None, # exp'd scale s (the model's), unless the loss owns one
-                *, negation_features:Tensor|None=None, # [n, d] raw negation features (required)
-                negation_image_features:Tensor|None=None, # [n, d] raw features of the distractor images (row i: negation i is true)
-                distractor_features:Tensor|None=None, # the same, under CoN-CLIP's name (pass one of the two)
-                output_dict:bool=False, # return the named terms
-                **kw): # other inputs are ignored
+    def forward(
+        self,
+        image_features: Tensor,  # [n, d] raw image features
+        text_features: Tensor,  # [n, d] raw caption features
+        logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
+        *,
+        negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
+        negation_image_features: Tensor | None = None,  # [n, d] raw distractor-image features (row i: negation i true)
+        distractor_features: Tensor | None = None,  # the same, under CoN-CLIP's name (pass one of the two)
+        output_dict: bool = False,  # return the named terms
+        **kw,
+    ):  # other inputs are ignored
         "The CoN-CLIP loss (or its terms)."
-        self._need(negation_features, 'negation_features', 'negated captions')
-        dis = _one_of(negation_image_features, distractor_features, 'negation_image_features', 'distractor_features')
-        if self.distractor_images: self._need(dis, 'negation_image_features', 'distractor_images=True')
-        if self.distractor_images is False: dis = None
-        s, img, txt, nd, r, w = self._prep(image_features, text_features, logit_scale,
-                                           negation_features=negation_features, negation_image_features=dis)
-        neg, dis = nd['negation_features'], nd['negation_image_features']
-        if dis is None: (ai, at, an), off = _gather((img, txt, neg), r, w, self.group)
-        else: (ai, at, an, ad), off = _gather((img, txt, neg, dis), r, w, self.group)
+        self._need(negation_features, "negation_features", "negated captions")
+        dis = _one_of(negation_image_features, distractor_features, "negation_image_features", "distractor_features")
+        if self.distractor_images:
+            self._need(dis, "negation_image_features", "distractor_images=True")
+        if self.distractor_images is False:
+            dis = None
+        s, img, txt, nd, r, w = self._prep(
+            image_features, text_features, logit_scale, negation_features=negation_features, negation_image_features=dis
+        )
+        neg, dis = nd["negation_features"], nd["negation_image_features"]
+        if dis is None:
+            (ai, at, an), off = _gather((img, txt, neg), r, w, self.group)
+        else:
+            (ai, at, an, ad), off = _gather((img, txt, neg, dis), r, w, self.group)
         terms = dict(image_to_text=info_nce(img, torch.cat([at, an]), s, off))
-        terms['text_to_image'] = info_nce(txt, ai if dis is None else torch.cat([ai, ad]), s, off)
-        if dis is not None and self.distractor_to_negation: terms['distractor_to_negation'] = info_nce(dis, torch.cat([an, at]), s, off)
+        terms["text_to_image"] = info_nce(txt, ai if dis is None else torch.cat([ai, ad]), s, off)
+        if dis is not None and self.distractor_to_negation:
+            terms["distractor_to_negation"] = info_nce(dis, torch.cat([an, at]), s, off)
         loss = sum(terms.values()) / len(terms)
-        return self._out({**terms, 'contrastive': loss}, loss, s, output_dict)
+        return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
 
 # %% ../nbs/02_loss.ipynb #00000033
 class TripletCLIPLoss(NegCLIPLoss):
     "TripletCLIP: symmetric InfoNCE over [images; negation images] x [captions; negations], each pair the other's hard negative."
-    def __init__(self, normalize:bool=True, # L2-normalise the features first
-                 form:str='square', # 'square': the 2N x 2N symmetric InfoNCE; 'released': NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
-                 gather:bool=True, rank:int|None=None, world_size:int|None=None, group=None, # as in ClipLoss
-                 init_logit_scale:float|None=None): # None: use the model's scale; a float: own a learnable log-scale
+
+    def __init__(
+        self,
+        normalize: bool = True,  # L2-normalise the features first
+        form: str = "square",  # 'square': the 2N x 2N symmetric InfoNCE; 'released': NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
+        gather: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+        group=None,  # as in ClipLoss
+        init_logit_scale: float | None = None,
+    ):  # None: use the model's scale; a float: own a learnable log-scale
         super().__init__(normalize, gather, rank, world_size, group, init_logit_scale)
-        self.form = check_choice('form', form, ('square', 'released'))
+        self.form = check_choice("form", form, ("square", "released"))
 
     @property
-    def required_inputs(self) -> tuple: return ('negation', 'negation_image')
+    def required_inputs(self) -> tuple:
+        return ("negation", "negation_image")
 
-    def forward(self, image_features:Tensor, # [n, d] raw image features
-                text_features:Tensor, # [n, d] raw caption features
-                logit_scale=None, # exp'd scale s (the model's), unless the loss owns one
-                *, negation_features:Tensor|None=None, # [n, d] raw negation features (required)
-                negation_image_features:Tensor|None=None, # [n, d] raw features of the negation images (required)
-                output_dict:bool=False, # return the named terms
-                **kw): # other inputs are ignored
+    def forward(
+        self,
+        image_features: Tensor,  # [n, d] raw image features
+        text_features: Tensor,  # [n, d] raw caption features
+        logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
+        *,
+        negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
+        negation_image_features: Tensor | None = None,  # [n, d] raw features of the negation images (required)
+        output_dict: bool = False,  # return the named terms
+        **kw,
+    ):  # other inputs are ignored
         "The TripletCLIP loss (or its terms)."
-        self._need(negation_features, 'negation_features', 'negated captions')
-        self._need(negation_image_features, 'negation_image_features', 'negation images')
-        s, img, txt, nd, r, w = self._prep(image_features, text_features, logit_scale, negation_features=negation_features,
-                                           negation_image_features=negation_image_features)
-        neg, nimg = nd['negation_features'], nd['negation_image_features']
+        self._need(negation_features, "negation_features", "negated captions")
+        self._need(negation_image_features, "negation_image_features", "negation images")
+        s, img, txt, nd, r, w = self._prep(
+            image_features,
+            text_features,
+            logit_scale,
+            negation_features=negation_features,
+            negation_image_features=negation_image_features,
+        )
+        neg, nimg = nd["negation_features"], nd["negation_image_features"]
         (ai, at, an, ani), off = _gather((img, txt, neg, nimg), r, w, self.group)
         N = at.shape[0]
-        if self.form == 'square':
+        if self.form == "square":
             all_t, all_i = torch.cat([at, an]), torch.cat([ai, ani])
             i2t = (info_nce(img, all_t, s, off) + info_nce(nimg, all_t, s, N + off)) / 2
             t2i = (info_nce(txt, all_i, s, off) + info_nce(neg, all_i, s, N + off)) / 2
@@ -374,60 +522,95 @@ class TripletCLIPLoss(NegCLIPLoss):
         else:
             i2t = (info_nce(img, torch.cat([at, an]), s, off) + info_nce(nimg, torch.cat([an, at]), s, off)) / 2
             t2i = (info_nce(txt, ai, s, off) + info_nce(neg, ani, s, off)) / 2
-            loss = i2t + t2i                                            # = NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
-        return self._out(dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict)
+            loss = i2t + t2i  # = NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
+        return self._out(
+            dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
+        )
 
 # %% ../nbs/02_loss.ipynb #00000039
 class ImageNegMarginLoss(_LossBase):
     "Hinge on cos(image, negation) - cos(image, caption) + margin, averaged over the batch."
-    def __init__(self, margin:float=0., # m: how much closer the caption must be than the negation
-                 normalize:bool=True): # cosines (True) or raw dot products (False)
+
+    def __init__(
+        self,
+        margin: float = 0.0,  # m: how much closer the caption must be than the negation
+        normalize: bool = True,
+    ):  # cosines (True) or raw dot products (False)
         super().__init__()
         self.margin, self.normalize = margin, normalize
-        self.register_parameter('logit_scale', None)
+        self.register_parameter("logit_scale", None)
 
     @property
-    def uses_model_logit_scale(self) -> bool: return False   # no scale at all
+    def uses_model_logit_scale(self) -> bool:
+        return False  # no scale at all
 
     @property
-    def required_inputs(self) -> tuple: return ('negation',)
+    def required_inputs(self) -> tuple:
+        return ("negation",)
 
-    def forward(self, image_features:Tensor, # [n, d] raw image features
-                text_features:Tensor, # [n, d] raw caption features
-                logit_scale=None, # ignored
-                *, negation_features:Tensor|None=None, # [n, d] raw negation features (required)
-                output_dict:bool=False, # return the named terms
-                **kw): # other inputs are ignored
+    def forward(
+        self,
+        image_features: Tensor,  # [n, d] raw image features
+        text_features: Tensor,  # [n, d] raw caption features
+        logit_scale=None,  # ignored
+        *,
+        negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
+        output_dict: bool = False,  # return the named terms
+        **kw,
+    ):  # other inputs are ignored
         "The image-grounded negation margin (or its terms)."
-        self._need(negation_features, 'negation_features', f'margin={self.margin}')
+        self._need(negation_features, "negation_features", f"margin={self.margin}")
         txt = _f32(text_features)
-        img, neg = self._check(txt, _f32(image_features), 'image_features'), self._check(txt, negation_features, 'negation_features')
-        if self.normalize: loss = _margin_term(img, txt, neg, self.margin)
-        else: loss = F.relu((img * neg).sum(-1) - (img * txt).sum(-1) + self.margin).mean()
-        return self._out(dict(image_margin=loss), loss, float('nan'), output_dict)
+        img, neg = (
+            self._check(txt, _f32(image_features), "image_features"),
+            self._check(txt, negation_features, "negation_features"),
+        )
+        if self.normalize:
+            loss = _margin_term(img, txt, neg, self.margin)
+        else:
+            loss = F.relu((img * neg).sum(-1) - (img * txt).sum(-1) + self.margin).mean()
+        return self._out(dict(image_margin=loss), loss, float("nan"), output_dict)
 
 # %% ../nbs/02_loss.ipynb #0000003d
-ARM_INPUTS = dict(pretrain=(), baseline=(), paraphrase_only=('paraphrase',), negation_only=('negation',),
-                  semclip=('paraphrase', 'negation'), laclip=(), negclip=('negation',), conclip=('negation', 'negation_image'),
-                  semclip_img=('paraphrase', 'negation'), tripletclip=('negation', 'negation_image'))  # keyword `{name}_features=` of forward
-IMAGE_INPUTS = ('negation_image',)  # required inputs that are images (encoded by the image tower), not texts
-CAPTION_SWAP_ARMS = ('laclip',)  # the trainer swaps the caption for its paraphrase at random
+ARM_INPUTS = dict(
+    pretrain=(),
+    baseline=(),
+    paraphrase_only=("paraphrase",),
+    negation_only=("negation",),
+    semclip=("paraphrase", "negation"),
+    laclip=(),
+    negclip=("negation",),
+    conclip=("negation", "negation_image"),
+    semclip_img=("paraphrase", "negation"),
+    tripletclip=("negation", "negation_image"),
+)  # keyword `{name}_features=` of forward
+IMAGE_INPUTS = ("negation_image",)  # required inputs that are images (encoded by the image tower), not texts
+CAPTION_SWAP_ARMS = ("laclip",)  # the trainer swaps the caption for its paraphrase at random
 
-def make_loss(arm:str, # one of ARMS
-              embed_dim:int, # d, the width of the features (used by the SemCLIP family)
-              **overrides) -> nn.Module: # constructor arguments replacing the arm's defaults
+
+def make_loss(
+    arm: str,  # one of ARMS
+    embed_dim: int,  # d, the width of the features (used by the SemCLIP family)
+    **overrides,
+) -> nn.Module:  # constructor arguments replacing the arm's defaults
     "The loss module of `arm`, with its defaults overridden by `overrides`."
-    check_choice('arm', arm, ARMS)
-    if arm == 'pretrain': cls, kw = ClipLoss, {}
-    elif arm == 'negclip': cls, kw = NegCLIPLoss, {}
-    elif arm == 'conclip': cls, kw = CoNCLIPLoss, {}
-    elif arm == 'tripletclip': cls, kw = TripletCLIPLoss, {}
+    check_choice("arm", arm, ARMS)
+    if arm == "pretrain":
+        cls, kw = ClipLoss, {}
+    elif arm == "negclip":
+        cls, kw = NegCLIPLoss, {}
+    elif arm == "conclip":
+        cls, kw = CoNCLIPLoss, {}
+    elif arm == "tripletclip":
+        cls, kw = TripletCLIPLoss, {}
     else:
-        a, b, g = SEMCLIP_ARMS['baseline' if arm == 'laclip' else 'semclip' if arm == 'semclip_img' else arm]
+        a, b, g = SEMCLIP_ARMS["baseline" if arm == "laclip" else "semclip" if arm == "semclip_img" else arm]
         cls, kw = SemCLIPLoss, dict(embed_dim=embed_dim, alpha=a, beta=b, gamma=g)
-        if arm == 'semclip_img': kw.update(img_margin_weight=1., img_margin=0.)
-    ok = set(inspect.signature(cls).parameters) - {'clip_loss_kwargs'}
-    if cls is SemCLIPLoss: ok |= set(inspect.signature(ClipLoss).parameters) - {'normalize', 'init_logit_scale'}
+        if arm == "semclip_img":
+            kw.update(img_margin_weight=1.0, img_margin=0.0)
+    ok = set(inspect.signature(cls).parameters) - {"clip_loss_kwargs"}
+    if cls is SemCLIPLoss:
+        ok |= set(inspect.signature(ClipLoss).parameters) - {"normalize", "init_logit_scale"}
     if bad := set(overrides) - ok:
         raise ConfigError(f"make_loss('{arm}'): unexpected overrides {sorted(bad)}; {cls.__name__} takes {sorted(ok)}")
     loss = cls(**{**kw, **overrides})

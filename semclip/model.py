@@ -4,7 +4,21 @@
 
 # %% ../nbs/03_model.ipynb #00000002
 from __future__ import annotations
-import os, re, copy, json, time, pickle, difflib, contextlib, dataclasses, inspect, logging, hashlib, reprlib, tempfile, warnings
+import os
+import re
+import copy
+import json
+import time
+import pickle
+import difflib
+import contextlib
+import dataclasses
+import inspect
+import logging
+import hashlib
+import reprlib
+import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -13,8 +27,17 @@ from torch import nn
 import open_clip
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 import semclip
-from .core import (ConfigError, CheckpointError, WeightsUnavailableError, check_choice, get_device,
-                          rng_state, set_rng_state, atomic_write, unsafe_pickle_global)
+from semclip.core import (
+    ConfigError,
+    CheckpointError,
+    WeightsUnavailableError,
+    check_choice,
+    get_device,
+    rng_state,
+    set_rng_state,
+    atomic_write,
+    unsafe_pickle_global,
+)
 
 # %% auto #0
 __all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'CHARS_PER_TOKEN', 'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT',
@@ -24,515 +47,783 @@ __all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'CHARS_PER_TOKEN', 'IMAGE_PREPROCESS',
 
 # %% ../nbs/03_model.ipynb #00000006
 TINY_CONFIGS = {
-    'semclip-tiny': dict(embed_dim=128,
+    "semclip-tiny": dict(
+        embed_dim=128,
         vision_cfg=dict(image_size=32, patch_size=4, width=128, layers=2, head_width=64),
-        text_cfg=dict(context_length=32, vocab_size=49408, width=128, heads=2, layers=2)),
-    'semclip-small': dict(embed_dim=256,
+        text_cfg=dict(context_length=32, vocab_size=49408, width=128, heads=2, layers=2),
+    ),
+    "semclip-small": dict(
+        embed_dim=256,
         vision_cfg=dict(image_size=64, patch_size=8, width=256, layers=4, head_width=64),
-        text_cfg=dict(context_length=32, vocab_size=49408, width=256, heads=4, layers=4)),
+        text_cfg=dict(context_length=32, vocab_size=49408, width=256, heads=4, layers=4),
+    ),
 }
-PAPER_MODEL = ('ViT-B-32', 'laion2b_s34b_b79k')  # the paper's (model, pretrained tag)
+PAPER_MODEL = ("ViT-B-32", "laion2b_s34b_b79k")  # the paper's (model, pretrained tag)
+
 
 def _jsonable(x):
     "`x` as JSON would give it back: tuples become lists, so two configs compare by value."
     return json.loads(json.dumps(x, default=str))
 
-def register_model_config(name:str, # the model name to register, e.g. 'semclip-tiny'
-                          cfg:dict, # an open_clip model config: embed_dim, vision_cfg, text_cfg
-                          overwrite:bool=False): # replace a different config already under `name`
+
+def register_model_config(
+    name: str,  # the model name to register, e.g. 'semclip-tiny'
+    cfg: dict,  # an open_clip model config: embed_dim, vision_cfg, text_cfg
+    overwrite: bool = False,
+):  # replace a different config already under `name`
     "Add `cfg` to open_clip's model registry under `name`, through its public `add_model_config`."
-    missing = [k for k in ('embed_dim', 'vision_cfg', 'text_cfg') if k not in cfg]
-    if missing: raise ConfigError(f'model config {name!r} lacks {missing}; an open_clip config needs embed_dim, vision_cfg, text_cfg')
-    if not re.fullmatch(r'[\w.-]+', name): raise ConfigError(f'model name {name!r} may hold letters, digits, _, . and - only')
+    missing = [k for k in ("embed_dim", "vision_cfg", "text_cfg") if k not in cfg]
+    if missing:
+        raise ConfigError(
+            f"model config {name!r} lacks {missing}; an open_clip config needs embed_dim, vision_cfg, text_cfg"
+        )
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ConfigError(f"model name {name!r} may hold letters, digits, _, . and - only")
     old = open_clip.get_model_config(name)
     if old is not None and _jsonable(old) != _jsonable(cfg) and not overwrite:
-        raise ConfigError(f'open_clip already has a different model config named {name!r}; pass overwrite=True to replace it')
-    with tempfile.TemporaryDirectory() as d:   # open_clip reads a config from a JSON file named after the model
-        path = Path(d)/f'{name}.json'
+        raise ConfigError(
+            f"open_clip already has a different model config named {name!r}; pass overwrite=True to replace it"
+        )
+    with tempfile.TemporaryDirectory() as d:  # open_clip reads a config from a JSON file named after the model
+        path = Path(d) / f"{name}.json"
         path.write_text(json.dumps(cfg))
-        open_clip.add_model_config(path)       # read now; the file is not needed afterwards
+        open_clip.add_model_config(path)  # read now; the file is not needed afterwards
 
-for _n, _c in TINY_CONFIGS.items(): register_model_config(_n, _c)
+
+for _n, _c in TINY_CONFIGS.items():
+    register_model_config(_n, _c)
 
 # %% ../nbs/03_model.ipynb #00000009
 def unwrap_model(model) -> nn.Module:
     "The bare open_clip module inside a `ClipBundle`, DDP/DataParallel wrapper or `torch.compile` result."
-    if isinstance(model, ClipBundle): model = model.model
+    if isinstance(model, ClipBundle):
+        model = model.model
     while True:
-        if hasattr(model, '_orig_mod'): model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)): model = model.module
-        else: return model
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
 
-def _model_dtype(m:nn.Module):
+
+def _model_dtype(m: nn.Module):
     "The dtype inputs must have: that of the first conv/linear weight (open_clip's bf16/fp16 keep some params fp32)."
-    return next((x.weight.dtype for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))), next(m.parameters()).dtype)
+    return next(
+        (x.weight.dtype for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))), next(m.parameters()).dtype
+    )
+
 
 @dataclass
 class ClipBundle:
     "An open_clip model with its transforms, tokenizer and config."
-    model: nn.Module # the open_clip CLIP module
-    preprocess: Callable # eval transform: PIL image -> float tensor [3, H, W]
-    preprocess_train: Callable # training transform (with open_clip's augmentation unless image_preprocess='paper')
-    tokenizer: Callable # list[str] -> LongTensor [B, context_length]
-    name: str # the open_clip model name
-    pretrained: str|None = None # the tag or file the weights came from (None: random init)
-    model_cfg: dict = field(default_factory=dict) # the final open_clip model config (JSON-able)
-    preprocess_cfg: dict = field(default_factory=dict) # size, mean, std, interpolation, resize_mode
-    image_preprocess: str = 'model' # 'model' or 'paper', see `create_model`
-    checkpoint: str|None = None # the semclip checkpoint the weights came from, if any
+
+    model: nn.Module  # the open_clip CLIP module
+    preprocess: Callable  # eval transform: PIL image -> float tensor [3, H, W]
+    preprocess_train: Callable  # training transform (with open_clip's augmentation unless image_preprocess='paper')
+    tokenizer: Callable  # list[str] -> LongTensor [B, context_length]
+    name: str  # the open_clip model name
+    pretrained: str | None = None  # the tag or file the weights came from (None: random init)
+    model_cfg: dict = field(default_factory=dict)  # the final open_clip model config (JSON-able)
+    preprocess_cfg: dict = field(default_factory=dict)  # size, mean, std, interpolation, resize_mode
+    image_preprocess: str = "model"  # 'model' or 'paper', see `create_model`
+    checkpoint: str | None = None  # the semclip checkpoint the weights came from, if any
 
     @property
-    def device(self) -> torch.device: return next(self.model.parameters()).device
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
     @property
     def image_size(self) -> int:
-        s = self.preprocess_cfg.get('size', 224)
+        s = self.preprocess_cfg.get("size", 224)
         return s[0] if isinstance(s, (list, tuple)) else s
-    @property
-    def context_length(self) -> int: return self.model_cfg['text_cfg'].get('context_length', 77)
 
-    def encode_images(self, x, # a float tensor [B, 3, H, W] already preprocessed, or a list of PIL images
-                      normalize:bool=False): # L2-normalise the features
+    @property
+    def context_length(self) -> int:
+        return self.model_cfg["text_cfg"].get("context_length", 77)
+
+    def encode_images(
+        self,
+        x,  # a float tensor [B, 3, H, W] already preprocessed, or a list of PIL images
+        normalize: bool = False,
+    ):  # L2-normalise the features
         "Image features [B, embed_dim] from the image tower."
-        if not torch.is_tensor(x): x = torch.stack([self.preprocess(im) for im in x])
+        if not torch.is_tensor(x):
+            x = torch.stack([self.preprocess(im) for im in x])
         m = unwrap_model(self.model)
         return m.encode_image(x.to(self.device, _model_dtype(m.visual)), normalize=normalize)
 
-    def encode_texts(self, texts, # a list of strings, or token ids [B, context_length]
-                     normalize:bool=False): # L2-normalise the features
+    def encode_texts(
+        self,
+        texts,  # a list of strings, or token ids [B, context_length]
+        normalize: bool = False,
+    ):  # L2-normalise the features
         "Text features [B, embed_dim] from the text tower."
-        if isinstance(texts, str): texts = [texts]
+        if isinstance(texts, str):
+            texts = [texts]
         tok = texts if torch.is_tensor(texts) else self.tokenizer(list(texts))
         return unwrap_model(self.model).encode_text(tok.to(self.device), normalize=normalize)
 
 # %% ../nbs/03_model.ipynb #0000000b
 CHARS_PER_TOKEN = 16  # texts are cut to CHARS_PER_TOKEN * context_length characters before tokenising
 
+
 class CappedTokenizer:
     "A tokenizer that cuts each text to `max_chars` characters before tokenising it, with a counted warning."
-    def __init__(self, tokenizer:Callable, # an open_clip tokenizer: str or list[str] -> LongTensor [B, context_length]
-                 max_chars:int): # the longest text passed on to `tokenizer`
+
+    def __init__(
+        self,
+        tokenizer: Callable,  # an open_clip tokenizer: str or list[str] -> LongTensor [B, context_length]
+        max_chars: int,
+    ):  # the longest text passed on to `tokenizer`
         self.tokenizer, self.max_chars, self.n_cut = tokenizer, int(max_chars), 0
 
     def __call__(self, texts, *args, **kwargs):
         "Token ids of `texts` (a string or a list of strings); extra arguments go to the wrapped tokenizer."
         one = isinstance(texts, str)
         out, cut = [], 0
-        for t in ([texts] if one else list(texts)):
+        for t in [texts] if one else list(texts):
             if isinstance(t, str) and len(t) > self.max_chars:
-                t = ' '.join(t.split())                      # the tokenizer collapses whitespace too
-                if len(t) > self.max_chars: t, cut = t[:self.max_chars], cut + 1
+                t = " ".join(t.split())  # the tokenizer collapses whitespace too
+                if len(t) > self.max_chars:
+                    t, cut = t[: self.max_chars], cut + 1
             out.append(t)
         if cut:
             self.n_cut += cut
-            warnings.warn(f'{cut} of {len(out)} texts were longer than {self.max_chars} characters and were cut to that before '
-                          f'tokenising (the model reads at most {getattr(self.tokenizer, "context_length", "?")} tokens; '
-                          f'{self.n_cut} texts cut by this tokenizer so far)', stacklevel=2)
+            warnings.warn(
+                f"{cut} of {len(out)} texts were longer than {self.max_chars} characters and were cut to that before "
+                f"tokenising (the model reads at most {getattr(self.tokenizer, 'context_length', '?')} tokens; "
+                f"{self.n_cut} texts cut by this tokenizer so far)",
+                stacklevel=2,
+            )
         return self.tokenizer(out[0] if one else out, *args, **kwargs)
 
-    def __getattr__(self, name): # context_length, vocab_size, ... of the wrapped tokenizer
-        if name.startswith('__') or name == 'tokenizer': raise AttributeError(name)
+    def __getattr__(self, name):  # context_length, vocab_size, ... of the wrapped tokenizer
+        if name.startswith("__") or name == "tokenizer":
+            raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
 # %% ../nbs/03_model.ipynb #0000000f
-IMAGE_PREPROCESS = ('model', 'paper')
-WEIGHT_PRECISIONS = ('auto', 'fp32', 'bf16', 'fp16', 'pure_bf16', 'pure_fp16')
-_WEIGHT_EXTS = ('.bin', '.pt', '.pth', '.safetensors', '.npz', '.ckpt')
-_OC_ARGS = set(inspect.signature(open_clip.create_model_and_transforms).parameters) - {'model_kwargs'}
+IMAGE_PREPROCESS = ("model", "paper")
+WEIGHT_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
+_WEIGHT_EXTS = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
+_OC_ARGS = set(inspect.signature(open_clip.create_model_and_transforms).parameters) - {"model_kwargs"}
+
 
 def _env_offline() -> bool:
-    return any(os.environ.get(v, '').strip().upper() in ('1', 'ON', 'YES', 'TRUE') for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
+    return any(
+        os.environ.get(v, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
 
 @contextlib.contextmanager
 def _hub_offline_from_env():
     "Make huggingface_hub honour HF_HUB_OFFLINE read now, not only when it was imported."
-    try: from huggingface_hub import constants as C
-    except ImportError: C = None
-    old = getattr(C, 'HF_HUB_OFFLINE', None)
-    if C is not None and _env_offline(): C.HF_HUB_OFFLINE = True
-    try: yield
+    try:
+        from huggingface_hub import constants as C
+    except ImportError:
+        C = None
+    old = getattr(C, "HF_HUB_OFFLINE", None)
+    if C is not None and _env_offline():
+        C.HF_HUB_OFFLINE = True
+    try:
+        yield
     finally:
-        if C is not None: C.HF_HUB_OFFLINE = old
+        if C is not None:
+            C.HF_HUB_OFFLINE = old
+
 
 @contextlib.contextmanager
-def _drop_root_log(prefix:str, on:bool=True):
+def _drop_root_log(prefix: str, on: bool = True):
     "Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."
-    f = logging.Filter(); f.filter = lambda r: not r.getMessage().startswith(prefix)
-    if on: logging.getLogger().addFilter(f)
-    try: yield
-    finally: logging.getLogger().removeFilter(f)
+    f = logging.Filter()
+    f.filter = lambda r: not r.getMessage().startswith(prefix)
+    if on:
+        logging.getLogger().addFilter(f)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(f)
 
-def _check_model_name(name:str):
+
+def _check_model_name(name: str):
     "Raise a `ConfigError` for a model name open_clip does not know."
-    if name.startswith(('hf-hub:', 'local-dir:')) or name in open_clip.list_models(): return
+    if name.startswith(("hf-hub:", "local-dir:")) or name in open_clip.list_models():
+        return
     names = open_clip.list_models()
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ''
-    raise ConfigError(f"unknown model name={name!r}.{hint} open_clip knows {len(names)} model configs: list them with "
-                      f"open_clip.list_models(), and the (model, tag) pairs with weights with open_clip.list_pretrained(); "
-                      f"semclip adds {', '.join(map(repr, TINY_CONFIGS))}. 'hf-hub:org/repo' and 'local-dir:/path' names work too.")
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    raise ConfigError(
+        f"unknown model name={name!r}.{hint} open_clip knows {len(names)} model configs: list them with "
+        f"open_clip.list_models(), and the (model, tag) pairs with weights with open_clip.list_pretrained(); "
+        f"semclip adds {', '.join(map(repr, TINY_CONFIGS))}. 'hf-hub:org/repo' and 'local-dir:/path' names work too."
+    )
 
-def _weights_hint(name, what='a local weights file'):
-    return (f"To use {what}, pass it as a path: create_model({name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'), "
-            f"or a semclip checkpoint: create_model(checkpoint='/path/to/checkpoint.pt').")
 
-def _check_pretrained(name:str, pretrained:str|None):
+def _weights_hint(name, what="a local weights file"):
+    return (
+        f"To use {what}, pass it as a path: create_model({name!r}, pretrained='/path/to/open_clip_pytorch_model.bin'), "
+        f"or a semclip checkpoint: create_model(checkpoint='/path/to/checkpoint.pt')."
+    )
+
+
+def _check_pretrained(name: str, pretrained: str | None):
     "Check a tag or file before open_clip tries to fetch it; return 'tag', 'file' or None."
-    if pretrained is None or name.startswith(('hf-hub:', 'local-dir:')): return None
+    if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
+        return None
     pretrained = str(pretrained)
-    if open_clip.get_pretrained_cfg(name, pretrained): return 'tag'
-    if os.path.isfile(pretrained): return 'file'
-    if os.sep in pretrained or '/' in pretrained or pretrained.endswith(_WEIGHT_EXTS):
+    if open_clip.get_pretrained_cfg(name, pretrained):
+        return "tag"
+    if os.path.isfile(pretrained):
+        return "file"
+    if os.sep in pretrained or "/" in pretrained or pretrained.endswith(_WEIGHT_EXTS):
         raise CheckpointError(f"pretrained weights file '{pretrained}' does not exist")
     tags = open_clip.list_pretrained_tags_by_model(name)
-    known = ', '.join(map(repr, tags)) if tags else 'none (random initialisation only: pretrained=None)'
-    raise WeightsUnavailableError(f"pretrained={pretrained!r} is neither a pretrained tag of model {name!r} nor an existing file. "
-                                  f"Tags of {name!r}: {known} (open_clip.list_pretrained_tags_by_model({name!r})). " + _weights_hint(name))
+    known = ", ".join(map(repr, tags)) if tags else "none (random initialisation only: pretrained=None)"
+    raise WeightsUnavailableError(
+        f"pretrained={pretrained!r} is neither a pretrained tag of model {name!r} nor an existing file. "
+        f"Tags of {name!r}: {known} (open_clip.list_pretrained_tags_by_model({name!r})). " + _weights_hint(name)
+    )
+
 
 def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     "The model config open_clip builds from: the named config with the overrides applied."
-    with _hub_offline_from_env(): cfg = open_clip.get_model_config(name) or {}
+    with _hub_offline_from_env():
+        cfg = open_clip.get_model_config(name) or {}
     cfg = copy.deepcopy(cfg)
-    if image_size is not None: cfg['vision_cfg']['image_size'] = image_size
-    if context_length is not None: cfg['text_cfg']['context_length'] = context_length
+    if image_size is not None:
+        cfg["vision_cfg"]["image_size"] = image_size
+    if context_length is not None:
+        cfg["text_cfg"]["context_length"] = context_length
     cfg.update(model_kwargs)
     return _jsonable(cfg)
 
 # %% ../nbs/03_model.ipynb #00000011
-def _load_why(e:BaseException) -> str:
+def _load_why(e: BaseException) -> str:
     "torch.load's complaint in one line, without its advice to retry with weights_only=False."
-    m = re.search(r'WeightsUnpickler error:\s*([^\n]*\S)', str(e))
-    if m: return m.group(1)[:200]
-    lines = [l.strip() for l in str(e).splitlines() if l.strip() and 'weights_only' not in l]
+    m = re.search(r"WeightsUnpickler error:\s*([^\n]*\S)", str(e))
+    if m:
+        return m.group(1)[:200]
+    lines = [l.strip() for l in str(e).splitlines() if l.strip() and "weights_only" not in l]
     return (lines[0] if lines else type(e).__name__)[:200]
 
-def _not_plain(what:str, glob:str) -> str:
-    return (f"{what} holds a Python object that is not plain data (GLOBAL {glob}); semclip never unpickles code: it loads "
-            "weights with torch.load(weights_only=True), which allows only tensors, dicts, lists, tuples, strings and "
-            "numbers. Re-save the file with plain data only (e.g. torch.save(model.state_dict(), path))")
 
-def _unreadable(e:BaseException) -> bool:
+def _not_plain(what: str, glob: str) -> str:
+    return (
+        f"{what} holds a Python object that is not plain data (GLOBAL {glob}); semclip never unpickles code: it loads "
+        "weights with torch.load(weights_only=True), which allows only tensors, dicts, lists, tuples, strings and "
+        "numbers. Re-save the file with plain data only (e.g. torch.save(model.state_dict(), path))"
+    )
+
+
+def _unreadable(e: BaseException) -> bool:
     "Did torch.load fail to read the file at all (rather than the weights not fitting)?"
-    return (isinstance(e, (pickle.UnpicklingError, EOFError)) or 'weights_only' in str(e)
-            or any(t in str(e) for t in ('PytorchStreamReader', 'magic number')))
+    return (
+        isinstance(e, (pickle.UnpicklingError, EOFError))
+        or "weights_only" in str(e)
+        or any(t in str(e) for t in ("PytorchStreamReader", "magic number"))
+    )
 
 # %% ../nbs/03_model.ipynb #00000012
-def create_model(name:str|None=None, # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
-                 pretrained:str|None=None, # a pretrained tag of `name`, a local weights file, or None for random init
-                 *,
-                 device='cpu', # 'cpu', 'cuda', 'auto', or a torch.device
-                 checkpoint=None, # a semclip checkpoint file: builds its model and loads its weights
-                 precision:str='fp32', # dtype of the weights; one of WEIGHT_PRECISIONS ('auto' = fp32)
-                 image_preprocess:str='model', # 'model': the model's own transforms; 'paper': Resize((s,s)) + ImageNet mean/std
-                 image_mean=None, # override the normalisation mean (3 floats)
-                 image_std=None, # override the normalisation std (3 floats)
-                 image_resize_mode:str|None=None, # override the eval resize: 'shortest', 'longest' or 'squash'
-                 force_image_size:int|None=None, # build the model for another image size
-                 context_length:int|None=None, # build the model (and tokenizer) for another text length
-                 aug_cfg:dict|None=None, # open_clip augmentation config for `preprocess_train` (image_preprocess='model')
-                 cache_dir:str|None=None, # where open_clip caches downloads
-                 **open_clip_kwargs, # passed on to open_clip.create_model_and_transforms
-                ) -> ClipBundle:
+def create_model(
+    name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
+    pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
+    *,
+    device="cpu",  # 'cpu', 'cuda', 'auto', or a torch.device
+    checkpoint=None,  # a semclip checkpoint file: builds its model and loads its weights
+    precision: str = "fp32",  # dtype of the weights; one of WEIGHT_PRECISIONS ('auto' = fp32)
+    image_preprocess: str = "model",  # 'model': the model's own transforms; 'paper': Resize((s,s)) + ImageNet mean/std
+    image_mean=None,  # override the normalisation mean (3 floats)
+    image_std=None,  # override the normalisation std (3 floats)
+    image_resize_mode: str | None = None,  # override the eval resize: 'shortest', 'longest' or 'squash'
+    force_image_size: int | None = None,  # build the model for another image size
+    context_length: int | None = None,  # build the model (and tokenizer) for another text length
+    aug_cfg: dict | None = None,  # open_clip augmentation config for `preprocess_train` (image_preprocess='model')
+    cache_dir: str | None = None,  # where open_clip caches downloads
+    **open_clip_kwargs,  # passed on to open_clip.create_model_and_transforms
+) -> ClipBundle:
     "Build an open_clip model with its transforms and tokenizer, from a name, a pretrained tag or file, or a semclip checkpoint."
-    check_choice('image_preprocess', image_preprocess, IMAGE_PREPROCESS)
-    check_choice('precision', precision, WEIGHT_PRECISIONS)
-    if precision == 'auto': precision = 'fp32'
+    check_choice("image_preprocess", image_preprocess, IMAGE_PREPROCESS)
+    check_choice("precision", precision, WEIGHT_PRECISIONS)
+    if precision == "auto":
+        precision = "fp32"
     device = get_device(device)
-    oc_kw = {k: v for k, v in open_clip_kwargs.items() if k in _OC_ARGS}      # factory options
-    kw = {k: v for k, v in open_clip_kwargs.items() if k not in _OC_ARGS}     # model config overrides
+    oc_kw = {k: v for k, v in open_clip_kwargs.items() if k in _OC_ARGS}  # factory options
+    kw = {k: v for k, v in open_clip_kwargs.items() if k not in _OC_ARGS}  # model config overrides
     ckpt, pre_cfg = None, {}
     if checkpoint is not None:
-        if pretrained is not None: raise ConfigError('give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights')
+        if pretrained is not None:
+            raise ConfigError("give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights")
         ckpt = load_checkpoint(checkpoint)
-        if not ckpt.get('model_name') or not ckpt.get('model_cfg'):
-            raise CheckpointError(f"checkpoint '{checkpoint}' does not record its model name and config; "
-                                  f"build the model yourself and call load_checkpoint('{checkpoint}', model=...)")
-        if name is not None and name != ckpt['model_name']:
-            raise ConfigError(f"name={name!r} but checkpoint '{checkpoint}' holds a {ckpt['model_name']!r} model; drop name= or pass the matching one")
-        name = ckpt['model_name']
-        kw = {**{k: v for k, v in ckpt['model_cfg'].items() if k != 'custom_text'}, **kw}
-        pre_cfg = ckpt.get('preprocess_cfg') or {}
-        image_preprocess = ckpt.get('image_preprocess', image_preprocess) if image_preprocess == 'model' else image_preprocess
-    name = name or 'semclip-tiny'
-    if ':' not in name: name = name.replace('/', '-')   # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
+        if not ckpt.get("model_name") or not ckpt.get("model_cfg"):
+            raise CheckpointError(
+                f"checkpoint '{checkpoint}' does not record its model name and config; "
+                f"build the model yourself and call load_checkpoint('{checkpoint}', model=...)"
+            )
+        if name is not None and name != ckpt["model_name"]:
+            raise ConfigError(
+                f"name={name!r} but checkpoint '{checkpoint}' holds a {ckpt['model_name']!r} model; drop name= or pass the matching one"
+            )
+        name = ckpt["model_name"]
+        kw = {**{k: v for k, v in ckpt["model_cfg"].items() if k != "custom_text"}, **kw}
+        pre_cfg = ckpt.get("preprocess_cfg") or {}
+        image_preprocess = (
+            ckpt.get("image_preprocess", image_preprocess) if image_preprocess == "model" else image_preprocess
+        )
+    name = name or "semclip-tiny"
+    if ":" not in name:
+        name = name.replace("/", "-")  # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
     _check_model_name(name)
     kind = _check_pretrained(name, pretrained)
-    if image_preprocess == 'paper':
-        image_mean = image_mean or IMAGENET_MEAN; image_std = image_std or IMAGENET_STD
-        image_resize_mode = image_resize_mode or 'squash'
-    image_mean = image_mean or pre_cfg.get('mean'); image_std = image_std or pre_cfg.get('std')
-    image_resize_mode = image_resize_mode or pre_cfg.get('resize_mode')
+    if image_preprocess == "paper":
+        image_mean = image_mean or IMAGENET_MEAN
+        image_std = image_std or IMAGENET_STD
+        image_resize_mode = image_resize_mode or "squash"
+    image_mean = image_mean or pre_cfg.get("mean")
+    image_std = image_std or pre_cfg.get("std")
+    image_resize_mode = image_resize_mode or pre_cfg.get("resize_mode")
     try:
         # random init is what a checkpoint load (weights follow) or a semclip tiny config (trained from scratch) expects:
         # open_clip's "No pretrained weights loaded ... initialized randomly" warning would only mislead there
         quiet = ckpt is not None or name in TINY_CONFIGS
-        with _hub_offline_from_env(), _drop_root_log('No pretrained weights loaded', on=quiet):
+        with _hub_offline_from_env(), _drop_root_log("No pretrained weights loaded", on=quiet):
             model, pp_train, pp_eval = open_clip.create_model_and_transforms(
-                name, pretrained=None if ckpt is not None else pretrained, precision=precision, device=device,
-                force_image_size=force_image_size, force_context_length=context_length,
-                image_mean=image_mean, image_std=image_std, image_resize_mode=image_resize_mode,
-                aug_cfg=aug_cfg, cache_dir=cache_dir, **{'image_interpolation': pre_cfg.get('interpolation'), **oc_kw}, **kw)
+                name,
+                pretrained=None if ckpt is not None else pretrained,
+                precision=precision,
+                device=device,
+                force_image_size=force_image_size,
+                force_context_length=context_length,
+                image_mean=image_mean,
+                image_std=image_std,
+                image_resize_mode=image_resize_mode,
+                aug_cfg=aug_cfg,
+                cache_dir=cache_dir,
+                **{"image_interpolation": pre_cfg.get("interpolation"), **oc_kw},
+                **kw,
+            )
     except Exception as e:
-        if kind == 'file':
-            if (g := unsafe_pickle_global(e)): raise CheckpointError(_not_plain(f"pretrained weights file '{pretrained}'", g)) from None
+        if kind == "file":
+            if g := unsafe_pickle_global(e):
+                raise CheckpointError(_not_plain(f"pretrained weights file '{pretrained}'", g)) from None
             if _unreadable(e):
-                raise CheckpointError(f"pretrained weights file '{pretrained}' cannot be read (truncated, corrupt or not a "
-                                      f"torch file): {_load_why(e)}") from None
+                raise CheckpointError(
+                    f"pretrained weights file '{pretrained}' cannot be read (truncated, corrupt or not a "
+                    f"torch file): {_load_why(e)}"
+                ) from None
             raise CheckpointError(f"pretrained weights file '{pretrained}' does not fit model {name!r}: {e}") from e
-        if kind == 'tag' or name.startswith('hf-hub:'):
-            why = ('offline: HF_HUB_OFFLINE=1 is set and they are not in the local cache' if _env_offline()
-                   else 'no connection, or the hub does not have them')
+        if kind == "tag" or name.startswith("hf-hub:"):
+            why = (
+                "offline: HF_HUB_OFFLINE=1 is set and they are not in the local cache"
+                if _env_offline()
+                else "no connection, or the hub does not have them"
+            )
             raise WeightsUnavailableError(
                 f"the weights for ({name!r}, {pretrained!r}) could not be fetched ({why}). "
                 f"Fetch them once on a connected machine (they are cached under ~/.cache/huggingface), or pass a local file. "
-                + _weights_hint(name) + f" [open_clip said: {e}]") from e
+                + _weights_hint(name)
+                + f" [open_clip said: {e}]"
+            ) from e
         raise
-    if image_preprocess == 'paper': pp_train = pp_eval   # the paper trains on the eval transform: no augmentation
+    if image_preprocess == "paper":
+        pp_train = pp_eval  # the paper trains on the eval transform: no augmentation
     cfg = _final_cfg(name, force_image_size, context_length, kw)
-    ctx = cfg['text_cfg'].get('context_length', 77)
-    tokenizer = CappedTokenizer(open_clip.get_tokenizer(name, context_length=ctx, cache_dir=cache_dir), CHARS_PER_TOKEN * ctx)
-    bundle = ClipBundle(model=model, preprocess=pp_eval, preprocess_train=pp_train, tokenizer=tokenizer, name=name,
-                        pretrained=None if pretrained is None else str(pretrained), model_cfg=cfg,
-                        preprocess_cfg=_jsonable(model.visual.preprocess_cfg), image_preprocess=image_preprocess,
-                        checkpoint=None if checkpoint is None else str(checkpoint))
-    model._semclip_meta = dict(name=name, model_cfg=cfg, preprocess_cfg=bundle.preprocess_cfg,
-                               image_preprocess=image_preprocess, pretrained=bundle.pretrained)
-    if ckpt is not None: load_checkpoint(checkpoint, model=model, ckpt=ckpt)
+    ctx = cfg["text_cfg"].get("context_length", 77)
+    tokenizer = CappedTokenizer(
+        open_clip.get_tokenizer(name, context_length=ctx, cache_dir=cache_dir), CHARS_PER_TOKEN * ctx
+    )
+    bundle = ClipBundle(
+        model=model,
+        preprocess=pp_eval,
+        preprocess_train=pp_train,
+        tokenizer=tokenizer,
+        name=name,
+        pretrained=None if pretrained is None else str(pretrained),
+        model_cfg=cfg,
+        preprocess_cfg=_jsonable(model.visual.preprocess_cfg),
+        image_preprocess=image_preprocess,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+    )
+    model._semclip_meta = dict(
+        name=name,
+        model_cfg=cfg,
+        preprocess_cfg=bundle.preprocess_cfg,
+        image_preprocess=image_preprocess,
+        pretrained=bundle.pretrained,
+    )
+    if ckpt is not None:
+        load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
 # %% ../nbs/03_model.ipynb #00000022
-def count_parameters(model) -> dict: # an nn.Module or ClipBundle
+def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
+
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
-    t = getattr(m, 'text', m)
-    blocks = getattr(getattr(t, 'transformer', None), 'resblocks', None)
-    emb = [x for x in (getattr(t, 'token_embedding', None), getattr(t, 'positional_embedding', None), getattr(t, 'cls_emb', None)) if x is not None]
+    t = getattr(m, "text", m)
+    blocks = getattr(getattr(t, "transformer", None), "resblocks", None)
+    emb = [
+        x
+        for x in (
+            getattr(t, "token_embedding", None),
+            getattr(t, "positional_embedding", None),
+            getattr(t, "cls_emb", None),
+        )
+        if x is not None
+    ]
     return blocks, emb
 
-def freeze(model, # an open_clip model (or ClipBundle, or DDP-wrapped)
-           vision:bool=True, # freeze the whole image tower (paper default)
-           text_layers:int=0, # also freeze the lowest N text transformer blocks (+ token/positional embeddings when N>0)
-           logit_scale:bool=False, # also freeze the model's logit_scale (and logit_bias)
-           verbose:bool=False) -> dict: # print the counts
+
+def freeze(
+    model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
+    vision: bool = True,  # freeze the whole image tower (paper default)
+    text_layers: int = 0,  # also freeze the lowest N text transformer blocks (+ token/positional embeddings when N>0)
+    logit_scale: bool = False,  # also freeze the model's logit_scale (and logit_bias)
+    verbose: bool = False,
+) -> dict:  # print the counts
     "Set `requires_grad` of every parameter from the arguments; return `count_parameters`."
     m = unwrap_model(model)
-    for p in m.parameters(): p.requires_grad_(True)
+    for p in m.parameters():
+        p.requires_grad_(True)
     if vision:
-        for p in m.visual.parameters(): p.requires_grad_(False)
+        for p in m.visual.parameters():
+            p.requires_grad_(False)
     if text_layers:
         blocks, emb = _text_parts(m)
-        if blocks is None: raise ConfigError(f'text_layers={text_layers} needs a transformer text tower; this one is {type(getattr(m, "text", m)).__name__}')
-        if not (0 <= text_layers <= len(blocks)): raise ConfigError(f'text_layers={text_layers} must be between 0 and the {len(blocks)} text blocks')
+        if blocks is None:
+            raise ConfigError(
+                f"text_layers={text_layers} needs a transformer text tower; this one is {type(getattr(m, 'text', m)).__name__}"
+            )
+        if not (0 <= text_layers <= len(blocks)):
+            raise ConfigError(f"text_layers={text_layers} must be between 0 and the {len(blocks)} text blocks")
         for x in [*emb, *blocks[:text_layers]]:
-            for p in ([x] if isinstance(x, nn.Parameter) else x.parameters()): p.requires_grad_(False)
+            for p in [x] if isinstance(x, nn.Parameter) else x.parameters():
+                p.requires_grad_(False)
     if logit_scale:
-        for n in ('logit_scale', 'logit_bias'):
-            if isinstance(getattr(m, n, None), nn.Parameter): getattr(m, n).requires_grad_(False)
+        for n in ("logit_scale", "logit_bias"):
+            if isinstance(getattr(m, n, None), nn.Parameter):
+                getattr(m, n).requires_grad_(False)
     c = count_parameters(m)
-    if verbose: print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
+    if verbose:
+        print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-def model_summary(bundle:ClipBundle) -> str:
+
+def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
-    w = bundle.checkpoint or bundle.pretrained or 'random init'
-    return (f"{bundle.name} ({w}): {c['total']/1e6:.2f}M params, {c['trainable']/1e6:.2f}M trainable, "
-            f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}")
+    w = bundle.checkpoint or bundle.pretrained or "random init"
+    return (
+        f"{bundle.name} ({w}): {c['total'] / 1e6:.2f}M params, {c['trainable'] / 1e6:.2f}M trainable, "
+        f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
+    )
 
 # %% ../nbs/03_model.ipynb #00000027
-CHECKPOINT_FORMAT, CHECKPOINT_VERSION = 'semclip-checkpoint', 2   # 2: content_sha256 (version 1 files load, unverified)
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
+
 
 def _digest(h, x):
     "Feed plain checkpoint data `x` into the hash `h`: tensors by dtype, shape and bytes, containers item by item, the rest by repr."
     if torch.is_tensor(x):
-        t = x.detach().to('cpu').contiguous()
-        h.update(f'T{t.dtype}{tuple(t.shape)};'.encode()); h.update(t.reshape(-1).view(torch.uint8).numpy())
+        t = x.detach().to("cpu").contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
     elif isinstance(x, dict):
-        h.update(f'D{len(x)};'.encode())
-        for k in sorted(x, key=lambda k: (type(k).__name__, str(k))): _digest(h, k); _digest(h, x[k])
+        h.update(f"D{len(x)};".encode())
+        for k in sorted(x, key=lambda k: (type(k).__name__, str(k))):
+            _digest(h, k)
+            _digest(h, x[k])
     elif isinstance(x, (list, tuple)):
-        h.update(f'{type(x).__name__}{len(x)};'.encode())
-        for v in x: _digest(h, v)
-    else: h.update(f'{type(x).__name__}:{x!r};'.encode())
+        h.update(f"{type(x).__name__}{len(x)};".encode())
+        for v in x:
+            _digest(h, v)
+    else:
+        h.update(f"{type(x).__name__}:{x!r};".encode())
 
-def checkpoint_digest(ckpt:dict) -> str: # a checkpoint as saved or loaded
+
+def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     "The sha256 of a checkpoint's content (every key but `content_sha256`), as `save_checkpoint` stores it."
     h = hashlib.sha256()
-    _digest(h, {k: v for k, v in ckpt.items() if k != 'content_sha256'})
+    _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
 # %% ../nbs/03_model.ipynb #0000002a
 _MISSING = object()
-_OPTIONAL = dict(model_cfg=dict, preprocess_cfg=dict, optimizer=dict, scheduler=dict, scaler=dict, params=dict, extra=dict, rng=dict,
-                 model_name=str, image_preprocess=str, pretrained=str, semclip_version=str, torch_version=str, open_clip_version=str, created=str)
+_OPTIONAL = dict(
+    model_cfg=dict,
+    preprocess_cfg=dict,
+    optimizer=dict,
+    scheduler=dict,
+    scaler=dict,
+    params=dict,
+    extra=dict,
+    rng=dict,
+    model_name=str,
+    image_preprocess=str,
+    pretrained=str,
+    semclip_version=str,
+    torch_version=str,
+    open_clip_version=str,
+    created=str,
+)
 
-def _is_int(v) -> bool: return isinstance(v, int) and not isinstance(v, bool)
 
-def _malformed(path, field:str, want:str, v=_MISSING) -> CheckpointError:
-    got = 'it is missing' if v is _MISSING else f'not {reprlib.repr(v)} ({type(v).__name__})'
-    return CheckpointError(f"checkpoint '{path}': field '{field}' must be {want}, {got}; the file is damaged or was not "
-                           f"written by semclip's save_checkpoint")
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
-def _check_rng(path, rng:dict):
+
+def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
+    got = "it is missing" if v is _MISSING else f"not {reprlib.repr(v)} ({type(v).__name__})"
+    return CheckpointError(
+        f"checkpoint '{path}': field '{field}' must be {want}, {got}; the file is damaged or was not "
+        f"written by semclip's save_checkpoint"
+    )
+
+
+def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
-    py, npy, tch = rng.get('python'), rng.get('numpy'), rng.get('torch')
-    if not (isinstance(py, (list, tuple)) and len(py) == 3 and isinstance(npy, (list, tuple)) and len(npy) == 5
-            and torch.is_tensor(tch) and tch.dtype == torch.uint8):
-        raise _malformed(path, 'rng', "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
+    py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
+    if not (
+        isinstance(py, (list, tuple))
+        and len(py) == 3
+        and isinstance(npy, (list, tuple))
+        and len(npy) == 5
+        and torch.is_tensor(tch)
+        and tch.dtype == torch.uint8
+    ):
+        raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-def check_checkpoint(ckpt:dict, # a loaded semclip checkpoint
-                     path) -> dict: # its file, for the messages
+
+def check_checkpoint(
+    ckpt: dict,  # a loaded semclip checkpoint
+    path,
+) -> dict:  # its file, for the messages
     "Return `ckpt` if every field has its type, else raise a `CheckpointError` naming the first that does not."
-    v = ckpt.get('format_version', _MISSING)
-    if not _is_int(v) or v < 1: raise _malformed(path, 'format_version', 'an int >= 1', v)
+    v = ckpt.get("format_version", _MISSING)
+    if not _is_int(v) or v < 1:
+        raise _malformed(path, "format_version", "an int >= 1", v)
     if v > CHECKPOINT_VERSION:
-        raise CheckpointError(f"checkpoint '{path}' has format version {v}, newer than this semclip ({semclip.__version__}) "
-                              f"reads ({CHECKPOINT_VERSION}); upgrade semclip")
-    sd = ckpt.get('state_dict', _MISSING)
-    if not isinstance(sd, dict): raise _malformed(path, 'state_dict', 'a dict of tensors', sd)
-    if (bad := next((k for k, t in sd.items() if not isinstance(k, str) or not torch.is_tensor(t)), _MISSING)) is not _MISSING:
-        raise _malformed(path, f'state_dict[{bad!r}]', 'a tensor', sd[bad])
-    if not _is_int(v := ckpt.get('step', _MISSING)) or v < 0: raise _malformed(path, 'step', 'an int >= 0', v)
+        raise CheckpointError(
+            f"checkpoint '{path}' has format version {v}, newer than this semclip ({semclip.__version__}) "
+            f"reads ({CHECKPOINT_VERSION}); upgrade semclip"
+        )
+    sd = ckpt.get("state_dict", _MISSING)
+    if not isinstance(sd, dict):
+        raise _malformed(path, "state_dict", "a dict of tensors", sd)
+    if (
+        bad := next((k for k, t in sd.items() if not isinstance(k, str) or not torch.is_tensor(t)), _MISSING)
+    ) is not _MISSING:
+        raise _malformed(path, f"state_dict[{bad!r}]", "a tensor", sd[bad])
+    if not _is_int(v := ckpt.get("step", _MISSING)) or v < 0:
+        raise _malformed(path, "step", "an int >= 0", v)
     for f, typ in _OPTIONAL.items():
-        if ckpt.get(f) is not None and not isinstance(ckpt[f], typ): raise _malformed(path, f, f'a {typ.__name__} or None', ckpt[f])
-    opt = ckpt.get('optimizer')
-    if opt is not None and not (isinstance(opt.get('state'), dict) and isinstance(opt.get('param_groups'), list)):
-        raise _malformed(path, 'optimizer', "an optimizer state_dict (a dict with 'state' and 'param_groups')", opt)
-    if ckpt.get('rng') is not None: _check_rng(path, ckpt['rng'])
-    if ckpt['format_version'] >= 2 and not (isinstance(h := ckpt.get('content_sha256', _MISSING), str) and len(h) == 64):
-        raise _malformed(path, 'content_sha256', 'a sha256 hex digest', h)
+        if ckpt.get(f) is not None and not isinstance(ckpt[f], typ):
+            raise _malformed(path, f, f"a {typ.__name__} or None", ckpt[f])
+    opt = ckpt.get("optimizer")
+    if opt is not None and not (isinstance(opt.get("state"), dict) and isinstance(opt.get("param_groups"), list)):
+        raise _malformed(path, "optimizer", "an optimizer state_dict (a dict with 'state' and 'param_groups')", opt)
+    if ckpt.get("rng") is not None:
+        _check_rng(path, ckpt["rng"])
+    if ckpt["format_version"] >= 2 and not (
+        isinstance(h := ckpt.get("content_sha256", _MISSING), str) and len(h) == 64
+    ):
+        raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
 # %% ../nbs/03_model.ipynb #0000002d
-def _plain(x, where:str):
+def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
-    if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)): return x
-    for t in (bool, int, float, str, bytes):   # subclasses (TorchVersion, IntEnum, ...) pickle as their class: convert
-        if isinstance(x, t): return t(x)
-    if isinstance(x, (Path, torch.device)): return str(x)
-    if type(x).__module__ == 'numpy':
+    if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
+        return x
+    for t in (bool, int, float, str, bytes):  # subclasses (TorchVersion, IntEnum, ...) pickle as their class: convert
+        if isinstance(x, t):
+            return t(x)
+    if isinstance(x, (Path, torch.device)):
+        return str(x)
+    if type(x).__module__ == "numpy":
         import numpy as np
-        if isinstance(x, np.ndarray): return torch.from_numpy(x.copy())
-        if isinstance(x, np.generic): return x.item()
-    if dataclasses.is_dataclass(x) and not isinstance(x, type): x = dataclasses.asdict(x)
-    elif hasattr(x, '__dict__') and type(x).__name__ == 'Namespace': x = vars(x)
+
+        if isinstance(x, np.ndarray):
+            return torch.from_numpy(x.copy())
+        if isinstance(x, np.generic):
+            return x.item()
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        x = dataclasses.asdict(x)
+    elif hasattr(x, "__dict__") and type(x).__name__ == "Namespace":
+        x = vars(x)
     if isinstance(x, dict):
         bad = [k for k in x if not isinstance(k, (str, int))]
-        if bad: raise CheckpointError(f'{where}: dict key {bad[0]!r} is not a str or int')
-        return {k: _plain(v, f'{where}[{k!r}]') for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return type(x)(_plain(v, f'{where}[{i}]') for i, v in enumerate(x))
-    raise CheckpointError(f'{where}: a {type(x).__name__} is not plain data (tensors, dicts, lists, numbers, strings, None), '
-                          f'so torch.load(weights_only=True) could not read it back')
+        if bad:
+            raise CheckpointError(f"{where}: dict key {bad[0]!r} is not a str or int")
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_plain(v, f"{where}[{i}]") for i, v in enumerate(x))
+    raise CheckpointError(
+        f"{where}: a {type(x).__name__} is not plain data (tensors, dicts, lists, numbers, strings, None), "
+        f"so torch.load(weights_only=True) could not read it back"
+    )
+
 
 def _meta(model) -> dict:
-    return getattr(unwrap_model(model), '_semclip_meta', None) or {}
+    return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-def save_checkpoint(path, # the file to write (its directory is created)
-                    *,
-                    model, # the model (nn.Module, DDP-wrapped, compiled, or ClipBundle)
-                    optimizer=None, # its optimizer, to resume
-                    scheduler=None, # its LR scheduler
-                    scaler=None, # its torch.amp.GradScaler
-                    step:int=0, # optimizer steps done
-                    params=None, # the run's parameters (dict, dataclass or Namespace of plain values)
-                    model_name:str|None=None, # defaults to the name `create_model` recorded
-                    model_cfg:dict|None=None, # defaults to the config `create_model` recorded
-                    extra=None) -> Path: # anything else, as plain data
+
+def save_checkpoint(
+    path,  # the file to write (its directory is created)
+    *,
+    model,  # the model (nn.Module, DDP-wrapped, compiled, or ClipBundle)
+    optimizer=None,  # its optimizer, to resume
+    scheduler=None,  # its LR scheduler
+    scaler=None,  # its torch.amp.GradScaler
+    step: int = 0,  # optimizer steps done
+    params=None,  # the run's parameters (dict, dataclass or Namespace of plain values)
+    model_name: str | None = None,  # defaults to the name `create_model` recorded
+    model_cfg: dict | None = None,  # defaults to the config `create_model` recorded
+    extra=None,
+) -> Path:  # anything else, as plain data
     "Atomically write a checkpoint that `load_checkpoint` reads with `weights_only=True`."
     m, meta = unwrap_model(model), _meta(model)
-    ck = dict(format=CHECKPOINT_FORMAT, format_version=CHECKPOINT_VERSION, semclip_version=semclip.__version__,
-              torch_version=torch.__version__, open_clip_version=open_clip.__version__,
-              created=time.strftime('%Y-%m-%dT%H:%M:%S%z'),
-              model_name=model_name or meta.get('name'),
-              model_cfg=_jsonable(model_cfg) if model_cfg is not None else meta.get('model_cfg'),
-              preprocess_cfg=meta.get('preprocess_cfg'), image_preprocess=meta.get('image_preprocess'),
-              pretrained=meta.get('pretrained'),
-              optimizer=None if optimizer is None else optimizer.state_dict(),
-              scheduler=None if scheduler is None else scheduler.state_dict(),
-              scaler=None if scaler is None else scaler.state_dict(),
-              step=int(step), rng=rng_state(), params=params, extra=extra)
-    ck = _plain(ck, 'checkpoint')
-    ck['state_dict'] = m.state_dict()
-    ck['content_sha256'] = checkpoint_digest(ck)
+    ck = dict(
+        format=CHECKPOINT_FORMAT,
+        format_version=CHECKPOINT_VERSION,
+        semclip_version=semclip.__version__,
+        torch_version=torch.__version__,
+        open_clip_version=open_clip.__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        model_name=model_name or meta.get("name"),
+        model_cfg=_jsonable(model_cfg) if model_cfg is not None else meta.get("model_cfg"),
+        preprocess_cfg=meta.get("preprocess_cfg"),
+        image_preprocess=meta.get("image_preprocess"),
+        pretrained=meta.get("pretrained"),
+        optimizer=None if optimizer is None else optimizer.state_dict(),
+        scheduler=None if scheduler is None else scheduler.state_dict(),
+        scaler=None if scaler is None else scaler.state_dict(),
+        step=int(step),
+        rng=rng_state(),
+        params=params,
+        extra=extra,
+    )
+    ck = _plain(ck, "checkpoint")
+    ck["state_dict"] = m.state_dict()
+    ck["content_sha256"] = checkpoint_digest(ck)
     path = Path(path)
-    with atomic_write(path, 'wb') as f: torch.save(ck, f)
+    with atomic_write(path, "wb") as f:
+        torch.save(ck, f)
     return path
 
 # %% ../nbs/03_model.ipynb #0000002f
-def _cfg_diff(a, b, prefix=''):
+def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b), key=str)
-                for d in _cfg_diff(a.get(k, '<missing>'), b.get(k, '<missing>'), f'{prefix}{k}.')]
+        return [
+            d
+            for k in sorted(set(a) | set(b), key=str)
+            for d in _cfg_diff(a.get(k, "<missing>"), b.get(k, "<missing>"), f"{prefix}{k}.")
+        ]
     return [] if a == b else [(prefix[:-1], a, b)]
 
-def _read_checkpoint(path:Path, map_location) -> dict:
+
+def _read_checkpoint(path: Path, map_location) -> dict:
     "Load `path` with weights_only=True and check its fields and content hash."
-    if not path.is_file(): raise CheckpointError(f"checkpoint file '{path}' does not exist")
-    try: ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file '{path}' does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        if (g := unsafe_pickle_global(e)): raise CheckpointError(_not_plain(f"checkpoint file '{path}'", g)) from None
-        raise CheckpointError(f"checkpoint file '{path}' cannot be read (truncated, corrupt or not a torch file): {_load_why(e)}") from None
-    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"file '{path}' is not a semclip checkpoint (no format={CHECKPOINT_FORMAT!r}); "
-                              f"plain open_clip weights load with create_model(name, pretrained='{path}')")
+        if g := unsafe_pickle_global(e):
+            raise CheckpointError(_not_plain(f"checkpoint file '{path}'", g)) from None
+        raise CheckpointError(
+            f"checkpoint file '{path}' cannot be read (truncated, corrupt or not a torch file): {_load_why(e)}"
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"file '{path}' is not a semclip checkpoint (no format={CHECKPOINT_FORMAT!r}); "
+            f"plain open_clip weights load with create_model(name, pretrained='{path}')"
+        )
     check_checkpoint(ckpt, path)
-    if 'content_sha256' in ckpt and checkpoint_digest(ckpt) != ckpt['content_sha256']:
-        raise CheckpointError(f"checkpoint file '{path}' is corrupt: its content hash does not match the one stored when it was "
-                              f"saved (bytes changed on disk or in a copy); use another copy or an earlier checkpoint")
+    if "content_sha256" in ckpt and checkpoint_digest(ckpt) != ckpt["content_sha256"]:
+        raise CheckpointError(
+            f"checkpoint file '{path}' is corrupt: its content hash does not match the one stored when it was "
+            f"saved (bytes changed on disk or in a copy); use another copy or an earlier checkpoint"
+        )
     return ckpt
+
 
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
-        for q in g['params']:
+        for q in g["params"]:
             for k, v in optimizer.state.get(q, {}).items():
                 if torch.is_tensor(v) and v.dim() > 0 and v.shape != q.shape:
-                    raise CheckpointError(f"checkpoint '{path}': field 'optimizer' holds a state {k!r} of shape {tuple(v.shape)} for "
-                                          f"a parameter of shape {tuple(q.shape)}: it was saved for another model or optimizer")
+                    raise CheckpointError(
+                        f"checkpoint '{path}': field 'optimizer' holds a state {k!r} of shape {tuple(v.shape)} for "
+                        f"a parameter of shape {tuple(q.shape)}: it was saved for another model or optimizer"
+                    )
 
-def _restore(obj, key:str, ckpt:dict, path):
+
+def _restore(obj, key: str, ckpt: dict, path):
     "`obj.load_state_dict(ckpt[key])`, with any misfit a CheckpointError naming the field."
-    if ckpt.get(key) is None: raise CheckpointError(f"checkpoint '{path}' holds no {key} state to restore")
-    if key == 'scaler' and not ckpt[key]: return   # saved from a disabled GradScaler: nothing to restore
-    try: obj.load_state_dict(ckpt[key])
+    if ckpt.get(key) is None:
+        raise CheckpointError(f"checkpoint '{path}' holds no {key} state to restore")
+    if key == "scaler" and not ckpt[key]:
+        return  # saved from a disabled GradScaler: nothing to restore
+    try:
+        obj.load_state_dict(ckpt[key])
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint '{path}': field '{key}' does not fit the {type(obj).__name__} it is restored into: {e}") from None
-    if key == 'optimizer': _check_optimizer_state(obj, path)
+        raise CheckpointError(
+            f"checkpoint '{path}': field '{key}' does not fit the {type(obj).__name__} it is restored into: {e}"
+        ) from None
+    if key == "optimizer":
+        _check_optimizer_state(obj, path)
 
-def load_checkpoint(path, # a file written by `save_checkpoint`
-                    model=None, # restore the weights into this model (nn.Module, wrapped, or ClipBundle)
-                    optimizer=None, # restore its state
-                    scheduler=None, # restore its state
-                    scaler=None, # restore its state
-                    map_location='cpu', # where tensors are loaded
-                    strict:bool=True, # passed to model.load_state_dict
-                    restore_rng:bool=False, # also restore python/numpy/torch RNG states
-                    ckpt:dict|None=None) -> dict: # an already loaded checkpoint of `path` (skips reading it again)
+
+def load_checkpoint(
+    path,  # a file written by `save_checkpoint`
+    model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)
+    optimizer=None,  # restore its state
+    scheduler=None,  # restore its state
+    scaler=None,  # restore its state
+    map_location="cpu",  # where tensors are loaded
+    strict: bool = True,  # passed to model.load_state_dict
+    restore_rng: bool = False,  # also restore python/numpy/torch RNG states
+    ckpt: dict | None = None,
+) -> dict:  # an already loaded checkpoint of `path` (skips reading it again)
     "Read a checkpoint with `weights_only=True`, check it, restore it into the given objects and return it."
     path = Path(path)
-    if ckpt is None: ckpt = _read_checkpoint(path, map_location)
+    if ckpt is None:
+        ckpt = _read_checkpoint(path, map_location)
     if model is not None:
         m, mine = unwrap_model(model), _meta(model)
-        if isinstance(model, ClipBundle): mine = dict(mine, name=model.name, model_cfg=model.model_cfg)
-        if mine.get('model_cfg') and ckpt.get('model_cfg'):
-            diff = _cfg_diff(ckpt['model_cfg'], mine['model_cfg'])
+        if isinstance(model, ClipBundle):
+            mine = dict(mine, name=model.name, model_cfg=model.model_cfg)
+        if mine.get("model_cfg") and ckpt.get("model_cfg"):
+            diff = _cfg_diff(ckpt["model_cfg"], mine["model_cfg"])
             if diff:
-                ds = '; '.join(f'{k}: checkpoint {a!r}, model {b!r}' for k, a, b in diff)
-                raise CheckpointError(f"checkpoint '{path}' was saved for another model config "
-                                      f"(checkpoint {ckpt.get('model_name')!r}, model {mine.get('name')!r}); differing keys: {ds}")
-        try: m.load_state_dict(ckpt['state_dict'], strict=strict)
-        except (RuntimeError, TypeError, ValueError) as e: raise CheckpointError(f"checkpoint '{path}' does not fit the model: {e}") from e
-    for obj, key in ((optimizer, 'optimizer'), (scheduler, 'scheduler'), (scaler, 'scaler')):
-        if obj is not None: _restore(obj, key, ckpt, path)
+                ds = "; ".join(f"{k}: checkpoint {a!r}, model {b!r}" for k, a, b in diff)
+                raise CheckpointError(
+                    f"checkpoint '{path}' was saved for another model config "
+                    f"(checkpoint {ckpt.get('model_name')!r}, model {mine.get('name')!r}); differing keys: {ds}"
+                )
+        try:
+            m.load_state_dict(ckpt["state_dict"], strict=strict)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint '{path}' does not fit the model: {e}") from e
+    for obj, key in ((optimizer, "optimizer"), (scheduler, "scheduler"), (scaler, "scaler")):
+        if obj is not None:
+            _restore(obj, key, ckpt, path)
     if restore_rng:
-        if not isinstance(ckpt.get('rng'), dict):
-            raise CheckpointError(f"checkpoint '{path}': field 'rng' is {ckpt.get('rng')!r}: it holds no random-generator state to restore")
-        try: set_rng_state(ckpt['rng'])
+        if not isinstance(ckpt.get("rng"), dict):
+            raise CheckpointError(
+                f"checkpoint '{path}': field 'rng' is {ckpt.get('rng')!r}: it holds no random-generator state to restore"
+            )
+        try:
+            set_rng_state(ckpt["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
             raise CheckpointError(f"checkpoint '{path}': field 'rng' cannot be restored: {e}") from None
     return ckpt

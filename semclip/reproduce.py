@@ -4,14 +4,33 @@
 
 # %% ../nbs/08_reproduce.ipynb #00000003
 from __future__ import annotations
-import os, re, sys, json, time, math, functools, subprocess, threading
+import os
+import re
+import sys
+import json
+import time
+import functools
+import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .core import ARM_LABELS, FINETUNE_ARMS, portable_path, ConfigError, SemclipError, RunLock, check_choice, check_number, cli_main, project_root, runs_root, write_json, atomic_write
+from semclip.core import (
+    ARM_LABELS,
+    FINETUNE_ARMS,
+    portable_path,
+    ConfigError,
+    RunLock,
+    check_choice,
+    cli_main,
+    project_root,
+    runs_root,
+    write_json,
+    atomic_write,
+)
 
 # %% auto #0
 __all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO', 'STUDY_COLUMNS',
@@ -22,311 +41,519 @@ __all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'F
            'reproduce', 'run_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
-CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))   # (pretrain, finetune) negation shares of the study
-VARIANTS = {'semclip_negdata': dict(arm='semclip', finetune_negation_share=0.3)}   # the remedy, a row of the default grid
+CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
+VARIANTS = {
+    "semclip_negdata": dict(arm="semclip", finetune_negation_share=0.3)
+}  # the remedy, a row of the default grid
 
-def condition_root(base:Path, # the dataset's runs folder (the default condition's)
-                   dataset:str, pretrain_share:float, finetune_share:float) -> Path:
+
+def condition_root(
+    base: Path,  # the dataset's runs folder (the default condition's)
+    dataset: str,
+    pretrain_share: float,
+    finetune_share: float,
+) -> Path:
     "Where the runs of a SynthNeg condition live: `base` itself for the default, else a sibling named after the condition."
     from semclip.train import condition_dir
+
     name = condition_dir(dataset, pretrain_share, finetune_share)
-    return Path(base) if name == dataset else Path(base).parent/name
+    return Path(base) if name == dataset else Path(base).parent / name
 
 # %% ../nbs/08_reproduce.ipynb #00000008
 @dataclass
 class Run:
     "One papermill execution of a notebook."
-    name: str                 # e.g. 'train/semclip/seed0'
-    notebook: str             # notebook file name in nbs/
-    params: dict              # papermill parameters
-    out_dir: Path             # where the run writes its results and executed notebook
+
+    name: str  # e.g. 'train/semclip/seed0'
+    notebook: str  # notebook file name in nbs/
+    params: dict  # papermill parameters
+    out_dir: Path  # where the run writes its results and executed notebook
     after: list = field(default_factory=list)  # names of runs that must finish first
-    marker: str = 'metrics.json'  # the file a finished run leaves in out_dir
-    nb_dir: Path|None = None      # where the executed notebook is kept (default: out_dir)
-    threads: int|None = None      # torch threads of the run's kernel (None: torch's default)
+    marker: str = "metrics.json"  # the file a finished run leaves in out_dir
+    nb_dir: Path | None = None  # where the executed notebook is kept (default: out_dir)
+    threads: int | None = None  # torch threads of the run's kernel (None: torch's default)
+
     @property
     def done(self) -> bool:
         "Finished: its marker file holds a JSON object (a missing, half-written or hand-broken marker means: run it again)."
-        try: return isinstance(json.loads((self.out_dir/self.marker).read_text()), dict)
-        except (OSError, ValueError): return False
-    @property
-    def finished_at(self) -> float|None:
-        "When the run last finished (its marker's modification time), None if it has not."
-        try: return (self.out_dir/self.marker).stat().st_mtime
-        except FileNotFoundError: return None
-    @property
-    def executed(self) -> Path: return (self.nb_dir or self.out_dir)/self.notebook
+        try:
+            return isinstance(json.loads((self.out_dir / self.marker).read_text()), dict)
+        except (OSError, ValueError):
+            return False
 
-def plan(dataset:str='synthneg', # registered dataset name
-         arms=FINETUNE_ARMS, seeds=(42,), # the arms and seeds of the grid
-         root:Path|None=None, # runs root for this dataset; None: $SEMCLIP_RUNS/<dataset>
-         model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: an open_clip model and tag
-         train_overrides:dict|None=None, # extra parameters for every training run (e.g. steps)
-         figures_dir:Path|None=None, # where 07_figures writes; None: <root>/figures
-         eval_overrides:dict|None=None, # extra parameters for every evaluation run (e.g. max_samples)
-         jobs:int=1, # notebooks that will run at once: sets each run's torch threads
-         cores:int|None=None, # CPU cores to share (None: os.cpu_count())
-         condition:tuple=(0.0, 0.0), # SynthNeg's (pretrain_negation_share, finetune_negation_share)
-         variants:dict|None=None, # extra rows: {row name: training overrides of an arm in `arms`}, e.g. VARIANTS
-         figures:bool=True) -> list: # end with the 07_figures run
+    @property
+    def finished_at(self) -> float | None:
+        "When the run last finished (its marker's modification time), None if it has not."
+        try:
+            return (self.out_dir / self.marker).stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    @property
+    def executed(self) -> Path:
+        return (self.nb_dir or self.out_dir) / self.notebook
+
+
+def plan(
+    dataset: str = "synthneg",  # registered dataset name
+    arms=FINETUNE_ARMS,
+    seeds=(42,),  # the arms and seeds of the grid
+    root: Path | None = None,  # runs root for this dataset; None: $SEMCLIP_RUNS/<dataset>
+    model: str = "semclip-tiny",
+    pretrained: str | None = None,  # for real datasets: an open_clip model and tag
+    train_overrides: dict | None = None,  # extra parameters for every training run (e.g. steps)
+    figures_dir: Path | None = None,  # where 07_figures writes; None: <root>/figures
+    eval_overrides: dict | None = None,  # extra parameters for every evaluation run (e.g. max_samples)
+    jobs: int = 1,  # notebooks that will run at once: sets each run's torch threads
+    cores: int | None = None,  # CPU cores to share (None: os.cpu_count())
+    condition: tuple = (0.0, 0.0),  # SynthNeg's (pretrain_negation_share, finetune_negation_share)
+    variants: dict | None = None,  # extra rows: {row name: training overrides of an arm in `arms`}, e.g. VARIANTS
+    figures: bool = True,
+) -> list:  # end with the 07_figures run
     "The runs of a reproduction, in an order that respects their dependencies."
-    for a in arms: check_choice('arm', a, FINETUNE_ARMS)
-    variants = {k: v for k, v in (variants or {}).items() if v['arm'] in arms}
+    for a in arms:
+        check_choice("arm", a, FINETUNE_ARMS)
+    variants = {k: v for k, v in (variants or {}).items() if v["arm"] in arms}
     pre_share, ft_share = condition
-    base_root = Path(root) if root is not None else runs_root()/dataset
+    base_root = Path(root) if root is not None else runs_root() / dataset
     root = condition_root(base_root, dataset, pre_share, ft_share)
-    tag = '' if root == base_root else f'{root.name}/'                        # run names stay unique across conditions
+    tag = "" if root == base_root else f"{root.name}/"  # run names stay unique across conditions
     pre_root = condition_root(base_root, dataset, pre_share, 0.0)
-    pre_tag = '' if pre_root == base_root else f'{pre_root.name}/'
-    shares = dict(pretrain_negation_share=pre_share, finetune_negation_share=ft_share) if dataset == 'synthneg' else {}
+    pre_tag = "" if pre_root == base_root else f"{pre_root.name}/"
+    shares = dict(pretrain_negation_share=pre_share, finetune_negation_share=ft_share) if dataset == "synthneg" else {}
     over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
     runs, evals = [], []
     for s in seeds:
         base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **shares, **over)
         after = []
-        if dataset == 'synthneg':
-            pre = pre_root/'pretrain'/f'seed{s}'
-            runs.append(Run(f'{pre_tag}train/pretrain/seed{s}', '05_train.ipynb',
-                            dict(base, arm='pretrain', finetune_negation_share=0.0, out_dir=str(pre), init_checkpoint=None), pre))
-            after, init = [runs[-1].name], str(pre/'final.pt')
+        if dataset == "synthneg":
+            pre = pre_root / "pretrain" / f"seed{s}"
+            runs.append(
+                Run(
+                    f"{pre_tag}train/pretrain/seed{s}",
+                    "05_train.ipynb",
+                    dict(base, arm="pretrain", finetune_negation_share=0.0, out_dir=str(pre), init_checkpoint=None),
+                    pre,
+                )
+            )
+            after, init = [runs[-1].name], str(pre / "final.pt")
         else:
-            base['pretrained'], init = pretrained, None
+            base["pretrained"], init = pretrained, None
         for name, extra in [(a, dict(arm=a)) for a in arms] + list(variants.items()):
-            d = root/name/f'seed{s}'
-            runs.append(Run(f'{tag}train/{name}/seed{s}', '05_train.ipynb', dict(base, **extra, out_dir=str(d), init_checkpoint=init), d, after))
-            e = d/'eval'
-            evals.append(Run(f'{tag}eval/{name}/seed{s}', '06_eval.ipynb', dict(checkpoint=str(d/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [runs[-1].name]))
-        if dataset == 'synthneg':   # the pre-trained stand-in itself, the "CLIP" row of the tables
-            e = pre/'eval'
-            evals.append(Run(f'{pre_tag}eval/pretrain/seed{s}', '06_eval.ipynb', dict(checkpoint=str(pre/'final.pt'), dataset=dataset, out_dir=str(e), **eover), e, [f'{pre_tag}train/pretrain/seed{s}']))
-    fig = Path(figures_dir) if figures_dir is not None else root/'figures'
+            d = root / name / f"seed{s}"
+            runs.append(
+                Run(
+                    f"{tag}train/{name}/seed{s}",
+                    "05_train.ipynb",
+                    dict(base, **extra, out_dir=str(d), init_checkpoint=init),
+                    d,
+                    after,
+                )
+            )
+            e = d / "eval"
+            evals.append(
+                Run(
+                    f"{tag}eval/{name}/seed{s}",
+                    "06_eval.ipynb",
+                    dict(checkpoint=str(d / "final.pt"), dataset=dataset, out_dir=str(e), **eover),
+                    e,
+                    [runs[-1].name],
+                )
+            )
+        if dataset == "synthneg":  # the pre-trained stand-in itself, the "CLIP" row of the tables
+            e = pre / "eval"
+            evals.append(
+                Run(
+                    f"{pre_tag}eval/pretrain/seed{s}",
+                    "06_eval.ipynb",
+                    dict(checkpoint=str(pre / "final.pt"), dataset=dataset, out_dir=str(e), **eover),
+                    e,
+                    [f"{pre_tag}train/pretrain/seed{s}"],
+                )
+            )
+    fig = Path(figures_dir) if figures_dir is not None else root / "figures"
     runs += evals
     if figures:
-        runs.append(Run(f'{tag}figures', '07_figures.ipynb', dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)), fig,
-                        [r.name for r in evals], marker='figures.json', nb_dir=root/'figures_notebook'))
-    if jobs > 1:   # a fixed share per run, so the same command always computes with the same threads
+        runs.append(
+            Run(
+                f"{tag}figures",
+                "07_figures.ipynb",
+                dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)),
+                fig,
+                [r.name for r in evals],
+                marker="figures.json",
+                nb_dir=root / "figures_notebook",
+            )
+        )
+    if jobs > 1:  # a fixed share per run, so the same command always computes with the same threads
         cores = cores or os.cpu_count() or 1
-        n_pre = sum(r.params.get('arm') == 'pretrain' for r in runs)
-        for r in runs:   # pre-training runs have nothing beside them but each other: they share the cores among themselves
-            r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get('arm') == 'pretrain' else jobs))
+        n_pre = sum(r.params.get("arm") == "pretrain" for r in runs)
+        for (
+            r
+        ) in runs:  # pre-training runs have nothing beside them but each other: they share the cores among themselves
+            r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get("arm") == "pretrain" else jobs))
     return runs
 
 # %% ../nbs/08_reproduce.ipynb #0000000c
-def _notebook_module(name:str):
+def _notebook_module(name: str):
     "Import `name`, a package of the notebooks extra, or say in one line how to install it."
     import importlib
-    try: return importlib.import_module(name)
-    except ImportError: raise ConfigError(f"semclip-reproduce executes notebooks and needs {name}: pip install 'semclip[notebooks]'") from None
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ConfigError(
+            f"semclip-reproduce executes notebooks and needs {name}: pip install 'semclip[notebooks]'"
+        ) from None
+
 
 def notebooks_dir() -> Path:
     "The nbs/ folder of the semclip checkout (the notebooks papermill executes)."
     pr = project_root()
-    if pr is None or not (pr/'nbs').exists():
-        raise ConfigError('semclip-reproduce executes the notebooks of a semclip source checkout; run it inside a clone '
-                          'of the repository, or call semclip.train.train and '
-                          'semclip.eval directly')
-    return pr/'nbs'
+    if pr is None or not (pr / "nbs").exists():
+        raise ConfigError(
+            "semclip-reproduce executes the notebooks of a semclip source checkout; run it inside a clone "
+            "of the repository, or call semclip.train.train and "
+            "semclip.eval directly"
+        )
+    return pr / "nbs"
 
-def experiment_notebook(path:Path, threads:int|None=None): # torch threads to set first (None: leave the default)
+
+def experiment_notebook(path: Path, threads: int | None = None):  # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
-    nbformat = _notebook_module('nbformat')
+    nbformat = _notebook_module("nbformat")
     nb = nbformat.read(str(path), as_version=4)
-    src = lambda c: ''.join(c.source) if isinstance(c.source, list) else c.source
-    mod = next((m[1] for c in nb.cells if c.cell_type == 'code' for m in [re.search(r'^#\|\s*default_exp\s+(\S+)', src(c), re.M)] if m), None)
-    i = next((k for k, c in enumerate(nb.cells) if 'parameters' in c.get('metadata', {}).get('tags', [])), None)
-    if mod is None or i is None: raise ConfigError(f"'{path}' has no '#| default_exp' cell or no papermill 'parameters' cell")
-    headings = [k for k, c in enumerate(nb.cells) if k > i and c.cell_type == 'markdown'
-                and re.match(r'##\s.*experiment', src(c).lstrip(), re.I)]
-    if not headings: raise ConfigError(f"'{path}' has no '## ... experiment' section after its parameters cell")
-    head = nbformat.v4.new_code_cell(f'from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI'
-                                     + (f'\nimport torch; torch.set_num_threads({int(threads)})   # this run\'s share of the cores' if threads else ''))
-    check = next((k for k in range(i + 1, headings[-1]) if 'EXPERIMENT = experiment_parameters(' in src(nb.cells[k])), None)
-    if check is None: raise ConfigError(f"'{path}' does not check its parameters (EXPERIMENT = experiment_parameters(...)) after them")
-    nb.cells = [nb.cells[0], head, *nb.cells[i:check + 1], *nb.cells[headings[-1]:]]   # parameters, their check, the experiment
+    src = lambda c: "".join(c.source) if isinstance(c.source, list) else c.source
+    mod = next(
+        (
+            m[1]
+            for c in nb.cells
+            if c.cell_type == "code"
+            for m in [re.search(r"^#\|\s*default_exp\s+(\S+)", src(c), re.M)]
+            if m
+        ),
+        None,
+    )
+    i = next((k for k, c in enumerate(nb.cells) if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if mod is None or i is None:
+        raise ConfigError(f"'{path}' has no '#| default_exp' cell or no papermill 'parameters' cell")
+    headings = [
+        k
+        for k, c in enumerate(nb.cells)
+        if k > i and c.cell_type == "markdown" and re.match(r"##\s.*experiment", src(c).lstrip(), re.I)
+    ]
+    if not headings:
+        raise ConfigError(f"'{path}' has no '## ... experiment' section after its parameters cell")
+    head = nbformat.v4.new_code_cell(
+        f"from semclip.{mod} import *   # the library part of {path.name}, tested cell by cell in CI"
+        + (
+            f"\nimport torch; torch.set_num_threads({int(threads)})   # this run's share of the cores"
+            if threads
+            else ""
+        )
+    )
+    check = next(
+        (k for k in range(i + 1, headings[-1]) if "EXPERIMENT = experiment_parameters(" in src(nb.cells[k])), None
+    )
+    if check is None:
+        raise ConfigError(
+            f"'{path}' does not check its parameters (EXPERIMENT = experiment_parameters(...)) after them"
+        )
+    nb.cells = [
+        nb.cells[0],
+        head,
+        *nb.cells[i : check + 1],
+        *nb.cells[headings[-1] :],
+    ]  # parameters, their check, the experiment
     return nb
+
 
 @functools.cache
 def ipc_kernel_manager():
     "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import CaselessStrEnum
+
     class IPCKernelManager(AsyncKernelManager):
-        transport = CaselessStrEnum(['tcp', 'ipc'], default_value='ipc', config=True)
-        def _ip_default(self) -> str:   # socket files of their own: jupyter's default, 'kernel-ipc' in the cwd, is shared by every kernel
-            import tempfile, uuid
-            return os.path.join(tempfile.gettempdir(), f'semclip-kernel-{uuid.uuid4().hex[:12]}-ipc')
-        async def _async_interrupt_kernel(self):   # jupyter_client interrupts before every shutdown: an idle kernel then
-            if self.shutting_down: return            # logs "KeyboardInterrupt caught in kernel" as an ERROR; a shutdown needs none
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        def _ip_default(
+            self,
+        ) -> str:  # socket files of their own: jupyter's default, 'kernel-ipc' in the cwd, is shared by every kernel
+            import tempfile
+            import uuid
+
+            return os.path.join(tempfile.gettempdir(), f"semclip-kernel-{uuid.uuid4().hex[:12]}-ipc")
+
+        async def _async_interrupt_kernel(self):  # jupyter_client interrupts before every shutdown: an idle kernel then
+            if self.shutting_down:
+                return  # logs "KeyboardInterrupt caught in kernel" as an ERROR; a shutdown needs none
             await super()._async_interrupt_kernel()
+
     return IPCKernelManager
 
-def execute(run:Run, nbs:Path, kernel_name:str|None=None) -> float:
+
+def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
-    pm = _notebook_module('papermill')
+    pm = _notebook_module("papermill")
     run.out_dir.mkdir(parents=True, exist_ok=True)
     run.executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    pm.execute_notebook(experiment_notebook(nbs/run.notebook, run.threads), str(run.executed), parameters=run.params,
-                        kernel_name=kernel_name, progress_bar=False, cwd=str(nbs), kernel_manager_class=ipc_kernel_manager())
+    pm.execute_notebook(
+        experiment_notebook(nbs / run.notebook, run.threads),
+        str(run.executed),
+        parameters=run.params,
+        kernel_name=kernel_name,
+        progress_bar=False,
+        cwd=str(nbs),
+        kernel_manager_class=ipc_kernel_manager(),
+    )
     return time.time() - t0
 
-def by_priority(runs:list) -> list:
+
+def by_priority(runs: list) -> list:
     "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
     waiting = {r.name: set() for r in runs}
-    for r in reversed(runs):          # plan order lists a run after its dependencies: one backward pass sums them up
+    for r in reversed(runs):  # plan order lists a run after its dependencies: one backward pass sums them up
         for a in r.after:
-            if a in waiting: waiting[a] |= {r.name} | waiting[r.name]
-    return sorted(runs, key=lambda r: -len(waiting[r.name]))   # a stable sort keeps plan order among equals
+            if a in waiting:
+                waiting[a] |= {r.name} | waiting[r.name]
+    return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-def _stale(run:Run, by_name:dict) -> bool:
+
+def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
     return t is not None and any((u := by_name[a].finished_at) is not None and u > t for a in run.after if a in by_name)
 
-def _attempt(run:Run, nbs:Path, executor) -> tuple:
+
+def _attempt(run: Run, nbs: Path, executor) -> tuple:
     "Run one notebook; return (status, seconds), never raising."
-    try: return 'done', executor(run, nbs)
+    try:
+        return "done", executor(run, nbs)
     except Exception as e:  # a failed run is reported and the others go on
-        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''
-        print(f'{run.name} failed; executed notebook: {run.executed}', file=sys.stderr)
-        return f'FAILED: {type(e).__name__}: {msg} (see {run.executed})', 0.
+        msg = str(e).strip().splitlines()[-1][:200] if str(e).strip() else ""
+        print(f"{run.name} failed; executed notebook: {run.executed}", file=sys.stderr)
+        return f"FAILED: {type(e).__name__}: {msg} (see {run.executed})", 0.0
 
-def run_steps(run:Run) -> int|None:
+
+def run_steps(run: Run) -> int | None:
     "The optimizer steps of a training run (None for the other notebooks)."
-    if run.notebook != '05_train.ipynb': return None
+    if run.notebook != "05_train.ipynb":
+        return None
     from semclip.train import PRETRAIN_DEFAULTS, FINETUNE_DEFAULTS
-    default = PRETRAIN_DEFAULTS if run.params.get('arm') == 'pretrain' else FINETUNE_DEFAULTS
-    return int(run.params.get('steps') or default['steps'])
 
-def last_logged_step(log:Path) -> int:
+    default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
+    return int(run.params.get("steps") or default["steps"])
+
+
+def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
-        with open(log, 'rb') as f:
+        with open(log, "rb") as f:
             f.seek(0, os.SEEK_END)
             f.seek(max(0, f.tell() - 4096))
-            tail = f.read().decode(errors='replace')
-    except OSError: return 0
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return 0
     steps = re.findall(r'^\{"step": (\d+)', tail, re.M)
     return int(steps[-1]) if steps else 0
 
 # %% ../nbs/08_reproduce.ipynb #0000000e
 class PlanProgress:
     "The state line of a running plan: runs in flight with their steps, and the measured time left."
-    def __init__(self, runs:list, jobs:int=1):
+
+    def __init__(self, runs: list, jobs: int = 1):
         self.runs, self.jobs = {r.name: r for r in runs}, jobs
         self.started, self.seconds, self.settled = {}, {}, set()
-    def start(self, run:Run): self.started[run.name] = time.time()
-    def finish(self, run:Run, seconds:float):
+
+    def start(self, run: Run):
+        self.started[run.name] = time.time()
+
+    def finish(self, run: Run, seconds: float):
         self.started.pop(run.name, None)
         self.settled.add(run.name)
-        if seconds: self.seconds[run.name] = seconds
-    def skip(self, run:Run): self.settled.add(run.name)
+        if seconds:
+            self.seconds[run.name] = seconds
 
-    def _step(self, run:Run) -> int: return last_logged_step(run.out_dir/'log.jsonl')
+    def skip(self, run: Run):
+        self.settled.add(run.name)
 
-    def seconds_per_step(self) -> float|None:
+    def _step(self, run: Run) -> int:
+        return last_logged_step(run.out_dir / "log.jsonl")
+
+    def seconds_per_step(self) -> float | None:
         "Training seconds per step, over the finished and running training runs of this invocation."
         secs = steps = 0
         for name, s in self.seconds.items():
-            if (n := run_steps(self.runs[name])): secs, steps = secs + s, steps + n
+            if n := run_steps(self.runs[name]):
+                secs, steps = secs + s, steps + n
         for name, t0 in self.started.items():
-            if run_steps(self.runs[name]) and (k := self._step(self.runs[name])) >= 3: secs, steps = secs + time.time() - t0, steps + k
+            if run_steps(self.runs[name]) and (k := self._step(self.runs[name])) >= 3:
+                secs, steps = secs + time.time() - t0, steps + k
         return secs / steps if steps else None
 
-    def _mean(self, notebook:str) -> float|None:
+    def _mean(self, notebook: str) -> float | None:
         done = [s for n, s in self.seconds.items() if self.runs[n].notebook == notebook]
         return sum(done) / len(done) if done else None
 
-    def seconds_left(self) -> tuple[float|None, bool]:
+    def seconds_left(self) -> tuple[float | None, bool]:
         "(measured time left for the plan, whether some runs are not counted yet because nothing like them has finished)."
-        rate, left, unknown = self.seconds_per_step(), 0., False
+        rate, left, unknown = self.seconds_per_step(), 0.0, False
         for name, run in self.runs.items():
-            if name in self.settled: continue
+            if name in self.settled:
+                continue
             n, elapsed = run_steps(run), time.time() - self.started.get(name, time.time())
-            if n: cost = None if rate is None else (n - min(n, self._step(run))) * rate if name in self.started else n * rate
-            else: cost = None if (m := self._mean(run.notebook)) is None else max(0., m - elapsed)
-            if cost is None: unknown = True
-            else: left += cost
-        if rate is None and not self.seconds: return None, True
+            if n:
+                cost = (
+                    None if rate is None else (n - min(n, self._step(run))) * rate if name in self.started else n * rate
+                )
+            else:
+                cost = None if (m := self._mean(run.notebook)) is None else max(0.0, m - elapsed)
+            if cost is None:
+                unknown = True
+            else:
+                left += cost
+        if rate is None and not self.seconds:
+            return None, True
         return left / max(1, min(self.jobs, len(self.runs) - len(self.settled))), unknown
 
     def line(self) -> str:
         "e.g. 'train/semclip/seed43 step 87/150, eval/baseline/seed42 | about 12 min left'."
-        now = [f'{n} step {self._step(self.runs[n])}/{run_steps(self.runs[n])}' if run_steps(self.runs[n]) else n for n in self.started]
+        now = [
+            f"{n} step {self._step(self.runs[n])}/{run_steps(self.runs[n])}" if run_steps(self.runs[n]) else n
+            for n in self.started
+        ]
         left, unknown = self.seconds_left()
-        if left is None: eta = 'measuring the time left'
-        else: eta = ('at least ' if unknown else 'about ') + (f'{left / 60:.0f} min left' if left >= 90 else f'{left:.0f} s left')
-        return ', '.join(now) + (' | ' if now else '') + eta
+        if left is None:
+            eta = "measuring the time left"
+        else:
+            eta = ("at least " if unknown else "about ") + (
+                f"{left / 60:.0f} min left" if left >= 90 else f"{left:.0f} s left"
+            )
+        return ", ".join(now) + (" | " if now else "") + eta
 
 # %% ../nbs/08_reproduce.ipynb #00000010
-def plan_summary(status:pd.DataFrame, # run_grid's table
-                 seconds:float) -> str: # the plan's wall time
+def plan_summary(
+    status: pd.DataFrame,  # run_grid's table
+    seconds: float,
+) -> str:  # the plan's wall time
     "One line: how many runs were done, skipped, failed or not run, and the wall time."
-    kinds = status.status.str.extract(r'^(done|skipped|FAILED|not run)', expand=False).fillna('other').value_counts()
-    parts = [f'{kinds.get(k, 0)} {w}' for k, w in (('done', 'done'), ('skipped', 'skipped (finished before)'),
-                                                    ('FAILED', 'failed'), ('not run', 'not run')) if kinds.get(k, 0) or k == 'FAILED']
+    kinds = status.status.str.extract(r"^(done|skipped|FAILED|not run)", expand=False).fillna("other").value_counts()
+    parts = [
+        f"{kinds.get(k, 0)} {w}"
+        for k, w in (
+            ("done", "done"),
+            ("skipped", "skipped (finished before)"),
+            ("FAILED", "failed"),
+            ("not run", "not run"),
+        )
+        if kinds.get(k, 0) or k == "FAILED"
+    ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
 # %% ../nbs/08_reproduce.ipynb #00000012
-def run_grid(runs:list, nbs:Path|None=None, force:bool=False, progress:bool=True, executor=None, jobs:int=1) -> pd.DataFrame:
+def run_grid(
+    runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
+) -> pd.DataFrame:
     "Execute `runs` respecting their dependencies, `jobs` at a time, skipping finished ones; return a status table."
     from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+
     nbs, executor = nbs or notebooks_dir(), executor or execute
-    ok = ('done', 'skipped (finished before)')
+    ok = ("done", "skipped (finished before)")
     by_name = {r.name: r for r in runs}
     status, secs, pending, running = {}, {}, by_priority(runs), {}
     watch = PlanProgress(runs, jobs)
-    bar = tqdm(total=len(runs), desc='reproduction', unit='run', disable=not progress,
-               bar_format='{desc}: {n_fmt}/{total_fmt} runs [{elapsed}]{postfix}')
+    bar = tqdm(
+        total=len(runs),
+        desc="reproduction",
+        unit="run",
+        disable=not progress,
+        bar_format="{desc}: {n_fmt}/{total_fmt} runs [{elapsed}]{postfix}",
+    )
     stop = threading.Event()
-    def refresh():                         # the step of each run in flight, every few seconds
-        while not stop.wait(3): bar.set_postfix_str(watch.line())
-    if progress: threading.Thread(target=refresh, daemon=True).start()
+
+    def refresh():  # the step of each run in flight, every few seconds
+        while not stop.wait(3):
+            bar.set_postfix_str(watch.line())
+
+    if progress:
+        threading.Thread(target=refresh, daemon=True).start()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while pending or running:
             progressed = True
-            while progressed:              # settle every run that can be settled or started now
+            while progressed:  # settle every run that can be settled or started now
                 progressed = False
                 for r in list(pending):
-                    if any(a not in status for a in r.after): continue          # a dependency is still to come
+                    if any(a not in status for a in r.after):
+                        continue  # a dependency is still to come
                     failed = [a for a in r.after if status[a] not in ok]
-                    if failed: status[r.name] = f"not run: {', '.join(failed)} failed"
-                    elif r.done and not force and not _stale(r, by_name): status[r.name] = 'skipped (finished before)'
+                    if failed:
+                        status[r.name] = f"not run: {', '.join(failed)} failed"
+                    elif r.done and not force and not _stale(r, by_name):
+                        status[r.name] = "skipped (finished before)"
                     elif len(running) < jobs:
                         running[pool.submit(_attempt, r, nbs, executor)] = r
                         watch.start(r)
-                    else: continue
-                    pending.remove(r); progressed = True
+                    else:
+                        continue
+                    pending.remove(r)
+                    progressed = True
                     if r.name in status:
                         watch.skip(r)
                         bar.update(1)
             if not running:
-                for r in pending: status[r.name] = f"not run: unknown dependency {r.after}"
-                pending.clear(); continue
+                for r in pending:
+                    status[r.name] = f"not run: unknown dependency {r.after}"
+                pending.clear()
+                continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in done:
                 r = running.pop(fut)
                 status[r.name], secs[r.name] = fut.result()
-                watch.finish(r, secs[r.name] if status[r.name] == 'done' else 0.)
+                watch.finish(r, secs[r.name] if status[r.name] == "done" else 0.0)
                 bar.update(1)
                 bar.set_postfix_str(watch.line())
     stop.set()
     bar.close()
-    return pd.DataFrame([dict(run=r.name, status=status[r.name], seconds=round(secs.get(r.name, 0.), 1), notebook=str(r.executed)) for r in runs])
+    return pd.DataFrame(
+        [
+            dict(run=r.name, status=status[r.name], seconds=round(secs.get(r.name, 0.0), 1), notebook=str(r.executed))
+            for r in runs
+        ]
+    )
 
 # %% ../nbs/08_reproduce.ipynb #00000016
-PAPER_CCNEG = {'CLIP (paper, CC-Neg)': {'neg_acc': 0.681}, 'SemCLIP (paper, CC-Neg)': {'neg_acc': 0.781}}
-PAPER_BESIDE = {'paper: CLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.681},
-                'paper: SemCLIP ViT-B/32 on CC-Neg (other data and model)': {'neg_acc_family/ccneg_style': 0.781}}
+PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
+PAPER_BESIDE = {
+    "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
+    "paper: SemCLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.781},
+}
 
-TABLE1 = {'t2i_R@1': 'caption top-1', 't2i_R@3': 'caption top-3', 't2i_R@5': 'caption top-5',
-          'para_t2i_R@1': 'paraphrase top-1', 'para_t2i_R@3': 'paraphrase top-3', 'para_t2i_R@5': 'paraphrase top-5',
-          'neg_acc': 'orig > neg acc', 'neg_acc_family/ccneg_style': 'CC-Neg-style',
-          'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc_scaled': 'scaled', 'combined': 'combined'}
-FAMILY_COLUMNS = {'neg_acc_family/ccneg_style': 'CC-Neg-style', 'neg_acc/present_object': 'present_object',
-                  'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc/drop_no': 'drop_no',
-                  'neg_acc_family/compositional': 'compositional', 'neg_acc/attribute_swap': 'attribute_swap',
-                  'neg_acc/spatial_flip': 'spatial_flip', 'neg_acc/wrong_colour': 'wrong_colour'}
+TABLE1 = {
+    "t2i_R@1": "caption top-1",
+    "t2i_R@3": "caption top-3",
+    "t2i_R@5": "caption top-5",
+    "para_t2i_R@1": "paraphrase top-1",
+    "para_t2i_R@3": "paraphrase top-3",
+    "para_t2i_R@5": "paraphrase top-5",
+    "neg_acc": "orig > neg acc",
+    "neg_acc_family/ccneg_style": "CC-Neg-style",
+    "neg_acc_family/shortcut_probe": "shortcut probe",
+    "neg_acc_scaled": "scaled",
+    "combined": "combined",
+}
+FAMILY_COLUMNS = {
+    "neg_acc_family/ccneg_style": "CC-Neg-style",
+    "neg_acc/present_object": "present_object",
+    "neg_acc_family/shortcut_probe": "shortcut probe",
+    "neg_acc/drop_no": "drop_no",
+    "neg_acc_family/compositional": "compositional",
+    "neg_acc/attribute_swap": "attribute_swap",
+    "neg_acc/spatial_flip": "spatial_flip",
+    "neg_acc/wrong_colour": "wrong_colour",
+}
+
 
 def _read_metrics(files) -> pd.DataFrame:
     "One row per `<arm>/seed<N>/eval/metrics.json` file: arm, seed and its numeric metrics; unreadable files are left out, counted and named."
@@ -334,267 +561,460 @@ def _read_metrics(files) -> pd.DataFrame:
     for f in map(Path, files):
         try:
             m = json.loads(f.read_text())
-            if not isinstance(m, dict): raise ValueError(f'a JSON {type(m).__name__}, not an object')
+            if not isinstance(m, dict):
+                raise ValueError(f"a JSON {type(m).__name__}, not an object")
             seed = int(f.parts[-3][4:])
         except (OSError, ValueError) as e:
-            skipped.append(f'{f}: {e}'); continue
-        rows.append(dict(arm=f.parts[-4], seed=seed, **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}))
+            skipped.append(f"{f}: {e}")
+            continue
+        rows.append(
+            dict(
+                arm=f.parts[-4],
+                seed=seed,
+                **{k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
+            )
+        )
     if skipped:
-        print(f'left out {len(skipped)} unreadable metrics file(s) (rerun those evaluations):', *skipped, sep='\n  ', file=sys.stderr)
+        print(
+            f"left out {len(skipped)} unreadable metrics file(s) (rerun those evaluations):",
+            *skipped,
+            sep="\n  ",
+            file=sys.stderr,
+        )
     return pd.DataFrame(rows)
 
-def collect(root:Path) -> pd.DataFrame:
+
+def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
-    df = _read_metrics(sorted(Path(root).glob('*/seed*/eval/metrics.json')))
-    if df.empty: raise ConfigError(f"no evaluated runs under '{root}' (expected <arm>/seed<N>/eval/metrics.json); run semclip-reproduce first")
+    df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
+    if df.empty:
+        raise ConfigError(
+            f"no evaluated runs under '{root}' (expected <arm>/seed<N>/eval/metrics.json); run semclip-reproduce first"
+        )
     return df
 
-def aggregate(df:pd.DataFrame, columns) -> pd.DataFrame:
+
+def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
-    g = df.groupby('arm', sort=False)[cols]
-    out = pd.concat({'mean': g.mean(), 'se': g.std(ddof=1) / np.sqrt(g.count()), 'n': g.count()}, axis=1)
-    order = [a for a in ('pretrain', *FINETUNE_ARMS, *VARIANTS) if a in out.index]
+    g = df.groupby("arm", sort=False)[cols]
+    out = pd.concat({"mean": g.mean(), "se": g.std(ddof=1) / np.sqrt(g.count()), "n": g.count()}, axis=1)
+    order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-def _pm(mean, se) -> str:
-    if pd.isna(mean): return '-'
-    return f'{100*mean:.1f}' + ('' if pd.isna(se) else f' ± {100*se:.1f}')
 
-def format_table(agg:pd.DataFrame, labels:dict, extra_rows:dict|None=None) -> tuple:
+def _pm(mean, se) -> str:
+    if pd.isna(mean):
+        return "-"
+    return f"{100 * mean:.1f}" + ("" if pd.isna(se) else f" ± {100 * se:.1f}")
+
+
+def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None) -> tuple:
     "(numeric CSV frame, Markdown text) of an aggregated table with readable column and row names."
-    cols = [c for c in labels if c in agg['mean']]
-    csv = pd.DataFrame({**{f'{labels[c]} (mean)': agg['mean'][c] for c in cols}, **{f'{labels[c]} (se)': agg['se'][c] for c in cols},
-                        'seeds': agg['n'][cols[0]] if cols else 0})
-    csv.index = [ARM_LABELS.get(a, a) for a in agg.index]; csv.index.name = 'arm'
-    head = '| arm | ' + ' | '.join(labels[c] for c in cols) + ' | seeds |'
-    lines = [head, '|' + '---|' * (len(cols) + 2)]
+    cols = [c for c in labels if c in agg["mean"]]
+    csv = pd.DataFrame(
+        {
+            **{f"{labels[c]} (mean)": agg["mean"][c] for c in cols},
+            **{f"{labels[c]} (se)": agg["se"][c] for c in cols},
+            "seeds": agg["n"][cols[0]] if cols else 0,
+        }
+    )
+    csv.index = [ARM_LABELS.get(a, a) for a in agg.index]
+    csv.index.name = "arm"
+    head = "| arm | " + " | ".join(labels[c] for c in cols) + " | seeds |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
     for a in agg.index:
-        lines.append(f'| {ARM_LABELS.get(a, a)} | ' + ' | '.join(_pm(agg['mean'].at[a, c], agg['se'].at[a, c]) for c in cols) + f" | {int(agg['n'].at[a, cols[0]]) if cols else 0} |")
+        lines.append(
+            f"| {ARM_LABELS.get(a, a)} | "
+            + " | ".join(_pm(agg["mean"].at[a, c], agg["se"].at[a, c]) for c in cols)
+            + f" | {int(agg['n'].at[a, cols[0]]) if cols else 0} |"
+        )
     for name, vals in (extra_rows or {}).items():
-        lines.append(f'| *{name}* | ' + ' | '.join(_pm(vals.get(c), np.nan) for c in cols) + ' | - |')
-    return csv, '\n'.join(lines) + '\n'
+        lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
+    return csv, "\n".join(lines) + "\n"
 
 # %% ../nbs/08_reproduce.ipynb #00000019
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
-    return {c: c.split('/', 1)[1] for c in df.columns if c.startswith(prefix + '/')}
+    return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
 
-WINO = {'wino_text': 'text score', 'wino_image': 'image score', 'wino_group': 'group score'}
 
-def image_side_columns(df:pd.DataFrame) -> dict:
+WINO = {"wino_text": "text score", "wino_image": "image score", "wino_group": "group score"}
+
+
+def image_side_columns(df: pd.DataFrame) -> dict:
     "Table 4's columns: the Winoground-style text, image and group scores, overall then per negation type (where evaluated)."
     out = {c: n for c, n in WINO.items() if c in df}
-    types = sorted({c.split('/', 1)[1] for c in df.columns if c.startswith('wino_group/')})
-    for t in types: out.update({f'{c}/{t}': f'{n.split()[0]} {t}' for c, n in WINO.items() if f'{c}/{t}' in df})
+    types = sorted({c.split("/", 1)[1] for c in df.columns if c.startswith("wino_group/")})
+    for t in types:
+        out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-def write_tables(root:Path, out_dir:Path, dataset:str='synthneg') -> dict:
+
+def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    by_type = ({c: n for c, n in FAMILY_COLUMNS.items() if c in df} if 'neg_acc_family/ccneg_style' in df
-               else _per_prefix(df, 'neg_acc'))   # SynthNeg: families, each followed by its types
-    tables = {'table1_retrieval_negation': (TABLE1, PAPER_CCNEG if dataset == 'ccneg' else PAPER_BESIDE if dataset == 'synthneg' else None),
-              'table1b_negation_by_type': (by_type, None),
-              'table2_sugarcrepe_pp': ({**{c: f'ITT {n}' for c, n in _per_prefix(df, 'sc_itt').items()},
-                                       **{c: f'TOT {n}' for c, n in _per_prefix(df, 'sc_tot').items()}}, None),
-              'table3_zeroshot_negated': ({c: f'{c.split("/")[0][3:]} {c.split("/")[1]}' for c in df.columns
-                                          if c.split('/')[0] in ('zs_acc_orig', 'zs_acc_neg', 'zs_delta')}, None),
-              'table4_image_side': (image_side_columns(df), None)}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_type = (
+        {c: n for c, n in FAMILY_COLUMNS.items() if c in df}
+        if "neg_acc_family/ccneg_style" in df
+        else _per_prefix(df, "neg_acc")
+    )  # SynthNeg: families, each followed by its types
+    tables = {
+        "table1_retrieval_negation": (
+            TABLE1,
+            PAPER_CCNEG if dataset == "ccneg" else PAPER_BESIDE if dataset == "synthneg" else None,
+        ),
+        "table1b_negation_by_type": (by_type, None),
+        "table2_sugarcrepe_pp": (
+            {
+                **{c: f"ITT {n}" for c, n in _per_prefix(df, "sc_itt").items()},
+                **{c: f"TOT {n}" for c, n in _per_prefix(df, "sc_tot").items()},
+            },
+            None,
+        ),
+        "table3_zeroshot_negated": (
+            {
+                c: f"{c.split('/')[0][3:]} {c.split('/')[1]}"
+                for c in df.columns
+                if c.split("/")[0] in ("zs_acc_orig", "zs_acc_neg", "zs_delta")
+            },
+            None,
+        ),
+        "table4_image_side": (image_side_columns(df), None),
+    }
     md = {}
     for name, (labels, extra) in tables.items():
-        if not labels: continue   # e.g. no SugarCrepe++ subsets on SynthNeg
+        if not labels:
+            continue  # e.g. no SugarCrepe++ subsets on SynthNeg
         csv, text = format_table(aggregate(df, labels), labels, extra)
-        with atomic_write(out_dir/f'{name}.csv', 'w') as f: csv.to_csv(f, float_format='%.6f')
-        with atomic_write(out_dir/f'{name}.md', 'w') as f: f.write(text)
+        with atomic_write(out_dir / f"{name}.csv", "w") as f:
+            csv.to_csv(f, float_format="%.6f")
+        with atomic_write(out_dir / f"{name}.md", "w") as f:
+            f.write(text)
         md[name] = text
-    with atomic_write(out_dir/'per_seed.csv', 'w') as f: df.to_csv(f, index=False, float_format='%.6f')
+    with atomic_write(out_dir / "per_seed.csv", "w") as f:
+        df.to_csv(f, index=False, float_format="%.6f")
     return md
 
 # %% ../nbs/08_reproduce.ipynb #0000001c
-STUDY_COLUMNS = {'neg_acc': 'orig > neg acc', 'neg_acc_family/ccneg_style': 'CC-Neg-style',
-                 'neg_acc_family/shortcut_probe': 'shortcut probe', 'neg_acc_family/compositional': 'compositional'}
+STUDY_COLUMNS = {
+    "neg_acc": "orig > neg acc",
+    "neg_acc_family/ccneg_style": "CC-Neg-style",
+    "neg_acc_family/shortcut_probe": "shortcut probe",
+    "neg_acc_family/compositional": "compositional",
+}
 
-def study_plan(dataset:str='synthneg', arms=FINETUNE_ARMS, seeds=(42,), root:Path|None=None, # as for `plan`
-               conditions=CONDITIONS, # (pretrain, finetune) negation shares
-               **kw) -> list: # anything else `plan` takes (train_overrides, eval_overrides, jobs, cores)
+
+def study_plan(
+    dataset: str = "synthneg",
+    arms=FINETUNE_ARMS,
+    seeds=(42,),
+    root: Path | None = None,  # as for `plan`
+    conditions=CONDITIONS,  # (pretrain, finetune) negation shares
+    **kw,
+) -> list:  # anything else `plan` takes (train_overrides, eval_overrides, jobs, cores)
     "The runs of the conditions study: every condition x arm x seed, each pre-training run once."
-    if dataset != 'synthneg': raise ConfigError(f"the conditions study varies SynthNeg's caption statistics; dataset={dataset!r} has fixed captions")
+    if dataset != "synthneg":
+        raise ConfigError(
+            f"the conditions study varies SynthNeg's caption statistics; dataset={dataset!r} has fixed captions"
+        )
     runs = {}
     for c in conditions:
-        for r in plan(dataset, arms, seeds, root, condition=tuple(c), figures=False, **kw): runs.setdefault(r.name, r)
+        for r in plan(dataset, arms, seeds, root, condition=tuple(c), figures=False, **kw):
+            runs.setdefault(r.name, r)
     return list(runs.values())
 
-def conditions_table(root:Path, # the dataset's runs folder (the default condition's)
-                     dataset:str='synthneg', conditions=CONDITIONS, arms=FINETUNE_ARMS) -> pd.DataFrame:
+
+def conditions_table(
+    root: Path,  # the dataset's runs folder (the default condition's)
+    dataset: str = "synthneg",
+    conditions=CONDITIONS,
+    arms=FINETUNE_ARMS,
+) -> pd.DataFrame:
     "One row per (condition, arm): mean and standard error over seeds of the negation metrics (STUDY_COLUMNS)."
     parts = []
     for pre, ft in conditions:
         croot = condition_root(root, dataset, pre, ft)
-        files = [f for a in arms for f in sorted((croot/a).glob('seed*/eval/metrics.json'))]
-        files += sorted((condition_root(root, dataset, pre, 0.0)/'pretrain').glob('seed*/eval/metrics.json'))
-        files = list(dict.fromkeys(files))   # the default condition's stand-in is both an arm folder and its pre-training run
-        if not files: continue
+        files = [f for a in arms for f in sorted((croot / a).glob("seed*/eval/metrics.json"))]
+        files += sorted((condition_root(root, dataset, pre, 0.0) / "pretrain").glob("seed*/eval/metrics.json"))
+        files = list(
+            dict.fromkeys(files)
+        )  # the default condition's stand-in is both an arm folder and its pre-training run
+        if not files:
+            continue
         df = _read_metrics(files)
         agg = aggregate(df, STUDY_COLUMNS)
-        flat = pd.concat({k: agg[k] for k in ('mean', 'se', 'n')}, axis=1)
-        flat.columns = [f'{c} ({k})' if k != 'n' else f'{c} (n)' for k, c in flat.columns]
-        parts.append(flat.assign(pretrain_negation_share=pre, finetune_negation_share=ft).rename_axis('arm').reset_index())
-    if not parts: raise ConfigError(f"no evaluated runs of the conditions study under '{Path(root).parent}'; run semclip-reproduce --study conditions")
+        flat = pd.concat({k: agg[k] for k in ("mean", "se", "n")}, axis=1)
+        flat.columns = [f"{c} ({k})" if k != "n" else f"{c} (n)" for k, c in flat.columns]
+        parts.append(
+            flat.assign(pretrain_negation_share=pre, finetune_negation_share=ft).rename_axis("arm").reset_index()
+        )
+    if not parts:
+        raise ConfigError(
+            f"no evaluated runs of the conditions study under '{Path(root).parent}'; run semclip-reproduce --study conditions"
+        )
     out = pd.concat(parts, ignore_index=True)
-    lead = ['pretrain_negation_share', 'finetune_negation_share', 'arm']
+    lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-def conditions_markdown(table:pd.DataFrame) -> str: # from `conditions_table`
-    "The conditions table as Markdown, mean ± se in percent."
-    cols = [c for c in STUDY_COLUMNS if f'{c} (mean)' in table]
-    lines = ['| pre-training captions negated | fine-tuning captions negated | arm | ' + ' | '.join(STUDY_COLUMNS[c] for c in cols) + ' | seeds |',
-             '|' + '---|' * (len(cols) + 4)]
-    for row in table.to_dict('records'):
-        lines.append(f"| {100*row['pretrain_negation_share']:.0f}% | {100*row['finetune_negation_share']:.0f}% | {ARM_LABELS.get(row['arm'], row['arm'])} | "
-                     + ' | '.join(_pm(row[f'{c} (mean)'], row[f'{c} (se)']) for c in cols) + f" | {int(row[f'{cols[0]} (n)'])} |")
-    return '\n'.join(lines) + '\n'
 
-def write_conditions(root:Path, out_dir:Path, dataset:str='synthneg', arms=FINETUNE_ARMS) -> dict:
+def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
+    "The conditions table as Markdown, mean ± se in percent."
+    cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
+    lines = [
+        "| pre-training captions negated | fine-tuning captions negated | arm | "
+        + " | ".join(STUDY_COLUMNS[c] for c in cols)
+        + " | seeds |",
+        "|" + "---|" * (len(cols) + 4),
+    ]
+    for row in table.to_dict("records"):
+        lines.append(
+            f"| {100 * row['pretrain_negation_share']:.0f}% | {100 * row['finetune_negation_share']:.0f}% | {ARM_LABELS.get(row['arm'], row['arm'])} | "
+            + " | ".join(_pm(row[f"{c} (mean)"], row[f"{c} (se)"]) for c in cols)
+            + f" | {int(row[f'{cols[0]} (n)'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
-    table = conditions_table(root, dataset, arms=('pretrain', *arms))
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out_dir/'conditions.csv', 'w') as f: table.to_csv(f, index=False, float_format='%.6f')
+
+    table = conditions_table(root, dataset, arms=("pretrain", *arms))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out_dir / "conditions.csv", "w") as f:
+        table.to_csv(f, index=False, float_format="%.6f")
     md = conditions_markdown(table)
-    with atomic_write(out_dir/'conditions.md', 'w') as f: f.write(md)
-    save_figure(conditions_figure(table), out_dir, 'conditions')
-    return {'conditions': md}
+    with atomic_write(out_dir / "conditions.md", "w") as f:
+        f.write(md)
+    save_figure(conditions_figure(table), out_dir, "conditions")
+    return {"conditions": md}
 
 # %% ../nbs/08_reproduce.ipynb #00000023
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files have uncommitted changes."
     pr = project_root()
-    if pr is None: return 'unknown (not a git checkout)'
+    if pr is None:
+        return "unknown (not a git checkout)"
     try:
-        rev = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=pr, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=pr, capture_output=True, text=True).stdout.strip()
-        return rev + ('-dirty' if dirty else '')
-    except (OSError, subprocess.CalledProcessError): return 'unknown'
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=pr, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=pr, capture_output=True, text=True
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
-_NOT_METRICS = re.compile(r'(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n')
 
-def compare_to_reference(new_dir:Path, # tables of a new run (its per_seed.csv)
-                         ref_dir:Path) -> pd.DataFrame: # the committed reference (its per_seed.csv)
+_NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
+
+
+def compare_to_reference(
+    new_dir: Path,  # tables of a new run (its per_seed.csv)
+    ref_dir: Path,
+) -> pd.DataFrame:  # the committed reference (its per_seed.csv)
     "Per arm and rate (in %): the new mean, the reference's mean and seed range, the difference, and whether it lies in the range."
-    new, ref = (pd.read_csv(Path(d)/'per_seed.csv') for d in (new_dir, ref_dir))
-    metrics = [c for c in new.columns if c in ref.columns and c not in ('arm', 'seed') and not _NOT_METRICS.search(c)
-               and pd.api.types.is_float_dtype(new[c]) and ref[c].dropna().between(0, 1).all()]   # rates, shown in %
+    new, ref = (pd.read_csv(Path(d) / "per_seed.csv") for d in (new_dir, ref_dir))
+    metrics = [
+        c
+        for c in new.columns
+        if c in ref.columns
+        and c not in ("arm", "seed")
+        and not _NOT_METRICS.search(c)
+        and pd.api.types.is_float_dtype(new[c])
+        and ref[c].dropna().between(0, 1).all()
+    ]  # rates, shown in %
     rows = []
-    for arm, g in new.groupby('arm', sort=False):
+    for arm, g in new.groupby("arm", sort=False):
         r = ref[ref.arm == arm]
-        if r.empty: continue
-        same = g.merge(r, on='seed', suffixes=('', '_ref'))
+        if r.empty:
+            continue
+        same = g.merge(r, on="seed", suffixes=("", "_ref"))
         for m in metrics:
             lo, hi, mean = r[m].min(), r[m].max(), r[m].mean()
-            if pd.isna(mean) or g[m].isna().all(): continue
+            if pd.isna(mean) or g[m].isna().all():
+                continue
             value = g[m].mean()
-            worst = (same[m] - same[f'{m}_ref']).abs().max() if len(same) else float('nan')
-            rows.append(dict(arm=arm, metric=m, new=100 * value, reference=100 * mean, difference=100 * (value - mean),
-                             ref_min=100 * lo, ref_max=100 * hi, within_seed_range=bool(lo - 1e-9 <= value <= hi + 1e-9),
-                             same_seed_difference=100 * worst, ref_seeds=len(r)))
+            worst = (same[m] - same[f"{m}_ref"]).abs().max() if len(same) else float("nan")
+            rows.append(
+                dict(
+                    arm=arm,
+                    metric=m,
+                    new=100 * value,
+                    reference=100 * mean,
+                    difference=100 * (value - mean),
+                    ref_min=100 * lo,
+                    ref_max=100 * hi,
+                    within_seed_range=bool(lo - 1e-9 <= value <= hi + 1e-9),
+                    same_seed_difference=100 * worst,
+                    ref_seeds=len(r),
+                )
+            )
     return pd.DataFrame(rows)
 
-def comparison_markdown(cmp:pd.DataFrame) -> str:
+
+def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
-    if cmp.empty: return 'No arm of this run is in the committed reference.\n'
+    if cmp.empty:
+        return "No arm of this run is in the committed reference.\n"
     out = cmp[~cmp.within_seed_range]
     same = cmp.same_seed_difference.dropna()
-    head = (f"{len(cmp) - len(out)} of {len(cmp)} table cells lie within the committed reference's seed range "
-            f"({int(cmp.ref_seeds.max())} seeds)" + (f"; on the seeds both ran, the largest difference is {same.max():.2f} "
-            f"points" if len(same) else '') + '.\n')
-    if out.empty: return head
-    rows = ''.join(f'| {r.arm} | {r.metric} | {r.new:.1f} | {r.reference:.1f} | {r.difference:+.1f} | {r.ref_min:.1f}-{r.ref_max:.1f} |\n'
-                   for r in out.itertuples())
-    return head + '\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n' + rows
+    head = (
+        f"{len(cmp) - len(out)} of {len(cmp)} table cells lie within the committed reference's seed range "
+        f"({int(cmp.ref_seeds.max())} seeds)"
+        + (f"; on the seeds both ran, the largest difference is {same.max():.2f} points" if len(same) else "")
+        + ".\n"
+    )
+    if out.empty:
+        return head
+    rows = "".join(
+        f"| {r.arm} | {r.metric} | {r.new:.1f} | {r.reference:.1f} | {r.difference:+.1f} | {r.ref_min:.1f}-{r.ref_max:.1f} |\n"
+        for r in out.itertuples()
+    )
+    return (
+        head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
+    )
 
 # %% ../nbs/08_reproduce.ipynb #00000025
-def reproduce(dataset:str='synthneg', # registered dataset name
-              seeds:int=1, # number of seeds (42, 43, ...)
-              arms=FINETUNE_ARMS, # fine-tuning arms to run
-              runs_dir=None, # where runs go; None: $SEMCLIP_RUNS/<dataset>
-              figures_dir=None, # where tables and figures go; None: <runs_dir>/figures (or the reference: update_reference)
-              steps:int|None=None, pretrain_steps:int|None=None, # training steps (None: the notebooks' defaults)
-              max_train:int|None=None, # limit training rows (quick runs)
-              batch_size:int|None=None, # training batch size (None: the notebook default)
-              eval_max_samples:int|None=None, # evaluate only the first N test rows (quick runs)
-              model:str='semclip-tiny', pretrained:str|None=None, # for real datasets: open_clip model and tag
-              jobs:int=2, # notebooks run at once (each gets its share of the cores as threads)
-              force:bool=False, progress:bool=True, command:str|None=None,
-              study:str|None=None, # None: the default grid (+ the remedy on SynthNeg); 'conditions': the conditions study
-              remedy:bool=True, # SynthNeg: also train the remedy row (VARIANTS)
-              update_reference:bool=False) -> dict: # write into the checkout's figures/<dataset>, the committed reference
+def reproduce(
+    dataset: str = "synthneg",  # registered dataset name
+    seeds: int = 1,  # number of seeds (42, 43, ...)
+    arms=FINETUNE_ARMS,  # fine-tuning arms to run
+    runs_dir=None,  # where runs go; None: $SEMCLIP_RUNS/<dataset>
+    figures_dir=None,  # where tables and figures go; None: <runs_dir>/figures (or the reference: update_reference)
+    steps: int | None = None,
+    pretrain_steps: int | None = None,  # training steps (None: the notebooks' defaults)
+    max_train: int | None = None,  # limit training rows (quick runs)
+    batch_size: int | None = None,  # training batch size (None: the notebook default)
+    eval_max_samples: int | None = None,  # evaluate only the first N test rows (quick runs)
+    model: str = "semclip-tiny",
+    pretrained: str | None = None,  # for real datasets: open_clip model and tag
+    jobs: int = 2,  # notebooks run at once (each gets its share of the cores as threads)
+    force: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    study: str | None = None,  # None: the default grid (+ the remedy on SynthNeg); 'conditions': the conditions study
+    remedy: bool = True,  # SynthNeg: also train the remedy row (VARIANTS)
+    update_reference: bool = False,
+) -> dict:  # write into the checkout's figures/<dataset>, the committed reference
     "Run the reproduction grid, write the tables and a provenance note; return status and tables."
-    check_choice('study', study, (None, 'conditions'))
-    t0, revision = time.time(), git_revision()   # the code that runs, read before the run writes its own outputs
-    root = Path(runs_dir) if runs_dir else runs_root()/dataset
+    check_choice("study", study, (None, "conditions"))
+    t0, revision = time.time(), git_revision()  # the code that runs, read before the run writes its own outputs
+    root = Path(runs_dir) if runs_dir else runs_root() / dataset
     pr = project_root()
-    reference = pr/'figures'/dataset if pr else None
-    if update_reference and reference is None: raise ConfigError('update_reference=True needs a semclip checkout (its figures/ folder)')
-    fig = Path(figures_dir) if figures_dir else reference if update_reference else root/'figures'
-    compare = reference is not None and not update_reference and (reference/'per_seed.csv').exists() and study is None
-    if not isinstance(seeds, int) or seeds < 1: raise ConfigError(f'seeds={seeds!r} must be a positive int')
-    if not isinstance(jobs, int) or jobs < 1: raise ConfigError(f'jobs={jobs!r} must be a positive int')
+    reference = pr / "figures" / dataset if pr else None
+    if update_reference and reference is None:
+        raise ConfigError("update_reference=True needs a semclip checkout (its figures/ folder)")
+    fig = Path(figures_dir) if figures_dir else reference if update_reference else root / "figures"
+    compare = reference is not None and not update_reference and (reference / "per_seed.csv").exists() and study is None
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds={seeds!r} must be a positive int")
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r} must be a positive int")
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
     seed_list = tuple(42 + i for i in range(seeds))
-    with RunLock(root):   # one driver per runs folder: a second one is told who holds it
-        if study == 'conditions':
-            runs = study_plan(dataset, arms, seed_list, root, model=model, pretrained=pretrained, train_overrides=over,
-                              eval_overrides=eover, jobs=jobs)
+    with RunLock(root):  # one driver per runs folder: a second one is told who holds it
+        if study == "conditions":
+            runs = study_plan(
+                dataset,
+                arms,
+                seed_list,
+                root,
+                model=model,
+                pretrained=pretrained,
+                train_overrides=over,
+                eval_overrides=eover,
+                jobs=jobs,
+            )
         else:
-            runs = plan(dataset, arms, seed_list, root, model, pretrained, over, fig, eover, jobs,
-                        variants=VARIANTS if remedy and dataset == 'synthneg' else None)
+            runs = plan(
+                dataset,
+                arms,
+                seed_list,
+                root,
+                model,
+                pretrained,
+                over,
+                fig,
+                eover,
+                jobs,
+                variants=VARIANTS if remedy and dataset == "synthneg" else None,
+            )
         if pretrain_steps is not None:
             for r in runs:
-                if r.params.get('arm') == 'pretrain': r.params['steps'] = pretrain_steps
-        if jobs > 1: os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 2) // jobs))  # inherited by the kernels
+                if r.params.get("arm") == "pretrain":
+                    r.params["steps"] = pretrain_steps
+        if jobs > 1:
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // jobs))  # inherited by the kernels
         status = run_grid(runs, force=force, progress=progress, jobs=jobs)
-        if study == 'conditions': tables = write_conditions(root, fig, dataset, arms=arms)
-        else: tables = write_tables(root, fig, dataset) if any(root.glob('*/seed*/eval/metrics.json')) else {}
-        if compare and (fig/'per_seed.csv').exists() and fig.resolve() != reference.resolve():
+        if study == "conditions":
+            tables = write_conditions(root, fig, dataset, arms=arms)
+        else:
+            tables = write_tables(root, fig, dataset) if any(root.glob("*/seed*/eval/metrics.json")) else {}
+        if compare and (fig / "per_seed.csv").exists() and fig.resolve() != reference.resolve():
             cmp = compare_to_reference(fig, reference)
-            with atomic_write(fig/'comparison.csv', 'w') as f: cmp.to_csv(f, index=False, float_format='%.3f')
+            with atomic_write(fig / "comparison.csv", "w") as f:
+                cmp.to_csv(f, index=False, float_format="%.3f")
             md = comparison_markdown(cmp)
-            with atomic_write(fig/'comparison.md', 'w') as f: f.write(md)
-            tables['comparison with the committed reference (comparison.md)'] = md
+            with atomic_write(fig / "comparison.md", "w") as f:
+                f.write(md)
+            tables["comparison with the committed reference (comparison.md)"] = md
         secs = time.time() - t0
-        suffix = '' if study is None else f'_{study}'
-        prov = dict(command=command or f'semclip-reproduce --dataset {dataset} --seeds {seeds}', git_revision=revision,
-                    finished=time.strftime('%Y-%m-%d %H:%M:%S %Z'), wall_seconds=round(secs, 1), runs_dir=portable_path(root),
-                    cpus=os.cpu_count(), jobs=jobs, threads_per_run={r.name: r.threads for r in runs},
-                    failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(('done', 'skipped'))])
-        write_json(fig/f'provenance{suffix}.json', prov)
-        with atomic_write(fig/f'runs{suffix}.md', 'w') as f:
-            f.write(f"Made by `{prov['command']}` at git revision `{prov['git_revision']}` on {prov['finished']}, "
-                    f"{secs/60:.1f} min wall time on {prov['cpus']} CPU cores.\n\n| run | status | seconds |\n|---|---|---|\n" +
-                    ''.join(f'| {r} | {s_} | {t} |\n' for r, s_, t in zip(status.run, status.status, status.seconds)))
+        suffix = "" if study is None else f"_{study}"
+        prov = dict(
+            command=command or f"semclip-reproduce --dataset {dataset} --seeds {seeds}",
+            git_revision=revision,
+            finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            wall_seconds=round(secs, 1),
+            runs_dir=portable_path(root),
+            cpus=os.cpu_count(),
+            jobs=jobs,
+            threads_per_run={r.name: r.threads for r in runs},
+            failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(("done", "skipped"))],
+        )
+        write_json(fig / f"provenance{suffix}.json", prov)
+        with atomic_write(fig / f"runs{suffix}.md", "w") as f:
+            f.write(
+                f"Made by `{prov['command']}` at git revision `{prov['git_revision']}` on {prov['finished']}, "
+                f"{secs / 60:.1f} min wall time on {prov['cpus']} CPU cores.\n\n| run | status | seconds |\n|---|---|---|\n"
+                + "".join(f"| {r} | {s_} | {t} |\n" for r, s_, t in zip(status.run, status.status, status.seconds))
+            )
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
 # %% ../nbs/08_reproduce.ipynb #00000029
 def _reproduce_command(a):
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
+
     a.arms = tuple(a.arms)
-    res = reproduce(**vars(a), command=command_line('semclip-reproduce', a))
-    print(res['status'].to_string(index=False))
-    for name, md in res['tables'].items(): print(f'\n{name}\n{md}')
+    res = reproduce(**vars(a), command=command_line("semclip-reproduce", a))
+    print(res["status"].to_string(index=False))
+    for name, md in res["tables"].items():
+        print(f"\n{name}\n{md}")
     print(f"\n{plan_summary(res['status'], res['seconds'])}; tables, figures and provenance in {res['figures_dir']}")
-    if res['provenance']['failed']: sys.exit(f"semclip-reproduce: {len(res['provenance']['failed'])} run(s) failed: {', '.join(res['provenance']['failed'])}")
+    if res["provenance"]["failed"]:
+        sys.exit(
+            f"semclip-reproduce: {len(res['provenance']['failed'])} run(s) failed: {', '.join(res['provenance']['failed'])}"
+        )
 
-def run_command(args): # the parsed arguments of semclip-reproduce (semclip.cli)
+
+def run_command(args):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "Run `semclip-reproduce`: a bad input is one line on stderr and exit 2; Ctrl-C, one line and 130."
-    cli_main(_reproduce_command, 'semclip-reproduce', args)
+    cli_main(_reproduce_command, "semclip-reproduce", args)
 
-def cli(argv=None): # the arguments (default: sys.argv[1:])
+
+def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-reproduce` (the same as `semclip.cli.reproduce_main`)."
     from semclip.cli import reproduce_main
+
     return reproduce_main(argv)
 
-if __name__ == '__main__' and '__file__' in globals(): cli()
+
+if __name__ == "__main__" and "__file__" in globals():
+    cli()

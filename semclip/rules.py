@@ -4,7 +4,9 @@
 
 # %% ../nbs/01d_rules.ipynb #00000002
 from __future__ import annotations
-import re, csv, functools
+import re
+import csv
+import functools
 
 # %% auto #0
 __all__ = ['REAL_WORLD_STYLE', 'rule_negations', 'apply_synonyms', 'rule_paraphrases', 'read_judgements', 'judge_rules']
@@ -12,589 +14,1013 @@ __all__ = ['REAL_WORLD_STYLE', 'rule_negations', 'apply_synonyms', 'rule_paraphr
 # %% ../nbs/01d_rules.ipynb #00000005
 _TOK = re.compile(r"[A-Za-z0-9]+(?:['’][A-Za-z]+)?|\S")
 
-def _tokenize(s:str):
+
+def _tokenize(s: str):
     "Tokens of `s`, and for each whether whitespace preceded it."
     toks, sp = [], []
     for chunk in s.split():
-        if chunk.isalnum(): toks.append(chunk); sp.append(True)      # most words: no regex needed
+        if chunk.isalnum():
+            toks.append(chunk)
+            sp.append(True)  # most words: no regex needed
         else:
             parts = _TOK.findall(chunk)
-            toks += parts; sp += [True] + [False] * (len(parts) - 1)
-    if sp: sp[0] = False
+            toks += parts
+            sp += [True] + [False] * (len(parts) - 1)
+    if sp:
+        sp[0] = False
     return toks, sp
 
+
 def _join(toks, sp) -> str:
-    return ''.join((' ' if s and i else '') + t for i, (t, s) in enumerate(zip(toks, sp)))
+    return "".join((" " if s and i else "") + t for i, (t, s) in enumerate(zip(toks, sp)))
 
 # %% ../nbs/01d_rules.ipynb #00000009
-_BE = {'is', 'are', 'was', 'were', 'am'}
-_MODALS = set('can could will would should may might must shall'.split())
-_HAVE, _DO = {'has', 'have', 'had'}, {'do', 'does', 'did'}
+_BE = {"is", "are", "was", "were", "am"}
+_MODALS = set("can could will would should may might must shall".split())
+_HAVE, _DO = {"has", "have", "had"}, {"do", "does", "did"}
 _AUX = _BE | _MODALS | _HAVE | _DO
-_PRON_BE = {"it's": ('it', 'is'), "he's": ('he', 'is'), "she's": ('she', 'is'), "that's": ('that', 'is'),
-            "there's": ('there', 'is'), "they're": ('they', 'are'), "we're": ('we', 'are'), "you're": ('you', 'are'),
-            "i'm": ('I', 'am')}
-_NEG_CONTR = {"isn't": 'is', "aren't": 'are', "wasn't": 'was', "weren't": 'were', "doesn't": 'does', "don't": 'do',
-              "didn't": 'did', "can't": 'can', "cannot": 'can', "won't": 'will', "wouldn't": 'would', "couldn't": 'could',
-              "shouldn't": 'should', "hasn't": 'has', "haven't": 'have', "hadn't": 'had', "mustn't": 'must'}
-_NEG_CONTR.update({k.replace("'", '’'): v for k, v in _NEG_CONTR.items()})
-_NEG_WORDS = {'nothing': 'something', 'nobody': 'somebody', 'none': 'some', 'nowhere': 'somewhere',
-              'never': 'sometimes', 'without': 'with'}
-_BLOCK = set('neither nor hardly barely scarcely seldom rarely few only except unless if either whether'.split())
+_PRON_BE = {
+    "it's": ("it", "is"),
+    "he's": ("he", "is"),
+    "she's": ("she", "is"),
+    "that's": ("that", "is"),
+    "there's": ("there", "is"),
+    "they're": ("they", "are"),
+    "we're": ("we", "are"),
+    "you're": ("you", "are"),
+    "i'm": ("I", "am"),
+}
+_NEG_CONTR = {
+    "isn't": "is",
+    "aren't": "are",
+    "wasn't": "was",
+    "weren't": "were",
+    "doesn't": "does",
+    "don't": "do",
+    "didn't": "did",
+    "can't": "can",
+    "cannot": "can",
+    "won't": "will",
+    "wouldn't": "would",
+    "couldn't": "could",
+    "shouldn't": "should",
+    "hasn't": "has",
+    "haven't": "have",
+    "hadn't": "had",
+    "mustn't": "must",
+}
+_NEG_CONTR.update({k.replace("'", "’"): v for k, v in _NEG_CONTR.items()})
+_NEG_WORDS = {
+    "nothing": "something",
+    "nobody": "somebody",
+    "none": "some",
+    "nowhere": "somewhere",
+    "never": "sometimes",
+    "without": "with",
+}
+_BLOCK = set("neither nor hardly barely scarcely seldom rarely few only except unless if either whether".split())
 
 # %% ../nbs/01d_rules.ipynb #0000000c
-_NUMBERS = set('one two three four five six seven eight nine ten eleven twelve'.split())
-_POSS = set('his her their its my your our'.split())
-_DETS = set('a an the this that these those some any each every another both all no several many multiple numerous'.split()) | _POSS | _NUMBERS
-_OBJ_DETS = set('a an the some this that these those another several'.split()) | _NUMBERS
-_SING_DETS = set('a an one this that each every another'.split())
-_PLUR_DETS = set('these those several many both multiple numerous'.split()) | (_NUMBERS - {'one'})
-_QUANT_NO = set('some several many multiple numerous'.split()) | _NUMBERS
-_QUANT_NO_MULTI = [('a', 'few'), ('a', 'couple', 'of'), ('a', 'lot', 'of'), ('lots', 'of'), ('plenty', 'of')]
-_QUANT_NOT = {'all': ('not', 'all'), 'every': ('not', 'every'), 'each': ('not', 'every')}
-_QUANT_HEADS = {'lot', 'lots', 'couple', 'number', 'plenty'}     # "a lot of cars": the number is the cars'
-_INDEF = {'someone', 'somebody', 'everyone', 'everybody', 'something'}
+_NUMBERS = set("one two three four five six seven eight nine ten eleven twelve".split())
+_POSS = set("his her their its my your our".split())
+_DETS = (
+    set("a an the this that these those some any each every another both all no several many multiple numerous".split())
+    | _POSS
+    | _NUMBERS
+)
+_OBJ_DETS = set("a an the some this that these those another several".split()) | _NUMBERS
+_SING_DETS = set("a an one this that each every another".split())
+_PLUR_DETS = set("these those several many both multiple numerous".split()) | (_NUMBERS - {"one"})
+_QUANT_NO = set("some several many multiple numerous".split()) | _NUMBERS
+_QUANT_NO_MULTI = [("a", "few"), ("a", "couple", "of"), ("a", "lot", "of"), ("lots", "of"), ("plenty", "of")]
+_QUANT_NOT = {"all": ("not", "all"), "every": ("not", "every"), "each": ("not", "every")}
+_QUANT_HEADS = {"lot", "lots", "couple", "number", "plenty"}  # "a lot of cars": the number is the cars'
+_INDEF = {"someone", "somebody", "everyone", "everybody", "something"}
 
 # %% ../nbs/01d_rules.ipynb #0000000f
-_PREPS = set('of in on at with without by near under over above below beneath underneath behind beside between into '
-             'onto from for to through across along around inside outside down up against toward towards among past '
-             'next while like atop off'.split())
-_LOC_PREPS = set('in on at near beside inside under behind outside'.split())
-_REL = {'who', 'which', 'that', 'whose', 'where'}
-_PRONOUNS = set('i you he she it we they him her them me us there'.split())
-_IRREG_PLURAL = set('people men women children mice feet teeth geese police cattle'.split())
-_BOTH_NUMBERS = set('sheep deer fish moose aircraft series species'.split())
-_MASS = set('water grass snow sand food milk rice bread traffic furniture hair rain smoke fire coffee tea juice meat '
-            'broccoli pizza pasta cheese luggage fruit'.split())
+_PREPS = set(
+    "of in on at with without by near under over above below beneath underneath behind beside between into "
+    "onto from for to through across along around inside outside down up against toward towards among past "
+    "next while like atop off".split()
+)
+_LOC_PREPS = set("in on at near beside inside under behind outside".split())
+_REL = {"who", "which", "that", "whose", "where"}
+_PRONOUNS = set("i you he she it we they him her them me us there".split())
+_IRREG_PLURAL = set("people men women children mice feet teeth geese police cattle".split())
+_BOTH_NUMBERS = set("sheep deer fish moose aircraft series species".split())
+_MASS = set(
+    "water grass snow sand food milk rice bread traffic furniture hair rain smoke fire coffee tea juice meat "
+    "broccoli pizza pasta cheese luggage fruit".split()
+)
 
-def _is_plural(w:str) -> bool:
-    return w in _IRREG_PLURAL or (len(w) > 3 and w.endswith('s') and not w.endswith(('ss', 'us', 'is', 'ous')))
 
-def _an(w:str) -> str:
+def _is_plural(w: str) -> bool:
+    return w in _IRREG_PLURAL or (len(w) > 3 and w.endswith("s") and not w.endswith(("ss", "us", "is", "ous")))
+
+
+def _an(w: str) -> str:
     "The indefinite article before `w`."
     w = w.lower()
-    if w.startswith(('one', 'uni', 'use', 'usu', 'eu')): return 'a'
-    return 'an' if w[:1] in 'aeiou' or w.startswith(('hour', 'honest')) else 'a'
+    if w.startswith(("one", "uni", "use", "usu", "eu")):
+        return "a"
+    return "an" if w[:1] in "aeiou" or w.startswith(("hour", "honest")) else "a"
 
 # %% ../nbs/01d_rules.ipynb #00000012
-_PLACES = set('beach park field street road highway kitchen room bathroom bedroom yard garden lake river ocean sea pond '
-              'pool snow grass sidewalk city town stadium court station airport runway market harbor plaza square '
-              'restaurant office hill hillside mountain slope zoo farm forest desert lot crosswalk intersection trail '
-              'path sky water sand platform shore lawn meadow pasture countryside alley playground rain sun night '
-              'sunset dark distance background street parking store shop bed'.split())
-_SURFACES = set('table counter desk shelf plate tray floor wall couch sofa chair bench ground bowl basket box pot '
-                'pan sink tub cabinet dresser nightstand windowsill stove oven'.split())
-_FRAME_NOUNS = set('photo picture image photograph view shot painting drawing scene snapshot'.split())
-_ADJ = set('red orange yellow green blue purple pink brown black white gray grey cyan magenta violet gold silver '
-           'small big large tiny huge tall short long old young new wooden striped bright little dirty empty fresh hot cold '
-           'wet dry open busy crowded sunny cloudy snowy grassy rainy pretty beautiful colorful cute happy clear calm windy '
-           'narrow wide'.split())
-_NOUN_ADJ = {'orange', 'gold', 'silver'}     # also nouns: "an orange" is a noun phrase
+_PLACES = set(
+    "beach park field street road highway kitchen room bathroom bedroom yard garden lake river ocean sea pond "
+    "pool snow grass sidewalk city town stadium court station airport runway market harbor plaza square "
+    "restaurant office hill hillside mountain slope zoo farm forest desert lot crosswalk intersection trail "
+    "path sky water sand platform shore lawn meadow pasture countryside alley playground rain sun night "
+    "sunset dark distance background street parking store shop bed".split()
+)
+_SURFACES = set(
+    "table counter desk shelf plate tray floor wall couch sofa chair bench ground bowl basket box pot "
+    "pan sink tub cabinet dresser nightstand windowsill stove oven".split()
+)
+_FRAME_NOUNS = set("photo picture image photograph view shot painting drawing scene snapshot".split())
+_ADJ = set(
+    "red orange yellow green blue purple pink brown black white gray grey cyan magenta violet gold silver "
+    "small big large tiny huge tall short long old young new wooden striped bright little dirty empty fresh hot cold "
+    "wet dry open busy crowded sunny cloudy snowy grassy rainy pretty beautiful colorful cute happy clear calm windy "
+    "narrow wide".split()
+)
+_NOUN_ADJ = {"orange", "gold", "silver"}  # also nouns: "an orange" is a noun phrase
 
 # %% ../nbs/01d_rules.ipynb #00000015
 _IRREGULAR = dict(
-    sit=('sat', 'sat'), run=('ran', 'run'), ride=('rode', 'ridden'), eat=('ate', 'eaten'), hold=('held', 'held'),
-    stand=('stood', 'stood'), lie=('lay', 'lain'), fly=('flew', 'flown'), swim=('swam', 'swum'), throw=('threw', 'thrown'),
-    catch=('caught', 'caught'), take=('took', 'taken'), drive=('drove', 'driven'), see=('saw', 'seen'), wear=('wore', 'worn'),
-    sleep=('slept', 'slept'), make=('made', 'made'), bring=('brought', 'brought'), build=('built', 'built'),
-    cut=('cut', 'cut'), hit=('hit', 'hit'), read=('read', 'read'), write=('wrote', 'written'), draw=('drew', 'drawn'),
-    feed=('fed', 'fed'), hang=('hung', 'hung'), lead=('led', 'led'), sing=('sang', 'sung'), swing=('swung', 'swung'),
-    blow=('blew', 'blown'), buy=('bought', 'bought'), dig=('dug', 'dug'), drink=('drank', 'drunk'), grow=('grew', 'grown'),
-    keep=('kept', 'kept'), shake=('shook', 'shaken'), sweep=('swept', 'swept'), bite=('bit', 'bitten'), sell=('sold', 'sold'),
-    teach=('taught', 'taught'), spin=('spun', 'spun'), sink=('sank', 'sunk'), win=('won', 'won'), go=('went', 'gone'),
-    show=('showed', 'shown'), do=('did', 'done'), lay=('laid', 'laid'), fight=('fought', 'fought'), leave=('left', 'left'))
-_REGULAR = ('walk play look watch jump climb kick push pull carry chase cross wait talk smile laugh stare graze rest '
-            'pose skate ski surf paddle wash brush cook bake serve use open close fill touch pet hug kiss cover fix paint '
-            'clean lick grab drag hop wave point follow enter float roll move dance sail hunt land glide tow wander '
-            'stroll relax type work prepare slice chop peel decorate display contain lean reach drop pick mow water wrap '
-            'load unload shop jog perch splash dive crawl sniff bark pour stir hike race smoke squat stretch kneel travel boil '
-            'chew skateboard snowboard windsurf direct sip stop gather park tie pass turn head approach').split()
-_DOUBLE = set('sit run swim cut hit dig spin win shop jog hop drop hug grab drag chop pet stop sip'.split())
+    sit=("sat", "sat"),
+    run=("ran", "run"),
+    ride=("rode", "ridden"),
+    eat=("ate", "eaten"),
+    hold=("held", "held"),
+    stand=("stood", "stood"),
+    lie=("lay", "lain"),
+    fly=("flew", "flown"),
+    swim=("swam", "swum"),
+    throw=("threw", "thrown"),
+    catch=("caught", "caught"),
+    take=("took", "taken"),
+    drive=("drove", "driven"),
+    see=("saw", "seen"),
+    wear=("wore", "worn"),
+    sleep=("slept", "slept"),
+    make=("made", "made"),
+    bring=("brought", "brought"),
+    build=("built", "built"),
+    cut=("cut", "cut"),
+    hit=("hit", "hit"),
+    read=("read", "read"),
+    write=("wrote", "written"),
+    draw=("drew", "drawn"),
+    feed=("fed", "fed"),
+    hang=("hung", "hung"),
+    lead=("led", "led"),
+    sing=("sang", "sung"),
+    swing=("swung", "swung"),
+    blow=("blew", "blown"),
+    buy=("bought", "bought"),
+    dig=("dug", "dug"),
+    drink=("drank", "drunk"),
+    grow=("grew", "grown"),
+    keep=("kept", "kept"),
+    shake=("shook", "shaken"),
+    sweep=("swept", "swept"),
+    bite=("bit", "bitten"),
+    sell=("sold", "sold"),
+    teach=("taught", "taught"),
+    spin=("spun", "spun"),
+    sink=("sank", "sunk"),
+    win=("won", "won"),
+    go=("went", "gone"),
+    show=("showed", "shown"),
+    do=("did", "done"),
+    lay=("laid", "laid"),
+    fight=("fought", "fought"),
+    leave=("left", "left"),
+)
+_REGULAR = (
+    "walk play look watch jump climb kick push pull carry chase cross wait talk smile laugh stare graze rest "
+    "pose skate ski surf paddle wash brush cook bake serve use open close fill touch pet hug kiss cover fix paint "
+    "clean lick grab drag hop wave point follow enter float roll move dance sail hunt land glide tow wander "
+    "stroll relax type work prepare slice chop peel decorate display contain lean reach drop pick mow water wrap "
+    "load unload shop jog perch splash dive crawl sniff bark pour stir hike race smoke squat stretch kneel travel boil "
+    "chew skateboard snowboard windsurf direct sip stop gather park tie pass turn head approach"
+).split()
+_DOUBLE = set("sit run swim cut hit dig spin win shop jog hop drop hug grab drag chop pet stop sip".split())
 
 # %% ../nbs/01d_rules.ipynb #00000018
-def _ing(b:str) -> str:
-    if b in ('lie', 'tie', 'die'): return b[:-2] + 'ying'
-    if b in _DOUBLE: return b + b[-1] + 'ing'
-    if b.endswith('e') and not b.endswith(('ee', 'oe', 'ye')): return b[:-1] + 'ing'
-    return b + 'ing'
+def _ing(b: str) -> str:
+    if b in ("lie", "tie", "die"):
+        return b[:-2] + "ying"
+    if b in _DOUBLE:
+        return b + b[-1] + "ing"
+    if b.endswith("e") and not b.endswith(("ee", "oe", "ye")):
+        return b[:-1] + "ing"
+    return b + "ing"
 
-def _s3(b:str) -> str:
-    if b in ('go', 'do'): return b + 'es'
-    if b.endswith(('s', 'sh', 'ch', 'x', 'z')): return b + 'es'
-    if b.endswith('y') and b[-2] not in 'aeiou': return b[:-1] + 'ies'
-    return b + 's'
 
-def _ed(b:str) -> str:
-    if b in _DOUBLE: return b + b[-1] + 'ed'
-    if b.endswith('e'): return b + 'd'
-    if b.endswith('y') and b[-2] not in 'aeiou': return b[:-1] + 'ied'
-    return b + 'ed'
+def _s3(b: str) -> str:
+    if b in ("go", "do"):
+        return b + "es"
+    if b.endswith(("s", "sh", "ch", "x", "z")):
+        return b + "es"
+    if b.endswith("y") and b[-2] not in "aeiou":
+        return b[:-1] + "ies"
+    return b + "s"
+
+
+def _ed(b: str) -> str:
+    if b in _DOUBLE:
+        return b + b[-1] + "ed"
+    if b.endswith("e"):
+        return b + "d"
+    if b.endswith("y") and b[-2] not in "aeiou":
+        return b[:-1] + "ied"
+    return b + "ed"
 
 # %% ../nbs/01d_rules.ipynb #0000001b
 _VERBS = {b: dict(s3=_s3(b), ing=_ing(b), part=pp) for b, (p, pp) in _IRREGULAR.items()}
 _VERBS.update({b: dict(s3=_s3(b), ing=_ing(b), part=_ed(b)) for b in _REGULAR if b not in _VERBS})
-_AMBIGUOUS_S3 = set('slices waves points rests races skates skis surfs lands shops kisses brushes paints displays covers '
-                    'walks dances jumps kicks hugs rolls plays looks drinks cuts hits works types stretches fixes '
-                    'leads waters wraps loads dives crawls hikes smokes squats reaches drops picks pets hops chops stops parks '
-                    'passes turns heads leaves fights ties'.split())
-_V3 = {v['s3']: b for b, v in _VERBS.items() if v['s3'] not in _AMBIGUOUS_S3}
-_VING = {v['ing']: b for b, v in _VERBS.items()}
-_VPART = {v['part'] for v in _VERBS.values()}
-_TRANSITIVE = set('ride eat hold throw catch take drive wear make bring build cut read write draw feed hit carry kick '
-                  'push pull chase cross watch use fly serve cook wash brush slice chop peel decorate swing blow buy drink '
-                  'shake sweep bite climb pour stir tow walk pet hug kiss paint clean lick grab drag fill fix'.split())
-_STATIVE = set('contain see look lead cover display point land work'.split())
-_STATE_PARTS = set('parked covered filled topped stacked mounted docked perched tied decorated displayed loaded piled '
-                   'lined stuffed painted sliced placed seated surrounded attached gathered curled stopped dressed cut '
-                   'arranged scattered packed wrapped propped framed hung lit made'.split())
+_AMBIGUOUS_S3 = set(
+    "slices waves points rests races skates skis surfs lands shops kisses brushes paints displays covers "
+    "walks dances jumps kicks hugs rolls plays looks drinks cuts hits works types stretches fixes "
+    "leads waters wraps loads dives crawls hikes smokes squats reaches drops picks pets hops chops stops parks "
+    "passes turns heads leaves fights ties".split()
+)
+_V3 = {v["s3"]: b for b, v in _VERBS.items() if v["s3"] not in _AMBIGUOUS_S3}
+_VING = {v["ing"]: b for b, v in _VERBS.items()}
+_VPART = {v["part"] for v in _VERBS.values()}
+_TRANSITIVE = set(
+    "ride eat hold throw catch take drive wear make bring build cut read write draw feed hit carry kick "
+    "push pull chase cross watch use fly serve cook wash brush slice chop peel decorate swing blow buy drink "
+    "shake sweep bite climb pour stir tow walk pet hug kiss paint clean lick grab drag fill fix".split()
+)
+_STATIVE = set("contain see look lead cover display point land work".split())
+_STATE_PARTS = set(
+    "parked covered filled topped stacked mounted docked perched tied decorated displayed loaded piled "
+    "lined stuffed painted sliced placed seated surrounded attached gathered curled stopped dressed cut "
+    "arranged scattered packed wrapped propped framed hung lit made".split()
+)
 # a word of the lexicon followed by one of these is a noun, not a verb: "a cutting board", "a swimming pool"
-_ING_NOUNS = set('board boards pool pools room rooms lot lots table tables bag bags cake machine ring rink trail stick pin '
-                 'shoes cart mall area station suit gear equipment meter space sign line dish sheet rod pole boat bench '
-                 'ramp park slope glove gloves net track court'.split())
+_ING_NOUNS = set(
+    "board boards pool pools room rooms lot lots table tables bag bags cake machine ring rink trail stick pin "
+    "shoes cart mall area station suit gear equipment meter space sign line dish sheet rod pole boat bench "
+    "ramp park slope glove gloves net track court".split()
+)
 
 # %% ../nbs/01d_rules.ipynb #0000001e
 def _rep(toks, sp, i, j, new):
     "Replace tokens i:j by the words `new` (an empty `new` deletes them, i == j inserts)."
     new, n = list(new), len(toks)
-    if new and j > i: return toks[:i] + new + toks[j:], sp[:i] + [sp[i]] + [True] * (len(new) - 1) + sp[j:]
-    if new: return toks[:i] + new + toks[i:], sp[:i] + [sp[i] if i < n else True] + [True] * (len(new) - 1) + ([True] + sp[i+1:] if i < n else [])
+    if new and j > i:
+        return toks[:i] + new + toks[j:], sp[:i] + [sp[i]] + [True] * (len(new) - 1) + sp[j:]
+    if new:
+        return toks[:i] + new + toks[i:], sp[:i] + [sp[i] if i < n else True] + [True] * (len(new) - 1) + (
+            [True] + sp[i + 1 :] if i < n else []
+        )
     rest = sp[j:]
-    if rest and i < n: rest = [sp[i]] + rest[1:]
+    if rest and i < n:
+        rest = [sp[i]] + rest[1:]
     return toks[:i] + toks[j:], sp[:i] + rest
 
-def _lower_word(w:str) -> str:
-    return w if w == 'I' or (len(w) > 1 and w.isupper()) else w[:1].lower() + w[1:]
+
+def _lower_word(w: str) -> str:
+    return w if w == "I" or (len(w) > 1 and w.isupper()) else w[:1].lower() + w[1:]
+
 
 def _finish(orig, toks, sp) -> str:
     "Join `toks`, capitalising the first word when the caption's first word was."
-    if not toks: return ''
+    if not toks:
+        return ""
     toks = list(toks)
-    if orig and orig[0][:1].isupper(): toks[0] = toks[0][:1].upper() + toks[0][1:]
-    elif orig and orig[0][:1].islower(): toks[0] = _lower_word(toks[0])
+    if orig and orig[0][:1].isupper():
+        toks[0] = toks[0][:1].upper() + toks[0][1:]
+    elif orig and orig[0][:1].islower():
+        toks[0] = _lower_word(toks[0])
     return _join(toks, sp)
 
 # %% ../nbs/01d_rules.ipynb #00000021
-_PUNCT = set('.,!?;:')
+_PUNCT = set(".,!?;:")
+
 
 def _cat(*parts):
     "Concatenate (tokens, spaces) pairs and lists of new words."
     toks, sp = [], []
     for p in parts:
         pt, ps = (list(p[0]), list(p[1])) if isinstance(p, tuple) else (list(p), [True] * len(p))
-        if not pt: continue
+        if not pt:
+            continue
         ps[0] = pt[0] not in _PUNCT
-        toks += pt; sp += ps
+        toks += pt
+        sp += ps
     return toks, sp
 
-def _end(low) -> int: return len(low) - (1 if low and low[-1] in ('.', '!') else 0)
+
+def _end(low) -> int:
+    return len(low) - (1 if low and low[-1] in (".", "!") else 0)
 
 # %% ../nbs/01d_rules.ipynb #00000024
-_NP_STOP = _PREPS | _AUX | _REL | {'and', 'or', 'but', 'not', 'no', 'full'} | set(_V3) | set(_PRON_BE) | set(_NEG_CONTR)
+_NP_STOP = _PREPS | _AUX | _REL | {"and", "or", "but", "not", "no", "full"} | set(_V3) | set(_PRON_BE) | set(_NEG_CONTR)
 _NP_SPECIAL = _NP_STOP | set(_VING) | _STATE_PARTS | set(_VERBS)
 
-def _np_end(low, i:int) -> int:
+
+def _np_end(low, i: int) -> int:
     "End (exclusive) of the noun phrase starting at `i`."
     j, n = i, len(low)
     while j < n:
         w = low[j]
-        if w not in _NP_SPECIAL:                 # most words: a noun or an adjective, nothing to decide
-            if not w.isalnum(): break
-            j += 1; continue
-        if not w.isalnum(): break
-        nxt = low[j+1] if j + 1 < n else ''
-        mod = j > i and (low[j-1] in _DETS or low[j-1] in _ADJ)
+        if w not in _NP_SPECIAL:  # most words: a noun or an adjective, nothing to decide
+            if not w.isalnum():
+                break
+            j += 1
+            continue
+        if not w.isalnum():
+            break
+        nxt = low[j + 1] if j + 1 < n else ""
+        mod = j > i and (low[j - 1] in _DETS or low[j - 1] in _ADJ)
         if w in _VING or w in _STATE_PARTS:
-            if not (mod or nxt in _ING_NOUNS): break
-        elif w in _NP_STOP: break
-        elif w in _VERBS and j > i and not mod and (_is_plural(low[j-1]) or nxt in _DETS): break
+            if not (mod or nxt in _ING_NOUNS):
+                break
+        elif w in _NP_STOP:
+            break
+        elif w in _VERBS and j > i and not mod and (_is_plural(low[j - 1]) or nxt in _DETS):
+            break
         j += 1
     return j
 
 # %% ../nbs/01d_rules.ipynb #00000027
 def _simple_np(low) -> bool:
     "Is `low` (a token list) a determiner/adjective/noun phrase without verbs, prepositions or clauses?"
-    if not 1 <= len(low) <= 6 or _np_end(low, 0) != len(low) or low[-1] in _DETS or (low[-1] in _ADJ - _NOUN_ADJ): return False
-    if low[0] in _PRONOUNS or low[-1] in _PRONOUNS: return False
+    if not 1 <= len(low) <= 6 or _np_end(low, 0) != len(low) or low[-1] in _DETS or (low[-1] in _ADJ - _NOUN_ADJ):
+        return False
+    if low[0] in _PRONOUNS or low[-1] in _PRONOUNS:
+        return False
     for k, w in enumerate(low[1:], 1):
-        if w in _DETS and not (w in _NUMBERS and k == 1): return False
-        if k < len(low) - 1 and (w in _AMBIGUOUS_S3 or w in _VERBS) and low[k-1] not in _DETS and low[k-1] not in _ADJ: return False
+        if w in _DETS and not (w in _NUMBERS and k == 1):
+            return False
+        if (
+            k < len(low) - 1
+            and (w in _AMBIGUOUS_S3 or w in _VERBS)
+            and low[k - 1] not in _DETS
+            and low[k - 1] not in _ADJ
+        ):
+            return False
     return True
 
-def _head(low, i:int) -> str:
+
+def _head(low, i: int) -> str:
     j = _np_end(low, i)
-    return low[j-1] if j > i else ''
+    return low[j - 1] if j > i else ""
 
 # %% ../nbs/01d_rules.ipynb #0000002a
-def _np_number(low, i:int, j:int) -> bool|None:
+def _np_number(low, i: int, j: int) -> bool | None:
     "Is the noun phrase low[i:j] plural (True), singular (False), or unknown (None)?"
-    d, h = low[i], low[j-1]
-    if d in _SING_DETS: return False
-    if d in _PLUR_DETS: return True
-    if h in _BOTH_NUMBERS: return None
+    d, h = low[i], low[j - 1]
+    if d in _SING_DETS:
+        return False
+    if d in _PLUR_DETS:
+        return True
+    if h in _BOTH_NUMBERS:
+        return None
     return h not in _INDEF and _is_plural(h)
 
 # %% ../nbs/01d_rules.ipynb #0000002d
-_MOD_PREPS = {'in', 'with', 'on', 'without', 'wearing'}
+_MOD_PREPS = {"in", "with", "on", "without", "wearing"}
 
-def _conjunct(low, j:int):
+
+def _conjunct(low, j: int):
     "(end, plural, has modifiers) of one noun phrase of a subject at `j`, with its 'of' phrase and modifiers; None if not simple."
     k = _np_end(low, j)
-    if k == j or not _simple_np(low[j:k]): return None
+    if k == j or not _simple_np(low[j:k]):
+        return None
     num = _np_number(low, j, k)
-    if k + 1 < len(low) and low[k] == 'of':
+    if k + 1 < len(low) and low[k] == "of":
         m = _np_end(low, k + 1)
-        if m == k + 1 or not _simple_np(low[k+1:m]): return None
-        if low[k-1] in _QUANT_HEADS: num = _np_number(low, k + 1, m)
+        if m == k + 1 or not _simple_np(low[k + 1 : m]):
+            return None
+        if low[k - 1] in _QUANT_HEADS:
+            num = _np_number(low, k + 1, m)
         k = m
     mods = False
     while k + 1 < len(low) and low[k] in _MOD_PREPS:
         m = _np_end(low, k + 1)
-        if m == k + 1 or not _simple_np(low[k+1:m]): break
+        if m == k + 1 or not _simple_np(low[k + 1 : m]):
+            break
         k, mods = m, True
     return k, num, mods
 
-def _subject(low, i:int=0):
+
+def _subject(low, i: int = 0):
     "(end, plural, starts of its noun phrases) of the subject at `i`: phrases as `_conjunct` reads them, joined by ',' and 'and'."
     return _subject_of(tuple(low), i)
 
-@functools.lru_cache(maxsize=16)             # the rules ask for one caption's subject several times in a row
-def _subject_of(low:tuple, i:int):
+
+@functools.lru_cache(maxsize=16)  # the rules ask for one caption's subject several times in a row
+def _subject_of(low: tuple, i: int):
     parts, j = [], i
     while True:
         r = _conjunct(low, j)
-        if r is None: return None
-        parts.append((j, *r)); k = r[0]
-        if r[2]: break                   # "a kitchen with a stove and a sink": the "and" belongs to the modifier
-        if k + 1 < len(low) and low[k] in (',', 'and') and (low[k] == 'and' or 'and' in low[k+1:]) and low[k+1] not in _PRONOUNS:
-            j = k + 1; continue
+        if r is None:
+            return None
+        parts.append((j, *r))
+        k = r[0]
+        if r[2]:
+            break  # "a kitchen with a stove and a sink": the "and" belongs to the modifier
+        if (
+            k + 1 < len(low)
+            and low[k] in (",", "and")
+            and (low[k] == "and" or "and" in low[k + 1 :])
+            and low[k + 1] not in _PRONOUNS
+        ):
+            j = k + 1
+            continue
         break
-    if len(parts) > 1 and low[parts[-2][1]] != 'and': return None   # "a, b c": a list must end in "and"
-    if len(parts) > 1 and low[k-1] in _VERBS and low[k-2] not in _DETS and low[k-2] not in _ADJ: return None   # "a woman and a child walk"?
+    if len(parts) > 1 and low[parts[-2][1]] != "and":
+        return None  # "a, b c": a list must end in "and"
+    if len(parts) > 1 and low[k - 1] in _VERBS and low[k - 2] not in _DETS and low[k - 2] not in _ADJ:
+        return None  # "a woman and a child walk"?
     return k, (True if len(parts) > 1 else parts[0][2]), tuple(p[0] for p in parts)
 
 # %% ../nbs/01d_rules.ipynb #00000030
 def _clause(low):
     "(start, end, plural, starts of its noun phrases) of the main clause's subject; None when it is not simple."
-    s = low.index(',') + 1 if low and (low[0] in _PREPS or low[0] in ('when', 'as')) and ',' in low else 0
+    s = low.index(",") + 1 if low and (low[0] in _PREPS or low[0] in ("when", "as")) and "," in low else 0
     r = _subject(low, s)
     return None if r is None else (s, *r)
 
-def _quantified(low, s:int) -> bool:
-    "Does the subject at `s` start with a quantifier ('some', 'two', 'all', 'a lot of', ...)? Then 'not' does not negate it."
-    return low[s] in _QUANT_NO or low[s] in _QUANT_NOT or low[s] in ('all', 'both', 'most') or low[s].isdigit() or \
-        any(tuple(low[s:s+len(q)]) == q for q in _QUANT_NO_MULTI)
 
-def _pred(low, e:int, plural) -> str|None:
+def _quantified(low, s: int) -> bool:
+    "Does the subject at `s` start with a quantifier ('some', 'two', 'all', 'a lot of', ...)? Then 'not' does not negate it."
+    return (
+        low[s] in _QUANT_NO
+        or low[s] in _QUANT_NOT
+        or low[s] in ("all", "both", "most")
+        or low[s].isdigit()
+        or any(tuple(low[s : s + len(q)]) == q for q in _QUANT_NO_MULTI)
+    )
+
+
+def _pred(low, e: int, plural) -> str | None:
     "What follows the subject at `e`: 'aux', 'ing', 'part', 'full', 'v3', 'base', or None."
-    w, nxt = (low[e] if e < len(low) else ''), (low[e+1] if e + 1 < len(low) else '')
-    if w in _AUX or w in _NEG_CONTR: return 'aux'
-    if w in _VING and nxt not in _ING_NOUNS: return 'ing'
-    if w in _V3 and plural is False: return 'v3'
-    if w in _VERBS and w in _STATE_PARTS: return None if plural else 'part'      # "cut": a verb or a participle
-    if w in _VERBS and plural is True: return 'base'
-    if w in _STATE_PARTS and plural is not None: return 'part'
-    if w == 'full' and nxt == 'of': return 'full'
+    w, nxt = (low[e] if e < len(low) else ""), (low[e + 1] if e + 1 < len(low) else "")
+    if w in _AUX or w in _NEG_CONTR:
+        return "aux"
+    if w in _VING and nxt not in _ING_NOUNS:
+        return "ing"
+    if w in _V3 and plural is False:
+        return "v3"
+    if w in _VERBS and w in _STATE_PARTS:
+        return None if plural else "part"  # "cut": a verb or a participle
+    if w in _VERBS and plural is True:
+        return "base"
+    if w in _STATE_PARTS and plural is not None:
+        return "part"
+    if w == "full" and nxt == "of":
+        return "full"
     return None
 
 # %% ../nbs/01d_rules.ipynb #00000033
-_QUOTING = {'says', 'saying', 'reads', 'reading', 'read', 'say', 'labeled', 'labelled', 'marked'}
+_QUOTING = {"says", "saying", "reads", "reading", "read", "say", "labeled", "labelled", "marked"}
 
-def _no_for(low, i:int) -> str:
+
+def _no_for(low, i: int) -> str:
     "'a'/'an'/'some' replacing a 'no' before the noun phrase at `i`."
     h = _head(low, i)
-    return 'some' if (_is_plural(h) or h in _MASS) else _an(low[i])
+    return "some" if (_is_plural(h) or h in _MASS) else _an(low[i])
+
 
 def _neg_flip(t, sp, low):
     "Remove the caption's own negation: 'isn't' -> 'is', 'no star' -> 'a star', 'without' -> 'with'."
     for i, w in enumerate(low):
-        if w in _NEG_CONTR: return _rep(t, sp, i, i+1, [_NEG_CONTR[w]])
-        if w == 'not': return _rep(t, sp, i, i+1, [])
-        if w == 'no' and i + 1 < len(low) and low[i+1].isalpha():
-            if i and low[i-1] in _QUOTING: continue
-            if low[i+1] == 'one': return _rep(t, sp, i, i+2, ['someone'])
-            return _rep(t, sp, i, i+1, [_no_for(low, i+1)])
-        if w in _NEG_WORDS: return _rep(t, sp, i, i+1, [_NEG_WORDS[w]])
+        if w in _NEG_CONTR:
+            return _rep(t, sp, i, i + 1, [_NEG_CONTR[w]])
+        if w == "not":
+            return _rep(t, sp, i, i + 1, [])
+        if w == "no" and i + 1 < len(low) and low[i + 1].isalpha():
+            if i and low[i - 1] in _QUOTING:
+                continue
+            if low[i + 1] == "one":
+                return _rep(t, sp, i, i + 2, ["someone"])
+            return _rep(t, sp, i, i + 1, [_no_for(low, i + 1)])
+        if w in _NEG_WORDS:
+            return _rep(t, sp, i, i + 1, [_NEG_WORDS[w]])
 
 # %% ../nbs/01d_rules.ipynb #00000036
 def _neg_exist(t, sp, low):
     "'there are two dogs' -> 'there are no dogs'."
     for i, w in enumerate(low):
-        if w == "there's": t, sp = _rep(t, sp, i, i+1, ['there', 'is']); low = low[:i] + ['there', 'is'] + low[i+1:]
-        if low[i] == 'there' and i + 2 < len(low) and low[i+1] in _BE:
+        if w == "there's":
+            t, sp = _rep(t, sp, i, i + 1, ["there", "is"])
+            low = low[:i] + ["there", "is"] + low[i + 1 :]
+        if low[i] == "there" and i + 2 < len(low) and low[i + 1] in _BE:
             j = i + 2
             for q in _QUANT_NO_MULTI:
-                if tuple(low[j:j+len(q)]) == q: return _rep(t, sp, j, j+len(q), ['no'])
-            if low[j] in ('a', 'an', 'any', 'one') or low[j] in _QUANT_NO or low[j].isdigit(): return _rep(t, sp, j, j+1, ['no'])
-            if low[j].isalpha() and low[j] not in _DETS and low[j] not in _PREPS: return _rep(t, sp, j, j, ['no'])
+                if tuple(low[j : j + len(q)]) == q:
+                    return _rep(t, sp, j, j + len(q), ["no"])
+            if low[j] in ("a", "an", "any", "one") or low[j] in _QUANT_NO or low[j].isdigit():
+                return _rep(t, sp, j, j + 1, ["no"])
+            if low[j].isalpha() and low[j] not in _DETS and low[j] not in _PREPS:
+                return _rep(t, sp, j, j, ["no"])
             return None
 
 # %% ../nbs/01d_rules.ipynb #00000039
-_FRAME_VERBS = ('of', 'showing', 'with', 'featuring', 'depicting', 'containing')
+_FRAME_VERBS = ("of", "showing", "with", "featuring", "depicting", "containing")
+
 
 def _frame(low) -> int:
     "Index of the frame word ('of', 'showing', ...) in 'a (black and white) photo of ...', 'close-up of ...'; -1 if none."
     for f in range(min(len(low) - 2, 7)):
         w = low[f]
-        if (w in _FRAME_NOUNS or (w == 'up' and low[f-2:f] == ['close', '-'])) and low[f+1] in _FRAME_VERBS:
-            if all(x in _DETS or x in _ADJ or x in ('and', 'close', '-') for x in low[:f]): return f + 1
+        if (w in _FRAME_NOUNS or (w == "up" and low[f - 2 : f] == ["close", "-"])) and low[f + 1] in _FRAME_VERBS:
+            if all(x in _DETS or x in _ADJ or x in ("and", "close", "-") for x in low[:f]):
+                return f + 1
             return -1
     return -1
+
 
 def _neg_frame(t, sp, low):
     "'a photo of a cat' -> 'a photo without a cat'; 'an image showing a cat' -> '... showing no cat'."
     f = _frame(low)
-    if f < 0 or low[f-1] == 'up': return None
-    nxt = low[f+1]
-    if low[f] == 'with' and nxt in _DETS: return _rep(t, sp, f, f+1, ['without'])
-    if low[f] == 'of' and nxt in ('a', 'an', 'one', 'the'): return _rep(t, sp, f, f+1, ['without'])
-    if nxt in ('a', 'an', 'any') or nxt in _QUANT_NO or nxt.isdigit(): return _rep(t, sp, f+1, f+2, ['no'])
-    if nxt.isalpha() and nxt not in _DETS and nxt not in _PREPS: return _rep(t, sp, f+1, f+1, ['no'])
+    if f < 0 or low[f - 1] == "up":
+        return None
+    nxt = low[f + 1]
+    if low[f] == "with" and nxt in _DETS:
+        return _rep(t, sp, f, f + 1, ["without"])
+    if low[f] == "of" and nxt in ("a", "an", "one", "the"):
+        return _rep(t, sp, f, f + 1, ["without"])
+    if nxt in ("a", "an", "any") or nxt in _QUANT_NO or nxt.isdigit():
+        return _rep(t, sp, f + 1, f + 2, ["no"])
+    if nxt.isalpha() and nxt not in _DETS and nxt not in _PREPS:
+        return _rep(t, sp, f + 1, f + 1, ["no"])
 
 # %% ../nbs/01d_rules.ipynb #0000003c
 def _neg_quant(t, sp, low):
     "'Some people are walking' -> 'No people are walking'; 'All the plates' -> 'Not all the plates'."
     c = _clause(low)
-    if c is not None and len(c[3]) > 1: return None
+    if c is not None and len(c[3]) > 1:
+        return None
     s = c[0] if c else 0
     for q in _QUANT_NO_MULTI:
-        if tuple(low[s:s+len(q)]) == q and len(low) > s + len(q): return _rep(t, sp, s, s + len(q), ['no'])
-    if len(low) < s + 2 or not low[s+1].isalpha(): return None
+        if tuple(low[s : s + len(q)]) == q and len(low) > s + len(q):
+            return _rep(t, sp, s, s + len(q), ["no"])
+    if len(low) < s + 2 or not low[s + 1].isalpha():
+        return None
     w = low[s]
-    if w in _QUANT_NOT: return _rep(t, sp, s, s + 1, _QUANT_NOT[w])
-    if w in _QUANT_NO or w.isdigit(): return _rep(t, sp, s, s + 2, ['none', 'of']) if low[s+1] == 'of' else _rep(t, sp, s, s + 1, ['no'])
+    if w in _QUANT_NOT:
+        return _rep(t, sp, s, s + 1, _QUANT_NOT[w])
+    if w in _QUANT_NO or w.isdigit():
+        return _rep(t, sp, s, s + 2, ["none", "of"]) if low[s + 1] == "of" else _rep(t, sp, s, s + 1, ["no"])
 
 # %% ../nbs/01d_rules.ipynb #0000003f
-def _rel_starts(low, i:int) -> bool:
+def _rel_starts(low, i: int) -> bool:
     "Does a relative clause start at `i` ('that' only when a verb follows)?"
     w = low[i]
-    if w in ('who', 'which', 'whose'): return True
-    return w == 'that' and i > 0 and i + 1 < len(low) and (low[i+1] in _AUX or low[i+1] in _V3)
+    if w in ("who", "which", "whose"):
+        return True
+    return w == "that" and i > 0 and i + 1 < len(low) and (low[i + 1] in _AUX or low[i + 1] in _V3)
+
 
 def _neg_aux(t, sp, low):
     "'A man is riding' -> 'A man is not riding'; 'has a' -> 'does not have a'; 'can' -> 'cannot'."
     c = _clause(low)
-    if _quantified(low, c[0] if c else 0): return None       # "Two players are not fighting" may be true: refused
+    if _quantified(low, c[0] if c else 0):
+        return None  # "Two players are not fighting" may be true: refused
     rel = 0
     for i, w in enumerate(low):
-        if i and _rel_starts(low, i): rel += 1; continue
-        if w in _PRON_BE: return _rep(t, sp, i, i+1, [*_PRON_BE[w], 'not'])
-        if i == 0 or w not in _AUX or low[i-1] == 'there': continue
-        if rel: rel -= 1; continue
-        nxt = low[i+1] if i + 1 < len(low) else ''
-        if not nxt.isalpha(): continue
-        if w in _HAVE and not (nxt in _VPART or nxt == 'been' or (nxt.endswith('ed') and nxt not in _ADJ)):
-            return _rep(t, sp, i, i+1, [{'has': 'does', 'have': 'do', 'had': 'did'}[w], 'not', 'have'])
-        if w in _DO and nxt not in _VERBS: return _rep(t, sp, i, i+1, [w, 'not', 'do'])
-        if w == 'can': return _rep(t, sp, i, i+1, ['cannot'])
-        return _rep(t, sp, i+1, i+1, ['not'])
+        if i and _rel_starts(low, i):
+            rel += 1
+            continue
+        if w in _PRON_BE:
+            return _rep(t, sp, i, i + 1, [*_PRON_BE[w], "not"])
+        if i == 0 or w not in _AUX or low[i - 1] == "there":
+            continue
+        if rel:
+            rel -= 1
+            continue
+        nxt = low[i + 1] if i + 1 < len(low) else ""
+        if not nxt.isalpha():
+            continue
+        if w in _HAVE and not (nxt in _VPART or nxt == "been" or (nxt.endswith("ed") and nxt not in _ADJ)):
+            return _rep(t, sp, i, i + 1, [{"has": "does", "have": "do", "had": "did"}[w], "not", "have"])
+        if w in _DO and nxt not in _VERBS:
+            return _rep(t, sp, i, i + 1, [w, "not", "do"])
+        if w == "can":
+            return _rep(t, sp, i, i + 1, ["cannot"])
+        return _rep(t, sp, i + 1, i + 1, ["not"])
 
 # %% ../nbs/01d_rules.ipynb #00000042
-def _second_verb(low, e:int) -> bool:
+def _second_verb(low, e: int) -> bool:
     "Is there a verb joined by 'and' after the verb at `e`, not directly after it?"
-    return any(low[k] == 'and' and (low[k+1] in _V3 or low[k+1] in _AMBIGUOUS_S3 or low[k+1] in _AUX)
-               for k in range(e + 2, len(low) - 1))
+    return any(
+        low[k] == "and" and (low[k + 1] in _V3 or low[k + 1] in _AMBIGUOUS_S3 or low[k + 1] in _AUX)
+        for k in range(e + 2, len(low) - 1)
+    )
+
 
 def _neg_verb(t, sp, low):
     "'The cat sits' -> 'The cat does not sit'; 'Women carry' -> 'Women do not carry'."
     c = _clause(low)
-    if c is None: return None
+    if c is None:
+        return None
     s, e, pl, _ = c
     kind = _pred(low, e, pl)
-    if kind not in ('v3', 'base') or _quantified(low, s): return None
-    if e + 2 < len(low) and low[e+1] == 'and' and low[e+2] in _V3 and kind == 'v3':
-        t, sp = _rep(t, sp, e+2, e+3, [_V3[low[e+2]]])
-    elif _second_verb(low, e): return None
-    return _rep(t, sp, e, e+1, ['does' if kind == 'v3' else 'do', 'not', _V3[low[e]] if kind == 'v3' else low[e]])
+    if kind not in ("v3", "base") or _quantified(low, s):
+        return None
+    if e + 2 < len(low) and low[e + 1] == "and" and low[e + 2] in _V3 and kind == "v3":
+        t, sp = _rep(t, sp, e + 2, e + 3, [_V3[low[e + 2]]])
+    elif _second_verb(low, e):
+        return None
+    return _rep(t, sp, e, e + 1, ["does" if kind == "v3" else "do", "not", _V3[low[e]] if kind == "v3" else low[e]])
 
 # %% ../nbs/01d_rules.ipynb #00000045
 def _neg_with(t, sp, low):
     "'A kitchen with a stove' -> 'A kitchen without a stove'."
     for i in range(1, len(low) - 1):
-        if low[i] != 'with': continue
-        prev, nxt = low[i-1], low[i+1]
-        if not prev.isalpha() or prev.endswith(('ed', 'ing')) or prev in _VPART or prev in _STATE_PARTS or prev in _VERBS \
-           or prev in _V3 or prev in _PREPS or prev in _DETS or nxt in _POSS or nxt in _PRONOUNS or nxt in _NEG_WORDS or nxt == 'no': return None
-        return _rep(t, sp, i, i+1, ['without'])
+        if low[i] != "with":
+            continue
+        prev, nxt = low[i - 1], low[i + 1]
+        if (
+            not prev.isalpha()
+            or prev.endswith(("ed", "ing"))
+            or prev in _VPART
+            or prev in _STATE_PARTS
+            or prev in _VERBS
+            or prev in _V3
+            or prev in _PREPS
+            or prev in _DETS
+            or nxt in _POSS
+            or nxt in _PRONOUNS
+            or nxt in _NEG_WORDS
+            or nxt == "no"
+        ):
+            return None
+        return _rep(t, sp, i, i + 1, ["without"])
 
 # %% ../nbs/01d_rules.ipynb #00000048
 def _neg_det0(t, sp, low):
     "'A dog catching a frisbee' -> 'No dog catching a frisbee'; 'a cat and a dog' -> 'no cat and no dog'."
     c = _subject(low)
-    if c is None or len(low) < 2: return None
+    if c is None or len(low) < 2:
+        return None
     e, pl, starts = c
-    if _head(low, 0) in _FRAME_NOUNS or _head(low, 0) in ('close', 'closeup') or _head(low, 0) in _QUANT_HEADS: return None
+    if _head(low, 0) in _FRAME_NOUNS or _head(low, 0) in ("close", "closeup") or _head(low, 0) in _QUANT_HEADS:
+        return None
     out = (t, sp)
-    for j in reversed(starts):          # from the right, so earlier indices stay valid
-        if low[j] in ('a', 'an', 'the', 'this', 'one'): out = _rep(*out, j, j+1, ['no'])
-        elif low[j] not in _DETS and low[j] not in _INDEF and (_np_number(low, j, _np_end(low, j)) is not False or _head(low, j) in _MASS):
+    for j in reversed(starts):  # from the right, so earlier indices stay valid
+        if low[j] in ("a", "an", "the", "this", "one"):
+            out = _rep(*out, j, j + 1, ["no"])
+        elif (
+            low[j] not in _DETS
+            and low[j] not in _INDEF
+            and (_np_number(low, j, _np_end(low, j)) is not False or _head(low, j) in _MASS)
+        ):
             toks = [_lower_word(out[0][0])] + out[0][1:] if j == 0 else out[0]
-            out = _rep(toks, out[1], j, j, ['no'])
-        else: return None
+            out = _rep(toks, out[1], j, j, ["no"])
+        else:
+            return None
     return out
 
 # %% ../nbs/01d_rules.ipynb #0000004b
-_ANTONYMS = {('to', 'the', 'left', 'of'): ('to', 'the', 'right', 'of'), ('to', 'the', 'right', 'of'): ('to', 'the', 'left', 'of'),
-             ('left', 'of'): ('right', 'of'), ('right', 'of'): ('left', 'of'),
-             ('on', 'the', 'left', 'of'): ('on', 'the', 'right', 'of'), ('on', 'the', 'right', 'of'): ('on', 'the', 'left', 'of'),
-             ('above',): ('below',), ('below',): ('above',), ('over',): ('under',), ('under',): ('over',),
-             ('beneath',): ('above',), ('underneath',): ('above',), ('on', 'top', 'of'): ('underneath',),
-             ('in', 'front', 'of'): ('behind',), ('behind',): ('in', 'front', 'of'), ('inside',): ('outside',), ('outside',): ('inside',)}
-_CONVERSE = {**{k: v for k, v in _ANTONYMS.items() if k not in (('inside',), ('outside',))},
-             ('next', 'to'): ('next', 'to'), ('beside',): ('beside',), ('near',): ('near',)}
+_ANTONYMS = {
+    ("to", "the", "left", "of"): ("to", "the", "right", "of"),
+    ("to", "the", "right", "of"): ("to", "the", "left", "of"),
+    ("left", "of"): ("right", "of"),
+    ("right", "of"): ("left", "of"),
+    ("on", "the", "left", "of"): ("on", "the", "right", "of"),
+    ("on", "the", "right", "of"): ("on", "the", "left", "of"),
+    ("above",): ("below",),
+    ("below",): ("above",),
+    ("over",): ("under",),
+    ("under",): ("over",),
+    ("beneath",): ("above",),
+    ("underneath",): ("above",),
+    ("on", "top", "of"): ("underneath",),
+    ("in", "front", "of"): ("behind",),
+    ("behind",): ("in", "front", "of"),
+    ("inside",): ("outside",),
+    ("outside",): ("inside",),
+}
+_CONVERSE = {
+    **{k: v for k, v in _ANTONYMS.items() if k not in (("inside",), ("outside",))},
+    ("next", "to"): ("next", "to"),
+    ("beside",): ("beside",),
+    ("near",): ("near",),
+}
 _ANTONYMS_FIRST, _CONVERSE_FIRST = {k[0] for k in _ANTONYMS}, {k[0] for k in _CONVERSE}
 
-def _find_phrase(low, table, firsts, start:int=0):
+
+def _find_phrase(low, table, firsts, start: int = 0):
     "First (i, j, phrase) in `low` with low[i:j] a key of `table` (longest key wins); `firsts`: the keys' first words."
     for i in range(start, len(low)):
-        if low[i] not in firsts: continue
+        if low[i] not in firsts:
+            continue
         for n in (4, 3, 2, 1):
-            k = tuple(low[i:i+n])
-            if len(k) == n and k in table: return i, i + n, k
+            k = tuple(low[i : i + n])
+            if len(k) == n and k in table:
+                return i, i + n, k
     return None
+
 
 def _neg_antonym(t, sp, low):
     "'... to the left of ...' -> '... to the right of ...'."
     f = _find_phrase(low, _ANTONYMS, _ANTONYMS_FIRST)
-    if f: return _rep(t, sp, f[0], f[1], _ANTONYMS[f[2]])
+    if f:
+        return _rep(t, sp, f[0], f[1], _ANTONYMS[f[2]])
 
 # %% ../nbs/01d_rules.ipynb #0000004e
 _NEG_RULES = (_neg_flip, _neg_exist, _neg_frame, _neg_quant, _neg_aux, _neg_verb, _neg_with, _neg_det0, _neg_antonym)
 
+
 def _tnorm(toks) -> str:
     "Lower-case words of a token list, for comparing sentences."
-    return ' '.join([w for w in toks if w[0].isalnum()]).lower().replace('’', "'")
+    return " ".join([w for w in toks if w[0].isalnum()]).lower().replace("’", "'")
 
-def rule_negations(caption:str): # a caption
+
+def rule_negations(caption: str):  # a caption
     "Every negation the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)
     low = [w.lower() for w in t]
-    if len(t) < 2 or '?' in t: return
-    if any(w in _BLOCK and not (w == 'few' and i and low[i-1] == 'a') for i, w in enumerate(low)): return
+    if len(t) < 2 or "?" in t:
+        return
+    if any(w in _BLOCK and not (w == "few" and i and low[i - 1] == "a") for i, w in enumerate(low)):
+        return
     seen = {_tnorm(t)}
-    negative = any(w in _NEG_CONTR or w in _NEG_WORDS or w == 'not' or (w == 'no' and not (i and low[i-1] in _QUOTING))
-                   for i, w in enumerate(low))
+    negative = any(
+        w in _NEG_CONTR or w in _NEG_WORDS or w == "not" or (w == "no" and not (i and low[i - 1] in _QUOTING))
+        for i, w in enumerate(low)
+    )
     for rule in (_neg_flip,) if negative else _NEG_RULES:
         r = rule(t, sp, low)
         if r and _tnorm(r[0]) not in seen:
-            seen.add(_tnorm(r[0])); yield _finish(t, *r)
+            seen.add(_tnorm(r[0]))
+            yield _finish(t, *r)
 
 # %% ../nbs/01d_rules.ipynb #00000051
 _SYNONYMS = {
-    'photo': 'picture', 'photograph': 'picture', 'picture': 'image', 'image': 'picture', 'photos': 'pictures',
-    'pictures': 'images', 'images': 'pictures', 'big': 'large', 'large': 'big', 'huge': 'enormous', 'enormous': 'huge',
-    'sofa': 'couch', 'couch': 'sofa', 'sofas': 'couches', 'couches': 'sofas', 'refrigerator': 'fridge', 'fridge': 'refrigerator',
-    'kid': 'child', 'kids': 'children', 'child': 'kid', 'children': 'kids', 'bicycle': 'bike', 'bike': 'bicycle',
-    'bicycles': 'bikes', 'bikes': 'bicycles', 'motorcycle': 'motorbike', 'motorbike': 'motorcycle', 'motorcycles': 'motorbikes',
-    'television': 'TV', 'tv': 'television', 'airplane': 'plane', 'aeroplane': 'plane', 'plane': 'airplane', 'airplanes': 'planes',
-    'automobile': 'car', 'cellphone': 'mobile phone', 'cell phone': 'mobile phone', 'mobile phone': 'cell phone',
-    'rug': 'carpet', 'ocean': 'sea', 'sea': 'ocean', 'trousers': 'pants', 'puppy': 'young dog', 'kitten': 'young cat',
-    'beside': 'next to', 'next to': 'beside', 'near': 'close to', 'close to': 'near', 'underneath': 'beneath',
-    'beneath': 'underneath', 'under': 'beneath', 'many': 'lots of', 'person': 'individual', 'shape': 'figure', 'shapes': 'figures',
-    'all of the': 'all the', 'all the': 'all of the',
-    "isn't": 'is not', "aren't": 'are not', "doesn't": 'does not', "don't": 'do not', "can't": 'cannot', "it's": 'it is',
-    "there's": 'there is', 'is not': "isn't", 'are not': "aren't", 'does not': "doesn't", 'do not': "don't", 'cannot': "can't"}
-_KEEP = ('sea lion', 'sea lions', 'sea gull', 'sea gulls', 'sea turtle', 'sea shell', 'sea shells', 'ocean liner', 'dirt bike',
-         'dirt bikes', 'big ben', 'kid goat', 'under construction', 'near miss', 'many of')
+    "photo": "picture",
+    "photograph": "picture",
+    "picture": "image",
+    "image": "picture",
+    "photos": "pictures",
+    "pictures": "images",
+    "images": "pictures",
+    "big": "large",
+    "large": "big",
+    "huge": "enormous",
+    "enormous": "huge",
+    "sofa": "couch",
+    "couch": "sofa",
+    "sofas": "couches",
+    "couches": "sofas",
+    "refrigerator": "fridge",
+    "fridge": "refrigerator",
+    "kid": "child",
+    "kids": "children",
+    "child": "kid",
+    "children": "kids",
+    "bicycle": "bike",
+    "bike": "bicycle",
+    "bicycles": "bikes",
+    "bikes": "bicycles",
+    "motorcycle": "motorbike",
+    "motorbike": "motorcycle",
+    "motorcycles": "motorbikes",
+    "television": "TV",
+    "tv": "television",
+    "airplane": "plane",
+    "aeroplane": "plane",
+    "plane": "airplane",
+    "airplanes": "planes",
+    "automobile": "car",
+    "cellphone": "mobile phone",
+    "cell phone": "mobile phone",
+    "mobile phone": "cell phone",
+    "rug": "carpet",
+    "ocean": "sea",
+    "sea": "ocean",
+    "trousers": "pants",
+    "puppy": "young dog",
+    "kitten": "young cat",
+    "beside": "next to",
+    "next to": "beside",
+    "near": "close to",
+    "close to": "near",
+    "underneath": "beneath",
+    "beneath": "underneath",
+    "under": "beneath",
+    "many": "lots of",
+    "person": "individual",
+    "shape": "figure",
+    "shapes": "figures",
+    "all of the": "all the",
+    "all the": "all of the",
+    "isn't": "is not",
+    "aren't": "are not",
+    "doesn't": "does not",
+    "don't": "do not",
+    "can't": "cannot",
+    "it's": "it is",
+    "there's": "there is",
+    "is not": "isn't",
+    "are not": "aren't",
+    "does not": "doesn't",
+    "do not": "don't",
+    "cannot": "can't",
+}
+_KEEP = (
+    "sea lion",
+    "sea lions",
+    "sea gull",
+    "sea gulls",
+    "sea turtle",
+    "sea shell",
+    "sea shells",
+    "ocean liner",
+    "dirt bike",
+    "dirt bikes",
+    "big ben",
+    "kid goat",
+    "under construction",
+    "near miss",
+    "many of",
+)
 _SYN_ONE, _SYN_MULTI = {}, {}
 for _k, _v in [*_SYNONYMS.items(), *((k, k) for k in _KEEP)]:
-    for _kk in {_k, _k.replace("'", '’')}:
-        if ' ' in _kk: _SYN_MULTI.setdefault(_kk.split()[0], []).append((tuple(_kk.split()), _v.split()))
-        else: _SYN_ONE[_kk] = _v.split()
-for _l in _SYN_MULTI.values(): _l.sort(key=lambda kv: -len(kv[0]))
+    for _kk in {_k, _k.replace("'", "’")}:
+        if " " in _kk:
+            _SYN_MULTI.setdefault(_kk.split()[0], []).append((tuple(_kk.split()), _v.split()))
+        else:
+            _SYN_ONE[_kk] = _v.split()
+for _l in _SYN_MULTI.values():
+    _l.sort(key=lambda kv: -len(kv[0]))
 
 # %% ../nbs/01d_rules.ipynb #00000054
 def _syn_tokens(t, sp):
     "Tokens with every entry of the synonym table replaced once, keeping capitals and fixing 'a'/'an' in front."
     ot, osp, i, n = [], [], 0, len(t)
     while i < n:
-        w = t[i].lower(); rep = None
+        w = t[i].lower()
+        rep = None
         for k, v in _SYN_MULTI.get(w, ()):
-            if tuple(x.lower() for x in t[i:i+len(k)]) == k: rep, m = (t[i:i+len(k)] if k == tuple(v) else v), len(k); break
-        if rep is None and w in _SYN_ONE: rep, m = _SYN_ONE[w], 1
-        if rep is None: ot.append(t[i]); osp.append(sp[i]); i += 1; continue
+            if tuple(x.lower() for x in t[i : i + len(k)]) == k:
+                rep, m = (t[i : i + len(k)] if k == tuple(v) else v), len(k)
+                break
+        if rep is None and w in _SYN_ONE:
+            rep, m = _SYN_ONE[w], 1
+        if rep is None:
+            ot.append(t[i])
+            osp.append(sp[i])
+            i += 1
+            continue
         rep = list(rep)
-        if t[i][0].isupper() and not (len(t[i]) > 1 and t[i].isupper()): rep[0] = rep[0][0].upper() + rep[0][1:]
-        if ot and ot[-1].lower() in ('a', 'an'):
-            a = _an(rep[0]); ot[-1] = a.capitalize() if ot[-1][0].isupper() else a
-        ot += rep; osp += [sp[i]] + [True] * (len(rep) - 1); i += m
+        if t[i][0].isupper() and not (len(t[i]) > 1 and t[i].isupper()):
+            rep[0] = rep[0][0].upper() + rep[0][1:]
+        if ot and ot[-1].lower() in ("a", "an"):
+            a = _an(rep[0])
+            ot[-1] = a.capitalize() if ot[-1][0].isupper() else a
+        ot += rep
+        osp += [sp[i]] + [True] * (len(rep) - 1)
+        i += m
     return ot, osp
 
-def apply_synonyms(s:str) -> str: # a caption
+
+def apply_synonyms(s: str) -> str:  # a caption
     "`s` with every entry of the synonym table replaced once."
     return _join(*_syn_tokens(*_tokenize(s)))
 
 # %% ../nbs/01d_rules.ipynb #00000057
-def _be_for(be:str, plural) -> str:
-    return ('were' if plural else 'was') if be in ('was', 'were') else ('are' if plural else 'is')
+def _be_for(be: str, plural) -> str:
+    return ("were" if plural else "was") if be in ("was", "were") else ("are" if plural else "is")
+
 
 def _para_converse(t, sp, low):
     "'a red circle to the left of a blue square' -> 'a blue square to the right of a red circle'."
     end = _end(low)
     f = _find_phrase(low[:end], _CONVERSE, _CONVERSE_FIRST, 1)
-    if not f: return None
+    if not f:
+        return None
     i, j, k = f
-    a, be = (i - 1, low[i-1]) if low[i-1] in _BE else (i, None)
-    e = _np_end(low, j)     # the second noun phrase ends the sentence, or a comma / "and no" / "but" follows it
-    if e < end and not (low[e] in (',', 'but') or low[e:e+2] == ['and', 'no']): return None
-    if not (_simple_np(low[:a]) and _simple_np(low[j:e])) or any(w in _POSS for w in low[j:e]): return None
+    a, be = (i - 1, low[i - 1]) if low[i - 1] in _BE else (i, None)
+    e = _np_end(low, j)  # the second noun phrase ends the sentence, or a comma / "and no" / "but" follows it
+    if e < end and not (low[e] in (",", "but") or low[e : e + 2] == ["and", "no"]):
+        return None
+    if not (_simple_np(low[:a]) and _simple_np(low[j:e])) or any(w in _POSS for w in low[j:e]):
+        return None
     first = [_lower_word(t[0])] + t[1:a]
-    return _cat((t[j:e], sp[j:e]), [_be_for(be, _is_plural(low[e-1]))] if be else [], list(_CONVERSE[k]),
-                (first, sp[:a]), (t[e:], sp[e:]))
+    return _cat(
+        (t[j:e], sp[j:e]),
+        [_be_for(be, _is_plural(low[e - 1]))] if be else [],
+        list(_CONVERSE[k]),
+        (first, sp[:a]),
+        (t[e:], sp[e:]),
+    )
 
 # %% ../nbs/01d_rules.ipynb #0000005a
 def _para_passive(t, sp, low):
     "'A man riding a horse' -> 'A horse being ridden by a man'; 'is riding' -> 'is being ridden by'."
     a = _np_end(low, 0)
-    if a == 0 or not _simple_np(low[:a]): return None
+    if a == 0 or not _simple_np(low[:a]):
+        return None
     b, be = (a + 1, low[a]) if a < len(low) and low[a] in _BE else (a, None)
-    if b + 2 >= len(low) or low[b] not in _VING or _VING[low[b]] not in _TRANSITIVE or low[b+1] not in _OBJ_DETS: return None
-    c = b + 1; e = _np_end(low, c)
-    if e <= c + 1 or not _simple_np(low[c:e]): return None
+    if b + 2 >= len(low) or low[b] not in _VING or _VING[low[b]] not in _TRANSITIVE or low[b + 1] not in _OBJ_DETS:
+        return None
+    c = b + 1
+    e = _np_end(low, c)
+    if e <= c + 1 or not _simple_np(low[c:e]):
+        return None
     num = _np_number(low, c, e)
-    if e + 1 < len(low) and low[e] == 'of':
+    if e + 1 < len(low) and low[e] == "of":
         m = _np_end(low, e + 1)
-        if m == e + 1 or not _simple_np(low[e+1:m]): return None
-        if low[e-1] in _QUANT_HEADS: num = _np_number(low, e + 1, m)
+        if m == e + 1 or not _simple_np(low[e + 1 : m]):
+            return None
+        if low[e - 1] in _QUANT_HEADS:
+            num = _np_number(low, e + 1, m)
         e = m
-    if any(w in _POSS for w in low[c:e]) or (e < len(low) and low[e] not in _PREPS and low[e] not in _PUNCT): return None
-    if be and num is None: return None
+    if any(w in _POSS for w in low[c:e]) or (e < len(low) and low[e] not in _PREPS and low[e] not in _PUNCT):
+        return None
+    if be and num is None:
+        return None
     first = [_lower_word(t[0])] + t[1:a]
-    return _cat((t[c:e], sp[c:e]), [_be_for(be, num)] if be else [], ['being', _VERBS[_VING[low[b]]]['part'], 'by'],
-                (first, sp[:a]), (t[e:], sp[e:]))
+    return _cat(
+        (t[c:e], sp[c:e]),
+        [_be_for(be, num)] if be else [],
+        ["being", _VERBS[_VING[low[b]]]["part"], "by"],
+        (first, sp[:a]),
+        (t[e:], sp[e:]),
+    )
 
 # %% ../nbs/01d_rules.ipynb #0000005d
 def _para_coord(t, sp, low):
     "'A kitchen with a stove and a refrigerator' -> 'A kitchen with a refrigerator and a stove'."
     for k in range(1, len(low) - 1):
-        if low[k] != 'and': continue
+        if low[k] != "and":
+            continue
         s = k - 1
-        while s > 0 and low[s] not in _DETS and low[s-1].isalnum() and low[s-1] not in _PREPS and low[s-1] not in _BE: s -= 1
+        while (
+            s > 0
+            and low[s] not in _DETS
+            and low[s - 1].isalnum()
+            and low[s - 1] not in _PREPS
+            and low[s - 1] not in _BE
+        ):
+            s -= 1
         e = _np_end(low, k + 1)
-        left, right = low[s:k], low[k+1:e]
-        if not (_simple_np(left) and _simple_np(right)) or (e < len(low) and low[e] == 'of') or any(w in _POSS for w in left + right): continue
-        if (low[s] in _DETS) != (low[k+1] in _DETS) or 'no' in (low[s], low[k+1]): continue
-        there = s >= 2 and low[s-2] == 'there' and low[s-1] in _BE
-        if not (s == 0 or low[s-1] in ('with', ',') or there): continue
-        if s == 0 and ((_subject(low) or (0,))[0] != e or (e < len(low) and _pred(low, e, True) is None and low[e] not in _PREPS and low[e] not in _PUNCT)): continue
+        left, right = low[s:k], low[k + 1 : e]
+        if (
+            not (_simple_np(left) and _simple_np(right))
+            or (e < len(low) and low[e] == "of")
+            or any(w in _POSS for w in left + right)
+        ):
+            continue
+        if (low[s] in _DETS) != (low[k + 1] in _DETS) or "no" in (low[s], low[k + 1]):
+            continue
+        there = s >= 2 and low[s - 2] == "there" and low[s - 1] in _BE
+        if not (s == 0 or low[s - 1] in ("with", ",") or there):
+            continue
+        if s == 0 and (
+            (_subject(low) or (0,))[0] != e
+            or (e < len(low) and _pred(low, e, True) is None and low[e] not in _PREPS and low[e] not in _PUNCT)
+        ):
+            continue
         pre_t, pre_sp = list(t[:s]), sp[:s]
-        if there: pre_t[s-1] = _be_for(low[s-1], _is_plural(low[e-1]))
-        return _cat((pre_t, pre_sp), (t[k+1:e], sp[k+1:e]), ['and'], ([_lower_word(t[s])] + t[s+1:k] if s == 0 else t[s:k], sp[s:k]),
-                    (t[e:], sp[e:]))
+        if there:
+            pre_t[s - 1] = _be_for(low[s - 1], _is_plural(low[e - 1]))
+        return _cat(
+            (pre_t, pre_sp),
+            (t[k + 1 : e], sp[k + 1 : e]),
+            ["and"],
+            ([_lower_word(t[s])] + t[s + 1 : k] if s == 0 else t[s:k], sp[s:k]),
+            (t[e:], sp[e:]),
+        )
 
 # %% ../nbs/01d_rules.ipynb #00000060
 def _para_but(t, sp, low):
     "'X and no Y' -> 'X but no Y'."
     for k in range(1, len(low) - 1):
-        if low[k] == 'and' and low[k+1] == 'no': return _rep(t, sp, k, k + 1, ['but'])
+        if low[k] == "and" and low[k + 1] == "no":
+            return _rep(t, sp, k, k + 1, ["but"])
+
 
 def _para_reduce_rel(t, sp, low):
     "'A boy who is wearing a cap' -> 'A boy wearing a cap'; 'a kitchen that has a floor' -> 'a kitchen with a floor'."
     for i in range(1, len(low) - 2):
-        if low[i] not in ('who', 'that', 'which'): continue
-        prev, nxt = low[i-1], low[i+2]
-        if not prev.isalpha() or prev in _DETS or prev in _PREPS or prev in _AUX or prev in _VERBS or prev in _V3 or prev in _VING: return None
-        if low[i+1] in ('is', 'are') and (nxt in _VING or nxt in _STATE_PARTS or nxt == 'being'): return _rep(t, sp, i, i + 2, [])
-        if low[i+1] in ('has', 'have') and nxt in _OBJ_DETS: return _rep(t, sp, i, i + 2, ['with'])
+        if low[i] not in ("who", "that", "which"):
+            continue
+        prev, nxt = low[i - 1], low[i + 2]
+        if (
+            not prev.isalpha()
+            or prev in _DETS
+            or prev in _PREPS
+            or prev in _AUX
+            or prev in _VERBS
+            or prev in _V3
+            or prev in _VING
+        ):
+            return None
+        if low[i + 1] in ("is", "are") and (nxt in _VING or nxt in _STATE_PARTS or nxt == "being"):
+            return _rep(t, sp, i, i + 2, [])
+        if low[i + 1] in ("has", "have") and nxt in _OBJ_DETS:
+            return _rep(t, sp, i, i + 2, ["with"])
         return None
 
 # %% ../nbs/01d_rules.ipynb #00000063
@@ -602,164 +1028,288 @@ def _para_adjpost(t, sp, low):
     "'a small red circle' -> 'a circle that is small and red'."
     end = _end(low)
     d = 1 if low[0] in _DETS else 0
-    if end - d < 2 or not _simple_np(low[:end]) or not all(w in _ADJ for w in low[d:end-1]): return None
-    adjs = [_lower_word(t[0])] + t[1:end-1] if d == 0 else t[d:end-1]
-    words = adjs if len(adjs) == 1 else adjs[:-1] + ['and', adjs[-1]]
-    if len(adjs) > 2: words = [w + ',' for w in adjs[:-2]] + [adjs[-2], 'and', adjs[-1]]
-    return _cat((t[:d], sp[:d]), (t[end-1:end], sp[end-1:end]), ['that', 'are' if _is_plural(low[end-1]) else 'is'],
-                words, (t[end:], sp[end:]))
+    if end - d < 2 or not _simple_np(low[:end]) or not all(w in _ADJ for w in low[d : end - 1]):
+        return None
+    adjs = [_lower_word(t[0])] + t[1 : end - 1] if d == 0 else t[d : end - 1]
+    words = adjs if len(adjs) == 1 else adjs[:-1] + ["and", adjs[-1]]
+    if len(adjs) > 2:
+        words = [w + "," for w in adjs[:-2]] + [adjs[-2], "and", adjs[-1]]
+    return _cat(
+        (t[:d], sp[:d]),
+        (t[end - 1 : end], sp[end - 1 : end]),
+        ["that", "are" if _is_plural(low[end - 1]) else "is"],
+        words,
+        (t[end:], sp[end:]),
+    )
 
 # %% ../nbs/01d_rules.ipynb #00000066
-def _finite_later(low, e:int) -> bool:
+def _finite_later(low, e: int) -> bool:
     "May a finite verb follow position `e` (before a 'while' clause)? Any '-s' word or plural-agreeing verb after a noun may be one."
-    end = low.index('while', e) if 'while' in low[e:] else len(low)
+    end = low.index("while", e) if "while" in low[e:] else len(low)
     for i in range(e + 1, end):
-        w, prev = low[i], low[i-1]
-        if w in _AUX or w in _V3 or w in _PRON_BE or w in _NEG_CONTR or w in _REL: return True
-        after_noun = prev.isalpha() and not (prev in _DETS or prev in _ADJ or prev in _PREPS or prev in _VING or prev in ('and', 'or'))
-        if after_noun and (w in _AMBIGUOUS_S3 or (w.endswith('s') and not w.endswith('ss')) or (w in _VERBS and _is_plural(prev))): return True
+        w, prev = low[i], low[i - 1]
+        if w in _AUX or w in _V3 or w in _PRON_BE or w in _NEG_CONTR or w in _REL:
+            return True
+        after_noun = prev.isalpha() and not (
+            prev in _DETS or prev in _ADJ or prev in _PREPS or prev in _VING or prev in ("and", "or")
+        )
+        if after_noun and (
+            w in _AMBIGUOUS_S3 or (w.endswith("s") and not w.endswith("ss")) or (w in _VERBS and _is_plural(prev))
+        ):
+            return True
     return False
+
 
 def _para_be(t, sp, low):
     "'Two dogs playing in the park' -> 'Two dogs are playing in the park'."
     c = _clause(low)
-    if c is None: return None
+    if c is None:
+        return None
     s, e, pl, _ = c
-    if pl is None or _pred(low, e, pl) not in ('ing', 'part', 'full'): return None
-    if _finite_later(low, e): return None
-    return _rep(t, sp, e, e, ['are' if pl else 'is'])
+    if pl is None or _pred(low, e, pl) not in ("ing", "part", "full"):
+        return None
+    if _finite_later(low, e):
+        return None
+    return _rep(t, sp, e, e, ["are" if pl else "is"])
 
 # %% ../nbs/01d_rules.ipynb #00000069
 def _para_progressive(t, sp, low):
     "'The cat sits on the mat' -> 'The cat is sitting on the mat'."
     c = _clause(low)
-    if c is None: return None
+    if c is None:
+        return None
     s, e, pl, _ = c
     kind = _pred(low, e, pl)
-    if kind not in ('v3', 'base'): return None
-    base = lambda w: _V3[w] if kind == 'v3' else w
-    if base(low[e]) in _STATIVE: return None
-    if e + 2 < len(low) and low[e+1] == 'and' and (low[e+2] in _V3 if kind == 'v3' else low[e+2] in _VERBS):
-        if base(low[e+2]) in _STATIVE: return None
-        t, sp = _rep(t, sp, e+2, e+3, [_VERBS[base(low[e+2])]['ing']])
-    elif _second_verb(low, e): return None
-    return _rep(t, sp, e, e+1, ['are' if pl else 'is', _VERBS[base(low[e])]['ing']])
+    if kind not in ("v3", "base"):
+        return None
+    base = lambda w: _V3[w] if kind == "v3" else w
+    if base(low[e]) in _STATIVE:
+        return None
+    if e + 2 < len(low) and low[e + 1] == "and" and (low[e + 2] in _V3 if kind == "v3" else low[e + 2] in _VERBS):
+        if base(low[e + 2]) in _STATIVE:
+            return None
+        t, sp = _rep(t, sp, e + 2, e + 3, [_VERBS[base(low[e + 2])]["ing"]])
+    elif _second_verb(low, e):
+        return None
+    return _rep(t, sp, e, e + 1, ["are" if pl else "is", _VERBS[base(low[e])]["ing"]])
 
 # %% ../nbs/01d_rules.ipynb #0000006c
 def _last_place(low, places):
     "(index of the preposition, end) of a final 'in/on/at ... the PLACE' phrase, or None."
     end = _end(low)
     k = max((i for i in range(end) if low[i] in _PREPS), default=-1)
-    if k < 2 or low[k] not in _LOC_PREPS or k + 1 >= end or low[k+1] not in ('a', 'an', 'the'): return None
-    if not _simple_np(low[k+1:end]) or low[end-1] not in places or ',' in low[:k] or low[k-1] in _AUX or low[k-1] in _PRON_BE: return None
+    if k < 2 or low[k] not in _LOC_PREPS or k + 1 >= end or low[k + 1] not in ("a", "an", "the"):
+        return None
+    if (
+        not _simple_np(low[k + 1 : end])
+        or low[end - 1] not in places
+        or "," in low[:k]
+        or low[k - 1] in _AUX
+        or low[k - 1] in _PRON_BE
+    ):
+        return None
     return k, end
+
 
 def _para_front(t, sp, low):
     "'A boat is floating on a calm lake.' -> 'On a calm lake, a boat is floating.'"
     c, p = _clause(low), _last_place(low, _PLACES)
-    if c is None or p is None or c[0] != 0 or _pred(low, c[1], c[2]) not in ('aux', 'v3', 'base'): return None
+    if c is None or p is None or c[0] != 0 or _pred(low, c[1], c[2]) not in ("aux", "v3", "base"):
+        return None
     k, end = p
-    if any(w in _REL or w == 'while' for w in low[:k]) or k <= c[1]: return None
-    return _cat((t[k:end], sp[k:end]), [','], ([_lower_word(t[0])] + t[1:k], sp[:k]), (t[end:], sp[end:]))
+    if any(w in _REL or w == "while" for w in low[:k]) or k <= c[1]:
+        return None
+    return _cat((t[k:end], sp[k:end]), [","], ([_lower_word(t[0])] + t[1:k], sp[:k]), (t[end:], sp[end:]))
+
 
 def _para_front_np(t, sp, low):
     "'A bowl of fruit on the counter.' -> 'On the counter, a bowl of fruit.'"
     p = _last_place(low, _PLACES | _SURFACES)
-    if p is None: return None
+    if p is None:
+        return None
     k, end = p
     c = _subject(low[:k])
-    if c is None or c[0] != k or low[0] not in _DETS or low[0] in _POSS: return None
-    return _cat((t[k:end], sp[k:end]), [','], ([_lower_word(t[0])] + t[1:k], sp[:k]), (t[end:], sp[end:]))
+    if c is None or c[0] != k or low[0] not in _DETS or low[0] in _POSS:
+        return None
+    return _cat((t[k:end], sp[k:end]), [","], ([_lower_word(t[0])] + t[1:k], sp[:k]), (t[end:], sp[end:]))
 
 # %% ../nbs/01d_rules.ipynb #0000006f
 def _para_drop_be(t, sp, low):
     "'A train is pulling into the station' -> 'A train pulling into the station'."
     c = _clause(low)
-    if c is None or c[0] != 0 or c[1] + 1 >= len(low) or low[c[1]] not in ('is', 'are'): return None
+    if c is None or c[0] != 0 or c[1] + 1 >= len(low) or low[c[1]] not in ("is", "are"):
+        return None
     e = c[1]
-    if not (low[e+1] in _VING or low[e+1] in _STATE_PARTS or low[e+1] == 'being') or _finite_later(low, e + 1): return None
+    if not (low[e + 1] in _VING or low[e + 1] in _STATE_PARTS or low[e + 1] == "being") or _finite_later(low, e + 1):
+        return None
     return _rep(t, sp, e, e + 1, [])
+
 
 def _para_with_has(t, sp, low):
     "'An old car with a flat tire' -> 'An old car that has a flat tire'."
     k = _np_end(low, 0)
-    if k == 0 or k + 1 >= len(low) or low[k] != 'with' or not _simple_np(low[:k]) or low[k+1] in _POSS or low[k+1] in _NEG_WORDS: return None
+    if (
+        k == 0
+        or k + 1 >= len(low)
+        or low[k] != "with"
+        or not _simple_np(low[:k])
+        or low[k + 1] in _POSS
+        or low[k + 1] in _NEG_WORDS
+    ):
+        return None
     r = _subject(low, k + 1)
-    if r is None or r[0] != _end(low) or (pl := _np_number(low, 0, k)) is None: return None
-    return _rep(t, sp, k, k + 1, ['that', 'have' if pl else 'has'])
+    if r is None or r[0] != _end(low) or (pl := _np_number(low, 0, k)) is None:
+        return None
+    return _rep(t, sp, k, k + 1, ["that", "have" if pl else "has"])
 
 # %% ../nbs/01d_rules.ipynb #00000072
 def _para_exist(t, sp, low):
     "'there is a red circle' -> 'the image shows a red circle'."
-    if low[0] == "there's": t, sp = _rep(t, sp, 0, 1, ['there', 'is']); low = ['there', 'is'] + low[1:]
-    if len(low) > 2 and low[0] == 'there' and low[1] in ('is', 'are'): return _rep(t, sp, 0, 2, ['the', 'image', 'shows'])
+    if low[0] == "there's":
+        t, sp = _rep(t, sp, 0, 1, ["there", "is"])
+        low = ["there", "is"] + low[1:]
+    if len(low) > 2 and low[0] == "there" and low[1] in ("is", "are"):
+        return _rep(t, sp, 0, 2, ["the", "image", "shows"])
 
 # %% ../nbs/01d_rules.ipynb #00000075
-_PARA_RULES = (_para_converse, _para_passive, _para_coord, _para_but, _para_reduce_rel, _para_adjpost, _para_be,
-               _para_progressive, _para_front, _para_drop_be, _para_with_has, _para_exist, _para_front_np, None)
-_NP_RULES = {_para_converse, _para_passive, _para_coord, _para_but, _para_reduce_rel, _para_adjpost}   # also inside a frame
+_PARA_RULES = (
+    _para_converse,
+    _para_passive,
+    _para_coord,
+    _para_but,
+    _para_reduce_rel,
+    _para_adjpost,
+    _para_be,
+    _para_progressive,
+    _para_front,
+    _para_drop_be,
+    _para_with_has,
+    _para_exist,
+    _para_front_np,
+    None,
+)
+_NP_RULES = {
+    _para_converse,
+    _para_passive,
+    _para_coord,
+    _para_but,
+    _para_reduce_rel,
+    _para_adjpost,
+}  # also inside a frame
 
-def _apply_para(rule, t, sp, low, s:int):
+
+def _apply_para(rule, t, sp, low, s: int):
     "The tokens `rule` makes of the caption (of what its frame shows, from `s`), or None."
-    if rule is None: return t, sp
-    if not s: return rule(t, sp, low)
-    if rule is _para_exist: return rule(t, sp, low)
-    if rule not in _NP_RULES or len(t) - s < 2: return None
+    if rule is None:
+        return t, sp
+    if not s:
+        return rule(t, sp, low)
+    if rule is _para_exist:
+        return rule(t, sp, low)
+    if rule not in _NP_RULES or len(t) - s < 2:
+        return None
     r = rule(t[s:], sp[s:], low[s:])
-    if r is None: return None
+    if r is None:
+        return None
     r = _cat((t[:s], sp[:s]), r)
-    if low[0] == 'there': r[0][1] = _be_for(low[1], _is_plural(_head([w.lower() for w in r[0]], 2)))
+    if low[0] == "there":
+        r[0][1] = _be_for(low[1], _is_plural(_head([w.lower() for w in r[0]], 2)))
     return r
 
-def rule_paraphrases(caption:str): # a caption
+
+def rule_paraphrases(caption: str):  # a caption
     "Every paraphrase the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)
-    if len(t) < 2 or '?' in t: return
+    if len(t) < 2 or "?" in t:
+        return
     low = [w.lower() for w in t]
     f = _frame(low)
-    s = f + 1 if f >= 0 else 2 if low[0] == 'there' and low[1] in _BE else 0
+    s = f + 1 if f >= 0 else 2 if low[0] == "there" and low[1] in _BE else 0
     seen = {_tnorm(t)}
     for rule in _PARA_RULES:
         r = _apply_para(rule, t, sp, low, s)
-        if r is None: continue
+        if r is None:
+            continue
         ot, osp = _syn_tokens(*r)
-        if _tnorm(ot) not in seen: seen.add(_tnorm(ot)); yield _finish(t, ot, osp)
+        if _tnorm(ot) not in seen:
+            seen.add(_tnorm(ot))
+            yield _finish(t, ot, osp)
 
 # %% ../nbs/01d_rules.ipynb #0000007a
-def read_judgements(path) -> dict: # a CSV with columns caption, kind, output, ok
+def read_judgements(path) -> dict:  # a CSV with columns caption, kind, output, ok
     "{(caption, kind, output): ok} of a judgement file."
-    with open(path, newline='', encoding='utf-8') as f:
-        return {(r['caption'], r['kind'], r['output']): r['ok'] == '1' for r in csv.DictReader(f)}
+    with open(path, newline="", encoding="utf-8") as f:
+        return {(r["caption"], r["kind"], r["output"]): r["ok"] == "1" for r in csv.DictReader(f)}
 
-def judge_rules(captions, # the captions
-                judgements:dict, # {(caption, kind, output): ok}, e.g. from `read_judgements`
-                attempts:int|None=1) -> dict: # score the first `attempts` outputs of each kind (None: all)
+
+def judge_rules(
+    captions,  # the captions
+    judgements: dict,  # {(caption, kind, output): ok}, e.g. from `read_judgements`
+    attempts: int | None = 1,
+) -> dict:  # score the first `attempts` outputs of each kind (None: all)
     "Per kind: outputs, how many judged right, precision and coverage; and the outputs not in `judgements`."
     res, unjudged = {}, []
-    for kind, gen in (('para', rule_paraphrases), ('neg', rule_negations)):
+    for kind, gen in (("para", rule_paraphrases), ("neg", rule_negations)):
         n_out = n_ok = n_cov = 0
         for c in captions:
             outs = [o for i, o in zip(range(attempts or 10**9), gen(c))]
             n_cov += bool(outs)
             for o in outs:
-                if (c, kind, o) not in judgements: unjudged.append((c, kind, o)); continue
-                n_out += 1; n_ok += judgements[(c, kind, o)]
-        res[kind] = dict(captions=len(captions), emitted=n_cov, outputs=n_out, ok=n_ok,
-                         precision=n_ok / max(n_out, 1), coverage=n_cov / max(len(captions), 1))
+                if (c, kind, o) not in judgements:
+                    unjudged.append((c, kind, o))
+                    continue
+                n_out += 1
+                n_ok += judgements[(c, kind, o)]
+        res[kind] = dict(
+            captions=len(captions),
+            emitted=n_cov,
+            outputs=n_out,
+            ok=n_ok,
+            precision=n_ok / max(n_out, 1),
+            coverage=n_cov / max(len(captions), 1),
+        )
     return dict(**res, unjudged=unjudged)
 
 # %% ../nbs/01d_rules.ipynb #00000083
 REAL_WORLD_STYLE = [
-    'A man is riding a horse on the beach.', 'Two dogs playing with a ball in the park', 'A kitchen with a stove and a refrigerator',
-    'The cat sits on the mat.', 'Some people are walking down the street.', 'A plate of food with broccoli and rice.',
-    'Several people standing around a table with laptops.', 'A giraffe standing next to a tree in a zoo.',
-    'A bathroom with a white toilet and a sink.', 'A young boy holding a baseball bat.', 'People are waiting for a bus at the bus stop.',
-    'A woman in a red dress holds an umbrella.', 'An old truck parked on the side of a road.', 'Close-up of a pizza on a wooden table.',
-    'The living room has a large couch and a TV.', 'A bird flying over the ocean.', 'A group of skiers on a snowy slope.',
-    'Nobody is sitting on the bench.', 'A street sign that says stop.', 'A bowl of fruit on the counter.', 'Sheep grazing in a green field.',
-    'An airplane is flying in the blue sky.', 'A couple of men playing frisbee.', 'Children play soccer on a field.',
-    'A black and white photo of a train station.', 'The dog has a frisbee in its mouth.', 'A cat lying on a bed next to a laptop.',
-    'A man without a shirt is surfing a large wave.', 'There are no cars on the road.', 'A little girl eating a slice of pizza.',
-    "The bus isn't moving.", 'Two women sitting on a bench near the water.', 'A teddy bear on a chair.',
-    'A person on a motorcycle in the rain.', 'A vase with flowers sits on a table.', 'All of the plates are empty.',
-    'A tennis player swings a racket at the ball.', 'Is this a dog?', 'Neither the man nor the woman is smiling.', 'Only one horse is running.']
+    "A man is riding a horse on the beach.",
+    "Two dogs playing with a ball in the park",
+    "A kitchen with a stove and a refrigerator",
+    "The cat sits on the mat.",
+    "Some people are walking down the street.",
+    "A plate of food with broccoli and rice.",
+    "Several people standing around a table with laptops.",
+    "A giraffe standing next to a tree in a zoo.",
+    "A bathroom with a white toilet and a sink.",
+    "A young boy holding a baseball bat.",
+    "People are waiting for a bus at the bus stop.",
+    "A woman in a red dress holds an umbrella.",
+    "An old truck parked on the side of a road.",
+    "Close-up of a pizza on a wooden table.",
+    "The living room has a large couch and a TV.",
+    "A bird flying over the ocean.",
+    "A group of skiers on a snowy slope.",
+    "Nobody is sitting on the bench.",
+    "A street sign that says stop.",
+    "A bowl of fruit on the counter.",
+    "Sheep grazing in a green field.",
+    "An airplane is flying in the blue sky.",
+    "A couple of men playing frisbee.",
+    "Children play soccer on a field.",
+    "A black and white photo of a train station.",
+    "The dog has a frisbee in its mouth.",
+    "A cat lying on a bed next to a laptop.",
+    "A man without a shirt is surfing a large wave.",
+    "There are no cars on the road.",
+    "A little girl eating a slice of pizza.",
+    "The bus isn't moving.",
+    "Two women sitting on a bench near the water.",
+    "A teddy bear on a chair.",
+    "A person on a motorcycle in the rain.",
+    "A vase with flowers sits on a table.",
+    "All of the plates are empty.",
+    "A tennis player swings a racket at the ball.",
+    "Is this a dog?",
+    "Neither the man nor the woman is smiling.",
+    "Only one horse is running.",
+]

@@ -4,7 +4,15 @@
 
 # %% ../nbs/01a_synth.ipynb #00000002
 from __future__ import annotations
-import collections, json, os, re, shutil, struct, uuid, zlib, hashlib
+import collections
+import json
+import os
+import re
+import shutil
+import struct
+import uuid
+import zlib
+import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -24,242 +32,375 @@ __all__ = ['SHAPES', 'COLOURS', 'COLOUR_RGB', 'BACKGROUND', 'NEG_TYPES', 'NEG_WE
            'write_synthneg', 'synthneg_complete', 'make_synthneg']
 
 # %% ../nbs/01a_synth.ipynb #00000005
-SHAPES = ('circle', 'square', 'triangle', 'diamond', 'cross')
-COLOURS = ('red', 'orange', 'yellow', 'green', 'blue', 'purple')
-COLOUR_RGB = dict(red=(225, 30, 30), orange=(255, 140, 0), yellow=(245, 230, 40),
-                  green=(40, 180, 60), blue=(45, 95, 240), purple=(155, 60, 210))
+SHAPES = ("circle", "square", "triangle", "diamond", "cross")
+COLOURS = ("red", "orange", "yellow", "green", "blue", "purple")
+COLOUR_RGB = dict(
+    red=(225, 30, 30),
+    orange=(255, 140, 0),
+    yellow=(245, 230, 40),
+    green=(40, 180, 60),
+    blue=(45, 95, 240),
+    purple=(155, 60, 210),
+)
 BACKGROUND = (28, 28, 28)
-NEG_TYPES = ('present_object', 'wrong_colour', 'attribute_swap', 'spatial_flip', 'drop_no')
+NEG_TYPES = ("present_object", "wrong_colour", "attribute_swap", "spatial_flip", "drop_no")
 NEG_WEIGHTS = dict(present_object=0.20, wrong_colour=0.05, attribute_swap=0.265, spatial_flip=0.265, drop_no=0.22)
-ABSENT_SHARE = 0.12   # chance that the true caption of a row that is not `drop_no` also names an absent object
-SPLITS = ('pretrain', 'train', 'val', 'test')
-SYNTH_VERSION = 4     # bump when the generator's output changes: it is part of the cache key
+ABSENT_SHARE = 0.12  # chance that the true caption of a row that is not `drop_no` also names an absent object
+SPLITS = ("pretrain", "train", "val", "test")
+SYNTH_VERSION = 4  # bump when the generator's output changes: it is part of the cache key
 # (2: negation shares, 3: counterfactual images, 4: no negation that contradicts itself)
 
 # %% ../nbs/01a_synth.ipynb #00000008
 @lru_cache(maxsize=None)
-def shape_alpha(shape:str, # one of SHAPES
-                size:int, # side of the bounding box, pixels
-                ss:int=4) -> np.ndarray: # supersampling factor per axis
+def shape_alpha(
+    shape: str,  # one of SHAPES
+    size: int,  # side of the bounding box, pixels
+    ss: int = 4,
+) -> np.ndarray:  # supersampling factor per axis
     "Anti-aliased coverage (float32 `size` x `size`, values in 0..1) of `shape` in its box."
-    t = (np.arange(size*ss) + 0.5)/(size*ss)*2 - 1           # sample centres in [-1, 1]
-    y, x = np.meshgrid(t, t, indexing='ij')
-    if shape == 'circle': m = x**2 + y**2 <= 0.92**2
-    elif shape == 'square': m = (abs(x) <= 0.8) & (abs(y) <= 0.8)
-    elif shape == 'diamond': m = abs(x) + abs(y) <= 1.0
-    elif shape == 'triangle': m = (y <= 0.85) & (abs(x) <= (y + 0.95)/1.8*0.98)
-    elif shape == 'cross': m = ((abs(x) <= 0.3) & (abs(y) <= 0.95)) | ((abs(y) <= 0.3) & (abs(x) <= 0.95))
-    else: raise ConfigError(f'shape={shape!r} is not valid; choose one of: {", ".join(SHAPES)}')
+    t = (np.arange(size * ss) + 0.5) / (size * ss) * 2 - 1  # sample centres in [-1, 1]
+    y, x = np.meshgrid(t, t, indexing="ij")
+    if shape == "circle":
+        m = x**2 + y**2 <= 0.92**2
+    elif shape == "square":
+        m = (abs(x) <= 0.8) & (abs(y) <= 0.8)
+    elif shape == "diamond":
+        m = abs(x) + abs(y) <= 1.0
+    elif shape == "triangle":
+        m = (y <= 0.85) & (abs(x) <= (y + 0.95) / 1.8 * 0.98)
+    elif shape == "cross":
+        m = ((abs(x) <= 0.3) & (abs(y) <= 0.95)) | ((abs(y) <= 0.3) & (abs(x) <= 0.95))
+    else:
+        raise ConfigError(f"shape={shape!r} is not valid; choose one of: {', '.join(SHAPES)}")
     a = m.reshape(size, ss, size, ss).mean((1, 3)).astype(np.float32)
-    a.flags.writeable = False                                # shared by the cache
+    a.flags.writeable = False  # shared by the cache
     return a
 
 # %% ../nbs/01a_synth.ipynb #0000000a
 @dataclass(frozen=True)
 class Obj:
     "One shape of a scene; its box is `size` pixels wide with its top-left corner at (`x`, `y`)."
+
     shape: str
     colour: str
     x: int
     y: int
     size: int
-    @property
-    def cx(self) -> float: return self.x + self.size/2
-    @property
-    def cy(self) -> float: return self.y + self.size/2
 
-def render_scene(objs, # Obj (or (shape, colour, x, y, size)) to draw
-                 image_size:int=32) -> np.ndarray: # side of the square image, pixels
+    @property
+    def cx(self) -> float:
+        return self.x + self.size / 2
+
+    @property
+    def cy(self) -> float:
+        return self.y + self.size / 2
+
+
+def render_scene(
+    objs,  # Obj (or (shape, colour, x, y, size)) to draw
+    image_size: int = 32,
+) -> np.ndarray:  # side of the square image, pixels
     "The scene as an `image_size` x `image_size` x 3 uint8 RGB array."
-    img = np.empty((image_size, image_size, 3), np.float32); img[:] = BACKGROUND
+    img = np.empty((image_size, image_size, 3), np.float32)
+    img[:] = BACKGROUND
     for o in objs:
         o = o if isinstance(o, Obj) else Obj(*o)
         if o.x < 0 or o.y < 0 or max(o.x, o.y) + o.size > image_size:
-            raise ConfigError(f'{o} does not fit in an image of image_size={image_size}')
-        patch = img[o.y:o.y + o.size, o.x:o.x + o.size]
-        patch += shape_alpha(o.shape, o.size)[..., None]*(np.asarray(COLOUR_RGB[o.colour], np.float32) - patch)
+            raise ConfigError(f"{o} does not fit in an image of image_size={image_size}")
+        patch = img[o.y : o.y + o.size, o.x : o.x + o.size]
+        patch += shape_alpha(o.shape, o.size)[..., None] * (np.asarray(COLOUR_RGB[o.colour], np.float32) - patch)
     return np.rint(img).astype(np.uint8)
 
 # %% ../nbs/01a_synth.ipynb #0000000f
-def png_bytes(img:np.ndarray, # H x W x 3 uint8 RGB
-              level:int=6) -> bytes: # zlib compression level
+def png_bytes(
+    img: np.ndarray,  # H x W x 3 uint8 RGB
+    level: int = 6,
+) -> bytes:  # zlib compression level
     "Encode `img` as a PNG with no metadata: equal pixels give equal bytes."
-    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3: raise ConfigError(f'img must be H x W x 3 uint8, got {img.dtype} {img.shape}')
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise ConfigError(f"img must be H x W x 3 uint8, got {img.dtype} {img.shape}")
     h, w, _ = img.shape
-    raw = np.zeros((h, 1 + 3*w), np.uint8); raw[:, 1:] = img.reshape(h, 3*w)   # filter byte 0 ("none") per row
-    def chunk(tag, data): return struct.pack('>I', len(data)) + tag + data + struct.pack('>I', zlib.crc32(tag + data))
-    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 2, 0, 0, 0)) +
-            chunk(b'IDAT', zlib.compress(raw.tobytes(), level)) + chunk(b'IEND', b''))
+    raw = np.zeros((h, 1 + 3 * w), np.uint8)
+    raw[:, 1:] = img.reshape(h, 3 * w)  # filter byte 0 ("none") per row
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), level))
+        + chunk(b"IEND", b"")
+    )
 
 # %% ../nbs/01a_synth.ipynb #00000012
-def _gap(image_size): return max(2, round(image_size/16))
+def _gap(image_size):
+    return max(2, round(image_size / 16))
 
-def relation(a:Obj, b:Obj, # the two objects
-             gap:int=2) -> str|None: # the smallest clear gap between the boxes, pixels
+
+def relation(
+    a: Obj,
+    b: Obj,  # the two objects
+    gap: int = 2,
+) -> str | None:  # the smallest clear gap between the boxes, pixels
     "Where `a` lies relative to `b`: 'left', 'right', 'above', 'below', or None when not clear-cut."
-    tol = 0.3*min(a.size, b.size)
+    tol = 0.3 * min(a.size, b.size)
     if abs(a.cy - b.cy) <= tol:
-        if a.x + a.size + gap <= b.x: return 'left'
-        if b.x + b.size + gap <= a.x: return 'right'
+        if a.x + a.size + gap <= b.x:
+            return "left"
+        if b.x + b.size + gap <= a.x:
+            return "right"
     if abs(a.cx - b.cx) <= tol:
-        if a.y + a.size + gap <= b.y: return 'above'
-        if b.y + b.size + gap <= a.y: return 'below'
+        if a.y + a.size + gap <= b.y:
+            return "above"
+        if b.y + b.size + gap <= a.y:
+            return "below"
     return None
+
 
 def _apart(a, b, gap=1):
     "Boxes (x, y, size) `a` and `b` are at least `gap` pixels apart."
-    return (a[0] + a[2] + gap <= b[0] or b[0] + b[2] + gap <= a[0] or
-            a[1] + a[2] + gap <= b[1] or b[1] + b[2] + gap <= a[1])
+    return (
+        a[0] + a[2] + gap <= b[0] or b[0] + b[2] + gap <= a[0] or a[1] + a[2] + gap <= b[1] or b[1] + b[2] + gap <= a[1]
+    )
 
-def sample_scene(rng:np.random.Generator, # the only source of randomness
-                 n_objects:int, # 1..len(SHAPES)
-                 image_size:int=32, # side of the image, pixels
-                 need_relation:bool=False) -> list[Obj]: # place the first two objects in a clear spatial relation
+
+def sample_scene(
+    rng: np.random.Generator,  # the only source of randomness
+    n_objects: int,  # 1..len(SHAPES)
+    image_size: int = 32,  # side of the image, pixels
+    need_relation: bool = False,
+) -> list[Obj]:  # place the first two objects in a clear spatial relation
     "Non-overlapping objects with distinct shapes and distinct colours."
-    if not 1 <= n_objects <= len(SHAPES): raise ConfigError(f'n_objects={n_objects!r} must be in 1..{len(SHAPES)}')
-    if need_relation and n_objects < 2: raise ConfigError('need_relation=True needs n_objects >= 2')
+    if not 1 <= n_objects <= len(SHAPES):
+        raise ConfigError(f"n_objects={n_objects!r} must be in 1..{len(SHAPES)}")
+    if need_relation and n_objects < 2:
+        raise ConfigError("need_relation=True needs n_objects >= 2")
     S, gap = image_size, _gap(image_size)
     shapes = [SHAPES[i] for i in rng.choice(len(SHAPES), n_objects, replace=False)]
     colours = [COLOURS[i] for i in rng.choice(len(COLOURS), n_objects, replace=False)]
-    lo, hi = round(0.28*S), round(0.38*S)
+    lo, hi = round(0.28 * S), round(0.38 * S)
     for _ in range(1000):
         sizes = [int(s) for s in rng.integers(lo, hi + 1, n_objects)]
         boxes = []
         if need_relation:
             s0, s1 = sizes[:2]
-            p0 = int(rng.integers(0, S - s0 - s1 - gap + 1)); p1 = int(rng.integers(p0 + s0 + gap, S - s1 + 1))  # along the axis
-            q0 = int(rng.integers(0, S - s0 + 1)); tol = int(0.3*min(s0, s1))                                      # across it
-            q1 = int(np.clip(round(q0 + (s0 - s1)/2 + int(rng.integers(-tol, tol + 1))), 0, S - s1))
+            p0 = int(rng.integers(0, S - s0 - s1 - gap + 1))
+            p1 = int(rng.integers(p0 + s0 + gap, S - s1 + 1))  # along the axis
+            q0 = int(rng.integers(0, S - s0 + 1))
+            tol = int(0.3 * min(s0, s1))  # across it
+            q1 = int(np.clip(round(q0 + (s0 - s1) / 2 + int(rng.integers(-tol, tol + 1))), 0, S - s1))
             boxes = [(p0, q0, s0), (p1, q1, s1)] if rng.random() < 0.5 else [(q0, p0, s0), (q1, p1, s1)]
-            if rng.random() < 0.5: boxes = boxes[::-1]                     # the first object is not always left/top
+            if rng.random() < 0.5:
+                boxes = boxes[::-1]  # the first object is not always left/top
         while len(boxes) < n_objects:
             s = sizes[len(boxes)]
             for _ in range(200):
                 box = (int(rng.integers(0, S - s + 1)), int(rng.integers(0, S - s + 1)), s)
-                if all(_apart(box, o) for o in boxes): break
-            else: break
+                if all(_apart(box, o) for o in boxes):
+                    break
+            else:
+                break
             boxes.append(box)
-        if len(boxes) < n_objects: continue
+        if len(boxes) < n_objects:
+            continue
         objs = [Obj(sh, co, *bx) for sh, co, bx in zip(shapes, colours, boxes)]
-        if need_relation and relation(objs[0], objs[1], gap) is None: continue
+        if need_relation and relation(objs[0], objs[1], gap) is None:
+            continue
         return objs
-    raise RuntimeError(f'could not place {n_objects} objects in a {S} px image')
+    raise RuntimeError(f"could not place {n_objects} objects in a {S} px image")
 
 # %% ../nbs/01a_synth.ipynb #00000015
-def a_an(words:str) -> str:
+def a_an(words: str) -> str:
     "`words` with the right indefinite article."
-    return ('an ' if words[:1].lower() in 'aeiou' else 'a ') + words
+    return ("an " if words[:1].lower() in "aeiou" else "a ") + words
+
 
 @dataclass(frozen=True)
 class Desc:
     "A caption as structure: `items` (present, colour|None, shape), an optional `rel` (shape_a, word, shape_b), a frame index."
+
     items: tuple
-    rel: tuple|None = None
+    rel: tuple | None = None
     frame: int = 0
 
-FRAMES = ('{}', 'there is {}', 'a picture of {}', 'an image showing {}', 'a photo of {}')
-NEG_FRAMES = ('there is {}', 'there is {}', 'a picture with {}', 'an image with {}', 'a photo with {}')  # for texts starting with "no"
-PARA_FRAMES = ('there is {}', 'a picture showing {}', 'an image with {}', 'we can see {}', '{} in the picture', 'this image shows {}')
-REL_WORDS = dict(left='to the left of', right='to the right of', above='above', below='below')
-FLIP = dict(left='right', right='left', above='below', below='above')
 
-def _np(m, neg='no'):
+FRAMES = ("{}", "there is {}", "a picture of {}", "an image showing {}", "a photo of {}")
+NEG_FRAMES = (
+    "there is {}",
+    "there is {}",
+    "a picture with {}",
+    "an image with {}",
+    "a photo with {}",
+)  # for texts starting with "no"
+PARA_FRAMES = (
+    "there is {}",
+    "a picture showing {}",
+    "an image with {}",
+    "we can see {}",
+    "{} in the picture",
+    "this image shows {}",
+)
+REL_WORDS = dict(left="to the left of", right="to the right of", above="above", below="below")
+FLIP = dict(left="right", right="left", above="below", below="above")
+
+
+def _np(m, neg="no"):
     present, colour, shape = m
-    words = f'{colour} {shape}' if colour else shape
-    return a_an(words) if present else f'{neg} {words}'
+    words = f"{colour} {shape}" if colour else shape
+    return a_an(words) if present else f"{neg} {words}"
 
-def _join(ps): return ps[0] if len(ps) == 1 else ', '.join(ps[:-1]) + ' and ' + ps[-1]
 
-def _find(items, shape): return next(k for k, m in enumerate(items) if m[0] and m[2] == shape)
+def _join(ps):
+    return ps[0] if len(ps) == 1 else ", ".join(ps[:-1]) + " and " + ps[-1]
 
-def render_caption(d:Desc) -> str:
+
+def _find(items, shape):
+    return next(k for k, m in enumerate(items) if m[0] and m[2] == shape)
+
+
+def render_caption(d: Desc) -> str:
     "The text of `d`; captions and negations both go through here, so an edit changes only its own words."
     if d.rel:
         sa, w, sb = d.rel
         ia, ib = _find(d.items, sa), _find(d.items, sb)
-        head = f'{_np(d.items[ia])} {REL_WORDS[w]} {_np(d.items[ib])}'
+        head = f"{_np(d.items[ia])} {REL_WORDS[w]} {_np(d.items[ib])}"
         rest = [m for k, m in enumerate(d.items) if k not in (ia, ib)]
-        if not rest: body = head
-        elif len(rest) == 1: body = head + (', and ' if rest[0][0] else ' and ') + _np(rest[0])
-        else: body = head + ', ' + _join([_np(m) for m in rest])
-    else: body = _join([_np(m) for m in d.items])
-    return (NEG_FRAMES if body.startswith('no ') else FRAMES)[d.frame].format(body)
+        if not rest:
+            body = head
+        elif len(rest) == 1:
+            body = head + (", and " if rest[0][0] else " and ") + _np(rest[0])
+        else:
+            body = head + ", " + _join([_np(m) for m in rest])
+    else:
+        body = _join([_np(m) for m in d.items])
+    return (NEG_FRAMES if body.startswith("no ") else FRAMES)[d.frame].format(body)
+
 
 def _rel_forms(a, w, b):
     "Every wording of 'a is `w` of b'."
-    if w in ('right', 'below'): a, b, w = b, a, FLIP[w]                    # now a is left of / above b
-    if w == 'left':
-        return [f'{a} to the left of {b}', f'{b} to the right of {a}', f'{a} with {b} on its right',
-                f'{b} with {a} on its left', f'{a} on the left and {b} on the right', f'{b} on the right and {a} on the left']
-    return [f'{a} above {b}', f'{b} below {a}', f'{a} with {b} below it', f'{b} with {a} above it',
-            f'{a} at the top and {b} at the bottom', f'{b} at the bottom and {a} at the top']
+    if w in ("right", "below"):
+        a, b, w = b, a, FLIP[w]  # now a is left of / above b
+    if w == "left":
+        return [
+            f"{a} to the left of {b}",
+            f"{b} to the right of {a}",
+            f"{a} with {b} on its right",
+            f"{b} with {a} on its left",
+            f"{a} on the left and {b} on the right",
+            f"{b} on the right and {a} on the left",
+        ]
+    return [
+        f"{a} above {b}",
+        f"{b} below {a}",
+        f"{a} with {b} below it",
+        f"{b} with {a} above it",
+        f"{a} at the top and {b} at the bottom",
+        f"{b} at the bottom and {a} at the top",
+    ]
 
-def render_paraphrase(d:Desc, rng:np.random.Generator) -> str:
+
+def render_paraphrase(d: Desc, rng: np.random.Generator) -> str:
     "The meaning of `render_caption(d)` in another frame, order and wording."
     cap = render_caption(d)
     inrel = (_find(d.items, d.rel[0]), _find(d.items, d.rel[2])) if d.rel else ()
     pos = [m for k, m in enumerate(d.items) if m[0] and k not in inrel]
     neg = [m for m in d.items if not m[0]]
     order = rng.permutation(len(pos))
-    if len(pos) > 1 and (order == np.arange(len(pos))).all(): order = order[::-1]   # always another order
+    if len(pos) > 1 and (order == np.arange(len(pos))).all():
+        order = order[::-1]  # always another order
     parts = [_np(pos[i]) for i in order]
     if d.rel:
         a, b = _np(d.items[inrel[0]]), _np(d.items[inrel[1]])
-        forms = [f for f in _rel_forms(a, d.rel[1], b) if f != f'{a} {REL_WORDS[d.rel[1]]} {b}']
+        forms = [f for f in _rel_forms(a, d.rel[1], b) if f != f"{a} {REL_WORDS[d.rel[1]]} {b}"]
         relp = forms[rng.integers(len(forms))]
-        if parts and rng.random() < 0.5: body = _join(parts) + ', and ' + relp
-        else: body = relp + (', and ' + _join(parts) if parts else '')
-    else: body = _join(parts) if parts else ''
+        if parts and rng.random() < 0.5:
+            body = _join(parts) + ", and " + relp
+        else:
+            body = relp + (", and " + _join(parts) if parts else "")
+    else:
+        body = _join(parts) if parts else ""
     for m in neg:
         k = int(rng.integers(4))
-        body += [' and ', ' but ', ', but ', ', without '][k] + (_np(m) if k < 3 else _np((True, *m[1:])))
-    frames = [f for f in PARA_FRAMES if f.startswith('{}') or not cap.startswith(f.split('{}')[0])]
+        body += [" and ", " but ", ", but ", ", without "][k] + (_np(m) if k < 3 else _np((True, *m[1:])))
+    frames = [f for f in PARA_FRAMES if f.startswith("{}") or not cap.startswith(f.split("{}")[0])]
     return frames[rng.integers(len(frames))].format(body)
 
 # %% ../nbs/01a_synth.ipynb #00000018
-_COL, _SHP = '|'.join(COLOURS), '|'.join(SHAPES)
-_NPR = rf'\b(?:an?|no|without an?) (?:(?:{_COL}) )?(?:{_SHP})\b'
+_COL, _SHP = "|".join(COLOURS), "|".join(SHAPES)
+_NPR = rf"\b(?:an?|no|without an?) (?:(?:{_COL}) )?(?:{_SHP})\b"
 _NPR_RE = re.compile(_NPR)
-_REL_PATTERNS = [(re.compile(rf'({_NPR}) ' + (p.replace('{b}', f'({_NPR})') if '{b}' in p else f'{p} ({_NPR})')), w,
-                  p.split(' {b} ')[-1]) for p, w in [   # (pattern, relation word, words every match contains)
-    ('to the left of', 'left'), ('to the right of', 'right'), ('above', 'above'), ('below', 'below'),
-    ('with {b} on its right', 'left'), ('with {b} on its left', 'right'), ('with {b} below it', 'above'),
-    ('with {b} above it', 'below'), ('on the left and {b} on the right', 'left'), ('on the right and {b} on the left', 'right'),
-    ('at the top and {b} at the bottom', 'above'), ('at the bottom and {b} at the top', 'below')]]
+_REL_PATTERNS = [
+    (
+        re.compile(rf"({_NPR}) " + (p.replace("{b}", f"({_NPR})") if "{b}" in p else f"{p} ({_NPR})")),
+        w,
+        p.split(" {b} ")[-1],
+    )
+    for p, w in [  # (pattern, relation word, words every match contains)
+        ("to the left of", "left"),
+        ("to the right of", "right"),
+        ("above", "above"),
+        ("below", "below"),
+        ("with {b} on its right", "left"),
+        ("with {b} on its left", "right"),
+        ("with {b} below it", "above"),
+        ("with {b} above it", "below"),
+        ("on the left and {b} on the right", "left"),
+        ("on the right and {b} on the left", "right"),
+        ("at the top and {b} at the bottom", "above"),
+        ("at the bottom and {b} at the top", "below"),
+    ]
+]
+
 
 def _parse_np(s):
     det, *words = s.split()
-    if det == 'without': words = words[1:]
-    return (det in ('a', 'an'), *((words[0], words[1]) if len(words) == 2 else (None, words[0])))
+    if det == "without":
+        words = words[1:]
+    return (det in ("a", "an"), *((words[0], words[1]) if len(words) == 2 else (None, words[0])))
 
-def parse_caption(text:str) -> tuple[frozenset, frozenset]: # a SynthNeg caption, paraphrase or negation
+
+def parse_caption(text: str) -> tuple[frozenset, frozenset]:  # a SynthNeg caption, paraphrase or negation
     "The claims of `text`: its (present, colour, shape) mentions and its relations (a, 'left'|'above', b)."
     nps = frozenset(_parse_np(m.group(0)) for m in _NPR_RE.finditer(text))
     rels = set()
     for pat, w, words in _REL_PATTERNS:
-        if words not in text: continue
+        if words not in text:
+            continue
         for m in pat.finditer(text):
             a, b = _parse_np(m.group(1)), _parse_np(m.group(2))
-            rels.add((b, FLIP[w], a) if w in ('right', 'below') else (a, w, b))
+            rels.add((b, FLIP[w], a) if w in ("right", "below") else (a, w, b))
     return nps, frozenset(rels)
 
-def claims_hold(claims:tuple, # (mentions, relations) from `parse_caption`
-                objs, # the scene: Obj or (shape, colour, x, y, size)
-                image_size:int=32) -> bool: # sets the gap a relation needs
+
+def claims_hold(
+    claims: tuple,  # (mentions, relations) from `parse_caption`
+    objs,  # the scene: Obj or (shape, colour, x, y, size)
+    image_size: int = 32,
+) -> bool:  # sets the gap a relation needs
     "Are the parsed `claims` true of the scene?"
     objs = [o if isinstance(o, Obj) else Obj(*o) for o in objs]
     nps, rels = claims
-    if not nps: return False
-    def match(m): return [o for o in objs if o.shape == m[2] and (m[1] is None or o.colour == m[1])]
-    if any(bool(match(m)) != m[0] for m in nps): return False
+    if not nps:
+        return False
+
+    def match(m):
+        return [o for o in objs if o.shape == m[2] and (m[1] is None or o.colour == m[1])]
+
+    if any(bool(match(m)) != m[0] for m in nps):
+        return False
     for a, w, b in rels:
         oa, ob = match(a), match(b)
-        if len(oa) != 1 or len(ob) != 1 or relation(oa[0], ob[0], _gap(image_size)) != w: return False
+        if len(oa) != 1 or len(ob) != 1 or relation(oa[0], ob[0], _gap(image_size)) != w:
+            return False
     return True
 
-def caption_holds(text:str, # a SynthNeg text
-                  objs, # the scene: Obj or (shape, colour, x, y, size)
-                  image_size:int=32) -> bool: # sets the gap a relation needs
+
+def caption_holds(
+    text: str,  # a SynthNeg text
+    objs,  # the scene: Obj or (shape, colour, x, y, size)
+    image_size: int = 32,
+) -> bool:  # sets the gap a relation needs
     "Is `text` true of the scene?"
     return claims_hold(parse_caption(text), objs, image_size)
 
@@ -268,358 +409,543 @@ def _absent(rng, objs):
     "A mention of something not in the scene: an absent shape, or a present shape in another colour."
     if rng.random() < 0.3:
         o = objs[rng.integers(len(objs))]
-        return (False, COLOURS[(COLOURS.index(o.colour) + 1 + int(rng.integers(len(COLOURS) - 1))) % len(COLOURS)], o.shape)
+        return (
+            False,
+            COLOURS[(COLOURS.index(o.colour) + 1 + int(rng.integers(len(COLOURS) - 1))) % len(COLOURS)],
+            o.shape,
+        )
     free = [s for s in SHAPES if s not in {o.shape for o in objs}]
     return (False, COLOURS[rng.integers(len(COLOURS))] if rng.random() < 0.5 else None, free[rng.integers(len(free))])
 
-def check_neg_type(neg_type:str) -> str: # the name to check
+
+def check_neg_type(neg_type: str) -> str:  # the name to check
     "`neg_type` if it is one of NEG_TYPES, else a `ConfigError` listing them."
-    if neg_type not in NEG_TYPES: raise ConfigError(f'neg_type={neg_type!r} is not valid; choose one of: {", ".join(NEG_TYPES)}')
+    if neg_type not in NEG_TYPES:
+        raise ConfigError(f"neg_type={neg_type!r} is not valid; choose one of: {', '.join(NEG_TYPES)}")
     return neg_type
 
-def negate(d:Desc, # the true caption's structure
-           neg_type:str, # one of NEG_TYPES
-           rng:np.random.Generator) -> Desc:
+
+def negate(
+    d: Desc,  # the true caption's structure
+    neg_type: str,  # one of NEG_TYPES
+    rng: np.random.Generator,
+) -> Desc:
     "The minimal edit of `d` of kind `neg_type`; raises `ConfigError` where that kind does not apply."
     items = list(d.items)
     inrel = (_find(items, d.rel[0]), _find(items, d.rel[2])) if d.rel else ()
     pos = [k for k, m in enumerate(items) if m[0]]
+
     def pick(c):
-        if not c: raise ConfigError(f'neg_type={neg_type!r} does not apply to {render_caption(d)!r}')
+        if not c:
+            raise ConfigError(f"neg_type={neg_type!r} does not apply to {render_caption(d)!r}")
         return c[rng.integers(len(c))]
-    if neg_type == 'present_object':
+
+    if neg_type == "present_object":
         _, colour, shape = items.pop(pick([k for k in pos if k not in inrel]))
-        items.insert(sum(m[0] for m in items), (False, colour if rng.random() < 0.75 else None, shape))  # after the present ones
-    elif neg_type == 'wrong_colour':
+        items.insert(
+            sum(m[0] for m in items), (False, colour if rng.random() < 0.75 else None, shape)
+        )  # after the present ones
+    elif neg_type == "wrong_colour":
         k = pick(pos)
         items[k] = (True, pick([c for c in COLOURS if c != items[k][1]]), items[k][2])
-    elif neg_type == 'attribute_swap':
-        i = pick(pos); j = pick([k for k in pos if k != i])
+    elif neg_type == "attribute_swap":
+        i = pick(pos)
+        j = pick([k for k in pos if k != i])
         items[i], items[j] = (True, items[j][1], items[i][2]), (True, items[i][1], items[j][2])
-    elif neg_type == 'spatial_flip':
-        if not d.rel: pick([])
+    elif neg_type == "spatial_flip":
+        if not d.rel:
+            pick([])
         return replace(d, rel=(d.rel[0], FLIP[d.rel[1]], d.rel[2]))
-    elif neg_type == 'drop_no':
+    elif neg_type == "drop_no":
         k = pick([k for k, m in enumerate(items) if not m[0]])
         items[k] = (True, *items[k][1:])
-    else: check_neg_type(neg_type)
+    else:
+        check_neg_type(neg_type)
     return replace(d, items=tuple(items))
 
-def contradicts_itself(mentions) -> bool: # (present, colour, shape) mentions: `Desc.items`, or `parse_caption(text)[0]`
-    "Does a present mention pick out objects that an absent one excludes (\"a red square ... and no red square\")?"
+
+def contradicts_itself(
+    mentions,
+) -> bool:  # (present, colour, shape) mentions: `Desc.items`, or `parse_caption(text)[0]`
+    'Does a present mention pick out objects that an absent one excludes ("a red square ... and no red square")?'
     return any(p[0] and not m[0] and p[2] == m[2] and m[1] in (None, p[1]) for p in mentions for m in mentions)
 
-def desc_holds(d:Desc, # what a text says
-               objs, # the scene
-               image_size:int=32) -> bool: # sets the gap a relation needs
+
+def desc_holds(
+    d: Desc,  # what a text says
+    objs,  # the scene
+    image_size: int = 32,
+) -> bool:  # sets the gap a relation needs
     "Is `d` true of the scene? (The structural twin of `caption_holds`, 20x faster.)"
     for present, colour, shape in d.items:
-        if any(o.shape == shape and (colour is None or o.colour == colour) for o in objs) != present: return False
+        if any(o.shape == shape and (colour is None or o.colour == colour) for o in objs) != present:
+            return False
     if d.rel:
         by_shape = {o.shape: o for o in objs}
         return relation(by_shape[d.rel[0]], by_shape[d.rel[2]], _gap(image_size)) == d.rel[1]
     return True
 
-_REDRAWS = 50   # draws of the absent mention before giving up (one is almost always enough)
 
-def make_triple(rng:np.random.Generator, # the only source of randomness
-                neg_type:str, # one of NEG_TYPES
-                image_size:int=32, # side of the image, pixels
-                check_text:bool=False, # also parse the three texts back and check them (slower)
-                absent:bool|None=None) -> dict: # the caption names an absent object ("... and no triangle"); None: at random
+_REDRAWS = 50  # draws of the absent mention before giving up (one is almost always enough)
+
+
+def make_triple(
+    rng: np.random.Generator,  # the only source of randomness
+    neg_type: str,  # one of NEG_TYPES
+    image_size: int = 32,  # side of the image, pixels
+    check_text: bool = False,  # also parse the three texts back and check them (slower)
+    absent: bool | None = None,
+) -> dict:  # the caption names an absent object ("... and no triangle"); None: at random
     "A scene valid for `neg_type`, with its caption, paraphrase and negation, checked against the scene."
     check_neg_type(neg_type)
-    if neg_type == 'drop_no' and absent is False:
+    if neg_type == "drop_no" and absent is False:
         raise ConfigError("neg_type='drop_no' needs a caption that names an absent object: absent=False does not apply")
-    multi = neg_type in ('attribute_swap', 'spatial_flip')
+    multi = neg_type in ("attribute_swap", "spatial_flip")
     n = int(rng.choice([2, 3])) if multi else int(rng.choice([1, 2, 3], p=[0.4, 0.3, 0.3]))
-    want_rel = n >= 2 and (neg_type == 'spatial_flip' or (rng.random() < 0.5 and not (neg_type == 'present_object' and n == 2)))
+    want_rel = n >= 2 and (
+        neg_type == "spatial_flip" or (rng.random() < 0.5 and not (neg_type == "present_object" and n == 2))
+    )
     objs = sample_scene(rng, n, image_size, need_relation=want_rel)
     rel = None
     if want_rel:
         a, b = (objs[0], objs[1]) if rng.random() < 0.5 else (objs[1], objs[0])
         rel = (a.shape, relation(a, b, _gap(image_size)), b.shape)
     items = [(True, objs[k].colour, objs[k].shape) for k in rng.permutation(n)]
-    if absent is None: absent = neg_type == 'drop_no' or rng.random() < ABSENT_SHARE   # the draw of SYNTH_VERSION 1
-    if absent: items.append(_absent(rng, objs))
+    if absent is None:
+        absent = neg_type == "drop_no" or rng.random() < ABSENT_SHARE  # the draw of SYNTH_VERSION 1
+    if absent:
+        items.append(_absent(rng, objs))
     d = Desc(tuple(items), rel, int(rng.integers(len(FRAMES))))
     nd = negate(d, neg_type, rng)
-    for _ in range(_REDRAWS):          # a recolour or swap made the absent mention present: no scene makes that negation
-        if not contradicts_itself(nd.items): break  # true, so draw another absent mention (only such rows draw again)
+    for _ in range(_REDRAWS):  # a recolour or swap made the absent mention present: no scene makes that negation
+        if not contradicts_itself(nd.items):
+            break  # true, so draw another absent mention (only such rows draw again)
         d = replace(d, items=(*d.items[:-1], _absent(rng, objs)))
         nd = negate(d, neg_type, rng)
-    else: raise RuntimeError(f'internal error, every negation of {render_caption(d)!r} contradicts itself')
+    else:
+        raise RuntimeError(f"internal error, every negation of {render_caption(d)!r} contradicts itself")
     caption, negation, paraphrased = render_caption(d), render_caption(nd), render_paraphrase(d, rng)
     ok = desc_holds(d, objs, image_size) and not desc_holds(nd, objs, image_size)
     if ok and check_text:
-        ok = (caption_holds(caption, objs, image_size) and caption_holds(paraphrased, objs, image_size)
-              and not caption_holds(negation, objs, image_size) and parse_caption(caption) == parse_caption(paraphrased))
-    if not ok: raise RuntimeError(f'internal error, invalid triple for {objs}: {caption!r} / {paraphrased!r} / {negation!r}')
+        ok = (
+            caption_holds(caption, objs, image_size)
+            and caption_holds(paraphrased, objs, image_size)
+            and not caption_holds(negation, objs, image_size)
+            and parse_caption(caption) == parse_caption(paraphrased)
+        )
+    if not ok:
+        raise RuntimeError(f"internal error, invalid triple for {objs}: {caption!r} / {paraphrased!r} / {negation!r}")
     return dict(objs=objs, caption=caption, paraphrased=paraphrased, negation=negation, neg_type=neg_type)
 
 # %% ../nbs/01a_synth.ipynb #00000024
-def free_spots(objs, # the scene (Obj)
-               size:int, # side of the box to place, pixels
-               image_size:int=32, # side of the image, pixels
-               gap:int=1) -> np.ndarray: # the least distance to every object, pixels
+def free_spots(
+    objs,  # the scene (Obj)
+    size: int,  # side of the box to place, pixels
+    image_size: int = 32,  # side of the image, pixels
+    gap: int = 1,
+) -> np.ndarray:  # the least distance to every object, pixels
     "Top-left corners `[k, 2]` (x, y) where a `size` box fits in the image, at least `gap` pixels from every object."
     n = image_size - size + 1
-    if n < 1: return np.zeros((0, 2), np.int64)
-    ok = np.ones((n, n), bool)                                        # ok[y, x]
-    for o in objs:                                                    # corners whose box would come too close to o
-        ok[max(0, o.y - size - gap + 1):max(0, o.y + o.size + gap), max(0, o.x - size - gap + 1):max(0, o.x + o.size + gap)] = False
+    if n < 1:
+        return np.zeros((0, 2), np.int64)
+    ok = np.ones((n, n), bool)  # ok[y, x]
+    for o in objs:  # corners whose box would come too close to o
+        ok[
+            max(0, o.y - size - gap + 1) : max(0, o.y + o.size + gap),
+            max(0, o.x - size - gap + 1) : max(0, o.x + o.size + gap),
+        ] = False
     ys, xs = np.nonzero(ok)
     return np.stack([xs, ys], 1)
 
 # %% ../nbs/01a_synth.ipynb #00000028
-def _picks(objs, m): return [o for o in objs if o.shape == m[2] and (m[1] is None or o.colour == m[1])]
+def _picks(objs, m):
+    return [o for o in objs if o.shape == m[2] and (m[1] is None or o.colour == m[1])]
+
 
 def _valid_scene(objs, S):
     "Inside the image and 1 px apart: the invariants of `sample_scene`."
-    return (all(0 <= o.x and 0 <= o.y and max(o.x, o.y) + o.size <= S for o in objs) and
-            all(_apart((p.x, p.y, p.size), (q.x, q.y, q.size)) for k, p in enumerate(objs) for q in objs[k + 1:]))
+    return all(0 <= o.x and 0 <= o.y and max(o.x, o.y) + o.size <= S for o in objs) and all(
+        _apart((p.x, p.y, p.size), (q.x, q.y, q.size)) for k, p in enumerate(objs) for q in objs[k + 1 :]
+    )
+
 
 def _cf_candidates(objs, cap, neg, neg_type, rng, S):
     "Scenes that may make `neg` true and `cap` false, smallest edit first (claims as `parse_caption` gives them)."
     (cn, cr), (nn, _) = cap, neg
-    if neg_type == 'present_object':
+    if neg_type == "present_object":
         gone = [o for m in nn - cn if not m[0] for o in _picks(objs, m)]
         yield [o for o in objs if all(o is not g for g in gone)]
-    elif neg_type in ('wrong_colour', 'attribute_swap'):
-        new = {m[2]: m[1] for m in nn - cn if m[0]}                       # shape -> the colour the negation gives it
+    elif neg_type in ("wrong_colour", "attribute_swap"):
+        new = {m[2]: m[1] for m in nn - cn if m[0]}  # shape -> the colour the negation gives it
         yield [replace(o, colour=new.get(o.shape, o.colour)) for o in objs]
-    elif neg_type == 'spatial_flip':
+    elif neg_type == "spatial_flip":
         for a, w, b in cr:
             (pa,), (pb,) = _picks(objs, a), _picks(objs, b)
-            ax = 'x' if w == 'left' else 'y'                               # mirror across the relation's axis
+            ax = "x" if w == "left" else "y"  # mirror across the relation's axis
             lo, hi = min(getattr(pa, ax), getattr(pb, ax)), max(getattr(pa, ax) + pa.size, getattr(pb, ax) + pb.size)
             yield [replace(o, **{ax: lo + hi - getattr(o, ax) - o.size}) if o is pa or o is pb else o for o in objs]
             yield [replace(o, **{ax: S - getattr(o, ax) - o.size}) for o in objs]
-    elif neg_type == 'drop_no':
-        added = [m for m in nn - cn if m[0]]                               # the mention made present
-        if len(added) != 1: return
+    elif neg_type == "drop_no":
+        added = [m for m in nn - cn if m[0]]  # the mention made present
+        if len(added) != 1:
+            return
         _, colour, shape = added[0]
-        rng = np.random.default_rng(rng)                                   # made here: the only edit that draws
+        rng = np.random.default_rng(rng)  # made here: the only edit that draws
         if colour is None:
             free = [c for c in COLOURS if c not in {o.colour for o in objs}] or list(COLOURS)
             colour = free[rng.integers(len(free))]
-        lo, hi = round(0.28*S), round(0.38*S)                              # sample_scene's sizes, then smaller ones
-        for size in [*(lo + rng.permutation(hi - lo + 1)).tolist(), *range(lo - 1, max(4, round(0.16*S)) - 1, -1)]:
+        lo, hi = round(0.28 * S), round(0.38 * S)  # sample_scene's sizes, then smaller ones
+        for size in [*(lo + rng.permutation(hi - lo + 1)).tolist(), *range(lo - 1, max(4, round(0.16 * S)) - 1, -1)]:
             spots = free_spots(objs, size, S)
             if len(spots):
                 x, y = spots[rng.integers(len(spots))].tolist()
-                yield [*objs, Obj(shape, colour, x, y, size)]; return
+                yield [*objs, Obj(shape, colour, x, y, size)]
+                return
 
 # %% ../nbs/01a_synth.ipynb #0000002a
-def make_counterfactual(objs, # the scene of the row (Obj)
-                        caption:str, # its true caption
-                        negation:str, # its negation, false for `objs`
-                        neg_type:str, # one of NEG_TYPES: which edit
-                        rng, # a Generator, or the seed of one (made only when the edit draws: drop_no)
-                        image_size:int=32) -> tuple: # side of the image, pixels
+def make_counterfactual(
+    objs,  # the scene of the row (Obj)
+    caption: str,  # its true caption
+    negation: str,  # its negation, false for `objs`
+    neg_type: str,  # one of NEG_TYPES: which edit
+    rng,  # a Generator, or the seed of one (made only when the edit draws: drop_no)
+    image_size: int = 32,
+) -> tuple:  # side of the image, pixels
     "`(scene, '')`: the smallest verified edit of `objs` making `negation` true and `caption` false; `(None, why)` when none."
     check_neg_type(neg_type)
     S, cap, neg = image_size, parse_caption(caption), parse_caption(negation)
     if not claims_hold(cap, objs, S) or claims_hold(neg, objs, S):
-        return None, 'the caption is not true (or the negation not false) for the scene itself'
+        return None, "the caption is not true (or the negation not false) for the scene itself"
     if contradicts_itself(neg[0]):
-        return None, 'the negation contradicts itself: no scene makes it true'
+        return None, "the negation contradicts itself: no scene makes it true"
     for cf in _cf_candidates(objs, cap, neg, neg_type, rng, S):
-        if _valid_scene(cf, S) and claims_hold(neg, cf, S) and not claims_hold(cap, cf, S): return cf, ''
-    return None, f'no {neg_type} edit makes the negation true and the caption false'
+        if _valid_scene(cf, S) and claims_hold(neg, cf, S) and not claims_hold(cap, cf, S):
+            return cf, ""
+    return None, f"no {neg_type} edit makes the negation true and the caption false"
 
 # %% ../nbs/01a_synth.ipynb #00000030
 def _share(name, value):
     "A share in [0, 1], or a `ConfigError` naming the parameter."
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and 0 <= value <= 1
-    if not ok: raise ConfigError(f'{name}={value!r} must be a number in [0, 1]')
+    if not ok:
+        raise ConfigError(f"{name}={value!r} must be a number in [0, 1]")
     return float(value)
 
-def synth_settings(n_pretrain=6000, n_train=6000, n_val=1000, n_test=3000, image_size=32, seed=0,
-                   pretrain_negation_share=0.0, finetune_negation_share=0.0) -> dict:
+
+def synth_settings(
+    n_pretrain=6000,
+    n_train=6000,
+    n_val=1000,
+    n_test=3000,
+    image_size=32,
+    seed=0,
+    pretrain_negation_share=0.0,
+    finetune_negation_share=0.0,
+) -> dict:
     "The validated settings of a SynthNeg dataset (what its cache key hashes)."
+
     def _int(name, v, lo, hint):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo: raise ConfigError(f'{name}={v!r} must be an int {hint}')
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ConfigError(f"{name}={v!r} must be an int {hint}")
         return int(v)
-    s = dict(version=SYNTH_VERSION, **{f'n_{sp}': _int(f'n_{sp}', v, 0, '>= 0')
-             for sp, v in zip(SPLITS, (n_pretrain, n_train, n_val, n_test))},
-             image_size=_int('image_size', image_size, 16, '>= 16'), seed=_int('seed', seed, 0, '>= 0'),
-             pretrain_negation_share=_share('pretrain_negation_share', pretrain_negation_share),
-             finetune_negation_share=_share('finetune_negation_share', finetune_negation_share))
-    if s['image_size'] > 1024: raise ConfigError(f'image_size={image_size} must be <= 1024')
-    if not sum(s[f'n_{sp}'] for sp in SPLITS): raise ConfigError('n_pretrain, n_train, n_val and n_test are all 0: ask for some images')
+
+    s = dict(
+        version=SYNTH_VERSION,
+        **{f"n_{sp}": _int(f"n_{sp}", v, 0, ">= 0") for sp, v in zip(SPLITS, (n_pretrain, n_train, n_val, n_test))},
+        image_size=_int("image_size", image_size, 16, ">= 16"),
+        seed=_int("seed", seed, 0, ">= 0"),
+        pretrain_negation_share=_share("pretrain_negation_share", pretrain_negation_share),
+        finetune_negation_share=_share("finetune_negation_share", finetune_negation_share),
+    )
+    if s["image_size"] > 1024:
+        raise ConfigError(f"image_size={image_size} must be <= 1024")
+    if not sum(s[f"n_{sp}"] for sp in SPLITS):
+        raise ConfigError("n_pretrain, n_train, n_val and n_test are all 0: ask for some images")
     return s
 
-def settings_hash(settings:dict) -> str:
+
+def settings_hash(settings: dict) -> str:
     "A 12-digit hash of the settings: the dataset's directory name."
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
-def neg_type_quota(n:int, # rows in the split
-                   rng:np.random.Generator|None=None) -> list[str]: # shuffles the list when given
+
+def neg_type_quota(
+    n: int,  # rows in the split
+    rng: np.random.Generator | None = None,
+) -> list[str]:  # shuffles the list when given
     "`n` neg_types in the proportions of NEG_WEIGHTS (largest remainder)."
-    w = np.array([NEG_WEIGHTS[t] for t in NEG_TYPES])*n
+    w = np.array([NEG_WEIGHTS[t] for t in NEG_TYPES]) * n
     cnt = np.floor(w).astype(int)
-    cnt[np.argsort(-(w - cnt), kind='stable')[:n - cnt.sum()]] += 1
+    cnt[np.argsort(-(w - cnt), kind="stable")[: n - cnt.sum()]] += 1
     out = np.repeat(np.arange(len(NEG_TYPES)), cnt)
-    if rng is not None: out = rng.permutation(out)
+    if rng is not None:
+        out = rng.permutation(out)
     return [NEG_TYPES[k] for k in out]
 
 # %% ../nbs/01a_synth.ipynb #00000035
-NEGATION_WORDS = re.compile(r'\b(?:no|not|without)\b', re.I)
-DROP_NO_OF_NEGATED = NEG_WEIGHTS['drop_no']/(NEG_WEIGHTS['drop_no'] + (1 - NEG_WEIGHTS['drop_no'])*ABSENT_SHARE)  # ~0.70
+NEGATION_WORDS = re.compile(r"\b(?:no|not|without)\b", re.I)
+DROP_NO_OF_NEGATED = NEG_WEIGHTS["drop_no"] / (
+    NEG_WEIGHTS["drop_no"] + (1 - NEG_WEIGHTS["drop_no"]) * ABSENT_SHARE
+)  # ~0.70
 
-def negation_word_share(texts) -> float: # captions (any iterable of str)
+
+def negation_word_share(texts) -> float:  # captions (any iterable of str)
     "The share of `texts` that contain a negation word (no, not, without)."
     flags = [bool(NEGATION_WORDS.search(str(t))) for t in texts]
     return float(np.mean(flags)) if flags else 0.0
 
-def split_plan(n:int, # rows in the split
-               share:float|None, # share of true captions with a negation word; None: the natural mix (val, test)
-               rng:np.random.Generator) -> list[tuple[str, bool|None]]: # shuffles the plan
+
+def split_plan(
+    n: int,  # rows in the split
+    share: float | None,  # share of true captions with a negation word; None: the natural mix (val, test)
+    rng: np.random.Generator,
+) -> list[tuple[str, bool | None]]:  # shuffles the plan
     "(neg_type, absent) for each row of a split: `absent` says whether the caption names an absent object."
-    if share is None: return [(t, None) for t in neg_type_quota(n, rng)]
-    n_negated = round(share*n)
-    n_drop = round(DROP_NO_OF_NEGATED*n_negated)
-    others = [t for t in NEG_TYPES if t != 'drop_no']
-    w = np.array([NEG_WEIGHTS[t] for t in others])/sum(NEG_WEIGHTS[t] for t in others)*(n - n_drop)
+    if share is None:
+        return [(t, None) for t in neg_type_quota(n, rng)]
+    n_negated = round(share * n)
+    n_drop = round(DROP_NO_OF_NEGATED * n_negated)
+    others = [t for t in NEG_TYPES if t != "drop_no"]
+    w = np.array([NEG_WEIGHTS[t] for t in others]) / sum(NEG_WEIGHTS[t] for t in others) * (n - n_drop)
     cnt = np.floor(w).astype(int)
-    cnt[np.argsort(-(w - cnt), kind='stable')[:n - n_drop - cnt.sum()]] += 1
+    cnt[np.argsort(-(w - cnt), kind="stable")[: n - n_drop - cnt.sum()]] += 1
     rows = [(t, False) for t, c in zip(others, cnt) for _ in range(c)]
-    for k in rng.choice(len(rows), n_negated - n_drop, replace=False): rows[k] = (rows[k][0], True)
-    rows += [('drop_no', True)]*n_drop
+    for k in rng.choice(len(rows), n_negated - n_drop, replace=False):
+        rows[k] = (rows[k][0], True)
+    rows += [("drop_no", True)] * n_drop
     return [rows[k] for k in rng.permutation(len(rows))]
 
 # %% ../nbs/01a_synth.ipynb #00000039
-def _split_share(settings:dict, split:str) -> float|None:
+def _split_share(settings: dict, split: str) -> float | None:
     "The negation share `split` is drawn with: the settings' share for pretrain and train, None (natural) for val and test."
-    return {'pretrain': settings['pretrain_negation_share'], 'train': settings['finetune_negation_share']}.get(split)
+    return {"pretrain": settings["pretrain_negation_share"], "train": settings["finetune_negation_share"]}.get(split)
+
 
 def _synth_rows(settings):
     "Yield (split, split index, row index in the split, triple) for every image, in file order."
     for si, split in enumerate(SPLITS):
-        plan = split_plan(settings[f'n_{split}'], _split_share(settings, split), np.random.default_rng([settings['seed'], si, 0]))
+        plan = split_plan(
+            settings[f"n_{split}"], _split_share(settings, split), np.random.default_rng([settings["seed"], si, 0])
+        )
         for i, (t, absent) in enumerate(plan):
-            yield split, si, i, make_triple(np.random.default_rng([settings['seed'], si, 1, i]), t, settings['image_size'], absent=absent)
+            yield (
+                split,
+                si,
+                i,
+                make_triple(
+                    np.random.default_rng([settings["seed"], si, 1, i]), t, settings["image_size"], absent=absent
+                ),
+            )
 
-def synth_triples(settings:dict): # from `synth_settings`
+
+def synth_triples(settings: dict):  # from `synth_settings`
     "Yield (split, triple) for every image of the dataset, in file order."
-    for split, _, _, t in _synth_rows(settings): yield split, t
+    for split, _, _, t in _synth_rows(settings):
+        yield split, t
 
 # %% ../nbs/01a_synth.ipynb #0000003b
-COLUMNS = ('image', 'caption', 'paraphrased', 'negation', 'neg_type', 'split', 'label', 'n_objects', 'objects',
-           'negation_image', 'negation_objects')
+COLUMNS = (
+    "image",
+    "caption",
+    "paraphrased",
+    "negation",
+    "neg_type",
+    "split",
+    "label",
+    "n_objects",
+    "objects",
+    "negation_image",
+    "negation_objects",
+)
+
 
 def _write_file(path, data):
     "Write `data` to a new file (os-level: a third faster than `open` for these tiny files)."
     fd, view = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666), memoryview(data)
     try:
-        while view: view = view[os.write(fd, view):]
-    finally: os.close(fd)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
-def _scene_json(objs): return json.dumps([[o.shape, o.colour, o.x, o.y, o.size] for o in objs], separators=(',', ':'))
+
+def _scene_json(objs):
+    return json.dumps([[o.shape, o.colour, o.x, o.y, o.size] for o in objs], separators=(",", ":"))
+
 
 def _synth_row(k, width, split, si, i, t, settings, emit, failures):
     "The CSV row of triple `t` (file number `k`); its image and counterfactual go to `emit(rel, png)`."
-    S, objs, rel, cf_rel = settings['image_size'], t['objs'], f'images/{k:0{width}d}.png', f'images/cf/{k:0{width}d}.png'
+    S, objs, rel, cf_rel = (
+        settings["image_size"],
+        t["objs"],
+        f"images/{k:0{width}d}.png",
+        f"images/cf/{k:0{width}d}.png",
+    )
     emit(rel, png_bytes(render_scene(objs, S)))
-    cf, why = make_counterfactual(objs, t['caption'], t['negation'], t['neg_type'], [settings['seed'], si, 2, i], S)
+    cf, why = make_counterfactual(objs, t["caption"], t["negation"], t["neg_type"], [settings["seed"], si, 2, i], S)
     if cf is None:
-        failures.append(dict(image=rel, split=split, neg_type=t['neg_type'], reason=why)); cf_rel = cf_json = ''
-    else: emit(cf_rel, png_bytes(render_scene(cf, S))); cf_json = _scene_json(cf)
-    return (rel, t['caption'], t['paraphrased'], t['negation'], t['neg_type'], split, objs[0].shape if len(objs) == 1 else '',
-            len(objs), _scene_json(objs), cf_rel, cf_json)
+        failures.append(dict(image=rel, split=split, neg_type=t["neg_type"], reason=why))
+        cf_rel = cf_json = ""
+    else:
+        emit(cf_rel, png_bytes(render_scene(cf, S)))
+        cf_json = _scene_json(cf)
+    return (
+        rel,
+        t["caption"],
+        t["paraphrased"],
+        t["negation"],
+        t["neg_type"],
+        split,
+        objs[0].shape if len(objs) == 1 else "",
+        len(objs),
+        _scene_json(objs),
+        cf_rel,
+        cf_json,
+    )
 
-def write_synthneg(out:Path, # a new (or empty) directory
-                   settings:dict, # from `synth_settings`
-                   progress:bool=True, # show a progress bar
-                   workers:int=0) -> pd.DataFrame: # threads writing the image files (0: write inline, the fastest here)
+
+def write_synthneg(
+    out: Path,  # a new (or empty) directory
+    settings: dict,  # from `synth_settings`
+    progress: bool = True,  # show a progress bar
+    workers: int = 0,
+) -> pd.DataFrame:  # threads writing the image files (0: write inline, the fastest here)
     "Write images, counterfactual images, meta.json and (last, atomically) triples.csv into `out`; return the table."
-    out = Path(out); (out/'images'/'cf').mkdir(parents=True, exist_ok=True)
-    total = sum(settings[f'n_{sp}'] for sp in SPLITS)
+    out = Path(out)
+    (out / "images" / "cf").mkdir(parents=True, exist_ok=True)
+    total = sum(settings[f"n_{sp}"] for sp in SPLITS)
     width = max(6, len(str(total - 1)))
     rows, futs, failures = [], [], []
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
+
     def emit(rel, data):
-        if pool is None: _write_file(out/rel, data)
-        else: futs.append(pool.submit(_write_file, out/rel, data))
+        if pool is None:
+            _write_file(out / rel, data)
+        else:
+            futs.append(pool.submit(_write_file, out / rel, data))
+
     try:
-        for k, (split, si, i, t) in enumerate(tqdm(_synth_rows(settings), total=total, disable=not progress, desc='SynthNeg', leave=False)):
+        for k, (split, si, i, t) in enumerate(
+            tqdm(_synth_rows(settings), total=total, disable=not progress, desc="SynthNeg", leave=False)
+        ):
             rows.append(_synth_row(k, width, split, si, i, t, settings, emit, failures))
-        for f in futs: f.result()
+        for f in futs:
+            f.result()
     finally:
-        if pool is not None: pool.shutdown(cancel_futures=True)
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    write_json(out/'meta.json', _synth_meta(df, settings, failures))
-    with atomic_write(out/'triples.csv', 'w') as f: df.to_csv(f, index=False, lineterminator='\n')
+    write_json(out / "meta.json", _synth_meta(df, settings, failures))
+    with atomic_write(out / "triples.csv", "w") as f:
+        df.to_csv(f, index=False, lineterminator="\n")
     return df
+
 
 def _synth_meta(df, settings, failures):
     "What meta.json records: settings, hash, columns, counts, shares, counterfactuals."
-    failed = collections.Counter(f['split'] for f in failures)
-    return dict(dataset='synthneg', settings=settings, hash=settings_hash(settings), columns=list(COLUMNS),
-                splits={sp: settings[f'n_{sp}'] for sp in SPLITS},
-                neg_types=df.neg_type.value_counts().reindex(list(NEG_TYPES), fill_value=0).to_dict(),
-                negation_shares=dict(pretrain=settings['pretrain_negation_share'], finetune=settings['finetune_negation_share']),
-                caption_negation_share={sp: round(negation_word_share(df.caption[df.split == sp]), 4)
-                                        for sp in SPLITS if settings[f'n_{sp}']},
-                counterfactuals={sp: dict(made=settings[f'n_{sp}'] - failed[sp], failed=failed[sp]) for sp in SPLITS},
-                counterfactual_failures=failures, shapes=list(SHAPES), colours=list(COLOURS))
+    failed = collections.Counter(f["split"] for f in failures)
+    return dict(
+        dataset="synthneg",
+        settings=settings,
+        hash=settings_hash(settings),
+        columns=list(COLUMNS),
+        splits={sp: settings[f"n_{sp}"] for sp in SPLITS},
+        neg_types=df.neg_type.value_counts().reindex(list(NEG_TYPES), fill_value=0).to_dict(),
+        negation_shares=dict(
+            pretrain=settings["pretrain_negation_share"], finetune=settings["finetune_negation_share"]
+        ),
+        caption_negation_share={
+            sp: round(negation_word_share(df.caption[df.split == sp]), 4) for sp in SPLITS if settings[f"n_{sp}"]
+        },
+        counterfactuals={sp: dict(made=settings[f"n_{sp}"] - failed[sp], failed=failed[sp]) for sp in SPLITS},
+        counterfactual_failures=failures,
+        shapes=list(SHAPES),
+        colours=list(COLOURS),
+    )
 
 # %% ../nbs/01a_synth.ipynb #0000003d
-def synthneg_complete(path, # a dataset directory
-                      settings:dict) -> bool: # the settings it should have been made with
+def synthneg_complete(
+    path,  # a dataset directory
+    settings: dict,
+) -> bool:  # the settings it should have been made with
     "Whether `path` holds a finished SynthNeg dataset with these settings."
     path = Path(path)
-    try: meta = json.loads((path/'meta.json').read_text())
-    except (OSError, ValueError): return False
-    if meta.get('settings') != settings or not (path/'triples.csv').is_file(): return False
     try:
-        with os.scandir(path/'images') as it: n = sum(1 for e in it if e.name.endswith('.png'))
-        with os.scandir(path/'images'/'cf') as it: n_cf = sum(1 for e in it if e.name.endswith('.png'))
-        made = sum(int(c['made']) for c in meta['counterfactuals'].values())
-    except (OSError, KeyError, TypeError, ValueError, AttributeError): return False
-    return n == sum(settings[f'n_{sp}'] for sp in SPLITS) and n_cf == made
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("settings") != settings or not (path / "triples.csv").is_file():
+        return False
+    try:
+        with os.scandir(path / "images") as it:
+            n = sum(1 for e in it if e.name.endswith(".png"))
+        with os.scandir(path / "images" / "cf") as it:
+            n_cf = sum(1 for e in it if e.name.endswith(".png"))
+        made = sum(int(c["made"]) for c in meta["counterfactuals"].values())
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        return False
+    return n == sum(settings[f"n_{sp}"] for sp in SPLITS) and n_cf == made
+
 
 def _pid_alive(pid):
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except (PermissionError, OSError): return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
     return True
+
 
 def _remove_stale(root, name):
     "Remove partial directories of `name` left by processes that no longer run."
-    for p in root.glob(f'{name}.partial-*'):
-        try: pid = int(p.name.rsplit('.partial-', 1)[1].split('-')[0])
-        except ValueError: continue
-        if not _pid_alive(pid): shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(f"{name}.partial-*"):
+        try:
+            pid = int(p.name.rsplit(".partial-", 1)[1].split("-")[0])
+        except ValueError:
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(p, ignore_errors=True)
 
-def make_synthneg(root=None, # parent directory; None: `semclip.core.data_root()`
-                  *, n_pretrain:int=6000, # images of the split that trains the stand-in "pretrained" CLIP
-                  n_train:int=6000, # fine-tuning images
-                  n_val:int=1000, # validation images
-                  n_test:int=3000, # test images (>= 3000 keeps per-type accuracies stable)
-                  image_size:int=32, # side of the square images, pixels (>= 16)
-                  seed:int=0, # the dataset is a pure function of the settings
-                  pretrain_negation_share:float=0.0, # share of pre-training captions with a negation word (0: web-like)
-                  finetune_negation_share:float=0.0, # share of fine-tuning true captions with a negation word (0: CC-Neg-like)
-                  force:bool=False, # rebuild even if a finished copy exists
-                  progress:bool=True) -> Path: # show a progress bar
+
+def make_synthneg(
+    root=None,  # parent directory; None: `semclip.core.data_root()`
+    *,
+    n_pretrain: int = 6000,  # images of the split that trains the stand-in "pretrained" CLIP
+    n_train: int = 6000,  # fine-tuning images
+    n_val: int = 1000,  # validation images
+    n_test: int = 3000,  # test images (>= 3000 keeps per-type accuracies stable)
+    image_size: int = 32,  # side of the square images, pixels (>= 16)
+    seed: int = 0,  # the dataset is a pure function of the settings
+    pretrain_negation_share: float = 0.0,  # share of pre-training captions with a negation word (0: web-like)
+    finetune_negation_share: float = 0.0,  # share of fine-tuning true captions with a negation word (0: CC-Neg-like)
+    force: bool = False,  # rebuild even if a finished copy exists
+    progress: bool = True,
+) -> Path:  # show a progress bar
     "The directory of the SynthNeg dataset with these settings (`triples.csv`, `images/`, `meta.json`), built if needed."
-    settings = synth_settings(n_pretrain, n_train, n_val, n_test, image_size, seed, pretrain_negation_share, finetune_negation_share)
+    settings = synth_settings(
+        n_pretrain, n_train, n_val, n_test, image_size, seed, pretrain_negation_share, finetune_negation_share
+    )
     root = Path(root) if root is not None else data_root()
-    out = root/f'synthneg-{settings_hash(settings)}'
-    if not force and synthneg_complete(out, settings): return out
+    out = root / f"synthneg-{settings_hash(settings)}"
+    if not force and synthneg_complete(out, settings):
+        return out
     root.mkdir(parents=True, exist_ok=True)
     _remove_stale(root, out.name)
-    tmp = root/f'{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+    tmp = root / f"{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         write_synthneg(tmp, settings, progress)
         if out.exists():
-            if not force and synthneg_complete(out, settings): return out            # another process finished first
-            old = root/f'{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}'
-            os.rename(out, old); shutil.rmtree(old, ignore_errors=True)
-        try: os.rename(tmp, out)
+            if not force and synthneg_complete(out, settings):
+                return out  # another process finished first
+            old = root / f"{out.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            os.rename(out, old)
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.rename(tmp, out)
         except OSError:
-            if not synthneg_complete(out, settings): raise                          # lost a race to a finished copy: fine
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+            if not synthneg_complete(out, settings):
+                raise  # lost a race to a finished copy: fine
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -4,8 +4,16 @@
 
 # %% ../nbs/05_train.ipynb #00000007
 from __future__ import annotations
-import os, re, sys, json, math, time, inspect, argparse, shutil, hashlib, tempfile, contextlib
-from dataclasses import dataclass, field, fields, asdict, replace
+import os
+import sys
+import json
+import math
+import time
+import shutil
+import hashlib
+import tempfile
+import contextlib
+from dataclasses import dataclass, fields, asdict, replace
 from pathlib import Path
 import numpy as np
 import torch
@@ -13,9 +21,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import (ARMS, ConfigError, CheckpointError, SemclipError, check_choice, check_number, seed_everything, get_device,
-                          autocast, resolve_precision, runs_root, write_json, atomic_write, rng_state, set_rng_state, RunLock,
-                          cli_main)
+from semclip.core import (
+    ARMS,
+    ConfigError,
+    CheckpointError,
+    SemclipError,
+    check_choice,
+    check_number,
+    seed_everything,
+    get_device,
+    autocast,
+    resolve_precision,
+    runs_root,
+    write_json,
+    atomic_write,
+    RunLock,
+    cli_main,
+)
 from .cli import TrainParams, command_line
 
 # %% auto #0
@@ -29,127 +51,198 @@ __all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIE
            'optimizer_step', 'setup_run', 'train', 'training_summary', 'run_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #0000000a
-SEMCLIP_FAMILY = ('baseline', 'paraphrase_only', 'negation_only', 'semclip', 'laclip', 'semclip_img')  # arms trained with SemCLIPLoss
+SEMCLIP_FAMILY = (
+    "baseline",
+    "paraphrase_only",
+    "negation_only",
+    "semclip",
+    "laclip",
+    "semclip_img",
+)  # arms trained with SemCLIPLoss
+
 
 def param_docs() -> dict:
     "The trailing comment of each `TrainParams` field."
     return TrainParams.docs()
 
 # %% ../nbs/05_train.ipynb #0000000f
-_INTS = dict(batch_size=1, accum_steps=1, warmup_steps=0, eval_every=0, ckpt_every=0, freeze_text_layers=0, k=1, num_workers=0)
-_OPTIONAL_INTS = dict(steps=1, pretrain_steps=1, max_train=1)            # None: the arm's default, or all rows
-_FLOATS = dict(weight_decay=(0, None), grad_clip=(0, None), margin=(-1, 1), laclip_p=(0, 1),
-               pretrain_negation_share=(0, 1), finetune_negation_share=(0, 1))
-_PATHS = ('data_root', 'pretrained', 'init_checkpoint', 'train_shards', 'out_dir')
+_INTS = dict(
+    batch_size=1, accum_steps=1, warmup_steps=0, eval_every=0, ckpt_every=0, freeze_text_layers=0, k=1, num_workers=0
+)
+_OPTIONAL_INTS = dict(steps=1, pretrain_steps=1, max_train=1)  # None: the arm's default, or all rows
+_FLOATS = dict(
+    weight_decay=(0, None),
+    grad_clip=(0, None),
+    margin=(-1, 1),
+    laclip_p=(0, 1),
+    pretrain_negation_share=(0, 1),
+    finetune_negation_share=(0, 1),
+)
+_PATHS = ("data_root", "pretrained", "init_checkpoint", "train_shards", "out_dir")
 
-def _check_bool(name:str, v, allow_none:bool=False):
-    if (v is None and allow_none) or isinstance(v, bool): return v
-    raise ConfigError(f"{name}={v!r} must be true or false" + (' (or None for the default)' if allow_none else ''))
 
-def check_values(p:TrainParams) -> TrainParams: # parameters as given (None where the arm's default applies)
+def _check_bool(name: str, v, allow_none: bool = False):
+    if (v is None and allow_none) or isinstance(v, bool):
+        return v
+    raise ConfigError(f"{name}={v!r} must be true or false" + (" (or None for the default)" if allow_none else ""))
+
+
+def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None where the arm's default applies)
     "`p` with every field checked (type, finite, in range) and numbers made plain int/float; a `ConfigError` names the first bad one."
-    check_choice('arm', p.arm, ARMS)
+    check_choice("arm", p.arm, ARMS)
     from semclip.data import DATASETS as registered
-    check_choice('dataset', p.dataset, list(registered))
-    resolve_precision(p.precision, torch.device('cpu'))
-    if not isinstance(p.model, str) or not p.model.strip(): raise ConfigError(f'model={p.model!r} must be an open_clip model name')
-    for n, lo in _INTS.items(): setattr(p, n, check_number(n, getattr(p, n), min=lo))
-    for n, lo in _OPTIONAL_INTS.items(): setattr(p, n, check_number(n, getattr(p, n), min=lo, allow_none=True))
-    for n, (lo, hi) in _FLOATS.items(): setattr(p, n, check_number(n, getattr(p, n), kind=float, min=lo, max=hi))
-    p.lr = check_number('lr', p.lr, kind=float, min=0, min_inclusive=False, allow_none=True)
-    p.seed = check_number('seed', p.seed, min=0, max=2**32 - 1)
-    for n in ('normalize', 'learnable_proj', 'resume', 'progress'): _check_bool(n, getattr(p, n))
-    _check_bool('freeze_vision', p.freeze_vision, allow_none=True)
+
+    check_choice("dataset", p.dataset, list(registered))
+    resolve_precision(p.precision, torch.device("cpu"))
+    if not isinstance(p.model, str) or not p.model.strip():
+        raise ConfigError(f"model={p.model!r} must be an open_clip model name")
+    for n, lo in _INTS.items():
+        setattr(p, n, check_number(n, getattr(p, n), min=lo))
+    for n, lo in _OPTIONAL_INTS.items():
+        setattr(p, n, check_number(n, getattr(p, n), min=lo, allow_none=True))
+    for n, (lo, hi) in _FLOATS.items():
+        setattr(p, n, check_number(n, getattr(p, n), kind=float, min=lo, max=hi))
+    p.lr = check_number("lr", p.lr, kind=float, min=0, min_inclusive=False, allow_none=True)
+    p.seed = check_number("seed", p.seed, min=0, max=2**32 - 1)
+    for n in ("normalize", "learnable_proj", "resume", "progress"):
+        _check_bool(n, getattr(p, n))
+    _check_bool("freeze_vision", p.freeze_vision, allow_none=True)
     for n in _PATHS:
         v = getattr(p, n)
-        if isinstance(v, os.PathLike): setattr(p, n, v := os.fspath(v))
-        if v is not None and not isinstance(v, str): raise ConfigError(f'{n}={v!r} must be a path (a string) or None')
+        if isinstance(v, os.PathLike):
+            setattr(p, n, v := os.fspath(v))
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"{n}={v!r} must be a path (a string) or None")
     if p.out_dir is not None and not p.out_dir.strip():
-        raise ConfigError(f"out_dir={p.out_dir!r} is empty: it would write into the current folder; give a folder, or None for "
-                          f"the default under $SEMCLIP_RUNS")
-    if p.device != 'auto': get_device(p.device)          # 'foo' or an absent GPU: refused before anything is created
+        raise ConfigError(
+            f"out_dir={p.out_dir!r} is empty: it would write into the current folder; give a folder, or None for "
+            f"the default under $SEMCLIP_RUNS"
+        )
+    if p.device != "auto":
+        get_device(p.device)  # 'foo' or an absent GPU: refused before anything is created
     return p
 
 # %% ../nbs/05_train.ipynb #00000012
 PRETRAIN_DEFAULTS = dict(steps=400, lr=1e-3, freeze_vision=False)
 FINETUNE_DEFAULTS = dict(steps=150, lr=5e-4, freeze_vision=True)
 
-def condition_dir(dataset:str='synthneg', # registered dataset name
-                  pretrain_negation_share:float=0.0, finetune_negation_share:float=0.0) -> str: # SynthNeg's caption statistics
-    "The runs folder name of a dataset condition: the dataset's name for the default shares, else e.g. 'synthneg-pre0.3-ft0'."
-    if not (pretrain_negation_share or finetune_negation_share): return dataset
-    return f'{dataset}-pre{pretrain_negation_share:g}-ft{finetune_negation_share:g}'
 
-def pretrain_checkpoint(dataset:str='synthneg', seed:int=42, pretrain_negation_share:float=0.0) -> Path:
+def condition_dir(
+    dataset: str = "synthneg",  # registered dataset name
+    pretrain_negation_share: float = 0.0,
+    finetune_negation_share: float = 0.0,
+) -> str:  # SynthNeg's caption statistics
+    "The runs folder name of a dataset condition: the dataset's name for the default shares, else e.g. 'synthneg-pre0.3-ft0'."
+    if not (pretrain_negation_share or finetune_negation_share):
+        return dataset
+    return f"{dataset}-pre{pretrain_negation_share:g}-ft{finetune_negation_share:g}"
+
+
+def pretrain_checkpoint(dataset: str = "synthneg", seed: int = 42, pretrain_negation_share: float = 0.0) -> Path:
     "Where the SynthNeg pre-training run of `seed` (and of its pre-training caption statistics) keeps its final checkpoint."
-    return runs_root()/condition_dir(dataset, pretrain_negation_share, 0.0)/'pretrain'/f'seed{seed}'/'final.pt'
+    return runs_root() / condition_dir(dataset, pretrain_negation_share, 0.0) / "pretrain" / f"seed{seed}" / "final.pt"
+
 
 def dataset_kwargs(p) -> dict:
     "The extra `get_dataset` arguments of a run's dataset (SynthNeg's caption statistics; nothing for the others)."
-    if p.dataset != 'synthneg': return {}
+    if p.dataset != "synthneg":
+        return {}
     return dict(pretrain_negation_share=p.pretrain_negation_share, finetune_negation_share=p.finetune_negation_share)
 
-def resolve_params(params:TrainParams|dict|None=None, # a TrainParams, a dict, or None for the defaults
-                   **overrides) -> TrainParams: # any TrainParams field
+
+def resolve_params(
+    params: TrainParams | dict | None = None,  # a TrainParams, a dict, or None for the defaults
+    **overrides,
+) -> TrainParams:  # any TrainParams field
     "Validate parameters and fill the arm's defaults."
     d = asdict(params) if isinstance(params, TrainParams) else dict(params or {})
     d.update(overrides)
     valid = [f.name for f in fields(TrainParams)]
     bad = [k for k in d if k not in valid]
-    if bad: raise ConfigError(f"unknown parameter(s) {', '.join(map(repr, bad))}; valid parameters: {', '.join(valid)}")
+    if bad:
+        raise ConfigError(f"unknown parameter(s) {', '.join(map(repr, bad))}; valid parameters: {', '.join(valid)}")
     p = check_values(TrainParams(**d))
-    if p.batch_size % p.accum_steps: raise ConfigError(f'batch_size={p.batch_size} must be divisible by accum_steps={p.accum_steps}')
-    for n in ('pretrain_negation_share', 'finetune_negation_share'):
-        if getattr(p, n) and p.dataset != 'synthneg': raise ConfigError(f'{n}={getattr(p, n)!r} is a SynthNeg setting; dataset={p.dataset!r} has fixed captions')
+    if p.batch_size % p.accum_steps:
+        raise ConfigError(f"batch_size={p.batch_size} must be divisible by accum_steps={p.accum_steps}")
+    for n in ("pretrain_negation_share", "finetune_negation_share"):
+        if getattr(p, n) and p.dataset != "synthneg":
+            raise ConfigError(f"{n}={getattr(p, n)!r} is a SynthNeg setting; dataset={p.dataset!r} has fixed captions")
     if p.train_shards is not None and p.max_train is not None:
-        raise ConfigError('max_train applies to the in-memory split, not to train_shards: write fewer shards instead')
-    dflt = PRETRAIN_DEFAULTS if p.arm == 'pretrain' else FINETUNE_DEFAULTS
+        raise ConfigError("max_train applies to the in-memory split, not to train_shards: write fewer shards instead")
+    dflt = PRETRAIN_DEFAULTS if p.arm == "pretrain" else FINETUNE_DEFAULTS
     for k, v in dflt.items():
-        if getattr(p, k) is None: setattr(p, k, v)
-    if p.init_checkpoint == 'auto':
-        p.init_checkpoint = (str(pretrain_checkpoint(p.dataset, p.seed, p.pretrain_negation_share))
-                             if p.dataset == 'synthneg' and p.arm != 'pretrain' and p.pretrained is None else None)
+        if getattr(p, k) is None:
+            setattr(p, k, v)
+    if p.init_checkpoint == "auto":
+        p.init_checkpoint = (
+            str(pretrain_checkpoint(p.dataset, p.seed, p.pretrain_negation_share))
+            if p.dataset == "synthneg" and p.arm != "pretrain" and p.pretrained is None
+            else None
+        )
     if p.out_dir is None:
-        ft_share = 0.0 if p.arm == 'pretrain' else p.finetune_negation_share   # pre-training reads only the pre-training split
-        p.out_dir = str(runs_root()/condition_dir(p.dataset, p.pretrain_negation_share, ft_share)/p.arm/f'seed{p.seed}')
+        ft_share = (
+            0.0 if p.arm == "pretrain" else p.finetune_negation_share
+        )  # pre-training reads only the pre-training split
+        p.out_dir = str(
+            runs_root() / condition_dir(p.dataset, p.pretrain_negation_share, ft_share) / p.arm / f"seed{p.seed}"
+        )
     return p
 
 # %% ../nbs/05_train.ipynb #00000015
-TEXT_FIELDS = dict(caption='caption', paraphrase='paraphrased', negation='negation')
+TEXT_FIELDS = dict(caption="caption", paraphrase="paraphrased", negation="negation")
+
 
 @dataclass
 class TripleTensors:
     "One split in memory: pixels (or frozen image features) and tokenised texts."
-    images: torch.Tensor|None          # [N, 3, H, W] preprocessed pixels
-    tokens: dict                       # field -> LongTensor [N, context_length]
-    df: object                         # the split's rows (pandas DataFrame), for per-type metrics
-    image_features: torch.Tensor|None = None  # [N, D] when the vision tower is frozen
-    source: object = None              # the TripleDataset the rows come from (to decode images later)
-    negation_images: torch.Tensor|None = None          # [N, 3, H, W] the counterfactual images (arms that need them)
-    negation_image_features: torch.Tensor|None = None  # [N, D] their features when the vision tower is frozen
-    negation_source: object = None     # the TripleDataset of the counterfactuals (same rows, `negation_image` as image)
-    def __len__(self): return len(self.df)
 
-def prepare_split(bundle, # a semclip.model.ClipBundle
-                  dataset:str, split:str, root=None, # which data
-                  need=('caption', 'paraphrase', 'negation'), # the text fields to tokenise
-                  max_rows:int|None=None, progress:bool=True,
-                  images:bool=True, # False: leave the images undecoded (see `frozen_image_features`)
-                  dataset_kw:dict|None=None, # extra `get_dataset` arguments (e.g. SynthNeg's negation shares)
-                  negation_images:bool=False, # also load the counterfactual images (`negation_image`); rows without one are dropped
-                  arm:str|None=None) -> TripleTensors: # the arm, for messages
+    images: torch.Tensor | None  # [N, 3, H, W] preprocessed pixels
+    tokens: dict  # field -> LongTensor [N, context_length]
+    df: object  # the split's rows (pandas DataFrame), for per-type metrics
+    image_features: torch.Tensor | None = None  # [N, D] when the vision tower is frozen
+    source: object = None  # the TripleDataset the rows come from (to decode images later)
+    negation_images: torch.Tensor | None = None  # [N, 3, H, W] the counterfactual images (arms that need them)
+    negation_image_features: torch.Tensor | None = None  # [N, D] their features when the vision tower is frozen
+    negation_source: object = None  # the TripleDataset of the counterfactuals (same rows, `negation_image` as image)
+
+    def __len__(self):
+        return len(self.df)
+
+
+def prepare_split(
+    bundle,  # a semclip.model.ClipBundle
+    dataset: str,
+    split: str,
+    root=None,  # which data
+    need=("caption", "paraphrase", "negation"),  # the text fields to tokenise
+    max_rows: int | None = None,
+    progress: bool = True,
+    images: bool = True,  # False: leave the images undecoded (see `frozen_image_features`)
+    dataset_kw: dict | None = None,  # extra `get_dataset` arguments (e.g. SynthNeg's negation shares)
+    negation_images: bool = False,  # also load the counterfactual images (`negation_image`); rows without one are dropped
+    arm: str | None = None,
+) -> TripleTensors:  # the arm, for messages
     "Load a split, decode its images once and tokenise its texts once."
     from semclip.data import get_dataset, load_images, TripleDataset
-    kw = {**(dict(progress=progress) if dataset == 'synthneg' else {}), **(dataset_kw or {})}
+
+    kw = {**(dict(progress=progress) if dataset == "synthneg" else {}), **(dataset_kw or {})}
     ds = get_dataset(dataset, root=root, split=split, transform=bundle.preprocess, **kw)
-    if negation_images: ds = _with_counterfactuals(ds, dataset, split, arm)
+    if negation_images:
+        ds = _with_counterfactuals(ds, dataset, split, arm)
     if max_rows is not None and max_rows < len(ds):
-        ds = TripleDataset(ds.df.iloc[:max_rows].reset_index(drop=True), transform=bundle.preprocess, require_paraphrase=False, source=ds.source)
+        ds = TripleDataset(
+            ds.df.iloc[:max_rows].reset_index(drop=True),
+            transform=bundle.preprocess,
+            require_paraphrase=False,
+            source=ds.source,
+        )
     df = ds.df.reset_index(drop=True)
     for f in need:
         col = TEXT_FIELDS[f]
-        if col not in df or df[col].isna().any() or (df[col].astype(str).str.strip() == '').any():
-            raise ConfigError(f"this arm needs the '{col}' column, which dataset {dataset!r} (split {split!r}) does not fill for every row")
+        if col not in df or df[col].isna().any() or (df[col].astype(str).str.strip() == "").any():
+            raise ConfigError(
+                f"this arm needs the '{col}' column, which dataset {dataset!r} (split {split!r}) does not fill for every row"
+            )
     pixels = load_images(ds, progress=progress) if images else None
     tokens = {f: bundle.tokenizer(df[TEXT_FIELDS[f]].astype(str).tolist()) for f in need}
     cf = ds.negation_image_dataset() if negation_images else None
@@ -157,84 +250,125 @@ def prepare_split(bundle, # a semclip.model.ClipBundle
     return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds, negation_images=cf_pixels, negation_source=cf)
 
 # %% ../nbs/05_train.ipynb #00000017
-def _with_counterfactuals(ds, dataset:str, split:str, arm:str|None=None):
+def _with_counterfactuals(ds, dataset: str, split: str, arm: str | None = None):
     "`ds` keeping only the rows with a counterfactual image; a ConfigError when the dataset has none at all."
     from semclip.data import TripleDataset
-    who = f'arm {arm!r}' if arm else 'this arm'
+
+    who = f"arm {arm!r}" if arm else "this arm"
     if not ds.has_negation_image:
-        raise ConfigError(f"{who} needs counterfactual images (a 'negation_image' column), which dataset {dataset!r} does not have; "
-                          "use SynthNeg (version 3 writes them) or an arm without negation images")
+        raise ConfigError(
+            f"{who} needs counterfactual images (a 'negation_image' column), which dataset {dataset!r} does not have; "
+            "use SynthNeg (version 3 writes them) or an arm without negation images"
+        )
     keep = [i for i in range(len(ds)) if ds.negation_image_path(i) is not None]
-    if len(keep) == len(ds): return ds
-    if not keep: raise ConfigError(f"{who}: no row of dataset {dataset!r} (split {split!r}) has a counterfactual image")
-    print(f"split {split!r}: dropped {len(ds) - len(keep)} of {len(ds)} rows without a counterfactual image (negation_image)")
-    return TripleDataset(ds.df.iloc[keep], transform=ds.transform, on_bad_sample=ds.on_bad_sample,
-                         require_paraphrase=ds.require_paraphrase, source=ds.source)
+    if len(keep) == len(ds):
+        return ds
+    if not keep:
+        raise ConfigError(f"{who}: no row of dataset {dataset!r} (split {split!r}) has a counterfactual image")
+    print(
+        f"split {split!r}: dropped {len(ds) - len(keep)} of {len(ds)} rows without a counterfactual image (negation_image)"
+    )
+    return TripleDataset(
+        ds.df.iloc[keep],
+        transform=ds.transform,
+        on_bad_sample=ds.on_bad_sample,
+        require_paraphrase=ds.require_paraphrase,
+        source=ds.source,
+    )
+
 
 def _check_counterfactual_data(p):
     "Refuse, before a run writes anything, an arm that needs counterfactual images on a dataset without them."
     from semclip.loss import ARM_INPUTS
     from semclip.data import get_dataset
-    if 'negation_image' not in ARM_INPUTS.get(p.arm, ()) or p.train_shards: return
-    kw = {**(dict(progress=p.progress) if p.dataset == 'synthneg' else {}), **dataset_kwargs(p)}
-    ds = get_dataset(p.dataset, root=p.data_root, split='all', **kw)    # the table only: no image is decoded
-    if not ds.has_negation_image: _with_counterfactuals(ds, p.dataset, 'all', p.arm)
+
+    if "negation_image" not in ARM_INPUTS.get(p.arm, ()) or p.train_shards:
+        return
+    kw = {**(dict(progress=p.progress) if p.dataset == "synthneg" else {}), **dataset_kwargs(p)}
+    ds = get_dataset(p.dataset, root=p.data_root, split="all", **kw)  # the table only: no image is decoded
+    if not ds.has_negation_image:
+        _with_counterfactuals(ds, p.dataset, "all", p.arm)
 
 # %% ../nbs/05_train.ipynb #00000019
-def batch_indices(n:int, # rows in the split
-                  batch_size:int, step:int, seed:int) -> torch.Tensor:
+def batch_indices(
+    n: int,  # rows in the split
+    batch_size: int,
+    step: int,
+    seed: int,
+) -> torch.Tensor:
     "The row indices of the batch at `step` (full batches only, a fresh permutation each epoch)."
-    if n < batch_size: raise ConfigError(f'batch_size={batch_size} is larger than the {n} training rows')
+    if n < batch_size:
+        raise ConfigError(f"batch_size={batch_size} is larger than the {n} training rows")
     per_epoch = n // batch_size
     epoch, i = divmod(step, per_epoch)
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)[i*batch_size:(i+1)*batch_size]
+    return torch.randperm(n, generator=g)[i * batch_size : (i + 1) * batch_size]
 
 # %% ../nbs/05_train.ipynb #0000001c
-def _unwrap(model): return model.module if hasattr(model, 'module') else model
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
 
-def trim_tokens(tokens:torch.Tensor) -> torch.Tensor:
+
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
-    return tokens[:, :int(tokens.argmax(dim=-1).max()) + 1]
+    return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
 
-def length_buckets(lengths:torch.Tensor, # [N] the number of tokens each row needs (end-of-text position + 1)
-                   overhead:int=512, # cost of one more transformer call, in token positions
-                  ) -> list[tuple[torch.Tensor, int]]:
+
+def length_buckets(
+    lengths: torch.Tensor,  # [N] the number of tokens each row needs (end-of-text position + 1)
+    overhead: int = 512,  # cost of one more transformer call, in token positions
+) -> list[tuple[torch.Tensor, int]]:
     "Rows grouped by length: [(row indices, cut length)], minimising padded positions + `overhead` per group."
     order = torch.argsort(lengths.cpu(), stable=True)
     u, c = torch.unique_consecutive(lengths.cpu()[order], return_counts=True)
     u, cum = u.tolist(), [0] + torch.cumsum(c, 0).tolist()
     best, prev = [0] + [math.inf] * len(u), [0] * (len(u) + 1)
-    for j in range(1, len(u) + 1):      # best[j]: cheapest grouping of the rows with the j shortest lengths
+    for j in range(1, len(u) + 1):  # best[j]: cheapest grouping of the rows with the j shortest lengths
         for i in range(j):
-            cost = best[i] + u[j-1] * (cum[j] - cum[i]) + overhead
-            if cost < best[j]: best[j], prev[j] = cost, i
+            cost = best[i] + u[j - 1] * (cum[j] - cum[i]) + overhead
+            if cost < best[j]:
+                best[j], prev[j] = cost, i
     groups, j = [], len(u)
-    while j > 0: groups.append((order[cum[prev[j]]:cum[j]], u[j-1])); j = prev[j]
+    while j > 0:
+        groups.append((order[cum[prev[j]] : cum[j]], u[j - 1]))
+        j = prev[j]
     return groups[::-1]
+
 
 def _fast_text_path(m) -> bool:
     "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
-    return (getattr(m, 'text_pool_type', None) == 'argmax' and getattr(m, 'attn_mask', None) is not None
-            and hasattr(m, 'positional_embedding') and hasattr(m, 'token_embedding'))
+    return (
+        getattr(m, "text_pool_type", None) == "argmax"
+        and getattr(m, "attn_mask", None) is not None
+        and hasattr(m, "positional_embedding")
+        and hasattr(m, "token_embedding")
+    )
 
-def _text_tower(m, t:torch.Tensor) -> torch.Tensor:
+
+def _text_tower(m, t: torch.Tensor) -> torch.Tensor:
     "Pooled, unprojected text features of token ids `t` already cut to their length."
     L, cast = t.shape[1], m.transformer.get_cast_dtype()
     x = m.token_embedding(t).to(cast) + m.positional_embedding[:L].to(cast)
     x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
     return x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
 
-def encode_tokens(model, tokens:torch.Tensor, # [N, context_length] token ids
-                  bucket:bool=True) -> torch.Tensor: # group texts by length (False: one call cut at the longest)
+
+def encode_tokens(
+    model,
+    tokens: torch.Tensor,  # [N, context_length] token ids
+    bucket: bool = True,
+) -> torch.Tensor:  # group texts by length (False: one call cut at the longest)
     "`model.encode_text(tokens)` (raw features), computed on texts cut to their length when that is exact."
     m = _unwrap(model)
-    if not _fast_text_path(m): return m.encode_text(tokens)
+    if not _fast_text_path(m):
+        return m.encode_text(tokens)
     if bucket and len(tokens) > 1:
         groups = length_buckets(tokens.argmax(dim=-1) + 1)
         rows = torch.cat([g for g, _ in groups]).to(tokens.device)
         x = torch.cat([_text_tower(m, tokens[g.to(tokens.device), :L]) for g, L in groups])
-        x = x[torch.empty_like(rows).scatter_(0, rows, torch.arange(len(rows), device=rows.device))]  # back to input order
+        x = x[
+            torch.empty_like(rows).scatter_(0, rows, torch.arange(len(rows), device=rows.device))
+        ]  # back to input order
     else:
         x = _text_tower(m, trim_tokens(tokens))
     if m.text_projection is not None:
@@ -243,23 +377,32 @@ def encode_tokens(model, tokens:torch.Tensor, # [N, context_length] token ids
 
 # %% ../nbs/05_train.ipynb #00000022
 @torch.no_grad()
-def encode_images_once(model, images:torch.Tensor, batch_size:int=512, device='cpu', precision='fp32', progress=True) -> torch.Tensor:
+def encode_images_once(
+    model, images: torch.Tensor, batch_size: int = 512, device="cpu", precision="fp32", progress=True
+) -> torch.Tensor:
     "Raw image features of every image, for a frozen vision tower."
-    m = _unwrap(model); was = m.training; m.eval()
+    m = _unwrap(model)
+    was = m.training
+    m.eval()
     out = []
-    for i in tqdm(range(0, len(images), batch_size), desc='image features (once)', disable=not progress, leave=False):
+    for i in tqdm(range(0, len(images), batch_size), desc="image features (once)", disable=not progress, leave=False):
         with autocast(precision, torch.device(device)):
-            out.append(m.encode_image(images[i:i+batch_size].to(device)).float())
+            out.append(m.encode_image(images[i : i + batch_size].to(device)).float())
     m.train(was)
     return torch.cat(out)
 
-def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus token tensors per text field
-                   fields=('caption',)) -> dict:
+
+def batch_features(
+    model,
+    batch: dict,  # 'image' pixels or 'image_features', plus token tensors per text field
+    fields=("caption",),
+) -> dict:
     "Raw features of a batch: image, then each text field, with one text-tower call."
-    m = _unwrap(model)
-    feats = {'image': batch['image_features'] if 'image_features' in batch else model.encode_image(batch['image'])}
-    if 'negation_image_features' in batch: feats['negation_image'] = batch['negation_image_features']
-    elif 'negation_image' in batch: feats['negation_image'] = model.encode_image(batch['negation_image'])
+    feats = {"image": batch["image_features"] if "image_features" in batch else model.encode_image(batch["image"])}
+    if "negation_image_features" in batch:
+        feats["negation_image"] = batch["negation_image_features"]
+    elif "negation_image" in batch:
+        feats["negation_image"] = model.encode_image(batch["negation_image"])
     toks = [batch[f] for f in fields]
     if toks:
         L = max(int(t.argmax(-1).max()) + 1 for t in toks)
@@ -268,460 +411,778 @@ def batch_features(model, batch:dict, # 'image' pixels or 'image_features', plus
     return feats
 
 # %% ../nbs/05_train.ipynb #00000025
-def _tensor_digest(h, sd:dict):
+def _tensor_digest(h, sd: dict):
     for k, v in sorted(sd.items()):
-        h.update(k.encode()); h.update(v.detach().to('cpu', torch.float32).contiguous().numpy().tobytes())
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
 
-def image_feature_key(model, data:TripleTensors, device='cpu', precision='fp32',
-                      field:str='image') -> str: # 'image', or 'negation_image' for the counterfactuals (its own key)
+
+def image_feature_key(
+    model, data: TripleTensors, device="cpu", precision="fp32", field: str = "image"
+) -> str:  # 'image', or 'negation_image' for the counterfactuals (its own key)
     "A digest of everything the frozen vision tower's features of `data`'s images (or counterfactuals) depend on."
-    check_choice('field', field, ('image', 'negation_image'))
+    check_choice("field", field, ("image", "negation_image"))
     h = hashlib.sha256()
-    if field != 'image': h.update(f'field={field}'.encode())
+    if field != "image":
+        h.update(f"field={field}".encode())
     _tensor_digest(h, _unwrap(model).visual.state_dict())
-    from semclip.data import image_file_stamp   # a missing or odd file is a DataError naming its row, not a raw OSError
+    from semclip.data import image_file_stamp  # a missing or odd file is a DataError naming its row, not a raw OSError
+
     df = data.df
-    srcs = df['src_file'] if 'src_file' in df else [getattr(data.source, 'source', None)] * len(df)
-    rows = df['src_row'] if 'src_row' in df else range(len(df))
+    srcs = df["src_file"] if "src_file" in df else [getattr(data.source, "source", None)] * len(df)
+    rows = df["src_row"] if "src_row" in df else range(len(df))
     stats = [image_file_stamp(p, file=f, row=int(r)) for p, f, r in zip(df[field], srcs, rows)]
-    tf = getattr(data.source, 'transform', None)
+    tf = getattr(data.source, "transform", None)
     h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
     return h.hexdigest()[:24]
 
-def frozen_image_features(model, data:TripleTensors, device='cpu', precision='fp32', progress=True,
-                          cache:bool=True, # False: always compute (and do not write)
-                          field:str='image') -> torch.Tensor: # 'image', or 'negation_image': the counterfactuals
+
+def frozen_image_features(
+    model,
+    data: TripleTensors,
+    device="cpu",
+    precision="fp32",
+    progress=True,
+    cache: bool = True,  # False: always compute (and do not write)
+    field: str = "image",
+) -> torch.Tensor:  # 'image', or 'negation_image': the counterfactuals
     "Features of `data`'s images under the frozen vision tower: from the cache when present, else computed (and cached)."
     from semclip.data import load_images
+
     key = image_feature_key(model, data, device, precision, field)
-    path = runs_root()/'.cache'/'image_features'/f'{key}.pt' if cache else None
+    path = runs_root() / ".cache" / "image_features" / f"{key}.pt" if cache else None
     if path is not None and path.exists():
         try:
-            feats = torch.load(path, map_location='cpu', weights_only=True)
-            if torch.is_tensor(feats) and feats.shape[0] == len(data): return feats
-        except Exception: pass                                     # unreadable: recompute and overwrite
-    if field == 'image': images = data.images if data.images is not None else load_images(data.source, progress=progress)
-    else: images = data.negation_images if data.negation_images is not None else load_images(data.negation_source, progress=progress)
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            if torch.is_tensor(feats) and feats.shape[0] == len(data):
+                return feats
+        except Exception:
+            pass  # unreadable: recompute and overwrite
+    if field == "image":
+        images = data.images if data.images is not None else load_images(data.source, progress=progress)
+    else:
+        images = (
+            data.negation_images
+            if data.negation_images is not None
+            else load_images(data.negation_source, progress=progress)
+        )
     feats = encode_images_once(model, images, device=device, precision=precision, progress=progress).cpu()
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, 'wb') as f: torch.save(feats, f)
+        with atomic_write(path, "wb") as f:
+            torch.save(feats, f)
     return feats
 
 # %% ../nbs/05_train.ipynb #0000002c
-def loss_inputs(feats:dict, loss_fn, model) -> dict:
+def loss_inputs(feats: dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
-    kw = dict(paraphrase_features=feats.get('paraphrase'), negation_features=feats.get('negation'), output_dict=True)
-    if 'negation_image' in feats: kw['negation_image_features'] = feats['negation_image']
-    scale = _unwrap(model).logit_scale.exp() if getattr(loss_fn, 'uses_model_logit_scale', False) else None
-    return dict(image_features=feats['image'], text_features=feats['caption'], logit_scale=scale, **kw)
+    kw = dict(paraphrase_features=feats.get("paraphrase"), negation_features=feats.get("negation"), output_dict=True)
+    if "negation_image" in feats:
+        kw["negation_image_features"] = feats["negation_image"]
+    scale = _unwrap(model).logit_scale.exp() if getattr(loss_fn, "uses_model_logit_scale", False) else None
+    return dict(image_features=feats["image"], text_features=feats["caption"], logit_scale=scale, **kw)
+
 
 def _cat_fixed(parts, j, live):
     "Concatenate the fixed micro-batch features `parts`, with micro-batch `j` replaced by `live`."
     return {k: torch.cat([live[k] if i == j else p[k] for i, p in enumerate(parts)]) for k in live}
 
-def accumulate_gradients(model, loss_fn, batch:dict, fields, accum_steps:int=1,
-                         precision='fp32', device=torch.device('cpu')) -> dict:
+
+def accumulate_gradients(
+    model, loss_fn, batch: dict, fields, accum_steps: int = 1, precision="fp32", device=torch.device("cpu")
+) -> dict:
     "Backpropagate the full-batch loss of `batch` in `accum_steps` micro-batches; return its terms."
     ctx = lambda: autocast(precision, device)
     if accum_steps == 1:
-        with ctx(): out = loss_fn(**loss_inputs(batch_features(model, batch, fields), loss_fn, model))
-        out['loss'].backward()
+        with ctx():
+            out = loss_fn(**loss_inputs(batch_features(model, batch, fields), loss_fn, model))
+        out["loss"].backward()
         return {k: v.detach() for k, v in out.items()}
     micro = [{k: v.chunk(accum_steps)[j] for k, v in batch.items()} for j in range(accum_steps)]
-    with torch.no_grad(), ctx(): fixed = [batch_features(model, mb, fields) for mb in micro]
+    with torch.no_grad(), ctx():
+        fixed = [batch_features(model, mb, fields) for mb in micro]
     for j, mb in enumerate(micro):
         with ctx():
             full = _cat_fixed(fixed, j, batch_features(model, mb, fields))
             out = loss_fn(**loss_inputs(full, loss_fn, model))
-        out['loss'].backward()
-    shared = list(loss_fn.parameters()) + ([_unwrap(model).logit_scale] if getattr(loss_fn, 'uses_model_logit_scale', False) else [])
+        out["loss"].backward()
+    shared = list(loss_fn.parameters()) + (
+        [_unwrap(model).logit_scale] if getattr(loss_fn, "uses_model_logit_scale", False) else []
+    )
     for p in shared:
-        if p.grad is not None: p.grad /= accum_steps
+        if p.grad is not None:
+            p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
 # %% ../nbs/05_train.ipynb #00000030
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
-    return all(q.is_floating_point() and q.device.type in ('cpu', 'cuda') for q in params)
+    return all(q.is_floating_point() and q.device.type in ("cpu", "cuda") for q in params)
 
-def make_optimizer(model, loss_fn, lr:float, weight_decay:float,
-                   fused:bool|None=None) -> torch.optim.AdamW: # None: the fused kernel where supported
+
+def make_optimizer(
+    model, loss_fn, lr: float, weight_decay: float, fused: bool | None = None
+) -> torch.optim.AdamW:  # None: the fused kernel where supported
     "AdamW over trainable parameters, without decay on 1-d tensors and scales."
     decay, no_decay = [], []
-    named = [(n, p) for n, p in model.named_parameters()] + [(f'loss.{n}', p) for n, p in loss_fn.named_parameters()]
+    named = [(n, p) for n, p in model.named_parameters()] + [(f"loss.{n}", p) for n, p in loss_fn.named_parameters()]
     for n, p in named:
-        if not p.requires_grad: continue
-        (no_decay if p.ndim < 2 or 'logit_scale' in n or n.endswith('bias') or '.ln' in n or 'ln_' in n else decay).append(p)
-    if fused is None: fused = _can_fuse(decay + no_decay)
-    return torch.optim.AdamW([dict(params=no_decay, weight_decay=0.), dict(params=decay, weight_decay=weight_decay)],
-                             lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=bool(fused))
+        if not p.requires_grad:
+            continue
+        (
+            no_decay if p.ndim < 2 or "logit_scale" in n or n.endswith("bias") or ".ln" in n or "ln_" in n else decay
+        ).append(p)
+    if fused is None:
+        fused = _can_fuse(decay + no_decay)
+    return torch.optim.AdamW(
+        [dict(params=no_decay, weight_decay=0.0), dict(params=decay, weight_decay=weight_decay)],
+        lr=lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        fused=bool(fused),
+    )
+
 
 class WarmupCosine:
     "LR multiplier: linear warm-up, then cosine decay to 0 at `total` steps."
-    def __init__(self, warmup:int, total:int): self.warmup, self.total = warmup, total
-    def __call__(self, step:int) -> float:
-        if step < self.warmup: return (step + 1) / self.warmup
+
+    def __init__(self, warmup: int, total: int):
+        self.warmup, self.total = warmup, total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
         t = (step - self.warmup) / max(1, self.total - self.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(1., t)))
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 # %% ../nbs/05_train.ipynb #00000035
 @torch.no_grad()
-def quick_validate(model, val:TripleTensors, batch_size:int=512, device='cpu', precision='fp32') -> dict:
+def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu", precision="fp32") -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
-    m = _unwrap(model); was = m.training; m.eval()
-    img = val.image_features if val.image_features is not None else encode_images_once(m, val.images, device=device, precision=precision, progress=False)
+    m = _unwrap(model)
+    was = m.training
+    m.eval()
+    img = (
+        val.image_features
+        if val.image_features is not None
+        else encode_images_once(m, val.images, device=device, precision=precision, progress=False)
+    )
     txt = {}
     for f, t in val.tokens.items():
         with autocast(precision, torch.device(device)):
-            txt[f] = torch.cat([encode_tokens(m, t[i:i+batch_size].to(device)).float() for i in range(0, len(t), batch_size)])
+            txt[f] = torch.cat(
+                [encode_tokens(m, t[i : i + batch_size].to(device)).float() for i in range(0, len(t), batch_size)]
+            )
     m.train(was)
-    img, cap = F.normalize(img.to(device), dim=-1), F.normalize(txt['caption'], dim=-1)
+    img, cap = F.normalize(img.to(device), dim=-1), F.normalize(txt["caption"], dim=-1)
     pos = (img * cap).sum(-1)
     res = {}
-    if 'negation' in txt: res['neg_acc'] = (pos > (img * F.normalize(txt['negation'], dim=-1)).sum(-1)).float().mean().item()
-    res['t2i_top1'] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
+    if "negation" in txt:
+        res["neg_acc"] = (pos > (img * F.normalize(txt["negation"], dim=-1)).sum(-1)).float().mean().item()
+    res["t2i_top1"] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
 # %% ../nbs/05_train.ipynb #00000037
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
-def _parse_line(line:str) -> dict|None:
+
+def _parse_line(line: str) -> dict | None:
     "A log record, or None for a blank line or one cut short by a crash."
-    try: return json.loads(line) if line.strip() else None
-    except json.JSONDecodeError: return None
+    try:
+        return json.loads(line) if line.strip() else None
+    except json.JSONDecodeError:
+        return None
+
 
 class JsonlLog:
     "Append-only JSON-lines log; on resume, lines after the checkpoint's step are dropped."
-    def __init__(self, path:Path, resume_step:int|None=None):
+
+    def __init__(self, path: Path, resume_step: int | None = None):
         self.path = Path(path)
-        if resume_step is None: self.path.write_text('')
+        if resume_step is None:
+            self.path.write_text("")
         elif self.path.exists():
-            keep = [l for l in self.path.read_text().splitlines() if (r := _parse_line(l)) is not None and r.get('step', 0) <= resume_step]
-            with atomic_write(self.path, 'w') as f: f.write(''.join(l + '\n' for l in keep))
+            keep = [
+                l
+                for l in self.path.read_text().splitlines()
+                if (r := _parse_line(l)) is not None and r.get("step", 0) <= resume_step
+            ]
+            with atomic_write(self.path, "w") as f:
+                f.write("".join(l + "\n" for l in keep))
+
     def write(self, **rec):
-        with open(self.path, 'a') as f: f.write(json.dumps(rec) + '\n')
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
 
 def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
 # %% ../nbs/05_train.ipynb #00000039
-LOG_FIELDS = ('step', 'lr', 'grad_norm', 'samples_per_s', 'split', 'logit_scale')  # fields of a training record that are not loss terms
+LOG_FIELDS = (
+    "step",
+    "lr",
+    "grad_norm",
+    "samples_per_s",
+    "split",
+    "logit_scale",
+)  # fields of a training record that are not loss terms
 
-def loss_terms(records) -> list: # log records (dicts), e.g. `read_log(out_dir/'log.jsonl')`
+
+def loss_terms(records) -> list:  # log records (dicts), e.g. `read_log(out_dir/'log.jsonl')`
     "The loss terms in the training records, 'loss' first, then in the order they appear."
     names = []
     for r in records:
-        if 'split' in r: continue                      # a validation record
-        names += [k for k, v in r.items() if k not in LOG_FIELDS and k not in names and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return sorted(names, key=lambda k: k != 'loss')
+        if "split" in r:
+            continue  # a validation record
+        names += [
+            k
+            for k, v in r.items()
+            if k not in LOG_FIELDS and k not in names and isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
+    return sorted(names, key=lambda k: k != "loss")
 
 # %% ../nbs/05_train.ipynb #0000003c
-def check_writable(out_dir, # the run's folder (a str or Path); it is not created
-                   min_free_mb:int=200): # the free space a run needs
+def check_writable(
+    out_dir,  # the run's folder (a str or Path); it is not created
+    min_free_mb: int = 200,
+):  # the free space a run needs
     "Fail at start, creating nothing, when `out_dir` is empty or a file, cannot be written, or its disk is full."
-    if out_dir is None or not str(out_dir).strip(): raise ConfigError(f'out_dir={out_dir!r} is empty: give a folder')
+    if out_dir is None or not str(out_dir).strip():
+        raise ConfigError(f"out_dir={out_dir!r} is empty: give a folder")
     out = Path(out_dir).expanduser()
-    if out.exists() and not out.is_dir(): raise ConfigError(f"out_dir='{out}' is a file, not a folder")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"out_dir='{out}' is a file, not a folder")
     base = out
-    while not base.exists() and base != base.parent: base = base.parent   # the folder that would hold it
-    if not base.is_dir(): raise ConfigError(f"out_dir='{out}' is not writable: '{base}' is a file, not a folder")
+    while not base.exists() and base != base.parent:
+        base = base.parent  # the folder that would hold it
+    if not base.is_dir():
+        raise ConfigError(f"out_dir='{out}' is not writable: '{base}' is a file, not a folder")
     try:
-        fd, probe = tempfile.mkstemp(dir=base, prefix='.semclip-write-test-'); os.close(fd); os.unlink(probe)
-    except OSError as e: raise ConfigError(f"out_dir='{out}' is not writable: {e.strerror or e}") from None
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".semclip-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"out_dir='{out}' is not writable: {e.strerror or e}") from None
     free = shutil.disk_usage(base).free / 2**20
-    if free < min_free_mb: raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
+    if free < min_free_mb:
+        raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
     return out
 
+
 @contextlib.contextmanager
-def claim_run_folder(out_dir): # the run's folder (created if missing)
+def claim_run_folder(out_dir):  # the run's folder (created if missing)
     "Hold `out_dir`'s RunLock for the block; if the block fails and leaves a folder it created empty, remove it again."
     out = Path(out_dir)
     top = out
-    while not top.parent.exists() and top.parent != top: top = top.parent   # the highest folder this call creates
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent  # the highest folder this call creates
     created = not out.exists()
     lock = RunLock(out).acquire()
-    try: yield lock
+    try:
+        yield lock
     except BaseException:
-        if created and set(os.listdir(out)) <= {'.lock'}:
-            with contextlib.suppress(OSError): lock.lock_file.unlink()   # while still held: no one else can take it meanwhile
+        if created and set(os.listdir(out)) <= {".lock"}:
+            with contextlib.suppress(OSError):
+                lock.lock_file.unlink()  # while still held: no one else can take it meanwhile
             lock.release()
             for d in [out, *out.parents]:
-                with contextlib.suppress(OSError): d.rmdir()            # only empty folders go
-                if d == top: break
+                with contextlib.suppress(OSError):
+                    d.rmdir()  # only empty folders go
+                if d == top:
+                    break
         raise
-    finally: lock.release()
+    finally:
+        lock.release()
 
-# %% ../nbs/05_train.ipynb #00000040
-RESUME_FIXED = ('arm', 'model', 'dataset', 'pretrain_negation_share', 'finetune_negation_share', 'max_train', 'freeze_vision',
-                'freeze_text_layers', 'k', 'margin', 'normalize', 'learnable_proj', 'laclip_p', 'seed', 'batch_size', 'lr', 'weight_decay')
+# %% ../nbs/05_train.ipynb #0000003f
+RESUME_FIXED = (
+    "arm",
+    "model",
+    "dataset",
+    "pretrain_negation_share",
+    "finetune_negation_share",
+    "max_train",
+    "freeze_vision",
+    "freeze_text_layers",
+    "k",
+    "margin",
+    "normalize",
+    "learnable_proj",
+    "laclip_p",
+    "seed",
+    "batch_size",
+    "lr",
+    "weight_decay",
+)
 
-def check_resume(saved:dict|None, # the `params` stored in the checkpoint
-                 p:TrainParams, # this run's resolved parameters
-                 path): # the checkpoint, for the message
+
+def check_resume(
+    saved: dict | None,  # the `params` stored in the checkpoint
+    p: TrainParams,  # this run's resolved parameters
+    path,
+):  # the checkpoint, for the message
     "Refuse to resume when a setting of `RESUME_FIXED` differs from the checkpoint's, naming the old and new values."
-    if not saved: return
+    if not saved:
+        return
     diff = [(k, saved[k], getattr(p, k)) for k in RESUME_FIXED if k in saved and saved[k] != getattr(p, k)]
     if diff:
-        raise ConfigError(f"resume=True continues the run of '{path}', which was trained with other settings: "
-                          + '; '.join(f'{k}: {a!r} in the checkpoint, {b!r} now' for k, a, b in diff)
-                          + ". Pass the run's values to continue it, or start a new run in another out_dir")
+        raise ConfigError(
+            f"resume=True continues the run of '{path}', which was trained with other settings: "
+            + "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, a, b in diff)
+            + ". Pass the run's values to continue it, or start a new run in another out_dir"
+        )
 
-# %% ../nbs/05_train.ipynb #00000043
+# %% ../nbs/05_train.ipynb #00000042
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    @property
-    def main(self) -> bool: return self.rank == 0
 
-def init_distributed(device:str='auto') -> Dist:
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> Dist:
     "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
-    ws = int(os.environ.get('WORLD_SIZE', '1'))
-    if ws <= 1: return Dist()
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    if ws <= 1:
+        return Dist()
     import torch.distributed as dist
-    rank, local = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
-    use_cuda = torch.cuda.is_available() and device != 'cpu'
-    if not dist.is_initialized(): dist.init_process_group('nccl' if use_cuda else 'gloo')
-    if use_cuda: torch.cuda.set_device(local)
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local)
     return Dist(rank, ws, local)
 
-def allreduce_gradients(params, dist_info:Dist):
-    "Average the gradients of `params` over all ranks, in one flat buffer."
-    if dist_info.world_size == 1: return
-    import torch.distributed as dist
-    grads = [q.grad for q in params if q.grad is not None]
-    if not grads: return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat); flat /= dist_info.world_size
-    for g, v in zip(grads, flat.split([g.numel() for g in grads])): g.copy_(v.view_as(g))
 
-def allreduce_mean(values:dict, dist_info:Dist) -> dict:
-    "Average scalar tensors over ranks (for logging)."
-    if dist_info.world_size == 1: return values
+def allreduce_gradients(params, dist_info: Dist):
+    "Average the gradients of `params` over all ranks, in one flat buffer."
+    if dist_info.world_size == 1:
+        return
     import torch.distributed as dist
-    keys = list(values); t = torch.stack([values[k].float().reshape(()) for k in keys])
-    dist.all_reduce(t); t /= dist_info.world_size
+
+    grads = [q.grad for q in params if q.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist_info.world_size
+    for g, v in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(v.view_as(g))
+
+
+def allreduce_mean(values: dict, dist_info: Dist) -> dict:
+    "Average scalar tensors over ranks (for logging)."
+    if dist_info.world_size == 1:
+        return values
+    import torch.distributed as dist
+
+    keys = list(values)
+    t = torch.stack([values[k].float().reshape(()) for k in keys])
+    dist.all_reduce(t)
+    t /= dist_info.world_size
     return dict(zip(keys, t))
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
-    def __init__(self, step:int, checkpoint):
+
+    def __init__(self, step: int, checkpoint):
         self.step, self.checkpoint = step, Path(checkpoint)
-        super().__init__(f'interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue')
+        super().__init__(
+            f"interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue"
+        )
+
 
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
+
     def __init__(self):
-        import signal, threading
+        import signal
+        import threading
+
         self.flag, self.prev = False, None
         if threading.current_thread() is threading.main_thread():
             self.prev = signal.signal(signal.SIGINT, self._set)
+
     def _set(self, signum, frame):
-        if self.flag: raise KeyboardInterrupt   # a second Ctrl-C stops at once
+        if self.flag:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.flag = True
-    def requested(self, dist_info:Dist=Dist()) -> bool:
+
+    def requested(self, dist_info: Dist = Dist()) -> bool:
         "True once any rank was asked to stop."
-        if dist_info.world_size == 1: return self.flag
+        if dist_info.world_size == 1:
+            return self.flag
         import torch.distributed as dist
-        t = torch.tensor(float(self.flag)); dist.all_reduce(t); return bool(t.item())
+
+        t = torch.tensor(float(self.flag))
+        dist.all_reduce(t)
+        return bool(t.item())
+
     def restore(self):
         import signal
-        if self.prev is not None: signal.signal(signal.SIGINT, self.prev); self.prev = None
 
-def local_rows(idx:torch.Tensor, dist_info:Dist) -> torch.Tensor:
+        if self.prev is not None:
+            signal.signal(signal.SIGINT, self.prev)
+            self.prev = None
+
+
+def local_rows(idx: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000046
-def _laclip_swap(b:dict, laclip_p:float, gen) -> dict: # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
+# %% ../nbs/05_train.ipynb #00000045
+def _laclip_swap(
+    b: dict, laclip_p: float, gen
+) -> dict:  # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
     "LaCLIP-style language rewrite: swap each caption for its paraphrase with probability `laclip_p`."
     if laclip_p > 0:
-        swap = torch.rand(len(b['caption']), generator=gen) < laclip_p
-        b['caption'] = torch.where(swap[:, None], b['paraphrase'], b['caption'])
+        swap = torch.rand(len(b["caption"]), generator=gen) < laclip_p
+        b["caption"] = torch.where(swap[:, None], b["paraphrase"], b["caption"])
     return b
 
-def _batch(data:TripleTensors, idx, fields, device, laclip_p=0., gen=None) -> dict:
+
+def _batch(data: TripleTensors, idx, fields, device, laclip_p=0.0, gen=None) -> dict:
     "Gather rows `idx` of a split into a batch dict on `device`."
     b = {f: data.tokens[f][idx] for f in fields}
     b = _laclip_swap(b, laclip_p, gen)
-    if data.image_features is not None: b['image_features'] = data.image_features[idx]
-    else: b['image'] = data.images[idx]
-    if data.negation_image_features is not None: b['negation_image_features'] = data.negation_image_features[idx]
-    elif data.negation_images is not None: b['negation_image'] = data.negation_images[idx]
+    if data.image_features is not None:
+        b["image_features"] = data.image_features[idx]
+    else:
+        b["image"] = data.images[idx]
+    if data.negation_image_features is not None:
+        b["negation_image_features"] = data.negation_image_features[idx]
+    elif data.negation_images is not None:
+        b["negation_image"] = data.negation_images[idx]
     return {k: v.to(device, non_blocking=True) for k, v in b.items()}
 
-def _stream_batch(b:dict, fields, device, laclip_p=0., gen=None, frozen_model=None, precision='fp32') -> dict:
+
+def _stream_batch(b: dict, fields, device, laclip_p=0.0, gen=None, frozen_model=None, precision="fp32") -> dict:
     "A batch streamed from shards on `device`; with a frozen vision tower its pixels become image features here."
-    b = _laclip_swap({f: b[f] for f in fields} | {'image': b['image']}, laclip_p, gen)
+    b = _laclip_swap({f: b[f] for f in fields} | {"image": b["image"]}, laclip_p, gen)
     b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
     if frozen_model is not None:
-        b['image_features'] = encode_images_once(frozen_model, b.pop('image'), len(b['caption']), device, precision, progress=False)
+        b["image_features"] = encode_images_once(
+            frozen_model, b.pop("image"), len(b["caption"]), device, precision, progress=False
+        )
     return b
+
 
 def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
-    extra = dict(loss_state=loss_fn.state_dict()) | ({'data_state': data_state} if data_state is not None else {})
-    save_checkpoint(path, model=_unwrap(bundle.model), optimizer=opt, scheduler=sched, step=step, params=asdict(p),
-                    model_name=bundle.name, model_cfg=bundle.model_cfg, extra=extra)
+
+    extra = dict(loss_state=loss_fn.state_dict()) | ({"data_state": data_state} if data_state is not None else {})
+    save_checkpoint(
+        path,
+        model=_unwrap(bundle.model),
+        optimizer=opt,
+        scheduler=sched,
+        step=step,
+        params=asdict(p),
+        model_name=bundle.name,
+        model_cfg=bundle.model_cfg,
+        extra=extra,
+    )
+
 
 def logit_scales(model, loss_fn) -> list:
     "The learnable log-temperatures of a run: the model's (if the loss uses it) and the loss's own."
-    return [q for q in (_unwrap(model).logit_scale, getattr(loss_fn, 'logit_scale', None))
-            if isinstance(q, nn.Parameter) and q.requires_grad]
+    return [
+        q
+        for q in (_unwrap(model).logit_scale, getattr(loss_fn, "logit_scale", None))
+        if isinstance(q, nn.Parameter) and q.requires_grad
+    ]
 
-def optimizer_step(model, loss_fn, batch:dict, fields, opt, sched, trainable:list, accum_steps:int=1, grad_clip:float=1.,
-                   precision='fp32', device=torch.device('cpu'), dist_info:Dist=Dist()) -> tuple:
+
+def optimizer_step(
+    model,
+    loss_fn,
+    batch: dict,
+    fields,
+    opt,
+    sched,
+    trainable: list,
+    accum_steps: int = 1,
+    grad_clip: float = 1.0,
+    precision="fp32",
+    device=torch.device("cpu"),
+    dist_info: Dist = Dist(),
+) -> tuple:
     "One optimiser step on `batch`: gradients, cross-rank average, clipping, update; returns (terms, grad norm)."
     terms = accumulate_gradients(model, loss_fn, batch, fields, accum_steps, precision, device)
     allreduce_gradients(trainable, dist_info)
     terms = allreduce_mean({k: v for k, v in terms.items() if v.numel() == 1}, dist_info)
-    if not torch.isfinite(terms['loss']):   # leave the weights as they were: the caller reports it
-        opt.zero_grad(set_to_none=True); return terms, torch.tensor(float('nan'))
-    gnorm = torch.nn.utils.clip_grad_norm_(trainable, grad_clip if grad_clip > 0 else float('inf'))
-    opt.step(); sched.step(); opt.zero_grad(set_to_none=True)
-    with torch.no_grad():   # as CLIP: the logit scale stays within [1, 100]
-        for q in logit_scales(model, loss_fn): q.clamp_(0, math.log(100))
+    if not torch.isfinite(terms["loss"]):  # leave the weights as they were: the caller reports it
+        opt.zero_grad(set_to_none=True)
+        return terms, torch.tensor(float("nan"))
+    gnorm = torch.nn.utils.clip_grad_norm_(trainable, grad_clip if grad_clip > 0 else float("inf"))
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    with torch.no_grad():  # as CLIP: the logit scale stays within [1, 100]
+        for q in logit_scales(model, loss_fn):
+            q.clamp_(0, math.log(100))
     return terms, gnorm
 
-_TIME_THE_DETOUR = [False]   # True while the automatic pre-training runs: its loop reports the measured time it needs
 
-def _ensure_init_checkpoint(p:TrainParams, dist_info:Dist):
+_TIME_THE_DETOUR = [False]  # True while the automatic pre-training runs: its loop reports the measured time it needs
+
+
+def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
     "Train SynthNeg's pretrain arm first when 'auto' points at a checkpoint that does not exist yet."
-    if not p.init_checkpoint or Path(p.init_checkpoint).exists(): return
+    if not p.init_checkpoint or Path(p.init_checkpoint).exists():
+        return
     if p.init_checkpoint != str(pretrain_checkpoint(p.dataset, p.seed)):
         raise ConfigError(f"init_checkpoint='{p.init_checkpoint}' does not exist")
-    steps = p.pretrain_steps or PRETRAIN_DEFAULTS['steps']
+    steps = p.pretrain_steps or PRETRAIN_DEFAULTS["steps"]
     if dist_info.main:
-        partial = p.resume and (Path(p.init_checkpoint).parent/'checkpoint.pt').exists()
-        doing = 'continuing it from its checkpoint' if partial else 'training it first'
-        print(f"arm {p.arm!r} fine-tunes SynthNeg's pre-trained stand-in (seed {p.seed}), which is not at {p.init_checkpoint}: "
-              f"{doing} ({steps} steps of {p.batch_size} captions, semclip-tiny from scratch; the time it needs is measured "
-              f"on its first steps). To skip it: init_checkpoint=None (--init-checkpoint none).", flush=True)
-    _TIME_THE_DETOUR[0] = dist_info.main       # its loop says, after a few steps, how long the rest will take
+        partial = p.resume and (Path(p.init_checkpoint).parent / "checkpoint.pt").exists()
+        doing = "continuing it from its checkpoint" if partial else "training it first"
+        print(
+            f"arm {p.arm!r} fine-tunes SynthNeg's pre-trained stand-in (seed {p.seed}), which is not at {p.init_checkpoint}: "
+            f"{doing} ({steps} steps of {p.batch_size} captions, semclip-tiny from scratch; the time it needs is measured "
+            f"on its first steps). To skip it: init_checkpoint=None (--init-checkpoint none).",
+            flush=True,
+        )
+    _TIME_THE_DETOUR[0] = dist_info.main  # its loop says, after a few steps, how long the rest will take
     try:
-        train(dataset=p.dataset, data_root=p.data_root, arm='pretrain', model=p.model, seed=p.seed, steps=p.pretrain_steps,
-              device=p.device, precision=p.precision, progress=p.progress, batch_size=p.batch_size, max_train=p.max_train,
-              pretrain_negation_share=p.pretrain_negation_share, resume=p.resume)
-    finally: _TIME_THE_DETOUR[0] = False
+        train(
+            dataset=p.dataset,
+            data_root=p.data_root,
+            arm="pretrain",
+            model=p.model,
+            seed=p.seed,
+            steps=p.pretrain_steps,
+            device=p.device,
+            precision=p.precision,
+            progress=p.progress,
+            batch_size=p.batch_size,
+            max_train=p.max_train,
+            pretrain_negation_share=p.pretrain_negation_share,
+            resume=p.resume,
+        )
+    finally:
+        _TIME_THE_DETOUR[0] = False
 
-def setup_run(p:TrainParams, device, prec, dist_info:Dist):
+
+def setup_run(p: TrainParams, device, prec, dist_info: Dist):
     "Model, loss, data and the text fields the arm needs."
     from semclip.model import create_model, freeze
     from semclip.loss import make_loss
+
     bundle = create_model(p.model, p.pretrained, device=device, checkpoint=p.init_checkpoint)
     model = bundle.model
     freeze(model, vision=p.freeze_vision, text_layers=p.freeze_text_layers)
-    sem = dict(k=p.k, margin=p.margin, learnable_proj=p.learnable_proj, proj_seed=p.seed) if p.arm in SEMCLIP_FAMILY else {}
+    sem = (
+        dict(k=p.k, margin=p.margin, learnable_proj=p.learnable_proj, proj_seed=p.seed)
+        if p.arm in SEMCLIP_FAMILY
+        else {}
+    )
     loss_fn = make_loss(p.arm, model.text_projection.shape[1], normalize=p.normalize, **sem).to(device)
     model.logit_scale.requires_grad_(bool(loss_fn.uses_model_logit_scale))  # only the arms that use it learn it
-    fields = ('caption',) + tuple(f for f in ('paraphrase', 'negation')
-                                  if f in loss_fn.required_inputs or (f == 'paraphrase' and loss_fn.caption_swap))
+    fields = ("caption",) + tuple(
+        f
+        for f in ("paraphrase", "negation")
+        if f in loss_fn.required_inputs or (f == "paraphrase" and loss_fn.caption_swap)
+    )
     show = p.progress and dist_info.main
-    split = 'pretrain' if p.arm == 'pretrain' and p.dataset == 'synthneg' else 'train'
-    need_cf = 'negation_image' in loss_fn.required_inputs
+    split = "pretrain" if p.arm == "pretrain" and p.dataset == "synthneg" else "train"
+    need_cf = "negation_image" in loss_fn.required_inputs
     if need_cf and p.train_shards:
-        raise ConfigError(f"arm {p.arm!r} needs counterfactual images (negation_image), which train_shards streaming does not carry; "
-                          f"train it on dataset {p.dataset!r} in memory (train_shards=None)")
-    if p.train_shards:   # streamed: each rank reads its own shards, half (1/world) of the global batch per step
+        raise ConfigError(
+            f"arm {p.arm!r} needs counterfactual images (negation_image), which train_shards streaming does not carry; "
+            f"train it on dataset {p.dataset!r} in memory (train_shards=None)"
+        )
+    if p.train_shards:  # streamed: each rank reads its own shards, half (1/world) of the global batch per step
         from semclip.wds import ShardBatches
-        data = ShardBatches(p.train_shards, bundle.tokenizer, bundle.preprocess, batch_size=p.batch_size // dist_info.world_size,
-                            fields=fields, seed=p.seed, num_workers=p.num_workers, rank=dist_info.rank, world_size=dist_info.world_size)
-        if dist_info.main: print(f'streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch')
+
+        data = ShardBatches(
+            p.train_shards,
+            bundle.tokenizer,
+            bundle.preprocess,
+            batch_size=p.batch_size // dist_info.world_size,
+            fields=fields,
+            seed=p.seed,
+            num_workers=p.num_workers,
+            rank=dist_info.rank,
+            world_size=dist_info.world_size,
+        )
+        if dist_info.main:
+            print(f"streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch")
     else:
-        data = prepare_split(bundle, p.dataset, split, p.data_root, fields, p.max_train, show, images=not p.freeze_vision,
-                             dataset_kw=dataset_kwargs(p), negation_images=need_cf, arm=p.arm)
-        if len(data) < p.batch_size: raise ConfigError(f'batch_size={p.batch_size} is larger than the {len(data)} training rows')
-    val = prepare_split(bundle, p.dataset, 'val', p.data_root, ('caption', 'negation'), None, show, images=not p.freeze_vision,
-                        dataset_kw=dataset_kwargs(p))
+        data = prepare_split(
+            bundle,
+            p.dataset,
+            split,
+            p.data_root,
+            fields,
+            p.max_train,
+            show,
+            images=not p.freeze_vision,
+            dataset_kw=dataset_kwargs(p),
+            negation_images=need_cf,
+            arm=p.arm,
+        )
+        if len(data) < p.batch_size:
+            raise ConfigError(f"batch_size={p.batch_size} is larger than the {len(data)} training rows")
+    val = prepare_split(
+        bundle,
+        p.dataset,
+        "val",
+        p.data_root,
+        ("caption", "negation"),
+        None,
+        show,
+        images=not p.freeze_vision,
+        dataset_kw=dataset_kwargs(p),
+    )
     if p.freeze_vision:
-        if dist_info.main: print('vision tower frozen and images not augmented: image features are computed once' +
-                                 (' per streamed batch, under no_grad' if p.train_shards else ' (or read from the cache) and reused'))
+        if dist_info.main:
+            print(
+                "vision tower frozen and images not augmented: image features are computed once"
+                + (" per streamed batch, under no_grad" if p.train_shards else " (or read from the cache) and reused")
+            )
         for d in (data, val) if not p.train_shards else (val,):
             d.image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show).to(device)
             d.images = None
-            if d.negation_source is not None:       # the counterfactuals: their own cache key
-                d.negation_image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show,
-                                                                  field='negation_image').to(device)
+            if d.negation_source is not None:  # the counterfactuals: their own cache key
+                d.negation_image_features = frozen_image_features(
+                    model, d, device=device, precision=prec, progress=show, field="negation_image"
+                ).to(device)
                 d.negation_images = None
     return bundle, loss_fn, fields, data, val
 
-def _resume_from(p:TrainParams, ckpt:Path) -> dict|None:
+
+def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
-    if not (p.resume and ckpt.exists()): return None
-    st = load_checkpoint(ckpt)                         # the file's fields and content hash
-    check_resume(st.get('params'), p, ckpt)
-    if not isinstance((st.get('extra') or {}).get('loss_state'), dict):
-        raise CheckpointError(f"checkpoint '{ckpt}': field 'extra' holds no 'loss_state' (the loss's own parameters) to resume from")
-    if p.train_shards and 'data_state' not in st['extra']:
-        raise ConfigError(f"checkpoint '{ckpt}' was written by a run without train_shards: it cannot resume a streamed run")
+
+    if not (p.resume and ckpt.exists()):
+        return None
+    st = load_checkpoint(ckpt)  # the file's fields and content hash
+    check_resume(st.get("params"), p, ckpt)
+    if not isinstance((st.get("extra") or {}).get("loss_state"), dict):
+        raise CheckpointError(
+            f"checkpoint '{ckpt}': field 'extra' holds no 'loss_state' (the loss's own parameters) to resume from"
+        )
+    if p.train_shards and "data_state" not in st["extra"]:
+        raise ConfigError(
+            f"checkpoint '{ckpt}' was written by a run without train_shards: it cannot resume a streamed run"
+        )
     return st
 
-def _restore(st:dict, ckpt:Path, p:TrainParams, model, opt, sched, loss_fn, data, dist_info:Dist) -> int:
+
+def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
+
     load_checkpoint(ckpt, model=model, optimizer=opt, scheduler=sched, restore_rng=True, ckpt=st)
-    try: loss_fn.load_state_dict(st['extra']['loss_state'])
+    try:
+        loss_fn.load_state_dict(st["extra"]["loss_state"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint '{ckpt}': field 'extra.loss_state' does not fit the {p.arm} loss: {e}") from None
-    if p.train_shards: data.check_resume(st['extra']['data_state'])
-    old = (st.get('params') or {}).get('steps')
-    sched.lr_lambdas[0].__dict__.update(warmup=p.warmup_steps, total=p.steps)   # the schedule of *this* run's length
-    if dist_info.main: print(f'resumed from {ckpt} at step {st["step"]}' + (f' (schedule stretched from {old} to {p.steps} steps)' if old and old != p.steps else ''))
-    return st['step']
+        raise CheckpointError(
+            f"checkpoint '{ckpt}': field 'extra.loss_state' does not fit the {p.arm} loss: {e}"
+        ) from None
+    if p.train_shards:
+        data.check_resume(st["extra"]["data_state"])
+    old = (st.get("params") or {}).get("steps")
+    sched.lr_lambdas[0].__dict__.update(warmup=p.warmup_steps, total=p.steps)  # the schedule of *this* run's length
+    if dist_info.main:
+        print(
+            f"resumed from {ckpt} at step {st['step']}"
+            + (f" (schedule stretched from {old} to {p.steps} steps)" if old and old != p.steps else "")
+        )
+    return st["step"]
 
-def _first_writes(out:Path, p:TrainParams, dist_info:Dist, start:int) -> JsonlLog:
+
+def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> JsonlLog:
     "The run's first changes to its folder, once everything is checked: params.json, the log, stale files gone."
-    write_json(out/'params.json', asdict(p) | dict(world_size=dist_info.world_size))
-    for tmp in out.glob('.*.pt.*.tmp'): tmp.unlink()   # half-written checkpoints of a killed run
-    if start == 0:                                     # a new run: an earlier run's results would disagree with params.json
-        for f in ('final.pt', 'metrics.json'): (out/f).unlink(missing_ok=True)
-    return JsonlLog(out/'log.jsonl', resume_step=start if p.resume else None)
+    write_json(out / "params.json", asdict(p) | dict(world_size=dist_info.world_size))
+    for tmp in out.glob(".*.pt.*.tmp"):
+        tmp.unlink()  # half-written checkpoints of a killed run
+    if start == 0:  # a new run: an earlier run's results would disagree with params.json
+        for f in ("final.pt", "metrics.json"):
+            (out / f).unlink(missing_ok=True)
+    return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-def train(params:TrainParams|dict|None=None, # a TrainParams or dict; keyword arguments override it
-          **overrides) -> dict:
+
+def train(
+    params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
+    **overrides,
+) -> dict:
     "Run one training arm end to end; return the final validation metrics."
     # --- parameters and environment, checked before anything is written
     p = resolve_params(params, **overrides)
     dist_info = init_distributed(p.device)
     if p.batch_size % (dist_info.world_size * p.accum_steps):
-        raise ConfigError(f'batch_size={p.batch_size} must be divisible by world_size x accum_steps = {dist_info.world_size * p.accum_steps}')
+        raise ConfigError(
+            f"batch_size={p.batch_size} must be divisible by world_size x accum_steps = {dist_info.world_size * p.accum_steps}"
+        )
     out = Path(p.out_dir)
     _check_counterfactual_data(p)
-    if dist_info.main: check_writable(out)
+    if dist_info.main:
+        check_writable(out)
     _ensure_init_checkpoint(p, dist_info)
     seed_everything(p.seed)
-    device = get_device(f'cuda:{dist_info.local_rank}' if p.device == 'auto' and torch.cuda.is_available() and dist_info.world_size > 1 else p.device)
+    device = get_device(
+        f"cuda:{dist_info.local_rank}"
+        if p.device == "auto" and torch.cuda.is_available() and dist_info.world_size > 1
+        else p.device
+    )
     prec = resolve_precision(p.precision, device)
-    with claim_run_folder(out) if dist_info.main else contextlib.nullcontext():   # one writer per folder: rank 0 holds it
+    with (
+        claim_run_folder(out) if dist_info.main else contextlib.nullcontext()
+    ):  # one writer per folder: rank 0 holds it
         return _run(p, out, device, prec, dist_info)
 
-def _run(p:TrainParams, out:Path, device, prec:str, dist_info:Dist) -> dict:
+
+def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
-    ckpt = out/'checkpoint.pt'
+    ckpt = out / "checkpoint.pt"
     if dist_info.main and p.steps < p.warmup_steps:
-        print(f'warning: steps={p.steps} < warmup_steps={p.warmup_steps}: the learning rate stops at {p.steps / p.warmup_steps:.0%} '
-              f'of its peak lr={p.lr:g}; lower warmup_steps to reach it', file=sys.stderr, flush=True)
+        print(
+            f"warning: steps={p.steps} < warmup_steps={p.warmup_steps}: the learning rate stops at {p.steps / p.warmup_steps:.0%} "
+            f"of its peak lr={p.lr:g}; lower warmup_steps to reach it",
+            file=sys.stderr,
+            flush=True,
+        )
     st = _resume_from(p, ckpt)
     bundle, loss_fn, fields, data, val = setup_run(p, device, prec, dist_info)
     model = bundle.model
     opt = make_optimizer(model, loss_fn, p.lr, p.weight_decay)
-    trainable = [q for g in opt.param_groups for q in g['params']]
+    trainable = [q for g in opt.param_groups for q in g["params"]]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(p.warmup_steps, p.steps))
     start = _restore(st, ckpt, p, model, opt, sched, loss_fn, data, dist_info) if st is not None else 0
     log = _first_writes(out, p, dist_info, start) if dist_info.main else None
     data_state = (lambda step: data.state(step)) if p.train_shards else (lambda step: None)
-    save = (lambda path, o, s, step: _save(path, bundle, o, s, loss_fn, step, p, data_state(step))) if dist_info.main else (lambda *a: None)
+    save = (
+        (lambda path, o, s, step: _save(path, bundle, o, s, loss_fn, step, p, data_state(step)))
+        if dist_info.main
+        else (lambda *a: None)
+    )
 
     # --- loop
     model.train()
-    if p.freeze_vision: model.visual.eval()
-    bar = tqdm(range(start, p.steps), desc=f'{p.arm} ({p.dataset})', disable=not (p.progress and dist_info.main), initial=start, total=p.steps)
+    if p.freeze_vision:
+        model.visual.eval()
+    bar = tqdm(
+        range(start, p.steps),
+        desc=f"{p.arm} ({p.dataset})",
+        disable=not (p.progress and dist_info.main),
+        initial=start,
+        total=p.steps,
+    )
     step, stop, timing = start, StopFlag(), _TIME_THE_DETOUR[0] and p.steps - start > 10
     t_loop = time.perf_counter()
     stream = data.iterate(start) if p.train_shards else None
@@ -729,76 +1190,126 @@ def _run(p:TrainParams, out:Path, device, prec:str, dist_info:Dist) -> dict:
         for step in bar:
             t0 = time.perf_counter()
             gen = torch.Generator().manual_seed(p.seed * 7919 + step)
-            swap_p = p.laclip_p if loss_fn.caption_swap else 0.
-            if swap_p: torch.rand(p.batch_size // dist_info.world_size * dist_info.rank, generator=gen)  # skip the other ranks' draws
+            swap_p = p.laclip_p if loss_fn.caption_swap else 0.0
+            if swap_p:
+                torch.rand(
+                    p.batch_size // dist_info.world_size * dist_info.rank, generator=gen
+                )  # skip the other ranks' draws
             if stream is not None:
-                batch = _stream_batch(next(stream), fields, device, swap_p, gen, model if p.freeze_vision else None, prec)
+                batch = _stream_batch(
+                    next(stream), fields, device, swap_p, gen, model if p.freeze_vision else None, prec
+                )
             else:
                 idx = local_rows(batch_indices(len(data), p.batch_size, step, p.seed), dist_info)
                 batch = _batch(data, idx, fields, device, swap_p, gen)
-            terms, gnorm = optimizer_step(model, loss_fn, batch, fields, opt, sched, trainable, p.accum_steps, p.grad_clip, prec, device, dist_info)
-            if not torch.isfinite(terms['loss']):
-                kept = f"the last good checkpoint is kept at '{ckpt}'" if ckpt.exists() else 'no checkpoint had been written yet'
-                raise TrainingDivergedError(f"loss became {terms['loss'].item()} at step {step + 1}; the weights were not updated; {kept}")
-            if log is not None:                # rank 0 logs and validates
+            terms, gnorm = optimizer_step(
+                model,
+                loss_fn,
+                batch,
+                fields,
+                opt,
+                sched,
+                trainable,
+                p.accum_steps,
+                p.grad_clip,
+                prec,
+                device,
+                dist_info,
+            )
+            if not torch.isfinite(terms["loss"]):
+                kept = (
+                    f"the last good checkpoint is kept at '{ckpt}'"
+                    if ckpt.exists()
+                    else "no checkpoint had been written yet"
+                )
+                raise TrainingDivergedError(
+                    f"loss became {terms['loss'].item()} at step {step + 1}; the weights were not updated; {kept}"
+                )
+            if log is not None:  # rank 0 logs and validates
                 rec = {k: round(v.item(), 6) for k, v in terms.items()}
-                log.write(step=step + 1, lr=sched.get_last_lr()[0], grad_norm=round(float(gnorm), 4),
-                          samples_per_s=round(p.batch_size / (time.perf_counter() - t0), 1), **rec)
+                log.write(
+                    step=step + 1,
+                    lr=sched.get_last_lr()[0],
+                    grad_norm=round(float(gnorm), 4),
+                    samples_per_s=round(p.batch_size / (time.perf_counter() - t0), 1),
+                    **rec,
+                )
                 bar.set_postfix(loss=f"{rec['loss']:.3f}")
                 if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
-                    log.write(step=step + 1, split='val', **quick_validate(model, val, device=device, precision=prec))
+                    log.write(step=step + 1, split="val", **quick_validate(model, val, device=device, precision=prec))
             if timing and step + 1 == start + 5:
                 per_step = (time.perf_counter() - t_loop) / 5
-                print(f'pre-training: {per_step:.2f} s/step measured over its first 5 steps; about '
-                      f'{per_step * (p.steps - step - 1) / 60:.1f} min for the {p.steps - step - 1} steps left', flush=True)
+                print(
+                    f"pre-training: {per_step:.2f} s/step measured over its first 5 steps; about "
+                    f"{per_step * (p.steps - step - 1) / 60:.1f} min for the {p.steps - step - 1} steps left",
+                    flush=True,
+                )
             if p.ckpt_every and (step + 1) % p.ckpt_every == 0 and step + 1 < p.steps:
                 save(ckpt, opt, sched, step + 1)
-            if stop.requested(dist_info):      # every rank asks (a collective): Ctrl-C finishes the step, saves it, stops
+            if stop.requested(dist_info):  # every rank asks (a collective): Ctrl-C finishes the step, saves it, stops
                 save(ckpt, opt, sched, step + 1)
                 raise TrainingInterrupted(step + 1, ckpt)
     finally:
         stop.restore()
-        if stream is not None: stream.close()   # stops the DataLoader workers of a streamed run
+        if stream is not None:
+            stream.close()  # stops the DataLoader workers of a streamed run
 
     # --- eval and save
     metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
     if dist_info.main:
         metrics.update(quick_validate(model, val, device=device, precision=prec))
-        log.write(split='val', **metrics)
+        log.write(split="val", **metrics)
         save(ckpt, opt, sched, p.steps)
-        save(out/'final.pt', None, None, p.steps)
-        write_json(out/'metrics.json', metrics)
+        save(out / "final.pt", None, None, p.steps)
+        write_json(out / "metrics.json", metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000004d
-def _percent(v) -> str: return f'{100 * v:.1f}%' if isinstance(v, float) else str(v)
+# %% ../nbs/05_train.ipynb #0000004c
+def _percent(v) -> str:
+    return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
-def training_summary(metrics:dict, # what `train` returned
-                     out_dir, seconds:float) -> str: # the run folder and the wall time
+
+def training_summary(
+    metrics: dict,  # what `train` returned
+    out_dir,
+    seconds: float,
+) -> str:  # the run folder and the wall time
     "The end of a `semclip-train` run as a short Markdown table: validation metrics in %, the folder, the time."
-    rows = [('negation accuracy (val)', metrics.get('neg_acc')), ('caption -> image top-1 (val)', metrics.get('t2i_top1')),
-            ('steps', metrics.get('step')), ('run folder', out_dir), ('elapsed', f'{seconds / 60:.1f} min')]
-    return '| | |\n|---|---|\n' + ''.join(f'| {k} | {_percent(v)} |\n' for k, v in rows if v is not None)
+    rows = [
+        ("negation accuracy (val)", metrics.get("neg_acc")),
+        ("caption -> image top-1 (val)", metrics.get("t2i_top1")),
+        ("steps", metrics.get("step")),
+        ("run folder", out_dir),
+        ("elapsed", f"{seconds / 60:.1f} min"),
+    ]
+    return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
+
 
 def _train_command(args):
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
-    try: metrics = train(**vars(args))
+    try:
+        metrics = train(**vars(args))
     except TrainingInterrupted as e:
-        resume = command_line('semclip-train', args, resume=True)
-        print(f'semclip-train: {str(e).split("; rerun")[0]}; resume with: {resume}', file=sys.stderr, flush=True)
+        resume = command_line("semclip-train", args, resume=True)
+        print(f"semclip-train: {str(e).split('; rerun')[0]}; resume with: {resume}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     out = resolve_params(**vars(args)).out_dir
     print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
     print(training_summary(metrics, out, time.time() - t0))
 
-def run_command(args): # the parsed arguments of semclip-train (semclip.cli)
-    "Run `semclip-train`: a semclip error (or a missing/unwritable file) is one line on stderr and exit status 2."
-    cli_main(_train_command, 'semclip-train', args)
 
-def cli(argv=None): # the arguments (default: sys.argv[1:])
+def run_command(args):  # the parsed arguments of semclip-train (semclip.cli)
+    "Run `semclip-train`: a semclip error (or a missing/unwritable file) is one line on stderr and exit status 2."
+    cli_main(_train_command, "semclip-train", args)
+
+
+def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main
+
     return train_main(argv)
 
-if __name__ == '__main__' and '__file__' in globals(): cli()   # python -m semclip.train (not when the notebook runs)
+
+if __name__ == "__main__" and "__file__" in globals():
+    cli()  # python -m semclip.train (not when the notebook runs)

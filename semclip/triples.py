@@ -4,7 +4,15 @@
 
 # %% ../nbs/01b_triples.ipynb #00000002
 from __future__ import annotations
-import os, re, sys, csv, json, math, time, errno, argparse, tempfile, threading
+import os
+import re
+import sys
+import csv
+import json
+import time
+import errno
+import tempfile
+import threading
 from abc import ABCMeta
 from pathlib import Path
 from collections import Counter
@@ -12,13 +20,64 @@ from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
 import pandas as pd
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import SemclipError, ConfigError, DataError, DatasetNotFoundError, check_choice, atomic_write, write_json
-from .rules import rule_paraphrases, rule_negations, apply_synonyms, judge_rules, read_judgements, REAL_WORLD_STYLE
-from .llm import (PARA_PROMPT, NEG_PROMPT, PARA_VERIFY_PROMPT, NEG_VERIFY_PROMPT, KINDS, fill_prompt, Redactor, check_key_env,
-                         env_key, env_redactor, LLMError, parse_verdict, OpenAIChatBackend, _scrub, _check_num)
-_all_ = ['rule_paraphrases', 'rule_negations', 'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE',
-         'PARA_PROMPT', 'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor',
-         'check_key_env', 'env_key', 'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
+from semclip.core import (
+    SemclipError,
+    ConfigError,
+    DataError,
+    DatasetNotFoundError,
+    check_choice,
+    atomic_write,
+    write_json,
+)
+
+# the rule and LLM APIs, re-exported: `semclip.triples` is the one import the triples pipeline needs
+from semclip.rules import (  # noqa: F401
+    rule_paraphrases,
+    rule_negations,
+    apply_synonyms,
+    judge_rules,
+    read_judgements,
+    REAL_WORLD_STYLE,
+)
+from semclip.llm import (  # noqa: F401
+    PARA_PROMPT,
+    NEG_PROMPT,
+    PARA_VERIFY_PROMPT,
+    NEG_VERIFY_PROMPT,
+    KINDS,
+    fill_prompt,
+    Redactor,
+    check_key_env,
+    env_key,
+    env_redactor,
+    LLMError,
+    parse_verdict,
+    OpenAIChatBackend,
+    _scrub,
+    _check_num,
+)
+
+_all_ = [
+    "rule_paraphrases",
+    "rule_negations",
+    "apply_synonyms",
+    "judge_rules",
+    "read_judgements",
+    "REAL_WORLD_STYLE",
+    "PARA_PROMPT",
+    "NEG_PROMPT",
+    "PARA_VERIFY_PROMPT",
+    "NEG_VERIFY_PROMPT",
+    "KINDS",
+    "fill_prompt",
+    "Redactor",
+    "check_key_env",
+    "env_key",
+    "env_redactor",
+    "LLMError",
+    "parse_verdict",
+    "OpenAIChatBackend",
+]
 
 # %% auto #0
 __all__ = ['ISSUES', 'COLUMNS', 'TripleBackend', 'RuleBackend', 'clean_answer', 'validate', 'JsonlCache', 'format_report',
@@ -30,490 +89,841 @@ __all__ = ['ISSUES', 'COLUMNS', 'TripleBackend', 'RuleBackend', 'clean_answer', 
 # %% ../nbs/01b_triples.ipynb #00000005
 class TripleBackend(metaclass=ABCMeta):
     "Interface of a paraphrase/negation generator and Yes/No verifier."
-    name = 'base'
+
+    name = "base"
     cacheable = False
-    def paraphrase(self, caption:str, attempt:int=0) -> str|None: raise NotImplementedError
-    def negate(self, caption:str, attempt:int=0) -> str|None: raise NotImplementedError
-    def verify(self, kind:str, caption:str, candidate:str) -> bool|None:
+
+    def paraphrase(self, caption: str, attempt: int = 0) -> str | None:
+        raise NotImplementedError
+
+    def negate(self, caption: str, attempt: int = 0) -> str | None:
+        raise NotImplementedError
+
+    def verify(self, kind: str, caption: str, candidate: str) -> bool | None:
         "True/False: does `candidate` pass as the `kind` ('para'/'neg') of `caption`; None: this backend does not judge."
         return None
-    def generate(self, kind:str, caption:str, attempt:int=0) -> str|None:
+
+    def generate(self, kind: str, caption: str, attempt: int = 0) -> str | None:
         "`paraphrase` or `negate`, by `kind`."
-        return self.paraphrase(caption, attempt) if check_choice('kind', kind, KINDS) == 'para' else self.negate(caption, attempt)
-    def cache_key(self, kind:str, caption:str, attempt:int=0, candidate:str|None=None) -> str|None:
+        return (
+            self.paraphrase(caption, attempt)
+            if check_choice("kind", kind, KINDS) == "para"
+            else self.negate(caption, attempt)
+        )
+
+    def cache_key(self, kind: str, caption: str, attempt: int = 0, candidate: str | None = None) -> str | None:
         "The cache key of one request (None: not cacheable)."
         return None
+
     @property
     def judges(self) -> bool:
         "Does `verify` give verdicts (rather than always None)?"
         return type(self).verify is not TripleBackend.verify
-    def stats(self) -> dict: return {}
-    def describe(self) -> dict: return dict(backend=self.name)
+
+    def stats(self) -> dict:
+        return {}
+
+    def describe(self) -> dict:
+        return dict(backend=self.name)
+
     def redactor(self) -> Redactor:
         "Masks the secrets this backend uses (an API key, say) in any text."
         return Redactor()
-    def close(self): pass
 
-TripleBackend.register(OpenAIChatBackend)      # semclip.llm implements the interface without importing this module
+    def close(self):
+        pass
+
+
+TripleBackend.register(OpenAIChatBackend)  # semclip.llm implements the interface without importing this module
 
 # %% ../nbs/01b_triples.ipynb #00000008
-def _nth(gen, n:int):
+def _nth(gen, n: int):
     for i, x in enumerate(gen):
-        if i == n: return x
+        if i == n:
+            return x
     return None
+
 
 class RuleBackend(TripleBackend):
     "Offline, deterministic paraphrases and negations by grammatical rules and a synonym table."
-    name = 'rule'
-    def paraphrase(self, caption:str, attempt:int=0) -> str|None: return _nth(rule_paraphrases(caption), attempt)
-    def negate(self, caption:str, attempt:int=0) -> str|None: return _nth(rule_negations(caption), attempt)
-    def __repr__(self): return 'RuleBackend()'
+
+    name = "rule"
+
+    def paraphrase(self, caption: str, attempt: int = 0) -> str | None:
+        return _nth(rule_paraphrases(caption), attempt)
+
+    def negate(self, caption: str, attempt: int = 0) -> str | None:
+        return _nth(rule_negations(caption), attempt)
+
+    def __repr__(self):
+        return "RuleBackend()"
 
 # %% ../nbs/01b_triples.ipynb #0000000b
 @patch
-def coverage(self:RuleBackend, captions) -> dict: # the captions
+def coverage(self: RuleBackend, captions) -> dict:  # the captions
     "Share of `captions` it paraphrases, negates, and both; the ones it cannot transform, with what failed."
     failed, n_p, n_n, n_b = [], 0, 0, 0
     for c in captions:
         p, q = self.paraphrase(c) is not None, self.negate(c) is not None
-        n_p += p; n_n += q; n_b += p and q
-        if not (p and q): failed.append((c, 'neither' if not (p or q) else 'paraphrase' if not p else 'negation'))
+        n_p += p
+        n_n += q
+        n_b += p and q
+        if not (p and q):
+            failed.append((c, "neither" if not (p or q) else "paraphrase" if not p else "negation"))
     n = max(len(captions), 1)
     return dict(n=len(captions), para_share=n_p / n, neg_share=n_n / n, both_share=n_b / n, untransformed=failed)
 
 # %% ../nbs/01b_triples.ipynb #0000000e
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:sure[,!.]?\s*)?(?:here(?:'s| is| are)\b[^:\n]{0,80}:|"
-                    r"(?:the\s+)?(?:rephrased|paraphrased|false|negated|rewritten|new|completely false)?\s*"
-                    r"(?:sentence|version|paraphrase|caption|statement)\s*:)\s*(?:\*\*)?\s*", re.I)
+_LABEL = re.compile(
+    r"^\s*(?:\*\*)?(?:sure[,!.]?\s*)?(?:here(?:'s| is| are)\b[^:\n]{0,80}:|"
+    r"(?:the\s+)?(?:rephrased|paraphrased|false|negated|rewritten|new|completely false)?\s*"
+    r"(?:sentence|version|paraphrase|caption|statement)\s*:)\s*(?:\*\*)?\s*",
+    re.I,
+)
 
-def clean_answer(text:str|None) -> str: # an LLM's answer
+
+def clean_answer(text: str | None) -> str:  # an LLM's answer
     "The sentence inside an LLM answer: no label, no quotes or bold, first line only."
-    t = _LABEL.sub('', (text or '').replace('’', "'").strip(), count=1)
-    t = next((l.strip() for l in t.splitlines() if l.strip()), '').strip('*').strip()
-    if len(t) >= 2 and t[0] in '"\'“' and t[-1] in '"\'”': t = t[1:-1].strip()
+    t = _LABEL.sub("", (text or "").replace("’", "'").strip(), count=1)
+    t = next((l.strip() for l in t.splitlines() if l.strip()), "").strip("*").strip()
+    if len(t) >= 2 and t[0] in "\"'“" and t[-1] in "\"'”":
+        t = t[1:-1].strip()
     return t
 
 # %% ../nbs/01b_triples.ipynb #00000011
-_REFUSAL = re.compile(r"^\W*(?:i'?m sorry|i am sorry|sorry[,.!]|i apologi[sz]e|i can'?t\b|i cannot\b|i can not\b|"
-                      r"i'?m (?:not able|unable)|i am (?:not able|unable)|i won'?t\b|as an ai\b|i'?m an ai\b|"
-                      r"i do not feel comfortable|i'?m not comfortable)", re.I)
-ISSUES = ('empty', 'refusal', 'identical', 'too_long')
+_REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry[,.!]|i apologi[sz]e|i can'?t\b|i cannot\b|i can not\b|"
+    r"i'?m (?:not able|unable)|i am (?:not able|unable)|i won'?t\b|as an ai\b|i'?m an ai\b|"
+    r"i do not feel comfortable|i'?m not comfortable)",
+    re.I,
+)
+ISSUES = ("empty", "refusal", "identical", "too_long")
 
-def _norm(s:str) -> str:
+
+def _norm(s: str) -> str:
     "Lower-case words only: what 'identical' compares."
-    return ' '.join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", s.lower().replace('’', "'")))
+    return " ".join(re.findall(r"[a-z0-9]+(?:'[a-z]+)?", s.lower().replace("’", "'")))
 
-def validate(caption:str, candidate:str, # the input caption and a cleaned answer
-             max_len_ratio:float=3.0) -> str|None: # answers longer than this times the caption (+20 characters) are too long
+
+def validate(
+    caption: str,
+    candidate: str,  # the input caption and a cleaned answer
+    max_len_ratio: float = 3.0,
+) -> str | None:  # answers longer than this times the caption (+20 characters) are too long
     "What is wrong with `candidate` (one of ISSUES), or None."
-    if not candidate.strip(): return 'empty'
-    if _REFUSAL.match(candidate): return 'refusal'
-    if _norm(candidate) == _norm(caption): return 'identical'
-    if len(candidate) > max_len_ratio * len(caption) + 20: return 'too_long'
+    if not candidate.strip():
+        return "empty"
+    if _REFUSAL.match(candidate):
+        return "refusal"
+    if _norm(candidate) == _norm(caption):
+        return "identical"
+    if len(candidate) > max_len_ratio * len(caption) + 20:
+        return "too_long"
     return None
 
 # %% ../nbs/01b_triples.ipynb #00000014
-try: import fcntl
-except ImportError: fcntl = None   # Windows: no lock against a second writer
+try:
+    import fcntl
+except ImportError:
+    fcntl = None  # Windows: no lock against a second writer
 
-def _write_all(fd, b:bytes):
-    while b: b = b[os.write(fd, b):]
 
-_ANSWER_TYPES = dict(para=(str, 'text'), neg=(str, 'text'), verify_para=(bool, 'true or false'), verify_neg=(bool, 'true or false'))
-_JSON_NAMES = {str: 'text', bool: 'true/false', int: 'a number', float: 'a number', list: 'a list', dict: 'an object', type(None): 'null'}
+def _write_all(fd, b: bytes):
+    while b:
+        b = b[os.write(fd, b) :]
+
+
+_ANSWER_TYPES = dict(
+    para=(str, "text"), neg=(str, "text"), verify_para=(bool, "true or false"), verify_neg=(bool, "true or false")
+)
+_JSON_NAMES = {
+    str: "text",
+    bool: "true/false",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "an object",
+    type(None): "null",
+}
 
 _NOT_JSON = object()
-def _json_line(ln:bytes):
-    try: return json.loads(ln)
-    except ValueError: return _NOT_JSON
 
-def _record_problem(rec) -> str|None:
+
+def _json_line(ln: bytes):
+    try:
+        return json.loads(ln)
+    except ValueError:
+        return _NOT_JSON
+
+
+def _record_problem(rec) -> str | None:
     "What is wrong with a cache record read back from its file (None: nothing)."
-    if not isinstance(rec, dict) or not isinstance(rec.get('k'), str): return 'not a cache record (no "k" text)'
-    kind = rec.get('kind')
-    if not isinstance(kind, str) or kind not in _ANSWER_TYPES: return f"unknown request kind {str(kind)[:40]!r}"
+    if not isinstance(rec, dict) or not isinstance(rec.get("k"), str):
+        return 'not a cache record (no "k" text)'
+    kind = rec.get("kind")
+    if not isinstance(kind, str) or kind not in _ANSWER_TYPES:
+        return f"unknown request kind {str(kind)[:40]!r}"
     t, want = _ANSWER_TYPES[kind]
-    a = rec.get('answer')
-    if not isinstance(a, t): return f"the answer of a {kind!r} request must be {want}, not {_JSON_NAMES.get(type(a), type(a).__name__)}"
+    a = rec.get("answer")
+    if not isinstance(a, t):
+        return f"the answer of a {kind!r} request must be {want}, not {_JSON_NAMES.get(type(a), type(a).__name__)}"
     return None
 
 # %% ../nbs/01b_triples.ipynb #00000017
-def _read_cache(c:JsonlCache):
+def _read_cache(c: JsonlCache):
     "Load the records of cache `c`'s file (open as `c._fd`) into `c._d`, repairing its end, counting what was wrong."
     data = c.path.read_bytes()
-    lines = data.split(b'\n')
-    tail = lines.pop()                 # b'' when the file ends with a newline
+    lines = data.split(b"\n")
+    tail = lines.pop()  # b'' when the file ends with a newline
     parsed = [(n, ln, _json_line(ln)) for n, ln in enumerate(lines, 1) if ln.strip()]
     t = _json_line(tail) if tail else _NOT_JSON
-    if (parsed or tail) and t is _NOT_JSON and all(r is _NOT_JSON for *_, r in parsed) and (parsed or not tail.startswith(b'{')):
-        raise ConfigError(f"cache '{c.path}' is not a semclip cache (no line of it is JSON); give the path of a new "
-                          f"or existing .jsonl cache")      # checked before the file is touched
+    if (
+        (parsed or tail)
+        and t is _NOT_JSON
+        and all(r is _NOT_JSON for *_, r in parsed)
+        and (parsed or not tail.startswith(b"{"))
+    ):
+        raise ConfigError(
+            f"cache '{c.path}' is not a semclip cache (no line of it is JSON); give the path of a new "
+            f"or existing .jsonl cache"
+        )  # checked before the file is touched
     if tail:
-        if isinstance(t, dict) and 'k' in t: parsed.append((len(lines) + 1, tail, t)); _write_all(c._fd, b'\n')   # only its newline is missing
-        else: os.ftruncate(c._fd, len(data) - len(tail)); c.truncated += 1     # cut short by a crash
+        if isinstance(t, dict) and "k" in t:
+            parsed.append((len(lines) + 1, tail, t))
+            _write_all(c._fd, b"\n")  # only its newline is missing
+        else:
+            os.ftruncate(c._fd, len(data) - len(tail))
+            c.truncated += 1  # cut short by a crash
     for n, ln, rec in parsed:
-        why = 'not valid JSON' if rec is _NOT_JSON else _record_problem(rec)
-        if why is None and len(ln) + 1 > c.max_record_bytes: why = f'longer than max_record_bytes={c.max_record_bytes}'
-        if why is None: c._d[rec['k']] = rec; c.loaded += 1; continue
+        why = "not valid JSON" if rec is _NOT_JSON else _record_problem(rec)
+        if why is None and len(ln) + 1 > c.max_record_bytes:
+            why = f"longer than max_record_bytes={c.max_record_bytes}"
+        if why is None:
+            c._d[rec["k"]] = rec
+            c.loaded += 1
+            continue
         c.corrupt += 1
-        if len(c.bad_lines) < 100: c.bad_lines.append((n, why))
+        if len(c.bad_lines) < 100:
+            c.bad_lines.append((n, why))
 
-# %% ../nbs/01b_triples.ipynb #0000001a
+# %% ../nbs/01b_triples.ipynb #0000001b
 class JsonlCache:
     "Append-only JSONL store of completed requests, one fsync'd line each; reopening it reads them back."
-    def __init__(self, path, # the .jsonl file (created if missing)
-                 fsync:bool=True, # fsync each line before its answer is used
-                 max_record_bytes:int=1 << 16): # longer records are not written (counted as too_large)
+
+    def __init__(
+        self,
+        path,  # the .jsonl file (created if missing)
+        fsync: bool = True,  # fsync each line before its answer is used
+        max_record_bytes: int = 1 << 16,
+    ):  # longer records are not written (counted as too_large)
         self.path, self.fsync, self._fd = Path(path), fsync, None
-        self.max_record_bytes = _check_num('max_record_bytes', max_record_bytes, 1, integer=True)
+        self.max_record_bytes = _check_num("max_record_bytes", max_record_bytes, 1, integer=True)
         self._d, self.loaded, self.truncated, self.corrupt, self.written, self.too_large = {}, 0, 0, 0, 0, 0
         self.bad_lines, self._lock, self._sync_lock, self._synced = [], threading.Lock(), threading.Lock(), 0
-        if self.path.is_dir(): raise ConfigError(f"cache '{self.path}' is a directory; give the path of a .jsonl file")
+        if self.path.is_dir():
+            raise ConfigError(f"cache '{self.path}' is a directory; give the path of a .jsonl file")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError as e: raise ConfigError(f"cannot open cache '{self.path}': {e.strerror or e}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot open cache '{self.path}': {e.strerror or e}") from None
         if fcntl is not None:
-            try: fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 self.close()
                 raise ConfigError(f"cache '{self.path}' is in use by another run (one writer per cache file)") from None
-        try: _read_cache(self)
-        except BaseException: self.close(); raise
-    def get(self, key:str) -> dict|None: return self._d.get(key)
-    def __contains__(self, key): return key in self._d
-    def __len__(self): return len(self._d)
-    def close(self):
-        if self._fd is not None: os.close(self._fd); self._fd = None
-    def __enter__(self): return self
-    def __exit__(self, *a): self.close()
+        try:
+            _read_cache(self)
+        except BaseException:
+            self.close()
+            raise
 
-# %% ../nbs/01b_triples.ipynb #0000001d
+    def get(self, key: str) -> dict | None:
+        return self._d.get(key)
+
+    def __contains__(self, key):
+        return key in self._d
+
+    def __len__(self):
+        return len(self._d)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+# %% ../nbs/01b_triples.ipynb #0000001e
 @patch
-def put(self:JsonlCache, key:str, **fields) -> bool:
+def put(self: JsonlCache, key: str, **fields) -> bool:
     "Append one record and make it durable; False (nothing written) if it is longer than `max_record_bytes`."
-    line = (json.dumps(dict(k=key, **fields), ensure_ascii=False) + '\n').encode()
+    line = (json.dumps(dict(k=key, **fields), ensure_ascii=False) + "\n").encode()
     with self._lock:
-        if len(line) > self.max_record_bytes: self.too_large += 1; return False
-        _write_all(self._fd, line); self.written += 1; n = self.written; self._d[key] = dict(k=key, **fields)
+        if len(line) > self.max_record_bytes:
+            self.too_large += 1
+            return False
+        _write_all(self._fd, line)
+        self.written += 1
+        n = self.written
+        self._d[key] = dict(k=key, **fields)
     if self.fsync:
         with self._sync_lock:
             if self._synced < n:
                 target = self.written
-                os.fsync(self._fd); self._synced = target
+                os.fsync(self._fd)
+                self._synced = target
     return True
 
-@patch
-def info(self:JsonlCache) -> dict:
-    return dict(path=str(self.path), loaded=self.loaded, written=self.written, truncated_lines=self.truncated,
-                corrupt_lines=self.corrupt, bad_lines=list(self.bad_lines), too_large=self.too_large)
 
-# %% ../nbs/01b_triples.ipynb #00000023
-class _Stop(Exception): "Another worker failed; stop asking."
+@patch
+def info(self: JsonlCache) -> dict:
+    return dict(
+        path=str(self.path),
+        loaded=self.loaded,
+        written=self.written,
+        truncated_lines=self.truncated,
+        corrupt_lines=self.corrupt,
+        bad_lines=list(self.bad_lines),
+        too_large=self.too_large,
+    )
+
+# %% ../nbs/01b_triples.ipynb #00000024
+class _Stop(Exception):
+    "Another worker failed; stop asking."
+
 
 def _redactor_of(*backends) -> Redactor:
     "All the secrets of `backends` (one without `redactor` holds none we know of)."
     r = Redactor()
     for b in backends:
-        if b is not None and hasattr(b, 'redactor'): r = r + b.redactor()
+        if b is not None and hasattr(b, "redactor"):
+            r = r + b.redactor()
     return r
+
 
 class _Run:
     "Counters, results and failures of one run, its stop flag and the redactor of its backends' secrets."
-    def __init__(self, red:Redactor|None=None, on_error:str='raise'):
+
+    def __init__(self, red: Redactor | None = None, on_error: str = "raise"):
         self.c, self._lock, self.red, self.on_error = Counter(), threading.Lock(), red or Redactor(), on_error
         self.results, self.failed, self.stop = {}, [], threading.Event()
-    def add(self, k, n=1):
-        with self._lock: self.c[k] += n
-    def settle(self, c:str, f):
-        "Run `f` (the job of caption `c`) and keep its result, or its failure."
-        try: self.results[c] = f()
-        except _Stop: pass
-        except LLMError as e:
-            if self.on_error == 'record':
-                self.results[c] = dict(para=('', None, 0, 'error'), neg=('', None, 0, 'error'), error=self.red(str(e))); self.add('errors')
-            else: self.failed.append((c, e)); self.stop.set()
-        except BaseException as e: self.failed.append((c, e)); self.stop.set()
 
-# %% ../nbs/01b_triples.ipynb #00000026
+    def add(self, k, n=1):
+        with self._lock:
+            self.c[k] += n
+
+    def settle(self, c: str, f):
+        "Run `f` (the job of caption `c`) and keep its result, or its failure."
+        try:
+            self.results[c] = f()
+        except _Stop:
+            pass
+        except LLMError as e:
+            if self.on_error == "record":
+                self.results[c] = dict(para=("", None, 0, "error"), neg=("", None, 0, "error"), error=self.red(str(e)))
+                self.add("errors")
+            else:
+                self.failed.append((c, e))
+                self.stop.set()
+        except BaseException as e:
+            self.failed.append((c, e))
+            self.stop.set()
+
+# %% ../nbs/01b_triples.ipynb #00000027
 def _ask(cache, backend, kind, caption, attempt, st, stop, candidate=None):
     "One answer: from the cache when it is there, else from `backend` (then cached)."
     key = backend.cache_key(kind, caption, attempt, candidate) if cache is not None and backend.cacheable else None
     if key is not None and (rec := cache.get(key)) is not None:
-        st.add('cache_hits'); return rec['answer']
-    if stop.is_set(): raise _Stop()
-    ans = backend.verify(kind[7:], caption, candidate) if kind.startswith('verify_') else backend.generate(kind, caption, attempt)
-    st.add('requests' if backend.cacheable else 'rule_calls')
+        st.add("cache_hits")
+        return rec["answer"]
+    if stop.is_set():
+        raise _Stop()
+    ans = (
+        backend.verify(kind[7:], caption, candidate)
+        if kind.startswith("verify_")
+        else backend.generate(kind, caption, attempt)
+    )
+    st.add("requests" if backend.cacheable else "rule_calls")
     if key is not None and _record_problem(dict(k=key, kind=kind, answer=ans)) is None and not st.red.found(ans):
-        cache.put(key, **st.red.obj(dict(kind=kind, attempt=attempt, caption=caption, answer=ans,
-                                         **({} if candidate is None else dict(candidate=candidate)))))
+        cache.put(
+            key,
+            **st.red.obj(
+                dict(
+                    kind=kind,
+                    attempt=attempt,
+                    caption=caption,
+                    answer=ans,
+                    **({} if candidate is None else dict(candidate=candidate)),
+                )
+            ),
+        )
     return ans
 
-# %% ../nbs/01b_triples.ipynb #00000029
+# %% ../nbs/01b_triples.ipynb #0000002a
 def _one_kind(kind, caption, gen, ver, cache, max_regen, verify, max_len_ratio, st, stop):
     "(text, verified, attempts, issue) for one caption and kind."
-    best, issue, attempts = None, '', 0
+    best, issue, attempts = None, "", 0
     judged = verify and ver.judges
     for attempt in range(max_regen + 1):
         raw = _ask(cache, gen, kind, caption, attempt, st, stop)
         if raw is None:
-            issue = issue or 'untransformed'; break
+            issue = issue or "untransformed"
+            break
         attempts = attempt + 1
         cand = clean_answer(raw)
         bad = validate(caption, cand, max_len_ratio)
-        if bad: st.add(f'{kind}.invalid.{bad}'); issue = bad; continue
-        if not judged: return cand, None, attempts, ''
-        ok = _ask(cache, ver, 'verify_' + kind, caption, 0, st, stop, candidate=cand)
-        if ok is None or ok: return cand, ok, attempts, ''
-        st.add(f'{kind}.rejected'); best, issue = cand, 'rejected'
-    if best is not None: return best, False, attempts, 'rejected'
-    return '', (False if judged else None), attempts, issue
+        if bad:
+            st.add(f"{kind}.invalid.{bad}")
+            issue = bad
+            continue
+        if not judged:
+            return cand, None, attempts, ""
+        ok = _ask(cache, ver, "verify_" + kind, caption, 0, st, stop, candidate=cand)
+        if ok is None or ok:
+            return cand, ok, attempts, ""
+        st.add(f"{kind}.rejected")
+        best, issue = cand, "rejected"
+    if best is not None:
+        return best, False, attempts, "rejected"
+    return "", (False if judged else None), attempts, issue
 
-# %% ../nbs/01b_triples.ipynb #0000002c
-COLUMNS = ('paraphrased', 'negation', 'para_verified', 'neg_verified', 'para_attempts', 'neg_attempts', 'para_issue', 'neg_issue', 'error')
+# %% ../nbs/01b_triples.ipynb #0000002d
+COLUMNS = (
+    "paraphrased",
+    "negation",
+    "para_verified",
+    "neg_verified",
+    "para_attempts",
+    "neg_attempts",
+    "para_issue",
+    "neg_issue",
+    "error",
+)
+
 
 def _row(res):
-    (pt, pv, pa, pi), (nt, nv, na, ni) = res['para'], res['neg']
-    return dict(paraphrased=pt, negation=nt, para_verified=pv, neg_verified=nv, para_attempts=pa, neg_attempts=na,
-                para_issue=pi, neg_issue=ni, error=res.get('error', ''))
+    (pt, pv, pa, pi), (nt, nv, na, ni) = res["para"], res["neg"]
+    return dict(
+        paraphrased=pt,
+        negation=nt,
+        para_verified=pv,
+        neg_verified=nv,
+        para_attempts=pa,
+        neg_attempts=na,
+        para_issue=pi,
+        neg_issue=ni,
+        error=res.get("error", ""),
+    )
 
-# %% ../nbs/01b_triples.ipynb #0000002f
-def _run_jobs(uniq, job, run:_Run, workers:int, progress:bool):
+# %% ../nbs/01b_triples.ipynb #00000030
+def _run_jobs(uniq, job, run: _Run, workers: int, progress: bool):
     "Run `job` on each caption of `uniq` through `run.settle`, with `workers` threads, until done or stopped."
-    bar = tqdm(total=len(uniq), disable=not progress, desc='triples', unit='caption')
+    bar = tqdm(total=len(uniq), disable=not progress, desc="triples", unit="caption")
     try:
         if workers <= 1:
             for c in uniq:
-                run.settle(c, lambda: job(c)); bar.update()
-                if run.stop.is_set(): break
+                run.settle(c, lambda: job(c))
+                bar.update()
+                if run.stop.is_set():
+                    break
             return
-        with ThreadPoolExecutor(workers, thread_name_prefix='triples') as ex:
+        with ThreadPoolExecutor(workers, thread_name_prefix="triples") as ex:
             todo, pending = iter(uniq), {}
+
             def submit():
                 c = next(todo, None)
-                if c is not None and not run.stop.is_set(): pending[ex.submit(job, c)] = c
-            for _ in range(2 * workers): submit()
+                if c is not None and not run.stop.is_set():
+                    pending[ex.submit(job, c)] = c
+
+            for _ in range(2 * workers):
+                submit()
             try:
                 while pending:
                     done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done: run.settle(pending.pop(f), f.result); bar.update(); submit()
+                    for f in done:
+                        run.settle(pending.pop(f), f.result)
+                        bar.update()
+                        submit()
             except BaseException:
-                run.stop.set(); raise
-    finally: bar.close()
+                run.stop.set()
+                raise
+    finally:
+        bar.close()
 
-# %% ../nbs/01b_triples.ipynb #00000032
+# %% ../nbs/01b_triples.ipynb #00000033
 def _report(df, st, gen, ver, verify, cache, n_uniq, secs) -> dict:
     c = st.c
-    rep = dict(rows=len(df), unique_captions=n_uniq, empty_input=int((df.para_issue == 'empty_input').sum()),
-               seconds=round(secs, 3), captions_per_s=round(n_uniq / max(secs, 1e-9), 1),
-               requests=c['requests'], cache_hits=c['cache_hits'], rule_calls=c['rule_calls'], errors=c['errors'],
-               backend=gen.describe(), verifier=(ver.describe() if verify and ver.judges else None), http=gen.stats())
-    if ver is not gen: rep['verifier_http'] = ver.stats()
+    rep = dict(
+        rows=len(df),
+        unique_captions=n_uniq,
+        empty_input=int((df.para_issue == "empty_input").sum()),
+        seconds=round(secs, 3),
+        captions_per_s=round(n_uniq / max(secs, 1e-9), 1),
+        requests=c["requests"],
+        cache_hits=c["cache_hits"],
+        rule_calls=c["rule_calls"],
+        errors=c["errors"],
+        backend=gen.describe(),
+        verifier=(ver.describe() if verify and ver.judges else None),
+        http=gen.stats(),
+    )
+    if ver is not gen:
+        rep["verifier_http"] = ver.stats()
     for k in KINDS:
-        iss = df[f'{k}_issue']
-        rep[k] = dict(accepted=int((iss == '').sum()), verified=int((df[f'{k}_verified'] == True).sum()),
-                      regenerated=int((df[f'{k}_attempts'] > 1).sum()), rejections=c[f'{k}.rejected'],
-                      invalid_answers={i: c[f'{k}.invalid.{i}'] for i in ISSUES},
-                      final_issues=dict(Counter(i for i in iss if i)))
-    bad = df[(df.para_issue == 'untransformed') | (df.neg_issue == 'untransformed')]
-    rep['untransformed_examples'] = bad.caption.drop_duplicates().head(10).tolist()
-    rep['cache'] = cache.info() if cache is not None else None
+        iss = df[f"{k}_issue"]
+        rep[k] = dict(
+            accepted=int((iss == "").sum()),
+            verified=int(df[f"{k}_verified"].eq(True).sum()),
+            regenerated=int((df[f"{k}_attempts"] > 1).sum()),
+            rejections=c[f"{k}.rejected"],
+            invalid_answers={i: c[f"{k}.invalid.{i}"] for i in ISSUES},
+            final_issues=dict(Counter(i for i in iss if i)),
+        )
+    bad = df[(df.para_issue == "untransformed") | (df.neg_issue == "untransformed")]
+    rep["untransformed_examples"] = bad.caption.drop_duplicates().head(10).tolist()
+    rep["cache"] = cache.info() if cache is not None else None
     return rep
 
-# %% ../nbs/01b_triples.ipynb #00000035
-def format_report(rep:dict) -> str: # a report from `generate_triples`
+# %% ../nbs/01b_triples.ipynb #00000036
+def format_report(rep: dict) -> str:  # a report from `generate_triples`
     "A few readable lines from a pipeline report."
-    ls = [f"{rep['rows']} rows ({rep['unique_captions']} distinct captions) in {rep['seconds']:.1f} s; "
-          f"{rep['requests']} requests, {rep['cache_hits']} cache hits, {rep['errors']} errors"]
-    for k, name in (('para', 'paraphrases'), ('neg', 'negations')):
-        r = rep[k]; inv = ', '.join(f'{n} {i}' for i, n in r['invalid_answers'].items() if n) or 'none'
-        ls.append(f"{name}: {r['accepted']} accepted, {r['verified']} verified Yes, {r['regenerated']} regenerated, "
-                  f"{r['rejections']} verifier rejections, invalid answers: {inv}; final issues: {r['final_issues'] or 'none'}")
-    if rep.get('cache'):
-        ch = rep['cache']
-        ls.append(f"cache {ch['path']}: {ch['loaded']} lines loaded, {ch['written']} written, {ch['truncated_lines']} truncated and "
-                  f"{ch['corrupt_lines']} corrupt lines ignored" + (f", {ch['too_large']} answers too large to cache" if ch.get('too_large') else ''))
-        ls += [f"  {ch['path']}: line {n}: {why}; ignored, its request asked again" for n, why in ch.get('bad_lines', [])[:5]]
-    if rep.get('untransformed_examples'): ls.append(f"untransformed (first {len(rep['untransformed_examples'])}): {rep['untransformed_examples']}")
-    return '\n'.join(ls)
+    ls = [
+        f"{rep['rows']} rows ({rep['unique_captions']} distinct captions) in {rep['seconds']:.1f} s; "
+        f"{rep['requests']} requests, {rep['cache_hits']} cache hits, {rep['errors']} errors"
+    ]
+    for k, name in (("para", "paraphrases"), ("neg", "negations")):
+        r = rep[k]
+        inv = ", ".join(f"{n} {i}" for i, n in r["invalid_answers"].items() if n) or "none"
+        ls.append(
+            f"{name}: {r['accepted']} accepted, {r['verified']} verified Yes, {r['regenerated']} regenerated, "
+            f"{r['rejections']} verifier rejections, invalid answers: {inv}; final issues: {r['final_issues'] or 'none'}"
+        )
+    if rep.get("cache"):
+        ch = rep["cache"]
+        ls.append(
+            f"cache {ch['path']}: {ch['loaded']} lines loaded, {ch['written']} written, {ch['truncated_lines']} truncated and "
+            f"{ch['corrupt_lines']} corrupt lines ignored"
+            + (f", {ch['too_large']} answers too large to cache" if ch.get("too_large") else "")
+        )
+        ls += [
+            f"  {ch['path']}: line {n}: {why}; ignored, its request asked again"
+            for n, why in ch.get("bad_lines", [])[:5]
+        ]
+    if rep.get("untransformed_examples"):
+        ls.append(f"untransformed (first {len(rep['untransformed_examples'])}): {rep['untransformed_examples']}")
+    return "\n".join(ls)
 
-# %% ../nbs/01b_triples.ipynb #00000038
-def generate_triples(captions, # the captions, in order (duplicates are asked once)
-                     backend:TripleBackend|None=None, # writes paraphrases and negations (None: RuleBackend())
-                     verifier:TripleBackend|None=None, # answers the Yes/No checks (None: `backend` itself)
-                     cache=None, # a JsonlCache, a path to open one at, or None
-                     max_regen:int=1, # regenerations after an invalid or rejected answer (the authors' code: 1)
-                     verify:bool=True, # ask the verifier at all
-                     concurrency:int|None=None, # captions in flight (None: the backends' own `concurrency`, 1 for rules)
-                     max_len_ratio:float=3.0, # answers longer than this times the caption (+20 chars) are invalid
-                     on_error:str='raise', # 'raise': stop at the first request that failed for good; 'record': note it and go on
-                     progress:bool=True) -> tuple[pd.DataFrame, dict]:
+# %% ../nbs/01b_triples.ipynb #00000039
+def generate_triples(
+    captions,  # the captions, in order (duplicates are asked once)
+    backend: TripleBackend | None = None,  # writes paraphrases and negations (None: RuleBackend())
+    verifier: TripleBackend | None = None,  # answers the Yes/No checks (None: `backend` itself)
+    cache=None,  # a JsonlCache, a path to open one at, or None
+    max_regen: int = 1,  # regenerations after an invalid or rejected answer (the authors' code: 1)
+    verify: bool = True,  # ask the verifier at all
+    concurrency: int | None = None,  # captions in flight (None: the backends' own `concurrency`, 1 for rules)
+    max_len_ratio: float = 3.0,  # answers longer than this times the caption (+20 chars) are invalid
+    on_error: str = "raise",  # 'raise': stop at the first request that failed for good; 'record': note it and go on
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict]:
     "A DataFrame of triples in the order of `captions`, and a report of what happened."
-    check_choice('on_error', on_error, ('raise', 'record'))
-    if max_regen < 0: raise ConfigError(f'max_regen={max_regen} must be >= 0')
+    check_choice("on_error", on_error, ("raise", "record"))
+    if max_regen < 0:
+        raise ConfigError(f"max_regen={max_regen} must be >= 0")
     gen = backend if backend is not None else RuleBackend()
     ver = verifier if verifier is not None else gen
-    if concurrency is not None: _check_num('concurrency', concurrency, 1, integer=True)
-    captions = ['' if c is None or (isinstance(c, float) and c != c) else str(c) for c in captions]
+    if concurrency is not None:
+        _check_num("concurrency", concurrency, 1, integer=True)
+    captions = ["" if c is None or (isinstance(c, float) and c != c) else str(c) for c in captions]
     own = isinstance(cache, (str, Path))
-    if own: cache = JsonlCache(cache)
-    workers = concurrency or max(getattr(gen, 'concurrency', 1), getattr(ver, 'concurrency', 1) if verify else 1)
+    if own:
+        cache = JsonlCache(cache)
+    workers = concurrency or max(getattr(gen, "concurrency", 1), getattr(ver, "concurrency", 1) if verify else 1)
     uniq = list(dict.fromkeys(c for c in captions if c.strip()))
     red = _redactor_of(gen, ver)
     run, t0 = _Run(red, on_error), time.perf_counter()
-    def job(c): return {k: _one_kind(k, c, gen, ver, cache, max_regen, verify, max_len_ratio, run, run.stop) for k in KINDS}
-    try: _run_jobs(uniq, job, run, workers, progress)
+
+    def job(c):
+        return {k: _one_kind(k, c, gen, ver, cache, max_regen, verify, max_len_ratio, run, run.stop) for k in KINDS}
+
+    try:
+        _run_jobs(uniq, job, run, workers, progress)
     finally:
-        if own: cache.close()
+        if own:
+            cache.close()
     if run.failed:
         c, e = run.failed[0]
-        if not isinstance(e, LLMError): raise _scrub(e, red)
-        raise LLMError(red(f'row {captions.index(c)}: {e}')) from e
-    empty = dict(para=('', None, 0, 'empty_input'), neg=('', None, 0, 'empty_input'))
-    df = pd.DataFrame([dict(caption=c, **_row(run.results.get(c, empty))) for c in captions], columns=['caption', *COLUMNS])
+        if not isinstance(e, LLMError):
+            raise _scrub(e, red)
+        raise LLMError(red(f"row {captions.index(c)}: {e}")) from e
+    empty = dict(para=("", None, 0, "empty_input"), neg=("", None, 0, "empty_input"))
+    df = pd.DataFrame(
+        [dict(caption=c, **_row(run.results.get(c, empty))) for c in captions], columns=["caption", *COLUMNS]
+    )
     return df, red.obj(_report(df, run, gen, ver, verify, cache, len(uniq), time.perf_counter() - t0))
 
-# %% ../nbs/01b_triples.ipynb #00000043
-def _not_utf8(inp:Path) -> str:
+# %% ../nbs/01b_triples.ipynb #00000045
+def _not_utf8(inp: Path) -> str:
     data = inp.read_bytes()
-    try: data.decode('utf-8'); return 'not UTF-8 text'
+    try:
+        data.decode("utf-8")
+        return "not UTF-8 text"
     except UnicodeDecodeError as e:
-        line = data.count(b'\n', 0, e.start) + 1
-        return f'not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} cannot be decoded; save the file as UTF-8 (it may be Latin-1 or Windows-1252)'
+        line = data.count(b"\n", 0, e.start) + 1
+        return f"not UTF-8 text: byte 0x{data[e.start]:02x} on line {line} cannot be decoded; save the file as UTF-8 (it may be Latin-1 or Windows-1252)"
 
-def _check_fields(inp:Path):
+
+def _check_fields(inp: Path):
     "Every row of `inp` has as many fields as its header (pandas would pad a short one, e.g. a cut-off last row)."
-    with open(inp, newline='', encoding='utf-8') as f:
+    with open(inp, newline="", encoding="utf-8") as f:
         rd, n, row = csv.reader(f, strict=True), None, -1
         try:
             for r in rd:
-                if not r: continue                      # a blank line: pandas skips it too
-                if n is None: n = len(r); continue
+                if not r:
+                    continue  # a blank line: pandas skips it too
+                if n is None:
+                    n = len(r)
+                    continue
                 row += 1
-                if len(r) != n: raise DataError(f'{len(r)} field(s) where the header has {n} (line {rd.line_num}): is the file '
-                                                f'cut off, or a quote unbalanced?', file=inp, row=row)
-        except csv.Error as e: raise DataError(f'not a well-formed CSV at line {rd.line_num}: {e} (is the file cut off, or a '
-                                               f'quote unbalanced?)', file=inp) from None
+                if len(r) != n:
+                    raise DataError(
+                        f"{len(r)} field(s) where the header has {n} (line {rd.line_num}): is the file "
+                        f"cut off, or a quote unbalanced?",
+                        file=inp,
+                        row=row,
+                    )
+        except csv.Error as e:
+            raise DataError(
+                f"not a well-formed CSV at line {rd.line_num}: {e} (is the file cut off, or a quote unbalanced?)",
+                file=inp,
+            ) from None
 
-# %% ../nbs/01b_triples.ipynb #00000046
-def read_caption_csv(inp) -> pd.DataFrame: # a CSV file
+# %% ../nbs/01b_triples.ipynb #00000048
+def read_caption_csv(inp) -> pd.DataFrame:  # a CSV file
     "Every column of the CSV `inp` as text; a `DataError` naming the file (and line or row) if it is not a well-formed UTF-8 CSV."
     inp = Path(inp)
-    if inp.is_dir(): raise DataError('is a directory, not a caption CSV', file=inp)
-    if not inp.is_file(): raise DatasetNotFoundError('no such caption CSV', file=inp)
+    if inp.is_dir():
+        raise DataError("is a directory, not a caption CSV", file=inp)
+    if not inp.is_file():
+        raise DatasetNotFoundError("no such caption CSV", file=inp)
     try:
-        with open(inp, 'rb') as f: head = f.read(1 << 16)
-        if not head: raise DataError('the file is empty (not even a header line)', file=inp)
-        if b'\x00' in head: raise DataError('a binary file (it holds NUL bytes), not a CSV; UTF-16 text must be saved as UTF-8', file=inp)
+        with open(inp, "rb") as f:
+            head = f.read(1 << 16)
+        if not head:
+            raise DataError("the file is empty (not even a header line)", file=inp)
+        if b"\x00" in head:
+            raise DataError(
+                "a binary file (it holds NUL bytes), not a CSV; UTF-16 text must be saved as UTF-8", file=inp
+            )
         _check_fields(inp)
-        return pd.read_csv(inp, dtype=str, keep_default_na=False, encoding='utf-8')
-    except UnicodeDecodeError: raise DataError(_not_utf8(inp), file=inp) from None
-    except pd.errors.EmptyDataError: raise DataError('the file is empty (no header line)', file=inp) from None
-    except pd.errors.ParserError as e: raise DataError(f'not a well-formed CSV: {" ".join(str(e).split())}', file=inp) from None
-    except OSError as e: raise DataError(f'cannot read it: {e.strerror or e}', file=inp) from None
+        return pd.read_csv(inp, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(inp), file=inp) from None
+    except pd.errors.EmptyDataError:
+        raise DataError("the file is empty (no header line)", file=inp) from None
+    except pd.errors.ParserError as e:
+        raise DataError(f"not a well-formed CSV: {' '.join(str(e).split())}", file=inp) from None
+    except OSError as e:
+        raise DataError(f"cannot read it: {e.strerror or e}", file=inp) from None
 
-def _check_writable(path:Path, what:str):
+
+def _check_writable(path: Path, what: str):
     "A ConfigError now, not after hours of requests, if `path` is a directory or its folder refuses new files."
-    if path.is_dir(): raise ConfigError(f"{what} '{path}' is a directory; give the path of a file")
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a directory; give the path of a file")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.probe')
-        os.close(fd); os.unlink(tmp)
-    except OSError as e: raise ConfigError(f"cannot write {what} '{path}': {e.strerror or e}") from None
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ConfigError(f"cannot write {what} '{path}': {e.strerror or e}") from None
 
-# %% ../nbs/01b_triples.ipynb #00000049
-def generate_triples_csv(input, output, # the caption CSV, and where the triples CSV goes
-                         caption_col:str='caption', # the caption column
-                         backend:TripleBackend|None=None, verifier:TripleBackend|None=None,
-                         cache='auto', # 'auto': OUTPUT.cache.jsonl when a backend calls a server; a path; or None
-                         limit:int|None=None, # only the first `limit` rows
-                         report_path='auto', # 'auto': OUTPUT.report.json; a path; or None
-                         **kwargs) -> dict: # passed to `generate_triples`
+# %% ../nbs/01b_triples.ipynb #0000004b
+def generate_triples_csv(
+    input,
+    output,  # the caption CSV, and where the triples CSV goes
+    caption_col: str = "caption",  # the caption column
+    backend: TripleBackend | None = None,
+    verifier: TripleBackend | None = None,
+    cache="auto",  # 'auto': OUTPUT.cache.jsonl when a backend calls a server; a path; or None
+    limit: int | None = None,  # only the first `limit` rows
+    report_path="auto",  # 'auto': OUTPUT.report.json; a path; or None
+    **kwargs,
+) -> dict:  # passed to `generate_triples`
     "Read captions from `input`, write `output` with paraphrase/negation columns; return the report."
     inp, out = Path(input), Path(output)
-    if limit is not None: _check_num('limit', limit, 0, integer=True)
-    if out.resolve() == inp.resolve(): raise ConfigError(f"output '{out}' would overwrite the input")
-    rp = Path(str(out) + '.report.json') if report_path == 'auto' else (Path(report_path) if report_path is not None else None)
+    if limit is not None:
+        _check_num("limit", limit, 0, integer=True)
+    if out.resolve() == inp.resolve():
+        raise ConfigError(f"output '{out}' would overwrite the input")
+    rp = (
+        Path(str(out) + ".report.json")
+        if report_path == "auto"
+        else (Path(report_path) if report_path is not None else None)
+    )
     df = read_caption_csv(inp)
-    if caption_col not in df.columns: raise DataError(f"no column {caption_col!r}; the columns are {list(df.columns)}", file=inp)
-    for path, what in [(out, 'output'), (rp, 'report')]:
-        if path is not None: _check_writable(path, what)
-    if limit is not None: df = df.head(limit)
+    if caption_col not in df.columns:
+        raise DataError(f"no column {caption_col!r}; the columns are {list(df.columns)}", file=inp)
+    for path, what in [(out, "output"), (rp, "report")]:
+        if path is not None:
+            _check_writable(path, what)
+    if limit is not None:
+        df = df.head(limit)
     gen = backend if backend is not None else RuleBackend()
     red = _redactor_of(gen, verifier)
-    if cache == 'auto': cache = Path(str(out) + '.cache.jsonl') if gen.cacheable or (verifier is not None and verifier.cacheable) else None
-    try: res, rep = generate_triples(df[caption_col].tolist(), gen, verifier, cache=cache, **kwargs)
-    except LLMError as e: raise LLMError(red(f"file '{inp}', {e}")) from e
-    outdf = pd.concat([df.drop(columns=[c for c in COLUMNS if c in df.columns]).reset_index(drop=True),
-                       res.drop(columns=['caption'])], axis=1)
+    if cache == "auto":
+        cache = (
+            Path(str(out) + ".cache.jsonl") if gen.cacheable or (verifier is not None and verifier.cacheable) else None
+        )
+    try:
+        res, rep = generate_triples(df[caption_col].tolist(), gen, verifier, cache=cache, **kwargs)
+    except LLMError as e:
+        raise LLMError(red(f"file '{inp}', {e}")) from e
+    outdf = pd.concat(
+        [
+            df.drop(columns=[c for c in COLUMNS if c in df.columns]).reset_index(drop=True),
+            res.drop(columns=["caption"]),
+        ],
+        axis=1,
+    )
     text = outdf.to_csv(index=False)
-    if red.found(text): text = outdf.map(red).to_csv(index=False)         # mask cell by cell, so the CSV stays well-formed
+    if red.found(text):
+        text = outdf.map(red).to_csv(index=False)  # mask cell by cell, so the CSV stays well-formed
     rep.update(input=str(inp), output=str(out), caption_col=caption_col)
     try:
-        with atomic_write(out, 'w') as f: f.write(text)
-    except OSError as e: raise ConfigError(f"cannot write output '{out}': {e.strerror or e}") from None
+        with atomic_write(out, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise ConfigError(f"cannot write output '{out}': {e.strerror or e}") from None
     if rp is not None:
-        try: write_json(rp, red.obj(rep))
-        except OSError as e: raise ConfigError(f"cannot write report '{rp}': {e.strerror or e}") from None
-        rep['report_path'] = str(rp)
+        try:
+            write_json(rp, red.obj(rep))
+        except OSError as e:
+            raise ConfigError(f"cannot write report '{rp}': {e.strerror or e}") from None
+        rep["report_path"] = str(rp)
     return rep
 
-# %% ../nbs/01b_triples.ipynb #0000004d
-_INPUT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.ENOSPC, errno.EROFS,
-                 errno.ENAMETOOLONG, errno.ELOOP, errno.EDQUOT, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.EXDEV}
+# %% ../nbs/01b_triples.ipynb #0000004f
+_INPUT_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.EMFILE,
+    errno.ENFILE,
+    errno.EXDEV,
+}
 
-def _cli_errors(prog:str, # the command's name, for the messages
-                run, # runs the command; returns its exit code
-                red:Redactor|None=None, # masks secrets in every message and traceback
-                interrupted:str='interrupted') -> int: # the line printed on Ctrl-C
+
+def _cli_errors(
+    prog: str,  # the command's name, for the messages
+    run,  # runs the command; returns its exit code
+    red: Redactor | None = None,  # masks secrets in every message and traceback
+    interrupted: str = "interrupted",
+) -> int:  # the line printed on Ctrl-C
     "Exit code of `run()`: input errors are one line on stderr and 2, Ctrl-C one line and 130; bugs keep their traceback."
     red = red or Redactor()
-    try: return run()
+    try:
+        return run()
     except KeyboardInterrupt:
-        print(f'{prog}: {interrupted}', file=sys.stderr); return 130
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
     except (SemclipError, OSError) as e:
-        if not isinstance(e, SemclipError) and e.errno not in _INPUT_ERRNOS: raise _scrub(e, red)
-        print(red(f"{prog}: error: {' '.join(str(e).split())}"), file=sys.stderr); return 2
+        if not isinstance(e, SemclipError) and e.errno not in _INPUT_ERRNOS:
+            raise _scrub(e, red)
+        print(red(f"{prog}: error: {' '.join(str(e).split())}"), file=sys.stderr)
+        return 2
     except BaseException as e:
         x = _scrub(e, red)
-        if x is e: raise
+        if x is e:
+            raise
         raise x from None
 
-# %% ../nbs/01b_triples.ipynb #00000052
+# %% ../nbs/01b_triples.ipynb #00000056
 def _run(args) -> int:
     "The command, once its arguments are parsed."
-    vm = None if (args.verifier_model or '').lower() == 'none' else args.verifier_model
-    llm_kw = dict(base_url=args.base_url, regen_model=args.regen_model, api_key_env=args.api_key_env, temperature=args.temperature,
-                  timeout=args.timeout, deadline=args.deadline, max_answer_bytes=args.max_answer_bytes, max_retries=args.max_retries,
-                  backoff=args.backoff, max_backoff=args.max_backoff, concurrency=args.concurrency)
+    vm = None if (args.verifier_model or "").lower() == "none" else args.verifier_model
+    llm_kw = dict(
+        base_url=args.base_url,
+        regen_model=args.regen_model,
+        api_key_env=args.api_key_env,
+        temperature=args.temperature,
+        timeout=args.timeout,
+        deadline=args.deadline,
+        max_answer_bytes=args.max_answer_bytes,
+        max_retries=args.max_retries,
+        backoff=args.backoff,
+        max_backoff=args.max_backoff,
+        concurrency=args.concurrency,
+    )
     verifier = None
-    if args.backend == 'openai':
-        backend = OpenAIChatBackend(model=args.model, verifier_model='mistral' if args.verifier_model is None else vm, **llm_kw)
+    if args.backend == "openai":
+        backend = OpenAIChatBackend(
+            model=args.model, verifier_model="mistral" if args.verifier_model is None else vm, **llm_kw
+        )
     else:
         backend = RuleBackend()
-        if vm: verifier = OpenAIChatBackend(model=vm, verifier_model=vm, **llm_kw)
-    cache = None if args.cache.lower() == 'none' else args.cache
-    if cache == 'auto': cache = Path(str(args.output) + '.cache.jsonl') if backend.cacheable or verifier is not None else None
-    if cache is not None: cache = JsonlCache(cache, fsync=args.fsync)
+        if vm:
+            verifier = OpenAIChatBackend(model=vm, verifier_model=vm, **llm_kw)
+    cache = None if args.cache.lower() == "none" else args.cache
+    if cache == "auto":
+        cache = Path(str(args.output) + ".cache.jsonl") if backend.cacheable or verifier is not None else None
+    if cache is not None:
+        cache = JsonlCache(cache, fsync=args.fsync)
     try:
-        rep = generate_triples_csv(args.input, args.output, args.caption_col, backend, verifier, cache=cache, limit=args.limit,
-                                   max_regen=args.max_regen, verify=args.verify, on_error=args.on_error,
-                                   progress=args.progress)
+        rep = generate_triples_csv(
+            args.input,
+            args.output,
+            args.caption_col,
+            backend,
+            verifier,
+            cache=cache,
+            limit=args.limit,
+            max_regen=args.max_regen,
+            verify=args.verify,
+            on_error=args.on_error,
+            progress=args.progress,
+        )
     finally:
-        if cache is not None: cache.close()
+        if cache is not None:
+            cache.close()
     red = env_redactor(args.api_key_env)
     print(red(format_report(rep)))
     print(red(f"wrote {rep['output']} and {rep['report_path']}"))
     return 0
 
-def run_command(args) -> int: # the parsed arguments of semclip-triples (semclip.cli)
-    "Run `semclip-triples` inside `_cli_errors`, with the redactor of the key variable it was given."
-    return _cli_errors('semclip-triples', lambda: _run(args), env_redactor(args.api_key_env),
-                       'interrupted; every answer received so far is in the cache: rerun the same command to resume')
 
-def cli(argv:list[str]|None=None) -> int: # the arguments (default: sys.argv[1:])
+def run_command(args) -> int:  # the parsed arguments of semclip-triples (semclip.cli)
+    "Run `semclip-triples` inside `_cli_errors`, with the redactor of the key variable it was given."
+    return _cli_errors(
+        "semclip-triples",
+        lambda: _run(args),
+        env_redactor(args.api_key_env),
+        "interrupted; every answer received so far is in the cache: rerun the same command to resume",
+    )
+
+
+def cli(argv: list[str] | None = None) -> int:  # the arguments (default: sys.argv[1:])
     "Console script `semclip-triples` (the same as `semclip.cli.triples_main`)."
     from semclip.cli import triples_main
+
     return triples_main(argv)
 
-if __name__ == '__main__' and 'get_ipython' not in globals(): sys.exit(cli())
+
+if __name__ == "__main__" and "get_ipython" not in globals():
+    sys.exit(cli())

@@ -4,7 +4,21 @@
 
 # %% ../nbs/01c_wds.ipynb #00000002
 from __future__ import annotations
-import ctypes, errno, hashlib, io, itertools, json, math, os, random, re, shutil, stat, tarfile, tempfile, warnings
+import ctypes
+import errno
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import random
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
@@ -13,8 +27,26 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
-from .core import ConfigError, DataError, DatasetNotFoundError, _umask, atomic_write, check_choice, check_number, cli_main, file_hash, write_json
-from .data import ON_BAD_SAMPLE, TripleDataset, default_transform, open_image, open_image_file, transform_target_size
+from semclip.core import (
+    ConfigError,
+    DataError,
+    DatasetNotFoundError,
+    _umask,
+    atomic_write,
+    check_choice,
+    check_number,
+    cli_main,
+    file_hash,
+    write_json,
+)
+from semclip.data import (
+    ON_BAD_SAMPLE,
+    TripleDataset,
+    default_transform,
+    open_image,
+    open_image_file,
+    transform_target_size,
+)
 
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards', 'run_command',
@@ -22,322 +54,480 @@ __all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_by
            'split_shards', 'ShardTriples', 'ShardBatches']
 
 # %% ../nbs/01c_wds.ipynb #00000006
-IMAGE_EXTS = ('jpg', 'jpeg', 'png', 'webp')         # open_clip's image keys, in its order of preference
-_PIL_EXT = {'JPEG': 'jpg', 'PNG': 'png', 'WEBP': 'webp'}  # formats stored as they are
-WDS_FORMAT, WDS_VERSION = 'semclip-wds', 1
-_NOT_IN_JSON = ('image', 'caption', 'paraphrased', 'negation', 'src_file', 'src_row')  # the paths are this machine's
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # open_clip's image keys, in its order of preference
+_PIL_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # formats stored as they are
+WDS_FORMAT, WDS_VERSION = "semclip-wds", 1
+_NOT_IN_JSON = ("image", "caption", "paraphrased", "negation", "src_file", "src_row")  # the paths are this machine's
+
 
 def _plain(v):
     "A JSON-ready copy of one frame cell: numpy scalars as Python, NaN/NA as None, anything else exotic as str."
-    if isinstance(v, np.generic): v = v.item()
-    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)): return None
-    if isinstance(v, (str, bool, int, float)): return v
-    if isinstance(v, (list, tuple, np.ndarray)): return [_plain(x) for x in v]
-    if isinstance(v, dict): return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)):
+        return None
+    if isinstance(v, (str, bool, int, float)):
+        return v
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
     return str(v)
 
-def _text(v) -> str: return v if isinstance(v, str) else ''
 
-def sample_record(row:dict) -> dict:
+def _text(v) -> str:
+    return v if isinstance(v, str) else ""
+
+
+def sample_record(row: dict) -> dict:
     "The `{key}.json` of one row of a standard frame: caption, paraphrase, negation, image_name and the other plain columns."
-    rec = dict(caption=row['caption'], paraphrase=_text(row.get('paraphrased')), negation=row['negation'],
-               image_name=Path(str(row['image'])).name)
+    rec = dict(
+        caption=row["caption"],
+        paraphrase=_text(row.get("paraphrased")),
+        negation=row["negation"],
+        image_name=Path(str(row["image"])).name,
+    )
     rec.update({str(k): _plain(v) for k, v in row.items() if k not in _NOT_IN_JSON and k not in rec})
     return rec
 
-def image_bytes(path, # the image file
-                verify:bool=True, # decode it fully once (catches truncated files)
-                file=None, row:int|None=None) -> tuple[bytes, str]: # where the path came from, for messages
+
+def image_bytes(
+    path,  # the image file
+    verify: bool = True,  # decode it fully once (catches truncated files)
+    file=None,
+    row: int | None = None,
+) -> tuple[bytes, str]:  # where the path came from, for messages
     "The bytes and open_clip extension of an image: JPEG, PNG and WebP as they are, others re-encoded as RGB PNG (see `open_image`)."
-    with open_image_file(path, file=file, row=row) as f:      # a regular file, or a DataError (a FIFO would block)
-        try: b = f.read()
-        except OSError as e: raise DataError(f'image {str(path)!r} cannot be read ({type(e).__name__}: {e})', file=file, row=row) from None
+    with open_image_file(path, file=file, row=row) as f:  # a regular file, or a DataError (a FIFO would block)
+        try:
+            b = f.read()
+        except OSError as e:
+            raise DataError(
+                f"image {str(path)!r} cannot be read ({type(e).__name__}: {e})", file=file, row=row
+            ) from None
     where = dict(name=str(path), file=file, row=row)
-    im = open_image(b, rgb=False, load=False, **where)         # the format and the size checks, from the header
+    im = open_image(b, rgb=False, load=False, **where)  # the format and the size checks, from the header
     if im.format in _PIL_EXT:
-        if verify: open_image(b, **where)                      # decodes as every reader will, or fails here
+        if verify:
+            open_image(b, **where)  # decodes as every reader will, or fails here
         return b, _PIL_EXT[im.format]
-    out = io.BytesIO(); open_image(b, **where).save(out, format='PNG')   # what any reader would make of it, losslessly
-    return out.getvalue(), 'png'
+    out = io.BytesIO()
+    open_image(b, **where).save(out, format="PNG")  # what any reader would make of it, losslessly
+    return out.getvalue(), "png"
 
 # %% ../nbs/01c_wds.ipynb #0000000c
-def _tarinfo(name:str, size:int) -> tarfile.TarInfo:
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
-    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, '', ''
+    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
     return ti
 
-def _add(tar, name, data:bytes): tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
 
-def shard_name(prefix:str, i:int) -> str:
+def _add(tar, name, data: bytes):
+    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+
+
+def shard_name(prefix: str, i: int) -> str:
     "The file name of shard `i`."
-    return f'{prefix}-{i:06d}.tar'
+    return f"{prefix}-{i:06d}.tar"
 
-_SHARD_FILES = re.compile(r'[A-Za-z0-9_-]+-\d{6}\.tar|manifest\.json|sizes\.json|\.lock')
 
-def _check_replaceable(out:Path, given):
+_SHARD_FILES = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar|manifest\.json|sizes\.json|\.lock")
+
+
+def _check_replaceable(out: Path, given):
     "Refuse an `out_dir` write_shards must not replace: a file, or a folder holding anything but shard files."
-    if not out.exists(): return
-    if not out.is_dir(): raise ConfigError(f"out_dir '{given}' exists and is not a folder")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"out_dir '{given}' exists and is not a folder")
     other = sorted(p.name for p in out.iterdir() if not _SHARD_FILES.fullmatch(p.name))
     if other:
-        raise ConfigError(f"out_dir '{given}' holds other things than shards ({', '.join(map(repr, other[:3]))}"
-                          f"{f' and {len(other) - 3} more' if len(other) > 3 else ''}); write_shards replaces the whole folder: "
-                          "choose a new or empty one")
+        raise ConfigError(
+            f"out_dir '{given}' holds other things than shards ({', '.join(map(repr, other[:3]))}"
+            f"{f' and {len(other) - 3} more' if len(other) > 3 else ''}); write_shards replaces the whole folder: "
+            "choose a new or empty one"
+        )
 
-def _exchange(a:Path, b:Path) -> bool:
+
+def _exchange(a: Path, b: Path) -> bool:
     "Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where that is not available."
-    try: fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (AttributeError, OSError): return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
     AT_FDCWD, RENAME_EXCHANGE = -100, 2
-    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0: return True
-    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP): return False   # the file system cannot
-    e = ctypes.get_errno(); raise OSError(e, os.strerror(e), str(a), None, str(b))
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False  # the file system cannot
+    e = ctypes.get_errno()
+    raise OSError(e, os.strerror(e), str(a), None, str(b))
 
-def _swap_in(new:Path, out:Path):
+
+def _swap_in(new: Path, out: Path):
     "Put folder `new` in place of `out` (absent or not), then delete what `out` held."
     if not out.exists():
-        os.rename(new, out); return
-    if _exchange(new, out): old = new                       # `new` now holds the old content
+        os.rename(new, out)
+        return
+    if _exchange(new, out):
+        old = new  # `new` now holds the old content
     else:
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.old-'))
-        os.rename(out, old/'x'); os.rename(new, out)
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        os.rename(out, old / "x")
+        os.rename(new, out)
     shutil.rmtree(old, ignore_errors=True)
 
+
 def _check_args(maxcount, prefix):
-    check_number('maxcount', maxcount, min=1)
-    if not isinstance(prefix, str) or not re.fullmatch(r'[A-Za-z0-9_-]+', prefix):
-        raise ConfigError(f'prefix={prefix!r} must be letters, digits, _ or - (no dots or slashes: it names the shard files)')
+    check_number("maxcount", maxcount, min=1)
+    if not isinstance(prefix, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", prefix):
+        raise ConfigError(
+            f"prefix={prefix!r} must be letters, digits, _ or - (no dots or slashes: it names the shard files)"
+        )
+
 
 def _samples(df, verify, on_bad, skipped, bar):
     "(key, files) of every readable row, in order; bad rows raise or are recorded in `skipped`."
-    files = df['src_file'].tolist() if 'src_file' in df else [None] * len(df)
-    rows = df['src_row'].tolist() if 'src_row' in df else list(range(len(df)))
-    for i, r in enumerate(df.to_dict('records')):
+    files = df["src_file"].tolist() if "src_file" in df else [None] * len(df)
+    rows = df["src_row"].tolist() if "src_row" in df else list(range(len(df)))
+    for i, r in enumerate(df.to_dict("records")):
         bar.update()
-        try: img, ext = image_bytes(r['image'], verify, file=files[i], row=int(rows[i]))
+        try:
+            img, ext = image_bytes(r["image"], verify, file=files[i], row=int(rows[i]))
         except DataError as e:
-            if on_bad == 'raise': raise
-            skipped.append(dict(row=i, image_name=Path(str(r['image'])).name, problem=e.problem))
-            warnings.warn(f'skipping bad sample: {e}', stacklevel=4)
+            if on_bad == "raise":
+                raise
+            skipped.append(dict(row=i, image_name=Path(str(r["image"])).name, problem=e.problem))
+            warnings.warn(f"skipping bad sample: {e}", stacklevel=4)
             continue
-        key = f'{i:09d}'
-        yield key, {ext: img, 'json': json.dumps(sample_record(r), sort_keys=True, ensure_ascii=False).encode(),
-                    'txt': r['caption'].encode()}
+        key = f"{i:09d}"
+        yield (
+            key,
+            {
+                ext: img,
+                "json": json.dumps(sample_record(r), sort_keys=True, ensure_ascii=False).encode(),
+                "txt": r["caption"].encode(),
+            },
+        )
 
 # %% ../nbs/01c_wds.ipynb #0000000d
-def write_shards(dataset, # a TripleDataset (e.g. from get_dataset) or a standard triple frame
-                 out_dir, # the folder for the shards, sizes.json and manifest.json (created)
-                 maxcount:int=1000, # samples per shard
-                 prefix:str='shard', # shard file names: {prefix}-000000.tar, ...
-                 progress:bool=True, # show a progress bar
-                 on_bad_sample:str|None=None, # 'raise' or 'skip' an unreadable image; None: the dataset's own ('raise' for a frame)
-                 verify_images:bool=True) -> list[Path]: # decode every image once while writing: corrupt files fail here, not mid-training
+def write_shards(
+    dataset,  # a TripleDataset (e.g. from get_dataset) or a standard triple frame
+    out_dir,  # the folder for the shards, sizes.json and manifest.json (created)
+    maxcount: int = 1000,  # samples per shard
+    prefix: str = "shard",  # shard file names: {prefix}-000000.tar, ...
+    progress: bool = True,  # show a progress bar
+    on_bad_sample: str | None = None,  # 'raise' or 'skip' a bad image; None: the dataset's ('raise' for a frame)
+    verify_images: bool = True,
+) -> list[Path]:  # decode every image once while writing: corrupt files fail here, not mid-training
     "Write a triple dataset as WebDataset tar shards in the open_clip layout; return the shard paths."
     _check_args(maxcount, prefix)
-    if isinstance(dataset, pd.DataFrame): dataset = TripleDataset(dataset, require_paraphrase=False)
-    if not isinstance(dataset, TripleDataset): raise ConfigError(f'write_shards needs a TripleDataset or a DataFrame, got {type(dataset).__name__}')
-    on_bad = check_choice('on_bad_sample', on_bad_sample or dataset.on_bad_sample, ON_BAD_SAMPLE)
-    out = Path(os.path.realpath(out_dir))                   # a symlinked folder: replace what it points to
+    if isinstance(dataset, pd.DataFrame):
+        dataset = TripleDataset(dataset, require_paraphrase=False)
+    if not isinstance(dataset, TripleDataset):
+        raise ConfigError(f"write_shards needs a TripleDataset or a DataFrame, got {type(dataset).__name__}")
+    on_bad = check_choice("on_bad_sample", on_bad_sample or dataset.on_bad_sample, ON_BAD_SAMPLE)
+    out = Path(os.path.realpath(out_dir))  # a symlinked folder: replace what it points to
     _check_replaceable(out, out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.writing-'))
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.writing-"))
     df, skipped, shards, counts = dataset.df, [], [], []
-    bar = tqdm(total=len(df), desc='writing shards', unit='sample', disable=not progress)
+    bar = tqdm(total=len(df), desc="writing shards", unit="sample", disable=not progress)
     samples = _samples(df, verify_images, on_bad, skipped, bar)
     try:
         nxt = next(samples, None)
         while nxt is not None:
-            path, n = tmp/shard_name(prefix, len(shards)), 0
-            with atomic_write(path, 'wb') as f, tarfile.open(fileobj=f, mode='w', format=tarfile.USTAR_FORMAT) as tar:
+            path, n = tmp / shard_name(prefix, len(shards)), 0
+            with atomic_write(path, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 while nxt is not None and n < maxcount:
                     key, files = nxt
-                    for ext, data in files.items(): _add(tar, f'{key}.{ext}', data)
+                    for ext, data in files.items():
+                        _add(tar, f"{key}.{ext}", data)
                     n += 1
                     nxt = next(samples, None)
-            shards.append(path); counts.append(n)
-        if not shards: raise DataError(f'no readable image in any of the {len(df)} rows; nothing written', file=dataset.source)
-        write_json(tmp/'sizes.json', {p.name: n for p, n in zip(shards, counts)})
-        write_json(tmp/'manifest.json', dict(format=WDS_FORMAT, version=WDS_VERSION, prefix=prefix, maxcount=maxcount,
-                                             total=sum(counts), shards=[dict(name=p.name, count=n, sha256=file_hash(p, 64))
-                                                                        for p, n in zip(shards, counts)],
-                                             fields=['caption', 'paraphrase', 'negation', 'image_name'] +
-                                                    [str(c) for c in df.columns if c not in _NOT_IN_JSON],
-                                             skipped=skipped))
-        os.chmod(tmp, 0o777 & ~_umask())                     # mkdtemp makes 0700: the usual folder permissions
+            shards.append(path)
+            counts.append(n)
+        if not shards:
+            raise DataError(f"no readable image in any of the {len(df)} rows; nothing written", file=dataset.source)
+        write_json(tmp / "sizes.json", {p.name: n for p, n in zip(shards, counts)})
+        write_json(
+            tmp / "manifest.json",
+            dict(
+                format=WDS_FORMAT,
+                version=WDS_VERSION,
+                prefix=prefix,
+                maxcount=maxcount,
+                total=sum(counts),
+                shards=[dict(name=p.name, count=n, sha256=file_hash(p, 64)) for p, n in zip(shards, counts)],
+                fields=["caption", "paraphrase", "negation", "image_name"]
+                + [str(c) for c in df.columns if c not in _NOT_IN_JSON],
+                skipped=skipped,
+            ),
+        )
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: the usual folder permissions
         _swap_in(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)              # out_dir is untouched: its old shards and manifest survive
+        shutil.rmtree(tmp, ignore_errors=True)  # out_dir is untouched: its old shards and manifest survive
         raise
-    finally: bar.close()
-    return [out/p.name for p in shards]
+    finally:
+        bar.close()
+    return [out / p.name for p in shards]
 
 # %% ../nbs/01c_wds.ipynb #00000019
 def _shards_command(a):
     "The body of `semclip-shards`: write the shards, print where they are and how to train on them."
     from semclip.data import get_dataset
-    ds = get_dataset(a.dataset, root=a.data_root, split=None if a.split == 'all' else a.split, on_bad_sample=a.on_bad_sample)
+
+    ds = get_dataset(
+        a.dataset, root=a.data_root, split=None if a.split == "all" else a.split, on_bad_sample=a.on_bad_sample
+    )
     shards = write_shards(ds, a.out, maxcount=a.maxcount, prefix=a.prefix, progress=a.progress)
-    man = json.loads((Path(a.out)/'manifest.json').read_text())
-    last = shards[-1].name if shards else '-'
-    print(f"wrote {man['total']} samples in {len(shards)} shards to {a.out} ({shards[0].name if shards else '-'} .. {last}); "
-          f"skipped {len(man.get('skipped', []))}; train with --train-shards '{Path(a.out)}'")
+    man = json.loads((Path(a.out) / "manifest.json").read_text())
+    last = shards[-1].name if shards else "-"
+    print(
+        f"wrote {man['total']} samples in {len(shards)} shards to {a.out} ({shards[0].name if shards else '-'} .. {last}); "
+        f"skipped {len(man.get('skipped', []))}; train with --train-shards '{Path(a.out)}'"
+    )
 
-def run_command(args): # the parsed arguments of semclip-shards (semclip.cli)
+
+def run_command(args):  # the parsed arguments of semclip-shards (semclip.cli)
     "Run `semclip-shards`; user errors exit 2 with one line (`cli_main`)."
-    return cli_main(_shards_command, 'semclip-shards', args)
+    return cli_main(_shards_command, "semclip-shards", args)
 
-def shards_cli(argv=None): # the arguments (default: sys.argv[1:])
+
+def shards_cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-shards` (the same as `semclip.cli.shards_main`)."
     from semclip.cli import shards_main
+
     return shards_main(argv)
 
 # %% ../nbs/01c_wds.ipynb #0000001c
-def _braceexpand(s:str) -> list[str]:
-    try: from braceexpand import braceexpand
+def _braceexpand(s: str) -> list[str]:
+    try:
+        from braceexpand import braceexpand
     except ImportError:
-        if '{' in s: raise ConfigError(f'expanding {s!r} needs the braceexpand package: pip install braceexpand') from None
+        if "{" in s:
+            raise ConfigError(f"expanding {s!r} needs the braceexpand package: pip install braceexpand") from None
         return [s]
     return list(braceexpand(s))
 
-def expand_urls(urls) -> list[str]: # a brace pattern, '::'-joined patterns, a list of them, or a folder with manifest.json
+
+def expand_urls(
+    urls,
+) -> list[str]:  # a brace pattern, '::'-joined patterns, a list of them, or a folder with manifest.json
     "The shard paths `urls` stands for, each checked to exist."
     items = [urls] if isinstance(urls, (str, Path)) else list(urls)
     out = []
     for u in items:
         u = str(u)
         if Path(u).is_dir():
-            m = Path(u)/'manifest.json'
-            if not m.is_file(): raise DatasetNotFoundError(f"folder has no manifest.json (an unfinished write_shards?); pass the shard files instead", file=u)
-            try: out += [str(Path(u)/s['name']) for s in json.loads(m.read_text())['shards']]
-            except (ValueError, KeyError, TypeError) as e: raise DataError(f'not a semclip shard manifest ({type(e).__name__}: {e})', file=m) from None
+            m = Path(u) / "manifest.json"
+            if not m.is_file():
+                raise DatasetNotFoundError(
+                    "folder has no manifest.json (an unfinished write_shards?); pass the shard files instead", file=u
+                )
+            try:
+                out += [str(Path(u) / s["name"]) for s in json.loads(m.read_text())["shards"]]
+            except (ValueError, KeyError, TypeError) as e:
+                raise DataError(f"not a semclip shard manifest ({type(e).__name__}: {e})", file=m) from None
             continue
-        for part in u.split('::'):
-            if re.match(r'^[a-zA-Z][a-zA-Z0-9+.-]+:', part):
-                raise ConfigError(f'{part!r}: only local shard files are supported (no URLs or pipe: commands); copy the shards first')
+        for part in u.split("::"):
+            if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]+:", part):
+                raise ConfigError(
+                    f"{part!r}: only local shard files are supported (no URLs or pipe: commands); copy the shards first"
+                )
             out += _braceexpand(part)
-    if not out: raise ConfigError(f'urls={urls!r} names no shard')
+    if not out:
+        raise ConfigError(f"urls={urls!r} names no shard")
     missing = [u for u in out if not Path(u).is_file()]
     odd = [u for u in missing if os.path.exists(u)]
-    if odd: raise DataError('not a regular file (a folder, FIFO or device), so not a shard', file=odd[0])
+    if odd:
+        raise DataError("not a regular file (a folder, FIFO or device), so not a shard", file=odd[0])
     if missing:
-        more = f' (and {len(missing) - 1} more of the {len(out)} shards)' if len(missing) > 1 else ''
+        more = f" (and {len(missing) - 1} more of the {len(out)} shards)" if len(missing) > 1 else ""
         raise DatasetNotFoundError(f"shard not found{more}", file=missing[0])
     return out
 
 # %% ../nbs/01c_wds.ipynb #0000001f
-_KEY = re.compile(r'^((?:.*/|)[^./]+)\.([^/]*)$')   # webdataset's base_plus_ext: key = name up to the first dot
+_KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = name up to the first dot
+
 
 def _truncated(path, why):
-    return DataError(f'the shard is truncated or not a tar file ({why}); rewrite it (write_shards) or leave it out', file=path)
+    return DataError(
+        f"the shard is truncated or not a tar file ({why}); rewrite it (write_shards) or leave it out", file=path
+    )
 
-def iter_shard(path) -> Iterator[tuple[str, dict]]: # a shard file
+
+def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     "The samples of one shard, in order, as `(key, {extension: bytes})`; DataErrors name the shard."
     path = Path(path)
-    try: st = path.stat()
-    except FileNotFoundError: raise DatasetNotFoundError('shard not found', file=path) from None
-    if not stat.S_ISREG(st.st_mode): raise DataError('not a regular file (a folder, FIFO or device), so not a shard', file=path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise DatasetNotFoundError("shard not found", file=path) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError("not a regular file (a folder, FIFO or device), so not a shard", file=path)
     size, n, cur, files = st.st_size, 0, None, {}
-    with open(path, 'rb') as f:
-        if size < 1024 or size % 512: raise _truncated(path, f'{size} bytes, not a whole number of 512-byte tar blocks')
+    with open(path, "rb") as f:
+        if size < 1024 or size % 512:
+            raise _truncated(path, f"{size} bytes, not a whole number of 512-byte tar blocks")
         f.seek(size - 1024)
-        if f.read(1024) != bytes(1024): raise _truncated(path, 'no end-of-archive marker')
+        if f.read(1024) != bytes(1024):
+            raise _truncated(path, "no end-of-archive marker")
         f.seek(0)
         try:
-            with tarfile.open(fileobj=f, mode='r|') as tar:
+            with tarfile.open(fileobj=f, mode="r|") as tar:
                 for m in tar:
-                    if not m.isfile(): continue
+                    if not m.isfile():
+                        continue
                     km = _KEY.match(m.name)
-                    if km is None: continue
+                    if km is None:
+                        continue
                     key, ext = km.group(1), km.group(2).lower()
                     if cur is not None and (key != cur or ext in files):
                         yield cur, files
                         n, files = n + 1, {}
                     cur, files[ext] = key, tar.extractfile(m).read()
-        except (tarfile.TarError, EOFError, OSError) as e: raise _truncated(path, f'{type(e).__name__}: {e}, after {n} samples') from None
-    if cur is not None: yield cur, files
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise _truncated(path, f"{type(e).__name__}: {e}, after {n} samples") from None
+    if cur is not None:
+        yield cur, files
+
 
 _MANIFESTS = {}
-def _listed_count(shard:Path) -> int|None:
+
+
+def _listed_count(shard: Path) -> int | None:
     "The count manifest.json (next to the shard) lists for it, if any."
-    m = shard.parent/'manifest.json'
-    try: st = m.stat()
-    except OSError: return None
-    if not stat.S_ISREG(st.st_mode): return None           # a FIFO would block the read
+    m = shard.parent / "manifest.json"
+    try:
+        st = m.stat()
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None  # a FIFO would block the read
     k = (str(m), st.st_mtime_ns, st.st_size)
     if k not in _MANIFESTS:
-        try: _MANIFESTS[k] = {s['name']: int(s['count']) for s in json.loads(m.read_text())['shards']}
-        except (OSError, ValueError, KeyError, TypeError): _MANIFESTS[k] = {}
+        try:
+            _MANIFESTS[k] = {s["name"]: int(s["count"]) for s in json.loads(m.read_text())["shards"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            _MANIFESTS[k] = {}
     return _MANIFESTS[k].get(shard.name)
 
-def _is_text(v): return isinstance(v, str) and v.strip() != ''
 
-def decode_sample(key:str, files:dict, # one sample from iter_shard
-                  shard=None, index:int|None=None, # where it is, for messages
-                  target_size:int|None=None): # the shorter side the transform resizes to (size checks of `open_image`)
+def _is_text(v):
+    return isinstance(v, str) and v.strip() != ""
+
+
+def decode_sample(
+    key: str,
+    files: dict,  # one sample from iter_shard
+    shard=None,
+    index: int | None = None,  # where it is, for messages
+    target_size: int | None = None,
+):  # the shorter side the transform resizes to (size checks of `open_image`)
     "The sample's RGB image, extension and JSON record; a DataError naming shard and key when it is incomplete or unreadable."
     where = dict(file=shard, row=index)
     ext = next((e for e in IMAGE_EXTS if e in files), None)
-    if ext is None: raise DataError(f"sample {key!r} has no image ({', '.join('.' + e for e in IMAGE_EXTS)}); it has {sorted(files)}", **where)
-    if 'json' not in files:
-        raise DataError(f"sample {key!r} has no .json with caption, paraphrase and negation (a caption-only open_clip shard? "
-                        f"make triples first: semclip.triples, then write_shards)", **where)
-    try: rec = json.loads(files['json'].decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as e: raise DataError(f'sample {key!r}: {key}.json is not valid JSON ({e})', **where) from None
-    if not isinstance(rec, dict) or not _is_text(rec.get('caption')) or not _is_text(rec.get('negation')):
+    if ext is None:
+        raise DataError(
+            f"sample {key!r} has no image ({', '.join('.' + e for e in IMAGE_EXTS)}); it has {sorted(files)}", **where
+        )
+    if "json" not in files:
+        raise DataError(
+            f"sample {key!r} has no .json with caption, paraphrase and negation (a caption-only open_clip shard? "
+            f"make triples first: semclip.triples, then write_shards)",
+            **where,
+        )
+    try:
+        rec = json.loads(files["json"].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"sample {key!r}: {key}.json is not valid JSON ({e})", **where) from None
+    if not isinstance(rec, dict) or not _is_text(rec.get("caption")) or not _is_text(rec.get("negation")):
         raise DataError(f"sample {key!r}: {key}.json needs non-empty 'caption' and 'negation' strings", **where)
-    try: im = open_image(files[ext], target_size=target_size, name=f'{key}.{ext}', **where)
-    except DataError as e: raise DataError(f'sample {key!r}: {e.problem}', **where) from None
+    try:
+        im = open_image(files[ext], target_size=target_size, name=f"{key}.{ext}", **where)
+    except DataError as e:
+        raise DataError(f"sample {key!r}: {e.problem}", **where) from None
     return dict(key=key, ext=ext, image=im, record=rec)
 
-def iter_samples(shard, # a shard file
-                 target_size:int|None=None) -> Iterator[dict]: # see `decode_sample`
+
+def iter_samples(
+    shard,  # a shard file
+    target_size: int | None = None,
+) -> Iterator[dict]:  # see `decode_sample`
     "Decoded samples of one shard (see `decode_sample`), with `index`, checked against the manifest's count."
     shard, n = Path(shard), 0
     for n, (key, files) in enumerate(iter_shard(shard), 1):
         yield dict(decode_sample(key, files, shard, n - 1, target_size), index=n - 1)
     want = _listed_count(shard)
     if want is not None and n != want:
-        raise DataError(f'the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced', file=shard)
+        raise DataError(
+            f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
+        )
 
 # %% ../nbs/01c_wds.ipynb #00000021
-def read_shards_frame(urls, # see `expand_urls`
-                      progress:bool=False) -> tuple[pd.DataFrame, list]:
+def read_shards_frame(
+    urls,  # see `expand_urls`
+    progress: bool = False,
+) -> tuple[pd.DataFrame, list]:
     "Every sample of the shards, in order: the standard triple frame and the list of RGB PIL images."
     rows, images = [], []
-    for shard in tqdm(expand_urls(urls), desc='reading shards', unit='shard', disable=not progress):
+    for shard in tqdm(expand_urls(urls), desc="reading shards", unit="shard", disable=not progress):
         for s in iter_samples(shard):
-            r = s['record']
-            rows.append(dict(image=f"{shard}#{s['key']}.{s['ext']}", caption=r['caption'], paraphrased=_text(r.get('paraphrase')),
-                             negation=r['negation'], **{k: v for k, v in r.items() if k not in ('caption', 'paraphrase', 'negation')},
-                             key=s['key'], src_file=str(shard), src_row=s['index']))
-            images.append(s['image'])
+            r = s["record"]
+            rows.append(
+                dict(
+                    image=f"{shard}#{s['key']}.{s['ext']}",
+                    caption=r["caption"],
+                    paraphrased=_text(r.get("paraphrase")),
+                    negation=r["negation"],
+                    **{k: v for k, v in r.items() if k not in ("caption", "paraphrase", "negation")},
+                    key=s["key"],
+                    src_file=str(shard),
+                    src_row=s["index"],
+                )
+            )
+            images.append(s["image"])
     return pd.DataFrame(rows), images
 
 # %% ../nbs/01c_wds.ipynb #00000025
-def split_shards(shards:list, # the shard list, the same on every process
-                 rank:int=0, world_size:int=1, # this process in torch.distributed
-                 worker:int=0, num_workers:int=1) -> list: # this DataLoader worker
+def split_shards(
+    shards: list,  # the shard list, the same on every process
+    rank: int = 0,
+    world_size: int = 1,  # this process in torch.distributed
+    worker: int = 0,
+    num_workers: int = 1,
+) -> list:  # this DataLoader worker
     "This process's share of `shards`: every world_size-th from rank, then every num_workers-th of those from worker."
     if world_size > len(shards):
-        raise ConfigError(f'{len(shards)} shard(s) cannot be split over {world_size} ranks: write at least one shard per rank '
-                          f'(a smaller maxcount), or pass split_by_node=False')
+        raise ConfigError(
+            f"{len(shards)} shard(s) cannot be split over {world_size} ranks: write at least one shard per rank "
+            f"(a smaller maxcount), or pass split_by_node=False"
+        )
     return list(shards)[rank::world_size][worker::num_workers]
+
 
 def _node() -> tuple[int, int]:
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
 
 def _worker() -> tuple[int, int]:
     wi = get_worker_info()
     return (wi.id, wi.num_workers) if wi is not None else (0, 1)
 
-def _buffer_shuffle(items, bufsize:int, rng:random.Random):
+
+def _buffer_shuffle(items, bufsize: int, rng: random.Random):
     buf = []
     for x in items:
         buf.append(x)
         if len(buf) >= bufsize:
-            j = rng.randrange(len(buf)); buf[j], buf[-1] = buf[-1], buf[j]
+            j = rng.randrange(len(buf))
+            buf[j], buf[-1] = buf[-1], buf[j]
             yield buf.pop()
     rng.shuffle(buf)
     yield from buf
@@ -345,32 +535,42 @@ def _buffer_shuffle(items, bufsize:int, rng:random.Random):
 # %% ../nbs/01c_wds.ipynb #00000027
 class ShardTriples(IterableDataset):
     "`(image, caption, paraphrase, negation)` streamed from WebDataset shards, split over ranks and DataLoader workers."
-    def __init__(self, urls, # see `expand_urls`: 'out/shard-{000000..000009}.tar', a list, or the folder
-                 transform:Callable|None=None, # PIL image -> tensor (the model's preprocess); default: ToTensor
-                 shuffle:int=0, # shuffle buffer size in samples (0: shard order, then sample order, as written)
-                 seed:int=0, # seed of the shard and buffer shuffles
-                 split_by_node:bool=True, # give each torch.distributed rank its own shards
-                 split_by_worker:bool=True): # give each DataLoader worker its own shards
+
+    def __init__(
+        self,
+        urls,  # see `expand_urls`: 'out/shard-{000000..000009}.tar', a list, or the folder
+        transform: Callable | None = None,  # PIL image -> tensor (the model's preprocess); default: ToTensor
+        shuffle: int = 0,  # shuffle buffer size in samples (0: shard order, then sample order, as written)
+        seed: int = 0,  # seed of the shard and buffer shuffles
+        split_by_node: bool = True,  # give each torch.distributed rank its own shards
+        split_by_worker: bool = True,
+    ):  # give each DataLoader worker its own shards
         self.urls = expand_urls(urls)
-        shuffle, seed = check_number('shuffle', shuffle, min=0), check_number('seed', seed)
+        shuffle, seed = check_number("shuffle", shuffle, min=0), check_number("seed", seed)
         self.transform = transform if transform is not None else default_transform()
-        self.shuffle, self.seed, self.split_by_node, self.split_by_worker = shuffle, seed, split_by_node, split_by_worker
+        self.shuffle, self.seed, self.split_by_node, self.split_by_worker = (
+            shuffle,
+            seed,
+            split_by_node,
+            split_by_worker,
+        )
         self.epoch = 0
 
     @property
-    def num_samples(self) -> int|None:
+    def num_samples(self) -> int | None:
         "Samples in all the shards (every process together), from manifest.json; None when a shard is not listed there."
         counts = [_listed_count(Path(u)) for u in self.urls]
         return None if None in counts else sum(counts)
 
-    def set_epoch(self, epoch:int):
+    def set_epoch(self, epoch: int):
         "Use the shuffle order of `epoch` from the next iteration on."
         self.epoch = int(epoch)
 
     def my_shards(self) -> list[str]:
         "The shards this process (rank and DataLoader worker) reads in this epoch, in order."
         shards = list(self.urls)
-        if self.shuffle: random.Random(f'{self.seed}-{self.epoch}').shuffle(shards)
+        if self.shuffle:
+            random.Random(f"{self.seed}-{self.epoch}").shuffle(shards)
         rank, world = _node() if self.split_by_node else (0, 1)
         worker, nw = _worker() if self.split_by_worker else (0, 1)
         return split_shards(shards, rank, world, worker, nw)
@@ -381,169 +581,267 @@ class ShardTriples(IterableDataset):
         samples = (s for sh in shards for s in iter_samples(sh, ts))
         if self.shuffle:
             rank, wk = (_node()[0] if self.split_by_node else 0), (_worker()[0] if self.split_by_worker else 0)
-            samples = _buffer_shuffle(samples, self.shuffle, random.Random(f'{self.seed}-{self.epoch}-{rank}-{wk}'))
+            samples = _buffer_shuffle(samples, self.shuffle, random.Random(f"{self.seed}-{self.epoch}-{rank}-{wk}"))
         for s in samples:
-            x = self.transform(s['image'])
-            if not torch.is_tensor(x): raise ConfigError(f'the transform must return a tensor, it returned {type(x).__name__}')
-            r = s['record']
-            yield x, r['caption'], _text(r.get('paraphrase')), r['negation']
+            x = self.transform(s["image"])
+            if not torch.is_tensor(x):
+                raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
+            r = s["record"]
+            yield x, r["caption"], _text(r.get("paraphrase")), r["negation"]
 
-    def __repr__(self): return f'ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})'
+    def __repr__(self):
+        return f"ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
 
 # %% ../nbs/01c_wds.ipynb #00000039
-def _manifest_entries(shards) -> list[dict|None]:
+def _manifest_entries(shards) -> list[dict | None]:
     "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
     out = []
     for s in shards:
-        s = Path(s); m = s.parent/'manifest.json'
-        if not m.is_file(): out.append(None); continue      # (is_file: regular files only; a FIFO would block)
-        try: man = json.loads(m.read_text())
-        except (OSError, ValueError): out.append(None); continue
-        try: out.append(next((e for e in man['shards'] if e['name'] == s.name), None))
-        except (KeyError, TypeError): raise DataError('not a semclip shard manifest (no shard list)', file=m) from None
+        s = Path(s)
+        m = s.parent / "manifest.json"
+        if not m.is_file():
+            out.append(None)
+            continue  # (is_file: regular files only; a FIFO would block)
+        try:
+            man = json.loads(m.read_text())
+        except (OSError, ValueError):
+            out.append(None)
+            continue
+        try:
+            out.append(next((e for e in man["shards"] if e["name"] == s.name), None))
+        except (KeyError, TypeError):
+            raise DataError("not a semclip shard manifest (no shard list)", file=m) from None
     return out
 
-def _counted(shard:str, want:int) -> Iterator[tuple]:
+
+def _counted(shard: str, want: int) -> Iterator[tuple]:
     "`(shard, index, key, files)` of every raw sample, undecoded; a DataError when the count differs from the manifest's."
     n = 0
-    for n, (key, files) in enumerate(iter_shard(shard), 1): yield shard, n - 1, key, files
-    if n != want: raise DataError(f'the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced', file=shard)
+    for n, (key, files) in enumerate(iter_shard(shard), 1):
+        yield shard, n - 1, key, files
+    if n != want:
+        raise DataError(
+            f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
+        )
 
-_STATE_KEYS = ('urls_hash', 'n_shards', 'seed', 'shuffle', 'world_size', 'streams', 'batch_size', 'fields', 'batches_per_epoch')
+
+_STATE_KEYS = (
+    "urls_hash",
+    "n_shards",
+    "seed",
+    "shuffle",
+    "world_size",
+    "streams",
+    "batch_size",
+    "fields",
+    "batches_per_epoch",
+)
+
 
 class ShardBatches:
     "Whole training batches (pixels and token ids) streamed from shards: infinite over epochs, deterministic, exactly resumable at any step."
-    def __init__(self, urls, # see `expand_urls`: shards written by `write_shards` (their manifest.json gives the counts)
-                 tokenizer:Callable|None, # list[str] -> LongTensor [n, ctx] (e.g. `ClipBundle.tokenizer`); None: lists of strings
-                 transform:Callable|None=None, # PIL image -> tensor [3, H, W] (e.g. `ClipBundle.preprocess`); default: ToTensor
-                 batch_size:int=128, # rows per batch on THIS rank (the global batch / world_size)
-                 fields=('caption', 'paraphrase', 'negation'), # record fields to tokenise, each becomes a batch key
-                 seed:int=42, # seed of the shard order, the shuffle buffers and the transform's random augmentation
-                 shuffle:int=1000, # shuffle buffer in samples per stream (0: no shuffling at all, the written order every epoch)
-                 num_workers:int=0, # DataLoader worker processes decoding images (0: in this process)
-                 rank:int|None=None, world_size:int|None=None, # this process; default: torch.distributed's, else 0 and 1
-                 streams:int|None=None, # independent sample streams per rank (the batch order depends on it, not on num_workers); default: max(num_workers, 1)
-                 with_keys:bool=False, # add 'key': the ['shard-000001.tar/000000042', ...] of each row
-                 prefetch_factor:int=2, pin_memory:bool=False, # passed to the DataLoader when num_workers > 0
-                 multiprocessing_context:str|None=None): # DataLoader workers' start method ('fork', 'spawn', ...; None: the default)
+
+    def __init__(
+        self,
+        urls,  # see `expand_urls`: shards written by `write_shards` (their manifest.json gives the counts)
+        tokenizer: Callable | None,  # list[str] -> LongTensor [n, ctx] (`ClipBundle.tokenizer`); None: strings
+        transform: Callable | None = None,  # PIL image -> tensor [3, H, W] (`ClipBundle.preprocess`); None: ToTensor
+        batch_size: int = 128,  # rows per batch on THIS rank (the global batch / world_size)
+        fields=("caption", "paraphrase", "negation"),  # record fields to tokenise, each becomes a batch key
+        seed: int = 42,  # seed of the shard order, the shuffle buffers and the transform's random augmentation
+        shuffle: int = 1000,  # shuffle buffer in samples per stream (0: no shuffling at all, the written order every epoch)
+        num_workers: int = 0,  # DataLoader worker processes decoding images (0: in this process)
+        rank: int | None = None,
+        world_size: int | None = None,  # this process; default: torch.distributed's, else 0 and 1
+        streams: int | None = None,  # streams per rank (they fix the batch order); None: max(num_workers, 1)
+        with_keys: bool = False,  # add 'key': the ['shard-000001.tar/000000042', ...] of each row
+        prefetch_factor: int = 2,
+        pin_memory: bool = False,  # passed to the DataLoader when num_workers > 0
+        multiprocessing_context: str | None = None,
+    ):  # DataLoader workers' start method ('fork', 'spawn', ...; None: the default)
         self.urls = expand_urls(urls)
         ents = _manifest_entries(self.urls)
         if None in ents:
-            raise ConfigError(f"shard {self.urls[ents.index(None)]!r} has no count in a manifest.json next to it: ShardBatches sizes its "
-                              f"epochs from the counts alone. Write the shards with write_shards, or pass the folder holding its manifest.json")
-        self.counts = [int(e['count']) for e in ents]
+            raise ConfigError(
+                f"shard {self.urls[ents.index(None)]!r} has no count in a manifest.json next to it: ShardBatches sizes its "
+                f"epochs from the counts alone. Write the shards with write_shards, or pass the folder holding its manifest.json"
+            )
+        self.counts = [int(e["count"]) for e in ents]
         self.tokenizer, self.transform = tokenizer, (transform if transform is not None else default_transform())
-        self.batch_size = check_number('batch_size', batch_size, min=1)
-        self.num_workers = check_number('num_workers', num_workers, min=0)
-        self.shuffle, self.seed = check_number('shuffle', shuffle, min=0), check_number('seed', seed)
-        self.streams = check_number('streams', streams if streams is not None else max(num_workers, 1), min=1)
+        self.batch_size = check_number("batch_size", batch_size, min=1)
+        self.num_workers = check_number("num_workers", num_workers, min=0)
+        self.shuffle, self.seed = check_number("shuffle", shuffle, min=0), check_number("seed", seed)
+        self.streams = check_number("streams", streams if streams is not None else max(num_workers, 1), min=1)
         self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
-        if not self.fields or not all(isinstance(f, str) and f for f in self.fields) or len(set(self.fields)) < len(self.fields):
-            raise ConfigError(f'fields={fields!r} must be distinct record field names (caption, paraphrase, negation, ...)')
-        if 'image' in self.fields or 'key' in self.fields: raise ConfigError(f"fields={fields!r}: 'image' and 'key' are batch keys of their own")
+        if (
+            not self.fields
+            or not all(isinstance(f, str) and f for f in self.fields)
+            or len(set(self.fields)) < len(self.fields)
+        ):
+            raise ConfigError(
+                f"fields={fields!r} must be distinct record field names (caption, paraphrase, negation, ...)"
+            )
+        if "image" in self.fields or "key" in self.fields:
+            raise ConfigError(f"fields={fields!r}: 'image' and 'key' are batch keys of their own")
         r0, w0 = _node()
         self.rank, self.world_size = (r0 if rank is None else rank), (w0 if world_size is None else world_size)
-        self.world_size = check_number('world_size', self.world_size, min=1)
-        self.rank = check_number('rank', self.rank, min=0, max=self.world_size - 1)
+        self.world_size = check_number("world_size", self.world_size, min=1)
+        self.rank = check_number("rank", self.rank, min=0, max=self.world_size - 1)
         if self.num_workers and self.streams % self.num_workers:
-            raise ConfigError(f'streams={self.streams} must be a multiple of num_workers={self.num_workers} (each worker serves whole streams)')
+            raise ConfigError(
+                f"streams={self.streams} must be a multiple of num_workers={self.num_workers} (each worker serves whole streams)"
+            )
         n, R, S = len(self.urls), self.world_size, self.streams
         if n < R * S:
-            raise ConfigError(f'{n} shard(s) cannot feed world_size={R} ranks x {S} stream(s) (one per DataLoader worker): write at least '
-                              f'{R * S} shards (a smaller maxcount in write_shards) or use fewer workers')
-        self.with_keys, self.prefetch_factor, self.pin_memory, self.mp_context = with_keys, prefetch_factor, pin_memory, multiprocessing_context
-        self.urls_hash = hashlib.sha256(json.dumps([[e['name'], int(e['count']), e.get('sha256')] for e in ents]).encode()).hexdigest()[:16]
+            raise ConfigError(
+                f"{n} shard(s) cannot feed world_size={R} ranks x {S} stream(s) (one per DataLoader worker): write at least "
+                f"{R * S} shards (a smaller maxcount in write_shards) or use fewer workers"
+            )
+        self.with_keys, self.prefetch_factor, self.pin_memory, self.mp_context = (
+            with_keys,
+            prefetch_factor,
+            pin_memory,
+            multiprocessing_context,
+        )
+        self.urls_hash = hashlib.sha256(
+            json.dumps([[e["name"], int(e["count"]), e.get("sha256")] for e in ents]).encode()
+        ).hexdigest()[:16]
         # shard order changes per epoch, so a stream's samples are bounded below by its shard count's smallest shards
         asc, per = sorted(self.counts), []
         for r in range(R):
-            for k in range(S): per.append(sum(asc[:len(split_shards(range(n), r, R, k, S))]) // self.batch_size)
+            for k in range(S):
+                per.append(sum(asc[: len(split_shards(range(n), r, R, k, S))]) // self.batch_size)
         if min(per) == 0:
-            raise ConfigError(f'batch_size={self.batch_size} is larger than what the smallest of the {R * S} rank x stream shares of '
-                              f'the {sum(self.counts)} samples can fill; use a smaller batch, fewer streams or more data')
+            raise ConfigError(
+                f"batch_size={self.batch_size} is larger than what the smallest of the {R * S} rank x stream shares of "
+                f"the {sum(self.counts)} samples can fill; use a smaller batch, fewer streams or more data"
+            )
         self.batches_per_epoch = S * min(per)
 
     @property
-    def n_shards(self) -> int: return len(self.urls)
+    def n_shards(self) -> int:
+        return len(self.urls)
 
-    def epoch_shards(self, epoch:int, stream:int) -> list[str]:
+    def epoch_shards(self, epoch: int, stream: int) -> list[str]:
         "The shards this rank's `stream` reads in `epoch`, in order (shard order shuffled per epoch, the same on every rank)."
         shards = list(self.urls)
-        if self.shuffle: random.Random(f'{self.seed}-{epoch}').shuffle(shards)
+        if self.shuffle:
+            random.Random(f"{self.seed}-{epoch}").shuffle(shards)
         return split_shards(shards, self.rank, self.world_size, stream, self.streams)
 
-    def _raw(self, epoch:int, stream:int) -> Iterator[tuple]:
+    def _raw(self, epoch: int, stream: int) -> Iterator[tuple]:
         "Undecoded `(shard, index, key, files)` of one stream in one epoch, after the shuffle buffer."
         cnt = dict(zip(self.urls, self.counts))
         raw = (x for sh in self.epoch_shards(epoch, stream) for x in _counted(sh, cnt[sh]))
-        if self.shuffle: raw = _buffer_shuffle(raw, self.shuffle, random.Random(f'{self.seed}-{epoch}-{self.rank}-{stream}'))
+        if self.shuffle:
+            raw = _buffer_shuffle(raw, self.shuffle, random.Random(f"{self.seed}-{epoch}-{self.rank}-{stream}"))
         return raw
 
-    def _collate(self, items:list, step:int) -> dict:
+    def _collate(self, items: list, step: int) -> dict:
         "Decode, transform and tokenise one batch of raw samples (transform randomness seeded by the step)."
         imgs, texts = [], {f: [] for f in self.fields}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed((self.seed * 1_000_003 + step) * 1009 + self.rank)
             for sh, i, key, files in items:
                 s = decode_sample(key, files, sh, i, transform_target_size(self.transform))
-                x = self.transform(s['image'])
-                if not torch.is_tensor(x): raise ConfigError(f'the transform must return a tensor, it returned {type(x).__name__}')
+                x = self.transform(s["image"])
+                if not torch.is_tensor(x):
+                    raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
                 imgs.append(x)
                 for f in self.fields:
-                    t = s['record'].get(f)
-                    if not _is_text(t): raise DataError(f"sample {key!r} has no {f!r} text (needed by fields={self.fields})", file=sh, row=i)
+                    t = s["record"].get(f)
+                    if not _is_text(t):
+                        raise DataError(
+                            f"sample {key!r} has no {f!r} text (needed by fields={self.fields})", file=sh, row=i
+                        )
                     texts[f].append(t)
         out = dict(image=torch.stack(imgs))
-        for f, ts in texts.items(): out[f] = self.tokenizer(ts) if self.tokenizer is not None else ts
-        if self.with_keys: out['key'] = [f'{Path(sh).name}/{key}' for sh, _, key, _ in items]
+        for f, ts in texts.items():
+            out[f] = self.tokenizer(ts) if self.tokenizer is not None else ts
+        if self.with_keys:
+            out["key"] = [f"{Path(sh).name}/{key}" for sh, _, key, _ in items]
         return out
 
-    def _stream_batches(self, epoch:int, stream:int, skip:int) -> Iterator[list]:
+    def _stream_batches(self, epoch: int, stream: int, skip: int) -> Iterator[list]:
         "Raw sample lists of one stream's batches in `epoch`, from its batch `skip` on; the skipped samples are read, never decoded."
         raw, b = self._raw(epoch, stream), self.batch_size
-        for _ in itertools.islice(raw, skip * b): pass
+        for _ in itertools.islice(raw, skip * b):
+            pass
         for _ in range(self.batches_per_epoch // self.streams - skip):
             items = list(itertools.islice(raw, b))
-            if len(items) < b: raise DataError(f'stream {stream} of rank {self.rank} ran out of samples in epoch {epoch}: a shard holds fewer than manifest.json lists')
+            if len(items) < b:
+                raise DataError(
+                    f"stream {stream} of rank {self.rank} ran out of samples in epoch {epoch}: a shard holds fewer than manifest.json lists"
+                )
             yield items
 
-    def _steps(self, start:int, offset:int=0, stride:int=1) -> Iterator[dict]:
+    def _steps(self, start: int, offset: int = 0, stride: int = 1) -> Iterator[dict]:
         "Batches of steps start+offset, start+offset+stride, ... (stride divides streams)."
         gens, cur, t, bpe, S = {}, None, start + offset, self.batches_per_epoch, self.streams
         while True:
             e, i = divmod(t, bpe)
-            if e != cur: gens, cur = {}, e
+            if e != cur:
+                gens, cur = {}, e
             k = i % S
-            if k not in gens: gens[k] = self._stream_batches(e, k, i // S)
+            if k not in gens:
+                gens[k] = self._stream_batches(e, k, i // S)
             yield self._collate(next(gens[k]), t)
             t += stride
 
-    def iterate(self, start_step:int=0) -> Iterator[dict]:
+    def iterate(self, start_step: int = 0) -> Iterator[dict]:
         "The batches of steps start_step, start_step+1, ... forever: dict(image=[b,3,H,W], one entry per field)."
-        check_number('start_step', start_step, min=0)
-        if not self.num_workers: yield from self._steps(start_step); return
-        dl = DataLoader(_StepStream(self, start_step), batch_size=None, num_workers=self.num_workers,
-                        prefetch_factor=self.prefetch_factor, pin_memory=self.pin_memory, multiprocessing_context=self.mp_context)
+        check_number("start_step", start_step, min=0)
+        if not self.num_workers:
+            yield from self._steps(start_step)
+            return
+        dl = DataLoader(
+            _StepStream(self, start_step),
+            batch_size=None,
+            num_workers=self.num_workers,
+            prefetch_factor=self.prefetch_factor,
+            pin_memory=self.pin_memory,
+            multiprocessing_context=self.mp_context,
+        )
         yield from dl
 
-    def state(self, step:int) -> dict:
+    def state(self, step: int) -> dict:
         "What a checkpoint stores to check that a resume at `step` reads the same batches (see `check_resume`)."
-        return dict({k: getattr(self, k) for k in _STATE_KEYS}, fields=list(self.fields), num_workers=self.num_workers,
-                    step=int(step), epoch=int(step) // self.batches_per_epoch)
+        return dict(
+            {k: getattr(self, k) for k in _STATE_KEYS},
+            fields=list(self.fields),
+            num_workers=self.num_workers,
+            step=int(step),
+            epoch=int(step) // self.batches_per_epoch,
+        )
 
-    def check_resume(self, state:dict): # from `state` at checkpoint time
+    def check_resume(self, state: dict):  # from `state` at checkpoint time
         "Raise a ConfigError naming every setting that differs from the checkpoint's and would change the batches."
         now = dict(self.state(0), fields=list(self.fields))
-        diff = [f'{k}: {state.get(k)!r} in the checkpoint, {now[k]!r} now' for k in _STATE_KEYS if state.get(k) != now[k]]
-        if state.get('streams') != now['streams']: diff.append(f"(streams defaults to max(num_workers, 1): pass streams={state.get('streams')!r} to resume with other num_workers)")
-        if diff: raise ConfigError('cannot resume this run with these shards/settings, the batches would differ; ' + '; '.join(diff))
+        diff = [
+            f"{k}: {state.get(k)!r} in the checkpoint, {now[k]!r} now" for k in _STATE_KEYS if state.get(k) != now[k]
+        ]
+        if state.get("streams") != now["streams"]:
+            diff.append(
+                f"(streams defaults to max(num_workers, 1): pass streams={state.get('streams')!r} to resume with other num_workers)"
+            )
+        if diff:
+            raise ConfigError(
+                "cannot resume this run with these shards/settings, the batches would differ; " + "; ".join(diff)
+            )
 
     def __repr__(self):
-        return (f'ShardBatches({len(self.urls)} shards, {sum(self.counts)} samples, batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, '
-                f'streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})')
+        return (
+            f"ShardBatches({len(self.urls)} shards, {sum(self.counts)} samples, batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, "
+            f"streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})"
+        )
+
 
 class _StepStream(IterableDataset):
     "DataLoader worker w of W yields the batches of steps start+w, start+w+W, ...: the DataLoader's round-robin restores step order."
-    def __init__(self, sb, start): self.sb, self.start = sb, start
+
+    def __init__(self, sb, start):
+        self.sb, self.start = sb, start
+
     def __iter__(self):
         wi = get_worker_info()
         w, W = (wi.id, wi.num_workers) if wi is not None else (0, 1)

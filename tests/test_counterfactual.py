@@ -8,6 +8,7 @@
 3. Cross-rank gathering of the new losses: 2 gloo processes give the 1-process loss and gradients on the same
    global batch (same convention as tests/test_loss_distributed.py), for equal and unequal per-rank batches.
 """
+
 import hashlib
 import json
 import sys
@@ -22,54 +23,76 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 # ----------------------------------------------------------------------------- 1. compatibility with version 2
-OLD_COLUMNS = ['image', 'caption', 'paraphrased', 'negation', 'neg_type', 'split', 'label', 'n_objects', 'objects']
-CASES = {'default': dict(n_pretrain=15, n_train=15, n_val=20, n_test=50),
-         'shares': dict(n_pretrain=15, n_train=25, n_val=10, n_test=30, seed=3, pretrain_negation_share=0.5,
-                        finetune_negation_share=0.3),
-         'px64': dict(n_pretrain=5, n_train=5, n_val=5, n_test=25, image_size=64, seed=1)}
+OLD_COLUMNS = ["image", "caption", "paraphrased", "negation", "neg_type", "split", "label", "n_objects", "objects"]
+CASES = {
+    "default": dict(n_pretrain=15, n_train=15, n_val=20, n_test=50),
+    "shares": dict(
+        n_pretrain=15, n_train=25, n_val=10, n_test=30, seed=3, pretrain_negation_share=0.5, finetune_negation_share=0.3
+    ),
+    "px64": dict(n_pretrain=5, n_train=5, n_val=5, n_test=25, image_size=64, seed=1),
+}
 # digests of the version-2 output (semclip.synth with SYNTH_VERSION = 2), computed by `_digest` below; versions 3 and 4
 # keep them (4 redraws only the absent mention of a row whose negation contradicted itself: none in these cases)
 V2_DIGESTS = {
-    'default': dict(rows='91c4cda9109657a2a00df1ef682afe391ee729c8e9015798bc915e0a230fbb9e',
-                    images='140c8bbcb38cd33fd9d8957a3f4b210fb410e1477836d0f85e63d90888d367fd', n_images=100),
-    'shares': dict(rows='3b2949549a8ebb10186d126a42000dcac293afc89239a1cce7af5f851bbd1451',
-                   images='139a184da345047a7eae0a3843463efa64e4fe8f0d7a162df529b4d7f08cac67', n_images=80),
-    'px64': dict(rows='65e7f1a22ba2d73475ea6999b8e2dff95297abd995c141ec9479c43e10214c14',
-                 images='35be47891fb19f64f857ee71e7fba9196c7949838341511e491f094adb285e9f', n_images=40)}
+    "default": dict(
+        rows="91c4cda9109657a2a00df1ef682afe391ee729c8e9015798bc915e0a230fbb9e",
+        images="140c8bbcb38cd33fd9d8957a3f4b210fb410e1477836d0f85e63d90888d367fd",
+        n_images=100,
+    ),
+    "shares": dict(
+        rows="3b2949549a8ebb10186d126a42000dcac293afc89239a1cce7af5f851bbd1451",
+        images="139a184da345047a7eae0a3843463efa64e4fe8f0d7a162df529b4d7f08cac67",
+        n_images=80,
+    ),
+    "px64": dict(
+        rows="65e7f1a22ba2d73475ea6999b8e2dff95297abd995c141ec9479c43e10214c14",
+        images="35be47891fb19f64f857ee71e7fba9196c7949838341511e491f094adb285e9f",
+        n_images=40,
+    ),
+}
 
 
 def _digest(ds: Path) -> dict:
     "sha256 of the version-2 columns (every cell as written, as strings) and of every (name, bytes) of images/*.png."
-    df = pd.read_csv(ds / 'triples.csv', dtype=str, keep_default_na=False)
-    rows = json.dumps(df[OLD_COLUMNS].values.tolist(), separators=(',', ':'))
-    imgs = sorted((ds / 'images').glob('*.png'))
+    df = pd.read_csv(ds / "triples.csv", dtype=str, keep_default_na=False)
+    rows = json.dumps(df[OLD_COLUMNS].values.tolist(), separators=(",", ":"))
+    imgs = sorted((ds / "images").glob("*.png"))
     h = hashlib.sha256()
-    for p in imgs: h.update(p.name.encode()); h.update(hashlib.sha256(p.read_bytes()).digest())
+    for p in imgs:
+        h.update(p.name.encode())
+        h.update(hashlib.sha256(p.read_bytes()).digest())
     return dict(rows=hashlib.sha256(rows.encode()).hexdigest(), images=h.hexdigest(), n_images=len(imgs))
 
 
-@pytest.mark.parametrize('case', list(CASES))
+@pytest.mark.parametrize("case", list(CASES))
 def test_existing_columns_and_images_unchanged(case, tmp_path):
     from semclip.synth import COLUMNS, SYNTH_VERSION, make_synthneg
+
     assert SYNTH_VERSION == 4
     ds = make_synthneg(tmp_path, progress=False, **CASES[case])
-    assert _digest(ds) == V2_DIGESTS[case], 'an existing column or image of the dataset changed'
-    df = pd.read_csv(ds / 'triples.csv', dtype=str, keep_default_na=False)
-    assert list(df.columns) == list(COLUMNS) == OLD_COLUMNS + ['negation_image', 'negation_objects']
+    assert _digest(ds) == V2_DIGESTS[case], "an existing column or image of the dataset changed"
+    df = pd.read_csv(ds / "triples.csv", dtype=str, keep_default_na=False)
+    assert list(df.columns) == list(COLUMNS) == OLD_COLUMNS + ["negation_image", "negation_objects"]
 
 
 def test_digest_sees_a_change(tmp_path):
     "The compatibility check can fail: one changed pixel or one changed text changes the digest."
     from semclip.synth import make_synthneg
-    ds = make_synthneg(tmp_path, progress=False, **CASES['px64'])
+
+    ds = make_synthneg(tmp_path, progress=False, **CASES["px64"])
     want = _digest(ds)
-    p = ds / 'images' / '000003.png'; b = bytearray(p.read_bytes()); b[-20] ^= 1; p.write_bytes(bytes(b))
-    assert _digest(ds)['images'] != want['images']
-    csv = ds / 'triples.csv'; csv.write_text(csv.read_text().replace('circle', 'circel', 1))
-    assert _digest(ds)['rows'] != want['rows']
+    p = ds / "images" / "000003.png"
+    b = bytearray(p.read_bytes())
+    b[-20] ^= 1
+    p.write_bytes(bytes(b))
+    assert _digest(ds)["images"] != want["images"]
+    csv = ds / "triples.csv"
+    csv.write_text(csv.read_text().replace("circle", "circel", 1))
+    assert _digest(ds)["rows"] != want["rows"]
 
 
 # ----------------------------------------------------------------------------- 2. every counterfactual checked
@@ -77,24 +100,27 @@ def test_every_counterfactual_verified_from_files(tmp_path):
     from PIL import Image
 
     from semclip.synth import Obj, caption_holds, make_synthneg, render_scene
-    ds = make_synthneg(tmp_path, progress=False, n_pretrain=40, n_train=40, n_val=40, n_test=120, finetune_negation_share=0.3)
-    df = pd.read_csv(ds / 'triples.csv', dtype=str, keep_default_na=False)
-    meta = json.loads((ds / 'meta.json').read_text())
-    made = df[df.negation_image != '']
-    assert sum(c['made'] for c in meta['counterfactuals'].values()) == len(made)
-    assert meta['counterfactual_failures'] == [] and len(made) == len(df)      # every row has its counterfactual
+
+    ds = make_synthneg(
+        tmp_path, progress=False, n_pretrain=40, n_train=40, n_val=40, n_test=120, finetune_negation_share=0.3
+    )
+    df = pd.read_csv(ds / "triples.csv", dtype=str, keep_default_na=False)
+    meta = json.loads((ds / "meta.json").read_text())
+    made = df[df.negation_image != ""]
+    assert sum(c["made"] for c in meta["counterfactuals"].values()) == len(made)
+    assert meta["counterfactual_failures"] == [] and len(made) == len(df)  # every row has its counterfactual
     for r in made.itertuples():
         objs, cf = json.loads(r.objects), json.loads(r.negation_objects)
         assert caption_holds(r.caption, objs) and not caption_holds(r.negation, objs), r
         assert caption_holds(r.negation, cf) and not caption_holds(r.caption, cf), r
         assert np.array_equal(np.asarray(Image.open(ds / r.negation_image)), render_scene([Obj(*o) for o in cf])), r
-    assert sorted(p.name for p in (ds / 'images' / 'cf').iterdir()) == sorted(Path(p).name for p in made.negation_image)
+    assert sorted(p.name for p in (ds / "images" / "cf").iterdir()) == sorted(Path(p).name for p in made.negation_image)
 
 
 # ----------------------------------------------------------------------------- 3. the new losses on 2 ranks
 WORLD, D, SCALE = 2, 6, 5.0
-SPLITS = [(3, 3), (4, 2)]          # rows per rank: equal, then unequal (the last batch without drop_last)
-KEYS = ('image', 'text', 'negation', 'negation_image')
+SPLITS = [(3, 3), (4, 2)]  # rows per rank: equal, then unequal (the last batch without drop_last)
+KEYS = ("image", "text", "negation", "negation_image")
 
 
 def _batch(n, seed=0):
@@ -104,58 +130,78 @@ def _batch(n, seed=0):
 
 def _losses():
     from semclip.loss import CoNCLIPLoss, TripletCLIPLoss, make_loss
-    return dict(conclip=make_loss('conclip', D), conclip_own_scale=CoNCLIPLoss(init_logit_scale=1.5),
-                tripletclip=make_loss('tripletclip', D), tripletclip_released=TripletCLIPLoss(form='released'))
+
+    return dict(
+        conclip=make_loss("conclip", D),
+        conclip_own_scale=CoNCLIPLoss(init_logit_scale=1.5),
+        tripletclip=make_loss("tripletclip", D),
+        tripletclip_released=TripletCLIPLoss(form="released"),
+    )
 
 
 def _step(loss_fn, feats, weight=1.0):
     "Call the loss on leaf copies of `feats`, back-propagate weight * loss; return loss, feature grads, parameter grads."
     x = {k: v.clone().requires_grad_() for k, v in feats.items()}
-    loss = loss_fn(x['image'], x['text'], torch.tensor(SCALE, dtype=torch.float64), negation_features=x['negation'],
-                   negation_image_features=x['negation_image'])
+    loss = loss_fn(
+        x["image"],
+        x["text"],
+        torch.tensor(SCALE, dtype=torch.float64),
+        negation_features=x["negation"],
+        negation_image_features=x["negation_image"],
+    )
     (weight * loss).backward()
-    return dict(loss=loss.detach(), grads={k: v.grad for k, v in x.items() if v.grad is not None},
-                params={n: p.grad.clone() for n, p in loss_fn.named_parameters() if p.grad is not None})
+    return dict(
+        loss=loss.detach(),
+        grads={k: v.grad for k, v in x.items() if v.grad is not None},
+        params={n: p.grad.clone() for n, p in loss_fn.named_parameters() if p.grad is not None},
+    )
 
 
 def _worker(rank, world, init_file, out_dir):
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         res = {}
         for sizes in SPLITS:
-            n = sum(sizes); start = sum(sizes[:rank]); sl = slice(start, start + sizes[rank])
+            n = sum(sizes)
+            start = sum(sizes[:rank])
+            sl = slice(start, start + sizes[rank])
             local = {k: v[sl] for k, v in _batch(n).items()}
             res[sizes] = {name: _step(fn, local, weight=sizes[rank] * world / n) for name, fn in _losses().items()}
-        torch.save(res, Path(out_dir) / f'rank{rank}.pt')
+        torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def ranks(tmp_path_factory, timeout=180):
-    tmp = tmp_path_factory.mktemp('dist_cf')
-    ctx = mp.start_processes(_worker, args=(WORLD, str(tmp / 'init'), str(tmp)), nprocs=WORLD, join=False, start_method='spawn')
+    tmp = tmp_path_factory.mktemp("dist_cf")
+    ctx = mp.start_processes(
+        _worker, args=(WORLD, str(tmp / "init"), str(tmp)), nprocs=WORLD, join=False, start_method="spawn"
+    )
     deadline = time.time() + timeout
     try:
         while not ctx.join(timeout=1):
-            if time.time() > deadline: raise TimeoutError(f'{WORLD} gloo workers did not finish in {timeout} s')
+            if time.time() > deadline:
+                raise TimeoutError(f"{WORLD} gloo workers did not finish in {timeout} s")
     finally:
         for p in ctx.processes:
-            if p.is_alive(): p.terminate()
-    return [torch.load(tmp / f'rank{r}.pt', weights_only=True) for r in range(WORLD)]
+            if p.is_alive():
+                p.terminate()
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize('sizes', SPLITS, ids=lambda s: 'x'.join(map(str, s)))
-@pytest.mark.parametrize('name', ['conclip', 'conclip_own_scale', 'tripletclip', 'tripletclip_released'])
+@pytest.mark.parametrize("sizes", SPLITS, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", ["conclip", "conclip_own_scale", "tripletclip", "tripletclip_released"])
 def test_two_ranks_equal_one_process(ranks, sizes, name):
     n = sum(sizes)
-    ref = _step(_losses()[name], _batch(n))            # one process: no process group, nothing gathered
+    ref = _step(_losses()[name], _batch(n))  # one process: no process group, nothing gathered
     got = [r[sizes][name] for r in ranks]
-    torch.testing.assert_close(sum(s / n * g['loss'] for s, g in zip(sizes, got)), ref['loss'])
-    assert set(ref['grads']) == set(got[0]['grads']) == set(KEYS)
-    for k, want in ref['grads'].items():
-        torch.testing.assert_close(torch.cat([g['grads'][k] for g in got]) / WORLD, want)
-        assert want.abs().max() > 1e-6, f'{name}: the gradient of {k} being compared is zero'
-    for p, want in ref['params'].items():
-        torch.testing.assert_close(sum(g['params'][p] for g in got) / WORLD, want)
-    if name == 'conclip_own_scale': assert 'logit_scale' in ref['params']
+    torch.testing.assert_close(sum(s / n * g["loss"] for s, g in zip(sizes, got)), ref["loss"])
+    assert set(ref["grads"]) == set(got[0]["grads"]) == set(KEYS)
+    for k, want in ref["grads"].items():
+        torch.testing.assert_close(torch.cat([g["grads"][k] for g in got]) / WORLD, want)
+        assert want.abs().max() > 1e-6, f"{name}: the gradient of {k} being compared is zero"
+    for p, want in ref["params"].items():
+        torch.testing.assert_close(sum(g["params"][p] for g in got) / WORLD, want)
+    if name == "conclip_own_scale":
+        assert "logit_scale" in ref["params"]

@@ -3,12 +3,17 @@
 Triton reads TRITON_INTERPRET when a kernel is defined (at import of semclip.kernels), so every check
 runs in a child python that sets it first. Shapes stay small (the interpreter runs numpy per program).
 """
-import json, os, subprocess, sys, textwrap
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import pytest
 
-pytest.importorskip('triton')
+pytest.importorskip("triton")
 
-PRELUDE = textwrap.dedent('''
+PRELUDE = textwrap.dedent("""
     import json, torch, torch.nn.functional as F
     from semclip.kernels import (sim_topk, sim_topk_reference, clip_loss_tiled, clip_loss_reference,
                                  _INTERPRET, ConfigError)
@@ -43,19 +48,24 @@ PRELUDE = textwrap.dedent('''
         return [(a - b).abs().max().item() for a, b in zip(*res)]
 
     out = {}
-''')
+""")
 
 
 def run_child(body: str) -> dict:
-    code = PRELUDE + textwrap.dedent(body) + '\nprint(json.dumps(out))\n'
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=900,
-                       env={**os.environ, 'TRITON_INTERPRET': '1'})
+    code = PRELUDE + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def test_sim_topk_interpreted():
-    out = run_child('''
+    out = run_child("""
         g = torch.Generator().manual_seed(0)
         q, keys = torch.randn(50, 100, generator=g), torch.randn(170, 100, generator=g)  # d=100: 2 chunks of 64
         out["fp32 q16 k32 k5"] = topk_case(q, keys, 5, block_q=16, block_k=32)
@@ -77,22 +87,23 @@ def test_sim_topk_interpreted():
         out["offset bug"] = dict(idx_equal=bool((i == sim_topk_reference(q, keys, 5)[1]).all()))
         try: sim_topk(q, keys, 5, block_q=24, backend="triton"); out["bad block"] = "no error"
         except ConfigError as e: out["bad block"] = str(e)
-    ''')
+    """)
     print(json.dumps(out, indent=1))
     for name, r in out.items():
-        if name in ('offset bug', 'bad block'): continue
-        if name in ('bf16', 'fp16'):      # scores of rounded inputs: near-ties may swap, values close
-            assert r['idx_agree'] > 0.95 and r['max_rel_dv'] < 1e-3, (name, r)
+        if name in ("offset bug", "bad block"):
+            continue
+        if name in ("bf16", "fp16"):  # scores of rounded inputs: near-ties may swap, values close
+            assert r["idx_agree"] > 0.95 and r["max_rel_dv"] < 1e-3, (name, r)
         else:
-            assert r['idx_equal'] and r['max_rel_dv'] < 1e-5, (name, r)
-        assert r['dtype'] == 'torch.float32'
-    assert out['ties float32']['max_dv'] == 0.0         # exact data: identical scores, identical ties
-    assert not out['offset bug']['idx_equal']
-    assert 'block_q=24 must be a power of two' in out['bad block']
+            assert r["idx_equal"] and r["max_rel_dv"] < 1e-5, (name, r)
+        assert r["dtype"] == "torch.float32"
+    assert out["ties float32"]["max_dv"] == 0.0  # exact data: identical scores, identical ties
+    assert not out["offset bug"]["idx_equal"]
+    assert "block_q=24 must be a power of two" in out["bad block"]
 
 
 def test_clip_loss_interpreted():
-    out = run_child('''
+    out = run_child("""
         out["fp32 B40 d24 block16"] = loss_case(40, 24, 16)
         out["fp32 B40 d24 block32"] = loss_case(40, 24, 32)
         out["fp32 B50 d300 block64 (2 output chunks, BLOCK_M 32)"] = loss_case(50, 300, 64)
@@ -108,16 +119,17 @@ def test_clip_loss_interpreted():
             s = torch.tensor(20., requires_grad=True)
             l = fn(xm, tm, s); l.backward(); res.append([l.detach(), xm.grad.float(), tm.grad, s.grad])
         out["mixed dtypes, strided"] = [(a - b).abs().max().item() for a, b in zip(*res)]
-    ''')
+    """)
     print(json.dumps(out, indent=1))
     for name, d in out.items():
-        if name == 'offset bug': continue
-        tol = 2e-2 if name.startswith(('bf16', 'mixed')) else 1e-4
+        if name == "offset bug":
+            continue
+        tol = 2e-2 if name.startswith(("bf16", "mixed")) else 1e-4
         assert max(d) < tol, (name, d)
-    assert max(out['offset bug']) > 1e-2
+    assert max(out["offset bug"]) > 1e-2
 
 
-AOT = textwrap.dedent('''
+AOT = textwrap.dedent("""
     import json, os, subprocess, tempfile, triton
     from triton.compiler import ASTSource
     from triton.backends.compiler import GPUTarget
@@ -146,7 +158,7 @@ AOT = textwrap.dedent('''
              DSP="*fp32", N="i32", D="i32", sa="i32", sb="i32", BUG="i32"), dict(BLOCK_M=32, BLOCK_N=64, BLOCK_D=64,
              BLOCK_DO=256, PREC=prec, UPCAST=False), ["A", "Bm", "OUT", "D", "sa", "sb"], 8)
     print(json.dumps(out))
-''')
+""")
 
 
 def test_kernels_compile_for_sm90():
@@ -155,11 +167,16 @@ def test_kernels_compile_for_sm90():
         from triton.compiler import ASTSource  # noqa: F401
         from triton.backends.compiler import GPUTarget  # noqa: F401
     except ImportError as e:
-        pytest.skip(f'this triton has no ASTSource/GPUTarget compile API: {e}')
-    r = subprocess.run([sys.executable, '-c', AOT], capture_output=True, text=True, timeout=900,
-                       env={k: v for k, v in os.environ.items() if k != 'TRITON_INTERPRET'})
-    if r.returncode != 0 and ('signature' in r.stderr or 'ptxas' in r.stderr.lower() and 'not found' in r.stderr):
-        pytest.skip('triton cannot compile ahead of time here: ' + r.stderr.strip().splitlines()[-1])
+        pytest.skip(f"this triton has no ASTSource/GPUTarget compile API: {e}")
+    r = subprocess.run(
+        [sys.executable, "-c", AOT],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"},
+    )
+    if r.returncode != 0 and ("signature" in r.stderr or "ptxas" in r.stderr.lower() and "not found" in r.stderr):
+        pytest.skip("triton cannot compile ahead of time here: " + r.stderr.strip().splitlines()[-1])
     assert r.returncode == 0, r.stderr[-4000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     print(json.dumps(out, indent=1))

@@ -6,7 +6,9 @@ their share of the batch, sum to the 1-process loss; each rank's feature gradien
 gradient of its rows (DDP's mean over ranks divides that back out); the mean over ranks of the gradient of a
 loss-owned parameter (SemCLIP's logit scale) is the 1-process gradient. Checked for equal and unequal slices.
 """
-import math, sys, time
+
+import sys
+import time
 from pathlib import Path
 import pytest
 import torch
@@ -14,11 +16,12 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path: sys.path.insert(0, str(ROOT))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 WORLD, D, SCALE = 2, 6, 5.0
-SPLITS = [(3, 3), (4, 2)]          # rows per rank: equal, then unequal (the last batch without drop_last)
-KEYS = ('image', 'text', 'paraphrase', 'negation', 'distractor')
+SPLITS = [(3, 3), (4, 2)]  # rows per rank: equal, then unequal (the last batch without drop_last)
+KEYS = ("image", "text", "paraphrase", "negation", "distractor")
 
 
 def _batch(n, seed=0):
@@ -27,73 +30,101 @@ def _batch(n, seed=0):
 
 
 def _losses():
-    from semclip.loss import ClipLoss, NegCLIPLoss, CoNCLIPLoss, SemCLIPLoss, make_loss
-    return dict(clip=ClipLoss(), clip_raw=ClipLoss(normalize=False), negclip=NegCLIPLoss(), conclip=CoNCLIPLoss(),
-                semclip=make_loss('semclip', D), semclip_img=make_loss('semclip_img', D, img_margin=0.3))
+    from semclip.loss import ClipLoss, NegCLIPLoss, CoNCLIPLoss, make_loss
+
+    return dict(
+        clip=ClipLoss(),
+        clip_raw=ClipLoss(normalize=False),
+        negclip=NegCLIPLoss(),
+        conclip=CoNCLIPLoss(),
+        semclip=make_loss("semclip", D),
+        semclip_img=make_loss("semclip_img", D, img_margin=0.3),
+    )
 
 
 def _step(loss_fn, feats, weight=1.0):
     "Call the loss on leaf copies of `feats`, back-propagate weight * loss; return loss, feature grads, parameter grads."
     x = {k: v.clone().requires_grad_() for k, v in feats.items()}
-    loss = loss_fn(x['image'], x['text'], torch.tensor(SCALE), paraphrase_features=x['paraphrase'],
-                   negation_features=x['negation'], distractor_features=x['distractor'])
+    loss = loss_fn(
+        x["image"],
+        x["text"],
+        torch.tensor(SCALE),
+        paraphrase_features=x["paraphrase"],
+        negation_features=x["negation"],
+        distractor_features=x["distractor"],
+    )
     (weight * loss).backward()
-    return dict(loss=loss.detach(), grads={k: v.grad for k, v in x.items() if v.grad is not None},
-                params={n: p.grad.clone() for n, p in loss_fn.named_parameters() if p.grad is not None})
+    return dict(
+        loss=loss.detach(),
+        grads={k: v.grad for k, v in x.items() if v.grad is not None},
+        params={n: p.grad.clone() for n, p in loss_fn.named_parameters() if p.grad is not None},
+    )
 
 
 def _worker(rank, world, init_file, out_dir):
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         from semclip.loss import gather_features
+
         res = {}
         for sizes in SPLITS:
-            n = sum(sizes); start = sum(sizes[:rank]); sl = slice(start, start + sizes[rank])
+            n = sum(sizes)
+            start = sum(sizes[:rank])
+            sl = slice(start, start + sizes[rank])
             full = _batch(n)
             local = {k: v[sl] for k, v in full.items()}
-            gi, gt, gn = gather_features(local['image'], local['text'], local['negation'])
-            res[sizes] = dict(gathered_ok=bool(torch.equal(gi, full['image']) and torch.equal(gt, full['text'])
-                                               and torch.equal(gn, full['negation'])))
+            gi, gt, gn = gather_features(local["image"], local["text"], local["negation"])
+            res[sizes] = dict(
+                gathered_ok=bool(
+                    torch.equal(gi, full["image"])
+                    and torch.equal(gt, full["text"])
+                    and torch.equal(gn, full["negation"])
+                )
+            )
             for name, fn in _losses().items():
                 res[sizes][name] = _step(fn, local, weight=sizes[rank] * world / n)
-        torch.save(res, Path(out_dir) / f'rank{rank}.pt')
+        torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
 def _spawn(tmp_path, timeout=180):
-    ctx = mp.start_processes(_worker, args=(WORLD, str(tmp_path / 'init'), str(tmp_path)), nprocs=WORLD,
-                             join=False, start_method='spawn')
+    ctx = mp.start_processes(
+        _worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn"
+    )
     deadline = time.time() + timeout
     try:
         while not ctx.join(timeout=1):
-            if time.time() > deadline: raise TimeoutError(f'{WORLD} gloo workers did not finish in {timeout} s')
+            if time.time() > deadline:
+                raise TimeoutError(f"{WORLD} gloo workers did not finish in {timeout} s")
     finally:
         for p in ctx.processes:
-            if p.is_alive(): p.terminate()
-    return [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(WORLD)]
+            if p.is_alive():
+                p.terminate()
+    return [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
-@pytest.fixture(scope='module')
+@pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    return _spawn(tmp_path_factory.mktemp('dist'))
+    return _spawn(tmp_path_factory.mktemp("dist"))
 
 
-@pytest.mark.parametrize('sizes', SPLITS, ids=lambda s: 'x'.join(map(str, s)))
-@pytest.mark.parametrize('name', ['clip', 'clip_raw', 'negclip', 'conclip', 'semclip', 'semclip_img'])
+@pytest.mark.parametrize("sizes", SPLITS, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", ["clip", "clip_raw", "negclip", "conclip", "semclip", "semclip_img"])
 def test_two_ranks_equal_one_process(ranks, sizes, name):
     n = sum(sizes)
-    assert all(r[sizes]['gathered_ok'] for r in ranks), 'gather_features did not return the global batch in rank order'
-    ref = _step(_losses()[name], _batch(n))            # one process: no process group, nothing gathered
+    assert all(r[sizes]["gathered_ok"] for r in ranks), "gather_features did not return the global batch in rank order"
+    ref = _step(_losses()[name], _batch(n))  # one process: no process group, nothing gathered
     got = [r[sizes][name] for r in ranks]
     # the ranks' losses, weighted by their share of the batch, give the one-process loss
-    torch.testing.assert_close(sum(s / n * g['loss'] for s, g in zip(sizes, got)), ref['loss'])
+    torch.testing.assert_close(sum(s / n * g["loss"] for s, g in zip(sizes, got)), ref["loss"])
     # each rank's feature gradient is WORLD x the one-process gradient of its own rows
-    assert set(ref['grads']) == set(got[0]['grads'])
-    for k, want in ref['grads'].items():
-        torch.testing.assert_close(torch.cat([g['grads'][k] for g in got]) / WORLD, want)
-        assert want.abs().max() > 1e-6, f'{name}: the gradient of {k} being compared is zero'
+    assert set(ref["grads"]) == set(got[0]["grads"])
+    for k, want in ref["grads"].items():
+        torch.testing.assert_close(torch.cat([g["grads"][k] for g in got]) / WORLD, want)
+        assert want.abs().max() > 1e-6, f"{name}: the gradient of {k} being compared is zero"
     # a parameter of the loss: the mean over ranks of its gradient (what DDP / an all-reduce mean gives) is the reference
-    for p, want in ref['params'].items():
-        torch.testing.assert_close(sum(g['params'][p] for g in got) / WORLD, want)
-    if name.startswith('semclip'): assert 'logit_scale' in ref['params']
+    for p, want in ref["params"].items():
+        torch.testing.assert_close(sum(g["params"][p] for g in got) / WORLD, want)
+    if name.startswith("semclip"):
+        assert "logit_scale" in ref["params"]

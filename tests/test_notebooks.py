@@ -3,6 +3,7 @@
 Cells flagged with one of `tst_flags` (pyproject's [tool.nbdev]: notest, slow, cuda) are skipped,
 as `nbdev-test` would. `SEMCLIP_TEST_FLAGS="slow cuda"` turns flagged cells on (a GPU run, say).
 """
+
 import os
 from pathlib import Path
 import pytest

@@ -1,23 +1,27 @@
 """README.md's results section is generated from the committed reference run; it must agree with it."""
-import subprocess, sys
+
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT/'tools'))
+sys.path.insert(0, str(ROOT / "tools"))
 import results_section as rs
 
 
 def test_readme_results_agree_with_the_reference_run():
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'results_section.py'), '--check'], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "results_section.py"), "--check"], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_a_changed_number_is_caught(tmp_path):
     "The check can fail: a README whose table differs in one digit does not render equal."
-    readme = (ROOT/'README.md').read_text()
+    readme = (ROOT / "README.md").read_text()
     block = rs.section()
-    table_line = next(l for l in block.splitlines() if l.startswith('| SemCLIP |'))
-    tampered = readme.replace(table_line, table_line.replace('|', '| 0', 2).replace('| 0', '|', 1), 1)
+    table_line = next(l for l in block.splitlines() if l.startswith("| SemCLIP |"))
+    tampered = readme.replace(table_line, table_line.replace("|", "| 0", 2).replace("| 0", "|", 1), 1)
     assert tampered != readme
     assert rs.render(tampered, block) != tampered
 
@@ -25,15 +29,22 @@ def test_a_changed_number_is_caught(tmp_path):
 def _index_results() -> str:
     "The Markdown that index.ipynb's committed outputs show for the results section."
     import json
-    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
-    texts = [''.join(o.get('data', {}).get('text/markdown', '')) for c in nb['cells'] if c['cell_type'] == 'code'
-             for o in c.get('outputs', [])]
-    return next((t for t in texts if 'Made by `semclip-reproduce' in t), '')
+
+    nb = json.loads((ROOT / "nbs" / "index.ipynb").read_text())
+    texts = [
+        "".join(o.get("data", {}).get("text/markdown", ""))
+        for c in nb["cells"]
+        if c["cell_type"] == "code"
+        for o in c.get("outputs", [])
+    ]
+    return next((t for t in texts if "Made by `semclip-reproduce" in t), "")
 
 
 def test_index_notebook_shows_the_readme_results():
     "The book's front page shows the same results as the README (its committed output is not stale)."
     shown = _index_results()
-    assert shown, 'index.ipynb has no committed results output: run python tools/execute_nbs.py nbs/index.ipynb'
-    want = rs.section().replace('](figures/', '](../figures/')
-    assert shown.strip() == want.strip(), 'index.ipynb shows other results than README.md: run python tools/execute_nbs.py nbs/index.ipynb'
+    assert shown, "index.ipynb has no committed results output: run python tools/execute_nbs.py nbs/index.ipynb"
+    want = rs.section().replace("](figures/", "](../figures/")
+    assert shown.strip() == want.strip(), (
+        "index.ipynb shows other results than README.md: run python tools/execute_nbs.py nbs/index.ipynb"
+    )

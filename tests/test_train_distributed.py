@@ -5,9 +5,14 @@ batch), and gradients are averaged across ranks after the backward pass; the res
 the single-process step. Tolerances: 1e-5 relative on the loss, 1e-4 absolute on gradients (fp32
 sums in a different order).
 """
-import os, sys, json, subprocess
+
+import os
+import sys
+import json
+import subprocess
 from pathlib import Path
-import pytest, torch
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 HELPER = ROOT / "tests" / "helpers" / "dist_step.py"
@@ -27,7 +32,14 @@ def _torchrun(*args, nproc=2, timeout=300):
 @pytest.mark.parametrize("arm,accum", [("pretrain", 1), ("semclip", 1), ("semclip", 2), ("negclip", 1)])
 def test_one_step_equals_single_process(tmp_path, arm, accum):
     one, two = tmp_path / "one.pt", tmp_path / "two.pt"
-    r = subprocess.run([sys.executable, str(HELPER), str(one), arm, str(accum)], env=_env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, str(HELPER), str(one), arm, str(accum)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     _torchrun(HELPER, two, arm, accum)
     a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
@@ -35,15 +47,39 @@ def test_one_step_equals_single_process(tmp_path, arm, accum):
         assert b["terms"][k] == pytest.approx(a["terms"][k], rel=1e-5, abs=1e-6), k
     assert a["grads"].keys() == b["grads"].keys() and len(a["grads"]) > 10
     worst = max((a["grads"][n] - b["grads"][n]).abs().max().item() for n in a["grads"])
-    print(f"{arm} accum={accum}: loss {a['terms']['loss']:.6f} vs {b['terms']['loss']:.6f}, max |grad diff| {worst:.2e}")
+    print(
+        f"{arm} accum={accum}: loss {a['terms']['loss']:.6f} vs {b['terms']['loss']:.6f}, max |grad diff| {worst:.2e}"
+    )
     assert worst < 1e-4
 
 
 def test_short_run_matches_single_process(tmp_path):
-    common = ["--arm", "pretrain", "--steps", "6", "--max_train", "512", "--batch_size", "64", "--eval_every", "0",
-              "--init_checkpoint", "none", "--progress", "false", "--seed", "3"]
-    r = subprocess.run([sys.executable, "-m", "semclip.train", *common, "--out_dir", str(tmp_path / "one")],
-                       env=_env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    common = [
+        "--arm",
+        "pretrain",
+        "--steps",
+        "6",
+        "--max_train",
+        "512",
+        "--batch_size",
+        "64",
+        "--eval_every",
+        "0",
+        "--init_checkpoint",
+        "none",
+        "--progress",
+        "false",
+        "--seed",
+        "3",
+    ]
+    r = subprocess.run(
+        [sys.executable, "-m", "semclip.train", *common, "--out_dir", str(tmp_path / "one")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     _torchrun("-m", "semclip.train", *common, "--out_dir", tmp_path / "two", timeout=600)
     m1, m2 = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))

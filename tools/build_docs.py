@@ -17,6 +17,7 @@ page links to (figures, tables) are copied into the site under their path in the
 
 Nothing here needs nbdev, Quarto or a network connection; nbconvert is enough.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / "nbs"
 VENDOR = ROOT / "docs" / "vendor"
 SITE_NAME = "semclip"
-MARKER = ".semclip-docs"             # marks an output folder as ours: the next build may empty it
-MAX_COPY_BYTES = 20 * 2**20          # local files a page links to are copied into the site up to this size
+MARKER = ".semclip-docs"  # marks an output folder as ours: the next build may empty it
+MAX_COPY_BYTES = 20 * 2**20  # local files a page links to are copied into the site up to this size
 MATHJAX_JS = "vendor/mathjax/tex-chtml-full.js"
 REQUIRE_JS = "vendor/require.js"
 # what --vendor fetches (npm pack: the registry only, no install scripts)
@@ -47,7 +48,7 @@ _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*(.*?)\s*$")
 _HIDE_LINE = re.compile(r"#\s*\|\s*hide_line\s*$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 _URL_ATTR = re.compile(r'(\s(?:href|src)=")([^"]*)(")')
-FLAG_TAGS = {"slow", "cuda", "notest"}          # pyproject's tst_flags: shown with a label
+FLAG_TAGS = {"slow", "cuda", "notest"}  # pyproject's tst_flags: shown with a label
 
 TEMPLATE = r"""{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mathjax -%}
@@ -160,45 +161,60 @@ def _directives(src: str) -> tuple[dict, str]:
     return dirs, "\n".join(rest).strip("\n")
 
 
-def _false(v: str) -> bool: return v.strip().lower() in ("false", "no", "0")
+def _false(v: str) -> bool:
+    return v.strip().lower() in ("false", "no", "0")
 
 
 def page_info(nb, path: Path) -> dict:
     "Title, subtitle and exported module of a notebook, from its first markdown cell and `#| default_exp`."
     title = subtitle = module = None
     for c in nb.cells:
-        if c.cell_type == "raw" and c.source.lstrip().startswith("---"):      # Quarto front matter
+        if c.cell_type == "raw" and c.source.lstrip().startswith("---"):  # Quarto front matter
             for l in c.source.splitlines():
                 k, _, v = l.partition(":")
-                if k.strip() == "title" and not title: title = v.strip().strip("'\"")
-                if k.strip() == "description" and not subtitle: subtitle = v.strip().strip("'\"")
+                if k.strip() == "title" and not title:
+                    title = v.strip().strip("'\"")
+                if k.strip() == "description" and not subtitle:
+                    subtitle = v.strip().strip("'\"")
         if c.cell_type == "markdown" and not title:
             for l in c.source.splitlines():
-                if l.startswith("# ") and not title: title = l[2:].strip()
-                elif l.startswith("> ") and title and not subtitle: subtitle = l[2:].strip()
+                if l.startswith("# ") and not title:
+                    title = l[2:].strip()
+                elif l.startswith("> ") and title and not subtitle:
+                    subtitle = l[2:].strip()
         if c.cell_type == "code" and not module:
             d, _ = _directives(c.source)
-            if d.get("default_exp"): module = d["default_exp"].split()[0]
-    return {"stem": path.stem, "html": f"{path.stem}.html", "title": title or path.stem, "subtitle": subtitle or "",
-            "module": f"{SITE_NAME}.{module}" if module else None}
+            if d.get("default_exp"):
+                module = d["default_exp"].split()[0]
+    return {
+        "stem": path.stem,
+        "html": f"{path.stem}.html",
+        "title": title or path.stem,
+        "subtitle": subtitle or "",
+        "module": f"{SITE_NAME}.{module}" if module else None,
+    }
 
 
 def prepare(nb):
     "Apply nbdev/Quarto directives to a notebook (a copy): drop hidden cells, strip `#|` lines, label flags."
     nb = copy.deepcopy(nb)
-    nb.metadata.pop("widgets", None)                     # widget state would load its manager from a CDN
+    nb.metadata.pop("widgets", None)  # widget state would load its manager from a CDN
     cells = []
     for c in nb.cells:
         tags = [t for t in c.get("metadata", {}).get("tags", []) if isinstance(t, str)]
-        if "remove-cell" in tags: continue
-        if c.cell_type == "raw" and c.source.lstrip().startswith("---"): continue   # front matter: used for the title
+        if "remove-cell" in tags:
+            continue
+        if c.cell_type == "raw" and c.source.lstrip().startswith("---"):
+            continue  # front matter: used for the title
         if c.cell_type != "code":
-            cells.append(c); continue
+            cells.append(c)
+            continue
         d, src = _directives(c.source)
         if "hide" in d or _false(d.get("include", "true")) or "default_exp" in d and not src.strip():
             continue
         c.source = src
-        if d.keys() & {"export", "exports", "exporti"}: tags.append("sc-export")
+        if d.keys() & {"export", "exports", "exporti"}:
+            tags.append("sc-export")
         tags += [f"sc-{f}" for f in sorted(FLAG_TAGS & d.keys())]
         hide_in = _false(d.get("echo", "true")) or "hide_input" in d or "remove-input" in tags
         hide_out = _false(d.get("output", "true")) or "hide_output" in d or "remove-output" in tags
@@ -209,10 +225,12 @@ def prepare(nb):
                 # ipywidgets (tqdm.auto progress bars, ...) need a live kernel: keep their text fallback
                 data.pop("application/vnd.jupyter.widget-view+json", None)
                 data.pop("application/vnd.jupyter.widget-state+json", None)
-                if not data: continue
+                if not data:
+                    continue
             outs.append(o)
         c.outputs = outs
-        if not c.source.strip() and not outs: continue   # nothing left to show
+        if not c.source.strip() and not outs:
+            continue  # nothing left to show
         if hide_in or not c.source.strip():
             c.metadata.setdefault("transient", {})["remove_source"] = True
         c.metadata["tags"] = tags
@@ -229,66 +247,94 @@ def _sidebar(pages: list[dict], cur: dict) -> str:
         label = "Home" if p["stem"] == "index" else p["title"]
         cls = ' class="sc-current" aria-current="page"' if p is cur else ""
         tip = html.escape(p["subtitle"], quote=True)
-        items.append(f'<li><a href="{p["html"]}"{cls} title="{tip}"><span class="sc-num">{html.escape(num)}</span>'
-                     f'{html.escape(label)}</a></li>')
-    return (f'<nav class="sc-sidebar" aria-label="Notebooks"><a class="sc-brand" href="index.html">{SITE_NAME}</a>'
-            f'<ol>{"".join(items)}</ol></nav>')
+        items.append(
+            f'<li><a href="{p["html"]}"{cls} title="{tip}"><span class="sc-num">{html.escape(num)}</span>'
+            f"{html.escape(label)}</a></li>"
+        )
+    return (
+        f'<nav class="sc-sidebar" aria-label="Notebooks"><a class="sc-brand" href="index.html">{SITE_NAME}</a>'
+        f"<ol>{''.join(items)}</ol></nav>"
+    )
 
 
 def _pager(pages: list[dict], i: int) -> str:
-    prev = (f'<a class="sc-prev" href="{pages[i-1]["html"]}">&larr; {html.escape(pages[i-1]["title"])}</a>'
-            if i > 0 else "<span></span>")
-    nxt = (f'<a class="sc-next" href="{pages[i+1]["html"]}">{html.escape(pages[i+1]["title"])} &rarr;</a>'
-           if i + 1 < len(pages) else "<span></span>")
+    prev = (
+        f'<a class="sc-prev" href="{pages[i - 1]["html"]}">&larr; {html.escape(pages[i - 1]["title"])}</a>'
+        if i > 0
+        else "<span></span>"
+    )
+    nxt = (
+        f'<a class="sc-next" href="{pages[i + 1]["html"]}">{html.escape(pages[i + 1]["title"])} &rarr;</a>'
+        if i + 1 < len(pages)
+        else "<span></span>"
+    )
     return f'<nav class="sc-pager" aria-label="Previous and next notebook">{prev}{nxt}</nav>'
 
 
 def _toc_cell(pages: list[dict]):
     import nbformat
-    def esc(s): return s.replace("|", "\\|").replace("\n", " ")
-    rows = [f"| [{p['stem']}]({p['html']}) | {esc(p['title'])} | "
-            f"{'`' + p['module'] + '`' if p['module'] else ''} | {esc(p['subtitle'])} |"
-            for p in pages if p["stem"] != "index"]
-    src = ("## Contents\n\nEach page is one notebook of `nbs/`, rendered with its committed outputs.\n\n"
-           "| notebook | title | module | what it covers |\n|---|---|---|---|\n" + "\n".join(rows))
+
+    def esc(s):
+        return s.replace("|", "\\|").replace("\n", " ")
+
+    rows = [
+        f"| [{p['stem']}]({p['html']}) | {esc(p['title'])} | "
+        f"{'`' + p['module'] + '`' if p['module'] else ''} | {esc(p['subtitle'])} |"
+        for p in pages
+        if p["stem"] != "index"
+    ]
+    src = (
+        "## Contents\n\nEach page is one notebook of `nbs/`, rendered with its committed outputs.\n\n"
+        "| notebook | title | module | what it covers |\n|---|---|---|---|\n" + "\n".join(rows)
+    )
     return nbformat.v4.new_markdown_cell(src, metadata={"tags": ["sc-toc"]})
 
 
 class _Links:
     "Rewrites the relative links of one page: notebooks -> their page, local files -> copied into the site."
+
     def __init__(self, out: Path, nbs: Path, page_names: set, copied: dict, warnings: list, page: str):
         # paths are compared as written (normalised, symlinks not followed), as a browser or Jupyter reads them
         self.out, self.nbs = out, Path(os.path.normpath(nbs.absolute()))
-        self.root = self.nbs.parent                                               # the repository: nbs/..
+        self.root = self.nbs.parent  # the repository: nbs/..
         self.pages, self.copied, self.warnings, self.page = page_names, copied, warnings, page
 
     def __call__(self, m: re.Match) -> str:
         return m.group(1) + self.rewrite(html.unescape(m.group(2))).replace('"', "&quot;") + m.group(3)
 
     def rewrite(self, url: str) -> str:
-        if not url or url.startswith(("#", "/", "//")) or _SCHEME.match(url): return url
+        if not url or url.startswith(("#", "/", "//")) or _SCHEME.match(url):
+            return url
         parts = urlsplit(url)
         path = unquote(parts.path)
-        if path in self.pages or path.startswith(("assets/", "vendor/")): return url
+        if path in self.pages or path.startswith(("assets/", "vendor/")):
+            return url
         frag = f"#{parts.fragment}" if parts.fragment else ""
         target = Path(os.path.normpath(self.nbs / path))
         if path.endswith(".ipynb"):
             name = f"{target.stem}.html"
-            if target.parent == self.nbs and name in self.pages: return name + frag
+            if target.parent == self.nbs and name in self.pages:
+                return name + frag
             self.warnings.append(f"{self.page}: link to a notebook that is not in the site: {url}")
             return url
-        try: rel = target.relative_to(self.root)
+        try:
+            rel = target.relative_to(self.root)
         except ValueError:
-            self.warnings.append(f"{self.page}: link outside the repository left as is: {url}"); return url
+            self.warnings.append(f"{self.page}: link outside the repository left as is: {url}")
+            return url
         if not target.is_file():
-            self.warnings.append(f"{self.page}: link to a missing file: {url}"); return url
+            self.warnings.append(f"{self.page}: link to a missing file: {url}")
+            return url
         if rel.parts[0] in (".git", ".venv") or target.stat().st_size > MAX_COPY_BYTES:
-            self.warnings.append(f"{self.page}: not copied into the site (private or too big): {url}"); return url
-        try: site_rel = target.relative_to(self.nbs)           # files next to the notebooks keep their place
-        except ValueError: site_rel = rel
+            self.warnings.append(f"{self.page}: not copied into the site (private or too big): {url}")
+            return url
+        try:
+            site_rel = target.relative_to(self.nbs)  # files next to the notebooks keep their place
+        except ValueError:
+            site_rel = rel
         site_rel = site_rel.as_posix()
         if site_rel.endswith(".html") or site_rel.split("/")[0] in ("assets", "vendor"):
-            site_rel = "files/" + site_rel                   # never shadow a page or the site's own folders
+            site_rel = "files/" + site_rel  # never shadow a page or the site's own folders
         prev = self.copied.get(site_rel)
         if prev is not None and prev != target:
             raise DocsError(f"two files would land on {site_rel} in the site: {prev} and {target}")
@@ -304,9 +350,15 @@ class _Links:
 class _PassThroughSoup:
     """Stands in for BeautifulSoup in nbconvert's HTMLExporter, whose re-parse of the page (to add alt texts
     and tabindex) costs as much as the rendering; `_finish` does both on the string."""
-    def __init__(self, markup, features=None): self.markup = markup
-    def select(self, selector): return []
-    def __str__(self): return self.markup
+
+    def __init__(self, markup, features=None):
+        self.markup = markup
+
+    def select(self, selector):
+        return []
+
+    def __str__(self):
+        return self.markup
 
 
 _IMG_NO_ALT = re.compile(r"<img(?![^>]*\salt=)")
@@ -320,20 +372,32 @@ def _finish(page: str) -> str:
 
 def _render(ex, nb, resources) -> str:
     import nbconvert.exporters.html as nbc_html
-    if not hasattr(nbc_html, "BeautifulSoup"):          # a newer nbconvert: render as it does
+
+    if not hasattr(nbc_html, "BeautifulSoup"):  # a newer nbconvert: render as it does
         return ex.from_notebook_node(nb, resources=resources)[0]
     real = nbc_html.BeautifulSoup
     nbc_html.BeautifulSoup = _PassThroughSoup
-    try: return _finish(ex.from_notebook_node(nb, resources=resources)[0])
-    finally: nbc_html.BeautifulSoup = real
+    try:
+        return _finish(ex.from_notebook_node(nb, resources=resources)[0])
+    finally:
+        nbc_html.BeautifulSoup = real
 
 
 def _exporter():
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
-    ex = HTMLExporter(template_name="lab", extra_loaders=[DictLoader({"semclip_docs.html.j2": TEMPLATE})],
-                      template_file="semclip_docs.html.j2", exclude_input_prompt=True, exclude_output_prompt=True,
-                      mathjax_url=MATHJAX_JS, require_js_url=REQUIRE_JS, embed_images=False, theme="light")
+
+    ex = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[DictLoader({"semclip_docs.html.j2": TEMPLATE})],
+        template_file="semclip_docs.html.j2",
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+        mathjax_url=MATHJAX_JS,
+        require_js_url=REQUIRE_JS,
+        embed_images=False,
+        theme="light",
+    )
     return ex
 
 
@@ -364,29 +428,40 @@ def size_of(folder: Path) -> tuple[int, int]:
 def build(out: Path | str = ROOT / "_docs", nbs: Path | str = NBS, quiet: bool = False) -> dict:
     "Render every notebook of `nbs` into a static site at `out` (emptied first). Returns pages, files, bytes, warnings."
     import nbformat
+
     nbs = Path(nbs)
     out = _safe_out(Path(out), nbs)
-    need = [VENDOR / MATHJAX_JS.removeprefix("vendor/"), VENDOR / REQUIRE_JS.removeprefix("vendor/"),
-            VENDOR / "mathjax/output/chtml/fonts/woff-v2"]
+    need = [
+        VENDOR / MATHJAX_JS.removeprefix("vendor/"),
+        VENDOR / REQUIRE_JS.removeprefix("vendor/"),
+        VENDOR / "mathjax/output/chtml/fonts/woff-v2",
+    ]
     missing = [str(p.relative_to(ROOT)) for p in need if not p.exists()]
-    if missing: raise DocsError(f"vendored JavaScript missing ({', '.join(missing)}): run `python tools/build_docs.py --vendor`")
+    if missing:
+        raise DocsError(
+            f"vendored JavaScript missing ({', '.join(missing)}): run `python tools/build_docs.py --vendor`"
+        )
     paths = notebooks(nbs)
-    if not paths: raise DocsError(f"no notebooks in {nbs}")
-    if out.exists(): shutil.rmtree(out)
+    if not paths:
+        raise DocsError(f"no notebooks in {nbs}")
+    if out.exists():
+        shutil.rmtree(out)
     (out / "assets").mkdir(parents=True)
     shutil.copytree(VENDOR, out / "vendor")
     ex = _exporter()
     (out / "assets" / "jupyterlab.css").write_text(_lab_css(ex), encoding="utf-8")
     (out / "assets" / "site.css").write_text(SITE_CSS, encoding="utf-8")
-    (out / ".nojekyll").write_text("")                # GitHub Pages: serve folders as they are
+    (out / ".nojekyll").write_text("")  # GitHub Pages: serve folders as they are
     (out / MARKER).write_text("written by tools/build_docs.py; emptied by the next build\n")
 
     nbs_read = []
     for p in paths:
-        try: nb = nbformat.read(p, as_version=4)
-        except Exception as e: raise DocsError(f"{p.name}: not a readable notebook ({e})") from e
+        try:
+            nb = nbformat.read(p, as_version=4)
+        except Exception as e:
+            raise DocsError(f"{p.name}: not a readable notebook ({e})") from e
         nbs_read.append((p, nb, page_info(nb, p)))
-    if paths[0].stem != "index":                      # no nbs/index.ipynb: a home page with the contents only
+    if paths[0].stem != "index":  # no nbs/index.ipynb: a home page with the contents only
         home = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(f"# {SITE_NAME}")])
         nbs_read.insert(0, (nbs / "index.ipynb", home, page_info(home, nbs / "index.ipynb")))
     pages = [info for _, _, info in nbs_read]
@@ -398,44 +473,65 @@ def build(out: Path | str = ROOT / "_docs", nbs: Path | str = NBS, quiet: bool =
             first_md = next((j for j, c in enumerate(nb.cells) if c.cell_type == "markdown"), -1)
             nb.cells.insert(first_md + 1, _toc_cell(pages))
         nb.metadata["title"] = SITE_NAME if info["stem"] == "index" else f"{info['title']} - {SITE_NAME}"
-        res = {"metadata": {"name": info["stem"], "path": str(p.parent)}, "sc_sidebar": _sidebar(pages, info),
-               "sc_pager": _pager(pages, i)}
-        try: body = _render(ex, nb, res)
-        except Exception as e: raise DocsError(f"{p.name}: nbconvert failed: {e}") from e
+        res = {
+            "metadata": {"name": info["stem"], "path": str(p.parent)},
+            "sc_sidebar": _sidebar(pages, info),
+            "sc_pager": _pager(pages, i),
+        }
+        try:
+            body = _render(ex, nb, res)
+        except Exception as e:
+            raise DocsError(f"{p.name}: nbconvert failed: {e}") from e
         body = _URL_ATTR.sub(_Links(out, nbs, names, copied, warnings, p.name), body)
         (out / info["html"]).write_text(body, encoding="utf-8")
     n, size = size_of(out)
     if not quiet:
-        for w in warnings: print(f"warning: {w}", file=sys.stderr)
-        print(f"docs: {len(pages)} pages, {n} files, {size / 2**20:.2f} MiB in {_show(out)}"
-              f"  (open {_show(out / 'index.html')})")
+        for w in warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        print(
+            f"docs: {len(pages)} pages, {n} files, {size / 2**20:.2f} MiB in {_show(out)}"
+            f"  (open {_show(out / 'index.html')})"
+        )
     return {"out": out, "pages": pages, "files": n, "bytes": size, "warnings": warnings, "copied": sorted(copied)}
 
 
 def _show(p: Path) -> str:
-    try: return str(p.relative_to(Path.cwd()))
-    except ValueError: return str(p)
+    try:
+        return str(p.relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
 
 
 # ---------------------------------------------------------------------------------------------- vendoring
 def vendor(dest: Path = VENDOR) -> None:
     "Refresh docs/vendor/ from the npm registry (`npm pack`, no install scripts run): MathJax 3 and require.js."
-    if not shutil.which("npm"): raise DocsError("--vendor needs npm")
+    if not shutil.which("npm"):
+        raise DocsError("--vendor needs npm")
     with tempfile.TemporaryDirectory() as tmp:
         specs = [f"{k}@{v}" for k, v in NPM_PACKAGES.items()]
-        subprocess.run(["npm", "pack", "--loglevel=warn", *specs, "--pack-destination", tmp], check=True, cwd=tmp,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["npm", "pack", "--loglevel=warn", *specs, "--pack-destination", tmp],
+            check=True,
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+        )
         tgz = {k: next(Path(tmp).glob(f"{k}-{v}.tgz")) for k, v in NPM_PACKAGES.items()}
-        if dest.exists(): shutil.rmtree(dest)
+        if dest.exists():
+            shutil.rmtree(dest)
         (dest / "mathjax").mkdir(parents=True)
         fonts = "package/es5/output/chtml/fonts/woff-v2/"
         with tarfile.open(tgz["mathjax"]) as t:
             for m in t.getmembers():
-                if not m.isfile(): continue
-                if m.name == "package/es5/tex-chtml-full.js": rel = "tex-chtml-full.js"
-                elif m.name.startswith(fonts): rel = "output/chtml/fonts/woff-v2/" + m.name[len(fonts):]
-                elif m.name == "package/LICENSE": rel = "LICENSE"
-                else: continue
+                if not m.isfile():
+                    continue
+                if m.name == "package/es5/tex-chtml-full.js":
+                    rel = "tex-chtml-full.js"
+                elif m.name.startswith(fonts):
+                    rel = "output/chtml/fonts/woff-v2/" + m.name[len(fonts) :]
+                elif m.name == "package/LICENSE":
+                    rel = "LICENSE"
+                else:
+                    continue
                 (dest / "mathjax" / rel).parent.mkdir(parents=True, exist_ok=True)
                 (dest / "mathjax" / rel).write_bytes(t.extractfile(m).read())
         with tarfile.open(tgz["requirejs"]) as t:
@@ -446,7 +542,8 @@ def vendor(dest: Path = VENDOR) -> None:
         "Refresh with `python tools/build_docs.py --vendor` (npm pack from the npm registry).\n\n"
         f"- `mathjax/`: npm `mathjax@{NPM_PACKAGES['mathjax']}` (Apache-2.0, see mathjax/LICENSE): "
         "`es5/tex-chtml-full.js` and its CHTML fonts `es5/output/chtml/fonts/woff-v2/`.\n"
-        f"- `require.js`: npm `requirejs@{NPM_PACKAGES['requirejs']}` (MIT, licence in the file's header).\n")
+        f"- `require.js`: npm `requirejs@{NPM_PACKAGES['requirejs']}` (MIT, licence in the file's header).\n"
+    )
     n, size = size_of(dest)
     print(f"vendored {n} files, {size / 2**20:.2f} MiB into {_show(dest)}")
 
@@ -458,10 +555,13 @@ def main(argv=None) -> int:
     ap.add_argument("--vendor", action="store_true", help="refresh docs/vendor/ from the npm registry, then exit")
     a = ap.parse_args(argv)
     try:
-        if a.vendor: vendor(); return 0
+        if a.vendor:
+            vendor()
+            return 0
         build(a.out, a.nbs)
     except DocsError as e:
-        print(f"ERROR: {e}", file=sys.stderr); return 1
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
