@@ -265,6 +265,8 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'semclip.figures.gap_summary': ('figures.html#gap_summary', 'semclip/figures.py'),
                                  'semclip.figures.has_runs': ('figures.html#has_runs', 'semclip/figures.py'),
                                  'semclip.figures.load_runs': ('figures.html#load_runs', 'semclip/figures.py'),
+                                 'semclip.figures.project_texts': ('figures.html#project_texts', 'semclip/figures.py'),
+                                 'semclip.figures.projection_figure': ('figures.html#projection_figure', 'semclip/figures.py'),
                                  'semclip.figures.read_jsonl': ('figures.html#read_jsonl', 'semclip/figures.py'),
                                  'semclip.figures.save_figure': ('figures.html#save_figure', 'semclip/figures.py'),
                                  'semclip.figures.select_samples': ('figures.html#select_samples', 'semclip/figures.py'),

@@ -32,8 +32,9 @@ from .core import ARM_LABELS, ARMS
 # %% auto #0
 __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError', 'read_jsonl',
            'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label', 'add_note',
-           'select_samples', 'umap_layout', 'umap_shift_figure', 'gap_summary', 'gap_figure', 'curve_frame',
-           'curve_stats', 'curves_figure', 'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
+           'select_samples', 'umap_layout', 'umap_shift_figure', 'project_texts', 'projection_figure', 'gap_summary',
+           'gap_figure', 'curve_frame', 'curve_stats', 'curves_figure', 'save_figure', 'family_figure',
+           'conditions_figure', 'table1_figure']
 
 # %% ../nbs/07_figures.ipynb #0000000a
 class RunsNotFoundError(DatasetNotFoundError):
@@ -576,6 +577,90 @@ def umap_shift_figure(
     return add_note(fig, note, legend=fig.legends[0])
 
 # %% ../nbs/07_figures.ipynb #00000026
+def project_texts(
+    embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
+    basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
+) -> dict:
+    "{kind: [N, k]} the unit-norm projections p(t) = n(B^T n(t)) that SemCLIP's paraphrase and negation terms see."
+    B = torch.as_tensor(basis, dtype=torch.float64)
+    out = {}
+    for kind in ("caption", "paraphrase", "negation"):
+        if kind in embeddings:
+            x = torch.as_tensor(embeddings[kind], dtype=torch.float64)
+            if x.shape[-1] != B.shape[0]:
+                raise ConfigError(f"{kind!r} embeddings have {x.shape[-1]} columns; the basis has {B.shape[0]} rows")
+            out[kind] = F.normalize(F.normalize(x, dim=-1) @ B, dim=-1)
+    if "caption" not in out:
+        raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
+    return out
+
+
+def projection_figure(
+    embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
+    basis,  # [D, 2] the SemCLIP projection B
+    n: int = 24,  # samples drawn on the circles
+    seed: int = 0,  # the choice of samples
+    margin: float = 0.0,  # the negation term's margin, drawn on the cosine panel
+    labels: dict | None = None,  # arm -> panel title; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,  # under the figure: dataset, settings, seed
+) -> plt.Figure:
+    "Captions, paraphrases and negations in SemCLIP's 2-D projection, one circle per model, and the cosines there."
+    if torch.as_tensor(basis).shape[-1] != 2:
+        raise ConfigError(
+            f"the circle needs a 2-dim projection (k=2); this basis has k={torch.as_tensor(basis).shape[-1]}"
+        )
+    arms = list(embeddings_by_arm)
+    proj = {a: project_texts(embeddings_by_arm[a], basis) for a in arms}
+    n_rows = len(next(iter(proj.values()))["caption"])
+    rows = select_samples(n_rows, n, seed)
+    fig, axes = plt.subplots(1, len(arms) + 1, figsize=(3.6 * len(arms) + 4.2, 3.9))
+    colour = {k: KIND_STYLE[k]["color"] for k in ("caption", "paraphrase", "negation")}
+    for ax, arm in zip(axes, arms):
+        p = proj[arm]
+        ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.7", lw=0.8))
+        for ring, r in enumerate(rows):
+            radius = 0.45 + 0.55 * (ring + 1) / len(rows)  # sample `ring` on its own ring
+            pts = {k: radius * p[k][r].numpy() for k in p}
+            for k in ("paraphrase", "negation"):
+                if k in pts:
+                    ax.plot(*zip(pts["caption"], pts[k]), color=colour[k], lw=0.6, alpha=0.6)
+            for k, pt in pts.items():
+                ax.scatter(*pt, s=14, color=colour[k], marker=KIND_STYLE[k]["marker"], zorder=3, linewidths=0)
+        ax.set_aspect("equal")
+        ax.set_xlim(-1.08, 1.08)
+        ax.set_ylim(-1.08, 1.08)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(arm_label(arm, labels), fontsize=10)
+    ax = axes[-1]
+    for arm, style in zip(arms, ("-", "--", ":", "-.")):
+        p = proj[arm]
+        for k in ("paraphrase", "negation"):
+            if k in p:
+                cos = np.sort((p["caption"] * p[k]).sum(-1).numpy())
+                ax.step(
+                    cos,
+                    np.arange(1, len(cos) + 1) / len(cos),
+                    where="post",
+                    color=colour[k],
+                    ls=style,
+                    lw=1.3,
+                    label=f"{arm_label(arm, labels)}: caption\u00b7{k}",
+                )
+    ax.axvline(margin, color="0.3", lw=0.9, ls=":")
+    ax.set_xlim(-1.02, 1.02)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("cosine in the projection")
+    ax.set_ylabel("share of rows with a cosine \u2264 x")
+    ax.set_title(f"all {n_rows} test rows (dotted: the margin)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    handles = [Line2D([], [], ls="", marker=KIND_STYLE[k]["marker"], color=colour[k], label=k) for k in colour]
+    axes[0].legend(handles=handles, fontsize=7, loc="lower left", frameon=False, handletextpad=0.1)
+    fig.suptitle(f"SemCLIP's projection p(t) = n(B\u1d40n(t)): {len(rows)} test samples, one ring each", fontsize=11)
+    fig.tight_layout()
+    return add_note(fig, note)
+
+# %% ../nbs/07_figures.ipynb #0000002b
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -656,7 +741,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000002a
+# %% ../nbs/07_figures.ipynb #0000002f
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -833,7 +918,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000002d
+# %% ../nbs/07_figures.ipynb #00000032
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -859,7 +944,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000030
+# %% ../nbs/07_figures.ipynb #00000035
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -926,7 +1011,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000031
+# %% ../nbs/07_figures.ipynb #00000036
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -957,7 +1042,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000035
+# %% ../nbs/07_figures.ipynb #0000003a
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",

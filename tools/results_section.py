@@ -152,9 +152,9 @@ def section(ref: Path = REF) -> str:
     figs = json.loads((ref / "figures.json").read_text()) if (ref / "figures.json").exists() else {}
     seed = (figs.get("embedding_seeds") or {}).get("semclip") if isinstance(figs.get("embedding_seeds"), dict) else None
     out += [
-        f"The figures: Table 1 as a chart and the accuracy per negation family (every seed); the embedding shift (UMAP) "
-        f"and the gap cos(image, caption) - cos(image, negation){f' (seed {seed})' if seed else ''}; the training curves, "
-        "one panel per loss term (every seed).",
+        f"The figures: Table 1 as a chart and the accuracy per negation family (every seed); the embedding shift (UMAP), "
+        f"the gap cos(image, caption) - cos(image, negation) and SemCLIP's 2-D projection before and after fine-tuning"
+        f"{f' (seed {seed})' if seed else ''}; the training curves, one panel per loss term (every seed).",
         "",
     ]
     for name, alt in [
@@ -162,6 +162,7 @@ def section(ref: Path = REF) -> str:
         ("negation_families", "accuracy per negation family and arm"),
         ("umap_shift", "UMAP of image, caption, paraphrase and negation embeddings before and after fine-tuning"),
         ("gap_distribution", "cos(image, caption) - cos(image, negation) per arm"),
+        ("semclip_projection", "captions, paraphrases and negations in SemCLIP's projection, before and after"),
         ("training_curves", "training curves"),
     ]:
         if (ref / f"{name}.png").exists():
