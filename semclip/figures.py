@@ -467,7 +467,7 @@ def _cos_caption_negation(e) -> float | None:
 def _title(name, acc, cos=None):
     lines = [name] + ([f"orig. > negation: {acc:.1%}"] if acc is not None else [])
     if cos is not None:
-        lines[-1] += f", cos(caption, negation) {cos:.2f}"
+        lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
 
@@ -1081,8 +1081,8 @@ def table1_figure(
         )
         if "pretrain" in order:
             ax.axvline(mean.at["pretrain", m], color="0.3", lw=0.9, ls="--")
-        for yi, v in zip(y, mean[m]):
-            ax.text(v, yi, f" {v:.1f}", va="center", fontsize=7)
+        for yi, v, e in zip(y, mean[m], np.nan_to_num(err)):
+            ax.text(v + e, yi, f"  {v:.1f}", va="center", fontsize=7)  # right of the error bar
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
         ax.set_xlim(0, max(100 if m in ("neg_acc", "combined") else 0, 1.18 * float(mean[m].max())))

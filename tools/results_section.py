@@ -48,6 +48,13 @@ def _cell(table: pd.DataFrame, arm: str, column: str) -> str:
     return f"{100 * mean:.1f}" + ("" if pd.isna(se) else f" ± {100 * se:.1f}")
 
 
+def _made_by(provenance: Path) -> str:
+    "'Made by `command` at git revision `rev` in N min.' from a provenance file that semclip-reproduce wrote."
+    p = json.loads(provenance.read_text())
+    minutes = f" in {p['wall_seconds'] / 60:.1f} min" if p.get("wall_seconds") else ""
+    return f"Made by `{p.get('command', '?')}` at git revision `{p.get('git_revision', '?')}`{minutes}."
+
+
 def _first_line(path: Path) -> str:
     return path.read_text().split("\n", 1)[0].strip()
 
@@ -120,10 +127,9 @@ def section(ref: Path = REF) -> str:
         ]
     if (ref / "conditions.md").exists():
         prov = ref / "provenance_conditions.json"
-        made = json.loads(prov.read_text()).get("command", "") if prov.exists() else ""
         out += [
             "**The conditions study** (`figures/synthneg/conditions.md`): pre-training and fine-tuning shares of negated "
-            "captions, 0 or 30%." + (f" Made by {made}." if made else ""),
+            "captions, 0 or 30%." + (f" {_made_by(prov)}" if prov.exists() else ""),
             "",
             (ref / "conditions.md").read_text().strip(),
             "",
@@ -154,7 +160,12 @@ def section(ref: Path = REF) -> str:
     out += [
         f"The figures: Table 1 as a chart and the accuracy per negation family (every seed); the embedding shift (UMAP), "
         f"the gap cos(image, caption) - cos(image, negation) and SemCLIP's 2-D projection before and after fine-tuning"
-        f"{f' (seed {seed})' if seed else ''}; the training curves, one panel per loss term (every seed).",
+        f"{f' (seed {seed})' if seed else ''}; the training curves, one panel per loss term (every seed)."
+        + (
+            f" They were drawn again over the same runs after the figure code changed: {_made_by(ref / 'provenance_figures.json')}"
+            if (ref / "provenance_figures.json").exists()
+            else ""
+        ),
         "",
     ]
     for name, alt in [
