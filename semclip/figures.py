@@ -36,7 +36,7 @@ __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'T
            'gap_figure', 'curve_frame', 'curve_stats', 'curves_figure', 'save_figure', 'family_figure',
            'conditions_figure', 'table1_figure']
 
-# %% ../nbs/07_figures.ipynb #0000000a
+# %% ../nbs/07_figures.ipynb #0000000b
 class RunsNotFoundError(DatasetNotFoundError):
     "A folder holds no `<arm>/seed<N>` runs (a `DatasetNotFoundError`: runs are what figures read)."
 
@@ -66,7 +66,7 @@ def _read_json(path):
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON ({e.msg}, line {e.lineno})", file=path) from None
 
-# %% ../nbs/07_figures.ipynb #0000000c
+# %% ../nbs/07_figures.ipynb #0000000d
 EMBEDDING_KINDS = ("image", "caption", "paraphrase", "negation")
 
 
@@ -177,7 +177,7 @@ class RunFolder:
     def __repr__(self):
         return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
 
-# %% ../nbs/07_figures.ipynb #0000000e
+# %% ../nbs/07_figures.ipynb #0000000f
 _SEED_DIR = re.compile(r"seed(\d+)")
 _RUN_FILES = ("log.jsonl", "metrics.json", "eval/metrics.json", "eval/embeddings.pt")
 
@@ -315,7 +315,7 @@ def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: r
         )
     return Runs(root, runs)
 
-# %% ../nbs/07_figures.ipynb #00000016
+# %% ../nbs/07_figures.ipynb #00000017
 def arm_colors(arms) -> dict:  # arm names
     "{arm: RGB}: pretrain grey, the others a colour-blind-safe palette in `ARMS` order."
     pal = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]  # 7 is the palette's grey
@@ -330,7 +330,7 @@ def arm_colors(arms) -> dict:  # arm names
             out[a] = next(extra)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000019
+# %% ../nbs/07_figures.ipynb #0000001a
 def arm_label(
     arm: str,  # an arm id such as 'semclip_img'
     labels: dict | None = None,
@@ -354,7 +354,7 @@ def add_note(
         legend.get_title().set_color("0.35")
     return fig
 
-# %% ../nbs/07_figures.ipynb #0000001c
+# %% ../nbs/07_figures.ipynb #0000001d
 def select_samples(
     n_rows: int,  # rows to choose from
     n: int = 40,  # how many to choose (all rows if n >= n_rows)
@@ -380,7 +380,7 @@ def select_samples(
                 out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #0000001f
+# %% ../nbs/07_figures.ipynb #00000020
 KIND_STYLE = dict(  # marker, colour and size per kind of embedding
     image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
     caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
@@ -441,7 +441,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000023
+# %% ../nbs/07_figures.ipynb #00000024
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -576,7 +576,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000026
+# %% ../nbs/07_figures.ipynb #00000027
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -660,7 +660,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000002b
+# %% ../nbs/07_figures.ipynb #0000002c
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -741,7 +741,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000002f
+# %% ../nbs/07_figures.ipynb #00000030
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -918,7 +918,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000032
+# %% ../nbs/07_figures.ipynb #00000033
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -944,7 +944,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000035
+# %% ../nbs/07_figures.ipynb #00000036
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1011,7 +1011,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000036
+# %% ../nbs/07_figures.ipynb #00000037
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1042,7 +1042,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000003a
+# %% ../nbs/07_figures.ipynb #0000003b
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",
