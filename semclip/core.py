@@ -30,15 +30,15 @@ __all__ = ['ARMS', 'FINETUNE_ARMS', 'ARM_LABELS', 'PRECISIONS', 'DATASET_HINTS',
            'dataset_not_found', 'safe_join', 'atomic_write', 'write_json', 'file_hash', 'unsafe_pickle_global',
            'RunLock', 'cli_main']
 
-# %% ../nbs/00_core.ipynb #00000006
+# %% ../nbs/00_core.ipynb #00000006s0
 class SemclipError(Exception):
     "Base class of every error semclip raises on purpose."
 
-
+# %% ../nbs/00_core.ipynb #00000006s1
 class ConfigError(SemclipError, ValueError):
     "A parameter has a value semclip cannot use."
 
-
+# %% ../nbs/00_core.ipynb #00000006s2
 class DataError(SemclipError, ValueError):
     "Bad input data; the message names the file, row and problem."
 
@@ -57,23 +57,23 @@ class DataError(SemclipError, ValueError):
     def __reduce__(self):
         return (type(self), (self.problem, self.file, self.row))  # survives DataLoader workers
 
-
+# %% ../nbs/00_core.ipynb #00000006s3
 class DatasetNotFoundError(DataError, FileNotFoundError):
     "A dataset's files are not where they should be."
 
-
+# %% ../nbs/00_core.ipynb #00000006s4
 class UnsafePathError(DataError, PermissionError):
     "A path in the data escapes its data root."
 
-
+# %% ../nbs/00_core.ipynb #00000006s5
 class CheckpointError(SemclipError, RuntimeError):
     "A checkpoint cannot be read or does not match the model."
 
-
+# %% ../nbs/00_core.ipynb #00000006s6
 class WeightsUnavailableError(SemclipError, RuntimeError):
     "Pretrained weights could not be fetched (offline, or unknown tag)."
 
-
+# %% ../nbs/00_core.ipynb #00000006s7
 class RunInUseError(SemclipError, RuntimeError):
     "Another process holds the folder's `RunLock`."
 
@@ -118,7 +118,7 @@ ARM_LABELS = dict(
 )
 # the names tables and figures show for each arm (and for the remedy variant of the reproduction)
 
-# %% ../nbs/00_core.ipynb #00000011
+# %% ../nbs/00_core.ipynb #00000011s0
 def _number_kind(kind, min, max, min_inclusive) -> str:
     "What a parameter accepts, in words: 'a positive int', 'a number in [0, 1]', ..."
     a = "an int" if kind is int else "a number"
@@ -137,7 +137,7 @@ def _number_kind(kind, min, max, min_inclusive) -> str:
         return f"{a} <= {max}"
     return f"{a} in {'[' if min_inclusive else '('}{min}, {max}]"
 
-
+# %% ../nbs/00_core.ipynb #00000011s1
 def check_number(
     name: str,  # the parameter's name, as the user typed it
     value,  # the value given
@@ -211,7 +211,7 @@ def set_rng_state(d: dict):  # a dict made by `rng_state`
     if "cuda" in d and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(d["cuda"])
 
-# %% ../nbs/00_core.ipynb #0000001b
+# %% ../nbs/00_core.ipynb #0000001bs0
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -231,7 +231,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:  # 'auto', 
         raise ConfigError(f"device={device!r} but CUDA is not available")
     return d
 
-
+# %% ../nbs/00_core.ipynb #0000001bs1
 def resolve_precision(
     precision: str,  # one of PRECISIONS
     device: torch.device,
@@ -242,7 +242,7 @@ def resolve_precision(
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
 
-
+# %% ../nbs/00_core.ipynb #0000001bs2
 def autocast(
     precision: str,  # one of PRECISIONS
     device: torch.device,
@@ -255,7 +255,7 @@ def autocast(
 
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
-# %% ../nbs/00_core.ipynb #0000001e
+# %% ../nbs/00_core.ipynb #0000001es0
 def project_root() -> Path | None:
     "The semclip source checkout containing the working directory, if any."
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -264,7 +264,7 @@ def project_root() -> Path | None:
             return d
     return None
 
-
+# %% ../nbs/00_core.ipynb #0000001es1
 def _root(env, sub):
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser()
@@ -276,12 +276,12 @@ def data_root() -> Path:
     "Where datasets live: $SEMCLIP_DATA, the checkout's data/, or ~/.cache/semclip/data."
     return _root("SEMCLIP_DATA", "data")
 
-
+# %% ../nbs/00_core.ipynb #0000001es2
 def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
     return _root("SEMCLIP_RUNS", "runs")
 
-
+# %% ../nbs/00_core.ipynb #0000001es3
 def portable_path(path) -> str:  # a path to show in a file that is committed or shared
     "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
     path = Path(path).resolve()
@@ -290,7 +290,7 @@ def portable_path(path) -> str:  # a path to show in a file that is committed or
     except ValueError:
         return "/".join(path.parts[-2:])
 
-
+# %% ../nbs/00_core.ipynb #0000001es4
 DATASET_HINTS = {  # where each real dataset comes from: the second half of its "not found" message
     "ccneg": "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
     "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
@@ -347,7 +347,7 @@ def safe_join(
         )
     return Path(real)
 
-# %% ../nbs/00_core.ipynb #00000024
+# %% ../nbs/00_core.ipynb #00000024s0
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
@@ -375,13 +375,13 @@ def atomic_write(
             os.unlink(tmp)
         raise
 
-
+# %% ../nbs/00_core.ipynb #00000024s1
 def write_json(path, obj, indent=2):
     "Atomically write `obj` as JSON to `path`."
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent, default=str)
 
-
+# %% ../nbs/00_core.ipynb #00000024s2
 def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to keep
     "A short sha256 of a file's bytes."
     h = hashlib.sha256()

@@ -79,7 +79,7 @@ MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # default max_pixels: P
 MAX_ASPECT = 100  # default max_aspect: longer side / shorter side
 ALPHA_BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on
 
-# %% ../nbs/01_data.ipynb #0000000d
+# %% ../nbs/01_data.ipynb #0000000ds0
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -108,7 +108,7 @@ def _stat_image(path, file=None, row=None) -> os.stat_result:
     _regular(path, st, file, row)
     return st
 
-
+# %% ../nbs/01_data.ipynb #0000000ds1
 def open_image_file(
     path,  # the image file
     file=None,
@@ -274,7 +274,7 @@ def open_image(
     except DataError as e:
         raise DataError(f"image {name!r}: {e.problem}", **where) from None
 
-# %% ../nbs/01_data.ipynb #0000001e
+# %% ../nbs/01_data.ipynb #0000001es0
 def _is_text(v) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
@@ -282,7 +282,7 @@ def _is_text(v) -> bool:
 def _plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
 
-
+# %% ../nbs/01_data.ipynb #0000001es1
 class TripleDataset(Dataset):
     "Image, caption, paraphrase, negation triples from a standard frame; images decoded lazily or preloaded."
 
@@ -425,7 +425,7 @@ class TripleDataset(Dataset):
             f"skipped={len(self.skipped)}, has_paraphrase={self.has_paraphrase})"
         )
 
-# %% ../nbs/01_data.ipynb #00000026
+# %% ../nbs/01_data.ipynb #00000026s0
 class _Decoder(Dataset):
     "Decode image i and report failures as values, so the main process counts them."
 
@@ -446,7 +446,7 @@ class _Decoder(Dataset):
 def _first(batch):
     return batch
 
-
+# %% ../nbs/01_data.ipynb #00000026s1
 @torch.no_grad()
 def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: bool, dtype=None, desc="decoding images"):
     n, out, bad, shape = len(ds), None, [], None
@@ -484,7 +484,7 @@ def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: boo
         ds._drop(keep_idx)
     return out
 
-
+# %% ../nbs/01_data.ipynb #00000026s2
 @patch
 def _drop(self: TripleDataset, keep_idx):
     "Keep only rows `keep_idx` (positions); used after bad samples were found and recorded."
@@ -509,7 +509,7 @@ def preload(
         self.images = _decode_all(self, True, batch_size, num_workers, progress, dtype, "preloading images")
     return self
 
-
+# %% ../nbs/01_data.ipynb #00000026s3
 @patch
 def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True) -> list:
     "Decode every image once without keeping it: raise on, or record and drop, bad samples; returns `self.skipped`."
@@ -519,7 +519,7 @@ def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progr
         _decode_all(self, False, batch_size, num_workers, progress, desc="scanning images")
     return self.skipped
 
-
+# %% ../nbs/01_data.ipynb #00000026s4
 @patch
 def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tensor
     "A batch `(images [B,C,H,W], captions, paraphrases, negations)` for positions `idx`; one indexing op when preloaded."
@@ -530,14 +530,14 @@ def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tens
     items = [self[i] for i in il]
     return (torch.stack([t[0] for t in items]), *([t[k] for t in items] for k in (1, 2, 3)))
 
-
+# %% ../nbs/01_data.ipynb #00000026s5
 def load_images(
     ds: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True, dtype=None
 ) -> torch.Tensor:
     "All of `ds`'s images as one tensor [N, C, H, W] (see `TripleDataset.preload`; with 'skip', bad rows leave `ds`)."
     return ds.preload(batch_size=batch_size, num_workers=num_workers, progress=progress, dtype=dtype).images
 
-# %% ../nbs/01_data.ipynb #0000002c
+# %% ../nbs/01_data.ipynb #0000002cs0
 _PANDAS_NA = [
     "",
     "#N/A",
@@ -595,7 +595,7 @@ def _cut_short(path) -> DataError | None:
         row=row,
     )
 
-
+# %% ../nbs/01_data.ipynb #0000002cs1
 def _read_csv(path, text_cols) -> pd.DataFrame:
     "A CSV with `text_cols` read as literal strings and the other columns type-inferred; DataErrors name the file."
     path = Path(path)
@@ -627,7 +627,7 @@ def _need_columns(df, cols, path, what):
             file=path,
         )
 
-
+# %% ../nbs/01_data.ipynb #0000002cs2
 def _resolve_images(root, names, path, field="image") -> list:
     "Absolute image paths for `names`, each checked to stay inside `root`."
     out = []
@@ -738,7 +738,7 @@ def read_semclip_csv(
     _need_columns(df, TEXT_COLUMNS, csv_path, "the SemCLIP CSV")
     return _finish(df.assign(image=_resolve_images(images_dir, names, csv_path, field)), csv_path)
 
-# %% ../nbs/01_data.ipynb #00000042
+# %% ../nbs/01_data.ipynb #00000042s0
 CCNEG_EVAL_SIZE = 40_000  # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
 CCNEG_PATH_PREFIX = "/workspace/datasets/cc3m/"  # the prefix CoN-CLIP's released image_paths carry
 
@@ -765,7 +765,7 @@ def load_plain(path) -> object:
         kind = "unpickling failed" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
         raise DataError(f"not a readable torch-saved file ({kind}: {why})", file=path) from None
 
-
+# %% ../nbs/01_data.ipynb #00000042s1
 def _ccneg_field(a, keys, path, row) -> str:
     "The text at `a[keys[0]][keys[1]]...`; a DataError naming the row and field when it is absent or not a string."
     v, where = a, "".join(f"[{k!r}]" for k in keys)
@@ -795,7 +795,7 @@ def _ccneg_schema(data, path):
     if n != m:
         raise DataError(f"'image_paths' has {n} entries but 'annotations' has {m}", file=path)
 
-
+# %% ../nbs/01_data.ipynb #00000042s2
 def read_ccneg(
     annotations_path,  # CoN-CLIP's ccneg_preprocessed.pt
     images_root=None,  # the folder image paths are relative to (after `path_prefix` is removed); default: auto
@@ -934,7 +934,7 @@ def count_leaks(df: pd.DataFrame) -> int:  # a frame with `image` and `split` co
     "How many distinct images occur in more than one split."
     return int((df.groupby("image")["split"].nunique() > 1).sum())
 
-# %% ../nbs/01_data.ipynb #0000004d
+# %% ../nbs/01_data.ipynb #0000004ds0
 DATASETS = []  # the names get_dataset accepts (register_dataset appends)
 _BUILDERS, _HINTS, _PARAPHRASES = {}, {}, {}
 
@@ -957,7 +957,7 @@ def register_dataset(
     if name not in DATASETS:
         DATASETS.append(name)
 
-
+# %% ../nbs/01_data.ipynb #0000004ds1
 def _not_found(name, root, what=None):
     return dataset_not_found(name, root, what, _HINTS.get(name))
 
@@ -989,7 +989,7 @@ def _build_scpp(root, subsets=SCPP_SUBSETS, images_dir=None):
         images_dir = root.parent / "coco" / "val2017"
     return read_sugarcrepe_pp(root, subsets, images_dir)
 
-
+# %% ../nbs/01_data.ipynb #0000004ds2
 def _build_semclip_csv(root, csv="ccneg_paraphrased.csv", images_dir=None, **kw):
     f = root / csv
     if not f.is_file():
@@ -1018,7 +1018,7 @@ def dataset_root(
         raise _not_found(name, root)
     return root
 
-
+# %% ../nbs/01_data.ipynb #0000004ds3
 def get_dataset(
     name: str,  # one of DATASETS
     root=None,  # the dataset's folder; default: data_root()/name

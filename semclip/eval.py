@@ -165,7 +165,7 @@ def winoground_scores(
             out[f"wino_n/{key}"] = int(m.sum())
     return out
 
-# %% ../nbs/06_eval.ipynb #00000015
+# %% ../nbs/06_eval.ipynb #00000015s0
 MAX_ELEMS = 2**22  # scores materialised at once when ranking (a chunk of queries x all keys: 16 MB in float32)
 
 
@@ -197,7 +197,7 @@ def _check_finite(**named):
         if not torch.isfinite(v).all():
             raise DataError(f"{k} embeddings contain NaN or inf (a diverged model?); ranks would be meaningless")
 
-
+# %% ../nbs/06_eval.ipynb #00000015s1
 def retrieval_ranks(
     img,  # image embeddings [n_img, d], one row per distinct image
     txt,  # text embeddings [n_txt, d]
@@ -231,7 +231,7 @@ def retrieval_ranks(
         i2t[s : s + c] = torch.where(mine.any(1), r, torch.zeros_like(r))
     return t2i.cpu(), i2t.cpu()
 
-# %% ../nbs/06_eval.ipynb #00000019
+# %% ../nbs/06_eval.ipynb #00000019s0
 def matmul_topk(
     queries,  # [n_q, d]
     keys,  # [n_k, d]
@@ -249,7 +249,7 @@ def matmul_topk(
         idx.append(i[:, :k])
     return torch.cat(vals), torch.cat(idx)
 
-
+# %% ../nbs/06_eval.ipynb #00000019s1
 def _capped_ranks(vals, correct) -> torch.Tensor:
     "Pessimistic rank from a top-K list (K+1 when no correct item is listed)."
     best = vals.masked_fill(~correct, float("-inf")).amax(1, keepdim=True)
@@ -392,7 +392,7 @@ def sugarcrepe_pp_scores(
     out["sc_itt_all"], out["sc_tot_all"] = itt.double().mean().item(), tot.double().mean().item()
     return out
 
-# %% ../nbs/06_eval.ipynb #00000031
+# %% ../nbs/06_eval.ipynb #00000031s0
 def embed_texts(
     encode_fn: Callable,  # list[str] -> features [n, d]
     texts: Sequence[str],  # the strings to embed
@@ -409,7 +409,7 @@ def embed_texts(
             out.append(torch.as_tensor(encode_fn(texts[s : s + batch_size])).detach().float().cpu())
     return torch.cat(out)
 
-
+# %% ../nbs/06_eval.ipynb #00000031s1
 def zeroshot_classifier(
     class_names: Sequence[str],  # one name per class, already cleaned
     encode_texts: Callable,  # list[str] -> text features [n, d]
@@ -425,7 +425,7 @@ def zeroshot_classifier(
     f = F.normalize(embed_texts(encode_texts, prompts, batch_size=batch_size, progress=False), dim=-1)
     return F.normalize(f.view(len(class_names), len(templates), -1).mean(1), dim=-1)
 
-
+# %% ../nbs/06_eval.ipynb #00000031s2
 def _strict_hits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     "Per image: true class strictly above all others; true class tied for the top."
     own = logits.gather(1, labels[:, None]).squeeze(1)
@@ -436,7 +436,7 @@ def _strict_hits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     )
     return own > other, own == other
 
-
+# %% ../nbs/06_eval.ipynb #00000031s3
 def zeroshot_negated(
     img,  # image embeddings [n, d]
     class_names: Sequence[str],  # one (cleaned) name per class
@@ -646,7 +646,7 @@ class OpenClipEncoder:
     def encode_texts(self, texts, normalize: bool = False):
         return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
 
-# %% ../nbs/06_eval.ipynb #0000003d
+# %% ../nbs/06_eval.ipynb #0000003ds0
 TEXT_FIELDS = ("caption", "paraphrase", "negation")
 
 
@@ -663,7 +663,7 @@ def embedding_cache_key(
     ck = f"sha256:{file_hash(p)}" if p.is_file() else str(checkpoint)
     return "|".join(map(str, (ck, dataset, split, *extra)))
 
-
+# %% ../nbs/06_eval.ipynb #0000003ds1
 def _cache_file(cache_dir, key: str) -> Path:
     return Path(cache_dir) / f"emb-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
@@ -698,7 +698,7 @@ def _model_device(bundle) -> torch.device:
             return p.device
     return torch.device("cpu")
 
-# %% ../nbs/06_eval.ipynb #0000003e
+# %% ../nbs/06_eval.ipynb #0000003es0
 def embed(
     bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
@@ -779,7 +779,7 @@ def embed(
             torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-
+# %% ../nbs/06_eval.ipynb #0000003es1
 def embed_negation_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a TripleDataset with a `negation_image` column
@@ -821,7 +821,7 @@ def embed_negation_images(
     out[torch.tensor(keep)] = feats
     return out
 
-# %% ../nbs/06_eval.ipynb #00000044
+# %% ../nbs/06_eval.ipynb #00000044s0
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -849,7 +849,7 @@ def image_index(
     )
     return first, codes
 
-
+# %% ../nbs/06_eval.ipynb #00000044s1
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -889,7 +889,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #0000004a
+# %% ../nbs/06_eval.ipynb #0000004as0
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -911,7 +911,7 @@ def metrics_table(
     )
     return df
 
-
+# %% ../nbs/06_eval.ipynb #0000004as1
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -941,7 +941,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #0000004d
+# %% ../nbs/06_eval.ipynb #0000004ds0
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -963,7 +963,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-
+# %% ../nbs/06_eval.ipynb #0000004ds1
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1004,7 +1004,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000050
+# %% ../nbs/06_eval.ipynb #00000050s0
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1023,7 +1023,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-
+# %% ../nbs/06_eval.ipynb #00000050s1
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1042,7 +1042,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-
+# %% ../nbs/06_eval.ipynb #00000050s2
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1060,7 +1060,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-
+# %% ../nbs/06_eval.ipynb #00000050s3
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1078,7 +1078,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-
+# %% ../nbs/06_eval.ipynb #00000050s4
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1098,7 +1098,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000053
+# %% ../nbs/06_eval.ipynb #00000053s0
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1135,7 +1135,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-
+# %% ../nbs/06_eval.ipynb #00000053s1
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1155,7 +1155,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-
+# %% ../nbs/06_eval.ipynb #00000053s2
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1187,12 +1187,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-
+# %% ../nbs/06_eval.ipynb #00000053s3
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-
+# %% ../nbs/06_eval.ipynb #00000053s4
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1205,7 +1205,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #00000056
+# %% ../nbs/06_eval.ipynb #00000056s0
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1216,7 +1216,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-
+# %% ../nbs/06_eval.ipynb #00000056s1
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1265,7 +1265,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-
+# %% ../nbs/06_eval.ipynb #00000056s2
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1284,7 +1284,7 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-
+# %% ../nbs/06_eval.ipynb #00000056s3
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny

@@ -66,7 +66,7 @@ def _read_json(path):
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON ({e.msg}, line {e.lineno})", file=path) from None
 
-# %% ../nbs/07_figures.ipynb #0000000d
+# %% ../nbs/07_figures.ipynb #0000000ds0
 EMBEDDING_KINDS = ("image", "caption", "paraphrase", "negation")
 
 
@@ -93,7 +93,7 @@ def _check_embeddings(e, path) -> dict:
         )
     return out
 
-
+# %% ../nbs/07_figures.ipynb #0000000ds1
 class RunFolder:
     "One run folder `<arm>/seed<N>`: its log, metrics and evaluation outputs, each read on first use."
 
@@ -177,7 +177,7 @@ class RunFolder:
     def __repr__(self):
         return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
 
-# %% ../nbs/07_figures.ipynb #0000000f
+# %% ../nbs/07_figures.ipynb #0000000fs0
 _SEED_DIR = re.compile(r"seed(\d+)")
 _RUN_FILES = ("log.jsonl", "metrics.json", "eval/metrics.json", "eval/embeddings.pt")
 
@@ -186,7 +186,7 @@ def arm_order(arms) -> list[str]:  # arm names
     "`arms` sorted as in `semclip.core.ARMS`, unknown names last (alphabetically)."
     return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), "") if a in ARMS else (len(ARMS), a))
 
-
+# %% ../nbs/07_figures.ipynb #0000000fs1
 class Runs(dict):
     "A run grid {arm: {seed: RunFolder}}, with per-arm selections for the figures."
 
@@ -277,7 +277,7 @@ class Runs(dict):
     def __repr__(self):
         return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
 
-
+# %% ../nbs/07_figures.ipynb #0000000fs2
 def _scan(root: Path) -> dict:
     found = {}
     if not root.is_dir():
@@ -298,7 +298,7 @@ def has_runs(
     runs = _scan(Path(runs_dir).expanduser())
     return bool(runs) and (what is None or any(r.has(what) for s in runs.values() for r in s.values()))
 
-
+# %% ../nbs/07_figures.ipynb #0000000fs3
 def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
     "Discover the runs under `runs_dir`; files are read when first used."
     root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root() / "synthneg"
@@ -380,7 +380,7 @@ def select_samples(
                 out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #00000020
+# %% ../nbs/07_figures.ipynb #00000020s0
 KIND_STYLE = dict(  # marker, colour and size per kind of embedding
     image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
     caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
@@ -395,7 +395,7 @@ def _kinds(embeddings_by_arm, kinds):
         raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-
+# %% ../nbs/07_figures.ipynb #00000020s1
 def umap_layout(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     rows,  # the row indices to place
@@ -441,7 +441,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000024
+# %% ../nbs/07_figures.ipynb #00000024s0
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -470,7 +470,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-
+# %% ../nbs/07_figures.ipynb #00000024s1
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -482,7 +482,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-
+# %% ../nbs/07_figures.ipynb #00000024s2
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -576,7 +576,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000027
+# %% ../nbs/07_figures.ipynb #00000027s0
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -594,7 +594,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-
+# %% ../nbs/07_figures.ipynb #00000027s1
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -660,7 +660,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000002c
+# %% ../nbs/07_figures.ipynb #0000002cs0
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -675,7 +675,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-
+# %% ../nbs/07_figures.ipynb #0000002cs1
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -741,7 +741,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000030
+# %% ../nbs/07_figures.ipynb #00000030s0
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -780,7 +780,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-
+# %% ../nbs/07_figures.ipynb #00000030s1
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -807,7 +807,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-
+# %% ../nbs/07_figures.ipynb #00000030s2
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -843,7 +843,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-
+# %% ../nbs/07_figures.ipynb #00000030s3
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -944,7 +944,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000036
+# %% ../nbs/07_figures.ipynb #00000036s0
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -978,7 +978,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-
+# %% ../nbs/07_figures.ipynb #00000036s1
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance

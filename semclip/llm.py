@@ -50,7 +50,7 @@ def fill_prompt(
     vals = dict(caption=caption, candidate="" if candidate is None else candidate)
     return _FIELD.sub(lambda m: vals[m.group(1)], template)
 
-# %% ../nbs/01e_llm.ipynb #00000008
+# %% ../nbs/01e_llm.ipynb #00000008s0
 class Redactor:
     "Masks every piece of 8+ characters of its secrets (a shorter secret: where it appears whole) in text."
 
@@ -101,7 +101,7 @@ class Redactor:
             return type(o)(self.obj(v) for v in o)
         return self(o)
 
-
+# %% ../nbs/01e_llm.ipynb #00000008s1
 def _find_all(s: str, p: str):
     i = s.find(p)
     while i >= 0:
@@ -335,7 +335,7 @@ class OpenAIChatBackend:
         self._local, self._conns, self._lock = threading.local(), [], threading.Lock()
         self._stats, self._rng = Counter(), random.Random()
 
-# %% ../nbs/01e_llm.ipynb #00000025
+# %% ../nbs/01e_llm.ipynb #00000025s0
 @patch
 def __repr__(self: OpenAIChatBackend):
     return (
@@ -356,23 +356,23 @@ def describe(self: OpenAIChatBackend) -> dict:
         api_key_env=self.api_key_env,
     )
 
-
+# %% ../nbs/01e_llm.ipynb #00000025s1
 @patch(as_prop=True)
 def judges(self: OpenAIChatBackend) -> bool:
     return self.verifier_model is not None
 
-
+# %% ../nbs/01e_llm.ipynb #00000025s2
 @patch
 def stats(self: OpenAIChatBackend) -> dict:
     with self._lock:
         return dict(self._stats)
 
-
+# %% ../nbs/01e_llm.ipynb #00000025s3
 @patch
 def redactor(self: OpenAIChatBackend) -> Redactor:
     return env_redactor(self.api_key_env)
 
-
+# %% ../nbs/01e_llm.ipynb #00000025s4
 @patch
 def _count(self: OpenAIChatBackend, k, n=1):
     with self._lock:
@@ -448,7 +448,7 @@ def verify(self: OpenAIChatBackend, kind: str, caption: str, candidate: str) -> 
         what=f"verification of the {kind} {candidate!r} of {caption!r}",
     )
 
-# %% ../nbs/01e_llm.ipynb #00000030
+# %% ../nbs/01e_llm.ipynb #00000030s0
 class _DeadlineExceeded(TimeoutError):
     "The request as a whole took longer than its deadline."
 
@@ -481,7 +481,7 @@ class _DeadlineReader(io.RawIOBase):
             self._raw.close()
         super().close()
 
-
+# %% ../nbs/01e_llm.ipynb #00000030s1
 class _DeadlineSocket:
     "A connected socket whose sends and reads (through `makefile`) respect the connection's deadline."
 
@@ -527,7 +527,7 @@ class _HTTP(_DeadlineMixin, http.client.HTTPConnection):
 class _HTTPS(_DeadlineMixin, http.client.HTTPSConnection):
     pass
 
-# %% ../nbs/01e_llm.ipynb #00000037
+# %% ../nbs/01e_llm.ipynb #00000037s0
 def _read_capped(r, cap: int) -> bytes:
     "The body of response `r`; a retryable failure as soon as it is known to be larger than `cap` bytes."
     why = f"the answer is larger than max_answer_bytes={cap}"
@@ -564,7 +564,7 @@ def _drop(self: OpenAIChatBackend):
     if c is not None:
         c.close()
 
-
+# %% ../nbs/01e_llm.ipynb #00000037s1
 @patch
 def close(self: OpenAIChatBackend):
     "Close every kept-alive connection."
@@ -647,7 +647,7 @@ def _attempt(self: OpenAIChatBackend, data, key, red, parse, what, where):
     hint = _HINTS.get(status, "").replace("{env}", str(self.api_key_env))
     raise LLMError(f"{what}: {where} failed with {why}{hint}; not retried")
 
-# %% ../nbs/01e_llm.ipynb #00000040
+# %% ../nbs/01e_llm.ipynb #00000040s0
 @patch
 def chat(
     self: OpenAIChatBackend,
@@ -666,7 +666,7 @@ def chat(
             raise
         raise x from None
 
-
+# %% ../nbs/01e_llm.ipynb #00000040s1
 @patch
 def _chat(self: OpenAIChatBackend, model, prompt, parse, what, red):
     key = env_key(self.api_key_env)  # checked again: the variable may have changed since the start

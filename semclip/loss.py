@@ -37,7 +37,7 @@ def _f32(x):
 def _norm(x, on=True):
     return F.normalize(x, dim=-1) if on else x
 
-# %% ../nbs/02_loss.ipynb #00000009
+# %% ../nbs/02_loss.ipynb #00000009s0
 def dist_info(
     rank: int | None = None,  # this process's rank; None: from torch.distributed
     world_size: int | None = None,  # number of ranks; None: from torch.distributed, 1 when not initialised
@@ -57,7 +57,7 @@ def dist_info(
         raise ConfigError(f"rank={rank} but this process is rank {r} of the process group; leave rank=None")
     return r, w
 
-
+# %% ../nbs/02_loss.ipynb #00000009s1
 class _AllGatherGrad(torch.autograd.Function):
     "All-gather rows of possibly different counts; backward all-reduces the gradient and returns this rank's rows."
 
@@ -94,7 +94,7 @@ def _gather(tensors, rank=None, world_size=None, group=None):
     sizes = [int(s) for s in got]
     return tuple(_AllGatherGrad.apply(x, sizes, r, group) for x in tensors), sum(sizes[:r])
 
-
+# %% ../nbs/02_loss.ipynb #00000009s2
 def gather_features(
     image_features: Tensor,  # [n, d] this rank's image features
     text_features: Tensor,  # [n, d] this rank's text features
@@ -240,11 +240,11 @@ def orthonormal_basis(
     q, r = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).float()
 
-# %% ../nbs/02_loss.ipynb #0000001d
+# %% ../nbs/02_loss.ipynb #0000001ds0
 def _margin_term(img, cap, neg, margin):
     return F.relu(F.cosine_similarity(img, neg, dim=-1) - F.cosine_similarity(img, cap, dim=-1) + margin).mean()
 
-
+# %% ../nbs/02_loss.ipynb #0000001ds1
 class SemCLIPLoss(_LossBase):
     "SemCLIP: L_con with its own learnable scale, plus paraphrase pull and negation push in a fixed k-dim projection."
 
@@ -405,13 +405,13 @@ class NegCLIPLoss(_LossBase):
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
         )
 
-# %% ../nbs/02_loss.ipynb #0000002d
+# %% ../nbs/02_loss.ipynb #0000002ds0
 def _one_of(a, b, name_a, name_b):
     if a is not None and b is not None:
         raise ConfigError(f"pass {name_a}= or {name_b}=, not both (they are the same input)")
     return a if a is not None else b
 
-
+# %% ../nbs/02_loss.ipynb #0000002ds1
 class CoNCLIPLoss(NegCLIPLoss):
     "CoN-CLIP: images vs [captions; negations], captions vs [images; distractors], distractors vs [negations; captions]."
 

@@ -59,7 +59,7 @@ def condition_root(
     name = condition_dir(dataset, pretrain_share, finetune_share)
     return Path(base) if name == dataset else Path(base).parent / name
 
-# %% ../nbs/08_reproduce.ipynb #00000008
+# %% ../nbs/08_reproduce.ipynb #00000008s0
 @dataclass
 class Run:
     "One papermill execution of a notebook."
@@ -93,7 +93,7 @@ class Run:
     def executed(self) -> Path:
         return (self.nb_dir or self.out_dir) / self.notebook
 
-
+# %% ../nbs/08_reproduce.ipynb #00000008s1
 def plan(
     dataset: str = "synthneg",  # registered dataset name
     arms=FINETUNE_ARMS,
@@ -194,7 +194,7 @@ def plan(
             r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get("arm") == "pretrain" else jobs))
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #0000000c
+# %% ../nbs/08_reproduce.ipynb #0000000cs0
 def _notebook_module(name: str):
     "Import `name`, a package of the notebooks extra, or say in one line how to install it."
     import importlib
@@ -218,7 +218,7 @@ def notebooks_dir() -> Path:
         )
     return pr / "nbs"
 
-
+# %% ../nbs/08_reproduce.ipynb #0000000cs1
 def experiment_notebook(path: Path, threads: int | None = None):  # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
     nbformat = _notebook_module("nbformat")
@@ -267,7 +267,7 @@ def experiment_notebook(path: Path, threads: int | None = None):  # torch thread
     ]  # parameters, their check, the experiment
     return nb
 
-
+# %% ../nbs/08_reproduce.ipynb #0000000cs2
 @functools.cache
 def ipc_kernel_manager():
     "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
@@ -292,7 +292,7 @@ def ipc_kernel_manager():
 
     return IPCKernelManager
 
-
+# %% ../nbs/08_reproduce.ipynb #0000000cs3
 def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     pm = _notebook_module("papermill")
@@ -310,7 +310,7 @@ def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     )
     return time.time() - t0
 
-
+# %% ../nbs/08_reproduce.ipynb #0000000cs4
 def by_priority(runs: list) -> list:
     "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
     waiting = {r.name: set() for r in runs}
@@ -320,7 +320,7 @@ def by_priority(runs: list) -> list:
                 waiting[a] |= {r.name} | waiting[r.name]
     return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-
+# %% ../nbs/08_reproduce.ipynb #0000000cs5
 def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -346,7 +346,7 @@ def run_steps(run: Run) -> int | None:
     default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
     return int(run.params.get("steps") or default["steps"])
 
-
+# %% ../nbs/08_reproduce.ipynb #0000000cs6
 def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
@@ -523,7 +523,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000016
+# %% ../nbs/08_reproduce.ipynb #00000016s0
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -583,7 +583,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-
+# %% ../nbs/08_reproduce.ipynb #00000016s1
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -593,7 +593,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-
+# %% ../nbs/08_reproduce.ipynb #00000016s2
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -602,7 +602,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-
+# %% ../nbs/08_reproduce.ipynb #00000016s3
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -633,7 +633,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000019
+# %% ../nbs/08_reproduce.ipynb #00000019s0
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -650,7 +650,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-
+# %% ../nbs/08_reproduce.ipynb #00000019s1
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -698,7 +698,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #0000001c
+# %% ../nbs/08_reproduce.ipynb #0000001cs0
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -726,7 +726,7 @@ def study_plan(
             runs.setdefault(r.name, r)
     return list(runs.values())
 
-
+# %% ../nbs/08_reproduce.ipynb #0000001cs1
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -759,7 +759,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-
+# %% ../nbs/08_reproduce.ipynb #0000001cs2
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -777,7 +777,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-
+# %% ../nbs/08_reproduce.ipynb #0000001cs3
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -813,7 +813,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000026
+# %% ../nbs/08_reproduce.ipynb #00000026s0
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -860,7 +860,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-
+# %% ../nbs/08_reproduce.ipynb #00000026s1
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:

@@ -384,7 +384,7 @@ def _np_number(low, i: int, j: int) -> bool | None:
         return None
     return h not in _INDEF and _is_plural(h)
 
-# %% ../nbs/01d_rules.ipynb #0000002d
+# %% ../nbs/01d_rules.ipynb #0000002ds0
 _MOD_PREPS = {"in", "with", "on", "without", "wearing"}
 
 
@@ -414,7 +414,7 @@ def _subject(low, i: int = 0):
     "(end, plural, starts of its noun phrases) of the subject at `i`: phrases as `_conjunct` reads them, joined by ',' and 'and'."
     return _subject_of(tuple(low), i)
 
-
+# %% ../nbs/01d_rules.ipynb #0000002ds1
 @functools.lru_cache(maxsize=16)  # the rules ask for one caption's subject several times in a row
 def _subject_of(low: tuple, i: int):
     parts, j = [], i
@@ -680,7 +680,7 @@ def _neg_det0(t, sp, low):
             return None
     return out
 
-# %% ../nbs/01d_rules.ipynb #0000004b
+# %% ../nbs/01d_rules.ipynb #0000004bs0
 _ANTONYMS = {
     ("to", "the", "left", "of"): ("to", "the", "right", "of"),
     ("to", "the", "right", "of"): ("to", "the", "left", "of"),
@@ -720,7 +720,7 @@ def _find_phrase(low, table, firsts, start: int = 0):
                 return i, i + n, k
     return None
 
-
+# %% ../nbs/01d_rules.ipynb #0000004bs1
 def _neg_antonym(t, sp, low):
     "'... to the left of ...' -> '... to the right of ...'."
     f = _find_phrase(low, _ANTONYMS, _ANTONYMS_FIRST)
@@ -1171,7 +1171,7 @@ def _para_exist(t, sp, low):
     if len(low) > 2 and low[0] == "there" and low[1] in ("is", "are"):
         return _rep(t, sp, 0, 2, ["the", "image", "shows"])
 
-# %% ../nbs/01d_rules.ipynb #00000075
+# %% ../nbs/01d_rules.ipynb #00000075s0
 _PARA_RULES = (
     _para_converse,
     _para_passive,
@@ -1216,7 +1216,7 @@ def _apply_para(rule, t, sp, low, s: int):
         r[0][1] = _be_for(low[1], _is_plural(_head([w.lower() for w in r[0]], 2)))
     return r
 
-
+# %% ../nbs/01d_rules.ipynb #00000075s1
 def rule_paraphrases(caption: str):  # a caption
     "Every paraphrase the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)

@@ -65,7 +65,7 @@ def param_docs() -> dict:
     "The trailing comment of each `TrainParams` field."
     return TrainParams.docs()
 
-# %% ../nbs/05_train.ipynb #0000000f
+# %% ../nbs/05_train.ipynb #0000000fs0
 _INTS = dict(
     batch_size=1, accum_steps=1, warmup_steps=0, eval_every=0, ckpt_every=0, freeze_text_layers=0, k=1, num_workers=0
 )
@@ -86,7 +86,7 @@ def _check_bool(name: str, v, allow_none: bool = False):
         return v
     raise ConfigError(f"{name}={v!r} must be true or false" + (" (or None for the default)" if allow_none else ""))
 
-
+# %% ../nbs/05_train.ipynb #0000000fs1
 def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None where the arm's default applies)
     "`p` with every field checked (type, finite, in range) and numbers made plain int/float; a `ConfigError` names the first bad one."
     check_choice("arm", p.arm, ARMS)
@@ -122,7 +122,7 @@ def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None wh
         get_device(p.device)  # 'foo' or an absent GPU: refused before anything is created
     return p
 
-# %% ../nbs/05_train.ipynb #00000012
+# %% ../nbs/05_train.ipynb #00000012s0
 PRETRAIN_DEFAULTS = dict(steps=400, lr=1e-3, freeze_vision=False)
 FINETUNE_DEFAULTS = dict(steps=150, lr=5e-4, freeze_vision=True)
 
@@ -137,19 +137,19 @@ def condition_dir(
         return dataset
     return f"{dataset}-pre{pretrain_negation_share:g}-ft{finetune_negation_share:g}"
 
-
+# %% ../nbs/05_train.ipynb #00000012s1
 def pretrain_checkpoint(dataset: str = "synthneg", seed: int = 42, pretrain_negation_share: float = 0.0) -> Path:
     "Where the SynthNeg pre-training run of `seed` (and of its pre-training caption statistics) keeps its final checkpoint."
     return runs_root() / condition_dir(dataset, pretrain_negation_share, 0.0) / "pretrain" / f"seed{seed}" / "final.pt"
 
-
+# %% ../nbs/05_train.ipynb #00000012s2
 def dataset_kwargs(p) -> dict:
     "The extra `get_dataset` arguments of a run's dataset (SynthNeg's caption statistics; nothing for the others)."
     if p.dataset != "synthneg":
         return {}
     return dict(pretrain_negation_share=p.pretrain_negation_share, finetune_negation_share=p.finetune_negation_share)
 
-
+# %% ../nbs/05_train.ipynb #00000012s3
 def resolve_params(
     params: TrainParams | dict | None = None,  # a TrainParams, a dict, or None for the defaults
     **overrides,
@@ -188,7 +188,7 @@ def resolve_params(
         )
     return p
 
-# %% ../nbs/05_train.ipynb #00000015
+# %% ../nbs/05_train.ipynb #00000015s0
 TEXT_FIELDS = dict(caption="caption", paraphrase="paraphrased", negation="negation")
 
 
@@ -208,7 +208,7 @@ class TripleTensors:
     def __len__(self):
         return len(self.df)
 
-
+# %% ../nbs/05_train.ipynb #00000015s1
 def prepare_split(
     bundle,  # a semclip.model.ClipBundle
     dataset: str,
@@ -304,7 +304,7 @@ def batch_indices(
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)[i * batch_size : (i + 1) * batch_size]
 
-# %% ../nbs/05_train.ipynb #0000001c
+# %% ../nbs/05_train.ipynb #0000001cs0
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -313,7 +313,7 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
     return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
 
-
+# %% ../nbs/05_train.ipynb #0000001cs1
 def length_buckets(
     lengths: torch.Tensor,  # [N] the number of tokens each row needs (end-of-text position + 1)
     overhead: int = 512,  # cost of one more transformer call, in token positions
@@ -334,7 +334,7 @@ def length_buckets(
         j = prev[j]
     return groups[::-1]
 
-
+# %% ../nbs/05_train.ipynb #0000001cs2
 def _fast_text_path(m) -> bool:
     "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
     return (
@@ -352,7 +352,7 @@ def _text_tower(m, t: torch.Tensor) -> torch.Tensor:
     x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
     return x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
 
-
+# %% ../nbs/05_train.ipynb #0000001cs3
 def encode_tokens(
     model,
     tokens: torch.Tensor,  # [N, context_length] token ids
@@ -410,7 +410,7 @@ def batch_features(
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #00000025
+# %% ../nbs/05_train.ipynb #00000025s0
 def _tensor_digest(h, sd: dict):
     for k, v in sorted(sd.items()):
         h.update(k.encode())
@@ -436,7 +436,7 @@ def image_feature_key(
     h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
     return h.hexdigest()[:24]
 
-
+# %% ../nbs/05_train.ipynb #00000025s1
 def frozen_image_features(
     model,
     data: TripleTensors,
@@ -644,7 +644,7 @@ def loss_terms(records) -> list:  # log records (dicts), e.g. `read_log(out_dir/
         ]
     return sorted(names, key=lambda k: k != "loss")
 
-# %% ../nbs/05_train.ipynb #0000003c
+# %% ../nbs/05_train.ipynb #0000003cs0
 def check_writable(
     out_dir,  # the run's folder (a str or Path); it is not created
     min_free_mb: int = 200,
@@ -671,7 +671,7 @@ def check_writable(
         raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
     return out
 
-
+# %% ../nbs/05_train.ipynb #0000003cs1
 @contextlib.contextmanager
 def claim_run_folder(out_dir):  # the run's folder (created if missing)
     "Hold `out_dir`'s RunLock for the block; if the block fails and leaves a folder it created empty, remove it again."
@@ -735,7 +735,7 @@ def check_resume(
             + ". Pass the run's values to continue it, or start a new run in another out_dir"
         )
 
-# %% ../nbs/05_train.ipynb #00000042
+# %% ../nbs/05_train.ipynb #00000042s0
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -748,7 +748,7 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-
+# %% ../nbs/05_train.ipynb #00000042s1
 def init_distributed(device: str = "auto") -> Dist:
     "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
     ws = int(os.environ.get("WORLD_SIZE", "1"))
@@ -764,7 +764,7 @@ def init_distributed(device: str = "auto") -> Dist:
         torch.cuda.set_device(local)
     return Dist(rank, ws, local)
 
-
+# %% ../nbs/05_train.ipynb #00000042s2
 def allreduce_gradients(params, dist_info: Dist):
     "Average the gradients of `params` over all ranks, in one flat buffer."
     if dist_info.world_size == 1:
@@ -780,7 +780,7 @@ def allreduce_gradients(params, dist_info: Dist):
     for g, v in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(v.view_as(g))
 
-
+# %% ../nbs/05_train.ipynb #00000042s3
 def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     "Average scalar tensors over ranks (for logging)."
     if dist_info.world_size == 1:
@@ -793,7 +793,7 @@ def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     t /= dist_info.world_size
     return dict(zip(keys, t))
 
-
+# %% ../nbs/05_train.ipynb #00000042s4
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
 
@@ -803,7 +803,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             f"interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue"
         )
 
-
+# %% ../nbs/05_train.ipynb #00000042s5
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
 
@@ -837,12 +837,12 @@ class StopFlag:
             signal.signal(signal.SIGINT, self.prev)
             self.prev = None
 
-
+# %% ../nbs/05_train.ipynb #00000042s6
 def local_rows(idx: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000045
+# %% ../nbs/05_train.ipynb #00000045s0
 def _laclip_swap(
     b: dict, laclip_p: float, gen
 ) -> dict:  # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
@@ -878,7 +878,7 @@ def _stream_batch(b: dict, fields, device, laclip_p=0.0, gen=None, frozen_model=
         )
     return b
 
-
+# %% ../nbs/05_train.ipynb #00000045s1
 def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
 
@@ -904,7 +904,7 @@ def logit_scales(model, loss_fn) -> list:
         if isinstance(q, nn.Parameter) and q.requires_grad
     ]
 
-
+# %% ../nbs/05_train.ipynb #00000045s2
 def optimizer_step(
     model,
     loss_fn,
@@ -935,7 +935,7 @@ def optimizer_step(
             q.clamp_(0, math.log(100))
     return terms, gnorm
 
-
+# %% ../nbs/05_train.ipynb #00000045s3
 _TIME_THE_DETOUR = [False]  # True while the automatic pre-training runs: its loop reports the measured time it needs
 
 
@@ -975,7 +975,7 @@ def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
     finally:
         _TIME_THE_DETOUR[0] = False
 
-
+# %% ../nbs/05_train.ipynb #00000045s4
 def setup_run(p: TrainParams, device, prec, dist_info: Dist):
     "Model, loss, data and the text fields the arm needs."
     from semclip.model import create_model, freeze
@@ -1063,7 +1063,7 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
                 d.negation_images = None
     return bundle, loss_fn, fields, data, val
 
-
+# %% ../nbs/05_train.ipynb #00000045s5
 def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
@@ -1082,7 +1082,7 @@ def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
         )
     return st
 
-
+# %% ../nbs/05_train.ipynb #00000045s6
 def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
@@ -1116,7 +1116,7 @@ def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> Jso
             (out / f).unlink(missing_ok=True)
     return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-
+# %% ../nbs/05_train.ipynb #00000045s7
 def train(
     params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
     **overrides,
@@ -1146,7 +1146,7 @@ def train(
     ):  # one writer per folder: rank 0 holds it
         return _run(p, out, device, prec, dist_info)
 
-
+# %% ../nbs/05_train.ipynb #00000045s8
 def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out / "checkpoint.pt"
@@ -1264,7 +1264,7 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
         write_json(out / "metrics.json", metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000004c
+# %% ../nbs/05_train.ipynb #0000004cs0
 def _percent(v) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
@@ -1284,7 +1284,7 @@ def training_summary(
     ]
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
 
-
+# %% ../nbs/05_train.ipynb #0000004cs1
 def _train_command(args):
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
@@ -1303,7 +1303,7 @@ def run_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     "Run `semclip-train`: a semclip error (or a missing/unwritable file) is one line on stderr and exit status 2."
     cli_main(_train_command, "semclip-train", args)
 
-
+# %% ../nbs/05_train.ipynb #0000004cs2
 def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main

@@ -221,7 +221,7 @@ def validate(
         return "too_long"
     return None
 
-# %% ../nbs/01b_triples.ipynb #00000014
+# %% ../nbs/01b_triples.ipynb #00000014s0
 try:
     import fcntl
 except ImportError:
@@ -255,7 +255,7 @@ def _json_line(ln: bytes):
     except ValueError:
         return _NOT_JSON
 
-
+# %% ../nbs/01b_triples.ipynb #00000014s1
 def _record_problem(rec) -> str | None:
     "What is wrong with a cache record read back from its file (None: nothing)."
     if not isinstance(rec, dict) or not isinstance(rec.get("k"), str):
@@ -854,7 +854,7 @@ def _cli_errors(
             raise
         raise x from None
 
-# %% ../nbs/01b_triples.ipynb #00000056
+# %% ../nbs/01b_triples.ipynb #00000056s0
 def _run(args) -> int:
     "The command, once its arguments are parsed."
     vm = None if (args.verifier_model or "").lower() == "none" else args.verifier_model
@@ -907,7 +907,7 @@ def _run(args) -> int:
     print(red(f"wrote {rep['output']} and {rep['report_path']}"))
     return 0
 
-
+# %% ../nbs/01b_triples.ipynb #00000056s1
 def run_command(args) -> int:  # the parsed arguments of semclip-triples (semclip.cli)
     "Run `semclip-triples` inside `_cli_errors`, with the redactor of the key variable it was given."
     return _cli_errors(
@@ -917,7 +917,7 @@ def run_command(args) -> int:  # the parsed arguments of semclip-triples (semcli
         "interrupted; every answer received so far is in the cache: rerun the same command to resume",
     )
 
-
+# %% ../nbs/01b_triples.ipynb #00000056s2
 def cli(argv: list[str] | None = None) -> int:  # the arguments (default: sys.argv[1:])
     "Console script `semclip-triples` (the same as `semclip.cli.triples_main`)."
     from semclip.cli import triples_main

@@ -53,7 +53,7 @@ __all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_by
            'shards_cli', 'expand_urls', 'iter_shard', 'decode_sample', 'iter_samples', 'read_shards_frame',
            'split_shards', 'ShardTriples', 'ShardBatches']
 
-# %% ../nbs/01c_wds.ipynb #00000006
+# %% ../nbs/01c_wds.ipynb #00000006s0
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # open_clip's image keys, in its order of preference
 _PIL_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # formats stored as they are
 WDS_FORMAT, WDS_VERSION = "semclip-wds", 1
@@ -90,7 +90,7 @@ def sample_record(row: dict) -> dict:
     rec.update({str(k): _plain(v) for k, v in row.items() if k not in _NOT_IN_JSON and k not in rec})
     return rec
 
-
+# %% ../nbs/01c_wds.ipynb #00000006s1
 def image_bytes(
     path,  # the image file
     verify: bool = True,  # decode it fully once (catches truncated files)
@@ -115,7 +115,7 @@ def image_bytes(
     open_image(b, **where).save(out, format="PNG")  # what any reader would make of it, losslessly
     return out.getvalue(), "png"
 
-# %% ../nbs/01c_wds.ipynb #0000000c
+# %% ../nbs/01c_wds.ipynb #0000000cs0
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
@@ -130,7 +130,7 @@ def shard_name(prefix: str, i: int) -> str:
     "The file name of shard `i`."
     return f"{prefix}-{i:06d}.tar"
 
-
+# %% ../nbs/01c_wds.ipynb #0000000cs1
 _SHARD_FILES = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar|manifest\.json|sizes\.json|\.lock")
 
 
@@ -163,7 +163,7 @@ def _exchange(a: Path, b: Path) -> bool:
     e = ctypes.get_errno()
     raise OSError(e, os.strerror(e), str(a), None, str(b))
 
-
+# %% ../nbs/01c_wds.ipynb #0000000cs2
 def _swap_in(new: Path, out: Path):
     "Put folder `new` in place of `out` (absent or not), then delete what `out` held."
     if not out.exists():
@@ -185,7 +185,7 @@ def _check_args(maxcount, prefix):
             f"prefix={prefix!r} must be letters, digits, _ or - (no dots or slashes: it names the shard files)"
         )
 
-
+# %% ../nbs/01c_wds.ipynb #0000000cs3
 def _samples(df, verify, on_bad, skipped, bar):
     "(key, files) of every readable row, in order; bad rows raise or are recorded in `skipped`."
     files = df["src_file"].tolist() if "src_file" in df else [None] * len(df)
@@ -301,7 +301,7 @@ def shards_cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return shards_main(argv)
 
-# %% ../nbs/01c_wds.ipynb #0000001c
+# %% ../nbs/01c_wds.ipynb #0000001cs0
 def _braceexpand(s: str) -> list[str]:
     try:
         from braceexpand import braceexpand
@@ -311,7 +311,7 @@ def _braceexpand(s: str) -> list[str]:
         return [s]
     return list(braceexpand(s))
 
-
+# %% ../nbs/01c_wds.ipynb #0000001cs1
 def expand_urls(
     urls,
 ) -> list[str]:  # a brace pattern, '::'-joined patterns, a list of them, or a folder with manifest.json
@@ -348,7 +348,7 @@ def expand_urls(
         raise DatasetNotFoundError(f"shard not found{more}", file=missing[0])
     return out
 
-# %% ../nbs/01c_wds.ipynb #0000001f
+# %% ../nbs/01c_wds.ipynb #0000001fs0
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = name up to the first dot
 
 
@@ -357,7 +357,7 @@ def _truncated(path, why):
         f"the shard is truncated or not a tar file ({why}); rewrite it (write_shards) or leave it out", file=path
     )
 
-
+# %% ../nbs/01c_wds.ipynb #0000001fs1
 def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     "The samples of one shard, in order, as `(key, {extension: bytes})`; DataErrors name the shard."
     path = Path(path)
@@ -393,7 +393,7 @@ def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     if cur is not None:
         yield cur, files
 
-
+# %% ../nbs/01c_wds.ipynb #0000001fs2
 _MANIFESTS = {}
 
 
@@ -418,7 +418,7 @@ def _listed_count(shard: Path) -> int | None:
 def _is_text(v):
     return isinstance(v, str) and v.strip() != ""
 
-
+# %% ../nbs/01c_wds.ipynb #0000001fs3
 def decode_sample(
     key: str,
     files: dict,  # one sample from iter_shard
@@ -451,7 +451,7 @@ def decode_sample(
         raise DataError(f"sample {key!r}: {e.problem}", **where) from None
     return dict(key=key, ext=ext, image=im, record=rec)
 
-
+# %% ../nbs/01c_wds.ipynb #0000001fs4
 def iter_samples(
     shard,  # a shard file
     target_size: int | None = None,
@@ -592,7 +592,7 @@ class ShardTriples(IterableDataset):
     def __repr__(self):
         return f"ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
 
-# %% ../nbs/01c_wds.ipynb #00000039
+# %% ../nbs/01c_wds.ipynb #00000039s0
 def _manifest_entries(shards) -> list[dict | None]:
     "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
     out = []
@@ -624,7 +624,7 @@ def _counted(shard: str, want: int) -> Iterator[tuple]:
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-
+# %% ../nbs/01c_wds.ipynb #00000039s1
 _STATE_KEYS = (
     "urls_hash",
     "n_shards",
@@ -835,7 +835,7 @@ class ShardBatches:
             f"streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})"
         )
 
-
+# %% ../nbs/01c_wds.ipynb #00000039s2
 class _StepStream(IterableDataset):
     "DataLoader worker w of W yields the batches of steps start+w, start+w+W, ...: the DataLoader's round-robin restores step order."
 
