@@ -23,6 +23,7 @@ from semclip.core import (
     ConfigError,
     check_choice,
     check_number,
+    cli_main,
     data_root,
     dataset_not_found,
 )
@@ -73,7 +74,7 @@ class Command:
     prog: str  # the command's name, e.g. 'semclip-train'
     params: type  # a `documented` dataclass: one parameter per field
     description: str  # the first paragraph of --help
-    run: str  # 'module:function' called with the parsed arguments
+    run: str  # 'module:function', the command's body: called with the parsed arguments (inside `cli_main`)
     examples: tuple = ()  # command lines shown under --help
     choices: dict = field(default_factory=dict)  # parameter -> the values it accepts
     bounds: dict = field(default_factory=dict)  # parameter -> `check_number` keywords, checked while parsing
@@ -407,7 +408,7 @@ COMMANDS = {
             "semclip-train",
             TrainParams,
             "Train one arm on one dataset (see nbs/05_train.ipynb).",
-            "semclip.train:run_command",
+            "semclip.train:train_command",
             examples=(
                 "semclip-train --arm semclip --steps 150",
                 "semclip-train --arm pretrain --steps 400 --out-dir runs/pretrain",
@@ -421,7 +422,7 @@ COMMANDS = {
             EvalParams,
             "Evaluate a semclip checkpoint or an open_clip model on one dataset (see nbs/06_eval.ipynb); "
             "writes metrics.json, metrics.md, embeddings.pt and meta.csv.",
-            "semclip.eval:run_command",
+            "semclip.eval:eval_command",
             examples=(
                 "semclip-eval --checkpoint runs/synthneg/semclip/seed42/final.pt",
                 "semclip-eval --checkpoint none --model ViT-B-32 --pretrained laion2b_s34b_b79k --dataset ccneg",
@@ -435,7 +436,7 @@ COMMANDS = {
             "semclip-triples",
             TriplesParams,
             "Add paraphrase and negation columns to a caption CSV.",
-            "semclip.triples:run_command",
+            "semclip.triples:triples_command",
             examples=(
                 "semclip-triples captions.csv triples.csv                       # offline rules",
                 "semclip-triples captions.csv triples.csv --backend openai --model phi4 --verifier-model mistral",
@@ -462,7 +463,7 @@ COMMANDS = {
             "semclip-shards",
             ShardsParams,
             "Write a registered triple dataset as WebDataset tar shards (open_clip layout).",
-            "semclip.wds:run_command",
+            "semclip.wds:shards_command",
             examples=(
                 "semclip-shards --dataset synthneg --split train --out shards/synthneg-train",
                 "semclip-train --arm semclip --train-shards shards/synthneg-train",
@@ -478,7 +479,7 @@ COMMANDS = {
             "semclip-reproduce",
             ReproduceParams,
             "Train every arm, evaluate every checkpoint, write tables and figures.",
-            "semclip.reproduce:run_command",
+            "semclip.reproduce:reproduce_command",
             examples=(
                 "semclip-reproduce                          # SynthNeg, 1 seed, every arm; compared with the reference",
                 "semclip-reproduce --seeds 3 --update-reference   # replace the committed reference",
@@ -523,10 +524,10 @@ def parse_command(prog: str, argv: list | None = None) -> argparse.Namespace:
 
 
 def run(prog: str, argv: list | None = None):
-    "Parse `argv` for `prog`, then import the module that runs it and run it."
+    "Parse `argv` for `prog`, import the module of its body and run it under `cli_main` (a user error: one line, exit 2)."
     args = parse_command(prog, argv)
     module, function = COMMANDS[prog].run.split(":")
-    return getattr(importlib.import_module(module), function)(args)
+    return cli_main(getattr(importlib.import_module(module), function), prog, args)
 
 # %% ../nbs/00a_cli.ipynb #00000026
 def _same(a, b) -> bool:

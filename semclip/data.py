@@ -46,12 +46,12 @@ __all__ = ['TRIPLE_COLUMNS', 'TEXT_COLUMNS', 'ON_BAD_SAMPLE', 'IMAGENET_MEAN', '
            'load_images', 'read_triples_csv', 'read_semclip_csv', 'load_plain', 'read_ccneg', 'read_sugarcrepe_pp',
            'split_frame', 'count_leaks', 'register_dataset', 'dataset_root', 'get_dataset']
 
-# %% ../nbs/01_data.ipynb #00000006
+# %% ../nbs/01_data.ipynb #00000007
 TRIPLE_COLUMNS = ("image", "caption", "paraphrased", "negation")  # the columns every triple frame has
 TEXT_COLUMNS = TRIPLE_COLUMNS[1:]
 ON_BAD_SAMPLE = ("raise", "skip")
 
-# %% ../nbs/01_data.ipynb #00000008
+# %% ../nbs/01_data.ipynb #00000009
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 
@@ -73,13 +73,13 @@ def default_transform():
     "Plain `ToTensor`: uint8 PIL image -> float tensor in [0, 1], no resizing."
     return T.ToTensor()
 
-# %% ../nbs/01_data.ipynb #0000000b
+# %% ../nbs/01_data.ipynb #0000000c
 IMAGE_FORMATS = ["JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM"]  # the PIL decoders semclip lets parse data
 MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # default max_pixels: PIL's own bomb limit (~89.5 MP)
 MAX_ASPECT = 100  # default max_aspect: longer side / shorter side
 ALPHA_BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on
 
-# %% ../nbs/01_data.ipynb #0000000ds0
+# %% ../nbs/01_data.ipynb #0000000e
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
@@ -108,7 +108,7 @@ def _stat_image(path, file=None, row=None) -> os.stat_result:
     _regular(path, st, file, row)
     return st
 
-# %% ../nbs/01_data.ipynb #0000000ds1
+# %% ../nbs/01_data.ipynb #0000000f
 def open_image_file(
     path,  # the image file
     file=None,
@@ -127,7 +127,7 @@ def open_image_file(
         raise
     return os.fdopen(fd, "rb")
 
-# %% ../nbs/01_data.ipynb #0000000f
+# %% ../nbs/01_data.ipynb #00000011
 def image_file_stamp(
     path,  # an image file
     file=None,
@@ -137,7 +137,7 @@ def image_file_stamp(
     st = _stat_image(path, file, row)
     return str(Path(path)), st.st_size, st.st_mtime_ns
 
-# %% ../nbs/01_data.ipynb #00000012
+# %% ../nbs/01_data.ipynb #00000014
 def transform_target_size(transform) -> int | None:  # a transform, usually a torchvision Compose
     "The side `transform` resizes an image's shorter side to (a torchvision `Resize(int)`), or None if it has no such resize."
     for t in getattr(transform, "transforms", None) or [transform]:
@@ -151,7 +151,7 @@ def transform_target_size(transform) -> int | None:  # a transform, usually a to
             return int(s[0]) if isinstance(s, (list, tuple)) and len(s) == 1 else None  # (h, w): a fixed size
     return None
 
-# %% ../nbs/01_data.ipynb #00000015
+# %% ../nbs/01_data.ipynb #00000017
 def _check_size(size, name, max_pixels, max_aspect, target_size, where):
     "Refuse, before decoding, an image too big, too elongated, or too big once the transform resizes it."
     w, h = size
@@ -179,7 +179,7 @@ def _check_size(size, name, max_pixels, max_aspect, target_size, where):
                 **where,
             )
 
-# %% ../nbs/01_data.ipynb #00000017
+# %% ../nbs/01_data.ipynb #00000019
 def _u8(a) -> Image.Image:
     return Image.fromarray(np.clip(np.round(a), 0, 255).astype(np.uint8))
 
@@ -220,7 +220,7 @@ def to_rgb(
     except (ValueError, OSError) as e:
         raise DataError(f"image mode {m!r} cannot be converted to RGB ({e})") from None
 
-# %% ../nbs/01_data.ipynb #0000001b
+# %% ../nbs/01_data.ipynb #0000001d
 def open_image(
     src,  # a path, or the image file's bytes
     *,
@@ -274,7 +274,7 @@ def open_image(
     except DataError as e:
         raise DataError(f"image {name!r}: {e.problem}", **where) from None
 
-# %% ../nbs/01_data.ipynb #0000001es0
+# %% ../nbs/01_data.ipynb #00000020
 def _is_text(v) -> bool:
     return isinstance(v, str) and v.strip() != ""
 
@@ -282,7 +282,7 @@ def _is_text(v) -> bool:
 def _plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
 
-# %% ../nbs/01_data.ipynb #0000001es1
+# %% ../nbs/01_data.ipynb #00000021
 class TripleDataset(Dataset):
     "Image, caption, paraphrase, negation triples from a standard frame; images decoded lazily or preloaded."
 
@@ -425,7 +425,7 @@ class TripleDataset(Dataset):
             f"skipped={len(self.skipped)}, has_paraphrase={self.has_paraphrase})"
         )
 
-# %% ../nbs/01_data.ipynb #00000026s0
+# %% ../nbs/01_data.ipynb #00000029
 class _Decoder(Dataset):
     "Decode image i and report failures as values, so the main process counts them."
 
@@ -446,7 +446,7 @@ class _Decoder(Dataset):
 def _first(batch):
     return batch
 
-# %% ../nbs/01_data.ipynb #00000026s1
+# %% ../nbs/01_data.ipynb #0000002a
 @torch.no_grad()
 def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: bool, dtype=None, desc="decoding images"):
     n, out, bad, shape = len(ds), None, [], None
@@ -484,7 +484,7 @@ def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: boo
         ds._drop(keep_idx)
     return out
 
-# %% ../nbs/01_data.ipynb #00000026s2
+# %% ../nbs/01_data.ipynb #0000002b
 @patch
 def _drop(self: TripleDataset, keep_idx):
     "Keep only rows `keep_idx` (positions); used after bad samples were found and recorded."
@@ -509,7 +509,7 @@ def preload(
         self.images = _decode_all(self, True, batch_size, num_workers, progress, dtype, "preloading images")
     return self
 
-# %% ../nbs/01_data.ipynb #00000026s3
+# %% ../nbs/01_data.ipynb #0000002c
 @patch
 def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True) -> list:
     "Decode every image once without keeping it: raise on, or record and drop, bad samples; returns `self.skipped`."
@@ -519,7 +519,7 @@ def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progr
         _decode_all(self, False, batch_size, num_workers, progress, desc="scanning images")
     return self.skipped
 
-# %% ../nbs/01_data.ipynb #00000026s4
+# %% ../nbs/01_data.ipynb #0000002d
 @patch
 def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tensor
     "A batch `(images [B,C,H,W], captions, paraphrases, negations)` for positions `idx`; one indexing op when preloaded."
@@ -530,14 +530,14 @@ def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tens
     items = [self[i] for i in il]
     return (torch.stack([t[0] for t in items]), *([t[k] for t in items] for k in (1, 2, 3)))
 
-# %% ../nbs/01_data.ipynb #00000026s5
+# %% ../nbs/01_data.ipynb #0000002e
 def load_images(
     ds: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True, dtype=None
 ) -> torch.Tensor:
     "All of `ds`'s images as one tensor [N, C, H, W] (see `TripleDataset.preload`; with 'skip', bad rows leave `ds`)."
     return ds.preload(batch_size=batch_size, num_workers=num_workers, progress=progress, dtype=dtype).images
 
-# %% ../nbs/01_data.ipynb #0000002cs0
+# %% ../nbs/01_data.ipynb #00000034
 _PANDAS_NA = [
     "",
     "#N/A",
@@ -595,7 +595,7 @@ def _cut_short(path) -> DataError | None:
         row=row,
     )
 
-# %% ../nbs/01_data.ipynb #0000002cs1
+# %% ../nbs/01_data.ipynb #00000035
 def _read_csv(path, text_cols) -> pd.DataFrame:
     "A CSV with `text_cols` read as literal strings and the other columns type-inferred; DataErrors name the file."
     path = Path(path)
@@ -627,7 +627,7 @@ def _need_columns(df, cols, path, what):
             file=path,
         )
 
-# %% ../nbs/01_data.ipynb #0000002cs2
+# %% ../nbs/01_data.ipynb #00000036
 def _resolve_images(root, names, path, field="image") -> list:
     "Absolute image paths for `names`, each checked to stay inside `root`."
     out = []
@@ -644,7 +644,7 @@ def _finish(df, path) -> pd.DataFrame:
     first = [c for c in TRIPLE_COLUMNS if c in df]
     return df[first + [c for c in df.columns if c not in first]]
 
-# %% ../nbs/01_data.ipynb #0000002e
+# %% ../nbs/01_data.ipynb #00000038
 NEGATION_IMAGE = "negation_image"  # the optional column of counterfactual images (the negation is true of them)
 
 
@@ -652,7 +652,7 @@ def _resolve_optional_images(root, names, path, field=NEGATION_IMAGE) -> list:
     "Absolute paths for `names` (each kept inside `root`), None where a cell is empty or NaN."
     return [str(safe_join(root, rel, file=path, row=i)) if _is_text(rel) else None for i, rel in enumerate(names)]
 
-# %% ../nbs/01_data.ipynb #00000031
+# %% ../nbs/01_data.ipynb #0000003b
 def read_triples_csv(
     csv_path,  # a CSV in our layout: image, caption, paraphrased, negation[, split, ...]
     images_root=None,
@@ -667,7 +667,7 @@ def read_triples_csv(
         df = df.assign(**{NEGATION_IMAGE: _resolve_optional_images(root, df[NEGATION_IMAGE], csv_path, NEGATION_IMAGE)})
     return _finish(df, csv_path)
 
-# %% ../nbs/01_data.ipynb #0000003a
+# %% ../nbs/01_data.ipynb #00000045
 @patch(as_prop=True)
 def has_negation_image(self: TripleDataset) -> bool:
     "True when the table has a `negation_image` column (rows may still lack one)."
@@ -704,7 +704,7 @@ def negation_image_dataset(self: TripleDataset) -> TripleDataset:
         source=self.source,
     )
 
-# %% ../nbs/01_data.ipynb #0000003f
+# %% ../nbs/01_data.ipynb #0000004b
 def _image_number(v, path, row) -> int:
     try:
         f = float(v)
@@ -738,7 +738,7 @@ def read_semclip_csv(
     _need_columns(df, TEXT_COLUMNS, csv_path, "the SemCLIP CSV")
     return _finish(df.assign(image=_resolve_images(images_dir, names, csv_path, field)), csv_path)
 
-# %% ../nbs/01_data.ipynb #00000042s0
+# %% ../nbs/01_data.ipynb #0000004e
 CCNEG_EVAL_SIZE = 40_000  # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
 CCNEG_PATH_PREFIX = "/workspace/datasets/cc3m/"  # the prefix CoN-CLIP's released image_paths carry
 
@@ -765,7 +765,7 @@ def load_plain(path) -> object:
         kind = "unpickling failed" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
         raise DataError(f"not a readable torch-saved file ({kind}: {why})", file=path) from None
 
-# %% ../nbs/01_data.ipynb #00000042s1
+# %% ../nbs/01_data.ipynb #0000004f
 def _ccneg_field(a, keys, path, row) -> str:
     "The text at `a[keys[0]][keys[1]]...`; a DataError naming the row and field when it is absent or not a string."
     v, where = a, "".join(f"[{k!r}]" for k in keys)
@@ -795,7 +795,7 @@ def _ccneg_schema(data, path):
     if n != m:
         raise DataError(f"'image_paths' has {n} entries but 'annotations' has {m}", file=path)
 
-# %% ../nbs/01_data.ipynb #00000042s2
+# %% ../nbs/01_data.ipynb #00000050
 def read_ccneg(
     annotations_path,  # CoN-CLIP's ccneg_preprocessed.pt
     images_root=None,  # the folder image paths are relative to (after `path_prefix` is removed); default: auto
@@ -839,7 +839,7 @@ def read_ccneg(
         df = df[df.split == "train"]
     return df
 
-# %% ../nbs/01_data.ipynb #00000047
+# %% ../nbs/01_data.ipynb #00000055
 SCPP_SUBSETS = ("replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj")
 _SCPP_FIELDS = ("filename", "caption", "caption2", "negative_caption")
 
@@ -893,7 +893,7 @@ def read_sugarcrepe_pp(
         frames.append(_finish(df, f))
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/01_data.ipynb #0000004a
+# %% ../nbs/01_data.ipynb #00000058
 SPLIT_BY = ("image", "row")
 
 
@@ -934,7 +934,7 @@ def count_leaks(df: pd.DataFrame) -> int:  # a frame with `image` and `split` co
     "How many distinct images occur in more than one split."
     return int((df.groupby("image")["split"].nunique() > 1).sum())
 
-# %% ../nbs/01_data.ipynb #0000004ds0
+# %% ../nbs/01_data.ipynb #0000005b
 DATASETS = []  # the names get_dataset accepts (register_dataset appends)
 _BUILDERS, _HINTS, _PARAPHRASES = {}, {}, {}
 
@@ -957,7 +957,7 @@ def register_dataset(
     if name not in DATASETS:
         DATASETS.append(name)
 
-# %% ../nbs/01_data.ipynb #0000004ds1
+# %% ../nbs/01_data.ipynb #0000005c
 def _not_found(name, root, what=None):
     return dataset_not_found(name, root, what, _HINTS.get(name))
 
@@ -989,7 +989,7 @@ def _build_scpp(root, subsets=SCPP_SUBSETS, images_dir=None):
         images_dir = root.parent / "coco" / "val2017"
     return read_sugarcrepe_pp(root, subsets, images_dir)
 
-# %% ../nbs/01_data.ipynb #0000004ds2
+# %% ../nbs/01_data.ipynb #0000005d
 def _build_semclip_csv(root, csv="ccneg_paraphrased.csv", images_dir=None, **kw):
     f = root / csv
     if not f.is_file():
@@ -1018,7 +1018,7 @@ def dataset_root(
         raise _not_found(name, root)
     return root
 
-# %% ../nbs/01_data.ipynb #0000004ds3
+# %% ../nbs/01_data.ipynb #0000005e
 def get_dataset(
     name: str,  # one of DATASETS
     root=None,  # the dataset's folder; default: data_root()/name

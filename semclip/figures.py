@@ -28,13 +28,14 @@ except ImportError as e:  # a core-only install: say which extra brings the plot
     ) from None
 from .core import ConfigError, DataError, DatasetNotFoundError, atomic_write, check_choice, runs_root
 from .core import ARM_LABELS, ARMS
+from .loss import project
 
 # %% auto #0
 __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError', 'read_jsonl',
            'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label', 'add_note',
            'select_samples', 'umap_layout', 'umap_shift_figure', 'project_texts', 'projection_figure', 'gap_summary',
-           'gap_figure', 'curve_frame', 'curve_stats', 'curves_figure', 'save_figure', 'family_figure',
-           'conditions_figure', 'table1_figure']
+           'gap_figure', 'displacement_table', 'displacement_figure', 'curve_frame', 'curve_stats', 'curves_figure',
+           'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
 
 # %% ../nbs/07_figures.ipynb #0000000b
 class RunsNotFoundError(DatasetNotFoundError):
@@ -66,7 +67,7 @@ def _read_json(path):
     except json.JSONDecodeError as e:
         raise DataError(f"not valid JSON ({e.msg}, line {e.lineno})", file=path) from None
 
-# %% ../nbs/07_figures.ipynb #0000000ds0
+# %% ../nbs/07_figures.ipynb #0000000d
 EMBEDDING_KINDS = ("image", "caption", "paraphrase", "negation")
 
 
@@ -93,7 +94,7 @@ def _check_embeddings(e, path) -> dict:
         )
     return out
 
-# %% ../nbs/07_figures.ipynb #0000000ds1
+# %% ../nbs/07_figures.ipynb #0000000e
 class RunFolder:
     "One run folder `<arm>/seed<N>`: its log, metrics and evaluation outputs, each read on first use."
 
@@ -177,7 +178,7 @@ class RunFolder:
     def __repr__(self):
         return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
 
-# %% ../nbs/07_figures.ipynb #0000000fs0
+# %% ../nbs/07_figures.ipynb #00000010
 _SEED_DIR = re.compile(r"seed(\d+)")
 _RUN_FILES = ("log.jsonl", "metrics.json", "eval/metrics.json", "eval/embeddings.pt")
 
@@ -186,7 +187,7 @@ def arm_order(arms) -> list[str]:  # arm names
     "`arms` sorted as in `semclip.core.ARMS`, unknown names last (alphabetically)."
     return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), "") if a in ARMS else (len(ARMS), a))
 
-# %% ../nbs/07_figures.ipynb #0000000fs1
+# %% ../nbs/07_figures.ipynb #00000011
 class Runs(dict):
     "A run grid {arm: {seed: RunFolder}}, with per-arm selections for the figures."
 
@@ -277,7 +278,7 @@ class Runs(dict):
     def __repr__(self):
         return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
 
-# %% ../nbs/07_figures.ipynb #0000000fs2
+# %% ../nbs/07_figures.ipynb #00000012
 def _scan(root: Path) -> dict:
     found = {}
     if not root.is_dir():
@@ -298,7 +299,7 @@ def has_runs(
     runs = _scan(Path(runs_dir).expanduser())
     return bool(runs) and (what is None or any(r.has(what) for s in runs.values() for r in s.values()))
 
-# %% ../nbs/07_figures.ipynb #0000000fs3
+# %% ../nbs/07_figures.ipynb #00000013
 def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
     "Discover the runs under `runs_dir`; files are read when first used."
     root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root() / "synthneg"
@@ -315,7 +316,7 @@ def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: r
         )
     return Runs(root, runs)
 
-# %% ../nbs/07_figures.ipynb #00000017
+# %% ../nbs/07_figures.ipynb #0000001b
 def arm_colors(arms) -> dict:  # arm names
     "{arm: RGB}: pretrain grey, the others a colour-blind-safe palette in `ARMS` order."
     pal = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]  # 7 is the palette's grey
@@ -330,7 +331,7 @@ def arm_colors(arms) -> dict:  # arm names
             out[a] = next(extra)
     return out
 
-# %% ../nbs/07_figures.ipynb #0000001a
+# %% ../nbs/07_figures.ipynb #0000001e
 def arm_label(
     arm: str,  # an arm id such as 'semclip_img'
     labels: dict | None = None,
@@ -354,7 +355,7 @@ def add_note(
         legend.get_title().set_color("0.35")
     return fig
 
-# %% ../nbs/07_figures.ipynb #0000001d
+# %% ../nbs/07_figures.ipynb #00000021
 def select_samples(
     n_rows: int,  # rows to choose from
     n: int = 40,  # how many to choose (all rows if n >= n_rows)
@@ -380,7 +381,7 @@ def select_samples(
                 out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #00000020s0
+# %% ../nbs/07_figures.ipynb #00000024
 KIND_STYLE = dict(  # marker, colour and size per kind of embedding
     image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
     caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
@@ -395,7 +396,7 @@ def _kinds(embeddings_by_arm, kinds):
         raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-# %% ../nbs/07_figures.ipynb #00000020s1
+# %% ../nbs/07_figures.ipynb #00000025
 def umap_layout(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     rows,  # the row indices to place
@@ -441,7 +442,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000024s0
+# %% ../nbs/07_figures.ipynb #00000029
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -470,7 +471,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-# %% ../nbs/07_figures.ipynb #00000024s1
+# %% ../nbs/07_figures.ipynb #0000002a
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -482,7 +483,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-# %% ../nbs/07_figures.ipynb #00000024s2
+# %% ../nbs/07_figures.ipynb #0000002b
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -576,7 +577,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000027s0
+# %% ../nbs/07_figures.ipynb #0000002e
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -589,12 +590,12 @@ def project_texts(
             x = torch.as_tensor(embeddings[kind], dtype=torch.float64)
             if x.shape[-1] != B.shape[0]:
                 raise ConfigError(f"{kind!r} embeddings have {x.shape[-1]} columns; the basis has {B.shape[0]} rows")
-            out[kind] = F.normalize(F.normalize(x, dim=-1) @ B, dim=-1)
+            out[kind] = project(x, B)
     if "caption" not in out:
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #00000027s1
+# %% ../nbs/07_figures.ipynb #0000002f
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -660,7 +661,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000002cs0
+# %% ../nbs/07_figures.ipynb #00000034
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -675,7 +676,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #0000002cs1
+# %% ../nbs/07_figures.ipynb #00000035
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -741,7 +742,125 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000030s0
+# %% ../nbs/07_figures.ipynb #00000039
+def displacement_table(
+    embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
+    neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
+    families: dict | None = None,  # family -> the types it pools; None: `semclip.eval.NEG_FAMILIES`
+) -> pd.DataFrame:
+    "Per arm and negation family: the mean cos(image, caption) and cos(image, negation) of its rows, and their count."
+    from semclip.eval import NEG_FAMILIES
+
+    families = NEG_FAMILIES if families is None else families
+    types = np.asarray(pd.Series(neg_types, dtype=object).fillna("").astype(str))
+    rows = []
+    for arm, e in embeddings_by_arm.items():
+        missing = [k for k in ("image", "caption", "negation") if k not in e]
+        if missing:
+            raise ConfigError(f"arm {arm!r} has no {missing} embeddings: the displacement needs them")
+        if len(e["image"]) != len(types):
+            raise ConfigError(f"arm {arm!r} has {len(e['image'])} embedded rows for {len(types)} negation types")
+        img = F.normalize(torch.as_tensor(e["image"], dtype=torch.float64), dim=-1)
+        cos = {
+            k: (img * F.normalize(torch.as_tensor(e[k], dtype=torch.float64), dim=-1)).sum(-1).numpy()
+            for k in ("caption", "negation")
+        }
+        for fam, members in families.items():
+            m = np.isin(types, members)
+            if m.any():
+                rows.append(
+                    dict(
+                        arm=arm,
+                        family=fam,
+                        cos_caption=cos["caption"][m].mean(),
+                        cos_negation=cos["negation"][m].mean(),
+                        n=int(m.sum()),
+                    )
+                )
+    return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
+
+# %% ../nbs/07_figures.ipynb #0000003a
+def displacement_figure(
+    embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
+    neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
+    arms: Sequence[str] | None = None,  # panels, in order; None: every arm in the tables' order
+    reference: str = "pretrain",  # the arrows start at this arm's family means
+    n: int = 300,  # samples drawn as points in each panel (the same rows everywhere); the means use every row
+    seed: int = 0,  # the choice of samples
+    labels: dict | None = None,  # arm -> panel title; None: `semclip.core.ARM_LABELS`
+    note: str | None = None,  # under the figure: dataset, settings, seed
+) -> plt.Figure:
+    "Per arm: test samples at (cos(image, caption), cos(image, negation)) by family, arrows from `reference`'s family means."
+    from semclip.eval import FAMILY_LABELS, NEG_FAMILIES, gap_distribution
+
+    arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
+    check_choice("reference", reference, list(embeddings_by_arm))
+    table = displacement_table({a: embeddings_by_arm[a] for a in dict.fromkeys([reference, *arms])}, neg_types)
+    means = table.set_index(["arm", "family"])
+    types = pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
+    family_of = {t: f for f, members in NEG_FAMILIES.items() for t in members}
+    colour = dict(zip(FAMILY_LABELS, sns.color_palette("colorblind", len(FAMILY_LABELS))))
+    rows = select_samples(len(types), n, seed)
+    cols = min(4, len(arms))
+    fig, axes = plt.subplots(
+        -(-len(arms) // cols),
+        cols,
+        figsize=(3.3 * cols, 3.3 * -(-len(arms) // cols)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    for ax, arm in zip(axes.flat, arms):
+        e = embeddings_by_arm[arm]
+        img = F.normalize(torch.as_tensor(e["image"], dtype=torch.float64)[rows], dim=-1)
+        cos = [
+            (img * F.normalize(torch.as_tensor(e[k], dtype=torch.float64)[rows], dim=-1)).sum(-1).numpy()
+            for k in ("caption", "negation")
+        ]
+        point_colour = [colour.get(family_of.get(t), (0.6, 0.6, 0.6)) for t in types[rows]]
+        ax.scatter(*cos, s=5, c=point_colour, alpha=0.35, lw=0)
+        for fam in FAMILY_LABELS:
+            if (arm, fam) not in means.index:
+                continue
+            head = means.loc[(arm, fam), ["cos_caption", "cos_negation"]].to_numpy(float)
+            tail = means.loc[(reference, fam), ["cos_caption", "cos_negation"]].to_numpy(float)
+            if arm == reference:
+                ax.plot(*head, "o", ms=6, mec="black", mew=0.8, color=colour[fam])
+            else:
+                ax.annotate(
+                    "",
+                    head,
+                    tail,
+                    arrowprops=dict(
+                        arrowstyle="-|>", color=colour[fam], lw=1.8, shrinkA=0, shrinkB=0, mutation_scale=12
+                    ),
+                )
+        gaps = gap_distribution(e["image"], e["caption"], e["negation"])
+        ax.set_title(f"{arm_label(arm, labels)}\norig. > negation: {(gaps > 0).mean():.1%}", fontsize=9)
+    for ax in axes.flat[len(arms) :]:
+        ax.set_visible(False)
+    for ax in axes.flat[: len(arms)]:
+        lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+        ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="0.4", zorder=0)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_aspect("equal")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("cos(image, negation)")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("cos(image, caption)")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colour[f], label=FAMILY_LABELS[f]) for f in FAMILY_LABELS]
+    handles.append(plt.Line2D([], [], ls="--", color="0.4", label="tie (below it the caption wins)"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, fontsize=9)
+    fig.suptitle(
+        f"Where the negations move: {len(rows)} test samples per panel; arrows from the "
+        f"{arm_label(reference, labels)}'s family means (all {len(types)} rows) to the arm's",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    return add_note(fig, note, legend=fig.legends[0])
+
+# %% ../nbs/07_figures.ipynb #0000003d
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -780,7 +899,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #00000030s1
+# %% ../nbs/07_figures.ipynb #0000003e
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -807,7 +926,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000030s2
+# %% ../nbs/07_figures.ipynb #0000003f
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -843,7 +962,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #00000030s3
+# %% ../nbs/07_figures.ipynb #00000040
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -918,7 +1037,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000033
+# %% ../nbs/07_figures.ipynb #00000043
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -944,7 +1063,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000036s0
+# %% ../nbs/07_figures.ipynb #00000046
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -978,7 +1097,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #00000036s1
+# %% ../nbs/07_figures.ipynb #00000047
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1011,7 +1130,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000037
+# %% ../nbs/07_figures.ipynb #00000048
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1042,7 +1161,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000003b
+# %% ../nbs/07_figures.ipynb #0000004c
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",

@@ -60,7 +60,7 @@ def _upcast(dtype) -> bool:
     "Convert bf16 tiles to fp32 before `tl.dot`: only in the interpreter, whose bf16 dot multiplies raw bits."
     return _INTERPRET and dtype == torch.bfloat16
 
-# %% ../nbs/04_kernels.ipynb #00000008s0
+# %% ../nbs/04_kernels.ipynb #00000008
 def _lexsort_desc(
     v: torch.Tensor,  # values [N, w]
     i: torch.Tensor,
@@ -87,7 +87,7 @@ def _check_topk_args(queries, keys, k):
     if k > keys.shape[0]:
         raise ConfigError(f"k={k} exceeds the number of keys Nk={keys.shape[0]}")
 
-# %% ../nbs/04_kernels.ipynb #00000008s1
+# %% ../nbs/04_kernels.ipynb #00000009
 @torch.no_grad()
 def sim_topk_reference(
     queries: torch.Tensor,  # [Nq, d]
@@ -103,7 +103,7 @@ def sim_topk_reference(
     v, i = (q @ kk.T).sort(dim=1, descending=True, stable=True)
     return v[:, :k].contiguous(), i[:, :k].contiguous()
 
-# %% ../nbs/04_kernels.ipynb #0000000cs0
+# %% ../nbs/04_kernels.ipynb #0000000d
 _GROUP = 16  # group width of the candidate pre-selection in the tiled torch path
 
 
@@ -125,7 +125,7 @@ def _sim_topk_torch(queries, keys, k, normalize, block_q, block_k, _offset_bug=0
         torch.set_num_threads(old)
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
-# %% ../nbs/04_kernels.ipynb #0000000cs1
+# %% ../nbs/04_kernels.ipynb #0000000e
 @torch.no_grad()
 def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Tiled top-k with torch ops: bounded memory, fp32 scores, the tie rule."
@@ -181,7 +181,7 @@ def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=
             run_v[b], run_i[b] = cv, ci
     return _lexsort_desc(torch.cat(run_v), torch.cat(run_i))
 
-# %% ../nbs/04_kernels.ipynb #00000014
+# %% ../nbs/04_kernels.ipynb #00000016
 _TRITON_MAX_K = 128
 
 if HAS_TRITON:
@@ -306,7 +306,7 @@ def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=
         )
     return _lexsort_desc(ov, oi.long())
 
-# %% ../nbs/04_kernels.ipynb #00000016
+# %% ../nbs/04_kernels.ipynb #00000018
 def sim_topk(
     queries: torch.Tensor,  # [Nq, d] fp32, bf16 or fp16
     keys: torch.Tensor,  # [Nk, d], same device
@@ -327,7 +327,7 @@ def sim_topk(
             return _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug)
         return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 8192, _offset_bug)
 
-# %% ../nbs/04_kernels.ipynb #0000001f
+# %% ../nbs/04_kernels.ipynb #00000021
 def clip_loss_reference(
     image_features: torch.Tensor,  # [B, d], normalised
     text_features: torch.Tensor,  # [B, d], normalised
@@ -338,7 +338,7 @@ def clip_loss_reference(
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-# %% ../nbs/04_kernels.ipynb #00000021s0
+# %% ../nbs/04_kernels.ipynb #00000023
 def _loss_fwd_torch(x, t, s, block, bug=0):
     "Row and column log-sum-exps and the diagonal logits, tile by tile."
     N, dev = x.shape[0], x.device
@@ -378,7 +378,7 @@ def _loss_fwd_torch(x, t, s, block, bug=0):
         lse_r[i0 : i0 + mi] = m_r + l_r.log()
     return lse_r, m_c + l_c.log(), diag
 
-# %% ../nbs/04_kernels.ipynb #00000021s1
+# %% ../nbs/04_kernels.ipynb #00000024
 def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     "G @ t, G^T @ x (unscaled) over recomputed tiles, and sum_ij G_ij <x_i, t_j> from either."
     (N, D), dev = x.shape, x.device
@@ -406,7 +406,7 @@ def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=
     gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
-# %% ../nbs/04_kernels.ipynb #00000023s0
+# %% ../nbs/04_kernels.ipynb #00000026
 if HAS_TRITON:
 
     @triton.jit
@@ -531,7 +531,7 @@ def _tri_blocks(block, D):
         raise ConfigError(f"block={b} must be a power of two >= 16 for the Triton kernels")
     return b, min(64, max(16, _np2(D))), min(256, max(16, _np2(D)))
 
-# %% ../nbs/04_kernels.ipynb #00000023s1
+# %% ../nbs/04_kernels.ipynb #00000027
 def _loss_fwd_triton(x, t, s, block, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, _ = _tri_blocks(block, D)
@@ -544,7 +544,7 @@ def _loss_fwd_triton(x, t, s, block, bug=0):
     _lse_kernel[grid](t, x, s, lse_c, diag, N, D, t.stride(0), x.stride(0), int(bug), WITH_DIAG=False, **kw)
     return lse_r, lse_c, diag
 
-# %% ../nbs/04_kernels.ipynb #00000023s2
+# %% ../nbs/04_kernels.ipynb #00000028
 def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, bdo = _tri_blocks(block, D)
@@ -582,7 +582,7 @@ def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug
             res[side] = o
     return res[0], res[1], gs
 
-# %% ../nbs/04_kernels.ipynb #00000025s0
+# %% ../nbs/04_kernels.ipynb #0000002a
 class _ClipLossTiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, scale, block, use_triton, bug):
@@ -611,7 +611,7 @@ class _ClipLossTiled(torch.autograd.Function):
         ds = (gs * coef).to(sdtype).reshape(shape) if ns else None
         return dx, dt, ds, None, None, None
 
-# %% ../nbs/04_kernels.ipynb #00000025s1
+# %% ../nbs/04_kernels.ipynb #0000002b
 def clip_loss_tiled(
     image_features: torch.Tensor,  # [B, d], normalised (callers normalise)
     text_features: torch.Tensor,  # [B, d], normalised, same device

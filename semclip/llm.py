@@ -50,7 +50,7 @@ def fill_prompt(
     vals = dict(caption=caption, candidate="" if candidate is None else candidate)
     return _FIELD.sub(lambda m: vals[m.group(1)], template)
 
-# %% ../nbs/01e_llm.ipynb #00000008s0
+# %% ../nbs/01e_llm.ipynb #00000008
 class Redactor:
     "Masks every piece of 8+ characters of its secrets (a shorter secret: where it appears whole) in text."
 
@@ -101,14 +101,14 @@ class Redactor:
             return type(o)(self.obj(v) for v in o)
         return self(o)
 
-# %% ../nbs/01e_llm.ipynb #00000008s1
+# %% ../nbs/01e_llm.ipynb #00000009
 def _find_all(s: str, p: str):
     i = s.find(p)
     while i >= 0:
         yield i
         i = s.find(p, i + 1)
 
-# %% ../nbs/01e_llm.ipynb #0000000c
+# %% ../nbs/01e_llm.ipynb #0000000d
 def _red_arg(red, a):
     if isinstance(a, (bytes, bytearray)):
         return red(bytes(a).decode("latin-1")).encode("latin-1")
@@ -144,7 +144,7 @@ def _scrub(e: BaseException, red: Redactor) -> BaseException:
         leak = True
     return SemclipError(red(f"{type(e).__name__}: {e}")) if leak else e
 
-# %% ../nbs/01e_llm.ipynb #0000000f
+# %% ../nbs/01e_llm.ipynb #00000010
 _ENV_NAME, _HEADER_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*"), re.compile(r"[\x21-\x7e]+")
 
 
@@ -172,7 +172,7 @@ def check_key_env(
         )
     return name
 
-# %% ../nbs/01e_llm.ipynb #00000012
+# %% ../nbs/01e_llm.ipynb #00000013
 def _char_kind(c: str) -> str:
     return {"\n": "a line break", "\r": "a carriage return", "\t": "a tab", " ": "a space"}.get(
         c, "a control character" if ord(c) < 32 or ord(c) == 127 else "a non-ASCII character"
@@ -199,12 +199,12 @@ def env_redactor(*names: str | None) -> Redactor:
     vals = [os.environ.get(n) for n in names if n and _ENV_NAME.fullmatch(n)]
     return Redactor(*[v for v in vals if v], *[v.strip() for v in vals if v])
 
-# %% ../nbs/01e_llm.ipynb #00000016
+# %% ../nbs/01e_llm.ipynb #00000017
 def _check_num(name: str, v, lo=0, strict: bool = False, integer: bool = False):
     "`v` as checked by `check_number`: an int (if `integer`) or number >= `lo` (> `lo` if `strict`)."
     return check_number(name, v, kind=int if integer else float, min=lo, min_inclusive=not strict)
 
-# %% ../nbs/01e_llm.ipynb #00000019
+# %% ../nbs/01e_llm.ipynb #0000001a
 class LLMError(SemclipError, RuntimeError):
     "A request to the LLM server failed for good: after its retries, or at once when retrying cannot help."
 
@@ -230,7 +230,7 @@ def _retry_after(headers) -> float | None:
     except (TypeError, ValueError):
         return None
 
-# %% ../nbs/01e_llm.ipynb #0000001c
+# %% ../nbs/01e_llm.ipynb #0000001d
 _VERDICT = re.compile(r"\b(yes|no)\b", re.I)
 
 
@@ -239,7 +239,7 @@ def parse_verdict(text: str) -> bool | None:  # a verifier's answer
     m = _VERDICT.search(text or "")
     return None if m is None else m.group(1).lower() == "yes"
 
-# %% ../nbs/01e_llm.ipynb #0000001f
+# %% ../nbs/01e_llm.ipynb #00000020
 def _check_settings(
     base_url: str,  # the API root
     prompts: dict,  # name -> template
@@ -263,7 +263,7 @@ def _check_settings(
             _check_num(nm, v, lo, strict, integer)
     return u
 
-# %% ../nbs/01e_llm.ipynb #00000022
+# %% ../nbs/01e_llm.ipynb #00000023
 class OpenAIChatBackend:
     "Paraphrases, negations and Yes/No verification from an OpenAI-compatible chat-completions server."
 
@@ -335,7 +335,7 @@ class OpenAIChatBackend:
         self._local, self._conns, self._lock = threading.local(), [], threading.Lock()
         self._stats, self._rng = Counter(), random.Random()
 
-# %% ../nbs/01e_llm.ipynb #00000025s0
+# %% ../nbs/01e_llm.ipynb #00000026
 @patch
 def __repr__(self: OpenAIChatBackend):
     return (
@@ -356,23 +356,23 @@ def describe(self: OpenAIChatBackend) -> dict:
         api_key_env=self.api_key_env,
     )
 
-# %% ../nbs/01e_llm.ipynb #00000025s1
+# %% ../nbs/01e_llm.ipynb #00000027
 @patch(as_prop=True)
 def judges(self: OpenAIChatBackend) -> bool:
     return self.verifier_model is not None
 
-# %% ../nbs/01e_llm.ipynb #00000025s2
+# %% ../nbs/01e_llm.ipynb #00000028
 @patch
 def stats(self: OpenAIChatBackend) -> dict:
     with self._lock:
         return dict(self._stats)
 
-# %% ../nbs/01e_llm.ipynb #00000025s3
+# %% ../nbs/01e_llm.ipynb #00000029
 @patch
 def redactor(self: OpenAIChatBackend) -> Redactor:
     return env_redactor(self.api_key_env)
 
-# %% ../nbs/01e_llm.ipynb #00000025s4
+# %% ../nbs/01e_llm.ipynb #0000002a
 @patch
 def _count(self: OpenAIChatBackend, k, n=1):
     with self._lock:
@@ -388,7 +388,7 @@ def generate(self: OpenAIChatBackend, kind: str, caption: str, attempt: int = 0)
         else self.negate(caption, attempt)
     )
 
-# %% ../nbs/01e_llm.ipynb #00000028
+# %% ../nbs/01e_llm.ipynb #0000002d
 @patch
 def model_for(self: OpenAIChatBackend, kind: str, attempt: int = 0) -> str:
     "The model that answers a request of `kind` ('para', 'neg', 'verify_para', 'verify_neg') at `attempt`."
@@ -413,7 +413,7 @@ def cache_key(self: OpenAIChatBackend, kind: str, caption: str, attempt: int = 0
     k = [self.name, self.model_for(kind, attempt), self._template(kind), caption, candidate, kind, attempt]
     return hashlib.sha256(json.dumps(k, ensure_ascii=False).encode()).hexdigest()
 
-# %% ../nbs/01e_llm.ipynb #0000002b
+# %% ../nbs/01e_llm.ipynb #00000030
 def _verdict(content: str) -> bool:
     v = parse_verdict(content)
     if v is None:
@@ -448,7 +448,7 @@ def verify(self: OpenAIChatBackend, kind: str, caption: str, candidate: str) -> 
         what=f"verification of the {kind} {candidate!r} of {caption!r}",
     )
 
-# %% ../nbs/01e_llm.ipynb #00000030s0
+# %% ../nbs/01e_llm.ipynb #00000036
 class _DeadlineExceeded(TimeoutError):
     "The request as a whole took longer than its deadline."
 
@@ -481,7 +481,7 @@ class _DeadlineReader(io.RawIOBase):
             self._raw.close()
         super().close()
 
-# %% ../nbs/01e_llm.ipynb #00000030s1
+# %% ../nbs/01e_llm.ipynb #00000037
 class _DeadlineSocket:
     "A connected socket whose sends and reads (through `makefile`) respect the connection's deadline."
 
@@ -498,7 +498,7 @@ class _DeadlineSocket:
     def __getattr__(self, name):
         return getattr(self._sock, name)
 
-# %% ../nbs/01e_llm.ipynb #00000034
+# %% ../nbs/01e_llm.ipynb #0000003b
 class _DeadlineMixin:
     deadline, _per_op = (
         math.inf,
@@ -527,7 +527,7 @@ class _HTTP(_DeadlineMixin, http.client.HTTPConnection):
 class _HTTPS(_DeadlineMixin, http.client.HTTPSConnection):
     pass
 
-# %% ../nbs/01e_llm.ipynb #00000037s0
+# %% ../nbs/01e_llm.ipynb #0000003e
 def _read_capped(r, cap: int) -> bytes:
     "The body of response `r`; a retryable failure as soon as it is known to be larger than `cap` bytes."
     why = f"the answer is larger than max_answer_bytes={cap}"
@@ -564,7 +564,7 @@ def _drop(self: OpenAIChatBackend):
     if c is not None:
         c.close()
 
-# %% ../nbs/01e_llm.ipynb #00000037s1
+# %% ../nbs/01e_llm.ipynb #0000003f
 @patch
 def close(self: OpenAIChatBackend):
     "Close every kept-alive connection."
@@ -574,7 +574,7 @@ def close(self: OpenAIChatBackend):
         c.close()
     self._local = threading.local()
 
-# %% ../nbs/01e_llm.ipynb #0000003a
+# %% ../nbs/01e_llm.ipynb #00000042
 @patch
 def _post(self: OpenAIChatBackend, data: bytes, key: str | None):
     "One POST within the deadline: (status, reason, headers, body of at most `max_answer_bytes`)."
@@ -609,7 +609,7 @@ _HINTS = {
     400: " (does the server accept this model and these fields?)",
 }
 
-# %% ../nbs/01e_llm.ipynb #0000003d
+# %% ../nbs/01e_llm.ipynb #00000045
 @patch
 def _attempt(self: OpenAIChatBackend, data, key, red, parse, what, where):
     "One try: the parsed answer, or `_Retry` / `LLMError`."
@@ -647,7 +647,7 @@ def _attempt(self: OpenAIChatBackend, data, key, red, parse, what, where):
     hint = _HINTS.get(status, "").replace("{env}", str(self.api_key_env))
     raise LLMError(f"{what}: {where} failed with {why}{hint}; not retried")
 
-# %% ../nbs/01e_llm.ipynb #00000040s0
+# %% ../nbs/01e_llm.ipynb #00000048
 @patch
 def chat(
     self: OpenAIChatBackend,
@@ -666,7 +666,7 @@ def chat(
             raise
         raise x from None
 
-# %% ../nbs/01e_llm.ipynb #00000040s1
+# %% ../nbs/01e_llm.ipynb #00000049
 @patch
 def _chat(self: OpenAIChatBackend, model, prompt, parse, what, red):
     key = env_key(self.api_key_env)  # checked again: the variable may have changed since the start

@@ -15,7 +15,7 @@ from .core import ARMS, ConfigError, check_choice
 
 # %% auto #0
 __all__ = ['SEMCLIP_ARMS', 'ARM_INPUTS', 'IMAGE_INPUTS', 'CAPTION_SWAP_ARMS', 'info_nce', 'dist_info', 'gather_features',
-           'ClipLoss', 'orthonormal_basis', 'SemCLIPLoss', 'NegCLIPLoss', 'CoNCLIPLoss', 'TripletCLIPLoss',
+           'ClipLoss', 'orthonormal_basis', 'project', 'SemCLIPLoss', 'NegCLIPLoss', 'CoNCLIPLoss', 'TripletCLIPLoss',
            'ImageNegMarginLoss', 'make_loss']
 
 # %% ../nbs/02_loss.ipynb #00000005
@@ -37,7 +37,7 @@ def _f32(x):
 def _norm(x, on=True):
     return F.normalize(x, dim=-1) if on else x
 
-# %% ../nbs/02_loss.ipynb #00000009s0
+# %% ../nbs/02_loss.ipynb #00000009
 def dist_info(
     rank: int | None = None,  # this process's rank; None: from torch.distributed
     world_size: int | None = None,  # number of ranks; None: from torch.distributed, 1 when not initialised
@@ -57,7 +57,7 @@ def dist_info(
         raise ConfigError(f"rank={rank} but this process is rank {r} of the process group; leave rank=None")
     return r, w
 
-# %% ../nbs/02_loss.ipynb #00000009s1
+# %% ../nbs/02_loss.ipynb #0000000a
 class _AllGatherGrad(torch.autograd.Function):
     "All-gather rows of possibly different counts; backward all-reduces the gradient and returns this rank's rows."
 
@@ -94,7 +94,7 @@ def _gather(tensors, rank=None, world_size=None, group=None):
     sizes = [int(s) for s in got]
     return tuple(_AllGatherGrad.apply(x, sizes, r, group) for x in tensors), sum(sizes[:r])
 
-# %% ../nbs/02_loss.ipynb #00000009s2
+# %% ../nbs/02_loss.ipynb #0000000b
 def gather_features(
     image_features: Tensor,  # [n, d] this rank's image features
     text_features: Tensor,  # [n, d] this rank's text features
@@ -106,7 +106,7 @@ def gather_features(
     "All-gather each tensor across ranks, rank order, with gradients flowing back to every rank's own rows."
     return _gather((image_features, text_features, *extra), rank, world_size, group)[0]
 
-# %% ../nbs/02_loss.ipynb #0000000d
+# %% ../nbs/02_loss.ipynb #0000000f
 class _LossBase(nn.Module):
     "Shared plumbing: the logit scale (the model's or the loss's own), input checks, the output."
 
@@ -155,7 +155,7 @@ class _LossBase(nn.Module):
             return total
         return {**terms, "loss": total, "logit_scale": torch.as_tensor(scale).detach()}
 
-# %% ../nbs/02_loss.ipynb #0000000e
+# %% ../nbs/02_loss.ipynb #00000010
 class ClipLoss(_LossBase):
     "Symmetric InfoNCE over image-caption pairs (CLIP), with cross-rank gathering and an optional tiled kernel."
 
@@ -222,7 +222,7 @@ class ClipLoss(_LossBase):
         loss = self.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s)
         return self._out(dict(contrastive=loss), loss, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #0000001a
+# %% ../nbs/02_loss.ipynb #0000001d
 SEMCLIP_ARMS = dict(
     baseline=(1.0, 0.0, 0.0), paraphrase_only=(1.0, 1.0, 0.0), negation_only=(1.0, 0.0, 1.0), semclip=(1.0, 1.0, 1.0)
 )  # (alpha, beta, gamma)
@@ -240,11 +240,21 @@ def orthonormal_basis(
     q, r = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).float()
 
-# %% ../nbs/02_loss.ipynb #0000001ds0
+# %% ../nbs/02_loss.ipynb #00000021
+def project(
+    x: Tensor,  # [n, d] raw text features
+    basis: Tensor,  # [d, k] the projection B
+) -> Tensor:  # [n, k] unit-norm rows, in x's dtype
+    "p(t) = n(B^T n(x)): the unit-norm k-dim projection of each row of `x` (computed in `x`'s dtype)."
+    if x.shape[-1] != basis.shape[0]:
+        raise ConfigError(f"the features have {x.shape[-1]} columns; the basis has {basis.shape[0]} rows")
+    return F.normalize(F.normalize(x, dim=-1) @ basis.to(x.dtype), dim=-1)
+
+# %% ../nbs/02_loss.ipynb #00000023
 def _margin_term(img, cap, neg, margin):
     return F.relu(F.cosine_similarity(img, neg, dim=-1) - F.cosine_similarity(img, cap, dim=-1) + margin).mean()
 
-# %% ../nbs/02_loss.ipynb #0000001ds1
+# %% ../nbs/02_loss.ipynb #00000024
 class SemCLIPLoss(_LossBase):
     "SemCLIP: L_con with its own learnable scale, plus paraphrase pull and negation push in a fixed k-dim projection."
 
@@ -308,8 +318,7 @@ class SemCLIPLoss(_LossBase):
 
     def project(self, x: Tensor) -> Tensor:  # [n, d] raw text features
         "p(t) = n(B^T n(x)): the unit-norm k-dim projection of each row."
-        x = F.normalize(_f32(x), dim=-1)
-        return F.normalize(x @ self.proj.to(x.dtype), dim=-1)
+        return project(_f32(x), self.proj)
 
     def forward(
         self,
@@ -354,7 +363,7 @@ class SemCLIPLoss(_LossBase):
         terms = {n: (v if weights[n] > 0 else v.detach()) for n, v in terms.items()}
         return self._out(terms, total, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #00000029
+# %% ../nbs/02_loss.ipynb #00000030
 class NegCLIPLoss(_LossBase):
     "NegCLIP: hard-negative captions appended to the text side of the image-to-text InfoNCE."
 
@@ -405,13 +414,13 @@ class NegCLIPLoss(_LossBase):
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
         )
 
-# %% ../nbs/02_loss.ipynb #0000002ds0
+# %% ../nbs/02_loss.ipynb #00000034
 def _one_of(a, b, name_a, name_b):
     if a is not None and b is not None:
         raise ConfigError(f"pass {name_a}= or {name_b}=, not both (they are the same input)")
     return a if a is not None else b
 
-# %% ../nbs/02_loss.ipynb #0000002ds1
+# %% ../nbs/02_loss.ipynb #00000035
 class CoNCLIPLoss(NegCLIPLoss):
     "CoN-CLIP: images vs [captions; negations], captions vs [images; distractors], distractors vs [negations; captions]."
 
@@ -469,7 +478,7 @@ class CoNCLIPLoss(NegCLIPLoss):
         loss = sum(terms.values()) / len(terms)
         return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #00000033
+# %% ../nbs/02_loss.ipynb #0000003b
 class TripletCLIPLoss(NegCLIPLoss):
     "TripletCLIP: symmetric InfoNCE over [images; negation images] x [captions; negations], each pair the other's hard negative."
 
@@ -527,7 +536,7 @@ class TripletCLIPLoss(NegCLIPLoss):
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
         )
 
-# %% ../nbs/02_loss.ipynb #00000039
+# %% ../nbs/02_loss.ipynb #00000041
 class ImageNegMarginLoss(_LossBase):
     "Hinge on cos(image, negation) - cos(image, caption) + margin, averaged over the batch."
 
@@ -571,7 +580,7 @@ class ImageNegMarginLoss(_LossBase):
             loss = F.relu((img * neg).sum(-1) - (img * txt).sum(-1) + self.margin).mean()
         return self._out(dict(image_margin=loss), loss, float("nan"), output_dict)
 
-# %% ../nbs/02_loss.ipynb #0000003d
+# %% ../nbs/02_loss.ipynb #00000045
 ARM_INPUTS = dict(
     pretrain=(),
     baseline=(),

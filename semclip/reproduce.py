@@ -25,7 +25,6 @@ from semclip.core import (
     ConfigError,
     RunLock,
     check_choice,
-    cli_main,
     project_root,
     runs_root,
     write_json,
@@ -38,7 +37,7 @@ __all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'F
            'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect',
            'aggregate', 'format_table', 'image_side_columns', 'write_tables', 'study_plan', 'conditions_table',
            'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown',
-           'reproduce', 'run_command', 'cli']
+           'reproduce', 'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -59,7 +58,7 @@ def condition_root(
     name = condition_dir(dataset, pretrain_share, finetune_share)
     return Path(base) if name == dataset else Path(base).parent / name
 
-# %% ../nbs/08_reproduce.ipynb #00000008s0
+# %% ../nbs/08_reproduce.ipynb #00000008
 @dataclass
 class Run:
     "One papermill execution of a notebook."
@@ -93,7 +92,7 @@ class Run:
     def executed(self) -> Path:
         return (self.nb_dir or self.out_dir) / self.notebook
 
-# %% ../nbs/08_reproduce.ipynb #00000008s1
+# %% ../nbs/08_reproduce.ipynb #00000009
 def plan(
     dataset: str = "synthneg",  # registered dataset name
     arms=FINETUNE_ARMS,
@@ -194,7 +193,7 @@ def plan(
             r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get("arm") == "pretrain" else jobs))
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs0
+# %% ../nbs/08_reproduce.ipynb #0000000d
 def _notebook_module(name: str):
     "Import `name`, a package of the notebooks extra, or say in one line how to install it."
     import importlib
@@ -218,7 +217,7 @@ def notebooks_dir() -> Path:
         )
     return pr / "nbs"
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs1
+# %% ../nbs/08_reproduce.ipynb #0000000e
 def experiment_notebook(path: Path, threads: int | None = None):  # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
     nbformat = _notebook_module("nbformat")
@@ -267,7 +266,7 @@ def experiment_notebook(path: Path, threads: int | None = None):  # torch thread
     ]  # parameters, their check, the experiment
     return nb
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs2
+# %% ../nbs/08_reproduce.ipynb #0000000f
 @functools.cache
 def ipc_kernel_manager():
     "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
@@ -292,7 +291,7 @@ def ipc_kernel_manager():
 
     return IPCKernelManager
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs3
+# %% ../nbs/08_reproduce.ipynb #00000010
 def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     pm = _notebook_module("papermill")
@@ -310,7 +309,7 @@ def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     )
     return time.time() - t0
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs4
+# %% ../nbs/08_reproduce.ipynb #00000011
 def by_priority(runs: list) -> list:
     "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
     waiting = {r.name: set() for r in runs}
@@ -320,7 +319,7 @@ def by_priority(runs: list) -> list:
                 waiting[a] |= {r.name} | waiting[r.name]
     return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs5
+# %% ../nbs/08_reproduce.ipynb #00000012
 def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -346,7 +345,7 @@ def run_steps(run: Run) -> int | None:
     default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
     return int(run.params.get("steps") or default["steps"])
 
-# %% ../nbs/08_reproduce.ipynb #0000000cs6
+# %% ../nbs/08_reproduce.ipynb #00000013
 def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
@@ -359,7 +358,7 @@ def last_logged_step(log: Path) -> int:
     steps = re.findall(r'^\{"step": (\d+)', tail, re.M)
     return int(steps[-1]) if steps else 0
 
-# %% ../nbs/08_reproduce.ipynb #0000000e
+# %% ../nbs/08_reproduce.ipynb #00000015
 class PlanProgress:
     "The state line of a running plan: runs in flight with their steps, and the measured time left."
 
@@ -433,7 +432,7 @@ class PlanProgress:
             )
         return ", ".join(now) + (" | " if now else "") + eta
 
-# %% ../nbs/08_reproduce.ipynb #00000010
+# %% ../nbs/08_reproduce.ipynb #00000017
 def plan_summary(
     status: pd.DataFrame,  # run_grid's table
     seconds: float,
@@ -452,7 +451,7 @@ def plan_summary(
     ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
-# %% ../nbs/08_reproduce.ipynb #00000012
+# %% ../nbs/08_reproduce.ipynb #00000019
 def run_grid(
     runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
 ) -> pd.DataFrame:
@@ -523,7 +522,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000016s0
+# %% ../nbs/08_reproduce.ipynb #0000001d
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -583,7 +582,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000016s1
+# %% ../nbs/08_reproduce.ipynb #0000001e
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -593,7 +592,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-# %% ../nbs/08_reproduce.ipynb #00000016s2
+# %% ../nbs/08_reproduce.ipynb #0000001f
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -602,7 +601,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-# %% ../nbs/08_reproduce.ipynb #00000016s3
+# %% ../nbs/08_reproduce.ipynb #00000020
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -633,7 +632,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000019s0
+# %% ../nbs/08_reproduce.ipynb #00000023
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -650,7 +649,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-# %% ../nbs/08_reproduce.ipynb #00000019s1
+# %% ../nbs/08_reproduce.ipynb #00000024
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -698,7 +697,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #0000001cs0
+# %% ../nbs/08_reproduce.ipynb #00000027
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -726,7 +725,7 @@ def study_plan(
             runs.setdefault(r.name, r)
     return list(runs.values())
 
-# %% ../nbs/08_reproduce.ipynb #0000001cs1
+# %% ../nbs/08_reproduce.ipynb #00000028
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -759,7 +758,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-# %% ../nbs/08_reproduce.ipynb #0000001cs2
+# %% ../nbs/08_reproduce.ipynb #00000029
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -777,7 +776,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #0000001cs3
+# %% ../nbs/08_reproduce.ipynb #0000002a
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -793,7 +792,7 @@ def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=
     save_figure(conditions_figure(table), out_dir, "conditions")
     return {"conditions": md}
 
-# %% ../nbs/08_reproduce.ipynb #00000023
+# %% ../nbs/08_reproduce.ipynb #00000031
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files outside figures/ (the committed results) have changes."
     pr = project_root()
@@ -813,7 +812,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000026s0
+# %% ../nbs/08_reproduce.ipynb #00000034
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -860,7 +859,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000026s1
+# %% ../nbs/08_reproduce.ipynb #00000035
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -883,7 +882,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000028
+# %% ../nbs/08_reproduce.ipynb #00000037
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -990,8 +989,8 @@ def reproduce(
             )
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #0000002c
-def _reproduce_command(a):
+# %% ../nbs/08_reproduce.ipynb #0000003b
+def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
 
@@ -1005,11 +1004,6 @@ def _reproduce_command(a):
         sys.exit(
             f"semclip-reproduce: {len(res['provenance']['failed'])} run(s) failed: {', '.join(res['provenance']['failed'])}"
         )
-
-
-def run_command(args):  # the parsed arguments of semclip-reproduce (semclip.cli)
-    "Run `semclip-reproduce`: a bad input is one line on stderr and exit 2; Ctrl-C, one line and 130."
-    cli_main(_reproduce_command, "semclip-reproduce", args)
 
 
 def cli(argv=None):  # the arguments (default: sys.argv[1:])

@@ -36,7 +36,6 @@ from semclip.core import (
     write_json,
     atomic_write,
     RunLock,
-    cli_main,
 )
 from .cli import TrainParams, command_line
 
@@ -48,7 +47,7 @@ __all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIE
            'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log',
            'loss_terms', 'check_writable', 'claim_run_folder', 'check_resume', 'Dist', 'init_distributed',
            'allreduce_gradients', 'allreduce_mean', 'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales',
-           'optimizer_step', 'setup_run', 'train', 'training_summary', 'run_command', 'cli']
+           'optimizer_step', 'setup_run', 'train', 'training_summary', 'train_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #0000000a
 SEMCLIP_FAMILY = (
@@ -65,7 +64,7 @@ def param_docs() -> dict:
     "The trailing comment of each `TrainParams` field."
     return TrainParams.docs()
 
-# %% ../nbs/05_train.ipynb #0000000fs0
+# %% ../nbs/05_train.ipynb #0000000f
 _INTS = dict(
     batch_size=1, accum_steps=1, warmup_steps=0, eval_every=0, ckpt_every=0, freeze_text_layers=0, k=1, num_workers=0
 )
@@ -86,7 +85,7 @@ def _check_bool(name: str, v, allow_none: bool = False):
         return v
     raise ConfigError(f"{name}={v!r} must be true or false" + (" (or None for the default)" if allow_none else ""))
 
-# %% ../nbs/05_train.ipynb #0000000fs1
+# %% ../nbs/05_train.ipynb #00000010
 def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None where the arm's default applies)
     "`p` with every field checked (type, finite, in range) and numbers made plain int/float; a `ConfigError` names the first bad one."
     check_choice("arm", p.arm, ARMS)
@@ -122,7 +121,7 @@ def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None wh
         get_device(p.device)  # 'foo' or an absent GPU: refused before anything is created
     return p
 
-# %% ../nbs/05_train.ipynb #00000012s0
+# %% ../nbs/05_train.ipynb #00000013
 PRETRAIN_DEFAULTS = dict(steps=400, lr=1e-3, freeze_vision=False)
 FINETUNE_DEFAULTS = dict(steps=150, lr=5e-4, freeze_vision=True)
 
@@ -137,19 +136,19 @@ def condition_dir(
         return dataset
     return f"{dataset}-pre{pretrain_negation_share:g}-ft{finetune_negation_share:g}"
 
-# %% ../nbs/05_train.ipynb #00000012s1
+# %% ../nbs/05_train.ipynb #00000014
 def pretrain_checkpoint(dataset: str = "synthneg", seed: int = 42, pretrain_negation_share: float = 0.0) -> Path:
     "Where the SynthNeg pre-training run of `seed` (and of its pre-training caption statistics) keeps its final checkpoint."
     return runs_root() / condition_dir(dataset, pretrain_negation_share, 0.0) / "pretrain" / f"seed{seed}" / "final.pt"
 
-# %% ../nbs/05_train.ipynb #00000012s2
+# %% ../nbs/05_train.ipynb #00000015
 def dataset_kwargs(p) -> dict:
     "The extra `get_dataset` arguments of a run's dataset (SynthNeg's caption statistics; nothing for the others)."
     if p.dataset != "synthneg":
         return {}
     return dict(pretrain_negation_share=p.pretrain_negation_share, finetune_negation_share=p.finetune_negation_share)
 
-# %% ../nbs/05_train.ipynb #00000012s3
+# %% ../nbs/05_train.ipynb #00000016
 def resolve_params(
     params: TrainParams | dict | None = None,  # a TrainParams, a dict, or None for the defaults
     **overrides,
@@ -188,7 +187,7 @@ def resolve_params(
         )
     return p
 
-# %% ../nbs/05_train.ipynb #00000015s0
+# %% ../nbs/05_train.ipynb #00000019
 TEXT_FIELDS = dict(caption="caption", paraphrase="paraphrased", negation="negation")
 
 
@@ -208,7 +207,7 @@ class TripleTensors:
     def __len__(self):
         return len(self.df)
 
-# %% ../nbs/05_train.ipynb #00000015s1
+# %% ../nbs/05_train.ipynb #0000001a
 def prepare_split(
     bundle,  # a semclip.model.ClipBundle
     dataset: str,
@@ -249,7 +248,7 @@ def prepare_split(
     cf_pixels = load_images(cf, progress=progress) if cf is not None and images else None
     return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds, negation_images=cf_pixels, negation_source=cf)
 
-# %% ../nbs/05_train.ipynb #00000017
+# %% ../nbs/05_train.ipynb #0000001c
 def _with_counterfactuals(ds, dataset: str, split: str, arm: str | None = None):
     "`ds` keeping only the rows with a counterfactual image; a ConfigError when the dataset has none at all."
     from semclip.data import TripleDataset
@@ -289,7 +288,7 @@ def _check_counterfactual_data(p):
     if not ds.has_negation_image:
         _with_counterfactuals(ds, p.dataset, "all", p.arm)
 
-# %% ../nbs/05_train.ipynb #00000019
+# %% ../nbs/05_train.ipynb #0000001e
 def batch_indices(
     n: int,  # rows in the split
     batch_size: int,
@@ -304,7 +303,7 @@ def batch_indices(
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)[i * batch_size : (i + 1) * batch_size]
 
-# %% ../nbs/05_train.ipynb #0000001cs0
+# %% ../nbs/05_train.ipynb #00000021
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -313,7 +312,7 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
     return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
 
-# %% ../nbs/05_train.ipynb #0000001cs1
+# %% ../nbs/05_train.ipynb #00000022
 def length_buckets(
     lengths: torch.Tensor,  # [N] the number of tokens each row needs (end-of-text position + 1)
     overhead: int = 512,  # cost of one more transformer call, in token positions
@@ -334,7 +333,7 @@ def length_buckets(
         j = prev[j]
     return groups[::-1]
 
-# %% ../nbs/05_train.ipynb #0000001cs2
+# %% ../nbs/05_train.ipynb #00000023
 def _fast_text_path(m) -> bool:
     "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
     return (
@@ -352,7 +351,7 @@ def _text_tower(m, t: torch.Tensor) -> torch.Tensor:
     x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
     return x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
 
-# %% ../nbs/05_train.ipynb #0000001cs3
+# %% ../nbs/05_train.ipynb #00000024
 def encode_tokens(
     model,
     tokens: torch.Tensor,  # [N, context_length] token ids
@@ -375,7 +374,7 @@ def encode_tokens(
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return x
 
-# %% ../nbs/05_train.ipynb #00000022
+# %% ../nbs/05_train.ipynb #0000002a
 @torch.no_grad()
 def encode_images_once(
     model, images: torch.Tensor, batch_size: int = 512, device="cpu", precision="fp32", progress=True
@@ -410,7 +409,7 @@ def batch_features(
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #00000025s0
+# %% ../nbs/05_train.ipynb #0000002d
 def _tensor_digest(h, sd: dict):
     for k, v in sorted(sd.items()):
         h.update(k.encode())
@@ -436,7 +435,7 @@ def image_feature_key(
     h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
     return h.hexdigest()[:24]
 
-# %% ../nbs/05_train.ipynb #00000025s1
+# %% ../nbs/05_train.ipynb #0000002e
 def frozen_image_features(
     model,
     data: TripleTensors,
@@ -473,7 +472,7 @@ def frozen_image_features(
             torch.save(feats, f)
     return feats
 
-# %% ../nbs/05_train.ipynb #0000002c
+# %% ../nbs/05_train.ipynb #00000035
 def loss_inputs(feats: dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get("paraphrase"), negation_features=feats.get("negation"), output_dict=True)
@@ -514,7 +513,7 @@ def accumulate_gradients(
             p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #00000030
+# %% ../nbs/05_train.ipynb #00000039
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ("cpu", "cuda") for q in params)
@@ -555,7 +554,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-# %% ../nbs/05_train.ipynb #00000035
+# %% ../nbs/05_train.ipynb #0000003e
 @torch.no_grad()
 def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu", precision="fp32") -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -582,7 +581,7 @@ def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu
     res["t2i_top1"] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #00000037
+# %% ../nbs/05_train.ipynb #00000040
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -620,7 +619,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #00000039
+# %% ../nbs/05_train.ipynb #00000042
 LOG_FIELDS = (
     "step",
     "lr",
@@ -644,7 +643,7 @@ def loss_terms(records) -> list:  # log records (dicts), e.g. `read_log(out_dir/
         ]
     return sorted(names, key=lambda k: k != "loss")
 
-# %% ../nbs/05_train.ipynb #0000003cs0
+# %% ../nbs/05_train.ipynb #00000045
 def check_writable(
     out_dir,  # the run's folder (a str or Path); it is not created
     min_free_mb: int = 200,
@@ -671,7 +670,7 @@ def check_writable(
         raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
     return out
 
-# %% ../nbs/05_train.ipynb #0000003cs1
+# %% ../nbs/05_train.ipynb #00000046
 @contextlib.contextmanager
 def claim_run_folder(out_dir):  # the run's folder (created if missing)
     "Hold `out_dir`'s RunLock for the block; if the block fails and leaves a folder it created empty, remove it again."
@@ -697,7 +696,7 @@ def claim_run_folder(out_dir):  # the run's folder (created if missing)
     finally:
         lock.release()
 
-# %% ../nbs/05_train.ipynb #0000003f
+# %% ../nbs/05_train.ipynb #00000049
 RESUME_FIXED = (
     "arm",
     "model",
@@ -735,7 +734,7 @@ def check_resume(
             + ". Pass the run's values to continue it, or start a new run in another out_dir"
         )
 
-# %% ../nbs/05_train.ipynb #00000042s0
+# %% ../nbs/05_train.ipynb #0000004c
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -748,7 +747,7 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-# %% ../nbs/05_train.ipynb #00000042s1
+# %% ../nbs/05_train.ipynb #0000004d
 def init_distributed(device: str = "auto") -> Dist:
     "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
     ws = int(os.environ.get("WORLD_SIZE", "1"))
@@ -764,7 +763,7 @@ def init_distributed(device: str = "auto") -> Dist:
         torch.cuda.set_device(local)
     return Dist(rank, ws, local)
 
-# %% ../nbs/05_train.ipynb #00000042s2
+# %% ../nbs/05_train.ipynb #0000004e
 def allreduce_gradients(params, dist_info: Dist):
     "Average the gradients of `params` over all ranks, in one flat buffer."
     if dist_info.world_size == 1:
@@ -780,7 +779,7 @@ def allreduce_gradients(params, dist_info: Dist):
     for g, v in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(v.view_as(g))
 
-# %% ../nbs/05_train.ipynb #00000042s3
+# %% ../nbs/05_train.ipynb #0000004f
 def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     "Average scalar tensors over ranks (for logging)."
     if dist_info.world_size == 1:
@@ -793,7 +792,7 @@ def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     t /= dist_info.world_size
     return dict(zip(keys, t))
 
-# %% ../nbs/05_train.ipynb #00000042s4
+# %% ../nbs/05_train.ipynb #00000050
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
 
@@ -803,7 +802,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             f"interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue"
         )
 
-# %% ../nbs/05_train.ipynb #00000042s5
+# %% ../nbs/05_train.ipynb #00000051
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
 
@@ -837,12 +836,12 @@ class StopFlag:
             signal.signal(signal.SIGINT, self.prev)
             self.prev = None
 
-# %% ../nbs/05_train.ipynb #00000042s6
+# %% ../nbs/05_train.ipynb #00000052
 def local_rows(idx: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000045s0
+# %% ../nbs/05_train.ipynb #00000055
 def _laclip_swap(
     b: dict, laclip_p: float, gen
 ) -> dict:  # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
@@ -878,7 +877,7 @@ def _stream_batch(b: dict, fields, device, laclip_p=0.0, gen=None, frozen_model=
         )
     return b
 
-# %% ../nbs/05_train.ipynb #00000045s1
+# %% ../nbs/05_train.ipynb #00000056
 def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
 
@@ -904,7 +903,7 @@ def logit_scales(model, loss_fn) -> list:
         if isinstance(q, nn.Parameter) and q.requires_grad
     ]
 
-# %% ../nbs/05_train.ipynb #00000045s2
+# %% ../nbs/05_train.ipynb #00000057
 def optimizer_step(
     model,
     loss_fn,
@@ -935,7 +934,7 @@ def optimizer_step(
             q.clamp_(0, math.log(100))
     return terms, gnorm
 
-# %% ../nbs/05_train.ipynb #00000045s3
+# %% ../nbs/05_train.ipynb #00000058
 _TIME_THE_DETOUR = [False]  # True while the automatic pre-training runs: its loop reports the measured time it needs
 
 
@@ -975,7 +974,7 @@ def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
     finally:
         _TIME_THE_DETOUR[0] = False
 
-# %% ../nbs/05_train.ipynb #00000045s4
+# %% ../nbs/05_train.ipynb #00000059
 def setup_run(p: TrainParams, device, prec, dist_info: Dist):
     "Model, loss, data and the text fields the arm needs."
     from semclip.model import create_model, freeze
@@ -1063,7 +1062,7 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
                 d.negation_images = None
     return bundle, loss_fn, fields, data, val
 
-# %% ../nbs/05_train.ipynb #00000045s5
+# %% ../nbs/05_train.ipynb #0000005a
 def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
@@ -1082,7 +1081,7 @@ def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
         )
     return st
 
-# %% ../nbs/05_train.ipynb #00000045s6
+# %% ../nbs/05_train.ipynb #0000005b
 def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
@@ -1116,7 +1115,7 @@ def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> Jso
             (out / f).unlink(missing_ok=True)
     return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-# %% ../nbs/05_train.ipynb #00000045s7
+# %% ../nbs/05_train.ipynb #0000005c
 def train(
     params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
     **overrides,
@@ -1146,7 +1145,7 @@ def train(
     ):  # one writer per folder: rank 0 holds it
         return _run(p, out, device, prec, dist_info)
 
-# %% ../nbs/05_train.ipynb #00000045s8
+# %% ../nbs/05_train.ipynb #0000005d
 def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out / "checkpoint.pt"
@@ -1264,7 +1263,7 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
         write_json(out / "metrics.json", metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000004cs0
+# %% ../nbs/05_train.ipynb #00000064
 def _percent(v) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
@@ -1284,8 +1283,8 @@ def training_summary(
     ]
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
 
-# %% ../nbs/05_train.ipynb #0000004cs1
-def _train_command(args):
+# %% ../nbs/05_train.ipynb #00000065
+def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
     try:
@@ -1298,12 +1297,7 @@ def _train_command(args):
     print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
     print(training_summary(metrics, out, time.time() - t0))
 
-
-def run_command(args):  # the parsed arguments of semclip-train (semclip.cli)
-    "Run `semclip-train`: a semclip error (or a missing/unwritable file) is one line on stderr and exit status 2."
-    cli_main(_train_command, "semclip-train", args)
-
-# %% ../nbs/05_train.ipynb #0000004cs2
+# %% ../nbs/05_train.ipynb #00000066
 def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main

@@ -81,7 +81,7 @@ _all_ = [
 
 # %% auto #0
 __all__ = ['ISSUES', 'COLUMNS', 'TripleBackend', 'RuleBackend', 'clean_answer', 'validate', 'JsonlCache', 'format_report',
-           'generate_triples', 'read_caption_csv', 'generate_triples_csv', 'run_command', 'cli', 'rule_paraphrases',
+           'generate_triples', 'read_caption_csv', 'generate_triples_csv', 'triples_command', 'cli', 'rule_paraphrases',
            'rule_negations', 'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE', 'PARA_PROMPT',
            'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor', 'check_key_env',
            'env_key', 'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
@@ -221,7 +221,7 @@ def validate(
         return "too_long"
     return None
 
-# %% ../nbs/01b_triples.ipynb #00000014s0
+# %% ../nbs/01b_triples.ipynb #00000014
 try:
     import fcntl
 except ImportError:
@@ -255,7 +255,7 @@ def _json_line(ln: bytes):
     except ValueError:
         return _NOT_JSON
 
-# %% ../nbs/01b_triples.ipynb #00000014s1
+# %% ../nbs/01b_triples.ipynb #00000015
 def _record_problem(rec) -> str | None:
     "What is wrong with a cache record read back from its file (None: nothing)."
     if not isinstance(rec, dict) or not isinstance(rec.get("k"), str):
@@ -269,7 +269,7 @@ def _record_problem(rec) -> str | None:
         return f"the answer of a {kind!r} request must be {want}, not {_JSON_NAMES.get(type(a), type(a).__name__)}"
     return None
 
-# %% ../nbs/01b_triples.ipynb #00000017
+# %% ../nbs/01b_triples.ipynb #00000018
 def _read_cache(c: JsonlCache):
     "Load the records of cache `c`'s file (open as `c._fd`) into `c._d`, repairing its end, counting what was wrong."
     data = c.path.read_bytes()
@@ -306,7 +306,7 @@ def _read_cache(c: JsonlCache):
         if len(c.bad_lines) < 100:
             c.bad_lines.append((n, why))
 
-# %% ../nbs/01b_triples.ipynb #0000001b
+# %% ../nbs/01b_triples.ipynb #0000001c
 class JsonlCache:
     "Append-only JSONL store of completed requests, one fsync'd line each; reopening it reads them back."
 
@@ -359,7 +359,7 @@ class JsonlCache:
     def __exit__(self, *a):
         self.close()
 
-# %% ../nbs/01b_triples.ipynb #0000001e
+# %% ../nbs/01b_triples.ipynb #0000001f
 @patch
 def put(self: JsonlCache, key: str, **fields) -> bool:
     "Append one record and make it durable; False (nothing written) if it is longer than `max_record_bytes`."
@@ -393,7 +393,7 @@ def info(self: JsonlCache) -> dict:
         too_large=self.too_large,
     )
 
-# %% ../nbs/01b_triples.ipynb #00000024
+# %% ../nbs/01b_triples.ipynb #00000025
 class _Stop(Exception):
     "Another worker failed; stop asking."
 
@@ -435,7 +435,7 @@ class _Run:
             self.failed.append((c, e))
             self.stop.set()
 
-# %% ../nbs/01b_triples.ipynb #00000027
+# %% ../nbs/01b_triples.ipynb #00000028
 def _ask(cache, backend, kind, caption, attempt, st, stop, candidate=None):
     "One answer: from the cache when it is there, else from `backend` (then cached)."
     key = backend.cache_key(kind, caption, attempt, candidate) if cache is not None and backend.cacheable else None
@@ -465,7 +465,7 @@ def _ask(cache, backend, kind, caption, attempt, st, stop, candidate=None):
         )
     return ans
 
-# %% ../nbs/01b_triples.ipynb #0000002a
+# %% ../nbs/01b_triples.ipynb #0000002b
 def _one_kind(kind, caption, gen, ver, cache, max_regen, verify, max_len_ratio, st, stop):
     "(text, verified, attempts, issue) for one caption and kind."
     best, issue, attempts = None, "", 0
@@ -493,7 +493,7 @@ def _one_kind(kind, caption, gen, ver, cache, max_regen, verify, max_len_ratio, 
         return best, False, attempts, "rejected"
     return "", (False if judged else None), attempts, issue
 
-# %% ../nbs/01b_triples.ipynb #0000002d
+# %% ../nbs/01b_triples.ipynb #0000002e
 COLUMNS = (
     "paraphrased",
     "negation",
@@ -521,7 +521,7 @@ def _row(res):
         error=res.get("error", ""),
     )
 
-# %% ../nbs/01b_triples.ipynb #00000030
+# %% ../nbs/01b_triples.ipynb #00000031
 def _run_jobs(uniq, job, run: _Run, workers: int, progress: bool):
     "Run `job` on each caption of `uniq` through `run.settle`, with `workers` threads, until done or stopped."
     bar = tqdm(total=len(uniq), disable=not progress, desc="triples", unit="caption")
@@ -556,7 +556,7 @@ def _run_jobs(uniq, job, run: _Run, workers: int, progress: bool):
     finally:
         bar.close()
 
-# %% ../nbs/01b_triples.ipynb #00000033
+# %% ../nbs/01b_triples.ipynb #00000034
 def _report(df, st, gen, ver, verify, cache, n_uniq, secs) -> dict:
     c = st.c
     rep = dict(
@@ -590,7 +590,7 @@ def _report(df, st, gen, ver, verify, cache, n_uniq, secs) -> dict:
     rep["cache"] = cache.info() if cache is not None else None
     return rep
 
-# %% ../nbs/01b_triples.ipynb #00000036
+# %% ../nbs/01b_triples.ipynb #00000037
 def format_report(rep: dict) -> str:  # a report from `generate_triples`
     "A few readable lines from a pipeline report."
     ls = [
@@ -619,7 +619,7 @@ def format_report(rep: dict) -> str:  # a report from `generate_triples`
         ls.append(f"untransformed (first {len(rep['untransformed_examples'])}): {rep['untransformed_examples']}")
     return "\n".join(ls)
 
-# %% ../nbs/01b_triples.ipynb #00000039
+# %% ../nbs/01b_triples.ipynb #0000003a
 def generate_triples(
     captions,  # the captions, in order (duplicates are asked once)
     backend: TripleBackend | None = None,  # writes paraphrases and negations (None: RuleBackend())
@@ -668,7 +668,7 @@ def generate_triples(
     )
     return df, red.obj(_report(df, run, gen, ver, verify, cache, len(uniq), time.perf_counter() - t0))
 
-# %% ../nbs/01b_triples.ipynb #00000045
+# %% ../nbs/01b_triples.ipynb #00000046
 def _not_utf8(inp: Path) -> str:
     data = inp.read_bytes()
     try:
@@ -704,7 +704,7 @@ def _check_fields(inp: Path):
                 file=inp,
             ) from None
 
-# %% ../nbs/01b_triples.ipynb #00000048
+# %% ../nbs/01b_triples.ipynb #00000049
 def read_caption_csv(inp) -> pd.DataFrame:  # a CSV file
     "Every column of the CSV `inp` as text; a `DataError` naming the file (and line or row) if it is not a well-formed UTF-8 CSV."
     inp = Path(inp)
@@ -745,7 +745,7 @@ def _check_writable(path: Path, what: str):
     except OSError as e:
         raise ConfigError(f"cannot write {what} '{path}': {e.strerror or e}") from None
 
-# %% ../nbs/01b_triples.ipynb #0000004b
+# %% ../nbs/01b_triples.ipynb #0000004c
 def generate_triples_csv(
     input,
     output,  # the caption CSV, and where the triples CSV goes
@@ -810,7 +810,7 @@ def generate_triples_csv(
         rep["report_path"] = str(rp)
     return rep
 
-# %% ../nbs/01b_triples.ipynb #0000004f
+# %% ../nbs/01b_triples.ipynb #00000050
 _INPUT_ERRNOS = {
     errno.ENOENT,
     errno.EACCES,
@@ -854,7 +854,7 @@ def _cli_errors(
             raise
         raise x from None
 
-# %% ../nbs/01b_triples.ipynb #00000056s0
+# %% ../nbs/01b_triples.ipynb #00000057
 def _run(args) -> int:
     "The command, once its arguments are parsed."
     vm = None if (args.verifier_model or "").lower() == "none" else args.verifier_model
@@ -907,9 +907,9 @@ def _run(args) -> int:
     print(red(f"wrote {rep['output']} and {rep['report_path']}"))
     return 0
 
-# %% ../nbs/01b_triples.ipynb #00000056s1
-def run_command(args) -> int:  # the parsed arguments of semclip-triples (semclip.cli)
-    "Run `semclip-triples` inside `_cli_errors`, with the redactor of the key variable it was given."
+# %% ../nbs/01b_triples.ipynb #00000058
+def triples_command(args) -> int:  # the parsed arguments of semclip-triples (semclip.cli)
+    "The body of `semclip-triples`: `_run` inside `_cli_errors`, with the redactor of the key variable it was given."
     return _cli_errors(
         "semclip-triples",
         lambda: _run(args),
@@ -917,7 +917,7 @@ def run_command(args) -> int:  # the parsed arguments of semclip-triples (semcli
         "interrupted; every answer received so far is in the cache: rerun the same command to resume",
     )
 
-# %% ../nbs/01b_triples.ipynb #00000056s2
+# %% ../nbs/01b_triples.ipynb #00000059
 def cli(argv: list[str] | None = None) -> int:  # the arguments (default: sys.argv[1:])
     "Console script `semclip-triples` (the same as `semclip.cli.triples_main`)."
     from semclip.cli import triples_main

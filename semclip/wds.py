@@ -35,7 +35,6 @@ from semclip.core import (
     atomic_write,
     check_choice,
     check_number,
-    cli_main,
     file_hash,
     write_json,
 )
@@ -49,11 +48,11 @@ from semclip.data import (
 )
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards', 'run_command',
-           'shards_cli', 'expand_urls', 'iter_shard', 'decode_sample', 'iter_samples', 'read_shards_frame',
-           'split_shards', 'ShardTriples', 'ShardBatches']
+__all__ = ['IMAGE_EXTS', 'WDS_FORMAT', 'WDS_VERSION', 'sample_record', 'image_bytes', 'shard_name', 'write_shards',
+           'shards_command', 'shards_cli', 'expand_urls', 'iter_shard', 'decode_sample', 'iter_samples',
+           'read_shards_frame', 'split_shards', 'ShardTriples', 'ShardBatches']
 
-# %% ../nbs/01c_wds.ipynb #00000006s0
+# %% ../nbs/01c_wds.ipynb #00000007
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")  # open_clip's image keys, in its order of preference
 _PIL_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # formats stored as they are
 WDS_FORMAT, WDS_VERSION = "semclip-wds", 1
@@ -90,7 +89,7 @@ def sample_record(row: dict) -> dict:
     rec.update({str(k): _plain(v) for k, v in row.items() if k not in _NOT_IN_JSON and k not in rec})
     return rec
 
-# %% ../nbs/01c_wds.ipynb #00000006s1
+# %% ../nbs/01c_wds.ipynb #00000008
 def image_bytes(
     path,  # the image file
     verify: bool = True,  # decode it fully once (catches truncated files)
@@ -115,7 +114,7 @@ def image_bytes(
     open_image(b, **where).save(out, format="PNG")  # what any reader would make of it, losslessly
     return out.getvalue(), "png"
 
-# %% ../nbs/01c_wds.ipynb #0000000cs0
+# %% ../nbs/01c_wds.ipynb #0000000e
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
@@ -130,7 +129,7 @@ def shard_name(prefix: str, i: int) -> str:
     "The file name of shard `i`."
     return f"{prefix}-{i:06d}.tar"
 
-# %% ../nbs/01c_wds.ipynb #0000000cs1
+# %% ../nbs/01c_wds.ipynb #0000000f
 _SHARD_FILES = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar|manifest\.json|sizes\.json|\.lock")
 
 
@@ -163,7 +162,7 @@ def _exchange(a: Path, b: Path) -> bool:
     e = ctypes.get_errno()
     raise OSError(e, os.strerror(e), str(a), None, str(b))
 
-# %% ../nbs/01c_wds.ipynb #0000000cs2
+# %% ../nbs/01c_wds.ipynb #00000010
 def _swap_in(new: Path, out: Path):
     "Put folder `new` in place of `out` (absent or not), then delete what `out` held."
     if not out.exists():
@@ -185,7 +184,7 @@ def _check_args(maxcount, prefix):
             f"prefix={prefix!r} must be letters, digits, _ or - (no dots or slashes: it names the shard files)"
         )
 
-# %% ../nbs/01c_wds.ipynb #0000000cs3
+# %% ../nbs/01c_wds.ipynb #00000011
 def _samples(df, verify, on_bad, skipped, bar):
     "(key, files) of every readable row, in order; bad rows raise or are recorded in `skipped`."
     files = df["src_file"].tolist() if "src_file" in df else [None] * len(df)
@@ -210,7 +209,7 @@ def _samples(df, verify, on_bad, skipped, bar):
             },
         )
 
-# %% ../nbs/01c_wds.ipynb #0000000d
+# %% ../nbs/01c_wds.ipynb #00000012
 def write_shards(
     dataset,  # a TripleDataset (e.g. from get_dataset) or a standard triple frame
     out_dir,  # the folder for the shards, sizes.json and manifest.json (created)
@@ -273,8 +272,8 @@ def write_shards(
         bar.close()
     return [out / p.name for p in shards]
 
-# %% ../nbs/01c_wds.ipynb #00000019
-def _shards_command(a):
+# %% ../nbs/01c_wds.ipynb #0000001e
+def shards_command(a):  # the parsed arguments of semclip-shards (semclip.cli)
     "The body of `semclip-shards`: write the shards, print where they are and how to train on them."
     from semclip.data import get_dataset
 
@@ -290,18 +289,13 @@ def _shards_command(a):
     )
 
 
-def run_command(args):  # the parsed arguments of semclip-shards (semclip.cli)
-    "Run `semclip-shards`; user errors exit 2 with one line (`cli_main`)."
-    return cli_main(_shards_command, "semclip-shards", args)
-
-
 def shards_cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-shards` (the same as `semclip.cli.shards_main`)."
     from semclip.cli import shards_main
 
     return shards_main(argv)
 
-# %% ../nbs/01c_wds.ipynb #0000001cs0
+# %% ../nbs/01c_wds.ipynb #00000022
 def _braceexpand(s: str) -> list[str]:
     try:
         from braceexpand import braceexpand
@@ -311,7 +305,7 @@ def _braceexpand(s: str) -> list[str]:
         return [s]
     return list(braceexpand(s))
 
-# %% ../nbs/01c_wds.ipynb #0000001cs1
+# %% ../nbs/01c_wds.ipynb #00000023
 def expand_urls(
     urls,
 ) -> list[str]:  # a brace pattern, '::'-joined patterns, a list of them, or a folder with manifest.json
@@ -348,7 +342,7 @@ def expand_urls(
         raise DatasetNotFoundError(f"shard not found{more}", file=missing[0])
     return out
 
-# %% ../nbs/01c_wds.ipynb #0000001fs0
+# %% ../nbs/01c_wds.ipynb #00000026
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = name up to the first dot
 
 
@@ -357,7 +351,7 @@ def _truncated(path, why):
         f"the shard is truncated or not a tar file ({why}); rewrite it (write_shards) or leave it out", file=path
     )
 
-# %% ../nbs/01c_wds.ipynb #0000001fs1
+# %% ../nbs/01c_wds.ipynb #00000027
 def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     "The samples of one shard, in order, as `(key, {extension: bytes})`; DataErrors name the shard."
     path = Path(path)
@@ -393,7 +387,7 @@ def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     if cur is not None:
         yield cur, files
 
-# %% ../nbs/01c_wds.ipynb #0000001fs2
+# %% ../nbs/01c_wds.ipynb #00000028
 _MANIFESTS = {}
 
 
@@ -418,7 +412,7 @@ def _listed_count(shard: Path) -> int | None:
 def _is_text(v):
     return isinstance(v, str) and v.strip() != ""
 
-# %% ../nbs/01c_wds.ipynb #0000001fs3
+# %% ../nbs/01c_wds.ipynb #00000029
 def decode_sample(
     key: str,
     files: dict,  # one sample from iter_shard
@@ -451,7 +445,7 @@ def decode_sample(
         raise DataError(f"sample {key!r}: {e.problem}", **where) from None
     return dict(key=key, ext=ext, image=im, record=rec)
 
-# %% ../nbs/01c_wds.ipynb #0000001fs4
+# %% ../nbs/01c_wds.ipynb #0000002a
 def iter_samples(
     shard,  # a shard file
     target_size: int | None = None,
@@ -466,7 +460,7 @@ def iter_samples(
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-# %% ../nbs/01c_wds.ipynb #00000021
+# %% ../nbs/01c_wds.ipynb #0000002c
 def read_shards_frame(
     urls,  # see `expand_urls`
     progress: bool = False,
@@ -491,7 +485,7 @@ def read_shards_frame(
             images.append(s["image"])
     return pd.DataFrame(rows), images
 
-# %% ../nbs/01c_wds.ipynb #00000025
+# %% ../nbs/01c_wds.ipynb #00000030
 def split_shards(
     shards: list,  # the shard list, the same on every process
     rank: int = 0,
@@ -532,7 +526,7 @@ def _buffer_shuffle(items, bufsize: int, rng: random.Random):
     rng.shuffle(buf)
     yield from buf
 
-# %% ../nbs/01c_wds.ipynb #00000027
+# %% ../nbs/01c_wds.ipynb #00000032
 class ShardTriples(IterableDataset):
     "`(image, caption, paraphrase, negation)` streamed from WebDataset shards, split over ranks and DataLoader workers."
 
@@ -592,7 +586,7 @@ class ShardTriples(IterableDataset):
     def __repr__(self):
         return f"ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
 
-# %% ../nbs/01c_wds.ipynb #00000039s0
+# %% ../nbs/01c_wds.ipynb #00000048
 def _manifest_entries(shards) -> list[dict | None]:
     "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
     out = []
@@ -624,7 +618,7 @@ def _counted(shard: str, want: int) -> Iterator[tuple]:
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-# %% ../nbs/01c_wds.ipynb #00000039s1
+# %% ../nbs/01c_wds.ipynb #00000049
 _STATE_KEYS = (
     "urls_hash",
     "n_shards",
@@ -835,7 +829,7 @@ class ShardBatches:
             f"streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})"
         )
 
-# %% ../nbs/01c_wds.ipynb #00000039s2
+# %% ../nbs/01c_wds.ipynb #0000004a
 class _StepStream(IterableDataset):
     "DataLoader worker w of W yields the batches of steps start+w, start+w+W, ...: the DataLoader's round-robin restores step order."
 

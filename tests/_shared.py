@@ -1,4 +1,5 @@
-"""Helpers several test modules share: a read-only folder, SynthNeg written as the SemCLIP CSV, and the steps a run logged."""
+"""Helpers several test modules share: a read-only folder, SynthNeg written as the SemCLIP CSV, the parameters, command
+line and environment of a quick training run, and the steps a run logged."""
 
 import contextlib
 import json
@@ -7,6 +8,8 @@ import subprocess
 from pathlib import Path
 import pandas as pd
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
@@ -62,3 +65,31 @@ def train_steps(out_dir):
         if "split" not in r and "step" in r:
             out.append(r["step"])
     return out
+
+
+def quick_run_params(data_dir, out_dir, arm: str = "pretrain", **kw) -> dict:
+    "`semclip.train.train` parameters of a quick CPU run on the SemCLIP CSV in `data_dir` (no validation, no init); `kw` adds or overrides."
+    return dict(
+        dict(
+            dataset="semclip_csv",
+            data_root=str(data_dir),
+            arm=arm,
+            eval_every=0,
+            init_checkpoint=None,
+            progress=False,
+            out_dir=str(out_dir),
+            device="cpu",
+        ),
+        **kw,
+    )
+
+
+def train_cli_args(p: dict) -> list:
+    "`python -m semclip.train` arguments for the parameters `p`."
+    val = lambda v: "none" if v is None else ("true" if v is True else "false" if v is False else str(v))
+    return [a for k, v in p.items() for a in (f"--{k}", val(v))]
+
+
+def subprocess_env(**extra) -> dict:
+    "The environment of a semclip subprocess: offline, this checkout importable, unbuffered output, plus `extra`."
+    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **extra)

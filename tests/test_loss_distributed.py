@@ -4,7 +4,8 @@ Each rank holds a slice of one global batch and calls the loss on it (semclip.lo
 features with gradients). Convention (open_clip's local_loss + gather_with_grad): the ranks' losses, weighted by
 their share of the batch, sum to the 1-process loss; each rank's feature gradient is world_size x the 1-process
 gradient of its rows (DDP's mean over ranks divides that back out); the mean over ranks of the gradient of a
-loss-owned parameter (SemCLIP's logit scale) is the 1-process gradient. Checked for equal and unequal slices.
+loss-owned parameter (SemCLIP's logit scale) is the 1-process gradient. Checked for every loss (the CLIP, NegCLIP,
+SemCLIP, CoN-CLIP and TripletCLIP forms, the last two with counterfactual images) on equal and unequal slices.
 """
 
 import sys
@@ -21,7 +22,9 @@ if str(ROOT) not in sys.path:
 
 WORLD, D, SCALE = 2, 6, 5.0
 SPLITS = [(3, 3), (4, 2)]  # rows per rank: equal, then unequal (the last batch without drop_last)
-KEYS = ("image", "text", "paraphrase", "negation", "distractor")
+KEYS = ("image", "text", "paraphrase", "negation", "negation_image")
+TEXT_SIDE = dict(paraphrase="paraphrase_features", negation="negation_features")
+WITH_IMAGES = dict(negation="negation_features", negation_image="negation_image_features")
 
 
 def _batch(n, seed=0):
@@ -30,28 +33,35 @@ def _batch(n, seed=0):
 
 
 def _losses():
-    from semclip.loss import ClipLoss, NegCLIPLoss, CoNCLIPLoss, make_loss
+    "{case: (loss, {batch key: the loss's keyword for it})}: every loss of semclip.loss, and the inputs it uses."
+    from semclip.loss import ClipLoss, NegCLIPLoss, CoNCLIPLoss, TripletCLIPLoss, make_loss
 
     return dict(
-        clip=ClipLoss(),
-        clip_raw=ClipLoss(normalize=False),
-        negclip=NegCLIPLoss(),
-        conclip=CoNCLIPLoss(),
-        semclip=make_loss("semclip", D),
-        semclip_img=make_loss("semclip_img", D, img_margin=0.3),
+        clip=(ClipLoss(), {}),
+        clip_raw=(ClipLoss(normalize=False), {}),
+        negclip=(NegCLIPLoss(), dict(negation="negation_features")),
+        semclip=(make_loss("semclip", D), TEXT_SIDE),
+        semclip_img=(make_loss("semclip_img", D, img_margin=0.3), TEXT_SIDE),
+        conclip=(make_loss("conclip", D), WITH_IMAGES),
+        conclip_distractor_name=(
+            CoNCLIPLoss(),
+            dict(negation="negation_features", negation_image="distractor_features"),
+        ),
+        conclip_own_scale=(CoNCLIPLoss(init_logit_scale=1.5), WITH_IMAGES),
+        tripletclip=(make_loss("tripletclip", D), WITH_IMAGES),
+        tripletclip_released=(TripletCLIPLoss(form="released"), WITH_IMAGES),
     )
 
 
-def _step(loss_fn, feats, weight=1.0):
-    "Call the loss on leaf copies of `feats`, back-propagate weight * loss; return loss, feature grads, parameter grads."
+CASES = list(_losses())
+
+
+def _step(case, feats, weight=1.0):
+    "Call `case`'s loss on leaf copies of `feats`, back-propagate weight * loss; return loss, feature and parameter grads."
+    loss_fn, inputs = _losses()[case]
     x = {k: v.clone().requires_grad_() for k, v in feats.items()}
     loss = loss_fn(
-        x["image"],
-        x["text"],
-        torch.tensor(SCALE),
-        paraphrase_features=x["paraphrase"],
-        negation_features=x["negation"],
-        distractor_features=x["distractor"],
+        x["image"], x["text"], torch.tensor(SCALE, dtype=torch.float64), **{kw: x[k] for k, kw in inputs.items()}
     )
     (weight * loss).backward()
     return dict(
@@ -81,8 +91,8 @@ def _worker(rank, world, init_file, out_dir):
                     and torch.equal(gn, full["negation"])
                 )
             )
-            for name, fn in _losses().items():
-                res[sizes][name] = _step(fn, local, weight=sizes[rank] * world / n)
+            for case in CASES:
+                res[sizes][case] = _step(case, local, weight=sizes[rank] * world / n)
         torch.save(res, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -110,21 +120,22 @@ def ranks(tmp_path_factory):
 
 
 @pytest.mark.parametrize("sizes", SPLITS, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("name", ["clip", "clip_raw", "negclip", "conclip", "semclip", "semclip_img"])
-def test_two_ranks_equal_one_process(ranks, sizes, name):
+@pytest.mark.parametrize("case", CASES)
+def test_two_ranks_equal_one_process(ranks, sizes, case):
     n = sum(sizes)
     assert all(r[sizes]["gathered_ok"] for r in ranks), "gather_features did not return the global batch in rank order"
-    ref = _step(_losses()[name], _batch(n))  # one process: no process group, nothing gathered
-    got = [r[sizes][name] for r in ranks]
+    ref = _step(case, _batch(n))  # one process: no process group, nothing gathered
+    got = [r[sizes][case] for r in ranks]
     # the ranks' losses, weighted by their share of the batch, give the one-process loss
     torch.testing.assert_close(sum(s / n * g["loss"] for s, g in zip(sizes, got)), ref["loss"])
+    # every input the loss takes has a gradient, on every rank
+    assert set(ref["grads"]) == set(got[0]["grads"]) == {"image", "text", *_losses()[case][1]}
     # each rank's feature gradient is WORLD x the one-process gradient of its own rows
-    assert set(ref["grads"]) == set(got[0]["grads"])
     for k, want in ref["grads"].items():
         torch.testing.assert_close(torch.cat([g["grads"][k] for g in got]) / WORLD, want)
-        assert want.abs().max() > 1e-6, f"{name}: the gradient of {k} being compared is zero"
+        assert want.abs().max() > 1e-6, f"{case}: the gradient of {k} being compared is zero"
     # a parameter of the loss: the mean over ranks of its gradient (what DDP / an all-reduce mean gives) is the reference
     for p, want in ref["params"].items():
         torch.testing.assert_close(sum(g["params"][p] for g in got) / WORLD, want)
-    if name.startswith("semclip"):
+    if case.startswith("semclip") or case == "conclip_own_scale":
         assert "logit_scale" in ref["params"]

@@ -12,7 +12,6 @@ so the whole file stays around two minutes on a shared 2-core machine. Known def
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from _shared import synthneg_as_semclip_csv, train_steps as _train_steps
+from _shared import (
+    quick_run_params,
+    subprocess_env,
+    synthneg_as_semclip_csv,
+    train_cli_args,
+    train_steps as _train_steps,
+)
 
 STEPS, CKPT_EVERY, BATCH, MAX_TRAIN = 6, 2, 32, 128  # 4 batches an epoch: the resumed steps are in the second
 
@@ -42,33 +47,12 @@ def runs(tmp_path_factory):
 
 
 def _params(data_dir, out_dir, arm="pretrain", **kw):
-    p = dict(
-        dataset="semclip_csv",
-        data_root=str(data_dir),
-        arm=arm,
-        max_train=MAX_TRAIN,
-        batch_size=BATCH,
-        steps=STEPS,
-        ckpt_every=CKPT_EVERY,
-        eval_every=0,
-        warmup_steps=4,
-        init_checkpoint=None,
-        progress=False,
-        out_dir=str(out_dir),
-        device="cpu",
-    )
-    p.update(kw)
-    return p
-
-
-def _cli_args(p):
-    "`python -m semclip.train` arguments for the parameters `p`."
-    val = lambda v: "none" if v is None else ("true" if v is True else "false" if v is False else str(v))
-    return [a for k, v in p.items() for a in (f"--{k}", val(v))]
+    settings = dict(max_train=MAX_TRAIN, batch_size=BATCH, steps=STEPS, ckpt_every=CKPT_EVERY, warmup_steps=4)
+    return quick_run_params(data_dir, out_dir, arm, **{**settings, **kw})
 
 
 def _env(runs):
-    return dict(os.environ, SEMCLIP_RUNS=str(runs), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess_env(SEMCLIP_RUNS=str(runs))
 
 
 def _signal_when(p, runs, min_step, sig, timeout=400):
@@ -78,7 +62,7 @@ def _signal_when(p, runs, min_step, sig, timeout=400):
     console = out.parent / f"{out.name}.console.txt"
     with open(console, "w") as fo:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "semclip.train", *_cli_args(p)],
+            [sys.executable, "-m", "semclip.train", *train_cli_args(p)],
             cwd=ROOT,
             env=_env(runs),
             stdout=fo,

@@ -14,7 +14,6 @@ Runs are tiny (a ~100-image SynthNeg in the SemCLIP-CSV layout, batch 16, 2 step
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +26,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from _shared import read_only, synthneg_as_semclip_csv, train_steps as _train_steps
+from _shared import (
+    quick_run_params,
+    read_only,
+    subprocess_env,
+    synthneg_as_semclip_csv,
+    train_cli_args,
+    train_steps as _train_steps,
+)
 
 from semclip.core import ConfigError, CheckpointError, SemclipError
 
@@ -42,31 +48,13 @@ def data_dir(tmp_path_factory):
 
 
 def _params(data_dir, out_dir, arm="pretrain", **kw):
-    p = dict(
-        dataset="semclip_csv",
-        data_root=str(data_dir),
-        arm=arm,
-        batch_size=BATCH,
-        steps=STEPS,
-        ckpt_every=0,
-        eval_every=0,
-        warmup_steps=1,
-        init_checkpoint=None,
-        progress=False,
-        out_dir=str(out_dir),
-        device="cpu",
+    return quick_run_params(
+        data_dir, out_dir, arm, **{**dict(batch_size=BATCH, steps=STEPS, ckpt_every=0, warmup_steps=1), **kw}
     )
-    p.update(kw)
-    return p
-
-
-def _cli_args(p):
-    val = lambda v: "none" if v is None else ("true" if v is True else "false" if v is False else str(v))
-    return [a for k, v in p.items() for a in (f"--{k}", val(v))]
 
 
 def _env():
-    return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    return subprocess_env(OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +171,7 @@ def test_two_trainers_on_one_out_dir(data_dir, tmp_path):
     out = tmp_path / "run"
     first = _params(data_dir, out, steps=100_000)
     a = subprocess.Popen(
-        [sys.executable, "-m", "semclip.train", *_cli_args(first)],
+        [sys.executable, "-m", "semclip.train", *train_cli_args(first)],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.DEVNULL,
@@ -197,7 +185,7 @@ def test_two_trainers_on_one_out_dir(data_dir, tmp_path):
             assert time.time() - t0 < 300, "the first trainer logged no step in 300 s"
             time.sleep(0.1)
         b = subprocess.run(
-            [sys.executable, "-m", "semclip.train", *_cli_args(_params(data_dir, out, steps=3))],
+            [sys.executable, "-m", "semclip.train", *train_cli_args(_params(data_dir, out, steps=3))],
             cwd=ROOT,
             env=_env(),
             capture_output=True,
@@ -399,7 +387,7 @@ def test_train_cli_fails_before_compute(data_dir, tmp_path, capsys, no_model, ca
         "device": (["--device", "foo"], "device='foo' is not a torch device"),
         "lr_nan": (["--lr", "nan"], "lr=nan must be a finite number"),
     }[case]
-    base = _cli_args(_params(data_dir, tmp_path / "run"))
+    base = train_cli_args(_params(data_dir, tmp_path / "run"))
     with read_only(ro) if case == "read_only" else contextlib.nullcontext():
         code = _exit_code(cli, base + args)
     err = capsys.readouterr().err

@@ -20,7 +20,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from tests.test_resume_faults import data_dir, runs, _signal_when, _assert_same_weights, _env, _cli_args  # noqa: F401 (fixtures)
+from tests.test_resume_faults import data_dir, runs, _signal_when, _assert_same_weights, _env  # noqa: F401 (fixtures)
+from _shared import quick_run_params, train_cli_args
 
 STEPS, CKPT_EVERY, BATCH = 6, 2, 32
 
@@ -38,23 +39,8 @@ def shards(data_dir, tmp_path_factory):
 
 
 def _params(data_dir, shards, out_dir, arm="pretrain", **kw):
-    p = dict(
-        dataset="semclip_csv",
-        data_root=str(data_dir),
-        arm=arm,
-        train_shards=str(shards),
-        batch_size=BATCH,
-        steps=STEPS,
-        ckpt_every=CKPT_EVERY,
-        eval_every=0,
-        warmup_steps=4,
-        init_checkpoint=None,
-        progress=False,
-        out_dir=str(out_dir),
-        device="cpu",
-    )
-    p.update(kw)
-    return p
+    settings = dict(train_shards=str(shards), batch_size=BATCH, steps=STEPS, ckpt_every=CKPT_EVERY, warmup_steps=4)
+    return quick_run_params(data_dir, out_dir, arm, **{**settings, **kw})
 
 
 def test_streamed_run_resumes_exactly(data_dir, shards, runs):
@@ -97,7 +83,7 @@ def test_two_processes_stream_their_own_shards(data_dir, shards, runs):
         "--nproc_per_node=2",
         "-m",
         "semclip.train",
-        *_cli_args(p),
+        *train_cli_args(p),
     ]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

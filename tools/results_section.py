@@ -159,7 +159,8 @@ def section(ref: Path = REF) -> str:
     seed = (figs.get("embedding_seeds") or {}).get("semclip") if isinstance(figs.get("embedding_seeds"), dict) else None
     out += [
         f"The figures: Table 1 as a chart and the accuracy per negation family (every seed); the embedding shift (UMAP), "
-        f"the gap cos(image, caption) - cos(image, negation) and SemCLIP's 2-D projection before and after fine-tuning"
+        f"the gap cos(image, caption) - cos(image, negation), where each negation family moves relative to its images, "
+        f"and SemCLIP's 2-D projection before and after fine-tuning"
         f"{f' (seed {seed})' if seed else ''}; the training curves, one panel per loss term (every seed)."
         + (
             f" They were drawn again over the same runs after the figure code changed: {_made_by(ref / 'provenance_figures.json')}"
@@ -173,6 +174,7 @@ def section(ref: Path = REF) -> str:
         ("negation_families", "accuracy per negation family and arm"),
         ("umap_shift", "UMAP of image, caption, paraphrase and negation embeddings before and after fine-tuning"),
         ("gap_distribution", "cos(image, caption) - cos(image, negation) per arm"),
+        ("negation_displacement", "per arm, each test sample at (cos(image, caption), cos(image, negation)) by family"),
         ("semclip_projection", "captions, paraphrases and negations in SemCLIP's projection, before and after"),
         ("training_curves", "training curves"),
     ]:
