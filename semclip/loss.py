@@ -193,8 +193,8 @@ class ClipLoss(_LossBase):
 
     def contrastive(self, img: Tensor, txt: Tensor, scale) -> Tensor:
         "L_con of features that are already prepared (normalised or not, fp32)."
-        r, w = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
-        if self._use_tiled(img.shape[0], w):
+        rank, world = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
+        if self._use_tiled(img.shape[0], world):
             try:
                 from semclip.kernels import clip_loss_tiled
             except ImportError as e:
@@ -203,8 +203,8 @@ class ClipLoss(_LossBase):
                     f"semclip.kernels.clip_loss_tiled, which cannot be imported: {e}"
                 ) from e
             return clip_loss_tiled(img, txt, torch.as_tensor(scale, device=img.device, dtype=img.dtype))
-        (ai, at), off = _gather((img, txt), r, w, self.group)
-        return (info_nce(img, at, scale, off) + info_nce(txt, ai, scale, off)) / 2
+        (all_images, all_texts), offset = _gather((img, txt), rank, world, self.group)
+        return (info_nce(img, all_texts, scale, offset) + info_nce(txt, all_images, scale, offset)) / 2
 
     def forward(
         self,
@@ -389,8 +389,8 @@ class NegCLIPLoss(_LossBase):
         txt = _f32(text_features)
         img = self._check(txt, _f32(image_features), "image_features")
         named = {k: _norm(self._check(txt, v, k), self.normalize) if v is not None else None for k, v in named.items()}
-        r, w = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
-        return s, _norm(img, self.normalize), _norm(txt, self.normalize), named, r, w
+        rank, world = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
+        return s, _norm(img, self.normalize), _norm(txt, self.normalize), named, rank, world
 
     def forward(
         self,
@@ -404,11 +404,13 @@ class NegCLIPLoss(_LossBase):
     ):  # other inputs are ignored
         "The NegCLIP loss (or its terms)."
         self._need(negation_features, "negation_features", "hard negatives")
-        s, img, txt, nd, r, w = self._prep(
+        s, img, txt, extra, rank, world = self._prep(
             image_features, text_features, logit_scale, negation_features=negation_features
         )
-        (ai, at, an), off = _gather((img, txt, nd["negation_features"]), r, w, self.group)
-        i2t, t2i = info_nce(img, torch.cat([at, an]), s, off), info_nce(txt, ai, s, off)
+        (all_images, all_texts, all_negations), offset = _gather(
+            (img, txt, extra["negation_features"]), rank, world, self.group
+        )
+        i2t, t2i = info_nce(img, torch.cat([all_texts, all_negations]), s, offset), info_nce(txt, all_images, s, offset)
         loss = (i2t + t2i) / 2
         return self._out(
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
@@ -463,18 +465,22 @@ class CoNCLIPLoss(NegCLIPLoss):
             self._need(dis, "negation_image_features", "distractor_images=True")
         if self.distractor_images is False:
             dis = None
-        s, img, txt, nd, r, w = self._prep(
+        s, img, txt, extra, rank, world = self._prep(
             image_features, text_features, logit_scale, negation_features=negation_features, negation_image_features=dis
         )
-        neg, dis = nd["negation_features"], nd["negation_image_features"]
+        neg, dis = extra["negation_features"], extra["negation_image_features"]
         if dis is None:
-            (ai, at, an), off = _gather((img, txt, neg), r, w, self.group)
+            (all_images, all_texts, all_negations), offset = _gather((img, txt, neg), rank, world, self.group)
         else:
-            (ai, at, an, ad), off = _gather((img, txt, neg, dis), r, w, self.group)
-        terms = dict(image_to_text=info_nce(img, torch.cat([at, an]), s, off))
-        terms["text_to_image"] = info_nce(txt, ai if dis is None else torch.cat([ai, ad]), s, off)
+            (all_images, all_texts, all_negations, all_distractors), offset = _gather(
+                (img, txt, neg, dis), rank, world, self.group
+            )
+        terms = dict(image_to_text=info_nce(img, torch.cat([all_texts, all_negations]), s, offset))
+        terms["text_to_image"] = info_nce(
+            txt, all_images if dis is None else torch.cat([all_images, all_distractors]), s, offset
+        )
         if dis is not None and self.distractor_to_negation:
-            terms["distractor_to_negation"] = info_nce(dis, torch.cat([an, at]), s, off)
+            terms["distractor_to_negation"] = info_nce(dis, torch.cat([all_negations, all_texts]), s, offset)
         loss = sum(terms.values()) / len(terms)
         return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
 
@@ -513,24 +519,37 @@ class TripletCLIPLoss(NegCLIPLoss):
         "The TripletCLIP loss (or its terms)."
         self._need(negation_features, "negation_features", "negated captions")
         self._need(negation_image_features, "negation_image_features", "negation images")
-        s, img, txt, nd, r, w = self._prep(
+        s, img, txt, extra, rank, world = self._prep(
             image_features,
             text_features,
             logit_scale,
             negation_features=negation_features,
             negation_image_features=negation_image_features,
         )
-        neg, nimg = nd["negation_features"], nd["negation_image_features"]
-        (ai, at, an, ani), off = _gather((img, txt, neg, nimg), r, w, self.group)
-        N = at.shape[0]
+        neg, nimg = extra["negation_features"], extra["negation_image_features"]
+        (all_images, all_texts, all_negations, all_negation_images), offset = _gather(
+            (img, txt, neg, nimg), rank, world, self.group
+        )
+        N = all_texts.shape[0]
         if self.form == "square":
-            all_t, all_i = torch.cat([at, an]), torch.cat([ai, ani])
-            i2t = (info_nce(img, all_t, s, off) + info_nce(nimg, all_t, s, N + off)) / 2
-            t2i = (info_nce(txt, all_i, s, off) + info_nce(neg, all_i, s, N + off)) / 2
+            texts_and_negations, images_and_negation_images = (
+                torch.cat([all_texts, all_negations]),
+                torch.cat([all_images, all_negation_images]),
+            )
+            i2t = (
+                info_nce(img, texts_and_negations, s, offset) + info_nce(nimg, texts_and_negations, s, N + offset)
+            ) / 2
+            t2i = (
+                info_nce(txt, images_and_negation_images, s, offset)
+                + info_nce(neg, images_and_negation_images, s, N + offset)
+            ) / 2
             loss = (i2t + t2i) / 2
         else:
-            i2t = (info_nce(img, torch.cat([at, an]), s, off) + info_nce(nimg, torch.cat([an, at]), s, off)) / 2
-            t2i = (info_nce(txt, ai, s, off) + info_nce(neg, ani, s, off)) / 2
+            i2t = (
+                info_nce(img, torch.cat([all_texts, all_negations]), s, offset)
+                + info_nce(nimg, torch.cat([all_negations, all_texts]), s, offset)
+            ) / 2
+            t2i = (info_nce(txt, all_images, s, offset) + info_nce(neg, all_negation_images, s, offset)) / 2
             loss = i2t + t2i  # = NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
         return self._out(
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict

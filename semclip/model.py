@@ -326,6 +326,49 @@ def _unreadable(e: BaseException) -> bool:
     )
 
 # %% ../nbs/03_model.ipynb #00000019
+def _read_model_checkpoint(checkpoint, name: str | None, pretrained) -> dict:
+    "The checked contents of a semclip checkpoint that `create_model` builds its model from."
+    if pretrained is not None:
+        raise ConfigError("give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights")
+    ckpt = load_checkpoint(checkpoint)
+    if not ckpt.get("model_name") or not ckpt.get("model_cfg"):
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' does not record its model name and config; "
+            f"build the model yourself and call load_checkpoint('{checkpoint}', model=...)"
+        )
+    if name is not None and name != ckpt["model_name"]:
+        raise ConfigError(
+            f"name={name!r} but checkpoint '{checkpoint}' holds a {ckpt['model_name']!r} model; drop name= or pass the matching one"
+        )
+    return ckpt
+
+
+def _weights_error(e: Exception, kind: str | None, name: str, pretrained) -> tuple:
+    "(error for the user, whether to chain `e` to it) for open_clip's failure `e` with `pretrained`; (None, False): a bug."
+    if kind == "file":
+        if g := unsafe_pickle_global(e):
+            return CheckpointError(_not_plain(f"pretrained weights file '{pretrained}'", g)), False
+        if _unreadable(e):
+            return CheckpointError(
+                f"pretrained weights file '{pretrained}' cannot be read (truncated, corrupt or not a "
+                f"torch file): {_load_why(e)}"
+            ), False
+        return CheckpointError(f"pretrained weights file '{pretrained}' does not fit model {name!r}: {e}"), True
+    if kind == "tag" or name.startswith("hf-hub:"):
+        why = (
+            "offline: HF_HUB_OFFLINE=1 is set and they are not in the local cache"
+            if _env_offline()
+            else "no connection, or the hub does not have them"
+        )
+        return WeightsUnavailableError(
+            f"the weights for ({name!r}, {pretrained!r}) could not be fetched ({why}). "
+            f"Fetch them once on a connected machine (they are cached under ~/.cache/huggingface), or pass a local file. "
+            + _weights_hint(name)
+            + f" [open_clip said: {e}]"
+        ), True
+    return None, False
+
+# %% ../nbs/03_model.ipynb #0000001a
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -353,24 +396,12 @@ def create_model(
     kw = {k: v for k, v in open_clip_kwargs.items() if k not in _OC_ARGS}  # model config overrides
     ckpt, pre_cfg = None, {}
     if checkpoint is not None:
-        if pretrained is not None:
-            raise ConfigError("give either pretrained= or checkpoint=, not both: a checkpoint holds its own weights")
-        ckpt = load_checkpoint(checkpoint)
-        if not ckpt.get("model_name") or not ckpt.get("model_cfg"):
-            raise CheckpointError(
-                f"checkpoint '{checkpoint}' does not record its model name and config; "
-                f"build the model yourself and call load_checkpoint('{checkpoint}', model=...)"
-            )
-        if name is not None and name != ckpt["model_name"]:
-            raise ConfigError(
-                f"name={name!r} but checkpoint '{checkpoint}' holds a {ckpt['model_name']!r} model; drop name= or pass the matching one"
-            )
+        ckpt = _read_model_checkpoint(checkpoint, name, pretrained)
         name = ckpt["model_name"]
         kw = {**{k: v for k, v in ckpt["model_cfg"].items() if k != "custom_text"}, **kw}
         pre_cfg = ckpt.get("preprocess_cfg") or {}
-        image_preprocess = (
-            ckpt.get("image_preprocess", image_preprocess) if image_preprocess == "model" else image_preprocess
-        )
+        if image_preprocess == "model":
+            image_preprocess = ckpt.get("image_preprocess", image_preprocess)
     name = name or "semclip-tiny"
     if ":" not in name:
         name = name.replace("/", "-")  # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
@@ -404,28 +435,10 @@ def create_model(
                 **kw,
             )
     except Exception as e:
-        if kind == "file":
-            if g := unsafe_pickle_global(e):
-                raise CheckpointError(_not_plain(f"pretrained weights file '{pretrained}'", g)) from None
-            if _unreadable(e):
-                raise CheckpointError(
-                    f"pretrained weights file '{pretrained}' cannot be read (truncated, corrupt or not a "
-                    f"torch file): {_load_why(e)}"
-                ) from None
-            raise CheckpointError(f"pretrained weights file '{pretrained}' does not fit model {name!r}: {e}") from e
-        if kind == "tag" or name.startswith("hf-hub:"):
-            why = (
-                "offline: HF_HUB_OFFLINE=1 is set and they are not in the local cache"
-                if _env_offline()
-                else "no connection, or the hub does not have them"
-            )
-            raise WeightsUnavailableError(
-                f"the weights for ({name!r}, {pretrained!r}) could not be fetched ({why}). "
-                f"Fetch them once on a connected machine (they are cached under ~/.cache/huggingface), or pass a local file. "
-                + _weights_hint(name)
-                + f" [open_clip said: {e}]"
-            ) from e
-        raise
+        err, chain = _weights_error(e, kind, name, pretrained)
+        if err is None:
+            raise
+        raise err from (e if chain else None)
     if image_preprocess == "paper":
         pp_train = pp_eval  # the paper trains on the eval transform: no augmentation
     cfg = _final_cfg(name, force_image_size, context_length, kw)
@@ -456,14 +469,14 @@ def create_model(
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #00000029
+# %% ../nbs/03_model.ipynb #0000002a
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #0000002a
+# %% ../nbs/03_model.ipynb #0000002b
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -479,7 +492,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #0000002b
+# %% ../nbs/03_model.ipynb #0000002c
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -514,7 +527,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #0000002c
+# %% ../nbs/03_model.ipynb #0000002d
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -524,7 +537,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #00000031
+# %% ../nbs/03_model.ipynb #00000032
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -553,7 +566,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #00000034
+# %% ../nbs/03_model.ipynb #00000035
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -585,7 +598,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #00000035
+# %% ../nbs/03_model.ipynb #00000036
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -599,7 +612,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #00000036
+# %% ../nbs/03_model.ipynb #00000037
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -636,7 +649,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000039
+# %% ../nbs/03_model.ipynb #0000003a
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -673,7 +686,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #0000003a
+# %% ../nbs/03_model.ipynb #0000003b
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -717,7 +730,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #0000003c
+# %% ../nbs/03_model.ipynb #0000003d
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -754,7 +767,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #0000003d
+# %% ../nbs/03_model.ipynb #0000003e
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -782,7 +795,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #0000003e
+# %% ../nbs/03_model.ipynb #0000003f
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)
