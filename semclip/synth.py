@@ -157,14 +157,14 @@ def relation(
             return "below"
     return None
 
-# %% ../nbs/01a_synth.ipynb #00000013
+# %% ../nbs/01a_synth.ipynb #00000015
 def _apart(a, b, gap=1):
     "Boxes (x, y, size) `a` and `b` are at least `gap` pixels apart."
     return (
         a[0] + a[2] + gap <= b[0] or b[0] + b[2] + gap <= a[0] or a[1] + a[2] + gap <= b[1] or b[1] + b[2] + gap <= a[1]
     )
 
-# %% ../nbs/01a_synth.ipynb #00000014
+# %% ../nbs/01a_synth.ipynb #00000016
 def sample_scene(
     rng: np.random.Generator,  # the only source of randomness
     n_objects: int,  # 1..len(SHAPES)
@@ -210,12 +210,12 @@ def sample_scene(
         return objs
     raise RuntimeError(f"could not place {n_objects} objects in a {S} px image")
 
-# %% ../nbs/01a_synth.ipynb #00000017
+# %% ../nbs/01a_synth.ipynb #00000019
 def a_an(words: str) -> str:
     "`words` with the right indefinite article."
     return ("an " if words[:1].lower() in "aeiou" else "a ") + words
 
-# %% ../nbs/01a_synth.ipynb #00000018
+# %% ../nbs/01a_synth.ipynb #0000001b
 @dataclass(frozen=True)
 class Desc:
     "A caption as structure: `items` (present, colour|None, shape), an optional `rel` (shape_a, word, shape_b), a frame index."
@@ -224,7 +224,7 @@ class Desc:
     rel: tuple | None = None
     frame: int = 0
 
-# %% ../nbs/01a_synth.ipynb #00000019
+# %% ../nbs/01a_synth.ipynb #0000001c
 FRAMES = ("{}", "there is {}", "a picture of {}", "an image showing {}", "a photo of {}")
 NEG_FRAMES = (
     "there is {}",
@@ -258,7 +258,7 @@ def _join(ps):
 def _find(items, shape):
     return next(k for k, m in enumerate(items) if m[0] and m[2] == shape)
 
-# %% ../nbs/01a_synth.ipynb #0000001a
+# %% ../nbs/01a_synth.ipynb #0000001d
 def render_caption(d: Desc) -> str:
     "The text of `d`; captions and negations both go through here, so an edit changes only its own words."
     if d.rel:
@@ -276,7 +276,7 @@ def render_caption(d: Desc) -> str:
         body = _join([_np(m) for m in d.items])
     return (NEG_FRAMES if body.startswith("no ") else FRAMES)[d.frame].format(body)
 
-# %% ../nbs/01a_synth.ipynb #0000001b
+# %% ../nbs/01a_synth.ipynb #00000020
 def _rel_forms(a, w, b):
     "Every wording of 'a is `w` of b'."
     if w in ("right", "below"):
@@ -299,7 +299,7 @@ def _rel_forms(a, w, b):
         f"{b} at the bottom and {a} at the top",
     ]
 
-# %% ../nbs/01a_synth.ipynb #0000001c
+# %% ../nbs/01a_synth.ipynb #00000021
 def render_paraphrase(d: Desc, rng: np.random.Generator) -> str:
     "The meaning of `render_caption(d)` in another frame, order and wording."
     cap = render_caption(d)
@@ -326,7 +326,7 @@ def render_paraphrase(d: Desc, rng: np.random.Generator) -> str:
     frames = [f for f in PARA_FRAMES if f.startswith("{}") or not cap.startswith(f.split("{}")[0])]
     return frames[rng.integers(len(frames))].format(body)
 
-# %% ../nbs/01a_synth.ipynb #0000001f
+# %% ../nbs/01a_synth.ipynb #00000024
 _COL, _SHP = "|".join(COLOURS), "|".join(SHAPES)
 _NPR = rf"\b(?:an?|no|without an?) (?:(?:{_COL}) )?(?:{_SHP})\b"
 _NPR_RE = re.compile(_NPR)
@@ -359,7 +359,7 @@ def _parse_np(s):
         words = words[1:]
     return (det in ("a", "an"), *((words[0], words[1]) if len(words) == 2 else (None, words[0])))
 
-# %% ../nbs/01a_synth.ipynb #00000020
+# %% ../nbs/01a_synth.ipynb #00000025
 def parse_caption(text: str) -> tuple[frozenset, frozenset]:  # a SynthNeg caption, paraphrase or negation
     "The claims of `text`: its (present, colour, shape) mentions and its relations (a, 'left'|'above', b)."
     nps = frozenset(_parse_np(m.group(0)) for m in _NPR_RE.finditer(text))
@@ -372,7 +372,7 @@ def parse_caption(text: str) -> tuple[frozenset, frozenset]:  # a SynthNeg capti
             rels.add((b, FLIP[w], a) if w in ("right", "below") else (a, w, b))
     return nps, frozenset(rels)
 
-# %% ../nbs/01a_synth.ipynb #00000021
+# %% ../nbs/01a_synth.ipynb #00000028
 def claims_hold(
     claims: tuple,  # (mentions, relations) from `parse_caption`
     objs,  # the scene: Obj or (shape, colour, x, y, size)
@@ -395,7 +395,7 @@ def claims_hold(
             return False
     return True
 
-# %% ../nbs/01a_synth.ipynb #00000022
+# %% ../nbs/01a_synth.ipynb #00000029
 def caption_holds(
     text: str,  # a SynthNeg text
     objs,  # the scene: Obj or (shape, colour, x, y, size)
@@ -404,7 +404,7 @@ def caption_holds(
     "Is `text` true of the scene?"
     return claims_hold(parse_caption(text), objs, image_size)
 
-# %% ../nbs/01a_synth.ipynb #00000025
+# %% ../nbs/01a_synth.ipynb #0000002c
 def _absent(rng, objs):
     "A mention of something not in the scene: an absent shape, or a present shape in another colour."
     if rng.random() < 0.3:
@@ -424,7 +424,7 @@ def check_neg_type(neg_type: str) -> str:  # the name to check
         raise ConfigError(f"neg_type={neg_type!r} is not valid; choose one of: {', '.join(NEG_TYPES)}")
     return neg_type
 
-# %% ../nbs/01a_synth.ipynb #00000026
+# %% ../nbs/01a_synth.ipynb #0000002e
 def negate(
     d: Desc,  # the true caption's structure
     neg_type: str,  # one of NEG_TYPES
@@ -463,14 +463,14 @@ def negate(
         check_neg_type(neg_type)
     return replace(d, items=tuple(items))
 
-# %% ../nbs/01a_synth.ipynb #00000027
+# %% ../nbs/01a_synth.ipynb #0000002f
 def contradicts_itself(
     mentions,
 ) -> bool:  # (present, colour, shape) mentions: `Desc.items`, or `parse_caption(text)[0]`
     'Does a present mention pick out objects that an absent one excludes ("a red square ... and no red square")?'
     return any(p[0] and not m[0] and p[2] == m[2] and m[1] in (None, p[1]) for p in mentions for m in mentions)
 
-# %% ../nbs/01a_synth.ipynb #00000028
+# %% ../nbs/01a_synth.ipynb #00000032
 def desc_holds(
     d: Desc,  # what a text says
     objs,  # the scene
@@ -485,7 +485,7 @@ def desc_holds(
         return relation(by_shape[d.rel[0]], by_shape[d.rel[2]], _gap(image_size)) == d.rel[1]
     return True
 
-# %% ../nbs/01a_synth.ipynb #00000029
+# %% ../nbs/01a_synth.ipynb #00000033
 _REDRAWS = 50  # draws of the absent mention before giving up (one is almost always enough)
 
 
@@ -537,7 +537,7 @@ def make_triple(
         raise RuntimeError(f"internal error, invalid triple for {objs}: {caption!r} / {paraphrased!r} / {negation!r}")
     return dict(objs=objs, caption=caption, paraphrased=paraphrased, negation=negation, neg_type=neg_type)
 
-# %% ../nbs/01a_synth.ipynb #00000032
+# %% ../nbs/01a_synth.ipynb #0000003c
 def free_spots(
     objs,  # the scene (Obj)
     size: int,  # side of the box to place, pixels
@@ -557,7 +557,7 @@ def free_spots(
     ys, xs = np.nonzero(ok)
     return np.stack([xs, ys], 1)
 
-# %% ../nbs/01a_synth.ipynb #00000036
+# %% ../nbs/01a_synth.ipynb #00000040
 def _picks(objs, m):
     return [o for o in objs if o.shape == m[2] and (m[1] is None or o.colour == m[1])]
 
@@ -568,7 +568,7 @@ def _valid_scene(objs, S):
         _apart((p.x, p.y, p.size), (q.x, q.y, q.size)) for k, p in enumerate(objs) for q in objs[k + 1 :]
     )
 
-# %% ../nbs/01a_synth.ipynb #00000037
+# %% ../nbs/01a_synth.ipynb #00000041
 def _cf_candidates(objs, cap, neg, neg_type, rng, S):
     "Scenes that may make `neg` true and `cap` false, smallest edit first (claims as `parse_caption` gives them)."
     (cn, cr), (nn, _) = cap, neg
@@ -602,7 +602,7 @@ def _cf_candidates(objs, cap, neg, neg_type, rng, S):
                 yield [*objs, Obj(shape, colour, x, y, size)]
                 return
 
-# %% ../nbs/01a_synth.ipynb #00000039
+# %% ../nbs/01a_synth.ipynb #00000043
 def make_counterfactual(
     objs,  # the scene of the row (Obj)
     caption: str,  # its true caption
@@ -623,7 +623,7 @@ def make_counterfactual(
             return cf, ""
     return None, f"no {neg_type} edit makes the negation true and the caption false"
 
-# %% ../nbs/01a_synth.ipynb #0000003f
+# %% ../nbs/01a_synth.ipynb #00000049
 def _share(name, value):
     "A share in [0, 1], or a `ConfigError` naming the parameter."
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and 0 <= value <= 1
@@ -663,12 +663,12 @@ def synth_settings(
         raise ConfigError("n_pretrain, n_train, n_val and n_test are all 0: ask for some images")
     return s
 
-# %% ../nbs/01a_synth.ipynb #00000040
+# %% ../nbs/01a_synth.ipynb #0000004a
 def settings_hash(settings: dict) -> str:
     "A 12-digit hash of the settings: the dataset's directory name."
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
-# %% ../nbs/01a_synth.ipynb #00000041
+# %% ../nbs/01a_synth.ipynb #0000004d
 def neg_type_quota(
     n: int,  # rows in the split
     rng: np.random.Generator | None = None,
@@ -682,7 +682,7 @@ def neg_type_quota(
         out = rng.permutation(out)
     return [NEG_TYPES[k] for k in out]
 
-# %% ../nbs/01a_synth.ipynb #00000046
+# %% ../nbs/01a_synth.ipynb #00000052
 NEGATION_WORDS = re.compile(r"\b(?:no|not|without)\b", re.I)
 DROP_NO_OF_NEGATED = NEG_WEIGHTS["drop_no"] / (
     NEG_WEIGHTS["drop_no"] + (1 - NEG_WEIGHTS["drop_no"]) * ABSENT_SHARE
@@ -715,7 +715,7 @@ def split_plan(
     rows += [("drop_no", True)] * n_drop
     return [rows[k] for k in rng.permutation(len(rows))]
 
-# %% ../nbs/01a_synth.ipynb #0000004a
+# %% ../nbs/01a_synth.ipynb #00000056
 def _split_share(settings: dict, split: str) -> float | None:
     "The negation share `split` is drawn with: the settings' share for pretrain and train, None (natural) for val and test."
     return {"pretrain": settings["pretrain_negation_share"], "train": settings["finetune_negation_share"]}.get(split)
@@ -743,7 +743,7 @@ def synth_triples(settings: dict):  # from `synth_settings`
     for split, _, _, t in _synth_rows(settings):
         yield split, t
 
-# %% ../nbs/01a_synth.ipynb #0000004c
+# %% ../nbs/01a_synth.ipynb #00000058
 COLUMNS = (
     "image",
     "caption",
@@ -772,7 +772,7 @@ def _write_file(path, data):
 def _scene_json(objs):
     return json.dumps([[o.shape, o.colour, o.x, o.y, o.size] for o in objs], separators=(",", ":"))
 
-# %% ../nbs/01a_synth.ipynb #0000004d
+# %% ../nbs/01a_synth.ipynb #00000059
 def _synth_row(k, width, split, si, i, t, settings, emit, failures):
     "The CSV row of triple `t` (file number `k`); its image and counterfactual go to `emit(rel, png)`."
     S, objs, rel, cf_rel = (
@@ -803,7 +803,7 @@ def _synth_row(k, width, split, si, i, t, settings, emit, failures):
         cf_json,
     )
 
-# %% ../nbs/01a_synth.ipynb #0000004e
+# %% ../nbs/01a_synth.ipynb #0000005a
 def write_synthneg(
     out: Path,  # a new (or empty) directory
     settings: dict,  # from `synth_settings`
@@ -840,7 +840,7 @@ def write_synthneg(
         df.to_csv(f, index=False, lineterminator="\n")
     return df
 
-# %% ../nbs/01a_synth.ipynb #0000004f
+# %% ../nbs/01a_synth.ipynb #0000005b
 def _synth_meta(df, settings, failures):
     "What meta.json records: settings, hash, columns, counts, shares, counterfactuals."
     failed = collections.Counter(f["split"] for f in failures)
@@ -863,7 +863,7 @@ def _synth_meta(df, settings, failures):
         colours=list(COLOURS),
     )
 
-# %% ../nbs/01a_synth.ipynb #00000051
+# %% ../nbs/01a_synth.ipynb #0000005d
 def synthneg_complete(
     path,  # a dataset directory
     settings: dict,
@@ -886,7 +886,7 @@ def synthneg_complete(
         return False
     return n == sum(settings[f"n_{sp}"] for sp in SPLITS) and n_cf == made
 
-# %% ../nbs/01a_synth.ipynb #00000052
+# %% ../nbs/01a_synth.ipynb #0000005e
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -907,7 +907,7 @@ def _remove_stale(root, name):
         if not _pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
 
-# %% ../nbs/01a_synth.ipynb #00000053
+# %% ../nbs/01a_synth.ipynb #0000005f
 def make_synthneg(
     root=None,  # parent directory; None: `semclip.core.data_root()`
     *,
