@@ -157,6 +157,8 @@ def section(ref: Path = REF) -> str:
         ]
     figs = json.loads((ref / "figures.json").read_text()) if (ref / "figures.json").exists() else {}
     seed = (figs.get("embedding_seeds") or {}).get("semclip") if isinstance(figs.get("embedding_seeds"), dict) else None
+    if (ref / "negation_displacement.csv").exists():
+        out += [_displacement(ref / "negation_displacement.csv", seed), ""]
     out += [
         f"The figures: Table 1 as a chart and the accuracy per negation family (every seed); the embedding shift (UMAP), "
         f"the gap cos(image, caption) - cos(image, negation), where each negation family moves relative to its images, "
@@ -181,6 +183,26 @@ def section(ref: Path = REF) -> str:
         if (ref / f"{name}.png").exists():
             out.append(f"![{alt}](figures/synthneg/{name}.png)")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _displacement(path: Path, seed) -> str:
+    "What the displacement figure shows, in numbers: the mean cosines at the arrows' ends (negation_displacement.csv)."
+    d = pd.read_csv(path).set_index(["arm", "family"])
+
+    def cos(arm, family, kind):
+        return f"{d.at[(arm, family), f'cos_{kind}']:.2f}"
+
+    return (
+        f"Where the negations move (`figures/synthneg/negation_displacement.csv`, seed {seed}, mean cosines over the "
+        f"test rows): from the stand-in to SemCLIP, CC-Neg-style negations fall from cos(image, negation) "
+        f"{cos('pretrain', 'ccneg_style', 'negation')} to {cos('semclip', 'ccneg_style', 'negation')} while their "
+        f"captions stay near their images ({cos('pretrain', 'ccneg_style', 'caption')} -> "
+        f"{cos('semclip', 'ccneg_style', 'caption')}); in the shortcut probe it is the true captions, the ones with the "
+        f'"no", that fall: {cos("pretrain", "shortcut_probe", "caption")} -> {cos("semclip", "shortcut_probe", "caption")}, '
+        f"below their negations ({cos('semclip', 'shortcut_probe', 'negation')}). CoN-CLIP-style training moves those "
+        f"captions up instead ({cos('conclip', 'shortcut_probe', 'caption')}), and so does the remedy "
+        f"({cos('semclip_negdata', 'shortcut_probe', 'caption')})."
+    )
 
 
 def render(readme: str, block: str) -> str:
