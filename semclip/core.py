@@ -34,11 +34,11 @@ __all__ = ['ARMS', 'FINETUNE_ARMS', 'ARM_LABELS', 'PRECISIONS', 'DATASET_HINTS',
 class SemclipError(Exception):
     "Base class of every error semclip raises on purpose."
 
-# %% ../nbs/00_core.ipynb #00000007
+
 class ConfigError(SemclipError, ValueError):
     "A parameter has a value semclip cannot use."
 
-# %% ../nbs/00_core.ipynb #00000008
+
 class DataError(SemclipError, ValueError):
     "Bad input data; the message names the file, row and problem."
 
@@ -57,27 +57,27 @@ class DataError(SemclipError, ValueError):
     def __reduce__(self):
         return (type(self), (self.problem, self.file, self.row))  # survives DataLoader workers
 
-# %% ../nbs/00_core.ipynb #00000009
+
 class DatasetNotFoundError(DataError, FileNotFoundError):
     "A dataset's files are not where they should be."
 
-# %% ../nbs/00_core.ipynb #0000000a
+
 class UnsafePathError(DataError, PermissionError):
     "A path in the data escapes its data root."
 
-# %% ../nbs/00_core.ipynb #0000000b
+
 class CheckpointError(SemclipError, RuntimeError):
     "A checkpoint cannot be read or does not match the model."
 
-# %% ../nbs/00_core.ipynb #0000000c
+
 class WeightsUnavailableError(SemclipError, RuntimeError):
     "Pretrained weights could not be fetched (offline, or unknown tag)."
 
-# %% ../nbs/00_core.ipynb #0000000d
+
 class RunInUseError(SemclipError, RuntimeError):
     "Another process holds the folder's `RunLock`."
 
-# %% ../nbs/00_core.ipynb #00000012
+# %% ../nbs/00_core.ipynb #0000000b
 def check_choice(
     name: str,  # the parameter's name, as the user typed it
     value,  # the value given
@@ -89,7 +89,7 @@ def check_choice(
         raise ConfigError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(repr, choices))}")
     return value
 
-# %% ../nbs/00_core.ipynb #00000015
+# %% ../nbs/00_core.ipynb #0000000e
 ARMS = (
     "pretrain",
     "baseline",
@@ -118,7 +118,7 @@ ARM_LABELS = dict(
 )
 # the names tables and figures show for each arm (and for the remedy variant of the reproduction)
 
-# %% ../nbs/00_core.ipynb #00000018
+# %% ../nbs/00_core.ipynb #00000011
 def _number_kind(kind, min, max, min_inclusive) -> str:
     "What a parameter accepts, in words: 'a positive int', 'a number in [0, 1]', ..."
     a = "an int" if kind is int else "a number"
@@ -137,7 +137,7 @@ def _number_kind(kind, min, max, min_inclusive) -> str:
         return f"{a} <= {max}"
     return f"{a} in {'[' if min_inclusive else '('}{min}, {max}]"
 
-# %% ../nbs/00_core.ipynb #00000019
+# %% ../nbs/00_core.ipynb #00000012
 def check_number(
     name: str,  # the parameter's name, as the user typed it
     value,  # the value given
@@ -164,7 +164,7 @@ def check_number(
         raise ConfigError(f"{name}={v!r} must be {want}")
     return v
 
-# %% ../nbs/00_core.ipynb #0000001c
+# %% ../nbs/00_core.ipynb #00000015
 def seed_everything(
     seed: int,  # the seed for python, numpy and torch
     deterministic: bool = False,
@@ -182,7 +182,7 @@ def seed_everything(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-# %% ../nbs/00_core.ipynb #0000001f
+# %% ../nbs/00_core.ipynb #00000018
 def rng_state() -> dict:
     "The state of python, numpy and torch generators, as plain data."
     import torch
@@ -211,7 +211,7 @@ def set_rng_state(d: dict):  # a dict made by `rng_state`
     if "cuda" in d and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(d["cuda"])
 
-# %% ../nbs/00_core.ipynb #00000023
+# %% ../nbs/00_core.ipynb #0000001c
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -231,7 +231,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:  # 'auto', 
         raise ConfigError(f"device={device!r} but CUDA is not available")
     return d
 
-# %% ../nbs/00_core.ipynb #00000024
+# %% ../nbs/00_core.ipynb #0000001f
 def resolve_precision(
     precision: str,  # one of PRECISIONS
     device: torch.device,
@@ -242,7 +242,7 @@ def resolve_precision(
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
 
-# %% ../nbs/00_core.ipynb #00000025
+# %% ../nbs/00_core.ipynb #00000022
 def autocast(
     precision: str,  # one of PRECISIONS
     device: torch.device,
@@ -255,7 +255,7 @@ def autocast(
 
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
-# %% ../nbs/00_core.ipynb #00000028
+# %% ../nbs/00_core.ipynb #00000025
 def project_root() -> Path | None:
     "The semclip source checkout containing the working directory, if any."
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -264,7 +264,7 @@ def project_root() -> Path | None:
             return d
     return None
 
-# %% ../nbs/00_core.ipynb #00000029
+# %% ../nbs/00_core.ipynb #00000026
 def _root(env, sub):
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser()
@@ -276,12 +276,12 @@ def data_root() -> Path:
     "Where datasets live: $SEMCLIP_DATA, the checkout's data/, or ~/.cache/semclip/data."
     return _root("SEMCLIP_DATA", "data")
 
-# %% ../nbs/00_core.ipynb #0000002a
+# %% ../nbs/00_core.ipynb #00000027
 def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
     return _root("SEMCLIP_RUNS", "runs")
 
-# %% ../nbs/00_core.ipynb #0000002b
+# %% ../nbs/00_core.ipynb #00000028
 def portable_path(path) -> str:  # a path to show in a file that is committed or shared
     "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
     path = Path(path).resolve()
@@ -290,7 +290,7 @@ def portable_path(path) -> str:  # a path to show in a file that is committed or
     except ValueError:
         return "/".join(path.parts[-2:])
 
-# %% ../nbs/00_core.ipynb #0000002c
+# %% ../nbs/00_core.ipynb #0000002b
 DATASET_HINTS = {  # where each real dataset comes from: the second half of its "not found" message
     "ccneg": "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
     "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
@@ -315,7 +315,7 @@ def dataset_not_found(
         "data/README.md says where each dataset comes from"
     )
 
-# %% ../nbs/00_core.ipynb #0000002f
+# %% ../nbs/00_core.ipynb #0000002e
 @functools.lru_cache(maxsize=1024)
 def _real_dir(d: str) -> str:
     "A directory's resolved path (cached: datasets hold many files in few folders)."
@@ -347,7 +347,7 @@ def safe_join(
         )
     return Path(real)
 
-# %% ../nbs/00_core.ipynb #00000032
+# %% ../nbs/00_core.ipynb #00000031
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
@@ -375,13 +375,13 @@ def atomic_write(
             os.unlink(tmp)
         raise
 
-# %% ../nbs/00_core.ipynb #00000033
+# %% ../nbs/00_core.ipynb #00000032
 def write_json(path, obj, indent=2):
     "Atomically write `obj` as JSON to `path`."
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent, default=str)
 
-# %% ../nbs/00_core.ipynb #00000034
+# %% ../nbs/00_core.ipynb #00000033
 def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to keep
     "A short sha256 of a file's bytes."
     h = hashlib.sha256()
@@ -390,7 +390,7 @@ def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to
             h.update(b)
     return h.hexdigest()[:n]
 
-# %% ../nbs/00_core.ipynb #00000037
+# %% ../nbs/00_core.ipynb #00000036
 _re_global = re.compile(r"(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)")
 
 
@@ -399,7 +399,7 @@ def unsafe_pickle_global(exc: BaseException) -> str | None:
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
 
-# %% ../nbs/00_core.ipynb #0000003a
+# %% ../nbs/00_core.ipynb #00000039
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
 
@@ -464,7 +464,7 @@ class RunLock:
     def __repr__(self):
         return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #0000003e
+# %% ../nbs/00_core.ipynb #0000003d
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 

@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 from semclip.core import (
     ConfigError,
     DataError,
@@ -89,7 +90,7 @@ def sample_record(row: dict) -> dict:
     rec.update({str(k): _plain(v) for k, v in row.items() if k not in _NOT_IN_JSON and k not in rec})
     return rec
 
-# %% ../nbs/01c_wds.ipynb #00000008
+# %% ../nbs/01c_wds.ipynb #0000000a
 def image_bytes(
     path,  # the image file
     verify: bool = True,  # decode it fully once (catches truncated files)
@@ -114,7 +115,7 @@ def image_bytes(
     open_image(b, **where).save(out, format="PNG")  # what any reader would make of it, losslessly
     return out.getvalue(), "png"
 
-# %% ../nbs/01c_wds.ipynb #0000000e
+# %% ../nbs/01c_wds.ipynb #00000010
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.size, ti.mtime, ti.mode, ti.uid, ti.gid, ti.uname, ti.gname = size, 0, 0o644, 0, 0, "", ""
@@ -129,7 +130,7 @@ def shard_name(prefix: str, i: int) -> str:
     "The file name of shard `i`."
     return f"{prefix}-{i:06d}.tar"
 
-# %% ../nbs/01c_wds.ipynb #0000000f
+# %% ../nbs/01c_wds.ipynb #00000012
 _SHARD_FILES = re.compile(r"[A-Za-z0-9_-]+-\d{6}\.tar|manifest\.json|sizes\.json|\.lock")
 
 
@@ -162,7 +163,7 @@ def _exchange(a: Path, b: Path) -> bool:
     e = ctypes.get_errno()
     raise OSError(e, os.strerror(e), str(a), None, str(b))
 
-# %% ../nbs/01c_wds.ipynb #00000010
+# %% ../nbs/01c_wds.ipynb #00000013
 def _swap_in(new: Path, out: Path):
     "Put folder `new` in place of `out` (absent or not), then delete what `out` held."
     if not out.exists():
@@ -184,7 +185,7 @@ def _check_args(maxcount, prefix):
             f"prefix={prefix!r} must be letters, digits, _ or - (no dots or slashes: it names the shard files)"
         )
 
-# %% ../nbs/01c_wds.ipynb #00000011
+# %% ../nbs/01c_wds.ipynb #00000014
 def _samples(df, verify, on_bad, skipped, bar):
     "(key, files) of every readable row, in order; bad rows raise or are recorded in `skipped`."
     files = df["src_file"].tolist() if "src_file" in df else [None] * len(df)
@@ -209,7 +210,7 @@ def _samples(df, verify, on_bad, skipped, bar):
             },
         )
 
-# %% ../nbs/01c_wds.ipynb #00000012
+# %% ../nbs/01c_wds.ipynb #00000015
 def write_shards(
     dataset,  # a TripleDataset (e.g. from get_dataset) or a standard triple frame
     out_dir,  # the folder for the shards, sizes.json and manifest.json (created)
@@ -272,7 +273,7 @@ def write_shards(
         bar.close()
     return [out / p.name for p in shards]
 
-# %% ../nbs/01c_wds.ipynb #0000001e
+# %% ../nbs/01c_wds.ipynb #00000021
 def shards_command(a):  # the parsed arguments of semclip-shards (semclip.cli)
     "The body of `semclip-shards`: write the shards, print where they are and how to train on them."
     from semclip.data import get_dataset
@@ -295,7 +296,7 @@ def shards_cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return shards_main(argv)
 
-# %% ../nbs/01c_wds.ipynb #00000022
+# %% ../nbs/01c_wds.ipynb #00000025
 def _braceexpand(s: str) -> list[str]:
     try:
         from braceexpand import braceexpand
@@ -305,7 +306,7 @@ def _braceexpand(s: str) -> list[str]:
         return [s]
     return list(braceexpand(s))
 
-# %% ../nbs/01c_wds.ipynb #00000023
+# %% ../nbs/01c_wds.ipynb #00000026
 def expand_urls(
     urls,
 ) -> list[str]:  # a brace pattern, '::'-joined patterns, a list of them, or a folder with manifest.json
@@ -342,7 +343,7 @@ def expand_urls(
         raise DatasetNotFoundError(f"shard not found{more}", file=missing[0])
     return out
 
-# %% ../nbs/01c_wds.ipynb #00000026
+# %% ../nbs/01c_wds.ipynb #00000029
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = name up to the first dot
 
 
@@ -351,7 +352,7 @@ def _truncated(path, why):
         f"the shard is truncated or not a tar file ({why}); rewrite it (write_shards) or leave it out", file=path
     )
 
-# %% ../nbs/01c_wds.ipynb #00000027
+# %% ../nbs/01c_wds.ipynb #0000002a
 def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     "The samples of one shard, in order, as `(key, {extension: bytes})`; DataErrors name the shard."
     path = Path(path)
@@ -387,7 +388,7 @@ def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     if cur is not None:
         yield cur, files
 
-# %% ../nbs/01c_wds.ipynb #00000028
+# %% ../nbs/01c_wds.ipynb #0000002b
 _MANIFESTS = {}
 
 
@@ -412,7 +413,7 @@ def _listed_count(shard: Path) -> int | None:
 def _is_text(v):
     return isinstance(v, str) and v.strip() != ""
 
-# %% ../nbs/01c_wds.ipynb #00000029
+# %% ../nbs/01c_wds.ipynb #0000002c
 def decode_sample(
     key: str,
     files: dict,  # one sample from iter_shard
@@ -445,7 +446,7 @@ def decode_sample(
         raise DataError(f"sample {key!r}: {e.problem}", **where) from None
     return dict(key=key, ext=ext, image=im, record=rec)
 
-# %% ../nbs/01c_wds.ipynb #0000002a
+# %% ../nbs/01c_wds.ipynb #0000002d
 def iter_samples(
     shard,  # a shard file
     target_size: int | None = None,
@@ -460,7 +461,7 @@ def iter_samples(
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-# %% ../nbs/01c_wds.ipynb #0000002c
+# %% ../nbs/01c_wds.ipynb #0000002f
 def read_shards_frame(
     urls,  # see `expand_urls`
     progress: bool = False,
@@ -485,7 +486,7 @@ def read_shards_frame(
             images.append(s["image"])
     return pd.DataFrame(rows), images
 
-# %% ../nbs/01c_wds.ipynb #00000030
+# %% ../nbs/01c_wds.ipynb #00000033
 def split_shards(
     shards: list,  # the shard list, the same on every process
     rank: int = 0,
@@ -526,7 +527,7 @@ def _buffer_shuffle(items, bufsize: int, rng: random.Random):
     rng.shuffle(buf)
     yield from buf
 
-# %% ../nbs/01c_wds.ipynb #00000032
+# %% ../nbs/01c_wds.ipynb #00000035
 class ShardTriples(IterableDataset):
     "`(image, caption, paraphrase, negation)` streamed from WebDataset shards, split over ranks and DataLoader workers."
 
@@ -586,7 +587,7 @@ class ShardTriples(IterableDataset):
     def __repr__(self):
         return f"ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
 
-# %% ../nbs/01c_wds.ipynb #00000048
+# %% ../nbs/01c_wds.ipynb #0000004b
 def _manifest_entries(shards) -> list[dict | None]:
     "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
     out = []
@@ -618,7 +619,7 @@ def _counted(shard: str, want: int) -> Iterator[tuple]:
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-# %% ../nbs/01c_wds.ipynb #00000049
+# %% ../nbs/01c_wds.ipynb #0000004c
 _STATE_KEYS = (
     "urls_hash",
     "n_shards",
@@ -716,120 +717,134 @@ class ShardBatches:
     def n_shards(self) -> int:
         return len(self.urls)
 
-    def epoch_shards(self, epoch: int, stream: int) -> list[str]:
-        "The shards this rank's `stream` reads in `epoch`, in order (shard order shuffled per epoch, the same on every rank)."
-        shards = list(self.urls)
-        if self.shuffle:
-            random.Random(f"{self.seed}-{epoch}").shuffle(shards)
-        return split_shards(shards, self.rank, self.world_size, stream, self.streams)
-
-    def _raw(self, epoch: int, stream: int) -> Iterator[tuple]:
-        "Undecoded `(shard, index, key, files)` of one stream in one epoch, after the shuffle buffer."
-        cnt = dict(zip(self.urls, self.counts))
-        raw = (x for sh in self.epoch_shards(epoch, stream) for x in _counted(sh, cnt[sh]))
-        if self.shuffle:
-            raw = _buffer_shuffle(raw, self.shuffle, random.Random(f"{self.seed}-{epoch}-{self.rank}-{stream}"))
-        return raw
-
-    def _collate(self, items: list, step: int) -> dict:
-        "Decode, transform and tokenise one batch of raw samples (transform randomness seeded by the step)."
-        imgs, texts = [], {f: [] for f in self.fields}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed((self.seed * 1_000_003 + step) * 1009 + self.rank)
-            for sh, i, key, files in items:
-                s = decode_sample(key, files, sh, i, transform_target_size(self.transform))
-                x = self.transform(s["image"])
-                if not torch.is_tensor(x):
-                    raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
-                imgs.append(x)
-                for f in self.fields:
-                    t = s["record"].get(f)
-                    if not _is_text(t):
-                        raise DataError(
-                            f"sample {key!r} has no {f!r} text (needed by fields={self.fields})", file=sh, row=i
-                        )
-                    texts[f].append(t)
-        out = dict(image=torch.stack(imgs))
-        for f, ts in texts.items():
-            out[f] = self.tokenizer(ts) if self.tokenizer is not None else ts
-        if self.with_keys:
-            out["key"] = [f"{Path(sh).name}/{key}" for sh, _, key, _ in items]
-        return out
-
-    def _stream_batches(self, epoch: int, stream: int, skip: int) -> Iterator[list]:
-        "Raw sample lists of one stream's batches in `epoch`, from its batch `skip` on; the skipped samples are read, never decoded."
-        raw, b = self._raw(epoch, stream), self.batch_size
-        for _ in itertools.islice(raw, skip * b):
-            pass
-        for _ in range(self.batches_per_epoch // self.streams - skip):
-            items = list(itertools.islice(raw, b))
-            if len(items) < b:
-                raise DataError(
-                    f"stream {stream} of rank {self.rank} ran out of samples in epoch {epoch}: a shard holds fewer than manifest.json lists"
-                )
-            yield items
-
-    def _steps(self, start: int, offset: int = 0, stride: int = 1) -> Iterator[dict]:
-        "Batches of steps start+offset, start+offset+stride, ... (stride divides streams)."
-        gens, cur, t, bpe, S = {}, None, start + offset, self.batches_per_epoch, self.streams
-        while True:
-            e, i = divmod(t, bpe)
-            if e != cur:
-                gens, cur = {}, e
-            k = i % S
-            if k not in gens:
-                gens[k] = self._stream_batches(e, k, i // S)
-            yield self._collate(next(gens[k]), t)
-            t += stride
-
-    def iterate(self, start_step: int = 0) -> Iterator[dict]:
-        "The batches of steps start_step, start_step+1, ... forever: dict(image=[b,3,H,W], one entry per field)."
-        check_number("start_step", start_step, min=0)
-        if not self.num_workers:
-            yield from self._steps(start_step)
-            return
-        dl = DataLoader(
-            _StepStream(self, start_step),
-            batch_size=None,
-            num_workers=self.num_workers,
-            prefetch_factor=self.prefetch_factor,
-            pin_memory=self.pin_memory,
-            multiprocessing_context=self.mp_context,
-        )
-        yield from dl
-
-    def state(self, step: int) -> dict:
-        "What a checkpoint stores to check that a resume at `step` reads the same batches (see `check_resume`)."
-        return dict(
-            {k: getattr(self, k) for k in _STATE_KEYS},
-            fields=list(self.fields),
-            num_workers=self.num_workers,
-            step=int(step),
-            epoch=int(step) // self.batches_per_epoch,
-        )
-
-    def check_resume(self, state: dict):  # from `state` at checkpoint time
-        "Raise a ConfigError naming every setting that differs from the checkpoint's and would change the batches."
-        now = dict(self.state(0), fields=list(self.fields))
-        diff = [
-            f"{k}: {state.get(k)!r} in the checkpoint, {now[k]!r} now" for k in _STATE_KEYS if state.get(k) != now[k]
-        ]
-        if state.get("streams") != now["streams"]:
-            diff.append(
-                f"(streams defaults to max(num_workers, 1): pass streams={state.get('streams')!r} to resume with other num_workers)"
-            )
-        if diff:
-            raise ConfigError(
-                "cannot resume this run with these shards/settings, the batches would differ; " + "; ".join(diff)
-            )
-
     def __repr__(self):
         return (
             f"ShardBatches({len(self.urls)} shards, {sum(self.counts)} samples, batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, "
             f"streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})"
         )
 
-# %% ../nbs/01c_wds.ipynb #0000004a
+# %% ../nbs/01c_wds.ipynb #0000004e
+@patch
+def epoch_shards(self: ShardBatches, epoch: int, stream: int) -> list[str]:
+    "The shards this rank's `stream` reads in `epoch`, in order (shard order shuffled per epoch, the same on every rank)."
+    shards = list(self.urls)
+    if self.shuffle:
+        random.Random(f"{self.seed}-{epoch}").shuffle(shards)
+    return split_shards(shards, self.rank, self.world_size, stream, self.streams)
+
+
+@patch
+def _raw(self: ShardBatches, epoch: int, stream: int) -> Iterator[tuple]:
+    "Undecoded `(shard, index, key, files)` of one stream in one epoch, after the shuffle buffer."
+    cnt = dict(zip(self.urls, self.counts))
+    raw = (x for sh in self.epoch_shards(epoch, stream) for x in _counted(sh, cnt[sh]))
+    if self.shuffle:
+        raw = _buffer_shuffle(raw, self.shuffle, random.Random(f"{self.seed}-{epoch}-{self.rank}-{stream}"))
+    return raw
+
+
+@patch
+def _collate(self: ShardBatches, items: list, step: int) -> dict:
+    "Decode, transform and tokenise one batch of raw samples (transform randomness seeded by the step)."
+    imgs, texts = [], {f: [] for f in self.fields}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed((self.seed * 1_000_003 + step) * 1009 + self.rank)
+        for sh, i, key, files in items:
+            s = decode_sample(key, files, sh, i, transform_target_size(self.transform))
+            x = self.transform(s["image"])
+            if not torch.is_tensor(x):
+                raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
+            imgs.append(x)
+            for f in self.fields:
+                t = s["record"].get(f)
+                if not _is_text(t):
+                    raise DataError(
+                        f"sample {key!r} has no {f!r} text (needed by fields={self.fields})", file=sh, row=i
+                    )
+                texts[f].append(t)
+    out = dict(image=torch.stack(imgs))
+    for f, ts in texts.items():
+        out[f] = self.tokenizer(ts) if self.tokenizer is not None else ts
+    if self.with_keys:
+        out["key"] = [f"{Path(sh).name}/{key}" for sh, _, key, _ in items]
+    return out
+
+# %% ../nbs/01c_wds.ipynb #00000050
+@patch
+def _stream_batches(self: ShardBatches, epoch: int, stream: int, skip: int) -> Iterator[list]:
+    "Raw sample lists of one stream's batches in `epoch`, from its batch `skip` on; the skipped samples are read, never decoded."
+    raw, b = self._raw(epoch, stream), self.batch_size
+    for _ in itertools.islice(raw, skip * b):
+        pass
+    for _ in range(self.batches_per_epoch // self.streams - skip):
+        items = list(itertools.islice(raw, b))
+        if len(items) < b:
+            raise DataError(
+                f"stream {stream} of rank {self.rank} ran out of samples in epoch {epoch}: a shard holds fewer than manifest.json lists"
+            )
+        yield items
+
+
+@patch
+def _steps(self: ShardBatches, start: int, offset: int = 0, stride: int = 1) -> Iterator[dict]:
+    "Batches of steps start+offset, start+offset+stride, ... (stride divides streams)."
+    gens, cur, t, bpe, S = {}, None, start + offset, self.batches_per_epoch, self.streams
+    while True:
+        e, i = divmod(t, bpe)
+        if e != cur:
+            gens, cur = {}, e
+        k = i % S
+        if k not in gens:
+            gens[k] = self._stream_batches(e, k, i // S)
+        yield self._collate(next(gens[k]), t)
+        t += stride
+
+
+@patch
+def iterate(self: ShardBatches, start_step: int = 0) -> Iterator[dict]:
+    "The batches of steps start_step, start_step+1, ... forever: dict(image=[b,3,H,W], one entry per field)."
+    check_number("start_step", start_step, min=0)
+    if not self.num_workers:
+        yield from self._steps(start_step)
+        return
+    dl = DataLoader(
+        _StepStream(self, start_step),
+        batch_size=None,
+        num_workers=self.num_workers,
+        prefetch_factor=self.prefetch_factor,
+        pin_memory=self.pin_memory,
+        multiprocessing_context=self.mp_context,
+    )
+    yield from dl
+
+# %% ../nbs/01c_wds.ipynb #00000052
+@patch
+def state(self: ShardBatches, step: int) -> dict:
+    "What a checkpoint stores to check that a resume at `step` reads the same batches (see `check_resume`)."
+    return dict(
+        {k: getattr(self, k) for k in _STATE_KEYS},
+        fields=list(self.fields),
+        num_workers=self.num_workers,
+        step=int(step),
+        epoch=int(step) // self.batches_per_epoch,
+    )
+
+
+@patch
+def check_resume(self: ShardBatches, state: dict):  # from `state` at checkpoint time
+    "Raise a ConfigError naming every setting that differs from the checkpoint's and would change the batches."
+    now = dict(self.state(0), fields=list(self.fields))
+    diff = [f"{k}: {state.get(k)!r} in the checkpoint, {now[k]!r} now" for k in _STATE_KEYS if state.get(k) != now[k]]
+    if state.get("streams") != now["streams"]:
+        diff.append(
+            f"(streams defaults to max(num_workers, 1): pass streams={state.get('streams')!r} to resume with other num_workers)"
+        )
+    if diff:
+        raise ConfigError(
+            "cannot resume this run with these shards/settings, the batches would differ; " + "; ".join(diff)
+        )
+
+# %% ../nbs/01c_wds.ipynb #00000053
 class _StepStream(IterableDataset):
     "DataLoader worker w of W yields the batches of steps start+w, start+w+W, ...: the DataLoader's round-robin restores step order."
 
