@@ -743,6 +743,21 @@ def gap_figure(
     return add_note(fig, note)
 
 # %% ../nbs/07_figures.ipynb #0000003a
+def _type_labels(neg_types) -> np.ndarray:
+    "The negation type of each row as str ('' where missing)."
+    return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
+
+
+def _image_cosines(e: dict, rows=None) -> dict:
+    "{'caption', 'negation': per-row cos(image, text)} of one arm's embeddings, on `rows` (None: all), float64 numpy."
+    pick = (lambda x: x) if rows is None else (lambda x: x[rows])
+    img = F.normalize(pick(torch.as_tensor(e["image"], dtype=torch.float64)), dim=-1)
+    return {
+        k: (img * F.normalize(pick(torch.as_tensor(e[k], dtype=torch.float64)), dim=-1)).sum(-1).numpy()
+        for k in ("caption", "negation")
+    }
+
+
 def displacement_table(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -752,7 +767,7 @@ def displacement_table(
     from semclip.eval import NEG_FAMILIES
 
     families = NEG_FAMILIES if families is None else families
-    types = np.asarray(pd.Series(neg_types, dtype=object).fillna("").astype(str))
+    types = _type_labels(neg_types)
     rows = []
     for arm, e in embeddings_by_arm.items():
         missing = [k for k in ("image", "caption", "negation") if k not in e]
@@ -760,11 +775,7 @@ def displacement_table(
             raise ConfigError(f"arm {arm!r} has no {missing} embeddings: the displacement needs them")
         if len(e["image"]) != len(types):
             raise ConfigError(f"arm {arm!r} has {len(e['image'])} embedded rows for {len(types)} negation types")
-        img = F.normalize(torch.as_tensor(e["image"], dtype=torch.float64), dim=-1)
-        cos = {
-            k: (img * F.normalize(torch.as_tensor(e[k], dtype=torch.float64), dim=-1)).sum(-1).numpy()
-            for k in ("caption", "negation")
-        }
+        cos = _image_cosines(e)
         for fam, members in families.items():
             m = np.isin(types, members)
             if m.any():
@@ -797,7 +808,7 @@ def displacement_figure(
     check_choice("reference", reference, list(embeddings_by_arm))
     table = displacement_table({a: embeddings_by_arm[a] for a in dict.fromkeys([reference, *arms])}, neg_types)
     means = table.set_index(["arm", "family"])
-    types = pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
+    types = _type_labels(neg_types)
     family_of = {t: f for f, members in NEG_FAMILIES.items() for t in members}
     colour = dict(zip(FAMILY_LABELS, sns.color_palette("colorblind", len(FAMILY_LABELS))))
     rows = select_samples(len(types), n, seed)
@@ -812,11 +823,7 @@ def displacement_figure(
     )
     for ax, arm in zip(axes.flat, arms):
         e = embeddings_by_arm[arm]
-        img = F.normalize(torch.as_tensor(e["image"], dtype=torch.float64)[rows], dim=-1)
-        cos = [
-            (img * F.normalize(torch.as_tensor(e[k], dtype=torch.float64)[rows], dim=-1)).sum(-1).numpy()
-            for k in ("caption", "negation")
-        ]
+        cos = list(_image_cosines(e, rows).values())
         point_colour = [colour.get(family_of.get(t), (0.6, 0.6, 0.6)) for t in types[rows]]
         ax.scatter(*cos, s=5, c=point_colour, alpha=0.35, lw=0)
         for fam in FAMILY_LABELS:
