@@ -27,8 +27,8 @@ __all__ = ['ARMS', 'FINETUNE_ARMS', 'ARM_LABELS', 'PRECISIONS', 'DATASET_HINTS',
            'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError',
            'check_choice', 'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
            'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'portable_path',
-           'dataset_not_found', 'safe_join', 'atomic_write', 'write_json', 'file_hash', 'unsafe_pickle_global',
-           'RunLock', 'cli_main']
+           'dataset_not_found', 'safe_join', 'safe_join_all', 'atomic_write', 'write_json', 'file_hash',
+           'unsafe_pickle_global', 'RunLock', 'cli_main']
 
 # %% ../nbs/00_core.ipynb #00000006
 class SemclipError(Exception):
@@ -231,7 +231,7 @@ def get_device(device: str | torch.device = "auto") -> torch.device:  # 'auto', 
         raise ConfigError(f"device={device!r} but CUDA is not available")
     return d
 
-# %% ../nbs/00_core.ipynb #0000001f
+# %% ../nbs/00_core.ipynb #00000020
 def resolve_precision(
     precision: str,  # one of PRECISIONS
     device: torch.device,
@@ -242,7 +242,7 @@ def resolve_precision(
         return "bf16" if device.type == "cuda" else "fp32"
     return precision
 
-# %% ../nbs/00_core.ipynb #00000022
+# %% ../nbs/00_core.ipynb #00000023
 def autocast(
     precision: str,  # one of PRECISIONS
     device: torch.device,
@@ -255,7 +255,7 @@ def autocast(
 
     return torch.autocast(device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
-# %% ../nbs/00_core.ipynb #00000025
+# %% ../nbs/00_core.ipynb #00000026
 def project_root() -> Path | None:
     "The semclip source checkout containing the working directory, if any."
     for d in [Path.cwd(), *Path.cwd().parents]:
@@ -264,7 +264,7 @@ def project_root() -> Path | None:
             return d
     return None
 
-# %% ../nbs/00_core.ipynb #00000026
+# %% ../nbs/00_core.ipynb #00000027
 def _root(env, sub):
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser()
@@ -276,12 +276,12 @@ def data_root() -> Path:
     "Where datasets live: $SEMCLIP_DATA, the checkout's data/, or ~/.cache/semclip/data."
     return _root("SEMCLIP_DATA", "data")
 
-# %% ../nbs/00_core.ipynb #00000027
+# %% ../nbs/00_core.ipynb #00000028
 def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
     return _root("SEMCLIP_RUNS", "runs")
 
-# %% ../nbs/00_core.ipynb #00000028
+# %% ../nbs/00_core.ipynb #00000029
 def portable_path(path) -> str:  # a path to show in a file that is committed or shared
     "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
     path = Path(path).resolve()
@@ -290,7 +290,7 @@ def portable_path(path) -> str:  # a path to show in a file that is committed or
     except ValueError:
         return "/".join(path.parts[-2:])
 
-# %% ../nbs/00_core.ipynb #0000002b
+# %% ../nbs/00_core.ipynb #0000002c
 DATASET_HINTS = {  # where each real dataset comes from: the second half of its "not found" message
     "ccneg": "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
     "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
@@ -315,7 +315,7 @@ def dataset_not_found(
         "data/README.md says where each dataset comes from"
     )
 
-# %% ../nbs/00_core.ipynb #0000002e
+# %% ../nbs/00_core.ipynb #0000002f
 @functools.lru_cache(maxsize=1024)
 def _real_dir(d: str) -> str:
     "A directory's resolved path (cached: datasets hold many files in few folders)."
@@ -347,7 +347,46 @@ def safe_join(
         )
     return Path(real)
 
-# %% ../nbs/00_core.ipynb #00000031
+# %% ../nbs/00_core.ipynb #00000032
+def _links_in(folder: str) -> set | None:
+    "Names of the symbolic links in `folder` (empty if it does not exist; None if it cannot be listed)."
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except FileNotFoundError:
+        return set()
+    except OSError:
+        return None
+
+
+def safe_join_all(
+    root,  # the directory every read must stay inside
+    rels,  # relative paths taken from the data, one per row
+    file=None,  # where `rels` came from, for the error message
+    rows=None,
+) -> list:  # each path's row for the error message (default: its position in `rels`)
+    "`safe_join` of every path in `rels` (as strings), each folder listed once for its symbolic links."
+    real_root = _real_dir(str(root))
+    prefix = real_root.rstrip(os.sep) + os.sep
+    links, out = {}, []  # links: resolved folder -> the names of its symbolic links
+    for row, rel in enumerate(map(str, rels)):
+        joined = os.path.normpath(os.path.join(real_root, rel))
+        real = None
+        if not os.path.isabs(rel) and joined.startswith(prefix):  # no folder outside the root is ever listed
+            folder, name = os.path.split(joined)
+            folder = _real_dir(folder)
+            if (folder + os.sep).startswith(prefix):  # nor one a link leads out to
+                if folder not in links:
+                    links[folder] = _links_in(folder)
+                if links[folder] is not None and name not in links[folder]:
+                    real = os.path.join(folder, name)
+        if real is not None:
+            out.append(real)
+        else:  # a link, an unreadable folder or an escape: the one-path check decides, and names the row
+            out.append(str(safe_join(root, rel, file=file, row=row if rows is None else rows[row])))
+    return out
+
+# %% ../nbs/00_core.ipynb #00000035
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
@@ -375,13 +414,13 @@ def atomic_write(
             os.unlink(tmp)
         raise
 
-# %% ../nbs/00_core.ipynb #00000032
+# %% ../nbs/00_core.ipynb #00000036
 def write_json(path, obj, indent=2):
     "Atomically write `obj` as JSON to `path`."
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent, default=str)
 
-# %% ../nbs/00_core.ipynb #00000033
+# %% ../nbs/00_core.ipynb #00000037
 def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to keep
     "A short sha256 of a file's bytes."
     h = hashlib.sha256()
@@ -390,7 +429,7 @@ def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to
             h.update(b)
     return h.hexdigest()[:n]
 
-# %% ../nbs/00_core.ipynb #00000036
+# %% ../nbs/00_core.ipynb #0000003a
 _re_global = re.compile(r"(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)")
 
 
@@ -399,7 +438,7 @@ def unsafe_pickle_global(exc: BaseException) -> str | None:
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
 
-# %% ../nbs/00_core.ipynb #00000039
+# %% ../nbs/00_core.ipynb #0000003d
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
 
@@ -464,7 +503,7 @@ class RunLock:
     def __repr__(self):
         return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #0000003d
+# %% ../nbs/00_core.ipynb #00000041
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 

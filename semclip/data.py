@@ -34,7 +34,7 @@ from semclip.core import (
     check_number,
     data_root,
     dataset_not_found,
-    safe_join,
+    safe_join_all,
     unsafe_pickle_global,
 )
 
@@ -630,12 +630,11 @@ def _need_columns(df, cols, path, what):
 # %% ../nbs/01_data.ipynb #00000036
 def _resolve_images(root, names, path, field="image") -> list:
     "Absolute image paths for `names`, each checked to stay inside `root`."
-    out = []
+    names = list(names)
     for i, rel in enumerate(names):
         if not _is_text(rel):
             raise DataError(f"empty or missing {field!r} path", file=path, row=i)
-        out.append(str(safe_join(root, rel, file=path, row=i)))
-    return out
+    return safe_join_all(root, names, file=path)
 
 
 def _finish(df, path) -> pd.DataFrame:
@@ -650,7 +649,12 @@ NEGATION_IMAGE = "negation_image"  # the optional column of counterfactual image
 
 def _resolve_optional_images(root, names, path, field=NEGATION_IMAGE) -> list:
     "Absolute paths for `names` (each kept inside `root`), None where a cell is empty or NaN."
-    return [str(safe_join(root, rel, file=path, row=i)) if _is_text(rel) else None for i, rel in enumerate(names)]
+    names = list(names)
+    rows = [i for i, rel in enumerate(names) if _is_text(rel)]
+    out = [None] * len(names)
+    for i, real in zip(rows, safe_join_all(root, [names[i] for i in rows], file=path, rows=rows)):
+        out[i] = real
+    return out
 
 # %% ../nbs/01_data.ipynb #0000003b
 def read_triples_csv(
