@@ -314,37 +314,6 @@ class TripleDataset(Dataset):
             int(r) if isinstance(r, (int, np.integer)) else r for r in (df["src_row"] if "src_row" in df else df.index)
         ]
 
-    def _check(self, df):
-        src = df["src_file"].iloc[0] if "src_file" in df and len(df) else self.source
-        missing = [c for c in TRIPLE_COLUMNS if c not in df.columns]
-        if missing:
-            raise DataError(
-                f"missing column(s) {', '.join(map(repr, missing))}; a triple table needs the columns "
-                f"{', '.join(TRIPLE_COLUMNS)} (found: {', '.join(map(str, df.columns))})",
-                file=src,
-            )
-        if len(df) == 0:
-            raise DataError("the table has no rows", file=src)
-        cols = ["image", "caption", "negation"] + (["paraphrased"] if self.require_paraphrase else [])
-        for c in cols:
-            bad = np.flatnonzero(~df[c].map(_is_text).to_numpy(bool))
-            if len(bad) == 0:
-                continue
-            i = bad[0]
-            where = dict(
-                file=df["src_file"].iloc[i] if "src_file" in df else self.source,
-                row=int(df["src_row"].iloc[i] if "src_row" in df else df.index[i]),
-            )
-            more = f" (and {_plural(len(bad) - 1, 'more row')})" if len(bad) > 1 else ""
-            hint = ""
-            if c == "paraphrased":
-                hint = (
-                    "; this dataset has no paraphrases (CC-Neg): pass require_paraphrase=False to use it without them"
-                    if "has_paraphrase" in df and not bool(df["has_paraphrase"].iloc[i])
-                    else "; fill it in, or pass require_paraphrase=False if the dataset has none"
-                )
-            raise DataError(f"empty or missing {c!r}{more}{hint}", **where)
-
     def __len__(self):
         return len(self._img)
 
@@ -365,67 +334,114 @@ class TripleDataset(Dataset):
     def negations(self) -> list:
         return self._neg
 
-    def _where(self, i):
-        return dict(file=self._files[i], row=self._rows[i])
-
-    def _decode(self, i) -> torch.Tensor:
-        "Image `i` through the transform; a DataError naming image, file and row when it cannot be read."
-        im = open_image(self._img[i], target_size=transform_target_size(self.transform), **self._where(i))
-        x = self.transform(im)
-        if not torch.is_tensor(x):
-            raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
-        return x
-
-    def _record(self, i, err: DataError):
-        if i in self._bad:
-            return
-        self._bad.add(i)
-        self.skipped.append((self._rows[i], self._img[i], err.problem))
-        warnings.warn(f"skipping bad sample: {err}", stacklevel=3)
-
-    def __getitem__(self, i):
-        n = len(self)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"index {i} out of range for {n} triples")
-        if self.images is not None:
-            return self.images[i], self._cap[i], self._para[i], self._neg[i]
-        j = i
-        for _ in range(n):
-            if j not in self._bad:
-                try:
-                    x = self._decode(j)
-                except DataError as e:
-                    if self.on_bad_sample == "raise":
-                        raise
-                    self._record(j, e)
-                else:
-                    return x, self._cap[j], self._para[j], self._neg[j]
-            j = (j + 1) % n
-        raise DataError(f"no readable image in any of the {n} rows; {self.report()}", file=self.source)
-
-    def report(self) -> str:
-        "A summary of the dataset and every bad sample skipped so far."
-        src = self._files[0] if self._files and self._files[0] else self.source
-        s = (
-            f"{len(self)} triples"
-            + (f" from '{src}'" if src else "")
-            + f"; {_plural(len(self.skipped), 'bad sample')} skipped (on_bad_sample={self.on_bad_sample!r})"
+# %% ../nbs/01_data.ipynb #00000023
+@patch
+def _check(self: TripleDataset, df):
+    "Refuse a frame without the triple columns, without rows, or with an empty text or image cell (naming file and row)."
+    src = df["src_file"].iloc[0] if "src_file" in df and len(df) else self.source
+    missing = [c for c in TRIPLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"missing column(s) {', '.join(map(repr, missing))}; a triple table needs the columns "
+            f"{', '.join(TRIPLE_COLUMNS)} (found: {', '.join(map(str, df.columns))})",
+            file=src,
         )
-        lines = [f"  row {r}: {p}" for r, f, p in self.skipped[:20]]
-        if len(self.skipped) > 20:
-            lines.append(f"  ... and {len(self.skipped) - 20} more (see ds.skipped)")
-        return "\n".join([s + (":" if lines else "")] + lines)
-
-    def __repr__(self):
-        return (
-            f"TripleDataset({len(self)} triples, preloaded={self.images is not None}, "
-            f"skipped={len(self.skipped)}, has_paraphrase={self.has_paraphrase})"
+    if len(df) == 0:
+        raise DataError("the table has no rows", file=src)
+    cols = ["image", "caption", "negation"] + (["paraphrased"] if self.require_paraphrase else [])
+    for c in cols:
+        bad = np.flatnonzero(~df[c].map(_is_text).to_numpy(bool))
+        if len(bad) == 0:
+            continue
+        i = bad[0]
+        where = dict(
+            file=df["src_file"].iloc[i] if "src_file" in df else self.source,
+            row=int(df["src_row"].iloc[i] if "src_row" in df else df.index[i]),
         )
+        more = f" (and {_plural(len(bad) - 1, 'more row')})" if len(bad) > 1 else ""
+        hint = ""
+        if c == "paraphrased":
+            hint = (
+                "; this dataset has no paraphrases (CC-Neg): pass require_paraphrase=False to use it without them"
+                if "has_paraphrase" in df and not bool(df["has_paraphrase"].iloc[i])
+                else "; fill it in, or pass require_paraphrase=False if the dataset has none"
+            )
+        raise DataError(f"empty or missing {c!r}{more}{hint}", **where)
 
-# %% ../nbs/01_data.ipynb #00000029
+# %% ../nbs/01_data.ipynb #00000025
+@patch
+def _where(self: TripleDataset, i):
+    return dict(file=self._files[i], row=self._rows[i])
+
+
+@patch
+def _decode(self: TripleDataset, i) -> torch.Tensor:
+    "Image `i` through the transform; a DataError naming image, file and row when it cannot be read."
+    im = open_image(self._img[i], target_size=transform_target_size(self.transform), **self._where(i))
+    x = self.transform(im)
+    if not torch.is_tensor(x):
+        raise ConfigError(f"the transform must return a tensor, it returned {type(x).__name__}")
+    return x
+
+
+@patch
+def __getitem__(self: TripleDataset, i):
+    "(image tensor, caption, paraphrase, negation) of row `i`, or of the next good row after a skipped bad image."
+    n = len(self)
+    i = int(i)
+    if i < 0:
+        i += n
+    if not 0 <= i < n:
+        raise IndexError(f"index {i} out of range for {n} triples")
+    if self.images is not None:
+        return self.images[i], self._cap[i], self._para[i], self._neg[i]
+    j = i
+    for _ in range(n):
+        if j not in self._bad:
+            try:
+                x = self._decode(j)
+            except DataError as e:
+                if self.on_bad_sample == "raise":
+                    raise
+                self._record(j, e)
+            else:
+                return x, self._cap[j], self._para[j], self._neg[j]
+        j = (j + 1) % n
+    raise DataError(f"no readable image in any of the {n} rows; {self.report()}", file=self.source)
+
+# %% ../nbs/01_data.ipynb #00000027
+@patch
+def _record(self: TripleDataset, i, err: DataError):
+    if i in self._bad:
+        return
+    self._bad.add(i)
+    self.skipped.append((self._rows[i], self._img[i], err.problem))
+    warnings.warn(f"skipping bad sample: {err}", stacklevel=3)
+
+
+@patch
+def report(self: TripleDataset) -> str:
+    "A summary of the dataset and every bad sample skipped so far."
+    src = self._files[0] if self._files and self._files[0] else self.source
+    s = (
+        f"{len(self)} triples"
+        + (f" from '{src}'" if src else "")
+        + f"; {_plural(len(self.skipped), 'bad sample')} skipped (on_bad_sample={self.on_bad_sample!r})"
+    )
+    lines = [f"  row {r}: {p}" for r, f, p in self.skipped[:20]]
+    if len(self.skipped) > 20:
+        lines.append(f"  ... and {len(self.skipped) - 20} more (see ds.skipped)")
+    return "\n".join([s + (":" if lines else "")] + lines)
+
+
+@patch
+def __repr__(self: TripleDataset):
+    return (
+        f"TripleDataset({len(self)} triples, preloaded={self.images is not None}, "
+        f"skipped={len(self.skipped)}, has_paraphrase={self.has_paraphrase})"
+    )
+
+# %% ../nbs/01_data.ipynb #0000002f
 class _Decoder(Dataset):
     "Decode image i and report failures as values, so the main process counts them."
 
@@ -446,7 +462,7 @@ class _Decoder(Dataset):
 def _first(batch):
     return batch
 
-# %% ../nbs/01_data.ipynb #0000002a
+# %% ../nbs/01_data.ipynb #00000030
 @torch.no_grad()
 def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: bool, dtype=None, desc="decoding images"):
     n, out, bad, shape = len(ds), None, [], None
@@ -484,7 +500,7 @@ def _decode_all(ds, keep: bool, batch_size: int, num_workers: int, progress: boo
         ds._drop(keep_idx)
     return out
 
-# %% ../nbs/01_data.ipynb #0000002b
+# %% ../nbs/01_data.ipynb #00000031
 @patch
 def _drop(self: TripleDataset, keep_idx):
     "Keep only rows `keep_idx` (positions); used after bad samples were found and recorded."
@@ -509,7 +525,7 @@ def preload(
         self.images = _decode_all(self, True, batch_size, num_workers, progress, dtype, "preloading images")
     return self
 
-# %% ../nbs/01_data.ipynb #0000002c
+# %% ../nbs/01_data.ipynb #00000032
 @patch
 def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True) -> list:
     "Decode every image once without keeping it: raise on, or record and drop, bad samples; returns `self.skipped`."
@@ -519,7 +535,7 @@ def scan(self: TripleDataset, batch_size: int = 256, num_workers: int = 0, progr
         _decode_all(self, False, batch_size, num_workers, progress, desc="scanning images")
     return self.skipped
 
-# %% ../nbs/01_data.ipynb #0000002d
+# %% ../nbs/01_data.ipynb #00000033
 @patch
 def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tensor
     "A batch `(images [B,C,H,W], captions, paraphrases, negations)` for positions `idx`; one indexing op when preloaded."
@@ -530,14 +546,14 @@ def get_batch(self: TripleDataset, idx):  # positions: a list, array or 1-d tens
     items = [self[i] for i in il]
     return (torch.stack([t[0] for t in items]), *([t[k] for t in items] for k in (1, 2, 3)))
 
-# %% ../nbs/01_data.ipynb #0000002e
+# %% ../nbs/01_data.ipynb #00000034
 def load_images(
     ds: TripleDataset, batch_size: int = 256, num_workers: int = 0, progress: bool = True, dtype=None
 ) -> torch.Tensor:
     "All of `ds`'s images as one tensor [N, C, H, W] (see `TripleDataset.preload`; with 'skip', bad rows leave `ds`)."
     return ds.preload(batch_size=batch_size, num_workers=num_workers, progress=progress, dtype=dtype).images
 
-# %% ../nbs/01_data.ipynb #00000034
+# %% ../nbs/01_data.ipynb #0000003a
 _PANDAS_NA = [
     "",
     "#N/A",
@@ -595,7 +611,7 @@ def _cut_short(path) -> DataError | None:
         row=row,
     )
 
-# %% ../nbs/01_data.ipynb #00000035
+# %% ../nbs/01_data.ipynb #0000003b
 def _read_csv(path, text_cols) -> pd.DataFrame:
     "A CSV with `text_cols` read as literal strings and the other columns type-inferred; DataErrors name the file."
     path = Path(path)
@@ -627,7 +643,7 @@ def _need_columns(df, cols, path, what):
             file=path,
         )
 
-# %% ../nbs/01_data.ipynb #00000036
+# %% ../nbs/01_data.ipynb #0000003c
 def _resolve_images(root, names, path, field="image") -> list:
     "Absolute image paths for `names`, each checked to stay inside `root`."
     names = list(names)
@@ -643,7 +659,7 @@ def _finish(df, path) -> pd.DataFrame:
     first = [c for c in TRIPLE_COLUMNS if c in df]
     return df[first + [c for c in df.columns if c not in first]]
 
-# %% ../nbs/01_data.ipynb #00000038
+# %% ../nbs/01_data.ipynb #0000003e
 NEGATION_IMAGE = "negation_image"  # the optional column of counterfactual images (the negation is true of them)
 
 
@@ -656,7 +672,7 @@ def _resolve_optional_images(root, names, path, field=NEGATION_IMAGE) -> list:
         out[i] = real
     return out
 
-# %% ../nbs/01_data.ipynb #0000003b
+# %% ../nbs/01_data.ipynb #00000041
 def read_triples_csv(
     csv_path,  # a CSV in our layout: image, caption, paraphrased, negation[, split, ...]
     images_root=None,
@@ -671,7 +687,7 @@ def read_triples_csv(
         df = df.assign(**{NEGATION_IMAGE: _resolve_optional_images(root, df[NEGATION_IMAGE], csv_path, NEGATION_IMAGE)})
     return _finish(df, csv_path)
 
-# %% ../nbs/01_data.ipynb #00000045
+# %% ../nbs/01_data.ipynb #0000004b
 @patch(as_prop=True)
 def has_negation_image(self: TripleDataset) -> bool:
     "True when the table has a `negation_image` column (rows may still lack one)."
@@ -708,7 +724,7 @@ def negation_image_dataset(self: TripleDataset) -> TripleDataset:
         source=self.source,
     )
 
-# %% ../nbs/01_data.ipynb #0000004b
+# %% ../nbs/01_data.ipynb #00000051
 def _image_number(v, path, row) -> int:
     try:
         f = float(v)
@@ -742,7 +758,7 @@ def read_semclip_csv(
     _need_columns(df, TEXT_COLUMNS, csv_path, "the SemCLIP CSV")
     return _finish(df.assign(image=_resolve_images(images_dir, names, csv_path, field)), csv_path)
 
-# %% ../nbs/01_data.ipynb #0000004e
+# %% ../nbs/01_data.ipynb #00000054
 CCNEG_EVAL_SIZE = 40_000  # CoN-CLIP: the last 40,000 entries of CC-Neg are its evaluation split
 CCNEG_PATH_PREFIX = "/workspace/datasets/cc3m/"  # the prefix CoN-CLIP's released image_paths carry
 
@@ -769,7 +785,7 @@ def load_plain(path) -> object:
         kind = "unpickling failed" if isinstance(e, pickle.UnpicklingError) else type(e).__name__
         raise DataError(f"not a readable torch-saved file ({kind}: {why})", file=path) from None
 
-# %% ../nbs/01_data.ipynb #0000004f
+# %% ../nbs/01_data.ipynb #00000055
 def _ccneg_field(a, keys, path, row) -> str:
     "The text at `a[keys[0]][keys[1]]...`; a DataError naming the row and field when it is absent or not a string."
     v, where = a, "".join(f"[{k!r}]" for k in keys)
@@ -799,7 +815,7 @@ def _ccneg_schema(data, path):
     if n != m:
         raise DataError(f"'image_paths' has {n} entries but 'annotations' has {m}", file=path)
 
-# %% ../nbs/01_data.ipynb #00000050
+# %% ../nbs/01_data.ipynb #00000056
 def read_ccneg(
     annotations_path,  # CoN-CLIP's ccneg_preprocessed.pt
     images_root=None,  # the folder image paths are relative to (after `path_prefix` is removed); default: auto
@@ -843,7 +859,7 @@ def read_ccneg(
         df = df[df.split == "train"]
     return df
 
-# %% ../nbs/01_data.ipynb #00000055
+# %% ../nbs/01_data.ipynb #0000005b
 SCPP_SUBSETS = ("replace_att", "replace_obj", "replace_rel", "swap_att", "swap_obj")
 _SCPP_FIELDS = ("filename", "caption", "caption2", "negative_caption")
 
@@ -897,7 +913,7 @@ def read_sugarcrepe_pp(
         frames.append(_finish(df, f))
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/01_data.ipynb #00000058
+# %% ../nbs/01_data.ipynb #0000005e
 SPLIT_BY = ("image", "row")
 
 
@@ -938,7 +954,7 @@ def count_leaks(df: pd.DataFrame) -> int:  # a frame with `image` and `split` co
     "How many distinct images occur in more than one split."
     return int((df.groupby("image")["split"].nunique() > 1).sum())
 
-# %% ../nbs/01_data.ipynb #0000005b
+# %% ../nbs/01_data.ipynb #00000061
 DATASETS = []  # the names get_dataset accepts (register_dataset appends)
 _BUILDERS, _HINTS, _PARAPHRASES = {}, {}, {}
 
@@ -961,7 +977,7 @@ def register_dataset(
     if name not in DATASETS:
         DATASETS.append(name)
 
-# %% ../nbs/01_data.ipynb #0000005c
+# %% ../nbs/01_data.ipynb #00000062
 def _not_found(name, root, what=None):
     return dataset_not_found(name, root, what, _HINTS.get(name))
 
@@ -993,7 +1009,7 @@ def _build_scpp(root, subsets=SCPP_SUBSETS, images_dir=None):
         images_dir = root.parent / "coco" / "val2017"
     return read_sugarcrepe_pp(root, subsets, images_dir)
 
-# %% ../nbs/01_data.ipynb #0000005d
+# %% ../nbs/01_data.ipynb #00000063
 def _build_semclip_csv(root, csv="ccneg_paraphrased.csv", images_dir=None, **kw):
     f = root / csv
     if not f.is_file():
@@ -1022,7 +1038,7 @@ def dataset_root(
         raise _not_found(name, root)
     return root
 
-# %% ../nbs/01_data.ipynb #0000005e
+# %% ../nbs/01_data.ipynb #00000064
 def get_dataset(
     name: str,  # one of DATASETS
     root=None,  # the dataset's folder; default: data_root()/name
