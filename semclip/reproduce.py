@@ -33,11 +33,11 @@ from semclip.core import (
 
 # %% auto #0
 __all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO', 'STUDY_COLUMNS',
-           'condition_root', 'Run', 'plan', 'notebooks_dir', 'experiment_notebook', 'ipc_kernel_manager', 'execute',
-           'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect',
-           'aggregate', 'format_table', 'image_side_columns', 'write_tables', 'study_plan', 'conditions_table',
-           'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown',
-           'reproduce', 'reproduce_command', 'cli']
+           'condition_root', 'Run', 'share_cores', 'plan', 'notebooks_dir', 'experiment_notebook', 'ipc_kernel_manager',
+           'execute', 'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid',
+           'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables', 'study_plan',
+           'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference',
+           'comparison_markdown', 'reproduce', 'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -92,7 +92,36 @@ class Run:
     def executed(self) -> Path:
         return (self.nb_dir or self.out_dir) / self.notebook
 
-# %% ../nbs/08_reproduce.ipynb #00000009
+# %% ../nbs/08_reproduce.ipynb #0000000a
+def share_cores(
+    runs: list,  # the runs of a plan
+    jobs: int = 1,  # notebooks that will run at once
+    cores: int | None = None,  # CPU cores to share (None: os.cpu_count())
+) -> list:  # the same runs, each with its `threads` set (left as they are for one job: torch's default)
+    "Give each run its share of the cores as torch threads."
+    if jobs > 1:
+        cores = cores or os.cpu_count() or 1
+        n_pre = sum(r.params.get("arm") == "pretrain" for r in runs)
+        for r in runs:
+            r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get("arm") == "pretrain" else jobs))
+    return runs
+
+# %% ../nbs/08_reproduce.ipynb #0000000c
+def _eval_run(name: str, run_dir: Path, trained_by: str, dataset: str, overrides: dict) -> Run:
+    "The evaluation of the checkpoint `run_dir/final.pt` (made by the run `trained_by`), into `run_dir/eval`."
+    out = run_dir / "eval"
+    params = dict(checkpoint=str(run_dir / "final.pt"), dataset=dataset, out_dir=str(out), **overrides)
+    return Run(name, "06_eval.ipynb", params, out, [trained_by])
+
+
+def _figures_run(name: str, dataset: str, runs_dir: Path, out: Path, evals: list) -> Run:
+    "The 07_figures run that draws the tables and figures of `runs_dir` into `out`, after the evaluations `evals`."
+    params = dict(dataset=dataset, runs_dir=str(runs_dir), out_dir=str(out))
+    return Run(
+        name, "07_figures.ipynb", params, out, evals, marker="figures.json", nb_dir=runs_dir / "figures_notebook"
+    )
+
+# %% ../nbs/08_reproduce.ipynb #0000000d
 def plan(
     dataset: str = "synthneg",  # registered dataset name
     arms=FINETUNE_ARMS,
@@ -149,51 +178,18 @@ def plan(
                     after,
                 )
             )
-            e = d / "eval"
-            evals.append(
-                Run(
-                    f"{tag}eval/{name}/seed{s}",
-                    "06_eval.ipynb",
-                    dict(checkpoint=str(d / "final.pt"), dataset=dataset, out_dir=str(e), **eover),
-                    e,
-                    [runs[-1].name],
-                )
-            )
+            evals.append(_eval_run(f"{tag}eval/{name}/seed{s}", d, runs[-1].name, dataset, eover))
         if dataset == "synthneg":  # the pre-trained stand-in itself, the "CLIP" row of the tables
-            e = pre / "eval"
             evals.append(
-                Run(
-                    f"{pre_tag}eval/pretrain/seed{s}",
-                    "06_eval.ipynb",
-                    dict(checkpoint=str(pre / "final.pt"), dataset=dataset, out_dir=str(e), **eover),
-                    e,
-                    [f"{pre_tag}train/pretrain/seed{s}"],
-                )
+                _eval_run(f"{pre_tag}eval/pretrain/seed{s}", pre, f"{pre_tag}train/pretrain/seed{s}", dataset, eover)
             )
-    fig = Path(figures_dir) if figures_dir is not None else root / "figures"
     runs += evals
     if figures:
-        runs.append(
-            Run(
-                f"{tag}figures",
-                "07_figures.ipynb",
-                dict(dataset=dataset, runs_dir=str(root), out_dir=str(fig)),
-                fig,
-                [r.name for r in evals],
-                marker="figures.json",
-                nb_dir=root / "figures_notebook",
-            )
-        )
-    if jobs > 1:  # a fixed share per run, so the same command always computes with the same threads
-        cores = cores or os.cpu_count() or 1
-        n_pre = sum(r.params.get("arm") == "pretrain" for r in runs)
-        for (
-            r
-        ) in runs:  # pre-training runs have nothing beside them but each other: they share the cores among themselves
-            r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get("arm") == "pretrain" else jobs))
-    return runs
+        fig = Path(figures_dir) if figures_dir is not None else root / "figures"
+        runs.append(_figures_run(f"{tag}figures", dataset, root, fig, [r.name for r in evals]))
+    return share_cores(runs, jobs, cores)
 
-# %% ../nbs/08_reproduce.ipynb #0000000d
+# %% ../nbs/08_reproduce.ipynb #00000011
 def _notebook_module(name: str):
     "Import `name`, a package of the notebooks extra, or say in one line how to install it."
     import importlib
@@ -217,7 +213,7 @@ def notebooks_dir() -> Path:
         )
     return pr / "nbs"
 
-# %% ../nbs/08_reproduce.ipynb #0000000e
+# %% ../nbs/08_reproduce.ipynb #00000012
 def experiment_notebook(path: Path, threads: int | None = None):  # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
     nbformat = _notebook_module("nbformat")
@@ -266,7 +262,7 @@ def experiment_notebook(path: Path, threads: int | None = None):  # torch thread
     ]  # parameters, their check, the experiment
     return nb
 
-# %% ../nbs/08_reproduce.ipynb #0000000f
+# %% ../nbs/08_reproduce.ipynb #00000013
 @functools.cache
 def ipc_kernel_manager():
     "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
@@ -291,7 +287,7 @@ def ipc_kernel_manager():
 
     return IPCKernelManager
 
-# %% ../nbs/08_reproduce.ipynb #00000010
+# %% ../nbs/08_reproduce.ipynb #00000014
 def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     pm = _notebook_module("papermill")
@@ -309,7 +305,7 @@ def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     )
     return time.time() - t0
 
-# %% ../nbs/08_reproduce.ipynb #00000011
+# %% ../nbs/08_reproduce.ipynb #00000015
 def by_priority(runs: list) -> list:
     "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
     waiting = {r.name: set() for r in runs}
@@ -319,7 +315,7 @@ def by_priority(runs: list) -> list:
                 waiting[a] |= {r.name} | waiting[r.name]
     return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-# %% ../nbs/08_reproduce.ipynb #00000012
+# %% ../nbs/08_reproduce.ipynb #00000016
 def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -345,7 +341,7 @@ def run_steps(run: Run) -> int | None:
     default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
     return int(run.params.get("steps") or default["steps"])
 
-# %% ../nbs/08_reproduce.ipynb #00000015
+# %% ../nbs/08_reproduce.ipynb #00000019
 def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
@@ -358,7 +354,7 @@ def last_logged_step(log: Path) -> int:
     steps = re.findall(r'^\{"step": (\d+)', tail, re.M)
     return int(steps[-1]) if steps else 0
 
-# %% ../nbs/08_reproduce.ipynb #00000017
+# %% ../nbs/08_reproduce.ipynb #0000001b
 class PlanProgress:
     "The state line of a running plan: runs in flight with their steps, and the measured time left."
 
@@ -432,7 +428,7 @@ class PlanProgress:
             )
         return ", ".join(now) + (" | " if now else "") + eta
 
-# %% ../nbs/08_reproduce.ipynb #00000019
+# %% ../nbs/08_reproduce.ipynb #0000001d
 def plan_summary(
     status: pd.DataFrame,  # run_grid's table
     seconds: float,
@@ -451,7 +447,7 @@ def plan_summary(
     ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
-# %% ../nbs/08_reproduce.ipynb #0000001b
+# %% ../nbs/08_reproduce.ipynb #0000001f
 def run_grid(
     runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
 ) -> pd.DataFrame:
@@ -522,7 +518,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000001f
+# %% ../nbs/08_reproduce.ipynb #00000023
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -582,7 +578,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000020
+# %% ../nbs/08_reproduce.ipynb #00000024
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -592,7 +588,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-# %% ../nbs/08_reproduce.ipynb #00000021
+# %% ../nbs/08_reproduce.ipynb #00000025
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -601,7 +597,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-# %% ../nbs/08_reproduce.ipynb #00000024
+# %% ../nbs/08_reproduce.ipynb #00000028
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -632,7 +628,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000027
+# %% ../nbs/08_reproduce.ipynb #0000002b
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -649,7 +645,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-# %% ../nbs/08_reproduce.ipynb #00000028
+# %% ../nbs/08_reproduce.ipynb #0000002c
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -697,7 +693,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #0000002b
+# %% ../nbs/08_reproduce.ipynb #0000002f
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -725,7 +721,7 @@ def study_plan(
             runs.setdefault(r.name, r)
     return list(runs.values())
 
-# %% ../nbs/08_reproduce.ipynb #0000002c
+# %% ../nbs/08_reproduce.ipynb #00000030
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -758,7 +754,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-# %% ../nbs/08_reproduce.ipynb #0000002d
+# %% ../nbs/08_reproduce.ipynb #00000031
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -776,7 +772,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #0000002e
+# %% ../nbs/08_reproduce.ipynb #00000032
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -792,7 +788,7 @@ def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=
     save_figure(conditions_figure(table), out_dir, "conditions")
     return {"conditions": md}
 
-# %% ../nbs/08_reproduce.ipynb #00000035
+# %% ../nbs/08_reproduce.ipynb #00000039
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files outside figures/ (the committed results) have changes."
     pr = project_root()
@@ -812,7 +808,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000038
+# %% ../nbs/08_reproduce.ipynb #0000003c
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -859,7 +855,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000039
+# %% ../nbs/08_reproduce.ipynb #0000003d
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -882,7 +878,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000003b
+# %% ../nbs/08_reproduce.ipynb #0000003f
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -989,7 +985,7 @@ def reproduce(
             )
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #0000003f
+# %% ../nbs/08_reproduce.ipynb #00000043
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
