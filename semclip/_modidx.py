@@ -179,6 +179,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                               'semclip.eval._split_item': ('eval.html#_split_item', 'semclip/eval.py'),
                               'semclip.eval._strict_hits': ('eval.html#_strict_hits', 'semclip/eval.py'),
                               'semclip.eval._synth_kw': ('eval.html#_synth_kw', 'semclip/eval.py'),
+                              'semclip.eval._text_field_state': ('eval.html#_text_field_state', 'semclip/eval.py'),
                               'semclip.eval._zeroshot': ('eval.html#_zeroshot', 'semclip/eval.py'),
                               'semclip.eval.clean_classname': ('eval.html#clean_classname', 'semclip/eval.py'),
                               'semclip.eval.cli': ('eval.html#cli', 'semclip/eval.py'),

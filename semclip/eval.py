@@ -697,7 +697,29 @@ def _model_device(bundle) -> torch.device:
             return p.device
     return torch.device("cpu")
 
-# %% ../nbs/06_eval.ipynb #0000004e
+# %% ../nbs/06_eval.ipynb #0000004f
+def _text_field_state(
+    field: str,  # caption, paraphrase or negation
+    texts: list,  # this batch's texts of the field
+    state: bool | None,  # the pattern so far: True filled, False empty, None (first batch) not known yet
+    row: int,
+) -> bool:  # the dataset row of the batch's first text, for the message
+    "Whether `field` is filled in this batch (True) or empty (False); a DataError where it breaks the pattern."
+    empty = [_empty(s) for s in texts]
+    if field == "caption" and any(empty):
+        raise DataError("caption is empty; every sample needs a caption", row=row + empty.index(True))
+    now = None if any(empty) and not all(empty) else not all(empty)  # True: all filled, False: all empty
+    if now is None or (state is not None and state != now):
+        want = state if state is not None else not empty[0]  # the pattern so far: filled or empty
+        r, r0 = row + empty.index(want), (0 if state is not None else row)
+        raise DataError(
+            f"{field} is {'empty' if want else 'filled'} here but {'filled' if want else 'empty'} in row {r0}; "
+            f"a text field must be filled in every row or in none (fill it or drop those rows)",
+            row=r,
+        )
+    return now
+
+# %% ../nbs/06_eval.ipynb #00000051
 def embed(
     bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
@@ -746,23 +768,8 @@ def embed(
                 x = torch.stack(list(images)).to(device) if all(torch.is_tensor(i) for i in images) else list(images)
                 feats["image"].append(bundle.encode_images(x, normalize=False).float().cpu())
                 for k, tx in zip(TEXT_FIELDS, texts):
-                    empty = [_empty(s) for s in tx]
-                    if k == "caption" and any(empty):
-                        r = row + empty.index(True)
-                        raise DataError("caption is empty; every sample needs a caption", row=r)
-                    now = (
-                        None if any(empty) and not all(empty) else not all(empty)
-                    )  # True: all filled, False: all empty
-                    if now is None or (state[k] is not None and state[k] != now):
-                        want = state[k] if state[k] is not None else not empty[0]  # the pattern so far: filled or empty
-                        r, r0 = row + empty.index(want), (0 if state[k] is not None else row)
-                        raise DataError(
-                            f"{k} is {'empty' if want else 'filled'} here but {'filled' if want else 'empty'} in row {r0}; "
-                            f"a text field must be filled in every row or in none (fill it or drop those rows)",
-                            row=r,
-                        )
-                    state[k] = now
-                    if now:
+                    state[k] = _text_field_state(k, tx, state[k], row)
+                    if state[k]:
                         feats[k].append(bundle.encode_texts([str(s) for s in tx], normalize=False).float().cpu())
                 row += len(images)
     finally:
@@ -778,7 +785,7 @@ def embed(
             torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #0000004f
+# %% ../nbs/06_eval.ipynb #00000052
 def embed_negation_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a TripleDataset with a `negation_image` column
@@ -820,7 +827,7 @@ def embed_negation_images(
     out[torch.tensor(keep)] = feats
     return out
 
-# %% ../nbs/06_eval.ipynb #00000056
+# %% ../nbs/06_eval.ipynb #00000059
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -848,7 +855,7 @@ def image_index(
     )
     return first, codes
 
-# %% ../nbs/06_eval.ipynb #00000059
+# %% ../nbs/06_eval.ipynb #0000005c
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -888,7 +895,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #0000005f
+# %% ../nbs/06_eval.ipynb #00000062
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -910,7 +917,7 @@ def metrics_table(
     )
     return df
 
-# %% ../nbs/06_eval.ipynb #00000062
+# %% ../nbs/06_eval.ipynb #00000065
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -940,7 +947,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000065
+# %% ../nbs/06_eval.ipynb #00000068
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -962,7 +969,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-# %% ../nbs/06_eval.ipynb #00000068
+# %% ../nbs/06_eval.ipynb #0000006b
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1003,7 +1010,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #0000006b
+# %% ../nbs/06_eval.ipynb #0000006e
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1022,7 +1029,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-# %% ../nbs/06_eval.ipynb #0000006e
+# %% ../nbs/06_eval.ipynb #00000071
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1041,7 +1048,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-# %% ../nbs/06_eval.ipynb #00000071
+# %% ../nbs/06_eval.ipynb #00000074
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1059,7 +1066,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-# %% ../nbs/06_eval.ipynb #00000074
+# %% ../nbs/06_eval.ipynb #00000078
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1077,7 +1084,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-# %% ../nbs/06_eval.ipynb #00000075
+# %% ../nbs/06_eval.ipynb #00000079
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1097,7 +1104,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000078
+# %% ../nbs/06_eval.ipynb #0000007c
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1134,7 +1141,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-# %% ../nbs/06_eval.ipynb #0000007b
+# %% ../nbs/06_eval.ipynb #0000007f
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1154,7 +1161,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/06_eval.ipynb #0000007c
+# %% ../nbs/06_eval.ipynb #00000080
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1186,12 +1193,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-# %% ../nbs/06_eval.ipynb #0000007d
+# %% ../nbs/06_eval.ipynb #00000081
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-# %% ../nbs/06_eval.ipynb #00000080
+# %% ../nbs/06_eval.ipynb #00000084
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1204,7 +1211,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #00000083
+# %% ../nbs/06_eval.ipynb #00000087
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1215,7 +1222,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-# %% ../nbs/06_eval.ipynb #00000084
+# %% ../nbs/06_eval.ipynb #00000088
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1264,7 +1271,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000085
+# %% ../nbs/06_eval.ipynb #00000089
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1283,7 +1290,7 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-# %% ../nbs/06_eval.ipynb #00000086
+# %% ../nbs/06_eval.ipynb #0000008a
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
@@ -1356,7 +1363,7 @@ def evaluate_checkpoint(
             f.write(metrics_markdown(metrics))
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #00000090
+# %% ../nbs/06_eval.ipynb #00000094
 def eval_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try:
@@ -1376,6 +1383,6 @@ def cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return eval_main(argv)
 
-# %% ../nbs/06_eval.ipynb #00000091
+# %% ../nbs/06_eval.ipynb #00000095
 if __name__ == "__main__" and "get_ipython" not in globals():
     cli()  # python -m semclip.eval (never inside a notebook)
