@@ -38,10 +38,10 @@ __all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', '
            'winoground_scores', 'retrieval_ranks', 'matmul_topk', 'topk_ranks', 'retrieval_metrics', 'combined_score',
            'cosine_summary', 'gap_distribution', 'sugarcrepe_pp_scores', 'embed_texts', 'zeroshot_classifier',
            'zeroshot_negated', 'clean_classname', 'torchvision_zeroshot_dataset', 'OpenClipEncoder',
-           'embedding_cache_key', 'embed', 'embed_negation_images', 'image_index', 'evaluate', 'metrics_table',
-           'markdown_table', 'default_out_dir', 'resolve_checkpoint', 'parse_names', 'parse_kv',
-           'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table', 'metrics_markdown',
-           'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'eval_command', 'cli']
+           'embedding_cache_key', 'image_features_key', 'image_features_dir', 'embed', 'embed_negation_images',
+           'image_index', 'evaluate', 'metrics_table', 'markdown_table', 'default_out_dir', 'resolve_checkpoint',
+           'parse_names', 'parse_kv', 'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table',
+           'metrics_markdown', 'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'eval_command', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000009
 def _float(x, name: str = "embeddings") -> torch.Tensor:
@@ -719,7 +719,76 @@ def _text_field_state(
         )
     return now
 
-# %% ../nbs/06_eval.ipynb #00000051
+# %% ../nbs/06_eval.ipynb #00000052
+def image_features_key(
+    visual: torch.nn.Module,  # the vision tower
+    paths: Sequence,  # the image files, in dataset order
+    transform,  # the transform every image goes through
+    batch_size: int,
+    precision: str = "fp32",
+    device="cpu",
+) -> str:
+    "A digest of everything the features of `paths` under `visual` depend on (24 hex digits)."
+    from semclip.data import image_file_stamp
+    from semclip.train import _tensor_digest
+
+    h = hashlib.sha256()
+    _tensor_digest(h, visual.state_dict())
+    stamps = []
+    for p in paths:
+        try:
+            stamps.append(image_file_stamp(p))
+        except DataError:
+            stamps.append((str(p), "unreadable"))  # its run will skip or fail: nothing is cached from it
+    env = [repr(transform), int(batch_size), precision, str(device), torch.get_num_threads(), torch.__version__]
+    h.update(json.dumps([stamps, env]).encode())
+    return h.hexdigest()[:24]
+
+# %% ../nbs/06_eval.ipynb #00000053
+def image_features_dir() -> Path:
+    "Where `evaluate_checkpoint` keeps image features: `$SEMCLIP_RUNS/.cache/eval_image_features`."
+    return runs_root() / ".cache" / "eval_image_features"
+
+# %% ../nbs/06_eval.ipynb #00000054
+class _TextsOnly(torch.utils.data.Dataset):
+    "A TripleDataset's rows without their images: (None, caption, paraphrase, negation), for cached image features."
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        return None, self.ds.captions[i], self.ds.paraphrases[i], self.ds.negations[i]
+
+
+def _image_cache(cache_dir, bundle, dataset, paths, batch_size: int, precision: str) -> tuple:
+    "(the cache file of `paths`' features or None where no cache applies, the cached features or None)."
+    from semclip.data import TripleDataset
+
+    visual = getattr(getattr(bundle, "model", None), "visual", None)
+    if cache_dir is None or not isinstance(dataset, TripleDataset) or not isinstance(visual, torch.nn.Module):
+        return None, None
+    key = image_features_key(visual, paths, dataset.transform, batch_size, precision, _model_device(bundle))
+    path = Path(cache_dir) / f"{key}.pt"
+    try:
+        feats = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing or unreadable: computed again, and written over
+        return path, None
+    return path, (feats if torch.is_tensor(feats) and feats.shape[0] == len(paths) else None)
+
+
+def _write_image_cache(path, feats: torch.Tensor, dataset, num_workers: int):
+    "Keep `feats` at `path`, unless a bad sample could have been skipped and replaced by the next row's."
+    if path is None:
+        return
+    if dataset.on_bad_sample == "raise" or (num_workers == 0 and not dataset.skipped):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            torch.save(feats, f)
+
+# %% ../nbs/06_eval.ipynb #00000055
 def embed(
     bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
@@ -729,8 +798,9 @@ def embed(
     progress: bool = True,  # show a progress bar
     num_workers: int = 0,  # DataLoader workers
     precision: str = "fp32",  # autocast precision; fp32 keeps distinct cosines distinct
-    negation_images: bool = True,
-) -> dict:  # also embed the counterfactual images when the dataset has them (`negation_image`)
+    negation_images: bool = True,  # also embed the counterfactual images when the dataset has them (`negation_image`)
+    image_cache_dir=None,
+) -> dict:  # where image features are kept per vision tower (see `image_features_key`); None: no cache
     "Raw features of every sample: {'image','caption','paraphrase','negation'[,'negation_image']} float32 CPU tensors [n, d]."
     for m in ("encode_images", "encode_texts"):
         if not callable(getattr(bundle, m, None)):
@@ -756,17 +826,28 @@ def embed(
     was_training = module.training if isinstance(module, torch.nn.Module) else None
     if was_training:
         module.eval()
+    paths = list(dataset.df["image"]) if image_cache_dir is not None and hasattr(dataset, "df") else []
+    image_file, cached = _image_cache(image_cache_dir, bundle, dataset, paths, batch_size, precision)
     feats = {k: [] for k in ("image", *TEXT_FIELDS)}
     state = {k: None for k in TEXT_FIELDS}  # True: present in every row so far; False: empty in every row so far
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
+        dataset if cached is None else _TextsOnly(dataset),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
     )
     try:
         with torch.no_grad(), autocast(precision, device):
             row = 0
             for images, *texts in tqdm(loader, desc="embed", disable=not progress):
-                x = torch.stack(list(images)).to(device) if all(torch.is_tensor(i) for i in images) else list(images)
-                feats["image"].append(bundle.encode_images(x, normalize=False).float().cpu())
+                if cached is None:
+                    x = (
+                        torch.stack(list(images)).to(device)
+                        if all(torch.is_tensor(i) for i in images)
+                        else list(images)
+                    )
+                    feats["image"].append(bundle.encode_images(x, normalize=False).float().cpu())
                 for k, tx in zip(TEXT_FIELDS, texts):
                     state[k] = _text_field_state(k, tx, state[k], row)
                     if state[k]:
@@ -776,16 +857,20 @@ def embed(
         if was_training:
             module.train()
     out = {k: torch.cat(v) for k, v in feats.items() if v}
+    if cached is None:
+        _write_image_cache(image_file, out.get("image"), dataset, num_workers)
+    else:
+        out = {"image": cached, **out}
     if negation_images and getattr(dataset, "has_negation_image", False):
         out["negation_image"] = embed_negation_images(
-            bundle, dataset, batch_size, progress, num_workers, precision, dim=out["image"].shape[1]
+            bundle, dataset, batch_size, progress, num_workers, precision, out["image"].shape[1], image_cache_dir
         )
     if path is not None:
         with atomic_write(path, "wb") as f:
             torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #00000052
+# %% ../nbs/06_eval.ipynb #00000056
 def embed_negation_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a TripleDataset with a `negation_image` column
@@ -793,8 +878,9 @@ def embed_negation_images(
     progress: bool = True,
     num_workers: int = 0,
     precision: str = "fp32",
-    dim: int | None = None,
-) -> torch.Tensor:  # the feature width (needed when no row has a counterfactual)
+    dim: int | None = None,  # the feature width (needed when no row has a counterfactual)
+    image_cache_dir=None,
+) -> torch.Tensor:  # where image features are kept per vision tower (see `image_features_key`); None: no cache
     "Raw features of each row's counterfactual image, through the dataset's transform: float32 CPU [n, d], a row of NaN where a row has none."
     from semclip.data import TripleDataset
 
@@ -807,6 +893,17 @@ def embed_negation_images(
     cf = TripleDataset(
         dataset.df.iloc[keep], transform=dataset.transform, require_paraphrase=False, source=dataset.source
     ).negation_image_dataset()
+    cache_file, feats = _image_cache(image_cache_dir, bundle, cf, list(cf.df["image"]), batch_size, precision)
+    if feats is None:
+        feats = _encode_images_of(bundle, cf, batch_size, progress, num_workers, precision)
+        _write_image_cache(cache_file, feats, cf, num_workers)
+    out = torch.full((n, feats.shape[1]), float("nan"))
+    out[torch.tensor(keep)] = feats
+    return out
+
+
+def _encode_images_of(bundle, cf, batch_size, progress, num_workers, precision) -> torch.Tensor:
+    "Raw features of every image of the dataset `cf` (its counterfactual images), float32 CPU [n, d]."
     loader = torch.utils.data.DataLoader(
         cf, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate
     )
@@ -822,12 +919,9 @@ def embed_negation_images(
     finally:
         if was_training:
             module.train()
-    feats = torch.cat(parts)
-    out = torch.full((n, feats.shape[1]), float("nan"))
-    out[torch.tensor(keep)] = feats
-    return out
+    return torch.cat(parts)
 
-# %% ../nbs/06_eval.ipynb #00000059
+# %% ../nbs/06_eval.ipynb #00000060
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -855,7 +949,7 @@ def image_index(
     )
     return first, codes
 
-# %% ../nbs/06_eval.ipynb #0000005c
+# %% ../nbs/06_eval.ipynb #00000063
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -895,7 +989,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #00000062
+# %% ../nbs/06_eval.ipynb #00000069
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -917,7 +1011,7 @@ def metrics_table(
     )
     return df
 
-# %% ../nbs/06_eval.ipynb #00000065
+# %% ../nbs/06_eval.ipynb #0000006c
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -947,7 +1041,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000068
+# %% ../nbs/06_eval.ipynb #0000006f
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -969,7 +1063,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-# %% ../nbs/06_eval.ipynb #0000006b
+# %% ../nbs/06_eval.ipynb #00000072
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1010,7 +1104,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #0000006e
+# %% ../nbs/06_eval.ipynb #00000075
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1029,7 +1123,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-# %% ../nbs/06_eval.ipynb #00000071
+# %% ../nbs/06_eval.ipynb #00000078
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1048,7 +1142,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-# %% ../nbs/06_eval.ipynb #00000074
+# %% ../nbs/06_eval.ipynb #0000007b
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1066,7 +1160,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-# %% ../nbs/06_eval.ipynb #00000078
+# %% ../nbs/06_eval.ipynb #0000007f
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1084,7 +1178,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-# %% ../nbs/06_eval.ipynb #00000079
+# %% ../nbs/06_eval.ipynb #00000080
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1104,7 +1198,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #0000007c
+# %% ../nbs/06_eval.ipynb #00000083
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1141,7 +1235,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-# %% ../nbs/06_eval.ipynb #0000007f
+# %% ../nbs/06_eval.ipynb #00000086
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1161,7 +1255,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/06_eval.ipynb #00000080
+# %% ../nbs/06_eval.ipynb #00000087
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1193,12 +1287,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000081
+# %% ../nbs/06_eval.ipynb #00000088
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-# %% ../nbs/06_eval.ipynb #00000084
+# %% ../nbs/06_eval.ipynb #0000008b
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1211,7 +1305,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #00000087
+# %% ../nbs/06_eval.ipynb #0000008e
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1222,7 +1316,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-# %% ../nbs/06_eval.ipynb #00000088
+# %% ../nbs/06_eval.ipynb #0000008f
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1271,7 +1365,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000089
+# %% ../nbs/06_eval.ipynb #00000090
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1290,7 +1384,7 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-# %% ../nbs/06_eval.ipynb #0000008a
+# %% ../nbs/06_eval.ipynb #00000091
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
@@ -1339,7 +1433,7 @@ def evaluate_checkpoint(
         bundle = create_model(model, pretrained, checkpoint=ck, device=device)
         bundle.model.eval()
         ds.transform = bundle.preprocess  # the model's own eval transform
-        emb = embed(bundle, ds, batch_size=batch_size, progress=progress)
+        emb = embed(bundle, ds, batch_size=batch_size, progress=progress, image_cache_dir=image_features_dir())
         metrics = dict(
             checkpoint=None if ck is None else str(ck),
             model=bundle.name,
@@ -1363,7 +1457,7 @@ def evaluate_checkpoint(
             f.write(metrics_markdown(metrics))
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #00000094
+# %% ../nbs/06_eval.ipynb #0000009b
 def eval_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try:
@@ -1383,6 +1477,6 @@ def cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return eval_main(argv)
 
-# %% ../nbs/06_eval.ipynb #00000095
+# %% ../nbs/06_eval.ipynb #0000009c
 if __name__ == "__main__" and "get_ipython" not in globals():
     cli()  # python -m semclip.eval (never inside a notebook)
