@@ -37,7 +37,7 @@ __all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'F
            'execute', 'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid',
            'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables', 'study_plan',
            'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference',
-           'comparison_markdown', 'reproduce', 'reproduce_command', 'cli']
+           'comparison_markdown', 'write_comparison', 'write_provenance', 'reproduce', 'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -878,7 +878,38 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000003f
+# %% ../nbs/08_reproduce.ipynb #00000040
+def write_comparison(
+    fig: Path,  # the new run's tables (its per_seed.csv)
+    reference: Path,
+) -> str:  # the committed reference's tables
+    "Write comparison.csv and comparison.md of a run's tables against the reference; return the markdown."
+    cmp = compare_to_reference(fig, reference)
+    with atomic_write(fig / "comparison.csv", "w") as f:
+        cmp.to_csv(f, index=False, float_format="%.3f")
+    md = comparison_markdown(cmp)
+    with atomic_write(fig / "comparison.md", "w") as f:
+        f.write(md)
+    return md
+
+
+def write_provenance(
+    fig: Path,  # where the tables are
+    suffix: str,  # '' for the default grid, '_conditions' for the study
+    prov: dict,  # command, git_revision, finished, wall_seconds, cpus, ...
+    status: pd.DataFrame,
+):  # run_grid's table: run, status, seconds
+    "Write provenance<suffix>.json and runs<suffix>.md (each run's status and seconds)."
+    write_json(fig / f"provenance{suffix}.json", prov)
+    head = (
+        f"Made by `{prov['command']}` at git revision `{prov['git_revision']}` on {prov['finished']}, "
+        f"{prov['wall_seconds'] / 60:.1f} min wall time on {prov['cpus']} CPU cores.\n\n"
+    )
+    rows = "".join(f"| {r} | {s} | {t} |\n" for r, s, t in zip(status.run, status.status, status.seconds))
+    with atomic_write(fig / f"runs{suffix}.md", "w") as f:
+        f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
+
+# %% ../nbs/08_reproduce.ipynb #00000042
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -956,13 +987,7 @@ def reproduce(
         else:
             tables = write_tables(root, fig, dataset) if any(root.glob("*/seed*/eval/metrics.json")) else {}
         if compare and (fig / "per_seed.csv").exists() and fig.resolve() != reference.resolve():
-            cmp = compare_to_reference(fig, reference)
-            with atomic_write(fig / "comparison.csv", "w") as f:
-                cmp.to_csv(f, index=False, float_format="%.3f")
-            md = comparison_markdown(cmp)
-            with atomic_write(fig / "comparison.md", "w") as f:
-                f.write(md)
-            tables["comparison with the committed reference (comparison.md)"] = md
+            tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
         secs = time.time() - t0
         suffix = "" if study is None else f"_{study}"
         prov = dict(
@@ -976,16 +1001,10 @@ def reproduce(
             threads_per_run={r.name: r.threads for r in runs},
             failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(("done", "skipped"))],
         )
-        write_json(fig / f"provenance{suffix}.json", prov)
-        with atomic_write(fig / f"runs{suffix}.md", "w") as f:
-            f.write(
-                f"Made by `{prov['command']}` at git revision `{prov['git_revision']}` on {prov['finished']}, "
-                f"{secs / 60:.1f} min wall time on {prov['cpus']} CPU cores.\n\n| run | status | seconds |\n|---|---|---|\n"
-                + "".join(f"| {r} | {s_} | {t} |\n" for r, s_, t in zip(status.run, status.status, status.seconds))
-            )
+        write_provenance(fig, suffix, prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000043
+# %% ../nbs/08_reproduce.ipynb #00000046
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
