@@ -369,6 +369,43 @@ def _weights_error(e: Exception, kind: str | None, name: str, pretrained) -> tup
     return None, False
 
 # %% ../nbs/03_model.ipynb #0000001a
+def _image_normalisation(image_preprocess: str, mean, std, resize_mode, pre_cfg: dict) -> tuple:
+    "(mean, std, resize mode) of the images: the arguments, else the paper's (ImageNet, squash), else a checkpoint's."
+    if image_preprocess == "paper":
+        mean, std, resize_mode = mean or IMAGENET_MEAN, std or IMAGENET_STD, resize_mode or "squash"
+    return mean or pre_cfg.get("mean"), std or pre_cfg.get("std"), resize_mode or pre_cfg.get("resize_mode")
+
+
+def _make_bundle(
+    model, pp_eval, pp_train, name, pretrained, cfg, image_preprocess, checkpoint, cache_dir
+) -> ClipBundle:
+    "The ClipBundle of a built model: its tokenizer (texts capped before the BPE) and the metadata a checkpoint keeps."
+    ctx = cfg["text_cfg"].get("context_length", 77)
+    tokenizer = CappedTokenizer(
+        open_clip.get_tokenizer(name, context_length=ctx, cache_dir=cache_dir), CHARS_PER_TOKEN * ctx
+    )
+    bundle = ClipBundle(
+        model=model,
+        preprocess=pp_eval,
+        preprocess_train=pp_train,
+        tokenizer=tokenizer,
+        name=name,
+        pretrained=None if pretrained is None else str(pretrained),
+        model_cfg=cfg,
+        preprocess_cfg=_jsonable(model.visual.preprocess_cfg),
+        image_preprocess=image_preprocess,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+    )
+    model._semclip_meta = dict(
+        name=name,
+        model_cfg=cfg,
+        preprocess_cfg=bundle.preprocess_cfg,
+        image_preprocess=image_preprocess,
+        pretrained=bundle.pretrained,
+    )
+    return bundle
+
+# %% ../nbs/03_model.ipynb #0000001c
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -407,13 +444,9 @@ def create_model(
         name = name.replace("/", "-")  # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
     _check_model_name(name)
     kind = _check_pretrained(name, pretrained)
-    if image_preprocess == "paper":
-        image_mean = image_mean or IMAGENET_MEAN
-        image_std = image_std or IMAGENET_STD
-        image_resize_mode = image_resize_mode or "squash"
-    image_mean = image_mean or pre_cfg.get("mean")
-    image_std = image_std or pre_cfg.get("std")
-    image_resize_mode = image_resize_mode or pre_cfg.get("resize_mode")
+    image_mean, image_std, image_resize_mode = _image_normalisation(
+        image_preprocess, image_mean, image_std, image_resize_mode, pre_cfg
+    )
     try:
         # random init is what a checkpoint load (weights follow) or a semclip tiny config (trained from scratch) expects:
         # open_clip's "No pretrained weights loaded ... initialized randomly" warning would only mislead there
@@ -442,41 +475,19 @@ def create_model(
     if image_preprocess == "paper":
         pp_train = pp_eval  # the paper trains on the eval transform: no augmentation
     cfg = _final_cfg(name, force_image_size, context_length, kw)
-    ctx = cfg["text_cfg"].get("context_length", 77)
-    tokenizer = CappedTokenizer(
-        open_clip.get_tokenizer(name, context_length=ctx, cache_dir=cache_dir), CHARS_PER_TOKEN * ctx
-    )
-    bundle = ClipBundle(
-        model=model,
-        preprocess=pp_eval,
-        preprocess_train=pp_train,
-        tokenizer=tokenizer,
-        name=name,
-        pretrained=None if pretrained is None else str(pretrained),
-        model_cfg=cfg,
-        preprocess_cfg=_jsonable(model.visual.preprocess_cfg),
-        image_preprocess=image_preprocess,
-        checkpoint=None if checkpoint is None else str(checkpoint),
-    )
-    model._semclip_meta = dict(
-        name=name,
-        model_cfg=cfg,
-        preprocess_cfg=bundle.preprocess_cfg,
-        image_preprocess=image_preprocess,
-        pretrained=bundle.pretrained,
-    )
+    bundle = _make_bundle(model, pp_eval, pp_train, name, pretrained, cfg, image_preprocess, checkpoint, cache_dir)
     if ckpt is not None:
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000002a
+# %% ../nbs/03_model.ipynb #0000002c
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #0000002b
+# %% ../nbs/03_model.ipynb #0000002d
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -492,7 +503,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #0000002c
+# %% ../nbs/03_model.ipynb #0000002e
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -527,7 +538,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #0000002d
+# %% ../nbs/03_model.ipynb #0000002f
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -537,7 +548,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #00000032
+# %% ../nbs/03_model.ipynb #00000034
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -566,7 +577,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #00000035
+# %% ../nbs/03_model.ipynb #00000037
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -598,7 +609,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #00000036
+# %% ../nbs/03_model.ipynb #00000038
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -612,7 +623,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #00000037
+# %% ../nbs/03_model.ipynb #00000039
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -649,7 +660,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #0000003a
+# %% ../nbs/03_model.ipynb #0000003c
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -686,7 +697,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #0000003b
+# %% ../nbs/03_model.ipynb #0000003d
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -730,7 +741,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #0000003d
+# %% ../nbs/03_model.ipynb #0000003f
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -767,7 +778,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #0000003e
+# %% ../nbs/03_model.ipynb #00000040
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -795,7 +806,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #0000003f
+# %% ../nbs/03_model.ipynb #00000041
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)
