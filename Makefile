@@ -3,6 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 SEEDS   ?= 1
+THREADS ?=
 
 .PHONY: install reproduce test check-sync export clean-nbs format bench docs
 
@@ -15,9 +16,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # main job: the reproduction on the embedded SynthNeg dataset, offline, on CPU; tables and figures in
-# $SEMCLIP_RUNS/synthneg/figures (default runs/synthneg/figures), compared with the committed figures/synthneg
+# $SEMCLIP_RUNS/synthneg/figures (default runs/synthneg/figures), compared with the committed figures/synthneg;
+# THREADS=1 computes every run on one thread, as the committed 3-seed reference did
 reproduce: install
-	HF_HUB_OFFLINE=1 $(VENV)/bin/semclip-reproduce --dataset synthneg --seeds $(SEEDS)
+	HF_HUB_OFFLINE=1 $(VENV)/bin/semclip-reproduce --dataset synthneg --seeds $(SEEDS) $(if $(THREADS),--threads $(THREADS))
 
 # the test suite: one pytest case per notebook plus the integration tests
 test: install

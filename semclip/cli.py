@@ -369,6 +369,9 @@ class ReproduceParams:
     model: str = "semclip-tiny"  # open_clip model for real datasets (e.g. ViT-B-32)
     pretrained: str | None = None  # open_clip pretrained tag for real datasets (e.g. laion2b_s34b_b79k)
     jobs: int = 2  # notebooks executed at once, each with its share of the cores
+    threads: int | None = (
+        None  # torch threads of every run; None: its share of the cores (1: as the 3-seed reference ran)
+    )
     force: bool = False  # rerun finished runs too
     study: str | None = None  # conditions: pre-training x fine-tuning negation shares {0, 0.3} x every arm (SynthNeg)
     remedy: bool = True  # SynthNeg: also run the remedy row (SemCLIP on negated true captions)

@@ -25,6 +25,7 @@ from semclip.core import (
     ConfigError,
     RunLock,
     check_choice,
+    check_number,
     project_root,
     runs_root,
     write_json,
@@ -97,9 +98,14 @@ def share_cores(
     runs: list,  # the runs of a plan
     jobs: int = 1,  # notebooks that will run at once
     cores: int | None = None,  # CPU cores to share (None: os.cpu_count())
-) -> list:  # the same runs, each with its `threads` set (left as they are for one job: torch's default)
-    "Give each run its share of the cores as torch threads."
-    if jobs > 1:
+    threads: int | None = None,
+) -> list:  # every run's threads instead (None: its share of the cores)
+    "Give each run its share of the cores as torch threads (the same runs, each with `threads` set; left as they are for one job)."
+    if threads is not None:
+        threads = check_number("threads", threads, min=1)
+        for r in runs:
+            r.threads = threads
+    elif jobs > 1:
         cores = cores or os.cpu_count() or 1
         n_pre = sum(r.params.get("arm") == "pretrain" for r in runs)
         for r in runs:
@@ -134,6 +140,7 @@ def plan(
     eval_overrides: dict | None = None,  # extra parameters for every evaluation run (e.g. max_samples)
     jobs: int = 1,  # notebooks that will run at once: sets each run's torch threads
     cores: int | None = None,  # CPU cores to share (None: os.cpu_count())
+    threads: int | None = None,  # torch threads of every run (None: each run's share of the cores)
     condition: tuple = (0.0, 0.0),  # SynthNeg's (pretrain_negation_share, finetune_negation_share)
     variants: dict | None = None,  # extra rows: {row name: training overrides of an arm in `arms`}, e.g. VARIANTS
     figures: bool = True,
@@ -187,7 +194,7 @@ def plan(
     if figures:
         fig = Path(figures_dir) if figures_dir is not None else root / "figures"
         runs.append(_figures_run(f"{tag}figures", dataset, root, fig, [r.name for r in evals]))
-    return share_cores(runs, jobs, cores)
+    return share_cores(runs, jobs, cores, threads)
 
 # %% ../nbs/08_reproduce.ipynb #00000011
 def _notebook_module(name: str):
@@ -924,6 +931,7 @@ def reproduce(
     model: str = "semclip-tiny",
     pretrained: str | None = None,  # for real datasets: open_clip model and tag
     jobs: int = 2,  # notebooks run at once (each gets its share of the cores as threads)
+    threads: int | None = None,  # torch threads of every run; None: its share of the cores
     force: bool = False,
     progress: bool = True,
     command: str | None = None,
@@ -945,6 +953,7 @@ def reproduce(
         raise ConfigError(f"seeds={seeds!r} must be a positive int")
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError(f"jobs={jobs!r} must be a positive int")
+    threads = check_number("threads", threads, min=1, allow_none=True)
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
     seed_list = tuple(42 + i for i in range(seeds))
@@ -960,6 +969,7 @@ def reproduce(
                 train_overrides=over,
                 eval_overrides=eover,
                 jobs=jobs,
+                threads=threads,
             )
         else:
             runs = plan(
@@ -973,14 +983,15 @@ def reproduce(
                 fig,
                 eover,
                 jobs,
+                threads=threads,
                 variants=VARIANTS if remedy and dataset == "synthneg" else None,
             )
         if pretrain_steps is not None:
             for r in runs:
                 if r.params.get("arm") == "pretrain":
                     r.params["steps"] = pretrain_steps
-        if jobs > 1:
-            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 2) // jobs))  # inherited by the kernels
+        if jobs > 1 or threads is not None:  # inherited by the kernels
+            os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 2) // jobs))
         status = run_grid(runs, force=force, progress=progress, jobs=jobs)
         if study == "conditions":
             tables = write_conditions(root, fig, dataset, arms=arms)
