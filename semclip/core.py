@@ -264,7 +264,7 @@ def project_root() -> Path | None:
             return d
     return None
 
-# %% ../nbs/00_core.ipynb #00000027
+# %% ../nbs/00_core.ipynb #00000029
 def _root(env, sub):
     if os.environ.get(env):
         return Path(os.environ[env]).expanduser()
@@ -276,12 +276,12 @@ def data_root() -> Path:
     "Where datasets live: $SEMCLIP_DATA, the checkout's data/, or ~/.cache/semclip/data."
     return _root("SEMCLIP_DATA", "data")
 
-# %% ../nbs/00_core.ipynb #00000028
+# %% ../nbs/00_core.ipynb #0000002b
 def runs_root() -> Path:
     "Where runs are written: $SEMCLIP_RUNS, the checkout's runs/, or ~/.cache/semclip/runs."
     return _root("SEMCLIP_RUNS", "runs")
 
-# %% ../nbs/00_core.ipynb #00000029
+# %% ../nbs/00_core.ipynb #0000002d
 def portable_path(path) -> str:  # a path to show in a file that is committed or shared
     "`path` as `$SEMCLIP_RUNS/...` when it lies under the runs root, else its last two parts: no machine's absolute path."
     path = Path(path).resolve()
@@ -290,7 +290,7 @@ def portable_path(path) -> str:  # a path to show in a file that is committed or
     except ValueError:
         return "/".join(path.parts[-2:])
 
-# %% ../nbs/00_core.ipynb #0000002c
+# %% ../nbs/00_core.ipynb #00000030
 DATASET_HINTS = {  # where each real dataset comes from: the second half of its "not found" message
     "ccneg": "Download CoN-CLIP's CC-Neg (ccneg_preprocessed.pt and the ccneg_images archive, linked from "
     "github.com/jaisidhsingh/CoN-CLIP ccneg_dataset/README.md) into '{root}'",
@@ -315,7 +315,7 @@ def dataset_not_found(
         "data/README.md says where each dataset comes from"
     )
 
-# %% ../nbs/00_core.ipynb #0000002f
+# %% ../nbs/00_core.ipynb #00000032
 @functools.lru_cache(maxsize=1024)
 def _real_dir(d: str) -> str:
     "A directory's resolved path (cached: datasets hold many files in few folders)."
@@ -347,7 +347,7 @@ def safe_join(
         )
     return Path(real)
 
-# %% ../nbs/00_core.ipynb #00000032
+# %% ../nbs/00_core.ipynb #00000035
 def _links_in(folder: str) -> set | None:
     "Names of the symbolic links in `folder` (empty if it does not exist; None if it cannot be listed)."
     try:
@@ -386,7 +386,7 @@ def safe_join_all(
             out.append(str(safe_join(root, rel, file=file, row=row if rows is None else rows[row])))
     return out
 
-# %% ../nbs/00_core.ipynb #00000035
+# %% ../nbs/00_core.ipynb #00000038
 def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
@@ -414,13 +414,13 @@ def atomic_write(
             os.unlink(tmp)
         raise
 
-# %% ../nbs/00_core.ipynb #00000036
+# %% ../nbs/00_core.ipynb #0000003b
 def write_json(path, obj, indent=2):
     "Atomically write `obj` as JSON to `path`."
     with atomic_write(path, "w") as f:
         json.dump(obj, f, indent=indent, default=str)
 
-# %% ../nbs/00_core.ipynb #00000037
+# %% ../nbs/00_core.ipynb #0000003d
 def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to keep
     "A short sha256 of a file's bytes."
     h = hashlib.sha256()
@@ -429,7 +429,7 @@ def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to
             h.update(b)
     return h.hexdigest()[:n]
 
-# %% ../nbs/00_core.ipynb #0000003a
+# %% ../nbs/00_core.ipynb #00000040
 _re_global = re.compile(r"(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)")
 
 
@@ -438,7 +438,7 @@ def unsafe_pickle_global(exc: BaseException) -> str | None:
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
 
-# %% ../nbs/00_core.ipynb #0000003d
+# %% ../nbs/00_core.ipynb #00000043
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
 
@@ -503,7 +503,7 @@ class RunLock:
     def __repr__(self):
         return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #00000041
+# %% ../nbs/00_core.ipynb #00000047
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 
