@@ -41,7 +41,7 @@ from semclip.core import (
 
 # %% auto #0
 __all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'CHARS_PER_TOKEN', 'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT',
-           'CHECKPOINT_VERSION', 'register_model_config', 'unwrap_model', 'ClipBundle', 'CappedTokenizer',
+           'CHECKPOINT_VERSION', 'register_model_config', 'ClipBundle', 'unwrap_model', 'CappedTokenizer',
            'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest', 'check_checkpoint',
            'save_checkpoint', 'load_checkpoint']
 
@@ -94,26 +94,13 @@ for _n, _c in TINY_CONFIGS.items():
     register_model_config(_n, _c)
 
 # %% ../nbs/03_model.ipynb #0000000b
-def unwrap_model(model) -> nn.Module:
-    "The bare open_clip module inside a `ClipBundle`, DDP/DataParallel wrapper or `torch.compile` result."
-    if isinstance(model, ClipBundle):
-        model = model.model
-    while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-            model = model.module
-        else:
-            return model
-
-# %% ../nbs/03_model.ipynb #0000000c
 def _model_dtype(m: nn.Module):
     "The dtype inputs must have: that of the first conv/linear weight (open_clip's bf16/fp16 keep some params fp32)."
     return next(
         (x.weight.dtype for x in m.modules() if isinstance(x, (nn.Conv2d, nn.Linear))), next(m.parameters()).dtype
     )
 
-# %% ../nbs/03_model.ipynb #0000000d
+# %% ../nbs/03_model.ipynb #0000000c
 @dataclass
 class ClipBundle:
     "An open_clip model with its transforms, tokenizer and config."
@@ -164,7 +151,20 @@ class ClipBundle:
         tok = texts if torch.is_tensor(texts) else self.tokenizer(list(texts))
         return unwrap_model(self.model).encode_text(tok.to(self.device), normalize=normalize)
 
-# %% ../nbs/03_model.ipynb #0000000f
+# %% ../nbs/03_model.ipynb #0000000d
+def unwrap_model(model) -> nn.Module:
+    "The bare open_clip module inside a `ClipBundle`, DDP/DataParallel wrapper or `torch.compile` result."
+    if isinstance(model, ClipBundle):
+        model = model.model
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+# %% ../nbs/03_model.ipynb #00000010
 CHARS_PER_TOKEN = 16  # texts are cut to CHARS_PER_TOKEN * context_length characters before tokenising
 
 
@@ -203,7 +203,7 @@ class CappedTokenizer:
             raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
-# %% ../nbs/03_model.ipynb #00000014
+# %% ../nbs/03_model.ipynb #00000015
 IMAGE_PREPROCESS = ("model", "paper")
 WEIGHT_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 _WEIGHT_EXTS = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
@@ -233,7 +233,7 @@ def _hub_offline_from_env():
         if C is not None:
             C.HF_HUB_OFFLINE = old
 
-# %% ../nbs/03_model.ipynb #00000015
+# %% ../nbs/03_model.ipynb #00000016
 @contextlib.contextmanager
 def _drop_root_log(prefix: str, on: bool = True):
     "Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."
@@ -267,7 +267,7 @@ def _weights_hint(name, what="a local weights file"):
         f"or a semclip checkpoint: create_model(checkpoint='/path/to/checkpoint.pt')."
     )
 
-# %% ../nbs/03_model.ipynb #00000016
+# %% ../nbs/03_model.ipynb #00000017
 def _check_pretrained(name: str, pretrained: str | None):
     "Check a tag or file before open_clip tries to fetch it; return 'tag', 'file' or None."
     if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
@@ -299,7 +299,7 @@ def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     cfg.update(model_kwargs)
     return _jsonable(cfg)
 
-# %% ../nbs/03_model.ipynb #00000018
+# %% ../nbs/03_model.ipynb #00000019
 def _load_why(e: BaseException) -> str:
     "torch.load's complaint in one line, without its advice to retry with weights_only=False."
     m = re.search(r"WeightsUnpickler error:\s*([^\n]*\S)", str(e))
@@ -325,7 +325,7 @@ def _unreadable(e: BaseException) -> bool:
         or any(t in str(e) for t in ("PytorchStreamReader", "magic number"))
     )
 
-# %% ../nbs/03_model.ipynb #00000019
+# %% ../nbs/03_model.ipynb #0000001a
 def _read_model_checkpoint(checkpoint, name: str | None, pretrained) -> dict:
     "The checked contents of a semclip checkpoint that `create_model` builds its model from."
     if pretrained is not None:
@@ -368,7 +368,7 @@ def _weights_error(e: Exception, kind: str | None, name: str, pretrained) -> tup
         ), True
     return None, False
 
-# %% ../nbs/03_model.ipynb #0000001a
+# %% ../nbs/03_model.ipynb #0000001b
 def _image_normalisation(image_preprocess: str, mean, std, resize_mode, pre_cfg: dict) -> tuple:
     "(mean, std, resize mode) of the images: the arguments, else the paper's (ImageNet, squash), else a checkpoint's."
     if image_preprocess == "paper":
@@ -405,7 +405,7 @@ def _make_bundle(
     )
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000001c
+# %% ../nbs/03_model.ipynb #0000001d
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -480,14 +480,14 @@ def create_model(
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000002c
+# %% ../nbs/03_model.ipynb #0000002d
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #0000002d
+# %% ../nbs/03_model.ipynb #0000002f
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -503,7 +503,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #0000002e
+# %% ../nbs/03_model.ipynb #00000030
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -538,7 +538,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #0000002f
+# %% ../nbs/03_model.ipynb #00000032
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -548,7 +548,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #00000034
+# %% ../nbs/03_model.ipynb #00000037
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -577,7 +577,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #00000037
+# %% ../nbs/03_model.ipynb #0000003a
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -609,7 +609,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #00000038
+# %% ../nbs/03_model.ipynb #0000003b
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -623,7 +623,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #00000039
+# %% ../nbs/03_model.ipynb #0000003c
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -660,7 +660,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #0000003c
+# %% ../nbs/03_model.ipynb #0000003f
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -697,7 +697,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #0000003d
+# %% ../nbs/03_model.ipynb #00000040
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -741,7 +741,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #0000003f
+# %% ../nbs/03_model.ipynb #00000042
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -778,7 +778,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000040
+# %% ../nbs/03_model.ipynb #00000043
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -806,7 +806,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #00000041
+# %% ../nbs/03_model.ipynb #00000044
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)
