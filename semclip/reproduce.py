@@ -59,7 +59,7 @@ def condition_root(
     name = condition_dir(dataset, pretrain_share, finetune_share)
     return Path(base) if name == dataset else Path(base).parent / name
 
-# %% ../nbs/08_reproduce.ipynb #00000008
+# %% ../nbs/08_reproduce.ipynb #00000009
 @dataclass
 class Run:
     "One papermill execution of a notebook."
@@ -93,7 +93,7 @@ class Run:
     def executed(self) -> Path:
         return (self.nb_dir or self.out_dir) / self.notebook
 
-# %% ../nbs/08_reproduce.ipynb #0000000a
+# %% ../nbs/08_reproduce.ipynb #0000000b
 def share_cores(
     runs: list,  # the runs of a plan
     jobs: int = 1,  # notebooks that will run at once
@@ -112,7 +112,7 @@ def share_cores(
             r.threads = max(1, cores // (min(jobs, n_pre) if r.params.get("arm") == "pretrain" else jobs))
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #0000000c
+# %% ../nbs/08_reproduce.ipynb #0000000d
 def _eval_run(name: str, run_dir: Path, trained_by: str, dataset: str, overrides: dict) -> Run:
     "The evaluation of the checkpoint `run_dir/final.pt` (made by the run `trained_by`), into `run_dir/eval`."
     out = run_dir / "eval"
@@ -127,7 +127,7 @@ def _figures_run(name: str, dataset: str, runs_dir: Path, out: Path, evals: list
         name, "07_figures.ipynb", params, out, evals, marker="figures.json", nb_dir=runs_dir / "figures_notebook"
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000000d
+# %% ../nbs/08_reproduce.ipynb #0000000e
 def plan(
     dataset: str = "synthneg",  # registered dataset name
     arms=FINETUNE_ARMS,
@@ -196,7 +196,7 @@ def plan(
         runs.append(_figures_run(f"{tag}figures", dataset, root, fig, [r.name for r in evals]))
     return share_cores(runs, jobs, cores, threads)
 
-# %% ../nbs/08_reproduce.ipynb #00000011
+# %% ../nbs/08_reproduce.ipynb #00000012
 def _notebook_module(name: str):
     "Import `name`, a package of the notebooks extra, or say in one line how to install it."
     import importlib
@@ -220,7 +220,7 @@ def notebooks_dir() -> Path:
         )
     return pr / "nbs"
 
-# %% ../nbs/08_reproduce.ipynb #00000012
+# %% ../nbs/08_reproduce.ipynb #00000013
 def experiment_notebook(path: Path, threads: int | None = None):  # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
     nbformat = _notebook_module("nbformat")
@@ -269,7 +269,7 @@ def experiment_notebook(path: Path, threads: int | None = None):  # torch thread
     ]  # parameters, their check, the experiment
     return nb
 
-# %% ../nbs/08_reproduce.ipynb #00000013
+# %% ../nbs/08_reproduce.ipynb #00000014
 @functools.cache
 def ipc_kernel_manager():
     "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
@@ -294,7 +294,7 @@ def ipc_kernel_manager():
 
     return IPCKernelManager
 
-# %% ../nbs/08_reproduce.ipynb #00000014
+# %% ../nbs/08_reproduce.ipynb #00000015
 def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     pm = _notebook_module("papermill")
@@ -312,7 +312,7 @@ def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     )
     return time.time() - t0
 
-# %% ../nbs/08_reproduce.ipynb #00000015
+# %% ../nbs/08_reproduce.ipynb #00000016
 def by_priority(runs: list) -> list:
     "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
     waiting = {r.name: set() for r in runs}
@@ -322,7 +322,7 @@ def by_priority(runs: list) -> list:
                 waiting[a] |= {r.name} | waiting[r.name]
     return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-# %% ../nbs/08_reproduce.ipynb #00000016
+# %% ../nbs/08_reproduce.ipynb #00000019
 def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -348,7 +348,7 @@ def run_steps(run: Run) -> int | None:
     default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
     return int(run.params.get("steps") or default["steps"])
 
-# %% ../nbs/08_reproduce.ipynb #00000019
+# %% ../nbs/08_reproduce.ipynb #0000001c
 def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
@@ -358,10 +358,10 @@ def last_logged_step(log: Path) -> int:
             tail = f.read().decode(errors="replace")
     except OSError:
         return 0
-    steps = re.findall(r'^\{"step": (\d+)', tail, re.M)
+    steps = re.findall(r'^\{"step": (\d+)[,}][^\n]*\n', tail, re.M)  # whole lines only: the last may be cut short
     return int(steps[-1]) if steps else 0
 
-# %% ../nbs/08_reproduce.ipynb #0000001b
+# %% ../nbs/08_reproduce.ipynb #0000001f
 class PlanProgress:
     "The state line of a running plan: runs in flight with their steps, and the measured time left."
 
@@ -435,7 +435,7 @@ class PlanProgress:
             )
         return ", ".join(now) + (" | " if now else "") + eta
 
-# %% ../nbs/08_reproduce.ipynb #0000001d
+# %% ../nbs/08_reproduce.ipynb #00000021
 def plan_summary(
     status: pd.DataFrame,  # run_grid's table
     seconds: float,
@@ -454,7 +454,7 @@ def plan_summary(
     ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
-# %% ../nbs/08_reproduce.ipynb #0000001f
+# %% ../nbs/08_reproduce.ipynb #00000023
 def run_grid(
     runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
 ) -> pd.DataFrame:
@@ -525,7 +525,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000023
+# %% ../nbs/08_reproduce.ipynb #00000027
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -585,7 +585,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000024
+# %% ../nbs/08_reproduce.ipynb #00000028
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -595,7 +595,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-# %% ../nbs/08_reproduce.ipynb #00000025
+# %% ../nbs/08_reproduce.ipynb #00000029
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -604,7 +604,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-# %% ../nbs/08_reproduce.ipynb #00000028
+# %% ../nbs/08_reproduce.ipynb #0000002c
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -635,7 +635,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #0000002b
+# %% ../nbs/08_reproduce.ipynb #0000002f
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -652,7 +652,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-# %% ../nbs/08_reproduce.ipynb #0000002c
+# %% ../nbs/08_reproduce.ipynb #00000030
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -700,7 +700,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #0000002f
+# %% ../nbs/08_reproduce.ipynb #00000033
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -728,7 +728,7 @@ def study_plan(
             runs.setdefault(r.name, r)
     return list(runs.values())
 
-# %% ../nbs/08_reproduce.ipynb #00000030
+# %% ../nbs/08_reproduce.ipynb #00000034
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -761,7 +761,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-# %% ../nbs/08_reproduce.ipynb #00000031
+# %% ../nbs/08_reproduce.ipynb #00000035
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -779,7 +779,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000032
+# %% ../nbs/08_reproduce.ipynb #00000036
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -795,7 +795,7 @@ def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=
     save_figure(conditions_figure(table), out_dir, "conditions")
     return {"conditions": md}
 
-# %% ../nbs/08_reproduce.ipynb #00000039
+# %% ../nbs/08_reproduce.ipynb #0000003d
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files outside figures/ (the committed results) have changes."
     pr = project_root()
@@ -815,7 +815,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #0000003c
+# %% ../nbs/08_reproduce.ipynb #00000040
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -862,7 +862,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000003d
+# %% ../nbs/08_reproduce.ipynb #00000041
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -885,7 +885,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000040
+# %% ../nbs/08_reproduce.ipynb #00000044
 def write_comparison(
     fig: Path,  # the new run's tables (its per_seed.csv)
     reference: Path,
@@ -916,7 +916,7 @@ def write_provenance(
     with atomic_write(fig / f"runs{suffix}.md", "w") as f:
         f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000042
+# %% ../nbs/08_reproduce.ipynb #00000046
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -1015,7 +1015,7 @@ def reproduce(
         write_provenance(fig, suffix, prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000046
+# %% ../nbs/08_reproduce.ipynb #0000004a
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
