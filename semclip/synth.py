@@ -463,14 +463,14 @@ def negate(
         check_neg_type(neg_type)
     return replace(d, items=tuple(items))
 
-# %% ../nbs/01a_synth.ipynb #0000002f
+# %% ../nbs/01a_synth.ipynb #00000031
 def contradicts_itself(
     mentions,
 ) -> bool:  # (present, colour, shape) mentions: `Desc.items`, or `parse_caption(text)[0]`
     'Does a present mention pick out objects that an absent one excludes ("a red square ... and no red square")?'
     return any(p[0] and not m[0] and p[2] == m[2] and m[1] in (None, p[1]) for p in mentions for m in mentions)
 
-# %% ../nbs/01a_synth.ipynb #00000032
+# %% ../nbs/01a_synth.ipynb #00000034
 def desc_holds(
     d: Desc,  # what a text says
     objs,  # the scene
@@ -485,7 +485,7 @@ def desc_holds(
         return relation(by_shape[d.rel[0]], by_shape[d.rel[2]], _gap(image_size)) == d.rel[1]
     return True
 
-# %% ../nbs/01a_synth.ipynb #00000033
+# %% ../nbs/01a_synth.ipynb #00000036
 _REDRAWS = 50  # draws of the absent mention before giving up (one is almost always enough)
 
 
@@ -537,7 +537,7 @@ def make_triple(
         raise RuntimeError(f"internal error, invalid triple for {objs}: {caption!r} / {paraphrased!r} / {negation!r}")
     return dict(objs=objs, caption=caption, paraphrased=paraphrased, negation=negation, neg_type=neg_type)
 
-# %% ../nbs/01a_synth.ipynb #0000003c
+# %% ../nbs/01a_synth.ipynb #0000003f
 def free_spots(
     objs,  # the scene (Obj)
     size: int,  # side of the box to place, pixels
@@ -557,7 +557,7 @@ def free_spots(
     ys, xs = np.nonzero(ok)
     return np.stack([xs, ys], 1)
 
-# %% ../nbs/01a_synth.ipynb #00000040
+# %% ../nbs/01a_synth.ipynb #00000043
 def _picks(objs, m):
     return [o for o in objs if o.shape == m[2] and (m[1] is None or o.colour == m[1])]
 
@@ -568,7 +568,7 @@ def _valid_scene(objs, S):
         _apart((p.x, p.y, p.size), (q.x, q.y, q.size)) for k, p in enumerate(objs) for q in objs[k + 1 :]
     )
 
-# %% ../nbs/01a_synth.ipynb #00000041
+# %% ../nbs/01a_synth.ipynb #00000044
 def _cf_candidates(objs, cap, neg, neg_type, rng, S):
     "Scenes that may make `neg` true and `cap` false, smallest edit first (claims as `parse_caption` gives them)."
     (cn, cr), (nn, _) = cap, neg
@@ -602,7 +602,7 @@ def _cf_candidates(objs, cap, neg, neg_type, rng, S):
                 yield [*objs, Obj(shape, colour, x, y, size)]
                 return
 
-# %% ../nbs/01a_synth.ipynb #00000043
+# %% ../nbs/01a_synth.ipynb #00000046
 def make_counterfactual(
     objs,  # the scene of the row (Obj)
     caption: str,  # its true caption
@@ -623,7 +623,7 @@ def make_counterfactual(
             return cf, ""
     return None, f"no {neg_type} edit makes the negation true and the caption false"
 
-# %% ../nbs/01a_synth.ipynb #00000049
+# %% ../nbs/01a_synth.ipynb #0000004c
 def _share(name, value):
     "A share in [0, 1], or a `ConfigError` naming the parameter."
     ok = isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool) and 0 <= value <= 1
@@ -663,12 +663,12 @@ def synth_settings(
         raise ConfigError("n_pretrain, n_train, n_val and n_test are all 0: ask for some images")
     return s
 
-# %% ../nbs/01a_synth.ipynb #0000004a
+# %% ../nbs/01a_synth.ipynb #0000004e
 def settings_hash(settings: dict) -> str:
     "A 12-digit hash of the settings: the dataset's directory name."
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
-# %% ../nbs/01a_synth.ipynb #0000004d
+# %% ../nbs/01a_synth.ipynb #00000051
 def neg_type_quota(
     n: int,  # rows in the split
     rng: np.random.Generator | None = None,
@@ -682,7 +682,7 @@ def neg_type_quota(
         out = rng.permutation(out)
     return [NEG_TYPES[k] for k in out]
 
-# %% ../nbs/01a_synth.ipynb #00000052
+# %% ../nbs/01a_synth.ipynb #00000056
 NEGATION_WORDS = re.compile(r"\b(?:no|not|without)\b", re.I)
 DROP_NO_OF_NEGATED = NEG_WEIGHTS["drop_no"] / (
     NEG_WEIGHTS["drop_no"] + (1 - NEG_WEIGHTS["drop_no"]) * ABSENT_SHARE
@@ -715,7 +715,7 @@ def split_plan(
     rows += [("drop_no", True)] * n_drop
     return [rows[k] for k in rng.permutation(len(rows))]
 
-# %% ../nbs/01a_synth.ipynb #00000056
+# %% ../nbs/01a_synth.ipynb #0000005a
 def _split_share(settings: dict, split: str) -> float | None:
     "The negation share `split` is drawn with: the settings' share for pretrain and train, None (natural) for val and test."
     return {"pretrain": settings["pretrain_negation_share"], "train": settings["finetune_negation_share"]}.get(split)
@@ -743,7 +743,7 @@ def synth_triples(settings: dict):  # from `synth_settings`
     for split, _, _, t in _synth_rows(settings):
         yield split, t
 
-# %% ../nbs/01a_synth.ipynb #00000058
+# %% ../nbs/01a_synth.ipynb #0000005c
 COLUMNS = (
     "image",
     "caption",
@@ -772,7 +772,7 @@ def _write_file(path, data):
 def _scene_json(objs):
     return json.dumps([[o.shape, o.colour, o.x, o.y, o.size] for o in objs], separators=(",", ":"))
 
-# %% ../nbs/01a_synth.ipynb #00000059
+# %% ../nbs/01a_synth.ipynb #0000005d
 def _synth_row(k, width, split, si, i, t, settings, emit, failures):
     "The CSV row of triple `t` (file number `k`); its image and counterfactual go to `emit(rel, png)`."
     S, objs, rel, cf_rel = (
@@ -803,7 +803,7 @@ def _synth_row(k, width, split, si, i, t, settings, emit, failures):
         cf_json,
     )
 
-# %% ../nbs/01a_synth.ipynb #0000005a
+# %% ../nbs/01a_synth.ipynb #0000005e
 def write_synthneg(
     out: Path,  # a new (or empty) directory
     settings: dict,  # from `synth_settings`
@@ -840,7 +840,7 @@ def write_synthneg(
         df.to_csv(f, index=False, lineterminator="\n")
     return df
 
-# %% ../nbs/01a_synth.ipynb #0000005b
+# %% ../nbs/01a_synth.ipynb #0000005f
 def _synth_meta(df, settings, failures):
     "What meta.json records: settings, hash, columns, counts, shares, counterfactuals."
     failed = collections.Counter(f["split"] for f in failures)
@@ -863,7 +863,7 @@ def _synth_meta(df, settings, failures):
         colours=list(COLOURS),
     )
 
-# %% ../nbs/01a_synth.ipynb #0000005d
+# %% ../nbs/01a_synth.ipynb #00000061
 def synthneg_complete(
     path,  # a dataset directory
     settings: dict,
@@ -886,7 +886,7 @@ def synthneg_complete(
         return False
     return n == sum(settings[f"n_{sp}"] for sp in SPLITS) and n_cf == made
 
-# %% ../nbs/01a_synth.ipynb #0000005e
+# %% ../nbs/01a_synth.ipynb #00000062
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -907,7 +907,7 @@ def _remove_stale(root, name):
         if not _pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
 
-# %% ../nbs/01a_synth.ipynb #0000005f
+# %% ../nbs/01a_synth.ipynb #00000063
 def make_synthneg(
     root=None,  # parent directory; None: `semclip.core.data_root()`
     *,
