@@ -148,7 +148,7 @@ def dataset_kwargs(p) -> dict:
         return {}
     return dict(pretrain_negation_share=p.pretrain_negation_share, finetune_negation_share=p.finetune_negation_share)
 
-# %% ../nbs/05_train.ipynb #0000001c
+# %% ../nbs/05_train.ipynb #0000001d
 def resolve_params(
     params: TrainParams | dict | None = None,  # a TrainParams, a dict, or None for the defaults
     **overrides,
@@ -187,7 +187,7 @@ def resolve_params(
         )
     return p
 
-# %% ../nbs/05_train.ipynb #0000001f
+# %% ../nbs/05_train.ipynb #00000020
 TEXT_FIELDS = dict(caption="caption", paraphrase="paraphrased", negation="negation")
 
 
@@ -207,7 +207,7 @@ class TripleTensors:
     def __len__(self):
         return len(self.df)
 
-# %% ../nbs/05_train.ipynb #00000020
+# %% ../nbs/05_train.ipynb #00000021
 def prepare_split(
     bundle,  # a semclip.model.ClipBundle
     dataset: str,
@@ -248,7 +248,7 @@ def prepare_split(
     cf_pixels = load_images(cf, progress=progress) if cf is not None and images else None
     return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds, negation_images=cf_pixels, negation_source=cf)
 
-# %% ../nbs/05_train.ipynb #00000022
+# %% ../nbs/05_train.ipynb #00000023
 def _with_counterfactuals(ds, dataset: str, split: str, arm: str | None = None):
     "`ds` keeping only the rows with a counterfactual image; a ConfigError when the dataset has none at all."
     from semclip.data import TripleDataset
@@ -288,7 +288,7 @@ def _check_counterfactual_data(p):
     if not ds.has_negation_image:
         _with_counterfactuals(ds, p.dataset, "all", p.arm)
 
-# %% ../nbs/05_train.ipynb #00000024
+# %% ../nbs/05_train.ipynb #00000025
 def batch_indices(
     n: int,  # rows in the split
     batch_size: int,
@@ -303,7 +303,7 @@ def batch_indices(
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)[i * batch_size : (i + 1) * batch_size]
 
-# %% ../nbs/05_train.ipynb #00000027
+# %% ../nbs/05_train.ipynb #00000028
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
 
@@ -312,7 +312,7 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
     return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
 
-# %% ../nbs/05_train.ipynb #0000002a
+# %% ../nbs/05_train.ipynb #0000002b
 def length_buckets(
     lengths: torch.Tensor,  # [N] the number of tokens each row needs (end-of-text position + 1)
     overhead: int = 512,  # cost of one more transformer call, in token positions
@@ -333,7 +333,7 @@ def length_buckets(
         j = prev[j]
     return groups[::-1]
 
-# %% ../nbs/05_train.ipynb #0000002d
+# %% ../nbs/05_train.ipynb #0000002e
 def _fast_text_path(m) -> bool:
     "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
     return (
@@ -351,7 +351,7 @@ def _text_tower(m, t: torch.Tensor) -> torch.Tensor:
     x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
     return x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
 
-# %% ../nbs/05_train.ipynb #0000002e
+# %% ../nbs/05_train.ipynb #0000002f
 def encode_tokens(
     model,
     tokens: torch.Tensor,  # [N, context_length] token ids
@@ -374,7 +374,7 @@ def encode_tokens(
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return x
 
-# %% ../nbs/05_train.ipynb #00000034
+# %% ../nbs/05_train.ipynb #00000035
 @torch.no_grad()
 def encode_images_once(
     model, images: torch.Tensor, batch_size: int = 512, device="cpu", precision="fp32", progress=True
@@ -409,7 +409,7 @@ def batch_features(
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #00000037
+# %% ../nbs/05_train.ipynb #00000038
 def _tensor_digest(h, sd: dict):
     for k, v in sorted(sd.items()):
         h.update(k.encode())
@@ -435,7 +435,7 @@ def image_feature_key(
     h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
     return h.hexdigest()[:24]
 
-# %% ../nbs/05_train.ipynb #00000038
+# %% ../nbs/05_train.ipynb #00000039
 def frozen_image_features(
     model,
     data: TripleTensors,
@@ -472,7 +472,7 @@ def frozen_image_features(
             torch.save(feats, f)
     return feats
 
-# %% ../nbs/05_train.ipynb #0000003f
+# %% ../nbs/05_train.ipynb #00000040
 def loss_inputs(feats: dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get("paraphrase"), negation_features=feats.get("negation"), output_dict=True)
@@ -513,7 +513,7 @@ def accumulate_gradients(
             p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #00000043
+# %% ../nbs/05_train.ipynb #00000044
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ("cpu", "cuda") for q in params)
@@ -554,7 +554,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-# %% ../nbs/05_train.ipynb #00000048
+# %% ../nbs/05_train.ipynb #00000049
 @torch.no_grad()
 def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu", precision="fp32") -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -581,7 +581,7 @@ def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu
     res["t2i_top1"] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #0000004a
+# %% ../nbs/05_train.ipynb #0000004b
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -619,7 +619,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #0000004c
+# %% ../nbs/05_train.ipynb #0000004d
 LOG_FIELDS = (
     "step",
     "lr",
@@ -643,7 +643,7 @@ def loss_terms(records) -> list:  # log records (dicts), e.g. `read_log(out_dir/
         ]
     return sorted(names, key=lambda k: k != "loss")
 
-# %% ../nbs/05_train.ipynb #0000004f
+# %% ../nbs/05_train.ipynb #00000050
 def check_writable(
     out_dir,  # the run's folder (a str or Path); it is not created
     min_free_mb: int = 200,
@@ -670,7 +670,7 @@ def check_writable(
         raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
     return out
 
-# %% ../nbs/05_train.ipynb #00000050
+# %% ../nbs/05_train.ipynb #00000053
 @contextlib.contextmanager
 def claim_run_folder(out_dir):  # the run's folder (created if missing)
     "Hold `out_dir`'s RunLock for the block; if the block fails and leaves a folder it created empty, remove it again."
@@ -696,7 +696,7 @@ def claim_run_folder(out_dir):  # the run's folder (created if missing)
     finally:
         lock.release()
 
-# %% ../nbs/05_train.ipynb #00000053
+# %% ../nbs/05_train.ipynb #00000056
 RESUME_FIXED = (
     "arm",
     "model",
@@ -734,7 +734,7 @@ def check_resume(
             + ". Pass the run's values to continue it, or start a new run in another out_dir"
         )
 
-# %% ../nbs/05_train.ipynb #00000056
+# %% ../nbs/05_train.ipynb #00000059
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -747,7 +747,7 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-# %% ../nbs/05_train.ipynb #00000059
+# %% ../nbs/05_train.ipynb #0000005c
 def init_distributed(device: str = "auto") -> Dist:
     "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
     ws = int(os.environ.get("WORLD_SIZE", "1"))
@@ -763,7 +763,7 @@ def init_distributed(device: str = "auto") -> Dist:
         torch.cuda.set_device(local)
     return Dist(rank, ws, local)
 
-# %% ../nbs/05_train.ipynb #0000005c
+# %% ../nbs/05_train.ipynb #0000005f
 def allreduce_gradients(params, dist_info: Dist):
     "Average the gradients of `params` over all ranks, in one flat buffer."
     if dist_info.world_size == 1:
@@ -779,7 +779,7 @@ def allreduce_gradients(params, dist_info: Dist):
     for g, v in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(v.view_as(g))
 
-# %% ../nbs/05_train.ipynb #0000005f
+# %% ../nbs/05_train.ipynb #00000062
 def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     "Average scalar tensors over ranks (for logging)."
     if dist_info.world_size == 1:
@@ -792,7 +792,7 @@ def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     t /= dist_info.world_size
     return dict(zip(keys, t))
 
-# %% ../nbs/05_train.ipynb #00000062
+# %% ../nbs/05_train.ipynb #00000065
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
 
@@ -802,7 +802,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             f"interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue"
         )
 
-# %% ../nbs/05_train.ipynb #00000065
+# %% ../nbs/05_train.ipynb #00000068
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
 
@@ -836,12 +836,12 @@ class StopFlag:
             signal.signal(signal.SIGINT, self.prev)
             self.prev = None
 
-# %% ../nbs/05_train.ipynb #00000066
+# %% ../nbs/05_train.ipynb #0000006c
 def local_rows(idx: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000069
+# %% ../nbs/05_train.ipynb #0000006f
 def _laclip_swap(
     b: dict, laclip_p: float, gen
 ) -> dict:  # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
@@ -877,7 +877,7 @@ def _stream_batch(b: dict, fields, device, laclip_p=0.0, gen=None, frozen_model=
         )
     return b
 
-# %% ../nbs/05_train.ipynb #0000006a
+# %% ../nbs/05_train.ipynb #00000070
 def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
 
@@ -903,7 +903,7 @@ def logit_scales(model, loss_fn) -> list:
         if isinstance(q, nn.Parameter) and q.requires_grad
     ]
 
-# %% ../nbs/05_train.ipynb #0000006d
+# %% ../nbs/05_train.ipynb #00000074
 def optimizer_step(
     model,
     loss_fn,
@@ -934,7 +934,7 @@ def optimizer_step(
             q.clamp_(0, math.log(100))
     return terms, gnorm
 
-# %% ../nbs/05_train.ipynb #0000006e
+# %% ../nbs/05_train.ipynb #00000075
 _TIME_THE_DETOUR = [False]  # True while the automatic pre-training runs: its loop reports the measured time it needs
 
 
@@ -974,7 +974,7 @@ def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
     finally:
         _TIME_THE_DETOUR[0] = False
 
-# %% ../nbs/05_train.ipynb #0000006f
+# %% ../nbs/05_train.ipynb #00000076
 def setup_run(p: TrainParams, device, prec, dist_info: Dist):
     "Model, loss, data and the text fields the arm needs."
     from semclip.model import create_model, freeze
@@ -1062,7 +1062,7 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
                 d.negation_images = None
     return bundle, loss_fn, fields, data, val
 
-# %% ../nbs/05_train.ipynb #00000070
+# %% ../nbs/05_train.ipynb #00000077
 def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
@@ -1081,7 +1081,7 @@ def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
         )
     return st
 
-# %% ../nbs/05_train.ipynb #00000071
+# %% ../nbs/05_train.ipynb #00000078
 def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
@@ -1115,7 +1115,7 @@ def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> Jso
             (out / f).unlink(missing_ok=True)
     return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-# %% ../nbs/05_train.ipynb #00000072
+# %% ../nbs/05_train.ipynb #00000079
 def train(
     params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
     **overrides,
@@ -1145,7 +1145,7 @@ def train(
     ):  # one writer per folder: rank 0 holds it
         return _run(p, out, device, prec, dist_info)
 
-# %% ../nbs/05_train.ipynb #00000073
+# %% ../nbs/05_train.ipynb #0000007a
 def _step_batch(p: TrainParams, step: int, data, stream, fields, device, dist_info: Dist, swap_p: float, frozen, prec):
     "This rank's batch of optimizer step `step`: rows (or the stream's next samples) and the step's own generator."
     gen = torch.Generator().manual_seed(p.seed * 7919 + step)
@@ -1180,7 +1180,7 @@ def _log_step(log: JsonlLog, p: TrainParams, step: int, terms: dict, gnorm, lr: 
     )
     bar.set_postfix(loss=f"{rec['loss']:.3f}")
 
-# %% ../nbs/05_train.ipynb #00000074
+# %% ../nbs/05_train.ipynb #0000007b
 def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out / "checkpoint.pt"
@@ -1269,7 +1269,7 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
         write_json(out / "metrics.json", metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #0000007b
+# %% ../nbs/05_train.ipynb #00000082
 def _percent(v) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
@@ -1289,7 +1289,7 @@ def training_summary(
     ]
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
 
-# %% ../nbs/05_train.ipynb #0000007e
+# %% ../nbs/05_train.ipynb #00000085
 def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
@@ -1303,7 +1303,7 @@ def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
     print(training_summary(metrics, out, time.time() - t0))
 
-# %% ../nbs/05_train.ipynb #0000007f
+# %% ../nbs/05_train.ipynb #00000086
 def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main
