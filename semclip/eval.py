@@ -279,7 +279,7 @@ def topk_ranks(
     i2t = _capped_ranks(v.cpu(), ids[i.cpu()] == torch.arange(ni)[:, None])
     return t2i, torch.where(has, i2t, torch.zeros_like(i2t))
 
-# %% ../nbs/06_eval.ipynb #0000001f
+# %% ../nbs/06_eval.ipynb #00000021
 def _rank_stats(ranks, ks, name: str, full: bool) -> dict:
     r = ranks[ranks > 0]
     if len(r) == 0:
@@ -317,7 +317,7 @@ def retrieval_metrics(
     out = {**_rank_stats(t2i, ks, "t2i", topk_fn is None), **_rank_stats(i2t, ks, "i2t", topk_fn is None)}
     return {prefix + k: v for k, v in out.items()}
 
-# %% ../nbs/06_eval.ipynb #0000002b
+# %% ../nbs/06_eval.ipynb #0000002d
 def combined_score(
     top1_orig: float,  # text-to-image top-1 of the captions
     top1_para: float,  # text-to-image top-1 of the paraphrases
@@ -326,7 +326,7 @@ def combined_score(
     "mean(top1_orig, top1_para, scaled): the paper's combined score."
     return (float(top1_orig) + float(top1_para) + float(scaled)) / 3
 
-# %% ../nbs/06_eval.ipynb #0000002e
+# %% ../nbs/06_eval.ipynb #00000030
 def cosine_summary(
     img,
     cap,
@@ -359,7 +359,7 @@ def gap_distribution(
     _same_rows(img=x, cap=t, neg=n_)
     return (_rowcos(x, t) - _rowcos(x, n_)).double().cpu().numpy()
 
-# %% ../nbs/06_eval.ipynb #00000034
+# %% ../nbs/06_eval.ipynb #00000036
 def sugarcrepe_pp_scores(
     img,
     p1,
@@ -391,7 +391,7 @@ def sugarcrepe_pp_scores(
     out["sc_itt_all"], out["sc_tot_all"] = itt.double().mean().item(), tot.double().mean().item()
     return out
 
-# %% ../nbs/06_eval.ipynb #00000038
+# %% ../nbs/06_eval.ipynb #0000003a
 def embed_texts(
     encode_fn: Callable,  # list[str] -> features [n, d]
     texts: Sequence[str],  # the strings to embed
@@ -408,7 +408,7 @@ def embed_texts(
             out.append(torch.as_tensor(encode_fn(texts[s : s + batch_size])).detach().float().cpu())
     return torch.cat(out)
 
-# %% ../nbs/06_eval.ipynb #0000003b
+# %% ../nbs/06_eval.ipynb #0000003d
 def zeroshot_classifier(
     class_names: Sequence[str],  # one name per class, already cleaned
     encode_texts: Callable,  # list[str] -> text features [n, d]
@@ -424,7 +424,7 @@ def zeroshot_classifier(
     f = F.normalize(embed_texts(encode_texts, prompts, batch_size=batch_size, progress=False), dim=-1)
     return F.normalize(f.view(len(class_names), len(templates), -1).mean(1), dim=-1)
 
-# %% ../nbs/06_eval.ipynb #0000003c
+# %% ../nbs/06_eval.ipynb #0000003e
 def _strict_hits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     "Per image: true class strictly above all others; true class tied for the top."
     own = logits.gather(1, labels[:, None]).squeeze(1)
@@ -435,7 +435,7 @@ def _strict_hits(logits, labels) -> tuple[torch.Tensor, torch.Tensor]:
     )
     return own > other, own == other
 
-# %% ../nbs/06_eval.ipynb #0000003d
+# %% ../nbs/06_eval.ipynb #0000003f
 def zeroshot_negated(
     img,  # image embeddings [n, d]
     class_names: Sequence[str],  # one (cleaned) name per class
@@ -469,7 +469,7 @@ def zeroshot_negated(
         ties_neg=out["ties_neg"],
     )
 
-# %% ../nbs/06_eval.ipynb #00000041
+# %% ../nbs/06_eval.ipynb #00000043
 FLOWERS102_CLASSES = [
     "pink primrose",
     "hard-leaved pocket orchid",
@@ -580,7 +580,7 @@ def clean_classname(name: str) -> str:  # a dataset's class name
     "Lower-case, underscores to spaces, single spaces: 'American_Bulldog' -> 'american bulldog'."
     return " ".join(str(name).replace("_", " ").lower().split())
 
-# %% ../nbs/06_eval.ipynb #00000045
+# %% ../nbs/06_eval.ipynb #00000047
 ZEROSHOT_DATASETS = {  # name: (torchvision class, folder under root, keyword for split 'test', for split 'train')
     "cifar10": ("CIFAR10", "cifar-10-batches-py", dict(train=False), dict(train=True)),
     "cifar100": ("CIFAR100", "cifar-100-python", dict(train=False), dict(train=True)),
@@ -620,7 +620,7 @@ def torchvision_zeroshot_dataset(
     names = FLOWERS102_CLASSES if name == "flowers102" else ds.classes
     return ds, [clean_classname(c) for c in names]
 
-# %% ../nbs/06_eval.ipynb #00000048
+# %% ../nbs/06_eval.ipynb #0000004a
 class OpenClipEncoder:
     "Give a raw open_clip model and tokenizer the `encode_images` / `encode_texts` interface `embed` expects."
 
@@ -645,7 +645,7 @@ class OpenClipEncoder:
     def encode_texts(self, texts, normalize: bool = False):
         return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
 
-# %% ../nbs/06_eval.ipynb #0000004a
+# %% ../nbs/06_eval.ipynb #0000004c
 TEXT_FIELDS = ("caption", "paraphrase", "negation")
 
 
@@ -662,7 +662,7 @@ def embedding_cache_key(
     ck = f"sha256:{file_hash(p)}" if p.is_file() else str(checkpoint)
     return "|".join(map(str, (ck, dataset, split, *extra)))
 
-# %% ../nbs/06_eval.ipynb #0000004d
+# %% ../nbs/06_eval.ipynb #0000004f
 def _cache_file(cache_dir, key: str) -> Path:
     return Path(cache_dir) / f"emb-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
@@ -697,7 +697,7 @@ def _model_device(bundle) -> torch.device:
             return p.device
     return torch.device("cpu")
 
-# %% ../nbs/06_eval.ipynb #0000004f
+# %% ../nbs/06_eval.ipynb #00000051
 def _text_field_state(
     field: str,  # caption, paraphrase or negation
     texts: list,  # this batch's texts of the field
@@ -719,7 +719,7 @@ def _text_field_state(
         )
     return now
 
-# %% ../nbs/06_eval.ipynb #00000052
+# %% ../nbs/06_eval.ipynb #00000054
 def image_features_key(
     visual: torch.nn.Module,  # the vision tower
     paths: Sequence,  # the image files, in dataset order
@@ -744,12 +744,12 @@ def image_features_key(
     h.update(json.dumps([stamps, env]).encode())
     return h.hexdigest()[:24]
 
-# %% ../nbs/06_eval.ipynb #00000053
+# %% ../nbs/06_eval.ipynb #00000055
 def image_features_dir() -> Path:
     "Where `evaluate_checkpoint` keeps image features: `$SEMCLIP_RUNS/.cache/eval_image_features`."
     return runs_root() / ".cache" / "eval_image_features"
 
-# %% ../nbs/06_eval.ipynb #00000054
+# %% ../nbs/06_eval.ipynb #00000056
 class _TextsOnly(torch.utils.data.Dataset):
     "A TripleDataset's rows without their images: (None, caption, paraphrase, negation), for cached image features."
 
@@ -788,7 +788,7 @@ def _write_image_cache(path, feats: torch.Tensor, dataset, num_workers: int):
         with atomic_write(path, "wb") as f:
             torch.save(feats, f)
 
-# %% ../nbs/06_eval.ipynb #00000055
+# %% ../nbs/06_eval.ipynb #00000057
 def embed(
     bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
@@ -870,7 +870,7 @@ def embed(
             torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #00000056
+# %% ../nbs/06_eval.ipynb #00000058
 def embed_negation_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a TripleDataset with a `negation_image` column
@@ -921,7 +921,7 @@ def _encode_images_of(bundle, cf, batch_size, progress, num_workers, precision) 
             module.train()
     return torch.cat(parts)
 
-# %% ../nbs/06_eval.ipynb #00000060
+# %% ../nbs/06_eval.ipynb #00000062
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -949,7 +949,7 @@ def image_index(
     )
     return first, codes
 
-# %% ../nbs/06_eval.ipynb #00000063
+# %% ../nbs/06_eval.ipynb #00000065
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -989,7 +989,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #00000069
+# %% ../nbs/06_eval.ipynb #0000006b
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -1011,7 +1011,7 @@ def metrics_table(
     )
     return df
 
-# %% ../nbs/06_eval.ipynb #0000006c
+# %% ../nbs/06_eval.ipynb #0000006e
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -1041,7 +1041,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #0000006f
+# %% ../nbs/06_eval.ipynb #00000071
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -1063,7 +1063,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-# %% ../nbs/06_eval.ipynb #00000072
+# %% ../nbs/06_eval.ipynb #00000074
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1104,7 +1104,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000075
+# %% ../nbs/06_eval.ipynb #00000077
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1123,7 +1123,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-# %% ../nbs/06_eval.ipynb #00000078
+# %% ../nbs/06_eval.ipynb #0000007a
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1142,7 +1142,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-# %% ../nbs/06_eval.ipynb #0000007b
+# %% ../nbs/06_eval.ipynb #0000007d
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1160,7 +1160,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-# %% ../nbs/06_eval.ipynb #0000007f
+# %% ../nbs/06_eval.ipynb #00000081
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1178,7 +1178,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-# %% ../nbs/06_eval.ipynb #00000080
+# %% ../nbs/06_eval.ipynb #00000082
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1198,7 +1198,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000083
+# %% ../nbs/06_eval.ipynb #00000085
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1235,7 +1235,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-# %% ../nbs/06_eval.ipynb #00000086
+# %% ../nbs/06_eval.ipynb #00000088
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1255,7 +1255,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/06_eval.ipynb #00000087
+# %% ../nbs/06_eval.ipynb #0000008a
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1287,12 +1287,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000088
+# %% ../nbs/06_eval.ipynb #0000008b
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-# %% ../nbs/06_eval.ipynb #0000008b
+# %% ../nbs/06_eval.ipynb #0000008e
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1305,7 +1305,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #0000008e
+# %% ../nbs/06_eval.ipynb #00000091
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1316,7 +1316,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-# %% ../nbs/06_eval.ipynb #0000008f
+# %% ../nbs/06_eval.ipynb #00000092
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1365,7 +1365,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000090
+# %% ../nbs/06_eval.ipynb #00000093
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1384,7 +1384,7 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-# %% ../nbs/06_eval.ipynb #00000091
+# %% ../nbs/06_eval.ipynb #00000094
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
@@ -1457,7 +1457,7 @@ def evaluate_checkpoint(
             f.write(metrics_markdown(metrics))
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #0000009b
+# %% ../nbs/06_eval.ipynb #0000009e
 def eval_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try:
@@ -1477,6 +1477,6 @@ def cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return eval_main(argv)
 
-# %% ../nbs/06_eval.ipynb #0000009c
+# %% ../nbs/06_eval.ipynb #0000009f
 if __name__ == "__main__" and "get_ipython" not in globals():
     cli()  # python -m semclip.eval (never inside a notebook)
