@@ -282,6 +282,17 @@ def _is_text(v) -> bool:
 def _plural(n, word):
     return f"{n} {word}{'' if n == 1 else 's'}"
 
+
+def _need_columns(df, cols, path, what):
+    "A DataError naming `path`, the missing columns and those found, unless `df` has every column of `cols`."
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"missing column(s) {', '.join(map(repr, missing))}; {what} needs the columns {', '.join(cols)} "
+            f"(found: {', '.join(map(str, df.columns))})",
+            file=path,
+        )
+
 # %% ../nbs/01_data.ipynb #00000021
 class TripleDataset(Dataset):
     "Image, caption, paraphrase, negation triples from a standard frame; images decoded lazily or preloaded."
@@ -339,13 +350,7 @@ class TripleDataset(Dataset):
 def _check(self: TripleDataset, df):
     "Refuse a frame without the triple columns, without rows, or with an empty text or image cell (naming file and row)."
     src = df["src_file"].iloc[0] if "src_file" in df and len(df) else self.source
-    missing = [c for c in TRIPLE_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"missing column(s) {', '.join(map(repr, missing))}; a triple table needs the columns "
-            f"{', '.join(TRIPLE_COLUMNS)} (found: {', '.join(map(str, df.columns))})",
-            file=src,
-        )
+    _need_columns(df, TRIPLE_COLUMNS, src, "a triple table")
     if len(df) == 0:
         raise DataError("the table has no rows", file=src)
     cols = ["image", "caption", "negation"] + (["paraphrased"] if self.require_paraphrase else [])
@@ -632,16 +637,6 @@ def _read_csv(path, text_cols) -> pd.DataFrame:
         raise DataError("the file is empty (no header row)", file=path) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"cannot parse the CSV ({type(e).__name__}: {e})", file=path) from None
-
-
-def _need_columns(df, cols, path, what):
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"missing column(s) {', '.join(map(repr, missing))}; {what} needs the columns {', '.join(cols)} "
-            f"(found: {', '.join(map(str, df.columns))})",
-            file=path,
-        )
 
 # %% ../nbs/01_data.ipynb #0000003c
 def _resolve_images(root, names, path, field="image") -> list:
