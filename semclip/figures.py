@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 
 try:
     import matplotlib.pyplot as plt
@@ -219,66 +220,76 @@ class Runs(dict):
         common = set.intersection(*map(set, have.values())) if have else set()
         return {a: (min(common) if common else s[0]) for a, s in have.items()}
 
-    def embeddings(self, seed: int | dict | None = None) -> dict:  # see `seed_for`
-        "{arm: embeddings} of one seed per arm, checked to hold the same test rows."
-        chosen = self.seed_for("embeddings", seed)
-        if not chosen:
-            raise RunsNotFoundError(
-                f"no run in '{self.root}' has eval/embeddings.pt; evaluate the runs first "
-                "(semclip-reproduce does it after training)"
-            )
-        out = {a: self[a][s].embeddings for a, s in chosen.items()}
-        rows = {a: len(e["image"]) for a, e in out.items()}
-        if len(set(rows.values())) > 1:
-            raise DataError(
-                f"the arms embedded different numbers of test rows: {rows}; evaluate every arm on the same split",
-                file=self.root,
-            )
-        return out
+# %% ../nbs/07_figures.ipynb #00000016
+@patch
+def embeddings(self: Runs, seed: int | dict | None = None) -> dict:  # see `seed_for`
+    "{arm: embeddings} of one seed per arm, checked to hold the same test rows."
+    chosen = self.seed_for("embeddings", seed)
+    if not chosen:
+        raise RunsNotFoundError(
+            f"no run in '{self.root}' has eval/embeddings.pt; evaluate the runs first "
+            "(semclip-reproduce does it after training)"
+        )
+    out = {a: self[a][s].embeddings for a, s in chosen.items()}
+    rows = {a: len(e["image"]) for a, e in out.items()}
+    if len(set(rows.values())) > 1:
+        raise DataError(
+            f"the arms embedded different numbers of test rows: {rows}; evaluate every arm on the same split",
+            file=self.root,
+        )
+    return out
 
-    def eval_metrics(self, seed: int | dict | None = None) -> dict:  # see `seed_for`
-        "{arm: eval/metrics.json} of one seed per arm."
-        return {a: self[a][s].eval_metrics for a, s in self.seed_for("eval_metrics", seed).items()}
 
-    def meta(self, seed: int | dict | None = None) -> pd.DataFrame | None:  # see `seed_for`
-        "The test rows (eval/meta.csv) of the embeddings, from the first run that has them."
-        for a, s in self.seed_for("embeddings", seed).items():
-            if self[a][s].has("meta"):
-                return self[a][s].meta
-        return None
+@patch
+def eval_metrics(self: Runs, seed: int | dict | None = None) -> dict:  # see `seed_for`
+    "{arm: eval/metrics.json} of one seed per arm."
+    return {a: self[a][s].eval_metrics for a, s in self.seed_for("eval_metrics", seed).items()}
 
-    def describe(self, with_seeds: bool = True) -> str:  # False: leave the seeds out (a figure of one seed names it)
-        "One line naming the dataset, its settings, the fine-tuning steps and batch and the seeds: the note under every figure."
-        params = [r.params for a, s in self.items() for r in s.values() if r.params and a != "pretrain"]
-        parts = []
-        if params:
-            p0 = params[0]
-            data = str(p0.get("dataset", ""))
-            shares = [p0.get(k) for k in ("pretrain_negation_share", "finetune_negation_share")]
-            if data == "synthneg" and None not in shares:
-                data += f" (captions with a negation word: pre-training {100 * shares[0]:.0f}%, fine-tuning {100 * shares[1]:.0f}%)"
-            parts.append(data)
-            steps = sorted({p.get("steps") for p in params if p.get("steps")})
-            batch = sorted({p.get("batch_size") for p in params if p.get("batch_size")})
-            if steps and batch:
-                parts.append(f"fine-tuning {'/'.join(map(str, steps))} steps of {'/'.join(map(str, batch))} captions")
-        seeds = sorted({seed for s in self.values() for seed in s})
-        if with_seeds:
-            parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
-        return " \u00b7 ".join(parts)
 
-    def logs(self) -> dict:
-        "{arm: {seed: log frame}} of every run with a log."
-        return {
-            a: {s: r.log for s, r in seeds.items() if r.has("log")}
-            for a, seeds in self.items()
-            if a in self.arms("log")
-        }
+@patch
+def meta(self: Runs, seed: int | dict | None = None) -> pd.DataFrame | None:  # see `seed_for`
+    "The test rows (eval/meta.csv) of the embeddings, from the first run that has them."
+    for a, s in self.seed_for("embeddings", seed).items():
+        if self[a][s].has("meta"):
+            return self[a][s].meta
+    return None
 
-    def __repr__(self):
-        return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
+# %% ../nbs/07_figures.ipynb #00000018
+@patch
+def describe(self: Runs, with_seeds: bool = True) -> str:  # False: leave the seeds out (a figure of one seed names it)
+    "One line naming the dataset, its settings, the fine-tuning steps and batch and the seeds: the note under every figure."
+    params = [r.params for a, s in self.items() for r in s.values() if r.params and a != "pretrain"]
+    parts = []
+    if params:
+        p0 = params[0]
+        data = str(p0.get("dataset", ""))
+        shares = [p0.get(k) for k in ("pretrain_negation_share", "finetune_negation_share")]
+        if data == "synthneg" and None not in shares:
+            data += f" (captions with a negation word: pre-training {100 * shares[0]:.0f}%, fine-tuning {100 * shares[1]:.0f}%)"
+        parts.append(data)
+        steps = sorted({p.get("steps") for p in params if p.get("steps")})
+        batch = sorted({p.get("batch_size") for p in params if p.get("batch_size")})
+        if steps and batch:
+            parts.append(f"fine-tuning {'/'.join(map(str, steps))} steps of {'/'.join(map(str, batch))} captions")
+    seeds = sorted({seed for s in self.values() for seed in s})
+    if with_seeds:
+        parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+    return " \u00b7 ".join(parts)
 
-# %% ../nbs/07_figures.ipynb #00000015
+
+@patch
+def logs(self: Runs) -> dict:
+    "{arm: {seed: log frame}} of every run with a log."
+    return {
+        a: {s: r.log for s, r in seeds.items() if r.has("log")} for a, seeds in self.items() if a in self.arms("log")
+    }
+
+
+@patch
+def __repr__(self: Runs):
+    return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
+
+# %% ../nbs/07_figures.ipynb #00000019
 def _scan(root: Path) -> dict:
     found = {}
     if not root.is_dir():
@@ -299,7 +310,7 @@ def has_runs(
     runs = _scan(Path(runs_dir).expanduser())
     return bool(runs) and (what is None or any(r.has(what) for s in runs.values() for r in s.values()))
 
-# %% ../nbs/07_figures.ipynb #00000016
+# %% ../nbs/07_figures.ipynb #0000001a
 def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
     "Discover the runs under `runs_dir`; files are read when first used."
     root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root() / "synthneg"
@@ -316,7 +327,7 @@ def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: r
         )
     return Runs(root, runs)
 
-# %% ../nbs/07_figures.ipynb #0000001e
+# %% ../nbs/07_figures.ipynb #00000022
 def arm_colors(arms) -> dict:  # arm names
     "{arm: RGB}: pretrain grey, the others a colour-blind-safe palette in `ARMS` order."
     pal = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]  # 7 is the palette's grey
@@ -331,7 +342,7 @@ def arm_colors(arms) -> dict:  # arm names
             out[a] = next(extra)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000021
+# %% ../nbs/07_figures.ipynb #00000025
 def arm_label(
     arm: str,  # an arm id such as 'semclip_img'
     labels: dict | None = None,
@@ -355,7 +366,7 @@ def add_note(
         legend.get_title().set_color("0.35")
     return fig
 
-# %% ../nbs/07_figures.ipynb #00000024
+# %% ../nbs/07_figures.ipynb #00000028
 def select_samples(
     n_rows: int,  # rows to choose from
     n: int = 40,  # how many to choose (all rows if n >= n_rows)
@@ -381,7 +392,7 @@ def select_samples(
                 out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #00000027
+# %% ../nbs/07_figures.ipynb #0000002b
 KIND_STYLE = dict(  # marker, colour and size per kind of embedding
     image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
     caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
@@ -396,7 +407,7 @@ def _kinds(embeddings_by_arm, kinds):
         raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-# %% ../nbs/07_figures.ipynb #00000028
+# %% ../nbs/07_figures.ipynb #0000002c
 def umap_layout(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     rows,  # the row indices to place
@@ -442,7 +453,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #0000002c
+# %% ../nbs/07_figures.ipynb #00000030
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -471,7 +482,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-# %% ../nbs/07_figures.ipynb #0000002d
+# %% ../nbs/07_figures.ipynb #00000031
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -483,7 +494,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-# %% ../nbs/07_figures.ipynb #0000002e
+# %% ../nbs/07_figures.ipynb #00000032
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -577,7 +588,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000031
+# %% ../nbs/07_figures.ipynb #00000035
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -595,7 +606,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #00000033
+# %% ../nbs/07_figures.ipynb #00000037
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -661,7 +672,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000038
+# %% ../nbs/07_figures.ipynb #0000003c
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -676,7 +687,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #0000003b
+# %% ../nbs/07_figures.ipynb #0000003f
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -742,7 +753,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000003f
+# %% ../nbs/07_figures.ipynb #00000043
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -790,7 +801,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000040
+# %% ../nbs/07_figures.ipynb #00000044
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -867,7 +878,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000043
+# %% ../nbs/07_figures.ipynb #00000047
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -906,7 +917,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #00000044
+# %% ../nbs/07_figures.ipynb #00000048
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -933,7 +944,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000045
+# %% ../nbs/07_figures.ipynb #00000049
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -969,7 +980,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #00000046
+# %% ../nbs/07_figures.ipynb #0000004a
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1044,7 +1055,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000049
+# %% ../nbs/07_figures.ipynb #0000004d
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1070,7 +1081,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #0000004c
+# %% ../nbs/07_figures.ipynb #00000050
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1104,7 +1115,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #0000004d
+# %% ../nbs/07_figures.ipynb #00000051
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1137,7 +1148,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000004e
+# %% ../nbs/07_figures.ipynb #00000052
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1168,7 +1179,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000052
+# %% ../nbs/07_figures.ipynb #00000056
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",
