@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from torch import Tensor
+from fastcore.basics import patch
 from .core import ARMS, ConfigError, check_choice
 
 # %% auto #0
@@ -282,27 +283,16 @@ class SemCLIPLoss(_LossBase):
         ws = dict(alpha=alpha, beta=beta, gamma=gamma, img_margin_weight=img_margin_weight)
         if any(w < 0 for w in ws.values()) or sum(ws.values()) <= 0:
             raise ConfigError(f"SemCLIPLoss weights must be >= 0 with a positive sum, got {ws}")
-        self.embed_dim, self.k, self.alpha, self.beta, self.gamma = (
-            embed_dim,
-            k,
-            float(alpha),
-            float(beta),
-            float(gamma),
-        )
-        self.margin, self.normalize, self.img_margin_weight, self.img_margin = (
-            margin,
-            normalize,
-            float(img_margin_weight),
-            img_margin,
-        )
+        self.embed_dim, self.k, self.margin, self.normalize = embed_dim, k, margin, normalize
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.img_margin_weight, self.img_margin = float(img_margin_weight), img_margin
         self.clip = ClipLoss(normalize=normalize, **clip_loss_kwargs)
         self._init_scale(init_logit_scale)
         if basis is None:
             basis = orthonormal_basis(embed_dim, k, proj_seed)
-        else:
-            basis = torch.as_tensor(basis, dtype=torch.float32)
-            if basis.shape != (embed_dim, k):
-                raise ConfigError(f"basis has shape {list(basis.shape)}, expected [embed_dim, k] = [{embed_dim}, {k}]")
+        basis = torch.as_tensor(basis, dtype=torch.float32)
+        if basis.shape != (embed_dim, k):
+            raise ConfigError(f"basis has shape {list(basis.shape)}, expected [embed_dim, k] = [{embed_dim}, {k}]")
         if learnable_proj:
             self.proj = nn.Parameter(basis.clone())
         else:
@@ -320,50 +310,52 @@ class SemCLIPLoss(_LossBase):
         "p(t) = n(B^T n(x)): the unit-norm k-dim projection of each row."
         return project(_f32(x), self.proj)
 
-    def forward(
-        self,
-        image_features: Tensor,  # [n, d] raw image features
-        text_features: Tensor,  # [n, d] raw caption features
-        logit_scale=None,  # ignored when the loss owns its scale (the default)
-        *,
-        paraphrase_features: Tensor | None = None,  # [n, d] raw paraphrase features (needed when beta > 0)
-        negation_features: Tensor | None = None,  # [n, d] raw negation features (gamma > 0 or img_margin_weight > 0)
-        output_dict: bool = False,  # return the named terms
-        **kw,
-    ):  # other inputs are ignored
-        "The SemCLIP loss (or its terms)."
-        s = self._scale(logit_scale)
-        txt = _f32(text_features)
-        if txt.shape[-1] != self.embed_dim:
-            raise ConfigError(f"text_features have {txt.shape[-1]} columns but SemCLIPLoss(embed_dim={self.embed_dim})")
-        img = self._check(txt, _f32(image_features), "image_features")
-        if self.beta > 0:
-            self._need(paraphrase_features, "paraphrase_features", f"beta={self.beta}")
-        if self.gamma > 0:
-            self._need(negation_features, "negation_features", f"gamma={self.gamma}")
+# %% ../nbs/02_loss.ipynb #00000026
+@patch
+def forward(
+    self: SemCLIPLoss,
+    image_features: Tensor,  # [n, d] raw image features
+    text_features: Tensor,  # [n, d] raw caption features
+    logit_scale=None,  # ignored when the loss owns its scale (the default)
+    *,
+    paraphrase_features: Tensor | None = None,  # [n, d] raw paraphrase features (needed when beta > 0)
+    negation_features: Tensor | None = None,  # [n, d] raw negation features (gamma > 0 or img_margin_weight > 0)
+    output_dict: bool = False,  # return the named terms
+    **kw,
+):  # other inputs are ignored
+    "The SemCLIP loss (or its terms)."
+    s = self._scale(logit_scale)
+    txt = _f32(text_features)
+    if txt.shape[-1] != self.embed_dim:
+        raise ConfigError(f"text_features have {txt.shape[-1]} columns but SemCLIPLoss(embed_dim={self.embed_dim})")
+    img = self._check(txt, _f32(image_features), "image_features")
+    if self.beta > 0:
+        self._need(paraphrase_features, "paraphrase_features", f"beta={self.beta}")
+    if self.gamma > 0:
+        self._need(negation_features, "negation_features", f"gamma={self.gamma}")
+    if self.img_margin_weight > 0:
+        self._need(negation_features, "negation_features", f"img_margin_weight={self.img_margin_weight}")
+    para, neg = (
+        self._check(txt, paraphrase_features, "paraphrase_features"),
+        self._check(txt, negation_features, "negation_features"),
+    )
+    terms = dict(contrastive=self.clip.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s))
+    weights = dict(
+        contrastive=self.alpha, paraphrase=self.beta, negation=self.gamma, image_margin=self.img_margin_weight
+    )
+    if para is not None or neg is not None:
+        pt = self.project(txt)
+    if para is not None:
+        terms["paraphrase"] = (1 - (pt * self.project(para)).sum(-1)).mean()
+    if neg is not None:
+        terms["negation"] = F.relu((pt * self.project(neg)).sum(-1) - self.margin).mean()
         if self.img_margin_weight > 0:
-            self._need(negation_features, "negation_features", f"img_margin_weight={self.img_margin_weight}")
-        para, neg = (
-            self._check(txt, paraphrase_features, "paraphrase_features"),
-            self._check(txt, negation_features, "negation_features"),
-        )
-        terms = dict(contrastive=self.clip.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s))
-        weights = dict(
-            contrastive=self.alpha, paraphrase=self.beta, negation=self.gamma, image_margin=self.img_margin_weight
-        )
-        if para is not None or neg is not None:
-            pt = self.project(txt)
-        if para is not None:
-            terms["paraphrase"] = (1 - (pt * self.project(para)).sum(-1)).mean()
-        if neg is not None:
-            terms["negation"] = F.relu((pt * self.project(neg)).sum(-1) - self.margin).mean()
-            if self.img_margin_weight > 0:
-                terms["image_margin"] = _margin_term(img, txt, neg, self.img_margin)
-        total = sum(weights[n] * v for n, v in terms.items() if weights[n] > 0) / sum(weights.values())
-        terms = {n: (v if weights[n] > 0 else v.detach()) for n, v in terms.items()}
-        return self._out(terms, total, s, output_dict)
+            terms["image_margin"] = _margin_term(img, txt, neg, self.img_margin)
+    total = sum(weights[n] * v for n, v in terms.items() if weights[n] > 0) / sum(weights.values())
+    terms = {n: (v if weights[n] > 0 else v.detach()) for n, v in terms.items()}
+    return self._out(terms, total, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #00000030
+# %% ../nbs/02_loss.ipynb #00000032
 class NegCLIPLoss(_LossBase):
     "NegCLIP: hard-negative captions appended to the text side of the image-to-text InfoNCE."
 
@@ -416,13 +408,13 @@ class NegCLIPLoss(_LossBase):
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
         )
 
-# %% ../nbs/02_loss.ipynb #00000034
+# %% ../nbs/02_loss.ipynb #00000036
 def _one_of(a, b, name_a, name_b):
     if a is not None and b is not None:
         raise ConfigError(f"pass {name_a}= or {name_b}=, not both (they are the same input)")
     return a if a is not None else b
 
-# %% ../nbs/02_loss.ipynb #00000035
+# %% ../nbs/02_loss.ipynb #00000037
 class CoNCLIPLoss(NegCLIPLoss):
     "CoN-CLIP: images vs [captions; negations], captions vs [images; distractors], distractors vs [negations; captions]."
 
@@ -484,7 +476,7 @@ class CoNCLIPLoss(NegCLIPLoss):
         loss = sum(terms.values()) / len(terms)
         return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #0000003b
+# %% ../nbs/02_loss.ipynb #0000003d
 class TripletCLIPLoss(NegCLIPLoss):
     "TripletCLIP: symmetric InfoNCE over [images; negation images] x [captions; negations], each pair the other's hard negative."
 
@@ -555,7 +547,7 @@ class TripletCLIPLoss(NegCLIPLoss):
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
         )
 
-# %% ../nbs/02_loss.ipynb #00000041
+# %% ../nbs/02_loss.ipynb #00000043
 class ImageNegMarginLoss(_LossBase):
     "Hinge on cos(image, negation) - cos(image, caption) + margin, averaged over the batch."
 
@@ -599,7 +591,7 @@ class ImageNegMarginLoss(_LossBase):
             loss = F.relu((img * neg).sum(-1) - (img * txt).sum(-1) + self.margin).mean()
         return self._out(dict(image_margin=loss), loss, float("nan"), output_dict)
 
-# %% ../nbs/02_loss.ipynb #00000045
+# %% ../nbs/02_loss.ipynb #00000047
 ARM_INPUTS = dict(
     pretrain=(),
     baseline=(),
