@@ -7,13 +7,18 @@ THREADS ?=
 
 .PHONY: install reproduce test check-sync export clean-nbs format bench docs
 
-install: $(VENV)/.installed
-
-$(VENV)/.installed: pyproject.toml constraints.txt
-	python3 -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e ".[dev,bench]"
-	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
-	touch $@
+# installs again only when pyproject.toml or constraints.txt change in content (nbdev-export rewrites
+# pyproject.toml unchanged, so a timestamp would reinstall after every export)
+STAMP = $(VENV)/.installed
+install:
+	@want=$$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16); \
+	if [ "$$(cat $(STAMP) 2>/dev/null)" != "$$want" ]; then \
+	  set -ex; \
+	  python3 -m venv $(VENV); \
+	  $(PIP) install -q -c constraints.txt -e ".[dev,bench]"; \
+	  $(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null; \
+	  echo "$$want" > $(STAMP); \
+	fi
 
 # main job: the reproduction on the embedded SynthNeg dataset, offline, on CPU; tables and figures in
 # $SEMCLIP_RUNS/synthneg/figures (default runs/synthneg/figures), compared with the committed figures/synthneg;
