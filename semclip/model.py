@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import logging
 import hashlib
+import math
 import reprlib
 import tempfile
 import warnings
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
+import torch.nn.functional as F
 import open_clip
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 import semclip
 from semclip.core import (
@@ -40,10 +43,11 @@ from semclip.core import (
 )
 
 # %% auto #0
-__all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'CHARS_PER_TOKEN', 'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT',
-           'CHECKPOINT_VERSION', 'register_model_config', 'ClipBundle', 'unwrap_model', 'CappedTokenizer',
-           'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest', 'check_checkpoint',
-           'save_checkpoint', 'load_checkpoint']
+__all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'POOLED_TOWERS', 'CHARS_PER_TOKEN', 'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS',
+           'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'register_model_config', 'ClipBundle', 'unwrap_model',
+           'trim_tokens', 'length_buckets', 'pooled_block_ok', 'pooled_block', 'encode_tokens', 'encode_pixels',
+           'CappedTokenizer', 'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest',
+           'check_checkpoint', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/03_model.ipynb #00000007
 TINY_CONFIGS = {
@@ -138,7 +142,8 @@ class ClipBundle:
         if not torch.is_tensor(x):
             x = torch.stack([self.preprocess(im) for im in x])
         m = unwrap_model(self.model)
-        return m.encode_image(x.to(self.device, _model_dtype(m.visual)), normalize=normalize)
+        f = encode_pixels(m, x.to(self.device, _model_dtype(m.visual)))
+        return F.normalize(f, dim=-1) if normalize else f
 
     def encode_texts(
         self,
@@ -149,7 +154,8 @@ class ClipBundle:
         if isinstance(texts, str):
             texts = [texts]
         tok = texts if torch.is_tensor(texts) else self.tokenizer(list(texts))
-        return unwrap_model(self.model).encode_text(tok.to(self.device), normalize=normalize)
+        f = encode_tokens(self.model, tok.to(self.device))
+        return F.normalize(f, dim=-1) if normalize else f
 
 # %% ../nbs/03_model.ipynb #0000000d
 def unwrap_model(model) -> nn.Module:
@@ -165,6 +171,160 @@ def unwrap_model(model) -> nn.Module:
             return model
 
 # %% ../nbs/03_model.ipynb #00000010
+POOLED_TOWERS = True  # compute the last block only where pooling reads (False: every position, as open_clip)
+
+
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
+    return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
+
+# %% ../nbs/03_model.ipynb #00000013
+def length_buckets(
+    lengths: torch.Tensor,  # [N] the number of tokens each row needs (end-of-text position + 1)
+    overhead: int = 512,  # cost of one more transformer call, in token positions
+) -> list[tuple[torch.Tensor, int]]:
+    "Rows grouped by length: [(row indices, cut length)], minimising padded positions + `overhead` per group."
+    order = torch.argsort(lengths.cpu(), stable=True)
+    u, c = torch.unique_consecutive(lengths.cpu()[order], return_counts=True)
+    u, cum = u.tolist(), [0] + torch.cumsum(c, 0).tolist()
+    best, prev = [0] + [math.inf] * len(u), [0] * (len(u) + 1)
+    for j in range(1, len(u) + 1):  # best[j]: cheapest grouping of the rows with the j shortest lengths
+        for i in range(j):
+            cost = best[i] + u[j - 1] * (cum[j] - cum[i]) + overhead
+            if cost < best[j]:
+                best[j], prev[j] = cost, i
+    groups, j = [], len(u)
+    while j > 0:
+        groups.append((order[cum[prev[j]] : cum[j]], u[j - 1]))
+        j = prev[j]
+    return groups[::-1]
+
+# %% ../nbs/03_model.ipynb #00000016
+def pooled_block_ok(block: nn.Module) -> bool:
+    "Whether `block` is open_clip's plain pre-norm block with batch-first self-attention, which `pooled_block` reproduces."
+    attn = getattr(block, "attn", None)
+    return (
+        type(block) is ResidualAttentionBlock
+        and not hasattr(block, "ln_1_kv")
+        and type(attn) is nn.MultiheadAttention
+        and attn.batch_first
+        and attn._qkv_same_embed_dim
+        and attn.bias_k is None
+        and not attn.add_zero_attn
+        and (attn.dropout == 0 or not attn.training)
+    )
+
+
+def pooled_block(
+    block: nn.Module,  # a block for which `pooled_block_ok` holds
+    x: torch.Tensor,  # [N, L, D] the block's input
+    at: torch.Tensor,  # [N] the position each sample's output is read at
+    key_mask: torch.Tensor | None = None,
+) -> torch.Tensor:  # [N, L] bool, True where position `at` may attend (None: everywhere)
+    "`block(x)` at position `at` of each sample only, [N, D]: keys and values from every position, the rest from one."
+    n, length, d = x.shape
+    attn, rows = block.attn, torch.arange(n, device=x.device)
+    h = block.ln_1(x)
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    q = F.linear(h[rows, at], w[:d], None if b is None else b[:d])  # [N, D]: one query per sample
+    k, v = F.linear(h, w[d:], None if b is None else b[d:]).chunk(2, dim=-1)  # [N, L, D] each
+    heads = attn.num_heads
+    q = q.view(n, heads, 1, d // heads)
+    k, v = (t.view(n, length, heads, d // heads).transpose(1, 2) for t in (k, v))
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).reshape(n, d)
+    y = x[rows, at] + block.ls_1(attn.out_proj(a))
+    return y + block.ls_2(block.mlp(block.ln_2(y)))
+
+# %% ../nbs/03_model.ipynb #00000019
+def _fast_text_path(m) -> bool:
+    "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
+    return (
+        getattr(m, "text_pool_type", None) == "argmax"
+        and getattr(m, "attn_mask", None) is not None
+        and hasattr(m, "positional_embedding")
+        and hasattr(m, "token_embedding")
+    )
+
+
+def _pooled_ok(transformer: nn.Module) -> bool:
+    "Whether `transformer`'s blocks can be run one by one with the last one pooled (`pooled_block`)."
+    blocks = getattr(transformer, "resblocks", None)
+    return (
+        POOLED_TOWERS
+        and bool(blocks)
+        and getattr(transformer, "batch_first", False)
+        and not getattr(transformer, "grad_checkpointing", False)
+        and pooled_block_ok(blocks[-1])
+    )
+
+
+def _text_tower(m, t: torch.Tensor, pooled: bool = True) -> torch.Tensor:
+    "Pooled, unprojected text features of token ids `t` already cut to their length."
+    length, cast = t.shape[1], m.transformer.get_cast_dtype()
+    x = m.token_embedding(t).to(cast) + m.positional_embedding[:length].to(cast)
+    mask, eot = m.attn_mask[:length, :length], t.argmax(dim=-1)
+    if not (pooled and _pooled_ok(m.transformer)):
+        x = m.ln_final(m.transformer(x, attn_mask=mask))
+        return x[torch.arange(x.shape[0], device=x.device), eot]
+    *blocks, last = m.transformer.resblocks
+    for block in blocks:
+        x = block(x, attn_mask=mask)
+    keys = torch.arange(length, device=t.device)[None, :] <= eot[:, None]  # the causal mask's row at end-of-text
+    return m.ln_final(pooled_block(last, x, eot, keys))
+
+# %% ../nbs/03_model.ipynb #0000001a
+def encode_tokens(
+    model,  # an open_clip model (or ClipBundle, or wrapped)
+    tokens: torch.Tensor,  # [N, context_length] token ids
+    bucket: bool = True,  # group texts by length (False: one call cut at the longest)
+    pooled: bool = True,
+) -> torch.Tensor:  # the last block at the end-of-text token only (when `POOLED_TOWERS`)
+    "`model.encode_text(tokens)` (raw features), computed on texts cut to their length when that is exact."
+    m = unwrap_model(model)
+    if not _fast_text_path(m):
+        return m.encode_text(tokens)
+    if bucket and len(tokens) > 1:
+        groups = length_buckets(tokens.argmax(dim=-1) + 1)
+        rows = torch.cat([g for g, _ in groups]).to(tokens.device)
+        x = torch.cat([_text_tower(m, tokens[g.to(tokens.device), :cut], pooled) for g, cut in groups])
+        x = x[torch.empty_like(rows).scatter_(0, rows, torch.arange(len(rows), device=rows.device))]  # input order
+    else:
+        x = _text_tower(m, trim_tokens(tokens), pooled)
+    if m.text_projection is not None:
+        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
+    return x
+
+# %% ../nbs/03_model.ipynb #0000001d
+def _fast_vision_path(v) -> bool:
+    "Whether `v` is open_clip's ViT pooling its class token with nothing after the blocks but `ln_post` and `proj`."
+    return (
+        type(v) is VisionTransformer
+        and v.attn_pool is None
+        and getattr(v, "pool_type", None) == "tok"
+        and not v.output_tokens
+        and _pooled_ok(v.transformer)
+    )
+
+
+def encode_pixels(
+    model,  # an open_clip model (or ClipBundle, or wrapped)
+    images: torch.Tensor,  # [N, 3, H, W] preprocessed pixels
+    pooled: bool = True,
+) -> torch.Tensor:  # the last block at the class token only (when `POOLED_TOWERS`)
+    "`model.encode_image(images)` (raw features), with the last vision block computed at the class token only."
+    m = unwrap_model(model)
+    v = m.visual
+    if not (pooled and _fast_vision_path(v)):
+        return m.encode_image(images)
+    x = v._embeds(images)
+    *blocks, last = v.transformer.resblocks
+    for block in blocks:
+        x = block(x)
+    x = v.ln_post(pooled_block(last, x, torch.zeros(len(x), dtype=torch.long, device=x.device)))
+    return x @ v.proj if v.proj is not None else x
+
+# %% ../nbs/03_model.ipynb #00000021
 CHARS_PER_TOKEN = 16  # texts are cut to CHARS_PER_TOKEN * context_length characters before tokenising
 
 
@@ -203,7 +363,7 @@ class CappedTokenizer:
             raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
-# %% ../nbs/03_model.ipynb #00000015
+# %% ../nbs/03_model.ipynb #00000026
 IMAGE_PREPROCESS = ("model", "paper")
 WEIGHT_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 _WEIGHT_EXTS = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
@@ -233,7 +393,7 @@ def _hub_offline_from_env():
         if C is not None:
             C.HF_HUB_OFFLINE = old
 
-# %% ../nbs/03_model.ipynb #00000016
+# %% ../nbs/03_model.ipynb #00000027
 @contextlib.contextmanager
 def _drop_root_log(prefix: str, on: bool = True):
     "Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."
@@ -267,7 +427,7 @@ def _weights_hint(name, what="a local weights file"):
         f"or a semclip checkpoint: create_model(checkpoint='/path/to/checkpoint.pt')."
     )
 
-# %% ../nbs/03_model.ipynb #00000017
+# %% ../nbs/03_model.ipynb #00000028
 def _check_pretrained(name: str, pretrained: str | None):
     "Check a tag or file before open_clip tries to fetch it; return 'tag', 'file' or None."
     if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
@@ -299,7 +459,7 @@ def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     cfg.update(model_kwargs)
     return _jsonable(cfg)
 
-# %% ../nbs/03_model.ipynb #00000019
+# %% ../nbs/03_model.ipynb #0000002a
 def _load_why(e: BaseException) -> str:
     "torch.load's complaint in one line, without its advice to retry with weights_only=False."
     m = re.search(r"WeightsUnpickler error:\s*([^\n]*\S)", str(e))
@@ -325,7 +485,7 @@ def _unreadable(e: BaseException) -> bool:
         or any(t in str(e) for t in ("PytorchStreamReader", "magic number"))
     )
 
-# %% ../nbs/03_model.ipynb #0000001a
+# %% ../nbs/03_model.ipynb #0000002b
 def _read_model_checkpoint(checkpoint, name: str | None, pretrained) -> dict:
     "The checked contents of a semclip checkpoint that `create_model` builds its model from."
     if pretrained is not None:
@@ -368,7 +528,7 @@ def _weights_error(e: Exception, kind: str | None, name: str, pretrained) -> tup
         ), True
     return None, False
 
-# %% ../nbs/03_model.ipynb #0000001b
+# %% ../nbs/03_model.ipynb #0000002c
 def _image_normalisation(image_preprocess: str, mean, std, resize_mode, pre_cfg: dict) -> tuple:
     "(mean, std, resize mode) of the images: the arguments, else the paper's (ImageNet, squash), else a checkpoint's."
     if image_preprocess == "paper":
@@ -405,7 +565,7 @@ def _make_bundle(
     )
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000001d
+# %% ../nbs/03_model.ipynb #0000002e
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -480,14 +640,14 @@ def create_model(
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000002d
+# %% ../nbs/03_model.ipynb #0000003e
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #0000002f
+# %% ../nbs/03_model.ipynb #00000040
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -503,7 +663,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #00000030
+# %% ../nbs/03_model.ipynb #00000041
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -538,7 +698,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #00000032
+# %% ../nbs/03_model.ipynb #00000043
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -548,7 +708,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #00000037
+# %% ../nbs/03_model.ipynb #00000048
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -577,7 +737,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #0000003a
+# %% ../nbs/03_model.ipynb #0000004b
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -609,7 +769,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #0000003b
+# %% ../nbs/03_model.ipynb #0000004c
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -623,7 +783,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #0000003c
+# %% ../nbs/03_model.ipynb #0000004d
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -660,7 +820,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #0000003f
+# %% ../nbs/03_model.ipynb #00000050
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -697,7 +857,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #00000040
+# %% ../nbs/03_model.ipynb #00000051
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -741,7 +901,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #00000042
+# %% ../nbs/03_model.ipynb #00000053
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -778,7 +938,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000043
+# %% ../nbs/03_model.ipynb #00000054
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -806,7 +966,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #00000044
+# %% ../nbs/03_model.ipynb #00000055
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)

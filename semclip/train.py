@@ -38,16 +38,17 @@ from semclip.core import (
     RunLock,
 )
 from .cli import TrainParams, command_line
+from .model import encode_pixels, encode_tokens, unwrap_model
 
 # %% auto #0
 __all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'LOG_FIELDS', 'RESUME_FIXED', 'param_docs',
            'check_values', 'condition_dir', 'pretrain_checkpoint', 'dataset_kwargs', 'resolve_params', 'TripleTensors',
-           'prepare_split', 'batch_indices', 'trim_tokens', 'length_buckets', 'encode_tokens', 'encode_images_once',
-           'batch_features', 'image_feature_key', 'frozen_image_features', 'loss_inputs', 'accumulate_gradients',
-           'make_optimizer', 'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log',
-           'loss_terms', 'check_writable', 'claim_run_folder', 'check_resume', 'Dist', 'init_distributed',
-           'allreduce_gradients', 'allreduce_mean', 'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales',
-           'optimizer_step', 'setup_run', 'train', 'training_summary', 'train_command', 'cli']
+           'prepare_split', 'batch_indices', 'encode_images_once', 'batch_features', 'image_feature_key',
+           'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer', 'WarmupCosine',
+           'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log', 'loss_terms', 'check_writable',
+           'claim_run_folder', 'check_resume', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean',
+           'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'setup_run', 'train',
+           'training_summary', 'train_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #0000000a
 SEMCLIP_FAMILY = (
@@ -303,90 +304,19 @@ def batch_indices(
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g)[i * batch_size : (i + 1) * batch_size]
 
-# %% ../nbs/05_train.ipynb #00000028
-def _unwrap(model):
-    return model.module if hasattr(model, "module") else model
-
-
-def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
-    "Cut padded token ids after the longest sequence's end-of-text token (the row maximum)."
-    return tokens[:, : int(tokens.argmax(dim=-1).max()) + 1]
-
-# %% ../nbs/05_train.ipynb #0000002b
-def length_buckets(
-    lengths: torch.Tensor,  # [N] the number of tokens each row needs (end-of-text position + 1)
-    overhead: int = 512,  # cost of one more transformer call, in token positions
-) -> list[tuple[torch.Tensor, int]]:
-    "Rows grouped by length: [(row indices, cut length)], minimising padded positions + `overhead` per group."
-    order = torch.argsort(lengths.cpu(), stable=True)
-    u, c = torch.unique_consecutive(lengths.cpu()[order], return_counts=True)
-    u, cum = u.tolist(), [0] + torch.cumsum(c, 0).tolist()
-    best, prev = [0] + [math.inf] * len(u), [0] * (len(u) + 1)
-    for j in range(1, len(u) + 1):  # best[j]: cheapest grouping of the rows with the j shortest lengths
-        for i in range(j):
-            cost = best[i] + u[j - 1] * (cum[j] - cum[i]) + overhead
-            if cost < best[j]:
-                best[j], prev[j] = cost, i
-    groups, j = [], len(u)
-    while j > 0:
-        groups.append((order[cum[prev[j]] : cum[j]], u[j - 1]))
-        j = prev[j]
-    return groups[::-1]
-
-# %% ../nbs/05_train.ipynb #0000002e
-def _fast_text_path(m) -> bool:
-    "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
-    return (
-        getattr(m, "text_pool_type", None) == "argmax"
-        and getattr(m, "attn_mask", None) is not None
-        and hasattr(m, "positional_embedding")
-        and hasattr(m, "token_embedding")
-    )
-
-
-def _text_tower(m, t: torch.Tensor) -> torch.Tensor:
-    "Pooled, unprojected text features of token ids `t` already cut to their length."
-    L, cast = t.shape[1], m.transformer.get_cast_dtype()
-    x = m.token_embedding(t).to(cast) + m.positional_embedding[:L].to(cast)
-    x = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:L, :L]))
-    return x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
-
-# %% ../nbs/05_train.ipynb #0000002f
-def encode_tokens(
-    model,
-    tokens: torch.Tensor,  # [N, context_length] token ids
-    bucket: bool = True,
-) -> torch.Tensor:  # group texts by length (False: one call cut at the longest)
-    "`model.encode_text(tokens)` (raw features), computed on texts cut to their length when that is exact."
-    m = _unwrap(model)
-    if not _fast_text_path(m):
-        return m.encode_text(tokens)
-    if bucket and len(tokens) > 1:
-        groups = length_buckets(tokens.argmax(dim=-1) + 1)
-        rows = torch.cat([g for g, _ in groups]).to(tokens.device)
-        x = torch.cat([_text_tower(m, tokens[g.to(tokens.device), :L]) for g, L in groups])
-        x = x[
-            torch.empty_like(rows).scatter_(0, rows, torch.arange(len(rows), device=rows.device))
-        ]  # back to input order
-    else:
-        x = _text_tower(m, trim_tokens(tokens))
-    if m.text_projection is not None:
-        x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
-    return x
-
-# %% ../nbs/05_train.ipynb #00000035
+# %% ../nbs/05_train.ipynb #0000002a
 @torch.no_grad()
 def encode_images_once(
     model, images: torch.Tensor, batch_size: int = 512, device="cpu", precision="fp32", progress=True
 ) -> torch.Tensor:
     "Raw image features of every image, for a frozen vision tower."
-    m = _unwrap(model)
+    m = unwrap_model(model)
     was = m.training
     m.eval()
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc="image features (once)", disable=not progress, leave=False):
         with autocast(precision, torch.device(device)):
-            out.append(m.encode_image(images[i : i + batch_size].to(device)).float())
+            out.append(encode_pixels(m, images[i : i + batch_size].to(device)).float())
     m.train(was)
     return torch.cat(out)
 
@@ -397,11 +327,11 @@ def batch_features(
     fields=("caption",),
 ) -> dict:
     "Raw features of a batch: image, then each text field, with one text-tower call."
-    feats = {"image": batch["image_features"] if "image_features" in batch else model.encode_image(batch["image"])}
+    feats = {"image": batch["image_features"] if "image_features" in batch else encode_pixels(model, batch["image"])}
     if "negation_image_features" in batch:
         feats["negation_image"] = batch["negation_image_features"]
     elif "negation_image" in batch:
-        feats["negation_image"] = model.encode_image(batch["negation_image"])
+        feats["negation_image"] = encode_pixels(model, batch["negation_image"])
     toks = [batch[f] for f in fields]
     if toks:
         L = max(int(t.argmax(-1).max()) + 1 for t in toks)
@@ -409,7 +339,7 @@ def batch_features(
         feats.update(zip(fields, txt.split([len(t) for t in toks])))
     return feats
 
-# %% ../nbs/05_train.ipynb #00000038
+# %% ../nbs/05_train.ipynb #0000002d
 def _tensor_digest(h, sd: dict):
     for k, v in sorted(sd.items()):
         h.update(k.encode())
@@ -424,7 +354,7 @@ def image_feature_key(
     h = hashlib.sha256()
     if field != "image":
         h.update(f"field={field}".encode())
-    _tensor_digest(h, _unwrap(model).visual.state_dict())
+    _tensor_digest(h, unwrap_model(model).visual.state_dict())
     from semclip.data import image_file_stamp  # a missing or odd file is a DataError naming its row, not a raw OSError
 
     df = data.df
@@ -435,7 +365,7 @@ def image_feature_key(
     h.update(json.dumps([stats, repr(tf), str(device), precision, torch.get_num_threads(), torch.__version__]).encode())
     return h.hexdigest()[:24]
 
-# %% ../nbs/05_train.ipynb #00000039
+# %% ../nbs/05_train.ipynb #0000002e
 def frozen_image_features(
     model,
     data: TripleTensors,
@@ -472,13 +402,13 @@ def frozen_image_features(
             torch.save(feats, f)
     return feats
 
-# %% ../nbs/05_train.ipynb #00000040
+# %% ../nbs/05_train.ipynb #00000035
 def loss_inputs(feats: dict, loss_fn, model) -> dict:
     "Arguments of the loss call for a batch's features."
     kw = dict(paraphrase_features=feats.get("paraphrase"), negation_features=feats.get("negation"), output_dict=True)
     if "negation_image" in feats:
         kw["negation_image_features"] = feats["negation_image"]
-    scale = _unwrap(model).logit_scale.exp() if getattr(loss_fn, "uses_model_logit_scale", False) else None
+    scale = unwrap_model(model).logit_scale.exp() if getattr(loss_fn, "uses_model_logit_scale", False) else None
     return dict(image_features=feats["image"], text_features=feats["caption"], logit_scale=scale, **kw)
 
 
@@ -506,14 +436,14 @@ def accumulate_gradients(
             out = loss_fn(**loss_inputs(full, loss_fn, model))
         out["loss"].backward()
     shared = list(loss_fn.parameters()) + (
-        [_unwrap(model).logit_scale] if getattr(loss_fn, "uses_model_logit_scale", False) else []
+        [unwrap_model(model).logit_scale] if getattr(loss_fn, "uses_model_logit_scale", False) else []
     )
     for p in shared:
         if p.grad is not None:
             p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #00000044
+# %% ../nbs/05_train.ipynb #00000039
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ("cpu", "cuda") for q in params)
@@ -554,11 +484,11 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-# %% ../nbs/05_train.ipynb #00000049
+# %% ../nbs/05_train.ipynb #0000003e
 @torch.no_grad()
 def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu", precision="fp32") -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
-    m = _unwrap(model)
+    m = unwrap_model(model)
     was = m.training
     m.eval()
     img = (
@@ -581,7 +511,7 @@ def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu
     res["t2i_top1"] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #0000004b
+# %% ../nbs/05_train.ipynb #00000040
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -619,7 +549,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #0000004d
+# %% ../nbs/05_train.ipynb #00000042
 LOG_FIELDS = (
     "step",
     "lr",
@@ -643,7 +573,7 @@ def loss_terms(records) -> list:  # log records (dicts), e.g. `read_log(out_dir/
         ]
     return sorted(names, key=lambda k: k != "loss")
 
-# %% ../nbs/05_train.ipynb #00000050
+# %% ../nbs/05_train.ipynb #00000045
 def check_writable(
     out_dir,  # the run's folder (a str or Path); it is not created
     min_free_mb: int = 200,
@@ -670,7 +600,7 @@ def check_writable(
         raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
     return out
 
-# %% ../nbs/05_train.ipynb #00000053
+# %% ../nbs/05_train.ipynb #00000048
 @contextlib.contextmanager
 def claim_run_folder(out_dir):  # the run's folder (created if missing)
     "Hold `out_dir`'s RunLock for the block; if the block fails and leaves a folder it created empty, remove it again."
@@ -696,7 +626,7 @@ def claim_run_folder(out_dir):  # the run's folder (created if missing)
     finally:
         lock.release()
 
-# %% ../nbs/05_train.ipynb #00000056
+# %% ../nbs/05_train.ipynb #0000004b
 RESUME_FIXED = (
     "arm",
     "model",
@@ -734,7 +664,7 @@ def check_resume(
             + ". Pass the run's values to continue it, or start a new run in another out_dir"
         )
 
-# %% ../nbs/05_train.ipynb #00000059
+# %% ../nbs/05_train.ipynb #0000004e
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -747,7 +677,7 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-# %% ../nbs/05_train.ipynb #0000005c
+# %% ../nbs/05_train.ipynb #00000051
 def init_distributed(device: str = "auto") -> Dist:
     "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
     ws = int(os.environ.get("WORLD_SIZE", "1"))
@@ -763,7 +693,7 @@ def init_distributed(device: str = "auto") -> Dist:
         torch.cuda.set_device(local)
     return Dist(rank, ws, local)
 
-# %% ../nbs/05_train.ipynb #0000005f
+# %% ../nbs/05_train.ipynb #00000054
 def allreduce_gradients(params, dist_info: Dist):
     "Average the gradients of `params` over all ranks, in one flat buffer."
     if dist_info.world_size == 1:
@@ -779,7 +709,7 @@ def allreduce_gradients(params, dist_info: Dist):
     for g, v in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(v.view_as(g))
 
-# %% ../nbs/05_train.ipynb #00000062
+# %% ../nbs/05_train.ipynb #00000057
 def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     "Average scalar tensors over ranks (for logging)."
     if dist_info.world_size == 1:
@@ -792,7 +722,7 @@ def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     t /= dist_info.world_size
     return dict(zip(keys, t))
 
-# %% ../nbs/05_train.ipynb #00000065
+# %% ../nbs/05_train.ipynb #0000005a
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
 
@@ -802,7 +732,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             f"interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue"
         )
 
-# %% ../nbs/05_train.ipynb #00000068
+# %% ../nbs/05_train.ipynb #0000005d
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
 
@@ -836,12 +766,12 @@ class StopFlag:
             signal.signal(signal.SIGINT, self.prev)
             self.prev = None
 
-# %% ../nbs/05_train.ipynb #0000006c
+# %% ../nbs/05_train.ipynb #00000061
 def local_rows(idx: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #0000006f
+# %% ../nbs/05_train.ipynb #00000064
 def _laclip_swap(
     b: dict, laclip_p: float, gen
 ) -> dict:  # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
@@ -877,14 +807,14 @@ def _stream_batch(b: dict, fields, device, laclip_p=0.0, gen=None, frozen_model=
         )
     return b
 
-# %% ../nbs/05_train.ipynb #00000070
+# %% ../nbs/05_train.ipynb #00000065
 def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
 
     extra = dict(loss_state=loss_fn.state_dict()) | ({"data_state": data_state} if data_state is not None else {})
     save_checkpoint(
         path,
-        model=_unwrap(bundle.model),
+        model=unwrap_model(bundle.model),
         optimizer=opt,
         scheduler=sched,
         step=step,
@@ -899,11 +829,11 @@ def logit_scales(model, loss_fn) -> list:
     "The learnable log-temperatures of a run: the model's (if the loss uses it) and the loss's own."
     return [
         q
-        for q in (_unwrap(model).logit_scale, getattr(loss_fn, "logit_scale", None))
+        for q in (unwrap_model(model).logit_scale, getattr(loss_fn, "logit_scale", None))
         if isinstance(q, nn.Parameter) and q.requires_grad
     ]
 
-# %% ../nbs/05_train.ipynb #00000074
+# %% ../nbs/05_train.ipynb #00000069
 def optimizer_step(
     model,
     loss_fn,
@@ -934,7 +864,7 @@ def optimizer_step(
             q.clamp_(0, math.log(100))
     return terms, gnorm
 
-# %% ../nbs/05_train.ipynb #00000075
+# %% ../nbs/05_train.ipynb #0000006a
 _TIME_THE_DETOUR = [False]  # True while the automatic pre-training runs: its loop reports the measured time it needs
 
 
@@ -974,7 +904,7 @@ def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
     finally:
         _TIME_THE_DETOUR[0] = False
 
-# %% ../nbs/05_train.ipynb #00000076
+# %% ../nbs/05_train.ipynb #0000006b
 def setup_run(p: TrainParams, device, prec, dist_info: Dist):
     "Model, loss, data and the text fields the arm needs."
     from semclip.model import create_model, freeze
@@ -1062,7 +992,7 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
                 d.negation_images = None
     return bundle, loss_fn, fields, data, val
 
-# %% ../nbs/05_train.ipynb #00000077
+# %% ../nbs/05_train.ipynb #0000006c
 def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
@@ -1081,7 +1011,7 @@ def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
         )
     return st
 
-# %% ../nbs/05_train.ipynb #00000078
+# %% ../nbs/05_train.ipynb #0000006d
 def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
@@ -1115,7 +1045,7 @@ def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> Jso
             (out / f).unlink(missing_ok=True)
     return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-# %% ../nbs/05_train.ipynb #00000079
+# %% ../nbs/05_train.ipynb #0000006e
 def train(
     params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
     **overrides,
@@ -1145,7 +1075,7 @@ def train(
     ):  # one writer per folder: rank 0 holds it
         return _run(p, out, device, prec, dist_info)
 
-# %% ../nbs/05_train.ipynb #0000007a
+# %% ../nbs/05_train.ipynb #0000006f
 def _step_batch(p: TrainParams, step: int, data, stream, fields, device, dist_info: Dist, swap_p: float, frozen, prec):
     "This rank's batch of optimizer step `step`: rows (or the stream's next samples) and the step's own generator."
     gen = torch.Generator().manual_seed(p.seed * 7919 + step)
@@ -1180,7 +1110,7 @@ def _log_step(log: JsonlLog, p: TrainParams, step: int, terms: dict, gnorm, lr: 
     )
     bar.set_postfix(loss=f"{rec['loss']:.3f}")
 
-# %% ../nbs/05_train.ipynb #0000007b
+# %% ../nbs/05_train.ipynb #00000070
 def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out / "checkpoint.pt"
@@ -1269,7 +1199,7 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
         write_json(out / "metrics.json", metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #00000082
+# %% ../nbs/05_train.ipynb #00000077
 def _percent(v) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
@@ -1289,7 +1219,7 @@ def training_summary(
     ]
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
 
-# %% ../nbs/05_train.ipynb #00000085
+# %% ../nbs/05_train.ipynb #0000007a
 def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
@@ -1303,7 +1233,7 @@ def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
     print(training_summary(metrics, out, time.time() - t0))
 
-# %% ../nbs/05_train.ipynb #00000086
+# %% ../nbs/05_train.ipynb #0000007b
 def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main
