@@ -41,7 +41,8 @@ __all__ = ['NEG_FAMILIES', 'FAMILY_LABELS', 'MAX_ELEMS', 'FLOWERS102_CLASSES', '
            'embedding_cache_key', 'image_features_key', 'image_features_dir', 'embed', 'embed_negation_images',
            'image_index', 'evaluate', 'metrics_table', 'markdown_table', 'default_out_dir', 'resolve_checkpoint',
            'parse_names', 'parse_kv', 'synthneg_zeroshot_rows', 'LabelledImages', 'embed_images', 'headline_table',
-           'metrics_markdown', 'portable_meta', 'dataset_rows', 'evaluate_checkpoint', 'eval_command', 'cli']
+           'metrics_markdown', 'portable_meta', 'dataset_rows', 'write_evaluation', 'evaluate_checkpoint',
+           'eval_command', 'cli']
 
 # %% ../nbs/06_eval.ipynb #00000009
 def _float(x, name: str = "embeddings") -> torch.Tensor:
@@ -789,6 +790,45 @@ def _write_image_cache(path, feats: torch.Tensor, dataset, num_workers: int):
             torch.save(feats, f)
 
 # %% ../nbs/06_eval.ipynb #00000057
+def _embedding_cache_file(cache_dir, cache_key: str | None) -> Path | None:
+    "Where `embed` keeps its result for `cache_key` (None without a cache_dir); a ConfigError when the key is missing."
+    if cache_dir is None:
+        return None
+    if not cache_key:
+        raise ConfigError(
+            "cache_dir is set but cache_key is not: pass cache_key=embedding_cache_key(checkpoint, dataset_name, split)"
+        )
+    return _cache_file(cache_dir, cache_key)
+
+
+def _encode_rows(
+    bundle, dataset, images: bool, batch_size: int, num_workers: int, precision: str, progress: bool
+) -> dict:
+    "Features of every row's texts (each field only if filled in every row) and, if `images`, of its image."
+    device = _model_device(bundle)
+    feats = {k: [] for k in ("image", *TEXT_FIELDS)}
+    state = {k: None for k in TEXT_FIELDS}  # True: present in every row so far; False: empty in every row so far
+    loader = torch.utils.data.DataLoader(
+        dataset if images else _TextsOnly(dataset),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    with torch.no_grad(), autocast(precision, device):
+        row = 0
+        for pixels, *texts in tqdm(loader, desc="embed", disable=not progress):
+            if images:
+                x = torch.stack(list(pixels)).to(device) if all(torch.is_tensor(i) for i in pixels) else list(pixels)
+                feats["image"].append(bundle.encode_images(x, normalize=False).float().cpu())
+            for k, tx in zip(TEXT_FIELDS, texts):
+                state[k] = _text_field_state(k, tx, state[k], row)
+                if state[k]:
+                    feats[k].append(bundle.encode_texts([str(s) for s in tx], normalize=False).float().cpu())
+            row += len(pixels)
+    return {k: torch.cat(v) for k, v in feats.items() if v}
+
+# %% ../nbs/06_eval.ipynb #00000058
 def embed(
     bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
@@ -810,53 +850,22 @@ def embed(
     n = len(dataset)
     if n == 0:
         raise DataError("the dataset is empty")
-    path = None
-    if cache_dir is not None:
-        if not cache_key:
-            raise ConfigError(
-                "cache_dir is set but cache_key is not: pass cache_key=embedding_cache_key(checkpoint, dataset_name, split)"
-            )
-        path = _cache_file(cache_dir, cache_key)
-        if path.exists():
-            c = torch.load(path, weights_only=True)
-            if c.get("key") == cache_key and c.get("n") == n:
-                return c["emb"]
-    device = _model_device(bundle)
+    path = _embedding_cache_file(cache_dir, cache_key)
+    if path is not None and path.exists():
+        c = torch.load(path, weights_only=True)
+        if c.get("key") == cache_key and c.get("n") == n:
+            return c["emb"]
+    paths = list(dataset.df["image"]) if image_cache_dir is not None and hasattr(dataset, "df") else []
+    image_file, cached = _image_cache(image_cache_dir, bundle, dataset, paths, batch_size, precision)
     module = getattr(bundle, "model", None)
     was_training = module.training if isinstance(module, torch.nn.Module) else None
     if was_training:
         module.eval()
-    paths = list(dataset.df["image"]) if image_cache_dir is not None and hasattr(dataset, "df") else []
-    image_file, cached = _image_cache(image_cache_dir, bundle, dataset, paths, batch_size, precision)
-    feats = {k: [] for k in ("image", *TEXT_FIELDS)}
-    state = {k: None for k in TEXT_FIELDS}  # True: present in every row so far; False: empty in every row so far
-    loader = torch.utils.data.DataLoader(
-        dataset if cached is None else _TextsOnly(dataset),
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_collate,
-    )
     try:
-        with torch.no_grad(), autocast(precision, device):
-            row = 0
-            for images, *texts in tqdm(loader, desc="embed", disable=not progress):
-                if cached is None:
-                    x = (
-                        torch.stack(list(images)).to(device)
-                        if all(torch.is_tensor(i) for i in images)
-                        else list(images)
-                    )
-                    feats["image"].append(bundle.encode_images(x, normalize=False).float().cpu())
-                for k, tx in zip(TEXT_FIELDS, texts):
-                    state[k] = _text_field_state(k, tx, state[k], row)
-                    if state[k]:
-                        feats[k].append(bundle.encode_texts([str(s) for s in tx], normalize=False).float().cpu())
-                row += len(images)
+        out = _encode_rows(bundle, dataset, cached is None, batch_size, num_workers, precision, progress)
     finally:
         if was_training:
             module.train()
-    out = {k: torch.cat(v) for k, v in feats.items() if v}
     if cached is None:
         _write_image_cache(image_file, out.get("image"), dataset, num_workers)
     else:
@@ -870,7 +879,7 @@ def embed(
             torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #00000058
+# %% ../nbs/06_eval.ipynb #00000059
 def embed_negation_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a TripleDataset with a `negation_image` column
@@ -921,7 +930,7 @@ def _encode_images_of(bundle, cf, batch_size, progress, num_workers, precision) 
             module.train()
     return torch.cat(parts)
 
-# %% ../nbs/06_eval.ipynb #00000062
+# %% ../nbs/06_eval.ipynb #00000063
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -949,7 +958,7 @@ def image_index(
     )
     return first, codes
 
-# %% ../nbs/06_eval.ipynb #00000065
+# %% ../nbs/06_eval.ipynb #00000066
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -989,7 +998,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #0000006b
+# %% ../nbs/06_eval.ipynb #0000006c
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -1011,7 +1020,7 @@ def metrics_table(
     )
     return df
 
-# %% ../nbs/06_eval.ipynb #0000006e
+# %% ../nbs/06_eval.ipynb #0000006f
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -1041,7 +1050,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000071
+# %% ../nbs/06_eval.ipynb #00000072
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -1063,7 +1072,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-# %% ../nbs/06_eval.ipynb #00000074
+# %% ../nbs/06_eval.ipynb #00000075
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1104,7 +1113,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000077
+# %% ../nbs/06_eval.ipynb #00000078
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1123,7 +1132,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-# %% ../nbs/06_eval.ipynb #0000007a
+# %% ../nbs/06_eval.ipynb #0000007b
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1142,7 +1151,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-# %% ../nbs/06_eval.ipynb #0000007d
+# %% ../nbs/06_eval.ipynb #0000007e
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1160,7 +1169,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-# %% ../nbs/06_eval.ipynb #00000081
+# %% ../nbs/06_eval.ipynb #00000082
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1178,7 +1187,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-# %% ../nbs/06_eval.ipynb #00000082
+# %% ../nbs/06_eval.ipynb #00000083
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1198,7 +1207,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000085
+# %% ../nbs/06_eval.ipynb #00000086
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1235,7 +1244,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-# %% ../nbs/06_eval.ipynb #00000088
+# %% ../nbs/06_eval.ipynb #00000089
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1255,7 +1264,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/06_eval.ipynb #0000008a
+# %% ../nbs/06_eval.ipynb #0000008b
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1287,12 +1296,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-# %% ../nbs/06_eval.ipynb #0000008b
+# %% ../nbs/06_eval.ipynb #0000008c
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-# %% ../nbs/06_eval.ipynb #0000008e
+# %% ../nbs/06_eval.ipynb #0000008f
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1305,7 +1314,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #00000091
+# %% ../nbs/06_eval.ipynb #00000092
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1316,7 +1325,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-# %% ../nbs/06_eval.ipynb #00000092
+# %% ../nbs/06_eval.ipynb #00000093
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1365,7 +1374,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000093
+# %% ../nbs/06_eval.ipynb #00000094
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1384,7 +1393,41 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-# %% ../nbs/06_eval.ipynb #00000094
+# %% ../nbs/06_eval.ipynb #00000095
+def _first_rows(ds, max_samples: int | None):
+    "`ds` (a TripleDataset) cut to its first `max_samples` rows (None: all of them)."
+    from semclip.data import TripleDataset
+
+    if max_samples is None or max_samples >= len(ds):
+        return ds
+    return TripleDataset(
+        ds.df.iloc[:max_samples],
+        on_bad_sample=ds.on_bad_sample,
+        require_paraphrase=ds.require_paraphrase,
+        source=ds.source,
+    )
+
+
+def write_evaluation(
+    out: Path,  # the evaluation's folder
+    metrics: dict,  # JSON-safe metrics
+    emb: dict,  # `embed`'s features
+    df,  # the evaluated rows
+    data_root=None,
+):  # the dataset folder the image paths are made relative to (None: $SEMCLIP_DATA)
+    "Write an evaluation's files, each atomically: embeddings.pt (with the rows), meta.csv, metrics.json and metrics.md."
+    from semclip.core import data_root as default_data_root
+
+    with atomic_write(out / "embeddings.pt", "wb") as f:
+        torch.save(dict(emb, rows=dataset_rows(df)), f)
+    meta = portable_meta(df, roots=[data_root if data_root is not None else default_data_root()])
+    with atomic_write(out / "meta.csv", "w") as f:
+        meta.to_csv(f, index=False)
+    write_json(out / "metrics.json", metrics)
+    with atomic_write(out / "metrics.md", "w") as f:
+        f.write(metrics_markdown(metrics))
+
+# %% ../nbs/06_eval.ipynb #00000098
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
@@ -1404,7 +1447,6 @@ def evaluate_checkpoint(
     device: str = "auto",  # auto | cpu | cuda | cuda:N
 ) -> dict:
     "Evaluate one model on one dataset: metrics dict (as in metrics.json, plus out_dir); writes metrics.json/.md, embeddings.pt, meta.csv."
-    from semclip.data import TripleDataset
     from semclip.train import check_writable, claim_run_folder
 
     # every argument, the output folder and the table first: a bad one fails in a second, before a large model loads
@@ -1417,14 +1459,9 @@ def evaluate_checkpoint(
         out_dir if out_dir is not None else default_out_dir(ck, _model_name(model), pretrained, dataset, split)
     )
     synth_kw = _synth_kw(progress) if dataset == "synthneg" or "synthneg" in names else {}
-    ds = _dataset_table(dataset, data_root, split, {**synth_kw, **kw} if dataset == "synthneg" else kw)
-    if max_samples is not None and max_samples < len(ds):
-        ds = TripleDataset(
-            ds.df.iloc[:max_samples],
-            on_bad_sample=ds.on_bad_sample,
-            require_paraphrase=ds.require_paraphrase,
-            source=ds.source,
-        )
+    ds = _first_rows(
+        _dataset_table(dataset, data_root, split, {**synth_kw, **kw} if dataset == "synthneg" else kw), max_samples
+    )
     if warning:
         print(f"WARNING: {warning}")
     with claim_run_folder(out):  # one writer per folder, from the model to the last file
@@ -1445,19 +1482,10 @@ def evaluate_checkpoint(
         metrics.update(evaluate(emb, ds.df))
         metrics.update(_zeroshot(bundle, names, ds, emb, dataset, split, zeroshot_root, batch_size, progress, synth_kw))
         metrics = {k: _json_safe(v) for k, v in metrics.items()}
-        with atomic_write(out / "embeddings.pt", "wb") as f:
-            torch.save(dict(emb, rows=dataset_rows(ds.df)), f)
-        from semclip.core import data_root as default_data_root  # (the parameter data_root shadows it here)
-
-        meta = portable_meta(ds.df, roots=[data_root if data_root is not None else default_data_root()])
-        with atomic_write(out / "meta.csv", "w") as f:
-            meta.to_csv(f, index=False)
-        write_json(out / "metrics.json", metrics)
-        with atomic_write(out / "metrics.md", "w") as f:
-            f.write(metrics_markdown(metrics))
+        write_evaluation(out, metrics, emb, ds.df, data_root)
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #0000009e
+# %% ../nbs/06_eval.ipynb #000000a2
 def eval_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try:
@@ -1477,6 +1505,6 @@ def cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return eval_main(argv)
 
-# %% ../nbs/06_eval.ipynb #0000009f
+# %% ../nbs/06_eval.ipynb #000000a3
 if __name__ == "__main__" and "get_ipython" not in globals():
     cli()  # python -m semclip.eval (never inside a notebook)

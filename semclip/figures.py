@@ -495,6 +495,56 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     return fig, list(axes.flat[:n_panels]), ncols
 
 # %% ../nbs/07_figures.ipynb #00000032
+def _umap_panel(ax, points: pd.DataFrame, kinds: list):
+    "One arm's panel: a line from each caption to its paraphrase and its negation, then the points of each kind."
+    p = points.pivot(index="row", columns="kind", values=["x", "y"])
+    cap = np.c_[p["x"]["caption"], p["y"]["caption"]]
+    for k in ("paraphrase", "negation"):
+        if k in kinds:
+            segs = np.stack([cap, np.c_[p["x"][k], p["y"][k]]], axis=1)
+            ax.add_collection(
+                LineCollection(segs, colors=[KIND_STYLE[k]["color"]], linewidths=0.5, alpha=0.45, zorder=1)
+            )
+    for k in kinds:
+        st = KIND_STYLE[k]
+        paint = (
+            dict(facecolors="none", edgecolors=[st["color"]], linewidths=0.9)
+            if st.get("hollow")
+            else dict(c=[st["color"]], linewidths=0)
+        )
+        ax.scatter(
+            p["x"][k],
+            p["y"][k],
+            marker=st["marker"],
+            s=st["s"],
+            alpha=0.9,
+            zorder=2 if st.get("hollow") else 3,
+            **paint,
+        )
+
+
+def _kind_handles(kinds: list) -> list:
+    "Legend entries: a marker per kind of embedding drawn, a line per caption link drawn."
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=KIND_STYLE[k]["marker"],
+            color=KIND_STYLE[k]["color"],
+            markersize=7,
+            label=k,
+            markerfacecolor="none" if KIND_STYLE[k].get("hollow") else KIND_STYLE[k]["color"],
+        )
+        for k in kinds
+    ]
+    return handles + [
+        Line2D([], [], color=KIND_STYLE[k]["color"], lw=1.5, label=f"caption \u2192 {k}")
+        for k in ("paraphrase", "negation")
+        if k in kinds
+    ]
+
+# %% ../nbs/07_figures.ipynb #00000035
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -530,31 +580,7 @@ def umap_shift_figure(
     leg_rows = -(-n_handles // leg_cols)
     fig, axes, ncols = _grid(len(arms), cols, panel_size, bottom=0.35 + 0.3 * leg_rows, sharex=True, sharey=True)
     for i, (ax, arm) in enumerate(zip(axes, arms)):
-        p = lay[lay.arm == arm].pivot(index="row", columns="kind", values=["x", "y"])
-        cap = np.c_[p["x"]["caption"], p["y"]["caption"]]
-        for k, colour in (
-            ("paraphrase", KIND_STYLE["paraphrase"]["color"]),
-            ("negation", KIND_STYLE["negation"]["color"]),
-        ):
-            if k in kinds:
-                segs = np.stack([cap, np.c_[p["x"][k], p["y"][k]]], axis=1)
-                ax.add_collection(LineCollection(segs, colors=[colour], linewidths=0.5, alpha=0.45, zorder=1))
-        for k in kinds:
-            st = KIND_STYLE[k]
-            paint = (
-                dict(facecolors="none", edgecolors=[st["color"]], linewidths=0.9)
-                if st.get("hollow")
-                else dict(c=[st["color"]], linewidths=0)
-            )
-            ax.scatter(
-                p["x"][k],
-                p["y"][k],
-                marker=st["marker"],
-                s=st["s"],
-                alpha=0.9,
-                zorder=2 if st.get("hollow") else 3,
-                **paint,
-            )
+        _umap_panel(ax, lay[lay.arm == arm], kinds)
         ax.set_title(
             _title(arm_label(arm, labels), _neg_acc(arm, emb[arm], metrics_by_arm), _cos_caption_negation(emb[arm])),
             fontsize=9,
@@ -565,30 +591,12 @@ def umap_shift_figure(
             ax.set_xlabel("UMAP 1")  # the lowest panel of its column
         if i % ncols == 0:
             ax.set_ylabel("UMAP 2")
-    handles = [
-        Line2D(
-            [],
-            [],
-            ls="",
-            marker=KIND_STYLE[k]["marker"],
-            color=KIND_STYLE[k]["color"],
-            markersize=7,
-            label=k,
-            markerfacecolor="none" if KIND_STYLE[k].get("hollow") else KIND_STYLE[k]["color"],
-        )
-        for k in kinds
-    ]
-    handles += [
-        Line2D([], [], color=KIND_STYLE[k]["color"], lw=1.5, label=f"caption \u2192 {k}")
-        for k in ("paraphrase", "negation")
-        if k in kinds
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=leg_cols, frameon=False, fontsize=10)
+    fig.legend(handles=_kind_handles(kinds), loc="lower center", ncol=leg_cols, frameon=False, fontsize=10)
     fig.suptitle(f"Embedding shift: {len(rows)} test samples, one joint UMAP (cosine) for all panels", fontsize=12)
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000035
+# %% ../nbs/07_figures.ipynb #00000038
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -606,7 +614,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #00000037
+# %% ../nbs/07_figures.ipynb #0000003a
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -672,7 +680,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000003c
+# %% ../nbs/07_figures.ipynb #0000003f
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -687,7 +695,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #0000003f
+# %% ../nbs/07_figures.ipynb #00000042
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -753,7 +761,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000043
+# %% ../nbs/07_figures.ipynb #00000046
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -801,7 +809,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000044
+# %% ../nbs/07_figures.ipynb #00000047
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -878,7 +886,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000047
+# %% ../nbs/07_figures.ipynb #0000004a
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -917,7 +925,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #00000048
+# %% ../nbs/07_figures.ipynb #0000004b
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -944,7 +952,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000049
+# %% ../nbs/07_figures.ipynb #0000004c
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -980,7 +988,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #0000004a
+# %% ../nbs/07_figures.ipynb #0000004d
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1055,7 +1063,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000004d
+# %% ../nbs/07_figures.ipynb #00000050
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1081,7 +1089,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000050
+# %% ../nbs/07_figures.ipynb #00000053
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1115,7 +1123,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #00000051
+# %% ../nbs/07_figures.ipynb #00000054
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1148,7 +1156,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000052
+# %% ../nbs/07_figures.ipynb #00000055
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1179,7 +1187,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000056
+# %% ../nbs/07_figures.ipynb #00000059
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",

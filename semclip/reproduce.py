@@ -917,6 +917,71 @@ def write_provenance(
         f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
 
 # %% ../nbs/08_reproduce.ipynb #00000046
+def _grid_runs(
+    dataset: str,
+    arms,
+    seed_list: tuple,
+    root: Path,
+    fig: Path,
+    study: str | None,
+    model: str,
+    pretrained: str | None,
+    train_overrides: dict,
+    eval_overrides: dict,
+    jobs: int,
+    threads: int | None,
+    remedy: bool,
+    pretrain_steps: int | None,
+) -> list:
+    "The runs `reproduce` executes: the default grid (with the remedy on SynthNeg) or the conditions study."
+    if study == "conditions":
+        runs = study_plan(
+            dataset,
+            arms,
+            seed_list,
+            root,
+            model=model,
+            pretrained=pretrained,
+            train_overrides=train_overrides,
+            eval_overrides=eval_overrides,
+            jobs=jobs,
+            threads=threads,
+        )
+    else:
+        variants = VARIANTS if remedy and dataset == "synthneg" else None
+        runs = plan(
+            dataset,
+            arms,
+            seed_list,
+            root,
+            model,
+            pretrained,
+            train_overrides,
+            fig,
+            eval_overrides,
+            jobs,
+            threads=threads,
+            variants=variants,
+        )
+    if pretrain_steps is not None:
+        for r in runs:
+            if r.params.get("arm") == "pretrain":
+                r.params["steps"] = pretrain_steps
+    return runs
+
+# %% ../nbs/08_reproduce.ipynb #00000049
+def _write_results(
+    root: Path, fig: Path, dataset: str, arms, study: str | None, reference: Path | None, compare: bool
+) -> dict:
+    "Write the tables of a finished grid into `fig` (and the comparison with the committed reference); return them."
+    if study == "conditions":
+        return write_conditions(root, fig, dataset, arms=arms)
+    tables = write_tables(root, fig, dataset) if any(root.glob("*/seed*/eval/metrics.json")) else {}
+    if compare and (fig / "per_seed.csv").exists() and fig.resolve() != reference.resolve():
+        tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
+    return tables
+
+# %% ../nbs/08_reproduce.ipynb #0000004a
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -941,66 +1006,40 @@ def reproduce(
 ) -> dict:  # write into the checkout's figures/<dataset>, the committed reference
     "Run the reproduction grid, write the tables and a provenance note; return status and tables."
     check_choice("study", study, (None, "conditions"))
+    seeds, jobs = check_number("seeds", seeds, min=1), check_number("jobs", jobs, min=1)
+    threads = check_number("threads", threads, min=1, allow_none=True)
     t0, revision = time.time(), git_revision()  # the code that runs, read before the run writes its own outputs
     root = Path(runs_dir) if runs_dir else runs_root() / dataset
-    pr = project_root()
-    reference = pr / "figures" / dataset if pr else None
+    reference = project_root() / "figures" / dataset if project_root() else None
     if update_reference and reference is None:
         raise ConfigError("update_reference=True needs a semclip checkout (its figures/ folder)")
     fig = Path(figures_dir) if figures_dir else reference if update_reference else root / "figures"
     compare = reference is not None and not update_reference and (reference / "per_seed.csv").exists() and study is None
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"seeds={seeds!r} must be a positive int")
-    if not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"jobs={jobs!r} must be a positive int")
-    threads = check_number("threads", threads, min=1, allow_none=True)
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
     seed_list = tuple(42 + i for i in range(seeds))
     with RunLock(root):  # one driver per runs folder: a second one is told who holds it
-        if study == "conditions":
-            runs = study_plan(
-                dataset,
-                arms,
-                seed_list,
-                root,
-                model=model,
-                pretrained=pretrained,
-                train_overrides=over,
-                eval_overrides=eover,
-                jobs=jobs,
-                threads=threads,
-            )
-        else:
-            runs = plan(
-                dataset,
-                arms,
-                seed_list,
-                root,
-                model,
-                pretrained,
-                over,
-                fig,
-                eover,
-                jobs,
-                threads=threads,
-                variants=VARIANTS if remedy and dataset == "synthneg" else None,
-            )
-        if pretrain_steps is not None:
-            for r in runs:
-                if r.params.get("arm") == "pretrain":
-                    r.params["steps"] = pretrain_steps
+        runs = _grid_runs(
+            dataset,
+            arms,
+            seed_list,
+            root,
+            fig,
+            study,
+            model,
+            pretrained,
+            over,
+            eover,
+            jobs,
+            threads,
+            remedy,
+            pretrain_steps,
+        )
         if jobs > 1 or threads is not None:  # inherited by the kernels
             os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 2) // jobs))
         status = run_grid(runs, force=force, progress=progress, jobs=jobs)
-        if study == "conditions":
-            tables = write_conditions(root, fig, dataset, arms=arms)
-        else:
-            tables = write_tables(root, fig, dataset) if any(root.glob("*/seed*/eval/metrics.json")) else {}
-        if compare and (fig / "per_seed.csv").exists() and fig.resolve() != reference.resolve():
-            tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
+        tables = _write_results(root, fig, dataset, arms, study, reference, compare)
         secs = time.time() - t0
-        suffix = "" if study is None else f"_{study}"
         prov = dict(
             command=command or f"semclip-reproduce --dataset {dataset} --seeds {seeds}",
             git_revision=revision,
@@ -1012,10 +1051,10 @@ def reproduce(
             threads_per_run={r.name: r.threads for r in runs},
             failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(("done", "skipped"))],
         )
-        write_provenance(fig, suffix, prov, status)
+        write_provenance(fig, "" if study is None else f"_{study}", prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #0000004a
+# %% ../nbs/08_reproduce.ipynb #0000004e
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line

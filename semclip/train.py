@@ -47,8 +47,8 @@ __all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIE
            'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer', 'WarmupCosine',
            'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log', 'loss_terms', 'check_writable',
            'claim_run_folder', 'check_resume', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean',
-           'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'setup_run', 'train',
-           'training_summary', 'train_command', 'cli']
+           'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'arm_loss', 'setup_run',
+           'train', 'training_summary', 'train_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #0000000a
 SEMCLIP_FAMILY = (
@@ -905,28 +905,27 @@ def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
         _TIME_THE_DETOUR[0] = False
 
 # %% ../nbs/05_train.ipynb #0000006b
-def setup_run(p: TrainParams, device, prec, dist_info: Dist):
-    "Model, loss, data and the text fields the arm needs."
-    from semclip.model import create_model, freeze
+def arm_loss(p: TrainParams, model, device) -> tuple:
+    "The arm's loss module (on `device`) and the text fields its batches need; the model learns its `logit_scale` only if the loss uses it."
     from semclip.loss import make_loss
 
-    bundle = create_model(p.model, p.pretrained, device=device, checkpoint=p.init_checkpoint)
-    model = bundle.model
-    freeze(model, vision=p.freeze_vision, text_layers=p.freeze_text_layers)
     sem = (
         dict(k=p.k, margin=p.margin, learnable_proj=p.learnable_proj, proj_seed=p.seed)
         if p.arm in SEMCLIP_FAMILY
         else {}
     )
     loss_fn = make_loss(p.arm, model.text_projection.shape[1], normalize=p.normalize, **sem).to(device)
-    model.logit_scale.requires_grad_(bool(loss_fn.uses_model_logit_scale))  # only the arms that use it learn it
+    model.logit_scale.requires_grad_(bool(loss_fn.uses_model_logit_scale))
     fields = ("caption",) + tuple(
         f
         for f in ("paraphrase", "negation")
         if f in loss_fn.required_inputs or (f == "paraphrase" and loss_fn.caption_swap)
     )
-    show = p.progress and dist_info.main
-    split = "pretrain" if p.arm == "pretrain" and p.dataset == "synthneg" else "train"
+    return loss_fn, fields
+
+# %% ../nbs/05_train.ipynb #0000006e
+def _training_rows(p: TrainParams, bundle, fields, loss_fn, split: str, show: bool, dist_info: Dist):
+    "The run's training rows: streamed shards (each rank its own) or the split in memory."
     need_cf = "negation_image" in loss_fn.required_inputs
     if need_cf and p.train_shards:
         raise ConfigError(
@@ -949,22 +948,53 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
         )
         if dist_info.main:
             print(f"streaming training rows from {data.n_shards} shards: {data.batches_per_epoch} steps an epoch")
-    else:
-        data = prepare_split(
-            bundle,
-            p.dataset,
-            split,
-            p.data_root,
-            fields,
-            p.max_train,
-            show,
-            images=not p.freeze_vision,
-            dataset_kw=dataset_kwargs(p),
-            negation_images=need_cf,
-            arm=p.arm,
+        return data
+    data = prepare_split(
+        bundle,
+        p.dataset,
+        split,
+        p.data_root,
+        fields,
+        p.max_train,
+        show,
+        images=not p.freeze_vision,
+        dataset_kw=dataset_kwargs(p),
+        negation_images=need_cf,
+        arm=p.arm,
+    )
+    if len(data) < p.batch_size:
+        raise ConfigError(f"batch_size={p.batch_size} is larger than the {len(data)} training rows")
+    return data
+
+
+def _freeze_features(p: TrainParams, model, splits, device, prec, show: bool, dist_info: Dist):
+    "Replace the pixels of `splits` by their frozen image features (and those of their counterfactuals), cached."
+    if dist_info.main:
+        print(
+            "vision tower frozen and images not augmented: image features are computed once"
+            + (" per streamed batch, under no_grad" if p.train_shards else " (or read from the cache) and reused")
         )
-        if len(data) < p.batch_size:
-            raise ConfigError(f"batch_size={p.batch_size} is larger than the {len(data)} training rows")
+    for d in splits:
+        d.image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show).to(device)
+        d.images = None
+        if d.negation_source is not None:  # the counterfactuals: their own cache key
+            d.negation_image_features = frozen_image_features(
+                model, d, device=device, precision=prec, progress=show, field="negation_image"
+            ).to(device)
+            d.negation_images = None
+
+# %% ../nbs/05_train.ipynb #0000006f
+def setup_run(p: TrainParams, device, prec, dist_info: Dist):
+    "Model, loss, data and the text fields the arm needs."
+    from semclip.model import create_model, freeze
+
+    bundle = create_model(p.model, p.pretrained, device=device, checkpoint=p.init_checkpoint)
+    model = bundle.model
+    freeze(model, vision=p.freeze_vision, text_layers=p.freeze_text_layers)
+    loss_fn, fields = arm_loss(p, model, device)
+    show = p.progress and dist_info.main
+    split = "pretrain" if p.arm == "pretrain" and p.dataset == "synthneg" else "train"
+    data = _training_rows(p, bundle, fields, loss_fn, split, show, dist_info)
     val = prepare_split(
         bundle,
         p.dataset,
@@ -977,22 +1007,10 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
         dataset_kw=dataset_kwargs(p),
     )
     if p.freeze_vision:
-        if dist_info.main:
-            print(
-                "vision tower frozen and images not augmented: image features are computed once"
-                + (" per streamed batch, under no_grad" if p.train_shards else " (or read from the cache) and reused")
-            )
-        for d in (data, val) if not p.train_shards else (val,):
-            d.image_features = frozen_image_features(model, d, device=device, precision=prec, progress=show).to(device)
-            d.images = None
-            if d.negation_source is not None:  # the counterfactuals: their own cache key
-                d.negation_image_features = frozen_image_features(
-                    model, d, device=device, precision=prec, progress=show, field="negation_image"
-                ).to(device)
-                d.negation_images = None
+        _freeze_features(p, model, (data, val) if not p.train_shards else (val,), device, prec, show, dist_info)
     return bundle, loss_fn, fields, data, val
 
-# %% ../nbs/05_train.ipynb #0000006c
+# %% ../nbs/05_train.ipynb #00000070
 def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
@@ -1011,7 +1029,7 @@ def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
         )
     return st
 
-# %% ../nbs/05_train.ipynb #0000006d
+# %% ../nbs/05_train.ipynb #00000071
 def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
@@ -1045,7 +1063,7 @@ def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> Jso
             (out / f).unlink(missing_ok=True)
     return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-# %% ../nbs/05_train.ipynb #0000006e
+# %% ../nbs/05_train.ipynb #00000072
 def train(
     params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
     **overrides,
@@ -1075,7 +1093,7 @@ def train(
     ):  # one writer per folder: rank 0 holds it
         return _run(p, out, device, prec, dist_info)
 
-# %% ../nbs/05_train.ipynb #0000006f
+# %% ../nbs/05_train.ipynb #00000073
 def _step_batch(p: TrainParams, step: int, data, stream, fields, device, dist_info: Dist, swap_p: float, frozen, prec):
     "This rank's batch of optimizer step `step`: rows (or the stream's next samples) and the step's own generator."
     gen = torch.Generator().manual_seed(p.seed * 7919 + step)
@@ -1110,17 +1128,42 @@ def _log_step(log: JsonlLog, p: TrainParams, step: int, terms: dict, gnorm, lr: 
     )
     bar.set_postfix(loss=f"{rec['loss']:.3f}")
 
-# %% ../nbs/05_train.ipynb #00000070
+# %% ../nbs/05_train.ipynb #00000074
+def _warmup_warning(p: TrainParams) -> str | None:
+    "What a run too short for its warm-up should be told (None when the learning rate reaches its peak)."
+    if p.steps >= p.warmup_steps:
+        return None
+    return (
+        f"warning: steps={p.steps} < warmup_steps={p.warmup_steps}: the learning rate stops at "
+        f"{p.steps / p.warmup_steps:.0%} of its peak lr={p.lr:g}; lower warmup_steps to reach it"
+    )
+
+
+def _pace_line(seconds_per_step: float, steps_left: int) -> str:
+    "The automatic pre-training's estimate of the time it still needs, from its first steps."
+    return (
+        f"pre-training: {seconds_per_step:.2f} s/step measured over its first 5 steps; about "
+        f"{seconds_per_step * steps_left / 60:.1f} min for the {steps_left} steps left"
+    )
+
+# %% ../nbs/05_train.ipynb #00000077
+def _finish(p: TrainParams, out: Path, model, val, log, save, device, prec: str, dist_info: Dist) -> dict:
+    "The last validation, the final checkpoint and `final.pt`, and `metrics.json` (rank 0 writes)."
+    metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
+    if dist_info.main:
+        metrics.update(quick_validate(model, val, device=device, precision=prec))
+        log.write(split="val", **metrics)
+        save(out / "checkpoint.pt", p.steps, with_optimizer=True)
+        save(out / "final.pt", p.steps, with_optimizer=False)
+        write_json(out / "metrics.json", metrics)
+    return metrics
+
+# %% ../nbs/05_train.ipynb #00000078
 def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out / "checkpoint.pt"
-    if dist_info.main and p.steps < p.warmup_steps:
-        print(
-            f"warning: steps={p.steps} < warmup_steps={p.warmup_steps}: the learning rate stops at {p.steps / p.warmup_steps:.0%} "
-            f"of its peak lr={p.lr:g}; lower warmup_steps to reach it",
-            file=sys.stderr,
-            flush=True,
-        )
+    if dist_info.main and (warning := _warmup_warning(p)):
+        print(warning, file=sys.stderr, flush=True)
     st = _resume_from(p, ckpt)
     bundle, loss_fn, fields, data, val = setup_run(p, device, prec, dist_info)
     model = bundle.model
@@ -1130,8 +1173,9 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     start = _restore(st, ckpt, p, model, opt, sched, loss_fn, data, dist_info) if st is not None else 0
     log = _first_writes(out, p, dist_info, start) if dist_info.main else None
 
-    def save(path, o, s, step):  # rank 0 writes; a streamed run also saves its position in the stream
+    def save(path, step, with_optimizer=True):  # rank 0 writes; a streamed run also saves its position in the stream
         if dist_info.main:
+            o, s = (opt, sched) if with_optimizer else (None, None)
             _save(path, bundle, o, s, loss_fn, step, p, data.state(step) if p.train_shards else None)
 
     # --- loop
@@ -1147,59 +1191,34 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     )
     step, stop, timing = start, StopFlag(), _TIME_THE_DETOUR[0] and p.steps - start > 10
     swap_p, frozen = (p.laclip_p if loss_fn.caption_swap else 0.0), (model if p.freeze_vision else None)
+    step_kw = dict(accum_steps=p.accum_steps, grad_clip=p.grad_clip, precision=prec, device=device, dist_info=dist_info)
     t_loop = time.perf_counter()
     stream = data.iterate(start) if p.train_shards else None
     try:
         for step in bar:
             t0 = time.perf_counter()
             batch = _step_batch(p, step, data, stream, fields, device, dist_info, swap_p, frozen, prec)
-            terms, gnorm = optimizer_step(
-                model,
-                loss_fn,
-                batch,
-                fields,
-                opt,
-                sched,
-                trainable,
-                p.accum_steps,
-                p.grad_clip,
-                prec,
-                device,
-                dist_info,
-            )
+            terms, gnorm = optimizer_step(model, loss_fn, batch, fields, opt, sched, trainable, **step_kw)
             _check_finite(terms, step, ckpt)
             if log is not None:  # rank 0 logs and validates
                 _log_step(log, p, step, terms, gnorm, sched.get_last_lr()[0], time.perf_counter() - t0, bar)
                 if p.eval_every and (step + 1) % p.eval_every == 0 and step + 1 < p.steps:
                     log.write(step=step + 1, split="val", **quick_validate(model, val, device=device, precision=prec))
             if timing and step + 1 == start + 5:
-                per_step = (time.perf_counter() - t_loop) / 5
-                print(
-                    f"pre-training: {per_step:.2f} s/step measured over its first 5 steps; about "
-                    f"{per_step * (p.steps - step - 1) / 60:.1f} min for the {p.steps - step - 1} steps left",
-                    flush=True,
-                )
+                print(_pace_line((time.perf_counter() - t_loop) / 5, p.steps - step - 1), flush=True)
             if p.ckpt_every and (step + 1) % p.ckpt_every == 0 and step + 1 < p.steps:
-                save(ckpt, opt, sched, step + 1)
+                save(ckpt, step + 1)
             if stop.requested(dist_info):  # every rank asks (a collective): Ctrl-C finishes the step, saves it, stops
-                save(ckpt, opt, sched, step + 1)
+                save(ckpt, step + 1)
                 raise TrainingInterrupted(step + 1, ckpt)
     finally:
         stop.restore()
         if stream is not None:
             stream.close()  # stops the DataLoader workers of a streamed run
 
-    # --- eval and save
-    metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
-    if dist_info.main:
-        metrics.update(quick_validate(model, val, device=device, precision=prec))
-        log.write(split="val", **metrics)
-        save(ckpt, opt, sched, p.steps)
-        save(out / "final.pt", None, None, p.steps)
-        write_json(out / "metrics.json", metrics)
-    return metrics
+    return _finish(p, out, model, val, log, save, device, prec, dist_info)
 
-# %% ../nbs/05_train.ipynb #00000077
+# %% ../nbs/05_train.ipynb #0000007f
 def _percent(v) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
@@ -1219,7 +1238,7 @@ def training_summary(
     ]
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
 
-# %% ../nbs/05_train.ipynb #0000007a
+# %% ../nbs/05_train.ipynb #00000082
 def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
@@ -1233,7 +1252,7 @@ def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
     print(training_summary(metrics, out, time.time() - t0))
 
-# %% ../nbs/05_train.ipynb #0000007b
+# %% ../nbs/05_train.ipynb #00000083
 def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main
