@@ -810,6 +810,29 @@ def displacement_table(
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
 # %% ../nbs/07_figures.ipynb #00000047
+def _family_arrows(ax, means: pd.DataFrame, arm: str, reference: str, colour: dict):
+    "An arrow per negation family from `reference`'s mean (cos caption, cos negation) to `arm`'s; a dot on the reference's own panel."
+    for fam, c in colour.items():
+        if (arm, fam) not in means.index:
+            continue
+        head = means.loc[(arm, fam), ["cos_caption", "cos_negation"]].to_numpy(float)
+        tail = means.loc[(reference, fam), ["cos_caption", "cos_negation"]].to_numpy(float)
+        if arm == reference:
+            ax.plot(*head, "o", ms=6, mec="black", mew=0.8, color=c)
+        else:
+            style = dict(arrowstyle="-|>", color=c, lw=1.8, shrinkA=0, shrinkB=0, mutation_scale=12)
+            ax.annotate("", head, tail, arrowprops=style)
+
+
+def _square_with_tie(ax):
+    "Equal axes spanning both ranges, with the diagonal where the caption and the negation tie."
+    lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="0.4", zorder=0)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal")
+
+# %% ../nbs/07_figures.ipynb #0000004a
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -845,32 +868,13 @@ def displacement_figure(
         cos = list(_image_cosines(e, rows).values())
         point_colour = [colour.get(family_of.get(t), (0.6, 0.6, 0.6)) for t in types[rows]]
         ax.scatter(*cos, s=5, c=point_colour, alpha=0.35, lw=0)
-        for fam in FAMILY_LABELS:
-            if (arm, fam) not in means.index:
-                continue
-            head = means.loc[(arm, fam), ["cos_caption", "cos_negation"]].to_numpy(float)
-            tail = means.loc[(reference, fam), ["cos_caption", "cos_negation"]].to_numpy(float)
-            if arm == reference:
-                ax.plot(*head, "o", ms=6, mec="black", mew=0.8, color=colour[fam])
-            else:
-                ax.annotate(
-                    "",
-                    head,
-                    tail,
-                    arrowprops=dict(
-                        arrowstyle="-|>", color=colour[fam], lw=1.8, shrinkA=0, shrinkB=0, mutation_scale=12
-                    ),
-                )
+        _family_arrows(ax, means, arm, reference, colour)
         gaps = gap_distribution(e["image"], e["caption"], e["negation"])
         ax.set_title(f"{arm_label(arm, labels)}\norig. > negation: {(gaps > 0).mean():.1%}", fontsize=9)
     for ax in axes.flat[len(arms) :]:
         ax.set_visible(False)
     for ax in axes.flat[: len(arms)]:
-        lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
-        ax.plot([lo, hi], [lo, hi], ls="--", lw=0.8, color="0.4", zorder=0)
-        ax.set_xlim(lo, hi)
-        ax.set_ylim(lo, hi)
-        ax.set_aspect("equal")
+        _square_with_tie(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("cos(image, negation)")
     for ax in axes[-1, :]:
@@ -886,7 +890,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000004a
+# %% ../nbs/07_figures.ipynb #0000004d
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -925,7 +929,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #0000004b
+# %% ../nbs/07_figures.ipynb #0000004e
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -952,7 +956,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #0000004c
+# %% ../nbs/07_figures.ipynb #0000004f
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -988,7 +992,24 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #0000004d
+# %% ../nbs/07_figures.ipynb #00000050
+def _start_values(frame: pd.DataFrame) -> dict:
+    "{metric: the pre-training run's last validation value, averaged over seeds}: where fine-tuning starts ({} without it)."
+    pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
+    return pv.groupby(["metric", "seed"]).value.last().groupby("metric").mean().to_dict()
+
+
+def _unique_handles(axes) -> list:
+    "The legend handles of `axes`, each label once, in the order they first appear."
+    handles, seen = [], set()
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in seen:
+                handles.append(h)
+                seen.add(label)
+    return handles
+
+# %% ../nbs/07_figures.ipynb #00000053
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1009,10 +1030,7 @@ def curves_figure(
     missing = [a for a in arms if a not in set(frame.arm)]
     if missing:
         raise ConfigError(f"arms {missing} have no log records; available: {sorted(set(frame.arm))}")
-    start = {}  # fine-tuning starts from pretrain: its final validation values are the reference lines
-    if "pretrain" not in arms and "pretrain" in set(frame.arm):
-        pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
-        start = pv.groupby(["metric", "seed"]).value.last().groupby("metric").mean().to_dict()
+    start = _start_values(frame) if "pretrain" not in arms else {}  # fine-tuning starts where pre-training ended
     frame = frame[frame.arm.isin(arms)]
     panels = (
         _curve_panels(frame)
@@ -1051,19 +1069,14 @@ def curves_figure(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
-    handles, seen = [], set()
-    for ax in axes.flat[: len(panels)]:
-        for h, l in zip(*ax.get_legend_handles_labels()):
-            if l not in seen:
-                handles.append(h)
-                seen.add(l)
+    handles = _unique_handles(axes.flat[: len(panels)])
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False, fontsize=9)
     n = int(seeds.max())
     fig.suptitle("Training curves" + (f" (mean over {n} seeds, band: \u00b11 s.d.)" if n > 1 else ""), fontsize=12)
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000050
+# %% ../nbs/07_figures.ipynb #00000056
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1089,7 +1102,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000053
+# %% ../nbs/07_figures.ipynb #00000059
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1123,7 +1136,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #00000054
+# %% ../nbs/07_figures.ipynb #0000005a
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1156,7 +1169,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000055
+# %% ../nbs/07_figures.ipynb #0000005b
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1187,7 +1200,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000059
+# %% ../nbs/07_figures.ipynb #0000005f
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",

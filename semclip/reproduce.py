@@ -128,6 +128,33 @@ def _figures_run(name: str, dataset: str, runs_dir: Path, out: Path, evals: list
     )
 
 # %% ../nbs/08_reproduce.ipynb #0000000e
+def _seed_runs(
+    dataset: str,
+    seed: int,
+    rows: list,  # [(row name, training overrides)]: the arms and variants
+    base: dict,  # the parameters every training run of this seed shares
+    where: tuple,  # (runs folder of the condition, its prefix of run names)
+    pre_where: tuple,  # the same for its pre-training run (shared by conditions with its pre-training share)
+    eval_overrides: dict,
+) -> tuple:
+    "One seed's training runs (SynthNeg's pre-training first, every row fine-tuned from it) and their evaluations."
+    (root, tag), (pre_root, pre_tag) = where, pre_where
+    runs, evals, after, init = [], [], [], None
+    if dataset == "synthneg":
+        pre = pre_root / "pretrain" / f"seed{seed}"
+        params = dict(base, arm="pretrain", finetune_negation_share=0.0, out_dir=str(pre), init_checkpoint=None)
+        runs.append(Run(f"{pre_tag}train/pretrain/seed{seed}", "05_train.ipynb", params, pre))
+        after, init = [runs[-1].name], str(pre / "final.pt")
+    for name, extra in rows:
+        d = root / name / f"seed{seed}"
+        params = dict(base, **extra, out_dir=str(d), init_checkpoint=init)
+        runs.append(Run(f"{tag}train/{name}/seed{seed}", "05_train.ipynb", params, d, after))
+        evals.append(_eval_run(f"{tag}eval/{name}/seed{seed}", d, runs[-1].name, dataset, eval_overrides))
+    if dataset == "synthneg":  # the pre-trained stand-in itself, the "CLIP" row of the tables
+        evals.append(_eval_run(f"{pre_tag}eval/pretrain/seed{seed}", pre, runs[0].name, dataset, eval_overrides))
+    return runs, evals
+
+# %% ../nbs/08_reproduce.ipynb #0000000f
 def plan(
     dataset: str = "synthneg",  # registered dataset name
     arms=FINETUNE_ARMS,
@@ -157,46 +184,21 @@ def plan(
     pre_tag = "" if pre_root == base_root else f"{pre_root.name}/"
     shares = dict(pretrain_negation_share=pre_share, finetune_negation_share=ft_share) if dataset == "synthneg" else {}
     over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
+    rows = [(a, dict(arm=a)) for a in arms] + list(variants.items())
     runs, evals = [], []
     for s in seeds:
         base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **shares, **over)
-        after = []
-        if dataset == "synthneg":
-            pre = pre_root / "pretrain" / f"seed{s}"
-            runs.append(
-                Run(
-                    f"{pre_tag}train/pretrain/seed{s}",
-                    "05_train.ipynb",
-                    dict(base, arm="pretrain", finetune_negation_share=0.0, out_dir=str(pre), init_checkpoint=None),
-                    pre,
-                )
-            )
-            after, init = [runs[-1].name], str(pre / "final.pt")
-        else:
-            base["pretrained"], init = pretrained, None
-        for name, extra in [(a, dict(arm=a)) for a in arms] + list(variants.items()):
-            d = root / name / f"seed{s}"
-            runs.append(
-                Run(
-                    f"{tag}train/{name}/seed{s}",
-                    "05_train.ipynb",
-                    dict(base, **extra, out_dir=str(d), init_checkpoint=init),
-                    d,
-                    after,
-                )
-            )
-            evals.append(_eval_run(f"{tag}eval/{name}/seed{s}", d, runs[-1].name, dataset, eover))
-        if dataset == "synthneg":  # the pre-trained stand-in itself, the "CLIP" row of the tables
-            evals.append(
-                _eval_run(f"{pre_tag}eval/pretrain/seed{s}", pre, f"{pre_tag}train/pretrain/seed{s}", dataset, eover)
-            )
+        if dataset != "synthneg":
+            base["pretrained"] = pretrained
+        train, ev = _seed_runs(dataset, int(s), rows, base, (root, tag), (pre_root, pre_tag), eover)
+        runs, evals = runs + train, evals + ev
     runs += evals
     if figures:
         fig = Path(figures_dir) if figures_dir is not None else root / "figures"
         runs.append(_figures_run(f"{tag}figures", dataset, root, fig, [r.name for r in evals]))
     return share_cores(runs, jobs, cores, threads)
 
-# %% ../nbs/08_reproduce.ipynb #00000012
+# %% ../nbs/08_reproduce.ipynb #00000013
 def _notebook_module(name: str):
     "Import `name`, a package of the notebooks extra, or say in one line how to install it."
     import importlib
@@ -220,7 +222,7 @@ def notebooks_dir() -> Path:
         )
     return pr / "nbs"
 
-# %% ../nbs/08_reproduce.ipynb #00000013
+# %% ../nbs/08_reproduce.ipynb #00000014
 def experiment_notebook(path: Path, threads: int | None = None):  # torch threads to set first (None: leave the default)
     "The experiment section of a notebook, with its library part imported from the installed module."
     nbformat = _notebook_module("nbformat")
@@ -269,7 +271,7 @@ def experiment_notebook(path: Path, threads: int | None = None):  # torch thread
     ]  # parameters, their check, the experiment
     return nb
 
-# %% ../nbs/08_reproduce.ipynb #00000014
+# %% ../nbs/08_reproduce.ipynb #00000015
 @functools.cache
 def ipc_kernel_manager():
     "A jupyter kernel manager that talks to its kernel over Unix sockets: no TCP port, so no plain-text-TCP warning."
@@ -294,7 +296,7 @@ def ipc_kernel_manager():
 
     return IPCKernelManager
 
-# %% ../nbs/08_reproduce.ipynb #00000015
+# %% ../nbs/08_reproduce.ipynb #00000016
 def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     "Execute the experiment section of one run's notebook with papermill; return its wall time in seconds."
     pm = _notebook_module("papermill")
@@ -312,7 +314,7 @@ def execute(run: Run, nbs: Path, kernel_name: str | None = None) -> float:
     )
     return time.time() - t0
 
-# %% ../nbs/08_reproduce.ipynb #00000016
+# %% ../nbs/08_reproduce.ipynb #00000017
 def by_priority(runs: list) -> list:
     "`runs` with those more runs wait for first (a pre-training run gates its seed), else in plan order."
     waiting = {r.name: set() for r in runs}
@@ -322,7 +324,7 @@ def by_priority(runs: list) -> list:
                 waiting[a] |= {r.name} | waiting[r.name]
     return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-# %% ../nbs/08_reproduce.ipynb #00000019
+# %% ../nbs/08_reproduce.ipynb #0000001a
 def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -348,7 +350,7 @@ def run_steps(run: Run) -> int | None:
     default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
     return int(run.params.get("steps") or default["steps"])
 
-# %% ../nbs/08_reproduce.ipynb #0000001c
+# %% ../nbs/08_reproduce.ipynb #0000001d
 def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
@@ -361,7 +363,7 @@ def last_logged_step(log: Path) -> int:
     steps = re.findall(r'^\{"step": (\d+)[,}][^\n]*\n', tail, re.M)  # whole lines only: the last may be cut short
     return int(steps[-1]) if steps else 0
 
-# %% ../nbs/08_reproduce.ipynb #0000001f
+# %% ../nbs/08_reproduce.ipynb #00000020
 class PlanProgress:
     "The state line of a running plan: runs in flight with their steps, and the measured time left."
 
@@ -435,7 +437,7 @@ class PlanProgress:
             )
         return ", ".join(now) + (" | " if now else "") + eta
 
-# %% ../nbs/08_reproduce.ipynb #00000021
+# %% ../nbs/08_reproduce.ipynb #00000022
 def plan_summary(
     status: pd.DataFrame,  # run_grid's table
     seconds: float,
@@ -454,20 +456,26 @@ def plan_summary(
     ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
-# %% ../nbs/08_reproduce.ipynb #00000023
-def run_grid(
-    runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
-) -> pd.DataFrame:
-    "Execute `runs` respecting their dependencies, `jobs` at a time, skipping finished ones; return a status table."
-    from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+# %% ../nbs/08_reproduce.ipynb #00000024
+_OK = ("done", "skipped (finished before)")  # the statuses a dependent run may build on
 
-    nbs, executor = nbs or notebooks_dir(), executor or execute
-    ok = ("done", "skipped (finished before)")
-    by_name = {r.name: r for r in runs}
-    status, secs, pending, running = {}, {}, by_priority(runs), {}
-    watch = PlanProgress(runs, jobs)
+
+def _decide(run: Run, status: dict, by_name: dict, force: bool = False) -> str | None:
+    "What to do with a pending run now: 'wait' (a dependency is still to come), its final status, or None: run it."
+    if any(a not in status for a in run.after):
+        return "wait"
+    failed = [a for a in run.after if status[a] not in _OK]
+    if failed:
+        return f"not run: {', '.join(failed)} failed"
+    if run.done and not force and not _stale(run, by_name):
+        return "skipped (finished before)"
+    return None
+
+
+def _grid_bar(watch, total: int, progress: bool) -> tuple:
+    "The grid's progress bar, refreshed every 3 s with the runs in flight; (bar, the event that stops the refresh)."
     bar = tqdm(
-        total=len(runs),
+        total=total,
         desc="reproduction",
         unit="run",
         disable=not progress,
@@ -475,35 +483,44 @@ def run_grid(
     )
     stop = threading.Event()
 
-    def refresh():  # the step of each run in flight, every few seconds
+    def refresh():
         while not stop.wait(3):
             bar.set_postfix_str(watch.line())
 
     if progress:
         threading.Thread(target=refresh, daemon=True).start()
+    return bar, stop
+
+# %% ../nbs/08_reproduce.ipynb #00000027
+def run_grid(
+    runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
+) -> pd.DataFrame:
+    "Execute `runs` respecting their dependencies, `jobs` at a time, skipping finished ones; return a status table."
+    from concurrent.futures import ThreadPoolExecutor, wait, FIRST_COMPLETED
+
+    nbs, executor = nbs or notebooks_dir(), executor or execute
+    by_name = {r.name: r for r in runs}
+    status, secs, pending, running = {}, {}, by_priority(runs), {}
+    watch = PlanProgress(runs, jobs)
+    bar, stop = _grid_bar(watch, len(runs), progress)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         while pending or running:
             progressed = True
             while progressed:  # settle every run that can be settled or started now
                 progressed = False
                 for r in list(pending):
-                    if any(a not in status for a in r.after):
-                        continue  # a dependency is still to come
-                    failed = [a for a in r.after if status[a] not in ok]
-                    if failed:
-                        status[r.name] = f"not run: {', '.join(failed)} failed"
-                    elif r.done and not force and not _stale(r, by_name):
-                        status[r.name] = "skipped (finished before)"
-                    elif len(running) < jobs:
+                    decision = _decide(r, status, by_name, force)
+                    if decision == "wait" or (decision is None and len(running) >= jobs):
+                        continue
+                    if decision is None:
                         running[pool.submit(_attempt, r, nbs, executor)] = r
                         watch.start(r)
                     else:
-                        continue
-                    pending.remove(r)
-                    progressed = True
-                    if r.name in status:
+                        status[r.name] = decision
                         watch.skip(r)
                         bar.update(1)
+                    pending.remove(r)
+                    progressed = True
             if not running:
                 for r in pending:
                     status[r.name] = f"not run: unknown dependency {r.after}"
@@ -525,7 +542,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000027
+# %% ../nbs/08_reproduce.ipynb #0000002b
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -585,7 +602,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000028
+# %% ../nbs/08_reproduce.ipynb #0000002c
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -595,7 +612,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-# %% ../nbs/08_reproduce.ipynb #00000029
+# %% ../nbs/08_reproduce.ipynb #0000002d
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -604,7 +621,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-# %% ../nbs/08_reproduce.ipynb #0000002c
+# %% ../nbs/08_reproduce.ipynb #00000030
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -635,7 +652,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #0000002f
+# %% ../nbs/08_reproduce.ipynb #00000033
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -652,7 +669,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-# %% ../nbs/08_reproduce.ipynb #00000030
+# %% ../nbs/08_reproduce.ipynb #00000034
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -700,7 +717,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #00000033
+# %% ../nbs/08_reproduce.ipynb #00000037
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -728,7 +745,7 @@ def study_plan(
             runs.setdefault(r.name, r)
     return list(runs.values())
 
-# %% ../nbs/08_reproduce.ipynb #00000034
+# %% ../nbs/08_reproduce.ipynb #00000038
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -761,7 +778,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-# %% ../nbs/08_reproduce.ipynb #00000035
+# %% ../nbs/08_reproduce.ipynb #00000039
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -779,7 +796,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000036
+# %% ../nbs/08_reproduce.ipynb #0000003a
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -795,7 +812,7 @@ def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=
     save_figure(conditions_figure(table), out_dir, "conditions")
     return {"conditions": md}
 
-# %% ../nbs/08_reproduce.ipynb #0000003d
+# %% ../nbs/08_reproduce.ipynb #00000041
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files outside figures/ (the committed results) have changes."
     pr = project_root()
@@ -815,7 +832,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000040
+# %% ../nbs/08_reproduce.ipynb #00000044
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -862,7 +879,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000041
+# %% ../nbs/08_reproduce.ipynb #00000045
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -885,7 +902,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000044
+# %% ../nbs/08_reproduce.ipynb #00000048
 def write_comparison(
     fig: Path,  # the new run's tables (its per_seed.csv)
     reference: Path,
@@ -916,7 +933,7 @@ def write_provenance(
     with atomic_write(fig / f"runs{suffix}.md", "w") as f:
         f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000046
+# %% ../nbs/08_reproduce.ipynb #0000004a
 def _grid_runs(
     dataset: str,
     arms,
@@ -969,7 +986,7 @@ def _grid_runs(
                 r.params["steps"] = pretrain_steps
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #00000049
+# %% ../nbs/08_reproduce.ipynb #0000004d
 def _write_results(
     root: Path, fig: Path, dataset: str, arms, study: str | None, reference: Path | None, compare: bool
 ) -> dict:
@@ -981,7 +998,7 @@ def _write_results(
         tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
     return tables
 
-# %% ../nbs/08_reproduce.ipynb #0000004a
+# %% ../nbs/08_reproduce.ipynb #0000004e
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -1054,7 +1071,7 @@ def reproduce(
         write_provenance(fig, "" if study is None else f"_{study}", prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #0000004e
+# %% ../nbs/08_reproduce.ipynb #00000052
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
