@@ -734,7 +734,7 @@ def study_plan(
     conditions=CONDITIONS,  # (pretrain, finetune) negation shares
     **kw,
 ) -> list:  # anything else `plan` takes (train_overrides, eval_overrides, jobs, cores)
-    "The runs of the conditions study: every condition x arm x seed, each pre-training run once."
+    "The runs of the conditions study: every condition x arm x seed, each pre-training run once, the cores shared over all of them."
     if dataset != "synthneg":
         raise ConfigError(
             f"the conditions study varies SynthNeg's caption statistics; dataset={dataset!r} has fixed captions"
@@ -743,7 +743,8 @@ def study_plan(
     for c in conditions:
         for r in plan(dataset, arms, seeds, root, condition=tuple(c), figures=False, **kw):
             runs.setdefault(r.name, r)
-    return list(runs.values())
+    # the cores are shared over the whole study: its pre-training runs (one per share) run side by side
+    return share_cores(list(runs.values()), kw.get("jobs", 1), kw.get("cores"), kw.get("threads"))
 
 # %% ../nbs/08_reproduce.ipynb #00000038
 def conditions_table(
