@@ -1028,7 +1028,8 @@ def reproduce(
     threads = check_number("threads", threads, min=1, allow_none=True)
     t0, revision = time.time(), git_revision()  # the code that runs, read before the run writes its own outputs
     root = Path(runs_dir) if runs_dir else runs_root() / dataset
-    reference = project_root() / "figures" / dataset if project_root() else None
+    checkout = project_root()
+    reference = checkout / "figures" / dataset if checkout else None
     if update_reference and reference is None:
         raise ConfigError("update_reference=True needs a semclip checkout (its figures/ folder)")
     fig = Path(figures_dir) if figures_dir else reference if update_reference else root / "figures"
