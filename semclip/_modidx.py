@@ -279,6 +279,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'semclip.figures.arm_colors': ('figures.html#arm_colors', 'semclip/figures.py'),
                                  'semclip.figures.arm_label': ('figures.html#arm_label', 'semclip/figures.py'),
                                  'semclip.figures.arm_order': ('figures.html#arm_order', 'semclip/figures.py'),
+                                 'semclip.figures.cache_numba_jit': ('figures.html#cache_numba_jit', 'semclip/figures.py'),
                                  'semclip.figures.conditions_figure': ('figures.html#conditions_figure', 'semclip/figures.py'),
                                  'semclip.figures.curve_frame': ('figures.html#curve_frame', 'semclip/figures.py'),
                                  'semclip.figures.curve_stats': ('figures.html#curve_stats', 'semclip/figures.py'),

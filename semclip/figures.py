@@ -34,9 +34,9 @@ from .loss import project
 # %% auto #0
 __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError', 'read_jsonl',
            'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label', 'add_note',
-           'select_samples', 'umap_layout', 'umap_shift_figure', 'project_texts', 'projection_figure', 'gap_summary',
-           'gap_figure', 'displacement_table', 'displacement_figure', 'curve_frame', 'curve_stats', 'curves_figure',
-           'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
+           'select_samples', 'cache_numba_jit', 'umap_layout', 'umap_shift_figure', 'project_texts',
+           'projection_figure', 'gap_summary', 'gap_figure', 'displacement_table', 'displacement_figure', 'curve_frame',
+           'curve_stats', 'curves_figure', 'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
 
 # %% ../nbs/07_figures.ipynb #0000000b
 class RunsNotFoundError(DatasetNotFoundError):
@@ -407,7 +407,29 @@ def _kinds(embeddings_by_arm, kinds):
         raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-# %% ../nbs/07_figures.ipynb #0000002c
+# %% ../nbs/07_figures.ipynb #0000002d
+def cache_numba_jit(prefixes: Sequence[str] = ("umap", "pynndescent")) -> int:  # module name prefixes
+    "Enable numba's on-disk cache for the not-yet-cached jitted functions of the imported modules `prefixes`; return how many."
+    import sys
+
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except ImportError:  # no numba: nothing is compiled
+        return 0
+    n = 0
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not name.startswith(tuple(prefixes)):
+            continue
+        for fn in list(vars(mod).values()):
+            if isinstance(fn, Dispatcher) and type(fn._cache).__name__ == "NullCache":
+                try:
+                    fn.enable_caching()
+                except RuntimeError:  # numba found no writable cache location for this function
+                    continue
+                n += 1
+    return n
+
+# %% ../nbs/07_figures.ipynb #00000031
 def umap_layout(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     rows,  # the row indices to place
@@ -435,6 +457,7 @@ def umap_layout(
         raise ConfigError(f"only {len(uniq)} distinct points to map; choose more rows")
     import umap  # slow first import (numba)
 
+    cache_numba_jit()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(n_jobs|random_state|disconnected|not connected).*")
         reducer = umap.UMAP(
@@ -453,7 +476,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000030
+# %% ../nbs/07_figures.ipynb #00000035
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -482,7 +505,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-# %% ../nbs/07_figures.ipynb #00000031
+# %% ../nbs/07_figures.ipynb #00000036
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -494,7 +517,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-# %% ../nbs/07_figures.ipynb #00000032
+# %% ../nbs/07_figures.ipynb #00000037
 def _umap_panel(ax, points: pd.DataFrame, kinds: list):
     "One arm's panel: a line from each caption to its paraphrase and its negation, then the points of each kind."
     p = points.pivot(index="row", columns="kind", values=["x", "y"])
@@ -544,7 +567,7 @@ def _kind_handles(kinds: list) -> list:
         if k in kinds
     ]
 
-# %% ../nbs/07_figures.ipynb #00000035
+# %% ../nbs/07_figures.ipynb #0000003a
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -596,7 +619,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000038
+# %% ../nbs/07_figures.ipynb #0000003d
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -614,7 +637,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #0000003a
+# %% ../nbs/07_figures.ipynb #0000003f
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -680,7 +703,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000003f
+# %% ../nbs/07_figures.ipynb #00000044
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -695,7 +718,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #00000042
+# %% ../nbs/07_figures.ipynb #00000047
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -761,7 +784,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000046
+# %% ../nbs/07_figures.ipynb #0000004b
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -809,7 +832,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000047
+# %% ../nbs/07_figures.ipynb #0000004c
 def _family_arrows(ax, means: pd.DataFrame, arm: str, reference: str, colour: dict):
     "An arrow per negation family from `reference`'s mean (cos caption, cos negation) to `arm`'s; a dot on the reference's own panel."
     for fam, c in colour.items():
@@ -832,7 +855,7 @@ def _square_with_tie(ax):
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
 
-# %% ../nbs/07_figures.ipynb #0000004a
+# %% ../nbs/07_figures.ipynb #0000004f
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -890,7 +913,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000004d
+# %% ../nbs/07_figures.ipynb #00000052
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -929,7 +952,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #0000004e
+# %% ../nbs/07_figures.ipynb #00000053
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -956,7 +979,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #0000004f
+# %% ../nbs/07_figures.ipynb #00000054
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -992,7 +1015,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #00000050
+# %% ../nbs/07_figures.ipynb #00000055
 def _start_values(frame: pd.DataFrame) -> dict:
     "{metric: the pre-training run's last validation value, averaged over seeds}: where fine-tuning starts ({} without it)."
     pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
@@ -1009,7 +1032,7 @@ def _unique_handles(axes) -> list:
                 seen.add(label)
     return handles
 
-# %% ../nbs/07_figures.ipynb #00000053
+# %% ../nbs/07_figures.ipynb #00000058
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1076,7 +1099,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000056
+# %% ../nbs/07_figures.ipynb #0000005b
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1102,7 +1125,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000059
+# %% ../nbs/07_figures.ipynb #0000005e
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1136,7 +1159,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #0000005a
+# %% ../nbs/07_figures.ipynb #0000005f
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1169,7 +1192,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000005b
+# %% ../nbs/07_figures.ipynb #00000060
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1200,7 +1223,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000005f
+# %% ../nbs/07_figures.ipynb #00000064
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",
