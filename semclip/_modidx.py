@@ -265,6 +265,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'semclip.figures._kind_handles': ('figures.html#_kind_handles', 'semclip/figures.py'),
                                  'semclip.figures._kinds': ('figures.html#_kinds', 'semclip/figures.py'),
                                  'semclip.figures._legend_above': ('figures.html#_legend_above', 'semclip/figures.py'),
+                                 'semclip.figures._mean_over': ('figures.html#_mean_over', 'semclip/figures.py'),
                                  'semclip.figures._neg_acc': ('figures.html#_neg_acc', 'semclip/figures.py'),
                                  'semclip.figures._read_json': ('figures.html#_read_json', 'semclip/figures.py'),
                                  'semclip.figures._scan': ('figures.html#_scan', 'semclip/figures.py'),

@@ -1137,6 +1137,11 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
+def _mean_over(n: int) -> str:
+    "What a bar shows: the mean and its standard error over `n` seeds, or one seed's value."
+    return f"mean \u00b1 s.e. over {_seeds(n)}" if n > 1 else "1 seed, no error bars"
+
+
 def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     "Grouped bars: one group per arm (rows of `mean`), one bar per family (its columns); error bars from `se` where known."
     cols = [c for c in FAMILY_METRICS if c in mean]
@@ -1159,7 +1164,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #0000005f
+# %% ../nbs/07_figures.ipynb #00000061
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1187,12 +1192,12 @@ def family_figure(
     fig, ax = plt.subplots(figsize=(max(5, 0.75 * len(order) + 1.5), 4.0))
     _family_bars(ax, mean, se, labels)
     n = int(g.count().values.min())
-    ax.set_title((title + ": " if title else "") + f"negation families, mean ± s.e. over {_seeds(n)}", fontsize=9)
+    ax.set_title((title + ": " if title else "") + f"negation families, {_mean_over(n)}", fontsize=9)
     _legend_above(fig, ax)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000060
+# %% ../nbs/07_figures.ipynb #00000062
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1223,7 +1228,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000064
+# %% ../nbs/07_figures.ipynb #00000066
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",
@@ -1270,6 +1275,6 @@ def table1_figure(
     axs[0][0].set_yticks(y, [arm_label(a, labels) for a in order])
     axs[0][0].invert_yaxis()
     n = int(g.count().values.min())
-    fig.suptitle(f"Table 1: retrieval and negation, test split, mean ± s.e. over {_seeds(n)}", fontsize=10)
+    fig.suptitle(f"Table 1: retrieval and negation, test split, {_mean_over(n)}", fontsize=10)
     fig.tight_layout()
     return add_note(fig, note)
