@@ -241,13 +241,13 @@ class TrainParams:
     init_checkpoint: str | None = (
         "auto"  # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing); none: the model as created
     )
-    steps: int | None = None  # optimizer steps; None: 250 for pretrain, 80 for fine-tuning
+    steps: int | None = None  # optimizer steps; None: 300 for pretrain, 100 for fine-tuning
     pretrain_steps: int | None = None  # steps of the automatic pretrain run that 'auto' may start (None: its default)
     batch_size: int = 256  # global batch size (samples per optimizer step)
     accum_steps: int = 1  # micro-batches per step; the contrastive loss still sees the whole batch
     lr: float | None = None  # peak learning rate; None: 1e-3 for pretrain, 5e-4 for fine-tuning
     weight_decay: float = 0.2  # AdamW weight decay (not applied to gains, biases, scales)
-    warmup_steps: int = 25  # linear warm-up steps, then cosine decay to 0
+    warmup_steps: int = 50  # linear warm-up steps, then cosine decay to 0
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -124,9 +124,9 @@ def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None wh
 
 # %% ../nbs/05_train.ipynb #00000013
 # sized for a 1-seed `make reproduce` of about 10 min on 2 CPU cores; fine-tuning's validation accuracy
-# changed little after step 50 of 100 (seed 42)
-PRETRAIN_DEFAULTS = dict(steps=250, lr=1e-3, freeze_vision=False)
-FINETUNE_DEFAULTS = dict(steps=80, lr=5e-4, freeze_vision=True)
+# changes little after its first 100 steps
+PRETRAIN_DEFAULTS = dict(steps=300, lr=1e-3, freeze_vision=False)
+FINETUNE_DEFAULTS = dict(steps=100, lr=5e-4, freeze_vision=True)
 
 
 def condition_dir(
