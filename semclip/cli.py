@@ -241,7 +241,7 @@ class TrainParams:
     init_checkpoint: str | None = (
         "auto"  # semclip checkpoint to fine-tune from; 'auto': SynthNeg's pretrain run (trained if missing); none: the model as created
     )
-    steps: int | None = None  # optimizer steps; None: 300 for pretrain, 100 for fine-tuning
+    steps: int | None = None  # optimizer steps; None: 400 for pretrain, 150 for fine-tuning
     pretrain_steps: int | None = None  # steps of the automatic pretrain run that 'auto' may start (None: its default)
     batch_size: int = 256  # global batch size (samples per optimizer step)
     accum_steps: int = 1  # micro-batches per step; the contrastive loss still sees the whole batch
