@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import warnings
 from functools import cached_property
 from pathlib import Path
@@ -34,7 +35,7 @@ from .loss import project
 # %% auto #0
 __all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError', 'read_jsonl',
            'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label', 'add_note',
-           'select_samples', 'cache_numba_jit', 'umap_layout', 'umap_shift_figure', 'project_texts',
+           'select_samples', 'cache_numba_jit', 'umap_layout', 'warm_umap_cache', 'umap_shift_figure', 'project_texts',
            'projection_figure', 'gap_summary', 'gap_figure', 'displacement_table', 'displacement_figure', 'curve_frame',
            'curve_stats', 'curves_figure', 'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
 
@@ -477,6 +478,20 @@ def umap_layout(
     return df
 
 # %% ../nbs/07_figures.ipynb #00000035
+def warm_umap_cache(
+    n_arms: int = 11,  # arms x rows x kinds points: the size of the figures' map (the same compiled code path)
+    n_rows: int = 40,
+    dim: int = 128,  # embedding width
+    seed: int = 0,
+) -> float:  # seconds the fit took
+    "Fit a random UMAP map of the figures' size, so numba compiles UMAP's functions and caches them on disk."
+    g = torch.Generator().manual_seed(seed)
+    toy = {f"arm{a}": {k: torch.randn(n_rows, dim, generator=g) for k in EMBEDDING_KINDS} for a in range(n_arms)}
+    t0 = time.perf_counter()
+    umap_layout(toy, range(n_rows), seed=seed)
+    return time.perf_counter() - t0
+
+# %% ../nbs/07_figures.ipynb #00000038
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -505,7 +520,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-# %% ../nbs/07_figures.ipynb #00000036
+# %% ../nbs/07_figures.ipynb #00000039
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -517,7 +532,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-# %% ../nbs/07_figures.ipynb #00000037
+# %% ../nbs/07_figures.ipynb #0000003a
 def _umap_panel(ax, points: pd.DataFrame, kinds: list):
     "One arm's panel: a line from each caption to its paraphrase and its negation, then the points of each kind."
     p = points.pivot(index="row", columns="kind", values=["x", "y"])
@@ -567,7 +582,7 @@ def _kind_handles(kinds: list) -> list:
         if k in kinds
     ]
 
-# %% ../nbs/07_figures.ipynb #0000003a
+# %% ../nbs/07_figures.ipynb #0000003d
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -619,7 +634,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000003d
+# %% ../nbs/07_figures.ipynb #00000040
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -637,7 +652,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #0000003f
+# %% ../nbs/07_figures.ipynb #00000042
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -703,7 +718,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000044
+# %% ../nbs/07_figures.ipynb #00000047
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -718,7 +733,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #00000047
+# %% ../nbs/07_figures.ipynb #0000004a
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -784,7 +799,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000004b
+# %% ../nbs/07_figures.ipynb #0000004e
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -832,7 +847,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #0000004c
+# %% ../nbs/07_figures.ipynb #0000004f
 def _family_arrows(ax, means: pd.DataFrame, arm: str, reference: str, colour: dict):
     "An arrow per negation family from `reference`'s mean (cos caption, cos negation) to `arm`'s; a dot on the reference's own panel."
     for fam, c in colour.items():
@@ -855,7 +870,7 @@ def _square_with_tie(ax):
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
 
-# %% ../nbs/07_figures.ipynb #0000004f
+# %% ../nbs/07_figures.ipynb #00000052
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -913,7 +928,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000052
+# %% ../nbs/07_figures.ipynb #00000055
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -952,7 +967,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #00000053
+# %% ../nbs/07_figures.ipynb #00000056
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -979,7 +994,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000054
+# %% ../nbs/07_figures.ipynb #00000057
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -1015,7 +1030,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #00000055
+# %% ../nbs/07_figures.ipynb #00000058
 def _start_values(frame: pd.DataFrame) -> dict:
     "{metric: the pre-training run's last validation value, averaged over seeds}: where fine-tuning starts ({} without it)."
     pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
@@ -1032,7 +1047,7 @@ def _unique_handles(axes) -> list:
                 seen.add(label)
     return handles
 
-# %% ../nbs/07_figures.ipynb #00000058
+# %% ../nbs/07_figures.ipynb #0000005b
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1099,7 +1114,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000005b
+# %% ../nbs/07_figures.ipynb #0000005e
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1125,7 +1140,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #0000005e
+# %% ../nbs/07_figures.ipynb #00000061
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1164,7 +1179,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #00000061
+# %% ../nbs/07_figures.ipynb #00000064
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1197,7 +1212,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000062
+# %% ../nbs/07_figures.ipynb #00000065
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1228,7 +1243,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000066
+# %% ../nbs/07_figures.ipynb #00000069
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",

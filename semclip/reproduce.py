@@ -33,12 +33,13 @@ from semclip.core import (
 )
 
 # %% auto #0
-__all__ = ['CONDITIONS', 'VARIANTS', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO', 'STUDY_COLUMNS',
-           'condition_root', 'Run', 'share_cores', 'plan', 'notebooks_dir', 'experiment_notebook', 'ipc_kernel_manager',
-           'execute', 'by_priority', 'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid',
-           'collect', 'aggregate', 'format_table', 'image_side_columns', 'write_tables', 'study_plan',
-           'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference',
-           'comparison_markdown', 'write_comparison', 'write_provenance', 'reproduce', 'reproduce_command', 'cli']
+__all__ = ['CONDITIONS', 'VARIANTS', 'WARM_FIGURES', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
+           'STUDY_COLUMNS', 'condition_root', 'Run', 'share_cores', 'plan', 'notebooks_dir', 'experiment_notebook',
+           'ipc_kernel_manager', 'execute', 'by_priority', 'warm_figures', 'run_steps', 'last_logged_step',
+           'PlanProgress', 'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns',
+           'write_tables', 'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision',
+           'compare_to_reference', 'comparison_markdown', 'write_comparison', 'write_provenance', 'reproduce',
+           'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -324,7 +325,22 @@ def by_priority(runs: list) -> list:
                 waiting[a] |= {r.name} | waiting[r.name]
     return sorted(runs, key=lambda r: -len(waiting[r.name]))  # a stable sort keeps plan order among equals
 
-# %% ../nbs/08_reproduce.ipynb #0000001a
+# %% ../nbs/08_reproduce.ipynb #0000001b
+WARM_FIGURES = (sys.executable, "-c", "from semclip.figures import warm_umap_cache; warm_umap_cache()")
+
+
+def warm_figures(
+    runs: list,  # the runs of a plan
+    command=WARM_FIGURES,  # the process that compiles (its output is discarded; a failure costs nothing)
+) -> subprocess.Popen | None:
+    "Start compiling UMAP's functions in the background when `runs` have a figures run to do; the process, or None."
+    if not any(r.notebook == "07_figures.ipynb" and not r.done for r in runs):
+        return None
+    nice = (lambda: os.nice(10)) if hasattr(os, "nice") else None  # yield the cores to the runs of the plan
+    out = subprocess.DEVNULL
+    return subprocess.Popen(list(command), stdout=out, stderr=out, stdin=out, preexec_fn=nice)
+
+# %% ../nbs/08_reproduce.ipynb #0000001d
 def _stale(run: Run, by_name: dict) -> bool:
     "Whether a finished run is out of date: a run it depends on finished after it did (as `make` treats a newer input)."
     t = run.finished_at
@@ -350,7 +366,7 @@ def run_steps(run: Run) -> int | None:
     default = PRETRAIN_DEFAULTS if run.params.get("arm") == "pretrain" else FINETUNE_DEFAULTS
     return int(run.params.get("steps") or default["steps"])
 
-# %% ../nbs/08_reproduce.ipynb #0000001d
+# %% ../nbs/08_reproduce.ipynb #00000020
 def last_logged_step(log: Path) -> int:
     "The last step in a run's log.jsonl (0 when there is none yet); reads only the end of the file."
     try:
@@ -363,7 +379,7 @@ def last_logged_step(log: Path) -> int:
     steps = re.findall(r'^\{"step": (\d+)[,}][^\n]*\n', tail, re.M)  # whole lines only: the last may be cut short
     return int(steps[-1]) if steps else 0
 
-# %% ../nbs/08_reproduce.ipynb #00000020
+# %% ../nbs/08_reproduce.ipynb #00000023
 class PlanProgress:
     "The state line of a running plan: runs in flight with their steps, and the measured time left."
 
@@ -437,7 +453,7 @@ class PlanProgress:
             )
         return ", ".join(now) + (" | " if now else "") + eta
 
-# %% ../nbs/08_reproduce.ipynb #00000022
+# %% ../nbs/08_reproduce.ipynb #00000025
 def plan_summary(
     status: pd.DataFrame,  # run_grid's table
     seconds: float,
@@ -456,7 +472,7 @@ def plan_summary(
     ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
-# %% ../nbs/08_reproduce.ipynb #00000024
+# %% ../nbs/08_reproduce.ipynb #00000027
 _OK = ("done", "skipped (finished before)")  # the statuses a dependent run may build on
 
 
@@ -491,7 +507,7 @@ def _grid_bar(watch, total: int, progress: bool) -> tuple:
         threading.Thread(target=refresh, daemon=True).start()
     return bar, stop
 
-# %% ../nbs/08_reproduce.ipynb #00000027
+# %% ../nbs/08_reproduce.ipynb #0000002a
 def run_grid(
     runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
 ) -> pd.DataFrame:
@@ -542,7 +558,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000002b
+# %% ../nbs/08_reproduce.ipynb #0000002e
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -602,7 +618,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000002c
+# %% ../nbs/08_reproduce.ipynb #0000002f
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -612,7 +628,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-# %% ../nbs/08_reproduce.ipynb #0000002d
+# %% ../nbs/08_reproduce.ipynb #00000030
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -621,7 +637,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-# %% ../nbs/08_reproduce.ipynb #00000030
+# %% ../nbs/08_reproduce.ipynb #00000033
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -652,7 +668,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000033
+# %% ../nbs/08_reproduce.ipynb #00000036
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -669,7 +685,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-# %% ../nbs/08_reproduce.ipynb #00000034
+# %% ../nbs/08_reproduce.ipynb #00000037
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -717,7 +733,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #00000037
+# %% ../nbs/08_reproduce.ipynb #0000003a
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -746,7 +762,7 @@ def study_plan(
     # the cores are shared over the whole study: its pre-training runs (one per share) run side by side
     return share_cores(list(runs.values()), kw.get("jobs", 1), kw.get("cores"), kw.get("threads"))
 
-# %% ../nbs/08_reproduce.ipynb #00000038
+# %% ../nbs/08_reproduce.ipynb #0000003b
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -779,7 +795,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-# %% ../nbs/08_reproduce.ipynb #00000039
+# %% ../nbs/08_reproduce.ipynb #0000003c
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -797,7 +813,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #0000003a
+# %% ../nbs/08_reproduce.ipynb #0000003d
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -813,7 +829,7 @@ def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=
     save_figure(conditions_figure(table), out_dir, "conditions")
     return {"conditions": md}
 
-# %% ../nbs/08_reproduce.ipynb #00000041
+# %% ../nbs/08_reproduce.ipynb #00000044
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files outside figures/ (the committed results) have changes."
     pr = project_root()
@@ -833,7 +849,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000044
+# %% ../nbs/08_reproduce.ipynb #00000047
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -880,7 +896,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000045
+# %% ../nbs/08_reproduce.ipynb #00000048
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -903,7 +919,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000048
+# %% ../nbs/08_reproduce.ipynb #0000004b
 def write_comparison(
     fig: Path,  # the new run's tables (its per_seed.csv)
     reference: Path,
@@ -934,7 +950,7 @@ def write_provenance(
     with atomic_write(fig / f"runs{suffix}.md", "w") as f:
         f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000004a
+# %% ../nbs/08_reproduce.ipynb #0000004d
 def _grid_runs(
     dataset: str,
     arms,
@@ -987,7 +1003,7 @@ def _grid_runs(
                 r.params["steps"] = pretrain_steps
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #0000004d
+# %% ../nbs/08_reproduce.ipynb #00000050
 def _write_results(
     root: Path, fig: Path, dataset: str, arms, study: str | None, reference: Path | None, compare: bool
 ) -> dict:
@@ -999,7 +1015,7 @@ def _write_results(
         tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
     return tables
 
-# %% ../nbs/08_reproduce.ipynb #0000004e
+# %% ../nbs/08_reproduce.ipynb #00000051
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -1056,7 +1072,10 @@ def reproduce(
         )
         if jobs > 1 or threads is not None:  # inherited by the kernels
             os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 2) // jobs))
+        warmer = warm_figures(runs)
         status = run_grid(runs, force=force, progress=progress, jobs=jobs)
+        if warmer is not None:
+            warmer.wait()
         tables = _write_results(root, fig, dataset, arms, study, reference, compare)
         secs = time.time() - t0
         prov = dict(
@@ -1073,7 +1092,7 @@ def reproduce(
         write_provenance(fig, "" if study is None else f"_{study}", prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000052
+# %% ../nbs/08_reproduce.ipynb #00000055
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line

@@ -29,7 +29,7 @@ __all__ = ['SHAPES', 'COLOURS', 'COLOUR_RGB', 'BACKGROUND', 'NEG_TYPES', 'NEG_WE
            'render_caption', 'render_paraphrase', 'parse_caption', 'claims_hold', 'caption_holds', 'check_neg_type',
            'negate', 'contradicts_itself', 'desc_holds', 'make_triple', 'free_spots', 'make_counterfactual',
            'synth_settings', 'settings_hash', 'neg_type_quota', 'negation_word_share', 'split_plan', 'synth_triples',
-           'write_synthneg', 'synthneg_complete', 'make_synthneg']
+           'same_split', 'find_donor', 'copy_split', 'write_synthneg', 'synthneg_complete', 'make_synthneg']
 
 # %% ../nbs/01a_synth.ipynb #00000005
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -721,21 +721,21 @@ def _split_share(settings: dict, split: str) -> float | None:
     return {"pretrain": settings["pretrain_negation_share"], "train": settings["finetune_negation_share"]}.get(split)
 
 
+def _split_rows(settings: dict, si: int, split: str):
+    "Yield (row index in the split, triple) for every image of `split` (number `si` in `SPLITS`)."
+    plan = split_plan(
+        settings[f"n_{split}"], _split_share(settings, split), np.random.default_rng([settings["seed"], si, 0])
+    )
+    for i, (t, absent) in enumerate(plan):
+        rng = np.random.default_rng([settings["seed"], si, 1, i])
+        yield i, make_triple(rng, t, settings["image_size"], absent=absent)
+
+
 def _synth_rows(settings):
     "Yield (split, split index, row index in the split, triple) for every image, in file order."
     for si, split in enumerate(SPLITS):
-        plan = split_plan(
-            settings[f"n_{split}"], _split_share(settings, split), np.random.default_rng([settings["seed"], si, 0])
-        )
-        for i, (t, absent) in enumerate(plan):
-            yield (
-                split,
-                si,
-                i,
-                make_triple(
-                    np.random.default_rng([settings["seed"], si, 1, i]), t, settings["image_size"], absent=absent
-                ),
-            )
+        for i, t in _split_rows(settings, si, split):
+            yield split, si, i, t
 
 
 def synth_triples(settings: dict):  # from `synth_settings`
@@ -804,12 +804,72 @@ def _synth_row(k, width, split, si, i, t, settings, emit, failures):
     )
 
 # %% ../nbs/01a_synth.ipynb #0000005e
+def same_split(
+    a: dict,  # settings from `synth_settings`
+    b: dict,
+    split: str,
+) -> bool:
+    "Whether SynthNeg copies with settings `a` and `b` hold identical rows and files for `split`."
+    shares = ("pretrain_negation_share", "finetune_negation_share")
+    rest_a, rest_b = ({k: v for k, v in x.items() if k not in shares} for x in (a, b))
+    return rest_a == rest_b and _split_share(a, split) == _split_share(b, split)
+
+# %% ../nbs/01a_synth.ipynb #00000060
+def find_donor(
+    root: Path,  # where SynthNeg copies live
+    settings: dict,
+) -> tuple[Path | None, list]:  # the settings of the copy to build
+    "A finished copy under `root` that shares splits with `settings` (the most rows), and those splits."
+    best, best_splits, best_rows = None, [], 0
+    for d in sorted(Path(root).glob("synthneg-*")):
+        if not re.fullmatch(r"synthneg-[0-9a-f]{12}", d.name):
+            continue  # partial and old copies
+        try:
+            other = json.loads((d / "meta.json").read_text())["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(other, dict) or other == settings:
+            continue
+        splits = [sp for sp in SPLITS if same_split(other, settings, sp)]
+        n_rows = sum(settings[f"n_{sp}"] for sp in splits)
+        if n_rows > best_rows and synthneg_complete(d, other):
+            best, best_splits, best_rows = d, splits, n_rows
+    return best, best_splits
+
+
+def _link_or_copy(src: Path, dst: Path):
+    "Hard-link `src` to `dst` (a copy where links are not possible)."
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+# %% ../nbs/01a_synth.ipynb #00000061
+def copy_split(
+    donor: Path,  # a finished SynthNeg copy that holds `split` as the new copy would (`same_split`)
+    out: Path,
+    split: str,
+) -> tuple[list, list]:  # the copy being written
+    "Link `split`'s images and counterfactuals from `donor` into `out`; return its CSV rows and counterfactual failures."
+    table = pd.read_csv(donor / "triples.csv", dtype=str, keep_default_na=False)
+    if tuple(table.columns) != COLUMNS:
+        raise ConfigError(f"{donor / 'triples.csv'} has columns {list(table.columns)}, not SynthNeg's {list(COLUMNS)}")
+    part = table[table.split == split].astype({"n_objects": int})
+    for rel in [*part.image, *part.negation_image[part.negation_image != ""]]:
+        _link_or_copy(donor / rel, out / rel)
+    meta = json.loads((donor / "meta.json").read_text())
+    failures = [f for f in meta["counterfactual_failures"] if f["split"] == split]
+    return list(part.itertuples(index=False, name=None)), failures
+
+# %% ../nbs/01a_synth.ipynb #00000062
 def write_synthneg(
     out: Path,  # a new (or empty) directory
     settings: dict,  # from `synth_settings`
     progress: bool = True,  # show a progress bar
-    workers: int = 0,
-) -> pd.DataFrame:  # threads writing the image files (0: write inline, the fastest here)
+    workers: int = 0,  # threads writing the image files (0: write inline, the fastest here)
+    donor: Path | None = None,
+    reuse=(),  # a finished copy to take the splits `reuse` from (see `find_donor`)
+) -> pd.DataFrame:
     "Write images, counterfactual images, meta.json and (last, atomically) triples.csv into `out`; return the table."
     out = Path(out)
     (out / "images" / "cf").mkdir(parents=True, exist_ok=True)
@@ -825,10 +885,16 @@ def write_synthneg(
             futs.append(pool.submit(_write_file, out / rel, data))
 
     try:
-        for k, (split, si, i, t) in enumerate(
-            tqdm(_synth_rows(settings), total=total, disable=not progress, desc="SynthNeg", leave=False)
-        ):
-            rows.append(_synth_row(k, width, split, si, i, t, settings, emit, failures))
+        with tqdm(total=total, disable=not progress, desc="SynthNeg", leave=False) as bar:
+            for si, split in enumerate(SPLITS):
+                if donor is not None and split in reuse:
+                    split_rows, split_failures = copy_split(donor, out, split)
+                    rows, failures = rows + split_rows, failures + split_failures
+                    bar.update(len(split_rows))
+                    continue
+                for i, t in _split_rows(settings, si, split):
+                    rows.append(_synth_row(len(rows), width, split, si, i, t, settings, emit, failures))
+                    bar.update()
         for f in futs:
             f.result()
     finally:
@@ -840,7 +906,7 @@ def write_synthneg(
         df.to_csv(f, index=False, lineterminator="\n")
     return df
 
-# %% ../nbs/01a_synth.ipynb #0000005f
+# %% ../nbs/01a_synth.ipynb #00000063
 def _synth_meta(df, settings, failures):
     "What meta.json records: settings, hash, columns, counts, shares, counterfactuals."
     failed = collections.Counter(f["split"] for f in failures)
@@ -863,7 +929,7 @@ def _synth_meta(df, settings, failures):
         colours=list(COLOURS),
     )
 
-# %% ../nbs/01a_synth.ipynb #00000061
+# %% ../nbs/01a_synth.ipynb #00000065
 def synthneg_complete(
     path,  # a dataset directory
     settings: dict,
@@ -886,7 +952,7 @@ def synthneg_complete(
         return False
     return n == sum(settings[f"n_{sp}"] for sp in SPLITS) and n_cf == made
 
-# %% ../nbs/01a_synth.ipynb #00000062
+# %% ../nbs/01a_synth.ipynb #00000066
 def _pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -907,7 +973,7 @@ def _remove_stale(root, name):
         if not _pid_alive(pid):
             shutil.rmtree(p, ignore_errors=True)
 
-# %% ../nbs/01a_synth.ipynb #00000063
+# %% ../nbs/01a_synth.ipynb #00000067
 def make_synthneg(
     root=None,  # parent directory; None: `semclip.core.data_root()`
     *,
@@ -920,8 +986,9 @@ def make_synthneg(
     pretrain_negation_share: float = 0.0,  # share of pre-training captions with a negation word (0: web-like)
     finetune_negation_share: float = 0.0,  # share of fine-tuning true captions with a negation word (0: CC-Neg-like)
     force: bool = False,  # rebuild even if a finished copy exists
-    progress: bool = True,
-) -> Path:  # show a progress bar
+    progress: bool = True,  # show a progress bar
+    reuse: bool = True,  # link the splits a finished copy with other shares has (they are identical) instead of drawing them
+) -> Path:
     "The directory of the SynthNeg dataset with these settings (`triples.csv`, `images/`, `meta.json`), built if needed."
     settings = synth_settings(
         n_pretrain, n_train, n_val, n_test, image_size, seed, pretrain_negation_share, finetune_negation_share
@@ -934,7 +1001,8 @@ def make_synthneg(
     _remove_stale(root, out.name)
     tmp = root / f"{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        write_synthneg(tmp, settings, progress)
+        donor, splits = find_donor(root, settings) if reuse else (None, [])
+        write_synthneg(tmp, settings, progress, donor=donor, reuse=splits)
         if out.exists():
             if not force and synthneg_complete(out, settings):
                 return out  # another process finished first
