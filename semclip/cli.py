@@ -403,109 +403,115 @@ def _key_env(text: str) -> str:
 
 _COUNT, _POSITIVE, _NONNEGATIVE = dict(min=1), dict(min=0, min_inclusive=False), dict(min=0)
 
-# %% ../nbs/00a_cli.ipynb #00000023
-COMMANDS = {
-    c.prog: c
-    for c in [
-        Command(
-            "semclip-train",
-            TrainParams,
-            "Train one arm on one dataset (see nbs/05_train.ipynb).",
-            "semclip.train:train_command",
-            examples=(
-                "semclip-train --arm semclip --steps 150",
-                "semclip-train --arm pretrain --steps 400 --out-dir runs/pretrain",
-                "semclip-train --arm negclip --init-checkpoint none --freeze-vision --steps 20   # no pre-training detour",
-                "semclip-train --arm semclip --resume   # continue an interrupted run",
-            ),
-            choices=dict(arm=ARMS, dataset=DATASET_NAMES, precision=PRECISIONS),
-        ),
-        Command(
-            "semclip-eval",
-            EvalParams,
-            "Evaluate a semclip checkpoint or an open_clip model on one dataset (see nbs/06_eval.ipynb); "
-            "writes metrics.json, metrics.md, embeddings.pt and meta.csv.",
-            "semclip.eval:eval_command",
-            examples=(
-                "semclip-eval --checkpoint runs/synthneg/semclip/seed42/final.pt",
-                "semclip-eval --checkpoint none --model ViT-B-32 --pretrained laion2b_s34b_b79k --dataset ccneg",
-                "semclip-eval --dataset sugarcrepe_pp --dataset-kw images_dir=data/coco/val2017",
-            ),
-            choices=dict(dataset=DATASET_NAMES),
-            many=dict(dataset_kw="append"),
-            metavars=dict(dataset_kw="KEY=VALUE"),
-        ),
-        Command(
-            "semclip-triples",
-            TriplesParams,
-            "Add paraphrase and negation columns to a caption CSV.",
-            "semclip.triples:triples_command",
-            examples=(
-                "semclip-triples captions.csv triples.csv                       # offline rules",
-                "semclip-triples captions.csv triples.csv --backend openai --model phi4 --verifier-model mistral",
-                "semclip-triples captions.csv triples.csv --backend openai --base-url https://api.openai.com/v1 "
-                "--model gpt-4o-mini --api-key-env OPENAI_API_KEY",
-            ),
-            positional=("input", "output"),
-            choices=dict(backend=("rule", "openai"), on_error=("raise", "record")),
-            types=dict(api_key_env=_key_env),
-            bounds=dict(
-                concurrency=_COUNT,
-                timeout=_POSITIVE,
-                deadline=_POSITIVE,
-                max_answer_bytes=_COUNT,
-                max_retries=_NONNEGATIVE,
-                backoff=_NONNEGATIVE,
-                max_backoff=_NONNEGATIVE,
-                temperature=_NONNEGATIVE,
-                max_regen=_NONNEGATIVE,
-                limit=_NONNEGATIVE,
-            ),
-        ),
-        Command(
-            "semclip-shards",
-            ShardsParams,
-            "Write a registered triple dataset as WebDataset tar shards (open_clip layout).",
-            "semclip.wds:shards_command",
-            examples=(
-                "semclip-shards --dataset synthneg --split train --out shards/synthneg-train",
-                "semclip-train --arm semclip --train-shards shards/synthneg-train",
-            ),
-            choices=dict(
-                dataset=DATASET_NAMES,
-                split=("train", "val", "test", "pretrain", "all"),
-                on_bad_sample=("raise", "skip"),
-            ),
-            bounds=dict(maxcount=_COUNT),
-        ),
-        Command(
-            "semclip-reproduce",
-            ReproduceParams,
-            "Train every arm, evaluate every checkpoint, write tables and figures.",
-            "semclip.reproduce:reproduce_command",
-            examples=(
-                "semclip-reproduce                          # SynthNeg, 1 seed, every arm; compared with the reference",
-                "semclip-reproduce --seeds 3 --update-reference   # replace the committed reference",
-                "semclip-reproduce --seeds 3 --study conditions",
-                "semclip-reproduce --arms baseline semclip --steps 20 --pretrain-steps 20 --max-train 256",
-            ),
-            choices=dict(dataset=DATASET_NAMES, arms=FINETUNE_ARMS, study=("conditions",)),
-            many=dict(arms="+"),
-            metavars=dict(arms="ARM"),
-            bounds=dict(
-                seeds=_COUNT,
-                steps=_COUNT,
-                pretrain_steps=_COUNT,
-                max_train=_COUNT,
-                batch_size=_COUNT,
-                eval_max_samples=_COUNT,
-                jobs=_COUNT,
-            ),
-        ),
-    ]
-}
-
 # %% ../nbs/00a_cli.ipynb #00000024
+_TRAIN = Command(
+    "semclip-train",
+    TrainParams,
+    "Train one arm on one dataset (see nbs/05_train.ipynb).",
+    "semclip.train:train_command",
+    examples=(
+        "semclip-train --arm semclip --steps 150",
+        "semclip-train --arm pretrain --steps 400 --out-dir runs/pretrain",
+        "semclip-train --arm negclip --init-checkpoint none --freeze-vision --steps 20   # no pre-training detour",
+        "semclip-train --arm semclip --resume   # continue an interrupted run",
+    ),
+    choices=dict(arm=ARMS, dataset=DATASET_NAMES, precision=PRECISIONS),
+)
+
+# %% ../nbs/00a_cli.ipynb #00000026
+_EVAL = Command(
+    "semclip-eval",
+    EvalParams,
+    "Evaluate a semclip checkpoint or an open_clip model on one dataset (see nbs/06_eval.ipynb); "
+    "writes metrics.json, metrics.md, embeddings.pt and meta.csv.",
+    "semclip.eval:eval_command",
+    examples=(
+        "semclip-eval --checkpoint runs/synthneg/semclip/seed42/final.pt",
+        "semclip-eval --checkpoint none --model ViT-B-32 --pretrained laion2b_s34b_b79k --dataset ccneg",
+        "semclip-eval --dataset sugarcrepe_pp --dataset-kw images_dir=data/coco/val2017",
+    ),
+    choices=dict(dataset=DATASET_NAMES),
+    many=dict(dataset_kw="append"),
+    metavars=dict(dataset_kw="KEY=VALUE"),
+)
+
+# %% ../nbs/00a_cli.ipynb #00000028
+_TRIPLES = Command(
+    "semclip-triples",
+    TriplesParams,
+    "Add paraphrase and negation columns to a caption CSV.",
+    "semclip.triples:triples_command",
+    examples=(
+        "semclip-triples captions.csv triples.csv                       # offline rules",
+        "semclip-triples captions.csv triples.csv --backend openai --model phi4 --verifier-model mistral",
+        "semclip-triples captions.csv triples.csv --backend openai --base-url https://api.openai.com/v1 "
+        "--model gpt-4o-mini --api-key-env OPENAI_API_KEY",
+    ),
+    positional=("input", "output"),
+    choices=dict(backend=("rule", "openai"), on_error=("raise", "record")),
+    types=dict(api_key_env=_key_env),
+    bounds=dict(
+        concurrency=_COUNT,
+        timeout=_POSITIVE,
+        deadline=_POSITIVE,
+        max_answer_bytes=_COUNT,
+        max_retries=_NONNEGATIVE,
+        backoff=_NONNEGATIVE,
+        max_backoff=_NONNEGATIVE,
+        temperature=_NONNEGATIVE,
+        max_regen=_NONNEGATIVE,
+        limit=_NONNEGATIVE,
+    ),
+)
+
+# %% ../nbs/00a_cli.ipynb #0000002a
+_SHARDS = Command(
+    "semclip-shards",
+    ShardsParams,
+    "Write a registered triple dataset as WebDataset tar shards (open_clip layout).",
+    "semclip.wds:shards_command",
+    examples=(
+        "semclip-shards --dataset synthneg --split train --out shards/synthneg-train",
+        "semclip-train --arm semclip --train-shards shards/synthneg-train",
+    ),
+    choices=dict(
+        dataset=DATASET_NAMES,
+        split=("train", "val", "test", "pretrain", "all"),
+        on_bad_sample=("raise", "skip"),
+    ),
+    bounds=dict(maxcount=_COUNT),
+)
+
+# %% ../nbs/00a_cli.ipynb #0000002c
+_REPRODUCE = Command(
+    "semclip-reproduce",
+    ReproduceParams,
+    "Train every arm, evaluate every checkpoint, write tables and figures.",
+    "semclip.reproduce:reproduce_command",
+    examples=(
+        "semclip-reproduce                          # SynthNeg, 1 seed, every arm; compared with the reference",
+        "semclip-reproduce --seeds 3 --update-reference   # replace the committed reference",
+        "semclip-reproduce --seeds 3 --study conditions",
+        "semclip-reproduce --arms baseline semclip --steps 20 --pretrain-steps 20 --max-train 256",
+    ),
+    choices=dict(dataset=DATASET_NAMES, arms=FINETUNE_ARMS, study=("conditions",)),
+    many=dict(arms="+"),
+    metavars=dict(arms="ARM"),
+    bounds=dict(
+        seeds=_COUNT,
+        steps=_COUNT,
+        pretrain_steps=_COUNT,
+        max_train=_COUNT,
+        batch_size=_COUNT,
+        eval_max_samples=_COUNT,
+        jobs=_COUNT,
+    ),
+)
+
+# %% ../nbs/00a_cli.ipynb #0000002e
+COMMANDS = {c.prog: c for c in (_TRAIN, _EVAL, _TRIPLES, _SHARDS, _REPRODUCE)}
+
+# %% ../nbs/00a_cli.ipynb #0000002f
 def command_parser(prog: str) -> argparse.ArgumentParser:  # 'semclip-train', 'semclip-eval', ...
     "The argument parser of one of the five commands."
     if prog not in COMMANDS:
@@ -532,7 +538,7 @@ def run(prog: str, argv: list | None = None):
     module, function = COMMANDS[prog].run.split(":")
     return cli_main(getattr(importlib.import_module(module), function), prog, args)
 
-# %% ../nbs/00a_cli.ipynb #00000026
+# %% ../nbs/00a_cli.ipynb #00000031
 def _same(a, b) -> bool:
     return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
 
@@ -565,11 +571,11 @@ def command_line(
             parts += [flag, "none" if v is None else str(v)]
     return shlex.join(parts)
 
-# %% ../nbs/00a_cli.ipynb #00000029
+# %% ../nbs/00a_cli.ipynb #00000034
 # the console scripts (pyproject's [project.scripts]): each parses its arguments, then imports what it runs
 train_main, eval_main, triples_main, shards_main, reproduce_main = (partial(run, prog) for prog in COMMANDS)
 
-# %% ../nbs/00a_cli.ipynb #0000002f
+# %% ../nbs/00a_cli.ipynb #0000003a
 def experiment_parameters(
     params: str | type,  # a command name ('semclip-train', 'semclip-eval') or a `documented` dataclass
     namespace: dict,

@@ -20,6 +20,7 @@ import json
 import functools
 import numbers
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np
 
 # %% auto #0
@@ -446,62 +447,75 @@ class RunLock:
         self.path = Path(folder)
         self.lock_file, self._fd = self.path / ".lock", None
 
-    def _holder(self, fd) -> str:
-        try:
-            rec = json.loads(os.pread(fd, 4096, 0).decode())
-        except (OSError, ValueError):
-            rec = None
-        if not isinstance(rec, dict) or "pid" not in rec:
-            return "another process"
-        return (
-            f"pid {rec['pid']}"
-            + (f" on {rec['host']}" if rec.get("host") not in (None, socket.gethostname()) else "")
-            + f" (started {rec.get('started', 'at an unknown time')})"
-        )
+# %% ../nbs/00_core.ipynb #x
+@patch
+def _holder(self: RunLock, fd) -> str:
+    try:
+        rec = json.loads(os.pread(fd, 4096, 0).decode())
+    except (OSError, ValueError):
+        rec = None
+    if not isinstance(rec, dict) or "pid" not in rec:
+        return "another process"
+    return (
+        f"pid {rec['pid']}"
+        + (f" on {rec['host']}" if rec.get("host") not in (None, socket.gethostname()) else "")
+        + f" (started {rec.get('started', 'at an unknown time')})"
+    )
 
-    def acquire(self) -> RunLock:
-        "Take the lock now, or raise `RunInUseError` naming its holder."
-        if self._fd is not None:
-            return self
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            who = self._holder(fd)
-            os.close(fd)
-            raise RunInUseError(f"'{self.path}' is in use by {who}; wait for it or choose another folder") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        rec = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"))
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(rec) + "\n").encode(), 0)
-        self._fd = fd
+
+@patch
+def acquire(self: RunLock) -> RunLock:
+    "Take the lock now, or raise `RunInUseError` naming its holder."
+    if self._fd is not None:
         return self
+    self.path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        who = self._holder(fd)
+        os.close(fd)
+        raise RunInUseError(f"'{self.path}' is in use by {who}; wait for it or choose another folder") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    rec = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%d %H:%M:%S"))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (json.dumps(rec) + "\n").encode(), 0)
+    self._fd = fd
+    return self
 
-    def release(self):
-        "Let go of the lock (the `.lock` file stays: it is the open file that locks, not the file's existence)."
-        if self._fd is None:
-            return
-        fd, self._fd = self._fd, None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+# %% ../nbs/00_core.ipynb #2d6edff5
+@patch
+def release(self: RunLock):
+    "Let go of the lock (the `.lock` file stays: it is the open file that locks, not the file's existence)."
+    if self._fd is None:
+        return
+    fd, self._fd = self._fd, None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
-    @property
-    def locked(self) -> bool:
-        return self._fd is not None
 
-    def __enter__(self):
-        return self.acquire()
+@patch(as_prop=True)
+def locked(self: RunLock) -> bool:
+    return self._fd is not None
 
-    def __exit__(self, *exc):
-        self.release()
 
-    def __repr__(self):
-        return f"RunLock('{self.path}', locked={self.locked})"
+@patch
+def __enter__(self: RunLock):
+    return self.acquire()
+
+
+@patch
+def __exit__(self: RunLock, *exc):
+    self.release()
+
+
+@patch
+def __repr__(self: RunLock):
+    return f"RunLock('{self.path}', locked={self.locked})"
 
 # %% ../nbs/00_core.ipynb #00000047
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)

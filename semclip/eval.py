@@ -471,117 +471,31 @@ def zeroshot_negated(
     )
 
 # %% ../nbs/06_eval.ipynb #00000043
-FLOWERS102_CLASSES = [
-    "pink primrose",
-    "hard-leaved pocket orchid",
-    "canterbury bells",
-    "sweet pea",
-    "english marigold",
-    "tiger lily",
-    "moon orchid",
-    "bird of paradise",
-    "monkshood",
-    "globe thistle",
-    "snapdragon",
-    "colt's foot",
-    "king protea",
-    "spear thistle",
-    "yellow iris",
-    "globe-flower",
-    "purple coneflower",
-    "peruvian lily",
-    "balloon flower",
-    "giant white arum lily",
-    "fire lily",
-    "pincushion flower",
-    "fritillary",
-    "red ginger",
-    "grape hyacinth",
-    "corn poppy",
-    "prince of wales feathers",
-    "stemless gentian",
-    "artichoke",
-    "sweet william",
-    "carnation",
-    "garden phlox",
-    "love in the mist",
-    "mexican aster",
-    "alpine sea holly",
-    "ruby-lipped cattleya",
-    "cape flower",
-    "great masterwort",
-    "siam tulip",
-    "lenten rose",
-    "barbeton daisy",
-    "daffodil",
-    "sword lily",
-    "poinsettia",
-    "bolero deep blue",
-    "wallflower",
-    "marigold",
-    "buttercup",
-    "oxeye daisy",
-    "common dandelion",
-    "petunia",
-    "wild pansy",
-    "primula",
-    "sunflower",
-    "pelargonium",
-    "bishop of llandaff",
-    "gaura",
-    "geranium",
-    "orange dahlia",
-    "pink-yellow dahlia?",
-    "cautleya spicata",
-    "japanese anemone",
-    "black-eyed susan",
-    "silverbush",
-    "californian poppy",
-    "osteospermum",
-    "spring crocus",
-    "bearded iris",
-    "windflower",
-    "tree poppy",
-    "gazania",
-    "azalea",
-    "water lily",
-    "rose",
-    "thorn apple",
-    "morning glory",
-    "passion flower",
-    "lotus",
-    "toad lily",
-    "anthurium",
-    "frangipani",
-    "clematis",
-    "hibiscus",
-    "columbine",
-    "desert-rose",
-    "tree mallow",
-    "magnolia",
-    "cyclamen",
-    "watercress",
-    "canna lily",
-    "hippeastrum",
-    "bee balm",
-    "ball moss",
-    "foxglove",
-    "bougainvillea",
-    "camellia",
-    "mallow",
-    "mexican petunia",
-    "bromelia",
-    "blanket flower",
-    "trumpet creeper",
-    "blackberry lily",
+FLOWERS102_CLASSES = [  # the names of the 102 classes, in label order
+    name.strip()
+    for name in """
+    pink primrose|hard-leaved pocket orchid|canterbury bells|sweet pea|english marigold|tiger lily|moon orchid|
+    bird of paradise|monkshood|globe thistle|snapdragon|colt's foot|king protea|spear thistle|yellow iris|
+    globe-flower|purple coneflower|peruvian lily|balloon flower|giant white arum lily|fire lily|
+    pincushion flower|fritillary|red ginger|grape hyacinth|corn poppy|prince of wales feathers|stemless gentian|
+    artichoke|sweet william|carnation|garden phlox|love in the mist|mexican aster|alpine sea holly|
+    ruby-lipped cattleya|cape flower|great masterwort|siam tulip|lenten rose|barbeton daisy|daffodil|sword lily|
+    poinsettia|bolero deep blue|wallflower|marigold|buttercup|oxeye daisy|common dandelion|petunia|wild pansy|
+    primula|sunflower|pelargonium|bishop of llandaff|gaura|geranium|orange dahlia|pink-yellow dahlia?|
+    cautleya spicata|japanese anemone|black-eyed susan|silverbush|californian poppy|osteospermum|spring crocus|
+    bearded iris|windflower|tree poppy|gazania|azalea|water lily|rose|thorn apple|morning glory|passion flower|
+    lotus|toad lily|anthurium|frangipani|clematis|hibiscus|columbine|desert-rose|tree mallow|magnolia|cyclamen|
+    watercress|canna lily|hippeastrum|bee balm|ball moss|foxglove|bougainvillea|camellia|mallow|mexican petunia|
+    bromelia|blanket flower|trumpet creeper|blackberry lily
+""".replace("\n", "").split("|")
 ]
 
-
+# %% ../nbs/06_eval.ipynb #00000044
 def clean_classname(name: str) -> str:  # a dataset's class name
     "Lower-case, underscores to spaces, single spaces: 'American_Bulldog' -> 'american bulldog'."
     return " ".join(str(name).replace("_", " ").lower().split())
 
-# %% ../nbs/06_eval.ipynb #00000047
+# %% ../nbs/06_eval.ipynb #00000048
 ZEROSHOT_DATASETS = {  # name: (torchvision class, folder under root, keyword for split 'test', for split 'train')
     "cifar10": ("CIFAR10", "cifar-10-batches-py", dict(train=False), dict(train=True)),
     "cifar100": ("CIFAR100", "cifar-100-python", dict(train=False), dict(train=True)),
@@ -621,7 +535,7 @@ def torchvision_zeroshot_dataset(
     names = FLOWERS102_CLASSES if name == "flowers102" else ds.classes
     return ds, [clean_classname(c) for c in names]
 
-# %% ../nbs/06_eval.ipynb #0000004a
+# %% ../nbs/06_eval.ipynb #0000004b
 class OpenClipEncoder:
     "Give a raw open_clip model and tokenizer the `encode_images` / `encode_texts` interface `embed` expects."
 
@@ -646,7 +560,7 @@ class OpenClipEncoder:
     def encode_texts(self, texts, normalize: bool = False):
         return self.model.encode_text(self.tokenizer(list(texts)).to(self.device), normalize=normalize)
 
-# %% ../nbs/06_eval.ipynb #0000004c
+# %% ../nbs/06_eval.ipynb #0000004d
 TEXT_FIELDS = ("caption", "paraphrase", "negation")
 
 
@@ -663,7 +577,7 @@ def embedding_cache_key(
     ck = f"sha256:{file_hash(p)}" if p.is_file() else str(checkpoint)
     return "|".join(map(str, (ck, dataset, split, *extra)))
 
-# %% ../nbs/06_eval.ipynb #0000004f
+# %% ../nbs/06_eval.ipynb #00000050
 def _cache_file(cache_dir, key: str) -> Path:
     return Path(cache_dir) / f"emb-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
@@ -698,7 +612,7 @@ def _model_device(bundle) -> torch.device:
             return p.device
     return torch.device("cpu")
 
-# %% ../nbs/06_eval.ipynb #00000051
+# %% ../nbs/06_eval.ipynb #00000052
 def _text_field_state(
     field: str,  # caption, paraphrase or negation
     texts: list,  # this batch's texts of the field
@@ -720,7 +634,7 @@ def _text_field_state(
         )
     return now
 
-# %% ../nbs/06_eval.ipynb #00000054
+# %% ../nbs/06_eval.ipynb #00000055
 def image_features_key(
     visual: torch.nn.Module,  # the vision tower
     paths: Sequence,  # the image files, in dataset order
@@ -745,12 +659,12 @@ def image_features_key(
     h.update(json.dumps([stamps, env]).encode())
     return h.hexdigest()[:24]
 
-# %% ../nbs/06_eval.ipynb #00000055
+# %% ../nbs/06_eval.ipynb #00000056
 def image_features_dir() -> Path:
     "Where `evaluate_checkpoint` keeps image features: `$SEMCLIP_RUNS/.cache/eval_image_features`."
     return runs_root() / ".cache" / "eval_image_features"
 
-# %% ../nbs/06_eval.ipynb #00000056
+# %% ../nbs/06_eval.ipynb #00000057
 class _TextsOnly(torch.utils.data.Dataset):
     "A TripleDataset's rows without their images: (None, caption, paraphrase, negation), for cached image features."
 
@@ -789,7 +703,7 @@ def _write_image_cache(path, feats: torch.Tensor, dataset, num_workers: int):
         with atomic_write(path, "wb") as f:
             torch.save(feats, f)
 
-# %% ../nbs/06_eval.ipynb #00000057
+# %% ../nbs/06_eval.ipynb #00000058
 def _embedding_cache_file(cache_dir, cache_key: str | None) -> Path | None:
     "Where `embed` keeps its result for `cache_key` (None without a cache_dir); a ConfigError when the key is missing."
     if cache_dir is None:
@@ -828,7 +742,7 @@ def _encode_rows(
             row += len(pixels)
     return {k: torch.cat(v) for k, v in feats.items() if v}
 
-# %% ../nbs/06_eval.ipynb #00000058
+# %% ../nbs/06_eval.ipynb #00000059
 def embed(
     bundle,  # anything with encode_images(x, normalize=False) and encode_texts(list, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, caption, paraphrase, negation) items
@@ -879,7 +793,7 @@ def embed(
             torch.save(dict(key=cache_key, n=n, emb=out), f)
     return out
 
-# %% ../nbs/06_eval.ipynb #00000059
+# %% ../nbs/06_eval.ipynb #0000005a
 def embed_negation_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a TripleDataset with a `negation_image` column
@@ -930,7 +844,7 @@ def _encode_images_of(bundle, cf, batch_size, progress, num_workers, precision) 
             module.train()
     return torch.cat(parts)
 
-# %% ../nbs/06_eval.ipynb #00000063
+# %% ../nbs/06_eval.ipynb #00000064
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -958,7 +872,7 @@ def image_index(
     )
     return first, codes
 
-# %% ../nbs/06_eval.ipynb #00000066
+# %% ../nbs/06_eval.ipynb #00000067
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -998,7 +912,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #0000006c
+# %% ../nbs/06_eval.ipynb #0000006d
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -1020,7 +934,7 @@ def metrics_table(
     )
     return df
 
-# %% ../nbs/06_eval.ipynb #0000006f
+# %% ../nbs/06_eval.ipynb #00000070
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -1050,7 +964,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000072
+# %% ../nbs/06_eval.ipynb #00000073
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -1072,7 +986,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-# %% ../nbs/06_eval.ipynb #00000075
+# %% ../nbs/06_eval.ipynb #00000076
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1113,7 +1027,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000078
+# %% ../nbs/06_eval.ipynb #00000079
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1132,7 +1046,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-# %% ../nbs/06_eval.ipynb #0000007b
+# %% ../nbs/06_eval.ipynb #0000007c
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1151,7 +1065,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-# %% ../nbs/06_eval.ipynb #0000007e
+# %% ../nbs/06_eval.ipynb #0000007f
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1169,7 +1083,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-# %% ../nbs/06_eval.ipynb #00000082
+# %% ../nbs/06_eval.ipynb #00000083
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1187,7 +1101,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-# %% ../nbs/06_eval.ipynb #00000083
+# %% ../nbs/06_eval.ipynb #00000084
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1207,7 +1121,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000086
+# %% ../nbs/06_eval.ipynb #00000087
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1244,7 +1158,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-# %% ../nbs/06_eval.ipynb #00000089
+# %% ../nbs/06_eval.ipynb #0000008a
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1264,7 +1178,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/06_eval.ipynb #0000008b
+# %% ../nbs/06_eval.ipynb #0000008c
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1296,12 +1210,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-# %% ../nbs/06_eval.ipynb #0000008c
+# %% ../nbs/06_eval.ipynb #0000008d
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-# %% ../nbs/06_eval.ipynb #0000008f
+# %% ../nbs/06_eval.ipynb #00000090
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1314,7 +1228,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #00000092
+# %% ../nbs/06_eval.ipynb #00000093
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1325,7 +1239,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-# %% ../nbs/06_eval.ipynb #00000093
+# %% ../nbs/06_eval.ipynb #00000094
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1374,7 +1288,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000094
+# %% ../nbs/06_eval.ipynb #00000095
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1393,7 +1307,7 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-# %% ../nbs/06_eval.ipynb #00000095
+# %% ../nbs/06_eval.ipynb #00000096
 def _first_rows(ds, max_samples: int | None):
     "`ds` (a TripleDataset) cut to its first `max_samples` rows (None: all of them)."
     from semclip.data import TripleDataset
@@ -1427,7 +1341,7 @@ def write_evaluation(
     with atomic_write(out / "metrics.md", "w") as f:
         f.write(metrics_markdown(metrics))
 
-# %% ../nbs/06_eval.ipynb #00000098
+# %% ../nbs/06_eval.ipynb #00000099
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
@@ -1485,7 +1399,7 @@ def evaluate_checkpoint(
         write_evaluation(out, metrics, emb, ds.df, data_root)
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #000000a2
+# %% ../nbs/06_eval.ipynb #000000a3
 def eval_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try:
@@ -1505,6 +1419,6 @@ def cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return eval_main(argv)
 
-# %% ../nbs/06_eval.ipynb #000000a3
+# %% ../nbs/06_eval.ipynb #000000a4
 if __name__ == "__main__" and "get_ipython" not in globals():
     cli()  # python -m semclip.eval (never inside a notebook)

@@ -653,6 +653,45 @@ def project_texts(
     return out
 
 # %% ../nbs/07_figures.ipynb #00000042
+def _circle_panel(ax, p: dict, rows, title: str):  # p: projected texts of one model
+    "Samples `rows` on the unit circle, each on its own ring: caption, paraphrase and negation, linked to the caption."
+    ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.7", lw=0.8))
+    for ring, r in enumerate(rows):
+        radius = 0.45 + 0.55 * (ring + 1) / len(rows)  # sample `ring` on its own ring
+        pts = {k: radius * p[k][r].numpy() for k in p}
+        for k in ("paraphrase", "negation"):
+            if k in pts:
+                ax.plot(*zip(pts["caption"], pts[k]), color=KIND_STYLE[k]["color"], lw=0.6, alpha=0.6)
+        for k, pt in pts.items():
+            style = KIND_STYLE[k]
+            ax.scatter(*pt, s=14, color=style["color"], marker=style["marker"], zorder=3, linewidths=0)
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.08, 1.08)
+    ax.set_ylim(-1.08, 1.08)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+
+
+def _projected_cosines_panel(ax, proj_by_name: dict, margin: float):  # {model name: projected texts}
+    "Cumulative shares of cos(caption, paraphrase) and cos(caption, negation) in the projection, per model."
+    for (name, p), style in zip(proj_by_name.items(), ("-", "--", ":", "-.")):
+        for k in ("paraphrase", "negation"):
+            if k in p:
+                cos = np.sort((p["caption"] * p[k]).sum(-1).numpy())
+                share = np.arange(1, len(cos) + 1) / len(cos)
+                colour = KIND_STYLE[k]["color"]
+                ax.step(cos, share, where="post", color=colour, ls=style, lw=1.3, label=f"{name}: caption\u00b7{k}")
+    n_rows = len(next(iter(proj_by_name.values()))["caption"])
+    ax.axvline(margin, color="0.3", lw=0.9, ls=":")
+    ax.set_xlim(-1.02, 1.02)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("cosine in the projection")
+    ax.set_ylabel("share of rows with a cosine \u2264 x")
+    ax.set_title(f"all {n_rows} test rows (dotted: the margin)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+
+# %% ../nbs/07_figures.ipynb #00000043
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -672,53 +711,17 @@ def projection_figure(
     n_rows = len(next(iter(proj.values()))["caption"])
     rows = select_samples(n_rows, n, seed)
     fig, axes = plt.subplots(1, len(arms) + 1, figsize=(3.6 * len(arms) + 4.2, 3.9))
-    colour = {k: KIND_STYLE[k]["color"] for k in ("caption", "paraphrase", "negation")}
     for ax, arm in zip(axes, arms):
-        p = proj[arm]
-        ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.7", lw=0.8))
-        for ring, r in enumerate(rows):
-            radius = 0.45 + 0.55 * (ring + 1) / len(rows)  # sample `ring` on its own ring
-            pts = {k: radius * p[k][r].numpy() for k in p}
-            for k in ("paraphrase", "negation"):
-                if k in pts:
-                    ax.plot(*zip(pts["caption"], pts[k]), color=colour[k], lw=0.6, alpha=0.6)
-            for k, pt in pts.items():
-                ax.scatter(*pt, s=14, color=colour[k], marker=KIND_STYLE[k]["marker"], zorder=3, linewidths=0)
-        ax.set_aspect("equal")
-        ax.set_xlim(-1.08, 1.08)
-        ax.set_ylim(-1.08, 1.08)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(arm_label(arm, labels), fontsize=10)
-    ax = axes[-1]
-    for arm, style in zip(arms, ("-", "--", ":", "-.")):
-        p = proj[arm]
-        for k in ("paraphrase", "negation"):
-            if k in p:
-                cos = np.sort((p["caption"] * p[k]).sum(-1).numpy())
-                ax.step(
-                    cos,
-                    np.arange(1, len(cos) + 1) / len(cos),
-                    where="post",
-                    color=colour[k],
-                    ls=style,
-                    lw=1.3,
-                    label=f"{arm_label(arm, labels)}: caption\u00b7{k}",
-                )
-    ax.axvline(margin, color="0.3", lw=0.9, ls=":")
-    ax.set_xlim(-1.02, 1.02)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("cosine in the projection")
-    ax.set_ylabel("share of rows with a cosine \u2264 x")
-    ax.set_title(f"all {n_rows} test rows (dotted: the margin)", fontsize=10)
-    ax.legend(fontsize=7, loc="upper left")
+        _circle_panel(ax, proj[arm], rows, arm_label(arm, labels))
+    _projected_cosines_panel(axes[-1], {arm_label(a, labels): proj[a] for a in arms}, margin)
+    colour = {k: KIND_STYLE[k]["color"] for k in ("caption", "paraphrase", "negation")}
     handles = [Line2D([], [], ls="", marker=KIND_STYLE[k]["marker"], color=colour[k], label=k) for k in colour]
     axes[0].legend(handles=handles, fontsize=7, loc="lower left", frameon=False, handletextpad=0.1)
     fig.suptitle(f"SemCLIP's projection p(t) = n(B\u1d40n(t)): {len(rows)} test samples, one ring each", fontsize=11)
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000047
+# %% ../nbs/07_figures.ipynb #00000048
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -733,7 +736,18 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #0000004a
+# %% ../nbs/07_figures.ipynb #0000004b
+def _gap_frame(embeddings_by_arm: dict, arms, names) -> pd.DataFrame:
+    "One row per arm and test sample: the arm's name and the sample's cos(image, caption) - cos(image, negation)."
+    from semclip.eval import gap_distribution
+
+    frames = []
+    for a, name in zip(arms, names):
+        gap = gap_distribution(*(embeddings_by_arm[a][k] for k in ("image", "caption", "negation")))
+        frames.append(pd.DataFrame(dict(arm=name, gap=gap)))
+    return pd.concat(frames, ignore_index=True)
+
+# %% ../nbs/07_figures.ipynb #0000004c
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -742,25 +756,13 @@ def gap_figure(
     note: str | None = None,
 ):  # under the figure: dataset, settings, seed (`Runs.describe`)
     "Violins of cos(image, caption) - cos(image, negation) per arm, with the share > 0 annotated."
-    from semclip.eval import gap_distribution
-
     arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
     missing = [a for a in arms if a not in embeddings_by_arm]
     if missing:
         raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
     summ = gap_summary({a: embeddings_by_arm[a] for a in arms})
     names = [arm_label(a, labels) for a in arms]
-    df = pd.concat(
-        [
-            pd.DataFrame(
-                dict(
-                    arm=name, gap=gap_distribution(*(embeddings_by_arm[a][k] for k in ("image", "caption", "negation")))
-                )
-            )
-            for a, name in zip(arms, names)
-        ],
-        ignore_index=True,
-    )
+    df = _gap_frame(embeddings_by_arm, arms, names)
     fig, ax = plt.subplots(figsize=(width, 0.75 * len(arms) + 1.4))
     palette = {name: colour for name, colour in zip(names, arm_colors(arms).values())}
     sns.violinplot(
@@ -781,15 +783,8 @@ def gap_figure(
     )
     ax.axvline(0, color="black", lw=1, ls="--", zorder=0)
     for i, a in enumerate(arms):
-        ax.text(
-            1.01,
-            i,
-            f"{summ.loc[a, 'share_pos']:.1%} > 0",
-            transform=ax.get_yaxis_transform(),
-            va="center",
-            ha="left",
-            fontsize=10,
-        )
+        share = f"{summ.loc[a, 'share_pos']:.1%} > 0"
+        ax.text(1.01, i, share, transform=ax.get_yaxis_transform(), va="center", ha="left", fontsize=10)
     ax.set_xlabel("gap = cos(image, caption) \u2212 cos(image, negation)   (> 0: caption wins)")
     ax.set_ylabel("")
     ax.set_title(
@@ -799,7 +794,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000004e
+# %% ../nbs/07_figures.ipynb #00000050
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -847,7 +842,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #0000004f
+# %% ../nbs/07_figures.ipynb #00000051
 def _family_arrows(ax, means: pd.DataFrame, arm: str, reference: str, colour: dict):
     "An arrow per negation family from `reference`'s mean (cos caption, cos negation) to `arm`'s; a dot on the reference's own panel."
     for fam, c in colour.items():
@@ -870,7 +865,7 @@ def _square_with_tie(ax):
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
 
-# %% ../nbs/07_figures.ipynb #00000052
+# %% ../nbs/07_figures.ipynb #00000054
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -928,7 +923,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000055
+# %% ../nbs/07_figures.ipynb #00000057
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -967,7 +962,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #00000056
+# %% ../nbs/07_figures.ipynb #00000058
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -994,7 +989,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000057
+# %% ../nbs/07_figures.ipynb #00000059
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -1030,7 +1025,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #00000058
+# %% ../nbs/07_figures.ipynb #0000005a
 def _start_values(frame: pd.DataFrame) -> dict:
     "{metric: the pre-training run's last validation value, averaged over seeds}: where fine-tuning starts ({} without it)."
     pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
@@ -1047,7 +1042,34 @@ def _unique_handles(axes) -> list:
                 seen.add(label)
     return handles
 
-# %% ../nbs/07_figures.ipynb #0000005b
+# %% ../nbs/07_figures.ipynb #0000005d
+def _curve_arms(frame: pd.DataFrame, arms) -> list:  # None: every arm with records but pretrain (unless alone)
+    "The arms `curves_figure` draws, checked against the arms that have log records."
+    if arms is None:
+        arms = arm_order(frame.arm.unique())
+        if len(arms) > 1:
+            arms = [a for a in arms if a != "pretrain"]
+    arms = list(arms)
+    missing = [a for a in arms if a not in set(frame.arm)]
+    if missing:
+        raise ConfigError(f"arms {missing} have no log records; available: {sorted(set(frame.arm))}")
+    return arms
+
+
+def _style_curve_panel(ax, metric: str, split: str, smoothed: bool, start: float | None = None):
+    "Title, axis labels and grid of one curve panel; `start`: the pre-trained value, drawn as a dashed line (val only)."
+    if split == "val" and start is not None:
+        level = (100 if metric in _PERCENT else 1) * start
+        ax.axhline(level, color="#555555", lw=1.1, ls="--", label="pre-trained (start)")
+    title, ylabel = CURVE_LABELS.get(metric, (f"{split} {metric}", metric))
+    ax.set_title(title + (" (moving average)" if smoothed else ""), fontsize=10)
+    ax.set_xlabel("step", fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+
+# %% ../nbs/07_figures.ipynb #0000005e
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1059,15 +1081,7 @@ def curves_figure(
 ):  # under the figure: dataset, settings, seeds (`Runs.describe`)
     "Each loss term and the validation metrics per arm vs step, one panel each; mean over seeds with a ±1 s.d. band."
     frame = curve_frame(logs_by_arm)
-    if arms is None:
-        arms = arm_order(frame.arm.unique())
-        if len(arms) > 1:
-            arms = [a for a in arms if a != "pretrain"]
-    else:
-        arms = list(arms)
-    missing = [a for a in arms if a not in set(frame.arm)]
-    if missing:
-        raise ConfigError(f"arms {missing} have no log records; available: {sorted(set(frame.arm))}")
+    arms = _curve_arms(frame, arms)
     start = _start_values(frame) if "pretrain" not in arms else {}  # fine-tuning starts where pre-training ended
     frame = frame[frame.arm.isin(arms)]
     panels = (
@@ -1092,21 +1106,7 @@ def curves_figure(
         n_train = frame[(frame.split == split) & (frame.metric == metric)].groupby(["arm", "seed"]).size().max()
         w = (smooth or max(1, round(n_train / 20))) if split == "train" else 1
         _draw_curves(ax, curve_stats(frame, metric, split, w), arms, names, colors, split, metric)
-        if split == "val" and metric in start:
-            ax.axhline(
-                (100 if metric in _PERCENT else 1) * start[metric],
-                color="#555555",
-                lw=1.1,
-                ls="--",
-                label="pre-trained (start)",
-            )
-        title, ylabel = CURVE_LABELS.get(metric, (f"{split} {metric}", metric))
-        ax.set_title(title + (" (moving average)" if split == "train" and w > 1 else ""), fontsize=10)
-        ax.set_xlabel("step", fontsize=9)
-        ax.set_ylabel(ylabel, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=8)
+        _style_curve_panel(ax, metric, split, smoothed=split == "train" and w > 1, start=start.get(metric))
     handles = _unique_handles(axes.flat[: len(panels)])
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), frameon=False, fontsize=9)
     n = int(seeds.max())
@@ -1114,7 +1114,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000005e
+# %% ../nbs/07_figures.ipynb #00000061
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1140,7 +1140,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000061
+# %% ../nbs/07_figures.ipynb #00000064
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1179,7 +1179,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #00000064
+# %% ../nbs/07_figures.ipynb #00000067
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1212,7 +1212,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000065
+# %% ../nbs/07_figures.ipynb #00000068
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1243,7 +1243,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000069
+# %% ../nbs/07_figures.ipynb #0000006c
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",

@@ -181,7 +181,7 @@ def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=
             run_v[b], run_i[b] = cv, ci
     return _lexsort_desc(torch.cat(run_v), torch.cat(run_i))
 
-# %% ../nbs/04_kernels.ipynb #00000016
+# %% ../nbs/04_kernels.ipynb #x
 _TRITON_MAX_K = 128
 
 if HAS_TRITON:
@@ -259,7 +259,7 @@ if HAS_TRITON:
         tl.store(OV + out, topv, mask=m)
         tl.store(OI + out, topi, mask=m)
 
-
+# %% ../nbs/04_kernels.ipynb #3d3383c2
 def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Launch the fused Triton top-k kernel; returns rows sorted by the tie rule."
     dt = torch.promote_types(queries.dtype, keys.dtype)
@@ -406,7 +406,7 @@ def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=
     gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
-# %% ../nbs/04_kernels.ipynb #00000026
+# %% ../nbs/04_kernels.ipynb #13ce5082
 if HAS_TRITON:
 
     @triton.jit
@@ -461,6 +461,9 @@ if HAS_TRITON:
         tl.store(LSE + rows, m_i + tl.log(l_i), mask=rmask)
         if WITH_DIAG:
             tl.store(DIAG + rows, dg, mask=rmask)
+
+# %% ../nbs/04_kernels.ipynb #8aa339b5
+if HAS_TRITON:
 
     @triton.jit
     def _grad_kernel(
@@ -524,7 +527,7 @@ if HAS_TRITON:
         tl.store(OUT + rows64[:, None] * D + do[None, :], acc, mask=rmask[:, None] & (do[None, :] < D))
         tl.store(DSP + pid_d * tl.num_programs(0) + pid, tl.sum(dsacc, 0))
 
-
+# %% ../nbs/04_kernels.ipynb #e1b25463
 def _tri_blocks(block, D):
     b = block or 64
     if b < 16 or b != _np2(b):

@@ -180,48 +180,54 @@ class ClipLoss(_LossBase):
         self.gather, self.rank, self.world_size, self.group = gather, rank, world_size, group
         self._init_scale(init_logit_scale)
 
-    def _use_tiled(self, n, w):
-        if not (self.tiled or (self.tile_threshold is not None and n >= self.tile_threshold)):
-            return False
-        if w > 1:
-            if self.tiled:
-                raise ConfigError(
-                    "ClipLoss(tiled=True) runs in a single process only: in distributed runs each rank "
-                    "scores its n rows against the N gathered ones (already linear in N); use tiled=False"
-                )
-            return False
-        return self.normalize
+# %% ../nbs/02_loss.ipynb #x
+@patch
+def _use_tiled(self: ClipLoss, n, w):
+    if not (self.tiled or (self.tile_threshold is not None and n >= self.tile_threshold)):
+        return False
+    if w > 1:
+        if self.tiled:
+            raise ConfigError(
+                "ClipLoss(tiled=True) runs in a single process only: in distributed runs each rank "
+                "scores its n rows against the N gathered ones (already linear in N); use tiled=False"
+            )
+        return False
+    return self.normalize
 
-    def contrastive(self, img: Tensor, txt: Tensor, scale) -> Tensor:
-        "L_con of features that are already prepared (normalised or not, fp32)."
-        rank, world = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
-        if self._use_tiled(img.shape[0], world):
-            try:
-                from semclip.kernels import clip_loss_tiled
-            except ImportError as e:
-                raise ConfigError(
-                    f"ClipLoss(tiled={self.tiled}, tile_threshold={self.tile_threshold}) needs "
-                    f"semclip.kernels.clip_loss_tiled, which cannot be imported: {e}"
-                ) from e
-            return clip_loss_tiled(img, txt, torch.as_tensor(scale, device=img.device, dtype=img.dtype))
-        (all_images, all_texts), offset = _gather((img, txt), rank, world, self.group)
-        return (info_nce(img, all_texts, scale, offset) + info_nce(txt, all_images, scale, offset)) / 2
 
-    def forward(
-        self,
-        image_features: Tensor,  # [n, d] raw image features
-        text_features: Tensor,  # [n, d] raw caption features
-        logit_scale=None,  # exp'd scale s (the model's); ignored when the loss owns one
-        *,
-        output_dict: bool = False,  # return the named terms
-        **kw,
-    ):  # other inputs (paraphrase_features, ...) are ignored
-        "The CLIP loss (or its terms)."
-        s = self._scale(logit_scale)
-        txt = _f32(text_features)
-        img = self._check(txt, _f32(image_features), "image_features")
-        loss = self.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s)
-        return self._out(dict(contrastive=loss), loss, s, output_dict)
+@patch
+def contrastive(self: ClipLoss, img: Tensor, txt: Tensor, scale) -> Tensor:
+    "L_con of features that are already prepared (normalised or not, fp32)."
+    rank, world = dist_info(self.rank, self.world_size, self.group) if self.gather else (0, 1)
+    if self._use_tiled(img.shape[0], world):
+        try:
+            from semclip.kernels import clip_loss_tiled
+        except ImportError as e:
+            raise ConfigError(
+                f"ClipLoss(tiled={self.tiled}, tile_threshold={self.tile_threshold}) needs "
+                f"semclip.kernels.clip_loss_tiled, which cannot be imported: {e}"
+            ) from e
+        return clip_loss_tiled(img, txt, torch.as_tensor(scale, device=img.device, dtype=img.dtype))
+    (all_images, all_texts), offset = _gather((img, txt), rank, world, self.group)
+    return (info_nce(img, all_texts, scale, offset) + info_nce(txt, all_images, scale, offset)) / 2
+
+# %% ../nbs/02_loss.ipynb #5a0e36aa
+@patch
+def forward(
+    self: ClipLoss,
+    image_features: Tensor,  # [n, d] raw image features
+    text_features: Tensor,  # [n, d] raw caption features
+    logit_scale=None,  # exp'd scale s (the model's); ignored when the loss owns one
+    *,
+    output_dict: bool = False,  # return the named terms
+    **kw,
+):  # other inputs (paraphrase_features, ...) are ignored
+    "The CLIP loss (or its terms)."
+    s = self._scale(logit_scale)
+    txt = _f32(text_features)
+    img = self._check(txt, _f32(image_features), "image_features")
+    loss = self.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s)
+    return self._out(dict(contrastive=loss), loss, s, output_dict)
 
 # %% ../nbs/02_loss.ipynb #0000001d
 SEMCLIP_ARMS = dict(
@@ -438,43 +444,45 @@ class CoNCLIPLoss(NegCLIPLoss):
     def required_inputs(self) -> tuple:
         return ("negation", "negation_image") if self.distractor_images else ("negation",)
 
-    def forward(
-        self,
-        image_features: Tensor,  # [n, d] raw image features
-        text_features: Tensor,  # [n, d] raw caption features
-        logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
-        *,
-        negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
-        negation_image_features: Tensor | None = None,  # [n, d] raw distractor-image features (row i: negation i true)
-        distractor_features: Tensor | None = None,  # the same, under CoN-CLIP's name (pass one of the two)
-        output_dict: bool = False,  # return the named terms
-        **kw,
-    ):  # other inputs are ignored
-        "The CoN-CLIP loss (or its terms)."
-        self._need(negation_features, "negation_features", "negated captions")
-        dis = _one_of(negation_image_features, distractor_features, "negation_image_features", "distractor_features")
-        if self.distractor_images:
-            self._need(dis, "negation_image_features", "distractor_images=True")
-        if self.distractor_images is False:
-            dis = None
-        s, img, txt, extra, rank, world = self._prep(
-            image_features, text_features, logit_scale, negation_features=negation_features, negation_image_features=dis
+# %% ../nbs/02_loss.ipynb #dffad5ab
+@patch
+def forward(
+    self: CoNCLIPLoss,
+    image_features: Tensor,  # [n, d] raw image features
+    text_features: Tensor,  # [n, d] raw caption features
+    logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
+    *,
+    negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
+    negation_image_features: Tensor | None = None,  # [n, d] raw distractor-image features (row i: negation i true)
+    distractor_features: Tensor | None = None,  # the same, under CoN-CLIP's name (pass one of the two)
+    output_dict: bool = False,  # return the named terms
+    **kw,
+):  # other inputs are ignored
+    "The CoN-CLIP loss (or its terms)."
+    self._need(negation_features, "negation_features", "negated captions")
+    dis = _one_of(negation_image_features, distractor_features, "negation_image_features", "distractor_features")
+    if self.distractor_images:
+        self._need(dis, "negation_image_features", "distractor_images=True")
+    if self.distractor_images is False:
+        dis = None
+    s, img, txt, extra, rank, world = self._prep(
+        image_features, text_features, logit_scale, negation_features=negation_features, negation_image_features=dis
+    )
+    neg, dis = extra["negation_features"], extra["negation_image_features"]
+    if dis is None:
+        (all_images, all_texts, all_negations), offset = _gather((img, txt, neg), rank, world, self.group)
+    else:
+        (all_images, all_texts, all_negations, all_distractors), offset = _gather(
+            (img, txt, neg, dis), rank, world, self.group
         )
-        neg, dis = extra["negation_features"], extra["negation_image_features"]
-        if dis is None:
-            (all_images, all_texts, all_negations), offset = _gather((img, txt, neg), rank, world, self.group)
-        else:
-            (all_images, all_texts, all_negations, all_distractors), offset = _gather(
-                (img, txt, neg, dis), rank, world, self.group
-            )
-        terms = dict(image_to_text=info_nce(img, torch.cat([all_texts, all_negations]), s, offset))
-        terms["text_to_image"] = info_nce(
-            txt, all_images if dis is None else torch.cat([all_images, all_distractors]), s, offset
-        )
-        if dis is not None and self.distractor_to_negation:
-            terms["distractor_to_negation"] = info_nce(dis, torch.cat([all_negations, all_texts]), s, offset)
-        loss = sum(terms.values()) / len(terms)
-        return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
+    terms = dict(image_to_text=info_nce(img, torch.cat([all_texts, all_negations]), s, offset))
+    terms["text_to_image"] = info_nce(
+        txt, all_images if dis is None else torch.cat([all_images, all_distractors]), s, offset
+    )
+    if dis is not None and self.distractor_to_negation:
+        terms["distractor_to_negation"] = info_nce(dis, torch.cat([all_negations, all_texts]), s, offset)
+    loss = sum(terms.values()) / len(terms)
+    return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
 
 # %% ../nbs/02_loss.ipynb #0000003d
 class TripletCLIPLoss(NegCLIPLoss):
@@ -497,55 +505,55 @@ class TripletCLIPLoss(NegCLIPLoss):
     def required_inputs(self) -> tuple:
         return ("negation", "negation_image")
 
-    def forward(
-        self,
-        image_features: Tensor,  # [n, d] raw image features
-        text_features: Tensor,  # [n, d] raw caption features
-        logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
-        *,
-        negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
-        negation_image_features: Tensor | None = None,  # [n, d] raw features of the negation images (required)
-        output_dict: bool = False,  # return the named terms
-        **kw,
-    ):  # other inputs are ignored
-        "The TripletCLIP loss (or its terms)."
-        self._need(negation_features, "negation_features", "negated captions")
-        self._need(negation_image_features, "negation_image_features", "negation images")
-        s, img, txt, extra, rank, world = self._prep(
-            image_features,
-            text_features,
-            logit_scale,
-            negation_features=negation_features,
-            negation_image_features=negation_image_features,
+# %% ../nbs/02_loss.ipynb #b2a9bf6b
+@patch
+def forward(
+    self: TripletCLIPLoss,
+    image_features: Tensor,  # [n, d] raw image features
+    text_features: Tensor,  # [n, d] raw caption features
+    logit_scale=None,  # exp'd scale s (the model's), unless the loss owns one
+    *,
+    negation_features: Tensor | None = None,  # [n, d] raw negation features (required)
+    negation_image_features: Tensor | None = None,  # [n, d] raw features of the negation images (required)
+    output_dict: bool = False,  # return the named terms
+    **kw,
+):  # other inputs are ignored
+    "The TripletCLIP loss (or its terms)."
+    self._need(negation_features, "negation_features", "negated captions")
+    self._need(negation_image_features, "negation_image_features", "negation images")
+    s, img, txt, extra, rank, world = self._prep(
+        image_features,
+        text_features,
+        logit_scale,
+        negation_features=negation_features,
+        negation_image_features=negation_image_features,
+    )
+    neg, nimg = extra["negation_features"], extra["negation_image_features"]
+    (all_images, all_texts, all_negations, all_negation_images), offset = _gather(
+        (img, txt, neg, nimg), rank, world, self.group
+    )
+    N = all_texts.shape[0]
+    if self.form == "square":
+        texts_and_negations, images_and_negation_images = (
+            torch.cat([all_texts, all_negations]),
+            torch.cat([all_images, all_negation_images]),
         )
-        neg, nimg = extra["negation_features"], extra["negation_image_features"]
-        (all_images, all_texts, all_negations, all_negation_images), offset = _gather(
-            (img, txt, neg, nimg), rank, world, self.group
-        )
-        N = all_texts.shape[0]
-        if self.form == "square":
-            texts_and_negations, images_and_negation_images = (
-                torch.cat([all_texts, all_negations]),
-                torch.cat([all_images, all_negation_images]),
-            )
-            i2t = (
-                info_nce(img, texts_and_negations, s, offset) + info_nce(nimg, texts_and_negations, s, N + offset)
-            ) / 2
-            t2i = (
-                info_nce(txt, images_and_negation_images, s, offset)
-                + info_nce(neg, images_and_negation_images, s, N + offset)
-            ) / 2
-            loss = (i2t + t2i) / 2
-        else:
-            i2t = (
-                info_nce(img, torch.cat([all_texts, all_negations]), s, offset)
-                + info_nce(nimg, torch.cat([all_negations, all_texts]), s, offset)
-            ) / 2
-            t2i = (info_nce(txt, all_images, s, offset) + info_nce(neg, all_negation_images, s, offset)) / 2
-            loss = i2t + t2i  # = NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
-        return self._out(
-            dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
-        )
+        i2t = (info_nce(img, texts_and_negations, s, offset) + info_nce(nimg, texts_and_negations, s, N + offset)) / 2
+        t2i = (
+            info_nce(txt, images_and_negation_images, s, offset)
+            + info_nce(neg, images_and_negation_images, s, N + offset)
+        ) / 2
+        loss = (i2t + t2i) / 2
+    else:
+        i2t = (
+            info_nce(img, torch.cat([all_texts, all_negations]), s, offset)
+            + info_nce(nimg, torch.cat([all_negations, all_texts]), s, offset)
+        ) / 2
+        t2i = (info_nce(txt, all_images, s, offset) + info_nce(neg, all_negation_images, s, offset)) / 2
+        loss = i2t + t2i  # = NegCLIP(I, T, T-) + NegCLIP(I-, T-, T)
+    return self._out(
+        dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
+    )
 
 # %% ../nbs/02_loss.ipynb #00000043
 class ImageNegMarginLoss(_LossBase):

@@ -14,6 +14,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from fastcore.basics import patch
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -399,61 +400,69 @@ class PlanProgress:
     def skip(self, run: Run):
         self.settled.add(run.name)
 
-    def _step(self, run: Run) -> int:
-        return last_logged_step(run.out_dir / "log.jsonl")
+# %% ../nbs/08_reproduce.ipynb #00000024
+@patch
+def _step(self: PlanProgress, run: Run) -> int:
+    return last_logged_step(run.out_dir / "log.jsonl")
 
-    def seconds_per_step(self) -> float | None:
-        "Training seconds per step, over the finished and running training runs of this invocation."
-        secs = steps = 0
-        for name, s in self.seconds.items():
-            if n := run_steps(self.runs[name]):
-                secs, steps = secs + s, steps + n
-        for name, t0 in self.started.items():
-            if run_steps(self.runs[name]) and (k := self._step(self.runs[name])) >= 3:
-                secs, steps = secs + time.time() - t0, steps + k
-        return secs / steps if steps else None
 
-    def _mean(self, notebook: str) -> float | None:
-        done = [s for n, s in self.seconds.items() if self.runs[n].notebook == notebook]
-        return sum(done) / len(done) if done else None
+@patch
+def seconds_per_step(self: PlanProgress) -> float | None:
+    "Training seconds per step, over the finished and running training runs of this invocation."
+    secs = steps = 0
+    for name, s in self.seconds.items():
+        if n := run_steps(self.runs[name]):
+            secs, steps = secs + s, steps + n
+    for name, t0 in self.started.items():
+        if run_steps(self.runs[name]) and (k := self._step(self.runs[name])) >= 3:
+            secs, steps = secs + time.time() - t0, steps + k
+    return secs / steps if steps else None
 
-    def seconds_left(self) -> tuple[float | None, bool]:
-        "(measured time left for the plan, whether some runs are not counted yet because nothing like them has finished)."
-        rate, left, unknown = self.seconds_per_step(), 0.0, False
-        for name, run in self.runs.items():
-            if name in self.settled:
-                continue
-            n, elapsed = run_steps(run), time.time() - self.started.get(name, time.time())
-            if n:
-                cost = (
-                    None if rate is None else (n - min(n, self._step(run))) * rate if name in self.started else n * rate
-                )
-            else:
-                cost = None if (m := self._mean(run.notebook)) is None else max(0.0, m - elapsed)
-            if cost is None:
-                unknown = True
-            else:
-                left += cost
-        if rate is None and not self.seconds:
-            return None, True
-        return left / max(1, min(self.jobs, len(self.runs) - len(self.settled))), unknown
 
-    def line(self) -> str:
-        "e.g. 'train/semclip/seed43 step 87/150, eval/baseline/seed42 | about 12 min left'."
-        now = [
-            f"{n} step {self._step(self.runs[n])}/{run_steps(self.runs[n])}" if run_steps(self.runs[n]) else n
-            for n in self.started
-        ]
-        left, unknown = self.seconds_left()
-        if left is None:
-            eta = "measuring the time left"
+@patch
+def _mean(self: PlanProgress, notebook: str) -> float | None:
+    done = [s for n, s in self.seconds.items() if self.runs[n].notebook == notebook]
+    return sum(done) / len(done) if done else None
+
+
+@patch
+def seconds_left(self: PlanProgress) -> tuple[float | None, bool]:
+    "(measured time left for the plan, whether some runs are not counted yet because nothing like them has finished)."
+    rate, left, unknown = self.seconds_per_step(), 0.0, False
+    for name, run in self.runs.items():
+        if name in self.settled:
+            continue
+        n, elapsed = run_steps(run), time.time() - self.started.get(name, time.time())
+        if n:
+            cost = None if rate is None else (n - min(n, self._step(run))) * rate if name in self.started else n * rate
         else:
-            eta = ("at least " if unknown else "about ") + (
-                f"{left / 60:.0f} min left" if left >= 90 else f"{left:.0f} s left"
-            )
-        return ", ".join(now) + (" | " if now else "") + eta
+            cost = None if (m := self._mean(run.notebook)) is None else max(0.0, m - elapsed)
+        if cost is None:
+            unknown = True
+        else:
+            left += cost
+    if rate is None and not self.seconds:
+        return None, True
+    return left / max(1, min(self.jobs, len(self.runs) - len(self.settled))), unknown
 
 # %% ../nbs/08_reproduce.ipynb #00000025
+@patch
+def line(self: PlanProgress) -> str:
+    "e.g. 'train/semclip/seed43 step 87/150, eval/baseline/seed42 | about 12 min left'."
+    now = [
+        f"{n} step {self._step(self.runs[n])}/{run_steps(self.runs[n])}" if run_steps(self.runs[n]) else n
+        for n in self.started
+    ]
+    left, unknown = self.seconds_left()
+    if left is None:
+        eta = "measuring the time left"
+    else:
+        eta = ("at least " if unknown else "about ") + (
+            f"{left / 60:.0f} min left" if left >= 90 else f"{left:.0f} s left"
+        )
+    return ", ".join(now) + (" | " if now else "") + eta
+
+# %% ../nbs/08_reproduce.ipynb #00000027
 def plan_summary(
     status: pd.DataFrame,  # run_grid's table
     seconds: float,
@@ -472,7 +481,7 @@ def plan_summary(
     ]
     return f"{len(status)} runs: {', '.join(parts)}, in {seconds / 60:.1f} min"
 
-# %% ../nbs/08_reproduce.ipynb #00000027
+# %% ../nbs/08_reproduce.ipynb #00000029
 _OK = ("done", "skipped (finished before)")  # the statuses a dependent run may build on
 
 
@@ -507,7 +516,7 @@ def _grid_bar(watch, total: int, progress: bool) -> tuple:
         threading.Thread(target=refresh, daemon=True).start()
     return bar, stop
 
-# %% ../nbs/08_reproduce.ipynb #0000002a
+# %% ../nbs/08_reproduce.ipynb #0000002c
 def run_grid(
     runs: list, nbs: Path | None = None, force: bool = False, progress: bool = True, executor=None, jobs: int = 1
 ) -> pd.DataFrame:
@@ -558,7 +567,7 @@ def run_grid(
         ]
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000002e
+# %% ../nbs/08_reproduce.ipynb #00000030
 PAPER_CCNEG = {"CLIP (paper, CC-Neg)": {"neg_acc": 0.681}, "SemCLIP (paper, CC-Neg)": {"neg_acc": 0.781}}
 PAPER_BESIDE = {
     "paper: CLIP ViT-B/32 on CC-Neg (other data and model)": {"neg_acc_family/ccneg_style": 0.681},
@@ -618,7 +627,7 @@ def _read_metrics(files) -> pd.DataFrame:
         )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000002f
+# %% ../nbs/08_reproduce.ipynb #00000031
 def collect(root: Path) -> pd.DataFrame:
     "One row per evaluated (arm, seed) under a dataset's runs folder."
     df = _read_metrics(sorted(Path(root).glob("*/seed*/eval/metrics.json")))
@@ -628,7 +637,7 @@ def collect(root: Path) -> pd.DataFrame:
         )
     return df
 
-# %% ../nbs/08_reproduce.ipynb #00000030
+# %% ../nbs/08_reproduce.ipynb #00000032
 def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     "Mean and standard error over seeds, per arm, for `columns` present in `df`."
     cols = [c for c in columns if c in df]
@@ -637,7 +646,7 @@ def aggregate(df: pd.DataFrame, columns) -> pd.DataFrame:
     order = [a for a in ("pretrain", *FINETUNE_ARMS, *VARIANTS) if a in out.index]
     return out.loc[order + sorted(set(out.index) - set(order))]
 
-# %% ../nbs/08_reproduce.ipynb #00000033
+# %% ../nbs/08_reproduce.ipynb #00000035
 def _pm(mean, se) -> str:
     if pd.isna(mean):
         return "-"
@@ -668,7 +677,7 @@ def format_table(agg: pd.DataFrame, labels: dict, extra_rows: dict | None = None
         lines.append(f"| *{name}* | " + " | ".join(_pm(vals.get(c), np.nan) for c in cols) + " | - |")
     return csv, "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #00000036
+# %% ../nbs/08_reproduce.ipynb #00000038
 def _per_prefix(df, prefix) -> dict:
     "Columns named `prefix/<name>`, labelled by <name>."
     return {c: c.split("/", 1)[1] for c in df.columns if c.startswith(prefix + "/")}
@@ -685,7 +694,7 @@ def image_side_columns(df: pd.DataFrame) -> dict:
         out.update({f"{c}/{t}": f"{n.split()[0]} {t}" for c, n in WINO.items() if f"{c}/{t}" in df})
     return out
 
-# %% ../nbs/08_reproduce.ipynb #00000037
+# %% ../nbs/08_reproduce.ipynb #00000039
 def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
     "Write tables 1-3 (+ per-type accuracy) as CSV and Markdown into `out_dir`; return the Markdown texts."
     df = collect(root)
@@ -733,7 +742,7 @@ def write_tables(root: Path, out_dir: Path, dataset: str = "synthneg") -> dict:
         df.to_csv(f, index=False, float_format="%.6f")
     return md
 
-# %% ../nbs/08_reproduce.ipynb #0000003a
+# %% ../nbs/08_reproduce.ipynb #0000003c
 STUDY_COLUMNS = {
     "neg_acc": "orig > neg acc",
     "neg_acc_family/ccneg_style": "CC-Neg-style",
@@ -762,7 +771,7 @@ def study_plan(
     # the cores are shared over the whole study: its pre-training runs (one per share) run side by side
     return share_cores(list(runs.values()), kw.get("jobs", 1), kw.get("cores"), kw.get("threads"))
 
-# %% ../nbs/08_reproduce.ipynb #0000003b
+# %% ../nbs/08_reproduce.ipynb #0000003d
 def conditions_table(
     root: Path,  # the dataset's runs folder (the default condition's)
     dataset: str = "synthneg",
@@ -795,7 +804,7 @@ def conditions_table(
     lead = ["pretrain_negation_share", "finetune_negation_share", "arm"]
     return out[lead + [c for c in out.columns if c not in lead]]
 
-# %% ../nbs/08_reproduce.ipynb #0000003c
+# %% ../nbs/08_reproduce.ipynb #0000003e
 def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
     "The conditions table as Markdown, mean ± se in percent."
     cols = [c for c in STUDY_COLUMNS if f"{c} (mean)" in table]
@@ -813,7 +822,7 @@ def conditions_markdown(table: pd.DataFrame) -> str:  # from `conditions_table`
         )
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/08_reproduce.ipynb #0000003d
+# %% ../nbs/08_reproduce.ipynb #0000003f
 def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=FINETUNE_ARMS) -> dict:
     "Write conditions.csv, conditions.md and the conditions figure into `out_dir`; return {'conditions': markdown}."
     from semclip.figures import conditions_figure, save_figure
@@ -829,7 +838,7 @@ def write_conditions(root: Path, out_dir: Path, dataset: str = "synthneg", arms=
     save_figure(conditions_figure(table), out_dir, "conditions")
     return {"conditions": md}
 
-# %% ../nbs/08_reproduce.ipynb #00000044
+# %% ../nbs/08_reproduce.ipynb #00000046
 def git_revision() -> str:
     "The checkout's commit, with '-dirty' when tracked files outside figures/ (the committed results) have changes."
     pr = project_root()
@@ -849,7 +858,7 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000047
+# %% ../nbs/08_reproduce.ipynb #00000049
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -896,7 +905,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #00000048
+# %% ../nbs/08_reproduce.ipynb #0000004a
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -919,7 +928,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000004b
+# %% ../nbs/08_reproduce.ipynb #0000004d
 def write_comparison(
     fig: Path,  # the new run's tables (its per_seed.csv)
     reference: Path,
@@ -950,7 +959,7 @@ def write_provenance(
     with atomic_write(fig / f"runs{suffix}.md", "w") as f:
         f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000004d
+# %% ../nbs/08_reproduce.ipynb #0000004f
 def _grid_runs(
     dataset: str,
     arms,
@@ -1003,7 +1012,7 @@ def _grid_runs(
                 r.params["steps"] = pretrain_steps
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #00000050
+# %% ../nbs/08_reproduce.ipynb #00000052
 def _write_results(
     root: Path, fig: Path, dataset: str, arms, study: str | None, reference: Path | None, compare: bool
 ) -> dict:
@@ -1015,7 +1024,34 @@ def _write_results(
         tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
     return tables
 
-# %% ../nbs/08_reproduce.ipynb #00000051
+# %% ../nbs/08_reproduce.ipynb #00000053
+def _output_dirs(dataset: str, runs_dir, figures_dir, update_reference: bool, study: str | None) -> tuple:
+    "(runs folder, the committed reference or None, where tables and figures go, whether to compare with the reference)."
+    root = Path(runs_dir) if runs_dir else runs_root() / dataset
+    checkout = project_root()
+    reference = checkout / "figures" / dataset if checkout else None
+    if update_reference and reference is None:
+        raise ConfigError("update_reference=True needs a semclip checkout (its figures/ folder)")
+    fig = Path(figures_dir) if figures_dir else reference if update_reference else root / "figures"
+    compare = reference is not None and not update_reference and (reference / "per_seed.csv").exists() and study is None
+    return root, reference, fig, compare
+
+
+def _provenance(command: str, revision: str, secs: float, root: Path, jobs: int, runs: list, status) -> dict:
+    "What provenance.json says about a finished grid: command, code revision, time, machine and the failed runs."
+    return dict(
+        command=command,
+        git_revision=revision,
+        finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        wall_seconds=round(secs, 1),
+        runs_dir=portable_path(root),
+        cpus=os.cpu_count(),
+        jobs=jobs,
+        threads_per_run={r.name: r.threads for r in runs},
+        failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(("done", "skipped"))],
+    )
+
+# %% ../nbs/08_reproduce.ipynb #00000054
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -1043,33 +1079,15 @@ def reproduce(
     seeds, jobs = check_number("seeds", seeds, min=1), check_number("jobs", jobs, min=1)
     threads = check_number("threads", threads, min=1, allow_none=True)
     t0, revision = time.time(), git_revision()  # the code that runs, read before the run writes its own outputs
-    root = Path(runs_dir) if runs_dir else runs_root() / dataset
-    checkout = project_root()
-    reference = checkout / "figures" / dataset if checkout else None
-    if update_reference and reference is None:
-        raise ConfigError("update_reference=True needs a semclip checkout (its figures/ folder)")
-    fig = Path(figures_dir) if figures_dir else reference if update_reference else root / "figures"
-    compare = reference is not None and not update_reference and (reference / "per_seed.csv").exists() and study is None
+    root, reference, fig, compare = _output_dirs(dataset, runs_dir, figures_dir, update_reference, study)
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
-    seed_list = tuple(42 + i for i in range(seeds))
     with RunLock(root):  # one driver per runs folder: a second one is told who holds it
         runs = _grid_runs(
-            dataset,
-            arms,
-            seed_list,
-            root,
-            fig,
-            study,
-            model,
-            pretrained,
-            over,
-            eover,
-            jobs,
-            threads,
-            remedy,
-            pretrain_steps,
-        )
+            dataset, arms, tuple(42 + i for i in range(seeds)), root, fig, study, model, pretrained,
+            train_overrides=over, eval_overrides=eover, jobs=jobs, threads=threads, remedy=remedy,
+            pretrain_steps=pretrain_steps,
+        )  # fmt: skip
         if jobs > 1 or threads is not None:  # inherited by the kernels
             os.environ["OMP_NUM_THREADS"] = str(threads or max(1, (os.cpu_count() or 2) // jobs))
         warmer = warm_figures(runs)
@@ -1078,21 +1096,12 @@ def reproduce(
             warmer.wait()
         tables = _write_results(root, fig, dataset, arms, study, reference, compare)
         secs = time.time() - t0
-        prov = dict(
-            command=command or f"semclip-reproduce --dataset {dataset} --seeds {seeds}",
-            git_revision=revision,
-            finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            wall_seconds=round(secs, 1),
-            runs_dir=portable_path(root),
-            cpus=os.cpu_count(),
-            jobs=jobs,
-            threads_per_run={r.name: r.threads for r in runs},
-            failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(("done", "skipped"))],
-        )
+        command = command or f"semclip-reproduce --dataset {dataset} --seeds {seeds}"
+        prov = _provenance(command, revision, secs, root, jobs, runs, status)
         write_provenance(fig, "" if study is None else f"_{study}", prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000055
+# %% ../nbs/08_reproduce.ipynb #00000058
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line

@@ -147,57 +147,23 @@ _ADJ = set(
 _NOUN_ADJ = {"orange", "gold", "silver"}  # also nouns: "an orange" is a noun phrase
 
 # %% ../nbs/01d_rules.ipynb #00000015
-_IRREGULAR = dict(
-    sit=("sat", "sat"),
-    run=("ran", "run"),
-    ride=("rode", "ridden"),
-    eat=("ate", "eaten"),
-    hold=("held", "held"),
-    stand=("stood", "stood"),
-    lie=("lay", "lain"),
-    fly=("flew", "flown"),
-    swim=("swam", "swum"),
-    throw=("threw", "thrown"),
-    catch=("caught", "caught"),
-    take=("took", "taken"),
-    drive=("drove", "driven"),
-    see=("saw", "seen"),
-    wear=("wore", "worn"),
-    sleep=("slept", "slept"),
-    make=("made", "made"),
-    bring=("brought", "brought"),
-    build=("built", "built"),
-    cut=("cut", "cut"),
-    hit=("hit", "hit"),
-    read=("read", "read"),
-    write=("wrote", "written"),
-    draw=("drew", "drawn"),
-    feed=("fed", "fed"),
-    hang=("hung", "hung"),
-    lead=("led", "led"),
-    sing=("sang", "sung"),
-    swing=("swung", "swung"),
-    blow=("blew", "blown"),
-    buy=("bought", "bought"),
-    dig=("dug", "dug"),
-    drink=("drank", "drunk"),
-    grow=("grew", "grown"),
-    keep=("kept", "kept"),
-    shake=("shook", "shaken"),
-    sweep=("swept", "swept"),
-    bite=("bit", "bitten"),
-    sell=("sold", "sold"),
-    teach=("taught", "taught"),
-    spin=("spun", "spun"),
-    sink=("sank", "sunk"),
-    win=("won", "won"),
-    go=("went", "gone"),
-    show=("showed", "shown"),
-    do=("did", "done"),
-    lay=("laid", "laid"),
-    fight=("fought", "fought"),
-    leave=("left", "left"),
-)
+_IRREGULAR = {  # base form: (past, past participle)
+    base: (past, participle)
+    for base, past, participle in map(
+        str.split,
+        """
+    sit sat sat, run ran run, ride rode ridden, eat ate eaten, hold held held, stand stood stood, lie lay lain,
+    fly flew flown, swim swam swum, throw threw thrown, catch caught caught, take took taken,
+    drive drove driven, see saw seen, wear wore worn, sleep slept slept, make made made, bring brought brought,
+    build built built, cut cut cut, hit hit hit, read read read, write wrote written, draw drew drawn,
+    feed fed fed, hang hung hung, lead led led, sing sang sung, swing swung swung, blow blew blown,
+    buy bought bought, dig dug dug, drink drank drunk, grow grew grown, keep kept kept, shake shook shaken,
+    sweep swept swept, bite bit bitten, sell sold sold, teach taught taught, spin spun spun, sink sank sunk,
+    win won won, go went gone, show showed shown, do did done, lay laid laid, fight fought fought,
+    leave left left
+""".split(","),
+    )
+}
 _REGULAR = (
     "walk play look watch jump climb kick push pull carry chase cross wait talk smile laugh stare graze rest "
     "pose skate ski surf paddle wash brush cook bake serve use open close fill touch pet hug kiss cover fix paint "
@@ -756,94 +722,36 @@ def rule_negations(caption: str):  # a caption
             yield _finish(t, *r)
 
 # %% ../nbs/01d_rules.ipynb #00000053
-_SYNONYMS = {
-    "photo": "picture",
-    "photograph": "picture",
-    "picture": "image",
-    "image": "picture",
-    "photos": "pictures",
-    "pictures": "images",
-    "images": "pictures",
-    "big": "large",
-    "large": "big",
-    "huge": "enormous",
-    "enormous": "huge",
-    "sofa": "couch",
-    "couch": "sofa",
-    "sofas": "couches",
-    "couches": "sofas",
-    "refrigerator": "fridge",
-    "fridge": "refrigerator",
-    "kid": "child",
-    "kids": "children",
-    "child": "kid",
-    "children": "kids",
-    "bicycle": "bike",
-    "bike": "bicycle",
-    "bicycles": "bikes",
-    "bikes": "bicycles",
-    "motorcycle": "motorbike",
-    "motorbike": "motorcycle",
-    "motorcycles": "motorbikes",
-    "television": "TV",
-    "tv": "television",
-    "airplane": "plane",
-    "aeroplane": "plane",
-    "plane": "airplane",
-    "airplanes": "planes",
-    "automobile": "car",
-    "cellphone": "mobile phone",
-    "cell phone": "mobile phone",
-    "mobile phone": "cell phone",
-    "rug": "carpet",
-    "ocean": "sea",
-    "sea": "ocean",
-    "trousers": "pants",
-    "puppy": "young dog",
-    "kitten": "young cat",
-    "beside": "next to",
-    "next to": "beside",
-    "near": "close to",
-    "close to": "near",
-    "underneath": "beneath",
-    "beneath": "underneath",
-    "under": "beneath",
-    "many": "lots of",
-    "person": "individual",
-    "shape": "figure",
-    "shapes": "figures",
-    "all of the": "all the",
-    "all the": "all of the",
-    "isn't": "is not",
-    "aren't": "are not",
-    "doesn't": "does not",
-    "don't": "do not",
-    "can't": "cannot",
-    "it's": "it is",
-    "there's": "there is",
-    "is not": "isn't",
-    "are not": "aren't",
-    "does not": "doesn't",
-    "do not": "don't",
-    "cannot": "can't",
-}
-_KEEP = (
-    "sea lion",
-    "sea lions",
-    "sea gull",
-    "sea gulls",
-    "sea turtle",
-    "sea shell",
-    "sea shells",
-    "ocean liner",
-    "dirt bike",
-    "dirt bikes",
-    "big ben",
-    "kid goat",
-    "under construction",
-    "near miss",
-    "many of",
+_SYNONYMS = dict(  # word or phrase > what replaces it
+    (old.strip(), new.strip())
+    for old, new in (
+        pair.split(">")
+        for pair in """
+    photo > picture| photograph > picture| picture > image| image > picture| photos > pictures|
+    pictures > images| images > pictures| big > large| large > big| huge > enormous| enormous > huge|
+    sofa > couch| couch > sofa| sofas > couches| couches > sofas| refrigerator > fridge| fridge > refrigerator|
+    kid > child| kids > children| child > kid| children > kids| bicycle > bike| bike > bicycle|
+    bicycles > bikes| bikes > bicycles| motorcycle > motorbike| motorbike > motorcycle|
+    motorcycles > motorbikes| television > TV| tv > television| airplane > plane| aeroplane > plane|
+    plane > airplane| airplanes > planes| automobile > car| cellphone > mobile phone| cell phone > mobile phone|
+    mobile phone > cell phone| rug > carpet| ocean > sea| sea > ocean| trousers > pants| puppy > young dog|
+    kitten > young cat| beside > next to| next to > beside| near > close to| close to > near|
+    underneath > beneath| beneath > underneath| under > beneath| many > lots of| person > individual|
+    shape > figure| shapes > figures| all of the > all the| all the > all of the| isn't > is not|
+    aren't > are not| doesn't > does not| don't > do not| can't > cannot| it's > it is| there's > there is|
+    is not > isn't| are not > aren't| does not > doesn't| do not > don't| cannot > can't
+""".split("|")
+    )
 )
+_KEEP = tuple(  # compounds kept as they are
+    phrase.strip()
+    for phrase in """
+    sea lion| sea lions| sea gull| sea gulls| sea turtle| sea shell| sea shells| ocean liner| dirt bike|
+    dirt bikes| big ben| kid goat| under construction| near miss| many of
+""".split("|")
+)
+
+# %% ../nbs/01d_rules.ipynb #00000055
 _SYN_ONE, _SYN_MULTI = {}, {}
 for _k, _v in [*_SYNONYMS.items(), *((k, k) for k in _KEEP)]:
     for _kk in {_k, _k.replace("'", "’")}:
@@ -854,7 +762,7 @@ for _k, _v in [*_SYNONYMS.items(), *((k, k) for k in _KEEP)]:
 for _l in _SYN_MULTI.values():
     _l.sort(key=lambda kv: -len(kv[0]))
 
-# %% ../nbs/01d_rules.ipynb #00000056
+# %% ../nbs/01d_rules.ipynb #00000058
 def _syn_tokens(t, sp):
     "Tokens with every entry of the synonym table replaced once, keeping capitals and fixing 'a'/'an' in front."
     ot, osp, i, n = [], [], 0, len(t)
@@ -888,7 +796,7 @@ def apply_synonyms(s: str) -> str:  # a caption
     "`s` with every entry of the synonym table replaced once."
     return _join(*_syn_tokens(*_tokenize(s)))
 
-# %% ../nbs/01d_rules.ipynb #00000059
+# %% ../nbs/01d_rules.ipynb #0000005b
 def _be_for(be: str, plural) -> str:
     return ("were" if plural else "was") if be in ("was", "were") else ("are" if plural else "is")
 
@@ -915,7 +823,7 @@ def _para_converse(t, sp, low):
         (t[e:], sp[e:]),
     )
 
-# %% ../nbs/01d_rules.ipynb #0000005c
+# %% ../nbs/01d_rules.ipynb #0000005e
 def _para_passive(t, sp, low):
     "'A man riding a horse' -> 'A horse being ridden by a man'; 'is riding' -> 'is being ridden by'."
     a = _np_end(low, 0)
@@ -949,7 +857,7 @@ def _para_passive(t, sp, low):
         (t[e:], sp[e:]),
     )
 
-# %% ../nbs/01d_rules.ipynb #0000005f
+# %% ../nbs/01d_rules.ipynb #00000061
 def _para_coord(t, sp, low):
     "'A kitchen with a stove and a refrigerator' -> 'A kitchen with a refrigerator and a stove'."
     for k in range(1, len(low) - 1):
@@ -993,7 +901,7 @@ def _para_coord(t, sp, low):
             (t[e:], sp[e:]),
         )
 
-# %% ../nbs/01d_rules.ipynb #00000062
+# %% ../nbs/01d_rules.ipynb #00000064
 def _para_but(t, sp, low):
     "'X and no Y' -> 'X but no Y'."
     for k in range(1, len(low) - 1):
@@ -1023,7 +931,7 @@ def _para_reduce_rel(t, sp, low):
             return _rep(t, sp, i, i + 2, ["with"])
         return None
 
-# %% ../nbs/01d_rules.ipynb #00000065
+# %% ../nbs/01d_rules.ipynb #00000067
 def _para_adjpost(t, sp, low):
     "'a small red circle' -> 'a circle that is small and red'."
     end = _end(low)
@@ -1042,7 +950,7 @@ def _para_adjpost(t, sp, low):
         (t[end:], sp[end:]),
     )
 
-# %% ../nbs/01d_rules.ipynb #00000068
+# %% ../nbs/01d_rules.ipynb #0000006a
 def _finite_later(low, e: int) -> bool:
     "May a finite verb follow position `e` (before a 'while' clause)? Any '-s' word or plural-agreeing verb after a noun may be one."
     end = low.index("while", e) if "while" in low[e:] else len(low)
@@ -1072,7 +980,7 @@ def _para_be(t, sp, low):
         return None
     return _rep(t, sp, e, e, ["are" if pl else "is"])
 
-# %% ../nbs/01d_rules.ipynb #0000006b
+# %% ../nbs/01d_rules.ipynb #0000006d
 def _para_progressive(t, sp, low):
     "'The cat sits on the mat' -> 'The cat is sitting on the mat'."
     c = _clause(low)
@@ -1093,7 +1001,7 @@ def _para_progressive(t, sp, low):
         return None
     return _rep(t, sp, e, e + 1, ["are" if pl else "is", _VERBS[base(low[e])]["ing"]])
 
-# %% ../nbs/01d_rules.ipynb #0000006e
+# %% ../nbs/01d_rules.ipynb #00000070
 def _last_place(low, places):
     "(index of the preposition, end) of a final 'in/on/at ... the PLACE' phrase, or None."
     end = _end(low)
@@ -1133,7 +1041,7 @@ def _para_front_np(t, sp, low):
         return None
     return _cat((t[k:end], sp[k:end]), [","], ([_lower_word(t[0])] + t[1:k], sp[:k]), (t[end:], sp[end:]))
 
-# %% ../nbs/01d_rules.ipynb #00000071
+# %% ../nbs/01d_rules.ipynb #00000073
 def _para_drop_be(t, sp, low):
     "'A train is pulling into the station' -> 'A train pulling into the station'."
     c = _clause(low)
@@ -1162,7 +1070,7 @@ def _para_with_has(t, sp, low):
         return None
     return _rep(t, sp, k, k + 1, ["that", "have" if pl else "has"])
 
-# %% ../nbs/01d_rules.ipynb #00000074
+# %% ../nbs/01d_rules.ipynb #00000076
 def _para_exist(t, sp, low):
     "'there is a red circle' -> 'the image shows a red circle'."
     if low[0] == "there's":
@@ -1171,7 +1079,7 @@ def _para_exist(t, sp, low):
     if len(low) > 2 and low[0] == "there" and low[1] in ("is", "are"):
         return _rep(t, sp, 0, 2, ["the", "image", "shows"])
 
-# %% ../nbs/01d_rules.ipynb #00000077
+# %% ../nbs/01d_rules.ipynb #00000079
 _PARA_RULES = (
     _para_converse,
     _para_passive,
@@ -1216,7 +1124,7 @@ def _apply_para(rule, t, sp, low, s: int):
         r[0][1] = _be_for(low[1], _is_plural(_head([w.lower() for w in r[0]], 2)))
     return r
 
-# %% ../nbs/01d_rules.ipynb #00000078
+# %% ../nbs/01d_rules.ipynb #0000007a
 def rule_paraphrases(caption: str):  # a caption
     "Every paraphrase the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)
@@ -1235,7 +1143,7 @@ def rule_paraphrases(caption: str):  # a caption
             seen.add(_tnorm(ot))
             yield _finish(t, ot, osp)
 
-# %% ../nbs/01d_rules.ipynb #0000007e
+# %% ../nbs/01d_rules.ipynb #00000080
 def read_judgements(path) -> dict:  # a CSV with columns caption, kind, output, ok
     "{(caption, kind, output): ok} of a judgement file."
     with open(path, newline="", encoding="utf-8") as f:
@@ -1270,7 +1178,7 @@ def judge_rules(
         )
     return dict(**res, unjudged=unjudged)
 
-# %% ../nbs/01d_rules.ipynb #00000089
+# %% ../nbs/01d_rules.ipynb #0000008b
 REAL_WORLD_STYLE = [
     "A man is riding a horse on the beach.",
     "Two dogs playing with a ball in the park",

@@ -30,6 +30,14 @@ from semclip.core import (
     write_json,
 )
 
+# %% auto #0
+__all__ = ['ISSUES', 'COLUMNS', 'TripleBackend', 'RuleBackend', 'clean_answer', 'validate', 'JsonlCache', 'format_report',
+           'generate_triples', 'read_caption_csv', 'generate_triples_csv', 'triples_command', 'cli', 'rule_paraphrases',
+           'rule_negations', 'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE', 'PARA_PROMPT',
+           'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor', 'check_key_env',
+           'env_key', 'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
+
+# %% ../nbs/01b_triples.ipynb #00000004
 # the rule and LLM APIs, re-exported: `semclip.triples` is the one import the triples pipeline needs
 from semclip.rules import (  # noqa: F401
     rule_paraphrases,
@@ -79,14 +87,7 @@ _all_ = [
     "OpenAIChatBackend",
 ]
 
-# %% auto #0
-__all__ = ['ISSUES', 'COLUMNS', 'TripleBackend', 'RuleBackend', 'clean_answer', 'validate', 'JsonlCache', 'format_report',
-           'generate_triples', 'read_caption_csv', 'generate_triples_csv', 'triples_command', 'cli', 'rule_paraphrases',
-           'rule_negations', 'apply_synonyms', 'judge_rules', 'read_judgements', 'REAL_WORLD_STYLE', 'PARA_PROMPT',
-           'NEG_PROMPT', 'PARA_VERIFY_PROMPT', 'NEG_VERIFY_PROMPT', 'KINDS', 'fill_prompt', 'Redactor', 'check_key_env',
-           'env_key', 'env_redactor', 'LLMError', 'parse_verdict', 'OpenAIChatBackend']
-
-# %% ../nbs/01b_triples.ipynb #00000005
+# %% ../nbs/01b_triples.ipynb #00000007
 class TripleBackend(metaclass=ABCMeta):
     "Interface of a paraphrase/negation generator and Yes/No verifier."
 
@@ -136,7 +137,7 @@ class TripleBackend(metaclass=ABCMeta):
 
 TripleBackend.register(OpenAIChatBackend)  # semclip.llm implements the interface without importing this module
 
-# %% ../nbs/01b_triples.ipynb #00000008
+# %% ../nbs/01b_triples.ipynb #0000000a
 def _nth(gen, n: int):
     for i, x in enumerate(gen):
         if i == n:
@@ -158,7 +159,7 @@ class RuleBackend(TripleBackend):
     def __repr__(self):
         return "RuleBackend()"
 
-# %% ../nbs/01b_triples.ipynb #0000000b
+# %% ../nbs/01b_triples.ipynb #0000000d
 @patch
 def coverage(self: RuleBackend, captions) -> dict:  # the captions
     "Share of `captions` it paraphrases, negates, and both; the ones it cannot transform, with what failed."
@@ -173,7 +174,7 @@ def coverage(self: RuleBackend, captions) -> dict:  # the captions
     n = max(len(captions), 1)
     return dict(n=len(captions), para_share=n_p / n, neg_share=n_n / n, both_share=n_b / n, untransformed=failed)
 
-# %% ../nbs/01b_triples.ipynb #0000000e
+# %% ../nbs/01b_triples.ipynb #00000010
 _LABEL = re.compile(
     r"^\s*(?:\*\*)?(?:sure[,!.]?\s*)?(?:here(?:'s| is| are)\b[^:\n]{0,80}:|"
     r"(?:the\s+)?(?:rephrased|paraphrased|false|negated|rewritten|new|completely false)?\s*"
@@ -190,7 +191,7 @@ def clean_answer(text: str | None) -> str:  # an LLM's answer
         t = t[1:-1].strip()
     return t
 
-# %% ../nbs/01b_triples.ipynb #00000011
+# %% ../nbs/01b_triples.ipynb #00000013
 _REFUSAL = re.compile(
     r"^\W*(?:i'?m sorry|i am sorry|sorry[,.!]|i apologi[sz]e|i can'?t\b|i cannot\b|i can not\b|"
     r"i'?m (?:not able|unable)|i am (?:not able|unable)|i won'?t\b|as an ai\b|i'?m an ai\b|"
@@ -221,7 +222,7 @@ def validate(
         return "too_long"
     return None
 
-# %% ../nbs/01b_triples.ipynb #00000014
+# %% ../nbs/01b_triples.ipynb #00000016
 try:
     import fcntl
 except ImportError:
@@ -255,7 +256,7 @@ def _json_line(ln: bytes):
     except ValueError:
         return _NOT_JSON
 
-# %% ../nbs/01b_triples.ipynb #00000015
+# %% ../nbs/01b_triples.ipynb #00000017
 def _record_problem(rec) -> str | None:
     "What is wrong with a cache record read back from its file (None: nothing)."
     if not isinstance(rec, dict) or not isinstance(rec.get("k"), str):
@@ -269,7 +270,7 @@ def _record_problem(rec) -> str | None:
         return f"the answer of a {kind!r} request must be {want}, not {_JSON_NAMES.get(type(a), type(a).__name__)}"
     return None
 
-# %% ../nbs/01b_triples.ipynb #00000018
+# %% ../nbs/01b_triples.ipynb #0000001a
 def _read_cache(c: JsonlCache):
     "Load the records of cache `c`'s file (open as `c._fd`) into `c._d`, repairing its end, counting what was wrong."
     data = c.path.read_bytes()
@@ -306,7 +307,7 @@ def _read_cache(c: JsonlCache):
         if len(c.bad_lines) < 100:
             c.bad_lines.append((n, why))
 
-# %% ../nbs/01b_triples.ipynb #0000001c
+# %% ../nbs/01b_triples.ipynb #0000001e
 class JsonlCache:
     "Append-only JSONL store of completed requests, one fsync'd line each; reopening it reads them back."
 
@@ -359,7 +360,7 @@ class JsonlCache:
     def __exit__(self, *a):
         self.close()
 
-# %% ../nbs/01b_triples.ipynb #0000001f
+# %% ../nbs/01b_triples.ipynb #00000021
 @patch
 def put(self: JsonlCache, key: str, **fields) -> bool:
     "Append one record and make it durable; False (nothing written) if it is longer than `max_record_bytes`."
@@ -393,7 +394,7 @@ def info(self: JsonlCache) -> dict:
         too_large=self.too_large,
     )
 
-# %% ../nbs/01b_triples.ipynb #00000025
+# %% ../nbs/01b_triples.ipynb #00000027
 class _Stop(Exception):
     "Another worker failed; stop asking."
 
@@ -435,7 +436,7 @@ class _Run:
             self.failed.append((c, e))
             self.stop.set()
 
-# %% ../nbs/01b_triples.ipynb #00000028
+# %% ../nbs/01b_triples.ipynb #0000002a
 def _ask(cache, backend, kind, caption, attempt, st, stop, candidate=None):
     "One answer: from the cache when it is there, else from `backend` (then cached)."
     key = backend.cache_key(kind, caption, attempt, candidate) if cache is not None and backend.cacheable else None
@@ -465,7 +466,7 @@ def _ask(cache, backend, kind, caption, attempt, st, stop, candidate=None):
         )
     return ans
 
-# %% ../nbs/01b_triples.ipynb #0000002b
+# %% ../nbs/01b_triples.ipynb #0000002d
 def _one_kind(kind, caption, gen, ver, cache, max_regen, verify, max_len_ratio, st, stop):
     "(text, verified, attempts, issue) for one caption and kind."
     best, issue, attempts = None, "", 0
@@ -493,7 +494,7 @@ def _one_kind(kind, caption, gen, ver, cache, max_regen, verify, max_len_ratio, 
         return best, False, attempts, "rejected"
     return "", (False if judged else None), attempts, issue
 
-# %% ../nbs/01b_triples.ipynb #0000002e
+# %% ../nbs/01b_triples.ipynb #00000030
 COLUMNS = (
     "paraphrased",
     "negation",
@@ -521,7 +522,7 @@ def _row(res):
         error=res.get("error", ""),
     )
 
-# %% ../nbs/01b_triples.ipynb #00000031
+# %% ../nbs/01b_triples.ipynb #00000033
 def _run_jobs(uniq, job, run: _Run, workers: int, progress: bool):
     "Run `job` on each caption of `uniq` through `run.settle`, with `workers` threads, until done or stopped."
     bar = tqdm(total=len(uniq), disable=not progress, desc="triples", unit="caption")
@@ -556,7 +557,7 @@ def _run_jobs(uniq, job, run: _Run, workers: int, progress: bool):
     finally:
         bar.close()
 
-# %% ../nbs/01b_triples.ipynb #00000034
+# %% ../nbs/01b_triples.ipynb #00000036
 def _report(df, st, gen, ver, verify, cache, n_uniq, secs) -> dict:
     c = st.c
     rep = dict(
@@ -590,7 +591,7 @@ def _report(df, st, gen, ver, verify, cache, n_uniq, secs) -> dict:
     rep["cache"] = cache.info() if cache is not None else None
     return rep
 
-# %% ../nbs/01b_triples.ipynb #00000037
+# %% ../nbs/01b_triples.ipynb #00000039
 def format_report(rep: dict) -> str:  # a report from `generate_triples`
     "A few readable lines from a pipeline report."
     ls = [
@@ -619,7 +620,7 @@ def format_report(rep: dict) -> str:  # a report from `generate_triples`
         ls.append(f"untransformed (first {len(rep['untransformed_examples'])}): {rep['untransformed_examples']}")
     return "\n".join(ls)
 
-# %% ../nbs/01b_triples.ipynb #0000003a
+# %% ../nbs/01b_triples.ipynb #0000003c
 def generate_triples(
     captions,  # the captions, in order (duplicates are asked once)
     backend: TripleBackend | None = None,  # writes paraphrases and negations (None: RuleBackend())
@@ -668,7 +669,7 @@ def generate_triples(
     )
     return df, red.obj(_report(df, run, gen, ver, verify, cache, len(uniq), time.perf_counter() - t0))
 
-# %% ../nbs/01b_triples.ipynb #00000046
+# %% ../nbs/01b_triples.ipynb #00000048
 def _not_utf8(inp: Path) -> str:
     data = inp.read_bytes()
     try:
@@ -704,7 +705,7 @@ def _check_fields(inp: Path):
                 file=inp,
             ) from None
 
-# %% ../nbs/01b_triples.ipynb #00000049
+# %% ../nbs/01b_triples.ipynb #0000004b
 def read_caption_csv(inp) -> pd.DataFrame:  # a CSV file
     "Every column of the CSV `inp` as text; a `DataError` naming the file (and line or row) if it is not a well-formed UTF-8 CSV."
     inp = Path(inp)
@@ -745,7 +746,7 @@ def _check_writable(path: Path, what: str):
     except OSError as e:
         raise ConfigError(f"cannot write {what} '{path}': {e.strerror or e}") from None
 
-# %% ../nbs/01b_triples.ipynb #0000004c
+# %% ../nbs/01b_triples.ipynb #0000004e
 def generate_triples_csv(
     input,
     output,  # the caption CSV, and where the triples CSV goes
@@ -810,7 +811,7 @@ def generate_triples_csv(
         rep["report_path"] = str(rp)
     return rep
 
-# %% ../nbs/01b_triples.ipynb #00000050
+# %% ../nbs/01b_triples.ipynb #00000052
 _INPUT_ERRNOS = {
     errno.ENOENT,
     errno.EACCES,
@@ -854,7 +855,7 @@ def _cli_errors(
             raise
         raise x from None
 
-# %% ../nbs/01b_triples.ipynb #00000057
+# %% ../nbs/01b_triples.ipynb #00000059
 def _run(args) -> int:
     "The command, once its arguments are parsed."
     vm = None if (args.verifier_model or "").lower() == "none" else args.verifier_model
@@ -907,7 +908,7 @@ def _run(args) -> int:
     print(red(f"wrote {rep['output']} and {rep['report_path']}"))
     return 0
 
-# %% ../nbs/01b_triples.ipynb #00000058
+# %% ../nbs/01b_triples.ipynb #0000005a
 def triples_command(args) -> int:  # the parsed arguments of semclip-triples (semclip.cli)
     "The body of `semclip-triples`: `_run` inside `_cli_errors`, with the redactor of the key variable it was given."
     return _cli_errors(
@@ -917,7 +918,7 @@ def triples_command(args) -> int:  # the parsed arguments of semclip-triples (se
         "interrupted; every answer received so far is in the cache: rerun the same command to resume",
     )
 
-# %% ../nbs/01b_triples.ipynb #00000059
+# %% ../nbs/01b_triples.ipynb #0000005b
 def cli(argv: list[str] | None = None) -> int:  # the arguments (default: sys.argv[1:])
     "Console script `semclip-triples` (the same as `semclip.cli.triples_main`)."
     from semclip.cli import triples_main
