@@ -310,25 +310,13 @@ class OpenAIChatBackend:
             deadline=(deadline, 0, True, False),
         )
         env_key(api_key_env)  # refuses a key-like api_key_env, and a key no header can carry, now rather than later
-        self.base_url, self._https, self._host, self._port = (
-            base_url.rstrip("/"),
-            u.scheme == "https",
-            u.hostname,
-            u.port,
-        )
-        self._path = u.path.rstrip("/") + "/chat/completions"
+        self.base_url, self._path = base_url.rstrip("/"), u.path.rstrip("/") + "/chat/completions"
+        self._https, self._host, self._port = u.scheme == "https", u.hostname, u.port
         self.model, self.verifier_model, self.regen_model = model, verifier_model, regen_model
         self.api_key_env, self.temperature, self.timeout = api_key_env, temperature, timeout
-        self.deadline, self.max_answer_bytes = (
-            float(deadline if deadline is not None else 2 * timeout),
-            max_answer_bytes,
-        )
-        self.max_retries, self.backoff, self.max_backoff, self.concurrency = (
-            max_retries,
-            backoff,
-            max_backoff,
-            concurrency,
-        )
+        self.deadline = float(deadline if deadline is not None else 2 * timeout)
+        self.max_answer_bytes, self.max_retries, self.concurrency = max_answer_bytes, max_retries, concurrency
+        self.backoff, self.max_backoff = backoff, max_backoff
         self.__dict__.update(prompts)
         self.max_tokens, self.extra_body = max_tokens, dict(extra_body or {})
         self._slots = threading.BoundedSemaphore(concurrency)

@@ -566,6 +566,35 @@ def _make_bundle(
     return bundle
 
 # %% ../nbs/03_model.ipynb #0000002e
+def _open_clip_model(
+    name: str,
+    tag: str | None,
+    kind: str,
+    quiet: bool,  # the pretrained tag asked for, its kind (`_check_pretrained`); hide the random-init warning
+    **factory_kw,  # open_clip.create_model_and_transforms' arguments
+) -> tuple:
+    "open_clip's (model, train transform, eval transform); a download or weights failure becomes an error that says what to do."
+    try:
+        with _hub_offline_from_env(), _drop_root_log("No pretrained weights loaded", on=quiet):
+            return open_clip.create_model_and_transforms(name, **factory_kw)
+    except Exception as e:
+        err, chain = _weights_error(e, kind, name, tag)
+        if err is None:
+            raise
+        raise err from (e if chain else None)
+
+
+def _checkpoint_settings(checkpoint, name, pretrained, kw: dict, image_preprocess: str) -> tuple:
+    "(checkpoint dict or None, model name, config overrides, preprocess config, image_preprocess), from a checkpoint's record."
+    if checkpoint is None:
+        return None, name, kw, {}, image_preprocess
+    ckpt = _read_model_checkpoint(checkpoint, name, pretrained)
+    kw = {**{k: v for k, v in ckpt["model_cfg"].items() if k != "custom_text"}, **kw}
+    if image_preprocess == "model":
+        image_preprocess = ckpt.get("image_preprocess", image_preprocess)
+    return ckpt, ckpt["model_name"], kw, ckpt.get("preprocess_cfg") or {}, image_preprocess
+
+# %% ../nbs/03_model.ipynb #0000002f
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -591,14 +620,7 @@ def create_model(
     device = get_device(device)
     oc_kw = {k: v for k, v in open_clip_kwargs.items() if k in _OC_ARGS}  # factory options
     kw = {k: v for k, v in open_clip_kwargs.items() if k not in _OC_ARGS}  # model config overrides
-    ckpt, pre_cfg = None, {}
-    if checkpoint is not None:
-        ckpt = _read_model_checkpoint(checkpoint, name, pretrained)
-        name = ckpt["model_name"]
-        kw = {**{k: v for k, v in ckpt["model_cfg"].items() if k != "custom_text"}, **kw}
-        pre_cfg = ckpt.get("preprocess_cfg") or {}
-        if image_preprocess == "model":
-            image_preprocess = ckpt.get("image_preprocess", image_preprocess)
+    ckpt, name, kw, pre_cfg, image_preprocess = _checkpoint_settings(checkpoint, name, pretrained, kw, image_preprocess)
     name = name or "semclip-tiny"
     if ":" not in name:
         name = name.replace("/", "-")  # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
@@ -607,31 +629,27 @@ def create_model(
     image_mean, image_std, image_resize_mode = _image_normalisation(
         image_preprocess, image_mean, image_std, image_resize_mode, pre_cfg
     )
-    try:
-        # random init is what a checkpoint load (weights follow) or a semclip tiny config (trained from scratch) expects:
-        # open_clip's "No pretrained weights loaded ... initialized randomly" warning would only mislead there
-        quiet = ckpt is not None or name in TINY_CONFIGS
-        with _hub_offline_from_env(), _drop_root_log("No pretrained weights loaded", on=quiet):
-            model, pp_train, pp_eval = open_clip.create_model_and_transforms(
-                name,
-                pretrained=None if ckpt is not None else pretrained,
-                precision=precision,
-                device=device,
-                force_image_size=force_image_size,
-                force_context_length=context_length,
-                image_mean=image_mean,
-                image_std=image_std,
-                image_resize_mode=image_resize_mode,
-                aug_cfg=aug_cfg,
-                cache_dir=cache_dir,
-                **{"image_interpolation": pre_cfg.get("interpolation"), **oc_kw},
-                **kw,
-            )
-    except Exception as e:
-        err, chain = _weights_error(e, kind, name, pretrained)
-        if err is None:
-            raise
-        raise err from (e if chain else None)
+    # random init is what a checkpoint load (weights follow) or a semclip tiny config (trained from scratch) expects:
+    # open_clip's "No pretrained weights loaded ... initialized randomly" warning would only mislead there
+    quiet = ckpt is not None or name in TINY_CONFIGS
+    model, pp_train, pp_eval = _open_clip_model(
+        name,
+        pretrained,
+        kind,
+        quiet,
+        pretrained=None if ckpt is not None else pretrained,
+        precision=precision,
+        device=device,
+        force_image_size=force_image_size,
+        force_context_length=context_length,
+        image_mean=image_mean,
+        image_std=image_std,
+        image_resize_mode=image_resize_mode,
+        aug_cfg=aug_cfg,
+        cache_dir=cache_dir,
+        **{"image_interpolation": pre_cfg.get("interpolation"), **oc_kw},
+        **kw,
+    )
     if image_preprocess == "paper":
         pp_train = pp_eval  # the paper trains on the eval transform: no augmentation
     cfg = _final_cfg(name, force_image_size, context_length, kw)
@@ -640,14 +658,14 @@ def create_model(
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000003e
+# %% ../nbs/03_model.ipynb #0000003f
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #00000040
+# %% ../nbs/03_model.ipynb #00000041
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -663,7 +681,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #00000041
+# %% ../nbs/03_model.ipynb #00000042
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -698,7 +716,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #00000043
+# %% ../nbs/03_model.ipynb #00000044
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -708,7 +726,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #00000048
+# %% ../nbs/03_model.ipynb #00000049
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -737,7 +755,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #0000004b
+# %% ../nbs/03_model.ipynb #0000004c
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -769,7 +787,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #0000004c
+# %% ../nbs/03_model.ipynb #0000004d
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -783,7 +801,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #0000004d
+# %% ../nbs/03_model.ipynb #0000004e
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -820,7 +838,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000050
+# %% ../nbs/03_model.ipynb #00000051
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -857,7 +875,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #00000051
+# %% ../nbs/03_model.ipynb #00000052
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -901,7 +919,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #00000053
+# %% ../nbs/03_model.ipynb #00000054
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -938,7 +956,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000054
+# %% ../nbs/03_model.ipynb #00000055
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -966,7 +984,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #00000055
+# %% ../nbs/03_model.ipynb #00000056
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)

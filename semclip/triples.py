@@ -747,6 +747,20 @@ def _check_writable(path: Path, what: str):
         raise ConfigError(f"cannot write {what} '{path}': {e.strerror or e}") from None
 
 # %% ../nbs/01b_triples.ipynb #0000004e
+def _write_triples(df: pd.DataFrame, res: pd.DataFrame, out: Path, red):  # the input rows, the generated columns
+    "Write the input's columns and the new ones to `out` atomically, with any secret `red` knows masked cell by cell."
+    kept = df.drop(columns=[c for c in COLUMNS if c in df.columns]).reset_index(drop=True)
+    table = pd.concat([kept, res.drop(columns=["caption"])], axis=1)
+    text = table.to_csv(index=False)
+    if red.found(text):
+        text = table.map(red).to_csv(index=False)  # mask cell by cell, so the CSV stays well-formed
+    try:
+        with atomic_write(out, "w") as f:
+            f.write(text)
+    except OSError as e:
+        raise ConfigError(f"cannot write output '{out}': {e.strerror or e}") from None
+
+# %% ../nbs/01b_triples.ipynb #0000004f
 def generate_triples_csv(
     input,
     output,  # the caption CSV, and where the triples CSV goes
@@ -787,22 +801,8 @@ def generate_triples_csv(
         res, rep = generate_triples(df[caption_col].tolist(), gen, verifier, cache=cache, **kwargs)
     except LLMError as e:
         raise LLMError(red(f"file '{inp}', {e}")) from e
-    outdf = pd.concat(
-        [
-            df.drop(columns=[c for c in COLUMNS if c in df.columns]).reset_index(drop=True),
-            res.drop(columns=["caption"]),
-        ],
-        axis=1,
-    )
-    text = outdf.to_csv(index=False)
-    if red.found(text):
-        text = outdf.map(red).to_csv(index=False)  # mask cell by cell, so the CSV stays well-formed
     rep.update(input=str(inp), output=str(out), caption_col=caption_col)
-    try:
-        with atomic_write(out, "w") as f:
-            f.write(text)
-    except OSError as e:
-        raise ConfigError(f"cannot write output '{out}': {e.strerror or e}") from None
+    _write_triples(df, res, out, red)
     if rp is not None:
         try:
             write_json(rp, red.obj(rep))
@@ -811,7 +811,7 @@ def generate_triples_csv(
         rep["report_path"] = str(rp)
     return rep
 
-# %% ../nbs/01b_triples.ipynb #00000052
+# %% ../nbs/01b_triples.ipynb #00000053
 _INPUT_ERRNOS = {
     errno.ENOENT,
     errno.EACCES,
@@ -855,7 +855,7 @@ def _cli_errors(
             raise
         raise x from None
 
-# %% ../nbs/01b_triples.ipynb #00000059
+# %% ../nbs/01b_triples.ipynb #0000005a
 def _run(args) -> int:
     "The command, once its arguments are parsed."
     vm = None if (args.verifier_model or "").lower() == "none" else args.verifier_model
@@ -908,7 +908,7 @@ def _run(args) -> int:
     print(red(f"wrote {rep['output']} and {rep['report_path']}"))
     return 0
 
-# %% ../nbs/01b_triples.ipynb #0000005a
+# %% ../nbs/01b_triples.ipynb #0000005b
 def triples_command(args) -> int:  # the parsed arguments of semclip-triples (semclip.cli)
     "The body of `semclip-triples`: `_run` inside `_cli_errors`, with the redactor of the key variable it was given."
     return _cli_errors(
@@ -918,7 +918,7 @@ def triples_command(args) -> int:  # the parsed arguments of semclip-triples (se
         "interrupted; every answer received so far is in the cache: rerun the same command to resume",
     )
 
-# %% ../nbs/01b_triples.ipynb #0000005b
+# %% ../nbs/01b_triples.ipynb #0000005c
 def cli(argv: list[str] | None = None) -> int:  # the arguments (default: sys.argv[1:])
     "Console script `semclip-triples` (the same as `semclip.cli.triples_main`)."
     from semclip.cli import triples_main

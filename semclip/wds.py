@@ -211,6 +211,20 @@ def _samples(df, verify, on_bad, skipped, bar):
         )
 
 # %% ../nbs/01c_wds.ipynb #00000015
+def _manifest(prefix: str, maxcount: int, shards: list, counts: list, columns, skipped: list) -> dict:
+    "What manifest.json records: the format, each shard's name, count and SHA-256, the JSON fields and the skipped rows."
+    return dict(
+        format=WDS_FORMAT,
+        version=WDS_VERSION,
+        prefix=prefix,
+        maxcount=maxcount,
+        total=sum(counts),
+        shards=[dict(name=p.name, count=n, sha256=file_hash(p, 64)) for p, n in zip(shards, counts)],
+        fields=["caption", "paraphrase", "negation", "image_name"] + [str(c) for c in columns if c not in _NOT_IN_JSON],
+        skipped=skipped,
+    )
+
+# %% ../nbs/01c_wds.ipynb #00000016
 def write_shards(
     dataset,  # a TripleDataset (e.g. from get_dataset) or a standard triple frame
     out_dir,  # the folder for the shards, sizes.json and manifest.json (created)
@@ -250,20 +264,7 @@ def write_shards(
         if not shards:
             raise DataError(f"no readable image in any of the {len(df)} rows; nothing written", file=dataset.source)
         write_json(tmp / "sizes.json", {p.name: n for p, n in zip(shards, counts)})
-        write_json(
-            tmp / "manifest.json",
-            dict(
-                format=WDS_FORMAT,
-                version=WDS_VERSION,
-                prefix=prefix,
-                maxcount=maxcount,
-                total=sum(counts),
-                shards=[dict(name=p.name, count=n, sha256=file_hash(p, 64)) for p, n in zip(shards, counts)],
-                fields=["caption", "paraphrase", "negation", "image_name"]
-                + [str(c) for c in df.columns if c not in _NOT_IN_JSON],
-                skipped=skipped,
-            ),
-        )
+        write_json(tmp / "manifest.json", _manifest(prefix, maxcount, shards, counts, df.columns, skipped))
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700: the usual folder permissions
         _swap_in(tmp, out)
     except BaseException:
@@ -273,7 +274,7 @@ def write_shards(
         bar.close()
     return [out / p.name for p in shards]
 
-# %% ../nbs/01c_wds.ipynb #00000021
+# %% ../nbs/01c_wds.ipynb #00000022
 def shards_command(a):  # the parsed arguments of semclip-shards (semclip.cli)
     "The body of `semclip-shards`: write the shards, print where they are and how to train on them."
     from semclip.data import get_dataset
@@ -296,7 +297,7 @@ def shards_cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return shards_main(argv)
 
-# %% ../nbs/01c_wds.ipynb #00000025
+# %% ../nbs/01c_wds.ipynb #00000026
 def _braceexpand(s: str) -> list[str]:
     try:
         from braceexpand import braceexpand
@@ -306,7 +307,7 @@ def _braceexpand(s: str) -> list[str]:
         return [s]
     return list(braceexpand(s))
 
-# %% ../nbs/01c_wds.ipynb #00000026
+# %% ../nbs/01c_wds.ipynb #00000027
 def expand_urls(
     urls,
 ) -> list[str]:  # a brace pattern, '::'-joined patterns, a list of them, or a folder with manifest.json
@@ -343,7 +344,7 @@ def expand_urls(
         raise DatasetNotFoundError(f"shard not found{more}", file=missing[0])
     return out
 
-# %% ../nbs/01c_wds.ipynb #00000029
+# %% ../nbs/01c_wds.ipynb #0000002a
 _KEY = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")  # webdataset's base_plus_ext: key = name up to the first dot
 
 
@@ -352,7 +353,7 @@ def _truncated(path, why):
         f"the shard is truncated or not a tar file ({why}); rewrite it (write_shards) or leave it out", file=path
     )
 
-# %% ../nbs/01c_wds.ipynb #0000002a
+# %% ../nbs/01c_wds.ipynb #0000002b
 def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     "The samples of one shard, in order, as `(key, {extension: bytes})`; DataErrors name the shard."
     path = Path(path)
@@ -388,7 +389,7 @@ def iter_shard(path) -> Iterator[tuple[str, dict]]:  # a shard file
     if cur is not None:
         yield cur, files
 
-# %% ../nbs/01c_wds.ipynb #0000002b
+# %% ../nbs/01c_wds.ipynb #0000002c
 _MANIFESTS = {}
 
 
@@ -413,7 +414,7 @@ def _listed_count(shard: Path) -> int | None:
 def _is_text(v):
     return isinstance(v, str) and v.strip() != ""
 
-# %% ../nbs/01c_wds.ipynb #0000002c
+# %% ../nbs/01c_wds.ipynb #0000002d
 def decode_sample(
     key: str,
     files: dict,  # one sample from iter_shard
@@ -446,7 +447,7 @@ def decode_sample(
         raise DataError(f"sample {key!r}: {e.problem}", **where) from None
     return dict(key=key, ext=ext, image=im, record=rec)
 
-# %% ../nbs/01c_wds.ipynb #0000002d
+# %% ../nbs/01c_wds.ipynb #0000002e
 def iter_samples(
     shard,  # a shard file
     target_size: int | None = None,
@@ -461,7 +462,7 @@ def iter_samples(
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-# %% ../nbs/01c_wds.ipynb #0000002f
+# %% ../nbs/01c_wds.ipynb #00000030
 def read_shards_frame(
     urls,  # see `expand_urls`
     progress: bool = False,
@@ -486,7 +487,7 @@ def read_shards_frame(
             images.append(s["image"])
     return pd.DataFrame(rows), images
 
-# %% ../nbs/01c_wds.ipynb #00000033
+# %% ../nbs/01c_wds.ipynb #00000034
 def split_shards(
     shards: list,  # the shard list, the same on every process
     rank: int = 0,
@@ -527,7 +528,7 @@ def _buffer_shuffle(items, bufsize: int, rng: random.Random):
     rng.shuffle(buf)
     yield from buf
 
-# %% ../nbs/01c_wds.ipynb #00000035
+# %% ../nbs/01c_wds.ipynb #00000036
 class ShardTriples(IterableDataset):
     "`(image, caption, paraphrase, negation)` streamed from WebDataset shards, split over ranks and DataLoader workers."
 
@@ -587,7 +588,7 @@ class ShardTriples(IterableDataset):
     def __repr__(self):
         return f"ShardTriples({len(self.urls)} shards, shuffle={self.shuffle}, seed={self.seed}, epoch={self.epoch})"
 
-# %% ../nbs/01c_wds.ipynb #0000004b
+# %% ../nbs/01c_wds.ipynb #0000004c
 def _manifest_entries(shards) -> list[dict | None]:
     "The manifest.json entry (name, count, sha256) listed next to each shard, None where there is none."
     out = []
@@ -619,7 +620,45 @@ def _counted(shard: str, want: int) -> Iterator[tuple]:
             f"the shard holds {n} samples but manifest.json lists {want}: it was cut short or replaced", file=shard
         )
 
-# %% ../nbs/01c_wds.ipynb #0000004c
+# %% ../nbs/01c_wds.ipynb #0000004d
+def _check_fields(fields) -> tuple:  # a name or names of record fields
+    "The record fields to tokenise, as a tuple of distinct names; 'image' and 'key' are batch keys of their own."
+    names = (fields,) if isinstance(fields, str) else tuple(fields)
+    if not names or not all(isinstance(f, str) and f for f in names) or len(set(names)) < len(names):
+        raise ConfigError(f"fields={fields!r} must be distinct record field names (caption, paraphrase, negation, ...)")
+    if "image" in names or "key" in names:
+        raise ConfigError(f"fields={fields!r}: 'image' and 'key' are batch keys of their own")
+    return names
+
+
+def _check_layout(n: int, R: int, S: int, num_workers: int):  # shards, ranks, streams per rank, DataLoader workers
+    "Every stream of every rank needs a shard, and every worker whole streams."
+    if num_workers and S % num_workers:
+        raise ConfigError(
+            f"streams={S} must be a multiple of num_workers={num_workers} (each worker serves whole streams)"
+        )
+    if n < R * S:
+        raise ConfigError(
+            f"{n} shard(s) cannot feed world_size={R} ranks x {S} stream(s) (one per DataLoader worker): write at least "
+            f"{R * S} shards (a smaller maxcount in write_shards) or use fewer workers"
+        )
+
+
+def _batches_per_epoch(counts: list, R: int, S: int, batch_size: int) -> int:  # samples per shard; ranks; streams
+    "Whole batches per epoch on one rank: S times what the stream with the smallest shards can fill."
+    # shard order changes per epoch, so a stream's samples are bounded below by its shard count's smallest shards
+    n, asc, per = len(counts), sorted(counts), []
+    for r in range(R):
+        for k in range(S):
+            per.append(sum(asc[: len(split_shards(range(n), r, R, k, S))]) // batch_size)
+    if min(per) == 0:
+        raise ConfigError(
+            f"batch_size={batch_size} is larger than what the smallest of the {R * S} rank x stream shares of "
+            f"the {sum(counts)} samples can fill; use a smaller batch, fewer streams or more data"
+        )
+    return S * min(per)
+
+# %% ../nbs/01c_wds.ipynb #0000004e
 _STATE_KEYS = (
     "urls_hash",
     "n_shards",
@@ -667,63 +706,33 @@ class ShardBatches:
         self.num_workers = check_number("num_workers", num_workers, min=0)
         self.shuffle, self.seed = check_number("shuffle", shuffle, min=0), check_number("seed", seed)
         self.streams = check_number("streams", streams if streams is not None else max(num_workers, 1), min=1)
-        self.fields = (fields,) if isinstance(fields, str) else tuple(fields)
-        if (
-            not self.fields
-            or not all(isinstance(f, str) and f for f in self.fields)
-            or len(set(self.fields)) < len(self.fields)
-        ):
-            raise ConfigError(
-                f"fields={fields!r} must be distinct record field names (caption, paraphrase, negation, ...)"
-            )
-        if "image" in self.fields or "key" in self.fields:
-            raise ConfigError(f"fields={fields!r}: 'image' and 'key' are batch keys of their own")
+        self.fields = _check_fields(fields)
         r0, w0 = _node()
         self.rank, self.world_size = (r0 if rank is None else rank), (w0 if world_size is None else world_size)
         self.world_size = check_number("world_size", self.world_size, min=1)
         self.rank = check_number("rank", self.rank, min=0, max=self.world_size - 1)
-        if self.num_workers and self.streams % self.num_workers:
-            raise ConfigError(
-                f"streams={self.streams} must be a multiple of num_workers={self.num_workers} (each worker serves whole streams)"
-            )
-        n, R, S = len(self.urls), self.world_size, self.streams
-        if n < R * S:
-            raise ConfigError(
-                f"{n} shard(s) cannot feed world_size={R} ranks x {S} stream(s) (one per DataLoader worker): write at least "
-                f"{R * S} shards (a smaller maxcount in write_shards) or use fewer workers"
-            )
-        self.with_keys, self.prefetch_factor, self.pin_memory, self.mp_context = (
-            with_keys,
-            prefetch_factor,
-            pin_memory,
-            multiprocessing_context,
-        )
+        _check_layout(len(self.urls), self.world_size, self.streams, self.num_workers)
+        self.with_keys, self.prefetch_factor = with_keys, prefetch_factor
+        self.pin_memory, self.mp_context = pin_memory, multiprocessing_context
         self.urls_hash = hashlib.sha256(
             json.dumps([[e["name"], int(e["count"]), e.get("sha256")] for e in ents]).encode()
         ).hexdigest()[:16]
-        # shard order changes per epoch, so a stream's samples are bounded below by its shard count's smallest shards
-        asc, per = sorted(self.counts), []
-        for r in range(R):
-            for k in range(S):
-                per.append(sum(asc[: len(split_shards(range(n), r, R, k, S))]) // self.batch_size)
-        if min(per) == 0:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is larger than what the smallest of the {R * S} rank x stream shares of "
-                f"the {sum(self.counts)} samples can fill; use a smaller batch, fewer streams or more data"
-            )
-        self.batches_per_epoch = S * min(per)
+        self.batches_per_epoch = _batches_per_epoch(self.counts, self.world_size, self.streams, self.batch_size)
 
-    @property
-    def n_shards(self) -> int:
-        return len(self.urls)
+# %% ../nbs/01c_wds.ipynb #0000004f
+@patch(as_prop=True)
+def n_shards(self: ShardBatches) -> int:
+    return len(self.urls)
 
-    def __repr__(self):
-        return (
-            f"ShardBatches({len(self.urls)} shards, {sum(self.counts)} samples, batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, "
-            f"streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})"
-        )
 
-# %% ../nbs/01c_wds.ipynb #0000004e
+@patch
+def __repr__(self: ShardBatches):
+    return (
+        f"ShardBatches({len(self.urls)} shards, {sum(self.counts)} samples, batch_size={self.batch_size}, rank={self.rank}/{self.world_size}, "
+        f"streams={self.streams}, num_workers={self.num_workers}, batches_per_epoch={self.batches_per_epoch})"
+    )
+
+# %% ../nbs/01c_wds.ipynb #00000051
 @patch
 def epoch_shards(self: ShardBatches, epoch: int, stream: int) -> list[str]:
     "The shards this rank's `stream` reads in `epoch`, in order (shard order shuffled per epoch, the same on every rank)."
@@ -769,7 +778,7 @@ def _collate(self: ShardBatches, items: list, step: int) -> dict:
         out["key"] = [f"{Path(sh).name}/{key}" for sh, _, key, _ in items]
     return out
 
-# %% ../nbs/01c_wds.ipynb #00000050
+# %% ../nbs/01c_wds.ipynb #00000053
 @patch
 def _stream_batches(self: ShardBatches, epoch: int, stream: int, skip: int) -> Iterator[list]:
     "Raw sample lists of one stream's batches in `epoch`, from its batch `skip` on; the skipped samples are read, never decoded."
@@ -817,7 +826,7 @@ def iterate(self: ShardBatches, start_step: int = 0) -> Iterator[dict]:
     )
     yield from dl
 
-# %% ../nbs/01c_wds.ipynb #00000052
+# %% ../nbs/01c_wds.ipynb #00000055
 @patch
 def state(self: ShardBatches, step: int) -> dict:
     "What a checkpoint stores to check that a resume at `step` reads the same batches (see `check_resume`)."
@@ -844,7 +853,7 @@ def check_resume(self: ShardBatches, state: dict):  # from `state` at checkpoint
             "cannot resume this run with these shards/settings, the batches would differ; " + "; ".join(diff)
         )
 
-# %% ../nbs/01c_wds.ipynb #00000053
+# %% ../nbs/01c_wds.ipynb #00000056
 class _StepStream(IterableDataset):
     "DataLoader worker w of W yields the batches of steps start+w, start+w+W, ...: the DataLoader's round-robin restores step order."
 
