@@ -744,6 +744,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'semclip.train.condition_dir': ('train.html#condition_dir', 'semclip/train.py'),
                                'semclip.train.dataset_kwargs': ('train.html#dataset_kwargs', 'semclip/train.py'),
                                'semclip.train.encode_images_once': ('train.html#encode_images_once', 'semclip/train.py'),
+                               'semclip.train.evaluate_final': ('train.html#evaluate_final', 'semclip/train.py'),
                                'semclip.train.frozen_image_features': ('train.html#frozen_image_features', 'semclip/train.py'),
                                'semclip.train.image_feature_key': ('train.html#image_feature_key', 'semclip/train.py'),
                                'semclip.train.init_distributed': ('train.html#init_distributed', 'semclip/train.py'),

@@ -269,6 +269,8 @@ class TrainParams:
     ckpt_every: int = 100  # checkpoint every this many steps (0: only at the end)
     resume: bool = False  # continue from out_dir/checkpoint.pt if it exists
     progress: bool = True  # show a progress bar
+    evaluate: bool = False  # then evaluate final.pt on the test split into out_dir/eval, as semclip-eval does
+    eval_max_samples: int | None = None  # with evaluate: only the first N test rows (quick runs)
 
     @classmethod
     def docs(cls) -> dict:

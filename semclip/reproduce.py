@@ -139,22 +139,26 @@ def _seed_runs(
     pre_where: tuple,  # the same for its pre-training run (shared by conditions with its pre-training share)
     eval_overrides: dict,
 ) -> tuple:
-    "One seed's training runs (SynthNeg's pre-training first, every row fine-tuned from it) and their evaluations."
+    "One seed's runs: SynthNeg's pre-training and its evaluation, and every row fine-tuned from it and evaluated in the same kernel."
     (root, tag), (pre_root, pre_tag) = where, pre_where
-    runs, evals, after, init = [], [], [], None
+    runs, after, init = [], [], None
     if dataset == "synthneg":
         pre = pre_root / "pretrain" / f"seed{seed}"
         params = dict(base, arm="pretrain", finetune_negation_share=0.0, out_dir=str(pre), init_checkpoint=None)
         runs.append(Run(f"{pre_tag}train/pretrain/seed{seed}", "05_train.ipynb", params, pre))
         after, init = [runs[-1].name], str(pre / "final.pt")
+    evaluate = dict(evaluate=True, eval_max_samples=eval_overrides.get("max_samples"))
     for name, extra in rows:
         d = root / name / f"seed{seed}"
-        params = dict(base, **extra, out_dir=str(d), init_checkpoint=init)
-        runs.append(Run(f"{tag}train/{name}/seed{seed}", "05_train.ipynb", params, d, after))
-        evals.append(_eval_run(f"{tag}eval/{name}/seed{seed}", d, runs[-1].name, dataset, eval_overrides))
-    if dataset == "synthneg":  # the pre-trained stand-in itself, the "CLIP" row of the tables
-        evals.append(_eval_run(f"{pre_tag}eval/pretrain/seed{seed}", pre, runs[0].name, dataset, eval_overrides))
-    return runs, evals
+        params = dict(base, **extra, **evaluate, out_dir=str(d), init_checkpoint=init)
+        runs.append(
+            Run(f"{tag}train/{name}/seed{seed}", "05_train.ipynb", params, d, after, marker="eval/metrics.json")
+        )
+    if dataset == "synthneg":  # the pre-trained stand-in itself, the "CLIP" row of the tables: beside the first row,
+        # which computes the image features the other rows read from the cache (a second row would compute them again)
+        stand_in = _eval_run(f"{pre_tag}eval/pretrain/seed{seed}", pre, runs[0].name, dataset, eval_overrides)
+        runs.insert(min(2, len(runs)), stand_in)
+    return runs
 
 # %% ../nbs/08_reproduce.ipynb #0000000f
 def plan(
@@ -166,7 +170,8 @@ def plan(
     pretrained: str | None = None,  # for real datasets: an open_clip model and tag
     train_overrides: dict | None = None,  # extra parameters for every training run (e.g. steps)
     figures_dir: Path | None = None,  # where 07_figures writes; None: <root>/figures
-    eval_overrides: dict | None = None,  # extra parameters for every evaluation run (e.g. max_samples)
+    eval_overrides: dict
+    | None = None,  # extra parameters of the evaluations (max_samples also in the training kernels)
     jobs: int = 1,  # notebooks that will run at once: sets each run's torch threads
     cores: int | None = None,  # CPU cores to share (None: os.cpu_count())
     threads: int | None = None,  # torch threads of every run (None: each run's share of the cores)
@@ -187,17 +192,16 @@ def plan(
     shares = dict(pretrain_negation_share=pre_share, finetune_negation_share=ft_share) if dataset == "synthneg" else {}
     over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
     rows = [(a, dict(arm=a)) for a in arms] + list(variants.items())
-    runs, evals = [], []
+    runs = []
     for s in seeds:
         base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **shares, **over)
         if dataset != "synthneg":
             base["pretrained"] = pretrained
-        train, ev = _seed_runs(dataset, int(s), rows, base, (root, tag), (pre_root, pre_tag), eover)
-        runs, evals = runs + train, evals + ev
-    runs += evals
-    if figures:
+        runs += _seed_runs(dataset, int(s), rows, base, (root, tag), (pre_root, pre_tag), eover)
+    if figures:  # after every run that leaves an eval/metrics.json
         fig = Path(figures_dir) if figures_dir is not None else root / "figures"
-        runs.append(_figures_run(f"{tag}figures", dataset, root, fig, [r.name for r in evals]))
+        evaluated = [r.name for r in runs if r.marker == "eval/metrics.json" or r.notebook == "06_eval.ipynb"]
+        runs.append(_figures_run(f"{tag}figures", dataset, root, fig, evaluated))
     return share_cores(runs, jobs, cores, threads)
 
 # %% ../nbs/08_reproduce.ipynb #00000013

@@ -48,7 +48,7 @@ __all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIE
            'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log', 'loss_terms', 'check_writable',
            'claim_run_folder', 'check_resume', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean',
            'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'arm_loss', 'setup_run',
-           'train', 'training_summary', 'train_command', 'cli']
+           'train', 'evaluate_final', 'training_summary', 'train_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #0000000a
 SEMCLIP_FAMILY = (
@@ -69,7 +69,7 @@ def param_docs() -> dict:
 _INTS = dict(
     batch_size=1, accum_steps=1, warmup_steps=0, eval_every=0, ckpt_every=0, freeze_text_layers=0, k=1, num_workers=0
 )
-_OPTIONAL_INTS = dict(steps=1, pretrain_steps=1, max_train=1)  # None: the arm's default, or all rows
+_OPTIONAL_INTS = dict(steps=1, pretrain_steps=1, max_train=1, eval_max_samples=1)  # None: the default, or all rows
 _FLOATS = dict(
     weight_decay=(0, None),
     grad_clip=(0, None),
@@ -104,7 +104,7 @@ def check_values(p: TrainParams) -> TrainParams:  # parameters as given (None wh
         setattr(p, n, check_number(n, getattr(p, n), kind=float, min=lo, max=hi))
     p.lr = check_number("lr", p.lr, kind=float, min=0, min_inclusive=False, allow_none=True)
     p.seed = check_number("seed", p.seed, min=0, max=2**32 - 1)
-    for n in ("normalize", "learnable_proj", "resume", "progress"):
+    for n in ("normalize", "learnable_proj", "resume", "progress", "evaluate"):
         _check_bool(n, getattr(p, n))
     _check_bool("freeze_vision", p.freeze_vision, allow_none=True)
     for n in _PATHS:
@@ -1093,7 +1093,26 @@ def train(
     with (
         claim_run_folder(out) if dist_info.main else contextlib.nullcontext()
     ):  # one writer per folder: rank 0 holds it
-        return _run(p, out, device, prec, dist_info)
+        metrics = _run(p, out, device, prec, dist_info)
+    if p.evaluate and dist_info.main:
+        evaluate_final(p, out)
+    return metrics
+
+
+def evaluate_final(p: TrainParams, out: Path) -> dict:  # a finished run's parameters and folder
+    "Evaluate `out/final.pt` on the test split into `out/eval`, as `semclip-eval --checkpoint out/final.pt` does."
+    from semclip.eval import evaluate_checkpoint
+
+    return evaluate_checkpoint(
+        out / "final.pt",
+        dataset=p.dataset,
+        data_root=p.data_root,
+        split="test",
+        out_dir=out / "eval",
+        progress=p.progress,
+        max_samples=p.eval_max_samples,
+        device=p.device,
+    )
 
 # %% ../nbs/05_train.ipynb #00000073
 def _step_batch(p: TrainParams, step: int, data, stream, fields, device, dist_info: Dist, swap_p: float, frozen, prec):

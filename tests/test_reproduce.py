@@ -72,8 +72,12 @@ def test_reduced_grid_writes_tables_and_figures(first_run):
     assert {"umap_shift.png", "gap_distribution.png", "training_curves.png", "provenance.json", "runs.md"} <= {
         p.name for p in fig.iterdir()
     }
-    for arm in ("pretrain", "baseline", "semclip"):  # each number traces back to an executed notebook
-        assert (first_run / "a" / "synthneg" / arm / "seed42" / "eval" / "06_eval.ipynb").exists()
+    runs = first_run / "a" / "synthneg"  # each number traces back to an executed notebook:
+    assert (runs / "pretrain" / "seed42" / "eval" / "06_eval.ipynb").exists()  # the stand-in's evaluation run
+    for arm in ("baseline", "semclip"):  # a fine-tuned checkpoint is evaluated in the kernel that trained it
+        executed = (runs / arm / "seed42" / "05_train.ipynb").read_text()
+        assert '"evaluate": true' in executed and (runs / arm / "seed42" / "eval" / "metrics.json").exists()
+        assert not (runs / arm / "seed42" / "eval" / "06_eval.ipynb").exists()
 
 
 def test_killed_driver_resumes_and_tables_are_identical(first_run):
@@ -86,7 +90,9 @@ def test_killed_driver_resumes_and_tables_are_identical(first_run):
         cwd=ROOT,
         start_new_session=True,
     )
-    marker = tmp / "b" / "synthneg" / "baseline" / "seed42" / "metrics.json"  # the first fine-tuning run finished
+    marker = (
+        tmp / "b" / "synthneg" / "baseline" / "seed42" / "eval" / "metrics.json"
+    )  # the first fine-tuned run evaluated
     t0 = time.time()
     while not marker.exists() and p.poll() is None and time.time() - t0 < 900:
         time.sleep(0.5)
@@ -100,3 +106,21 @@ def test_killed_driver_resumes_and_tables_are_identical(first_run):
         assert re.search(re.escape(run) + r"\s+skipped \(finished before\)", r.stdout), r.stdout
     a, b = _tables(tmp / "a" / "figures"), _tables(tmp / "b" / "figures")
     assert a == b, "same command and seed, different tables"
+
+
+def test_evaluation_in_the_training_kernel_equals_semclip_eval(first_run):
+    "The grid evaluates a fine-tuned checkpoint where it was trained; semclip-eval on the same file gives the same metrics."
+    import json
+
+    run = first_run / "a" / "synthneg" / "semclip" / "seed42"
+    out = first_run / "separate-eval"
+    main = "import sys; from semclip.cli import eval_main; eval_main(sys.argv[1:])"
+    cmd = [sys.executable, "-c", main, "--checkpoint", str(run / "final.pt"), "--max-samples", "300"]
+    prov = json.loads((first_run / "a" / "figures" / "provenance.json").read_text())
+    threads = prov["threads_per_run"]["train/semclip/seed42"]  # float sums depend on the thread count: the same one
+    env = {**_env(), **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    r = subprocess.run([*cmd, "--out-dir", str(out)], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    folded = json.loads((run / "eval" / "metrics.json").read_text())
+    separate = json.loads((out / "metrics.json").read_text())
+    assert folded == separate and folded["n_samples"] == 300
