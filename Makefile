@@ -17,6 +17,7 @@ install:
 	  python3 -m venv $(VENV); \
 	  $(PIP) install -q -c constraints.txt -e ".[dev,bench]"; \
 	  $(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null; \
+	  HF_HUB_OFFLINE=1 $(PY) -c "from semclip.figures import warm_umap_cache as w; print(f'UMAP compiled and cached in {w():.0f} s')"; \
 	  echo "$$want" > $(STAMP); \
 	fi
 

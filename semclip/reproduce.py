@@ -36,11 +36,11 @@ from semclip.core import (
 # %% auto #0
 __all__ = ['CONDITIONS', 'VARIANTS', 'WARM_FIGURES', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
            'STUDY_COLUMNS', 'condition_root', 'Run', 'share_cores', 'plan', 'notebooks_dir', 'experiment_notebook',
-           'ipc_kernel_manager', 'execute', 'by_priority', 'warm_figures', 'run_steps', 'last_logged_step',
-           'PlanProgress', 'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table', 'image_side_columns',
-           'write_tables', 'study_plan', 'conditions_table', 'conditions_markdown', 'write_conditions', 'git_revision',
-           'compare_to_reference', 'comparison_markdown', 'write_comparison', 'write_provenance', 'reproduce',
-           'reproduce_command', 'cli']
+           'ipc_kernel_manager', 'execute', 'by_priority', 'umap_compiled', 'warm_figures', 'run_steps',
+           'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table',
+           'image_side_columns', 'write_tables', 'study_plan', 'conditions_table', 'conditions_markdown',
+           'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown', 'write_comparison',
+           'write_provenance', 'reproduce', 'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -191,7 +191,9 @@ def plan(
     pre_tag = "" if pre_root == base_root else f"{pre_root.name}/"
     shares = dict(pretrain_negation_share=pre_share, finetune_negation_share=ft_share) if dataset == "synthneg" else {}
     over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
-    rows = [(a, dict(arm=a)) for a in arms] + list(variants.items())
+    # the variants (the remedy builds its own SynthNeg copy before it fine-tunes: the longest run of a seed) start
+    # first, so that a seed does not end with one core idle while its longest run finishes alone
+    rows = list(variants.items()) + [(a, dict(arm=a)) for a in arms]
     runs = []
     for s in seeds:
         base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **shares, **over)
@@ -334,16 +336,26 @@ def by_priority(runs: list) -> list:
 WARM_FIGURES = (sys.executable, "-c", "from semclip.figures import warm_umap_cache; warm_umap_cache()")
 
 
+def umap_compiled() -> bool:
+    "Whether UMAP's compiled functions are on disk next to its code (numba's default cache place; `make install` puts them there)."
+    import importlib.util
+
+    spec = importlib.util.find_spec("umap")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any((Path(spec.submodule_search_locations[0]) / "__pycache__").glob("umap_.*.nbi"))
+
+
 def warm_figures(
     runs: list,  # the runs of a plan
     command=WARM_FIGURES,  # the process that compiles (its output is discarded; a failure costs nothing)
+    compiled=umap_compiled,  # whether there is nothing to compile
 ) -> subprocess.Popen | None:
-    "Start compiling UMAP's functions in the background when `runs` have a figures run to do; the process, or None."
-    if not any(r.notebook == "07_figures.ipynb" and not r.done for r in runs):
+    "Start compiling UMAP's functions in the background when `runs` have a figures run to do and they are not on disk."
+    if not any(r.notebook == "07_figures.ipynb" and not r.done for r in runs) or compiled():
         return None
-    nice = (lambda: os.nice(10)) if hasattr(os, "nice") else None  # yield the cores to the runs of the plan
-    out = subprocess.DEVNULL
-    return subprocess.Popen(list(command), stdout=out, stderr=out, stdin=out, preexec_fn=nice)
+    out = subprocess.DEVNULL  # at normal priority: at low priority the busy grid starved it past the figures run
+    return subprocess.Popen(list(command), stdout=out, stderr=out, stdin=out)
 
 # %% ../nbs/08_reproduce.ipynb #0000001d
 def _stale(run: Run, by_name: dict) -> bool:
