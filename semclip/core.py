@@ -447,7 +447,7 @@ class RunLock:
         self.path = Path(folder)
         self.lock_file, self._fd = self.path / ".lock", None
 
-# %% ../nbs/00_core.ipynb #x
+# %% ../nbs/00_core.ipynb #00000044
 @patch
 def _holder(self: RunLock, fd) -> str:
     try:
@@ -485,7 +485,7 @@ def acquire(self: RunLock) -> RunLock:
     self._fd = fd
     return self
 
-# %% ../nbs/00_core.ipynb #2d6edff5
+# %% ../nbs/00_core.ipynb #00000045
 @patch
 def release(self: RunLock):
     "Let go of the lock (the `.lock` file stays: it is the open file that locks, not the file's existence)."
@@ -517,7 +517,7 @@ def __exit__(self: RunLock, *exc):
 def __repr__(self: RunLock):
     return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #00000047
+# %% ../nbs/00_core.ipynb #00000049
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 

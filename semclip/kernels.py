@@ -181,7 +181,7 @@ def _sim_topk_serial(queries, keys, k, normalize, block_q, block_k, _offset_bug=
             run_v[b], run_i[b] = cv, ci
     return _lexsort_desc(torch.cat(run_v), torch.cat(run_i))
 
-# %% ../nbs/04_kernels.ipynb #x
+# %% ../nbs/04_kernels.ipynb #00000016
 _TRITON_MAX_K = 128
 
 if HAS_TRITON:
@@ -259,7 +259,7 @@ if HAS_TRITON:
         tl.store(OV + out, topv, mask=m)
         tl.store(OI + out, topi, mask=m)
 
-# %% ../nbs/04_kernels.ipynb #3d3383c2
+# %% ../nbs/04_kernels.ipynb #00000018
 def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Launch the fused Triton top-k kernel; returns rows sorted by the tie rule."
     dt = torch.promote_types(queries.dtype, keys.dtype)
@@ -306,7 +306,7 @@ def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=
         )
     return _lexsort_desc(ov, oi.long())
 
-# %% ../nbs/04_kernels.ipynb #00000018
+# %% ../nbs/04_kernels.ipynb #0000001a
 def sim_topk(
     queries: torch.Tensor,  # [Nq, d] fp32, bf16 or fp16
     keys: torch.Tensor,  # [Nk, d], same device
@@ -327,7 +327,7 @@ def sim_topk(
             return _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug)
         return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 8192, _offset_bug)
 
-# %% ../nbs/04_kernels.ipynb #00000021
+# %% ../nbs/04_kernels.ipynb #00000023
 def clip_loss_reference(
     image_features: torch.Tensor,  # [B, d], normalised
     text_features: torch.Tensor,  # [B, d], normalised
@@ -338,7 +338,7 @@ def clip_loss_reference(
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-# %% ../nbs/04_kernels.ipynb #00000023
+# %% ../nbs/04_kernels.ipynb #00000025
 def _loss_fwd_torch(x, t, s, block, bug=0):
     "Row and column log-sum-exps and the diagonal logits, tile by tile."
     N, dev = x.shape[0], x.device
@@ -378,7 +378,7 @@ def _loss_fwd_torch(x, t, s, block, bug=0):
         lse_r[i0 : i0 + mi] = m_r + l_r.log()
     return lse_r, m_c + l_c.log(), diag
 
-# %% ../nbs/04_kernels.ipynb #00000024
+# %% ../nbs/04_kernels.ipynb #00000026
 def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     "G @ t, G^T @ x (unscaled) over recomputed tiles, and sum_ij G_ij <x_i, t_j> from either."
     (N, D), dev = x.shape, x.device
@@ -406,7 +406,7 @@ def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=
     gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
-# %% ../nbs/04_kernels.ipynb #13ce5082
+# %% ../nbs/04_kernels.ipynb #00000028
 if HAS_TRITON:
 
     @triton.jit
@@ -462,7 +462,7 @@ if HAS_TRITON:
         if WITH_DIAG:
             tl.store(DIAG + rows, dg, mask=rmask)
 
-# %% ../nbs/04_kernels.ipynb #8aa339b5
+# %% ../nbs/04_kernels.ipynb #0000002a
 if HAS_TRITON:
 
     @triton.jit
@@ -527,14 +527,14 @@ if HAS_TRITON:
         tl.store(OUT + rows64[:, None] * D + do[None, :], acc, mask=rmask[:, None] & (do[None, :] < D))
         tl.store(DSP + pid_d * tl.num_programs(0) + pid, tl.sum(dsacc, 0))
 
-# %% ../nbs/04_kernels.ipynb #e1b25463
+# %% ../nbs/04_kernels.ipynb #0000002b
 def _tri_blocks(block, D):
     b = block or 64
     if b < 16 or b != _np2(b):
         raise ConfigError(f"block={b} must be a power of two >= 16 for the Triton kernels")
     return b, min(64, max(16, _np2(D))), min(256, max(16, _np2(D)))
 
-# %% ../nbs/04_kernels.ipynb #00000027
+# %% ../nbs/04_kernels.ipynb #0000002c
 def _loss_fwd_triton(x, t, s, block, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, _ = _tri_blocks(block, D)
@@ -547,7 +547,7 @@ def _loss_fwd_triton(x, t, s, block, bug=0):
     _lse_kernel[grid](t, x, s, lse_c, diag, N, D, t.stride(0), x.stride(0), int(bug), WITH_DIAG=False, **kw)
     return lse_r, lse_c, diag
 
-# %% ../nbs/04_kernels.ipynb #00000028
+# %% ../nbs/04_kernels.ipynb #0000002d
 def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, bdo = _tri_blocks(block, D)
@@ -585,7 +585,7 @@ def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug
             res[side] = o
     return res[0], res[1], gs
 
-# %% ../nbs/04_kernels.ipynb #0000002a
+# %% ../nbs/04_kernels.ipynb #0000002f
 class _ClipLossTiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, scale, block, use_triton, bug):
@@ -614,7 +614,7 @@ class _ClipLossTiled(torch.autograd.Function):
         ds = (gs * coef).to(sdtype).reshape(shape) if ns else None
         return dx, dt, ds, None, None, None
 
-# %% ../nbs/04_kernels.ipynb #0000002b
+# %% ../nbs/04_kernels.ipynb #00000030
 def clip_loss_tiled(
     image_features: torch.Tensor,  # [B, d], normalised (callers normalise)
     text_features: torch.Tensor,  # [B, d], normalised, same device

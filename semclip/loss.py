@@ -180,7 +180,7 @@ class ClipLoss(_LossBase):
         self.gather, self.rank, self.world_size, self.group = gather, rank, world_size, group
         self._init_scale(init_logit_scale)
 
-# %% ../nbs/02_loss.ipynb #x
+# %% ../nbs/02_loss.ipynb #00000011
 @patch
 def _use_tiled(self: ClipLoss, n, w):
     if not (self.tiled or (self.tile_threshold is not None and n >= self.tile_threshold)):
@@ -211,7 +211,7 @@ def contrastive(self: ClipLoss, img: Tensor, txt: Tensor, scale) -> Tensor:
     (all_images, all_texts), offset = _gather((img, txt), rank, world, self.group)
     return (info_nce(img, all_texts, scale, offset) + info_nce(txt, all_images, scale, offset)) / 2
 
-# %% ../nbs/02_loss.ipynb #5a0e36aa
+# %% ../nbs/02_loss.ipynb #00000012
 @patch
 def forward(
     self: ClipLoss,
@@ -229,7 +229,7 @@ def forward(
     loss = self.contrastive(_norm(img, self.normalize), _norm(txt, self.normalize), s)
     return self._out(dict(contrastive=loss), loss, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #0000001d
+# %% ../nbs/02_loss.ipynb #0000001f
 SEMCLIP_ARMS = dict(
     baseline=(1.0, 0.0, 0.0), paraphrase_only=(1.0, 1.0, 0.0), negation_only=(1.0, 0.0, 1.0), semclip=(1.0, 1.0, 1.0)
 )  # (alpha, beta, gamma)
@@ -247,7 +247,7 @@ def orthonormal_basis(
     q, r = torch.linalg.qr(torch.randn(d, k, generator=g, dtype=torch.float64))
     return (q * torch.sign(torch.diagonal(r))).float()
 
-# %% ../nbs/02_loss.ipynb #00000021
+# %% ../nbs/02_loss.ipynb #00000023
 def project(
     x: Tensor,  # [n, d] raw text features
     basis: Tensor,  # [d, k] the projection B
@@ -257,11 +257,11 @@ def project(
         raise ConfigError(f"the features have {x.shape[-1]} columns; the basis has {basis.shape[0]} rows")
     return F.normalize(F.normalize(x, dim=-1) @ basis.to(x.dtype), dim=-1)
 
-# %% ../nbs/02_loss.ipynb #00000023
+# %% ../nbs/02_loss.ipynb #00000025
 def _margin_term(img, cap, neg, margin):
     return F.relu(F.cosine_similarity(img, neg, dim=-1) - F.cosine_similarity(img, cap, dim=-1) + margin).mean()
 
-# %% ../nbs/02_loss.ipynb #00000024
+# %% ../nbs/02_loss.ipynb #00000026
 class SemCLIPLoss(_LossBase):
     "SemCLIP: L_con with its own learnable scale, plus paraphrase pull and negation push in a fixed k-dim projection."
 
@@ -316,7 +316,7 @@ class SemCLIPLoss(_LossBase):
         "p(t) = n(B^T n(x)): the unit-norm k-dim projection of each row."
         return project(_f32(x), self.proj)
 
-# %% ../nbs/02_loss.ipynb #00000026
+# %% ../nbs/02_loss.ipynb #00000028
 @patch
 def forward(
     self: SemCLIPLoss,
@@ -361,7 +361,7 @@ def forward(
     terms = {n: (v if weights[n] > 0 else v.detach()) for n, v in terms.items()}
     return self._out(terms, total, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #00000032
+# %% ../nbs/02_loss.ipynb #00000034
 class NegCLIPLoss(_LossBase):
     "NegCLIP: hard-negative captions appended to the text side of the image-to-text InfoNCE."
 
@@ -414,13 +414,13 @@ class NegCLIPLoss(_LossBase):
             dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
         )
 
-# %% ../nbs/02_loss.ipynb #00000036
+# %% ../nbs/02_loss.ipynb #00000038
 def _one_of(a, b, name_a, name_b):
     if a is not None and b is not None:
         raise ConfigError(f"pass {name_a}= or {name_b}=, not both (they are the same input)")
     return a if a is not None else b
 
-# %% ../nbs/02_loss.ipynb #00000037
+# %% ../nbs/02_loss.ipynb #00000039
 class CoNCLIPLoss(NegCLIPLoss):
     "CoN-CLIP: images vs [captions; negations], captions vs [images; distractors], distractors vs [negations; captions]."
 
@@ -444,7 +444,7 @@ class CoNCLIPLoss(NegCLIPLoss):
     def required_inputs(self) -> tuple:
         return ("negation", "negation_image") if self.distractor_images else ("negation",)
 
-# %% ../nbs/02_loss.ipynb #dffad5ab
+# %% ../nbs/02_loss.ipynb #0000003a
 @patch
 def forward(
     self: CoNCLIPLoss,
@@ -484,7 +484,7 @@ def forward(
     loss = sum(terms.values()) / len(terms)
     return self._out({**terms, "contrastive": loss}, loss, s, output_dict)
 
-# %% ../nbs/02_loss.ipynb #0000003d
+# %% ../nbs/02_loss.ipynb #00000040
 class TripletCLIPLoss(NegCLIPLoss):
     "TripletCLIP: symmetric InfoNCE over [images; negation images] x [captions; negations], each pair the other's hard negative."
 
@@ -505,7 +505,7 @@ class TripletCLIPLoss(NegCLIPLoss):
     def required_inputs(self) -> tuple:
         return ("negation", "negation_image")
 
-# %% ../nbs/02_loss.ipynb #b2a9bf6b
+# %% ../nbs/02_loss.ipynb #00000041
 @patch
 def forward(
     self: TripletCLIPLoss,
@@ -555,7 +555,7 @@ def forward(
         dict(contrastive=loss, image_to_text=i2t.detach(), text_to_image=t2i.detach()), loss, s, output_dict
     )
 
-# %% ../nbs/02_loss.ipynb #00000043
+# %% ../nbs/02_loss.ipynb #00000047
 class ImageNegMarginLoss(_LossBase):
     "Hinge on cos(image, negation) - cos(image, caption) + margin, averaged over the batch."
 
@@ -599,7 +599,7 @@ class ImageNegMarginLoss(_LossBase):
             loss = F.relu((img * neg).sum(-1) - (img * txt).sum(-1) + self.margin).mean()
         return self._out(dict(image_margin=loss), loss, float("nan"), output_dict)
 
-# %% ../nbs/02_loss.ipynb #00000047
+# %% ../nbs/02_loss.ipynb #0000004b
 ARM_INPUTS = dict(
     pretrain=(),
     baseline=(),
