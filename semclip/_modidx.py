@@ -674,6 +674,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'semclip.synth.negation_word_share': ('synth.html#negation_word_share', 'semclip/synth.py'),
                                'semclip.synth.parse_caption': ('synth.html#parse_caption', 'semclip/synth.py'),
                                'semclip.synth.png_bytes': ('synth.html#png_bytes', 'semclip/synth.py'),
+                               'semclip.synth.read_donor': ('synth.html#read_donor', 'semclip/synth.py'),
                                'semclip.synth.relation': ('synth.html#relation', 'semclip/synth.py'),
                                'semclip.synth.render_caption': ('synth.html#render_caption', 'semclip/synth.py'),
                                'semclip.synth.render_paraphrase': ('synth.html#render_paraphrase', 'semclip/synth.py'),

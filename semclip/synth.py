@@ -29,7 +29,8 @@ __all__ = ['SHAPES', 'COLOURS', 'COLOUR_RGB', 'BACKGROUND', 'NEG_TYPES', 'NEG_WE
            'render_caption', 'render_paraphrase', 'parse_caption', 'claims_hold', 'caption_holds', 'check_neg_type',
            'negate', 'contradicts_itself', 'desc_holds', 'make_triple', 'free_spots', 'make_counterfactual',
            'synth_settings', 'settings_hash', 'neg_type_quota', 'negation_word_share', 'split_plan', 'synth_triples',
-           'same_split', 'find_donor', 'copy_split', 'write_synthneg', 'synthneg_complete', 'make_synthneg']
+           'same_split', 'find_donor', 'read_donor', 'copy_split', 'write_synthneg', 'synthneg_complete',
+           'make_synthneg']
 
 # %% ../nbs/01a_synth.ipynb #00000005
 SHAPES = ("circle", "square", "triangle", "diamond", "cross")
@@ -845,19 +846,25 @@ def _link_or_copy(src: Path, dst: Path):
         shutil.copyfile(src, dst)
 
 # %% ../nbs/01a_synth.ipynb #00000061
-def copy_split(
-    donor: Path,  # a finished SynthNeg copy that holds `split` as the new copy would (`same_split`)
-    out: Path,
-    split: str,
-) -> tuple[list, list]:  # the copy being written
-    "Link `split`'s images and counterfactuals from `donor` into `out`; return its CSV rows and counterfactual failures."
+def read_donor(donor: Path) -> tuple[pd.DataFrame, dict]:  # a finished SynthNeg copy
+    "The donor's table (every field as text) and meta.json, read once for all the splits taken from it."
     table = pd.read_csv(donor / "triples.csv", dtype=str, keep_default_na=False)
     if tuple(table.columns) != COLUMNS:
         raise ConfigError(f"{donor / 'triples.csv'} has columns {list(table.columns)}, not SynthNeg's {list(COLUMNS)}")
+    return table, json.loads((donor / "meta.json").read_text())
+
+
+def copy_split(
+    donor: Path,  # a finished SynthNeg copy that holds `split` as the new copy would (`same_split`)
+    out: Path,  # the copy being written
+    split: str,
+    table: pd.DataFrame,  # the donor's table and meta.json (`read_donor`)
+    meta: dict,
+) -> tuple[list, list]:  # the split's CSV rows, its counterfactual failures
+    "Link `split`'s images and counterfactuals from `donor` into `out`; return its CSV rows and counterfactual failures."
     part = table[table.split == split].astype({"n_objects": int})
     for rel in [*part.image, *part.negation_image[part.negation_image != ""]]:
         _link_or_copy(donor / rel, out / rel)
-    meta = json.loads((donor / "meta.json").read_text())
     failures = [f for f in meta["counterfactual_failures"] if f["split"] == split]
     return list(part.itertuples(index=False, name=None)), failures
 
@@ -877,6 +884,7 @@ def write_synthneg(
     width = max(6, len(str(total - 1)))
     rows, futs, failures = [], [], []
     pool = ThreadPoolExecutor(workers) if workers > 0 else None
+    donated = read_donor(donor) if donor is not None and reuse else None
 
     def emit(rel, data):
         if pool is None:
@@ -887,8 +895,8 @@ def write_synthneg(
     try:
         with tqdm(total=total, disable=not progress, desc="SynthNeg", leave=False) as bar:
             for si, split in enumerate(SPLITS):
-                if donor is not None and split in reuse:
-                    split_rows, split_failures = copy_split(donor, out, split)
+                if donated is not None and split in reuse:
+                    split_rows, split_failures = copy_split(donor, out, split, *donated)
                     rows, failures = rows + split_rows, failures + split_failures
                     bar.update(len(split_rows))
                     continue
