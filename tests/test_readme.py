@@ -1,8 +1,11 @@
 """README.md's results section is generated from the committed reference run; it must agree with it."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -48,3 +51,14 @@ def test_index_notebook_shows_the_readme_results():
     assert shown.strip() == want.strip(), (
         "index.ipynb shows other results than README.md: run python tools/execute_nbs.py nbs/index.ipynb"
     )
+
+
+def test_the_prose_is_checked_against_the_numbers(tmp_path):
+    "Every qualitative sentence holds for the committed run, and one fails when a number moves against it."
+    assert rs.false_claims() == [], rs.false_claims()
+    ref = tmp_path / "synthneg"
+    shutil.copytree(rs.REF, ref)
+    fam = pd.read_csv(ref / "table1b_negation_by_type.csv", index_col="arm")
+    fam.loc[rs.NEGCLIP, "shortcut probe (mean)"] = fam["shortcut probe (mean)"].max()  # NegCLIP no longer the lowest
+    fam.to_csv(ref / "table1b_negation_by_type.csv")
+    assert rs.false_claims(ref) == ["NegCLIP-style is the arm that learns the shortcut most"]

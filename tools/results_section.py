@@ -205,6 +205,104 @@ def _displacement(path: Path, seed) -> str:
     )
 
 
+def claims(ref: Path = REF) -> list:
+    """Each sentence of the section that says more than a number, as (sentence, whether the files bear it out).
+
+    The section's prose is fixed text around numbers read from the files; a new reference run can move the numbers
+    so that the prose no longer holds. `--check` and the write both fail then, naming the sentence."""
+    t1 = pd.read_csv(ref / "table1_retrieval_negation.csv", index_col="arm")
+    fam = pd.read_csv(ref / "table1b_negation_by_type.csv", index_col="arm")
+    cc = lambda arm: fam.at[arm, "CC-Neg-style (mean)"]
+    sp = lambda arm: fam.at[arm, "shortcut probe (mean)"]
+    overall = lambda arm: t1.at[arm, "orig > neg acc (mean)"]
+    tuned = [a for a in fam.index if a != STAND_IN]
+    out = [
+        (
+            "the stand-in is about as weak on negation as CLIP (CC-Neg-style within 10 points of 68.1%)",
+            abs(cc(STAND_IN) - 0.681) <= 0.10,
+        ),
+        ("the stand-in beats CLIP's 68.1% on CC-Neg-style negations", cc(STAND_IN) > 0.681),
+        (
+            "SemCLIP raises CC-Neg-style accuracy above the stand-in's and the baseline's",
+            cc(SEMCLIP) > max(cc(STAND_IN), cc(BASELINE)),
+        ),
+        (
+            "SemCLIP falls on the shortcut probe and overall",
+            sp(SEMCLIP) < sp(STAND_IN) and overall(SEMCLIP) < overall(STAND_IN),
+        ),
+        ("the remedy keeps CC-Neg-style accuracy (within 5 points of SemCLIP's)", cc(REMEDY) >= cc(SEMCLIP) - 0.05),
+        (
+            "the remedy holds the shortcut probe at least near the stand-in's level (at most 5 points below)",
+            sp(REMEDY) >= sp(STAND_IN) - 0.05,
+        ),
+        (
+            "CoN-CLIP- and TripletCLIP-style learn negation without the shortcut (CC-Neg-style 10 points above the "
+            "stand-in, shortcut probe at most 5 points below it)",
+            all(cc(a) >= cc(STAND_IN) + 0.10 and sp(a) >= sp(STAND_IN) - 0.05 for a in (CONCLIP, TRIPLET)),
+        ),
+        ("NegCLIP-style is the arm that learns the shortcut most", sp(NEGCLIP) == min(sp(a) for a in tuned)),
+    ]
+    if (ref / "table4_image_side.csv").exists():
+        g = pd.read_csv(ref / "table4_image_side.csv", index_col="arm")["group score (mean)"]
+        both = (CONCLIP, TRIPLET, REMEDY)
+        out.append(
+            (
+                "only CoN-CLIP-style, TripletCLIP-style and the remedy relate images and negations both ways (their group "
+                "scores above every other arm's)",
+                g[list(both)].min() > g.drop(list(both)).max(),
+            )
+        )
+    if (ref / "conditions.csv").exists():
+        cond = pd.read_csv(ref / "conditions.csv")
+
+        def sp_at(pre, ft, arm):
+            row = cond[(cond.pretrain_negation_share == pre) & (cond.finetune_negation_share == ft) & (cond.arm == arm)]
+            return row["neg_acc_family/shortcut_probe (mean)"].iloc[0] if len(row) else float("nan")
+
+        out.append(
+            (
+                "CC-Neg-like fine-tuning of a stand-in pre-trained with negations still teaches the shortcut (SemCLIP and "
+                "NegCLIP-style 10 points below that stand-in and below the baseline)",
+                all(
+                    sp_at(0.3, 0, a) < min(sp_at(0.3, 0, "pretrain"), sp_at(0.3, 0, "baseline")) - 0.10
+                    for a in ("semclip", "negclip")
+                ),
+            )
+        )
+    if (ref / "negation_displacement.csv").exists():
+        d = pd.read_csv(ref / "negation_displacement.csv").set_index(["arm", "family"])
+        cos = lambda arm, family, kind: d.at[(arm, family), f"cos_{kind}"]
+        fall = cos("pretrain", "ccneg_style", "negation") - cos("semclip", "ccneg_style", "negation")
+        rise = lambda arm: cos(arm, "shortcut_probe", "caption") > cos("semclip", "shortcut_probe", "caption")
+        out += [
+            (
+                "from the stand-in to SemCLIP, CC-Neg-style negations fall while their captions stay near their images "
+                "(the captions move less than a third as far)",
+                fall > 0
+                and abs(cos("pretrain", "ccneg_style", "caption") - cos("semclip", "ccneg_style", "caption"))
+                < fall / 3,
+            ),
+            (
+                "in the shortcut probe SemCLIP's true captions fall below their negations",
+                cos("semclip", "shortcut_probe", "caption")
+                < min(cos("pretrain", "shortcut_probe", "caption"), cos("semclip", "shortcut_probe", "negation")),
+            ),
+            (
+                "CoN-CLIP-style training and the remedy keep those captions above the stand-in's level",
+                all(
+                    cos(a, "shortcut_probe", "caption") > cos("pretrain", "shortcut_probe", "caption") and rise(a)
+                    for a in ("conclip", "semclip_negdata")
+                ),
+            ),
+        ]
+    return [(text, bool(ok)) for text, ok in out]
+
+
+def false_claims(ref: Path = REF) -> list:
+    "The sentences of `claims` that the files contradict."
+    return [text for text, ok in claims(ref) if not ok]
+
+
 def render(readme: str, block: str) -> str:
     "`readme` with the text between the markers replaced by `block`."
     if BEGIN not in readme or END not in readme:
@@ -218,6 +316,12 @@ def main(argv=None):
     ap.add_argument("--check", action="store_true", help="only check that README.md agrees with figures/synthneg/")
     a = ap.parse_args(argv)
     readme = (ROOT / "README.md").read_text()
+    wrong = false_claims()
+    if wrong:
+        sys.exit(
+            "figures/synthneg/ contradicts the prose of the README's results section; reword it in "
+            "tools/results_section.py:\n" + "\n".join(f"  - {w}" for w in wrong)
+        )
     new = render(readme, section())
     if a.check:
         if new != readme:
