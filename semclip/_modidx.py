@@ -564,6 +564,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                    'semclip.reproduce.run_grid': ('reproduce.html#run_grid', 'semclip/reproduce.py'),
                                    'semclip.reproduce.run_steps': ('reproduce.html#run_steps', 'semclip/reproduce.py'),
                                    'semclip.reproduce.share_cores': ('reproduce.html#share_cores', 'semclip/reproduce.py'),
+                                   'semclip.reproduce.shared_variant': ('reproduce.html#shared_variant', 'semclip/reproduce.py'),
                                    'semclip.reproduce.study_plan': ('reproduce.html#study_plan', 'semclip/reproduce.py'),
                                    'semclip.reproduce.umap_compiled': ('reproduce.html#umap_compiled', 'semclip/reproduce.py'),
                                    'semclip.reproduce.warm_figures': ('reproduce.html#warm_figures', 'semclip/reproduce.py'),

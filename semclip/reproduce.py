@@ -35,12 +35,12 @@ from semclip.core import (
 
 # %% auto #0
 __all__ = ['CONDITIONS', 'VARIANTS', 'WARM_FIGURES', 'PAPER_CCNEG', 'PAPER_BESIDE', 'TABLE1', 'FAMILY_COLUMNS', 'WINO',
-           'STUDY_COLUMNS', 'condition_root', 'Run', 'share_cores', 'plan', 'notebooks_dir', 'experiment_notebook',
-           'ipc_kernel_manager', 'execute', 'by_priority', 'umap_compiled', 'warm_figures', 'run_steps',
-           'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect', 'aggregate', 'format_table',
-           'image_side_columns', 'write_tables', 'study_plan', 'conditions_table', 'conditions_markdown',
-           'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown', 'write_comparison',
-           'write_provenance', 'reproduce', 'reproduce_command', 'cli']
+           'STUDY_COLUMNS', 'condition_root', 'shared_variant', 'Run', 'share_cores', 'plan', 'notebooks_dir',
+           'experiment_notebook', 'ipc_kernel_manager', 'execute', 'by_priority', 'umap_compiled', 'warm_figures',
+           'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect', 'aggregate',
+           'format_table', 'image_side_columns', 'write_tables', 'study_plan', 'conditions_table',
+           'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown',
+           'write_comparison', 'write_provenance', 'reproduce', 'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -60,6 +60,24 @@ def condition_root(
 
     name = condition_dir(dataset, pretrain_share, finetune_share)
     return Path(base) if name == dataset else Path(base).parent / name
+
+
+def shared_variant(
+    condition: tuple,  # SynthNeg's (pretrain_negation_share, finetune_negation_share)
+    arm: str,
+    variants: dict = VARIANTS,
+) -> str | None:
+    "The default grid's row (a `variants` name) that is `arm` trained in `condition`, if one is: the study reuses its runs."
+    pre, ft = condition
+    for name, v in variants.items():
+        if (
+            v["arm"] == arm
+            and pre == 0.0
+            and ft != 0.0
+            and {k: x for k, x in v.items() if k != "arm"} == {"finetune_negation_share": ft}
+        ):
+            return name
+    return None
 
 # %% ../nbs/08_reproduce.ipynb #00000009
 @dataclass
@@ -133,14 +151,13 @@ def _figures_run(name: str, dataset: str, runs_dir: Path, out: Path, evals: list
 def _seed_runs(
     dataset: str,
     seed: int,
-    rows: list,  # [(row name, training overrides)]: the arms and variants
+    rows: list,  # [(row name, training overrides, (its runs folder, its prefix of run names))]: arms and variants
     base: dict,  # the parameters every training run of this seed shares
-    where: tuple,  # (runs folder of the condition, its prefix of run names)
-    pre_where: tuple,  # the same for its pre-training run (shared by conditions with its pre-training share)
+    pre_where: tuple,  # (runs folder, prefix) of its pre-training run (shared by conditions with its pre-training share)
     eval_overrides: dict,
 ) -> tuple:
     "One seed's runs: SynthNeg's pre-training and its evaluation, and every row fine-tuned from it and evaluated in the same kernel."
-    (root, tag), (pre_root, pre_tag) = where, pre_where
+    pre_root, pre_tag = pre_where
     runs, after, init = [], [], None
     if dataset == "synthneg":
         pre = pre_root / "pretrain" / f"seed{seed}"
@@ -148,7 +165,7 @@ def _seed_runs(
         runs.append(Run(f"{pre_tag}train/pretrain/seed{seed}", "05_train.ipynb", params, pre))
         after, init = [runs[-1].name], str(pre / "final.pt")
     evaluate = dict(evaluate=True, eval_max_samples=eval_overrides.get("max_samples"))
-    for name, extra in rows:
+    for name, extra, (root, tag) in rows:
         d = root / name / f"seed{seed}"
         params = dict(base, **extra, **evaluate, out_dir=str(d), init_checkpoint=init)
         runs.append(
@@ -193,13 +210,16 @@ def plan(
     over, eover = dict(train_overrides or {}), dict(eval_overrides or {})
     # the variants (the remedy builds its own SynthNeg copy before it fine-tunes: the longest run of a seed) start
     # first, so that a seed does not end with one core idle while its longest run finishes alone
-    rows = list(variants.items()) + [(a, dict(arm=a)) for a in arms]
+    rows = [(k, v, (root, tag)) for k, v in variants.items()]
+    for a in arms:  # an arm that a variant of the default grid already trains in this condition is that run
+        v = shared_variant(condition, a) if dataset == "synthneg" and root != base_root else None
+        rows.append((v, dict(arm=a), (base_root, "")) if v else (a, dict(arm=a), (root, tag)))
     runs = []
     for s in seeds:
         base = dict(dataset=dataset, model=model, seed=int(s), progress=False, **shares, **over)
         if dataset != "synthneg":
             base["pretrained"] = pretrained
-        runs += _seed_runs(dataset, int(s), rows, base, (root, tag), (pre_root, pre_tag), eover)
+        runs += _seed_runs(dataset, int(s), rows, base, (pre_root, pre_tag), eover)
     if figures:  # after every run that leaves an eval/metrics.json
         fig = Path(figures_dir) if figures_dir is not None else root / "figures"
         evaluated = [r.name for r in runs if r.marker == "eval/metrics.json" or r.notebook == "06_eval.ipynb"]
@@ -798,14 +818,16 @@ def conditions_table(
     parts = []
     for pre, ft in conditions:
         croot = condition_root(root, dataset, pre, ft)
-        files = [f for a in arms for f in sorted((croot / a).glob("seed*/eval/metrics.json"))]
+        shared = {v: a for a in arms if croot != Path(root) and (v := shared_variant((pre, ft), a))}
+        folders = [Path(root) / v for v in shared] + [croot / a for a in arms if a not in shared.values()]
+        files = [f for d in folders for f in sorted(d.glob("seed*/eval/metrics.json"))]
         files += sorted((condition_root(root, dataset, pre, 0.0) / "pretrain").glob("seed*/eval/metrics.json"))
         files = list(
             dict.fromkeys(files)
         )  # the default condition's stand-in is both an arm folder and its pre-training run
         if not files:
             continue
-        df = _read_metrics(files)
+        df = _read_metrics(files).replace({"arm": shared})  # a shared variant's runs are the arm's runs here
         agg = aggregate(df, STUDY_COLUMNS)
         flat = pd.concat({k: agg[k] for k in ("mean", "se", "n")}, axis=1)
         flat.columns = [f"{c} ({k})" if k != "n" else f"{c} (n)" for k, c in flat.columns]
