@@ -9,7 +9,6 @@ import os
 import re
 import time
 import warnings
-from functools import cached_property
 from pathlib import Path
 from typing import Sequence
 import numpy as np
@@ -33,11 +32,12 @@ from .core import ARM_LABELS, ARMS
 from .loss import project
 
 # %% auto #0
-__all__ = ['EMBEDDING_KINDS', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError', 'read_jsonl',
-           'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label', 'add_note',
-           'select_samples', 'cache_numba_jit', 'umap_layout', 'warm_umap_cache', 'umap_shift_figure', 'project_texts',
-           'projection_figure', 'gap_summary', 'gap_figure', 'displacement_table', 'displacement_figure', 'curve_frame',
-           'curve_stats', 'curves_figure', 'save_figure', 'family_figure', 'conditions_figure', 'table1_figure']
+__all__ = ['EMBEDDING_KINDS', 'RUN_FILES', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError',
+           'read_jsonl', 'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label',
+           'add_note', 'select_samples', 'cache_numba_jit', 'umap_layout', 'warm_umap_cache', 'umap_shift_figure',
+           'project_texts', 'projection_figure', 'gap_summary', 'gap_figure', 'displacement_table',
+           'displacement_figure', 'curve_frame', 'curve_stats', 'curves_figure', 'save_figure', 'family_figure',
+           'conditions_figure', 'table1_figure']
 
 # %% ../nbs/07_figures.ipynb #0000000b
 class RunsNotFoundError(DatasetNotFoundError):
@@ -97,99 +97,94 @@ def _check_embeddings(e, path) -> dict:
     return out
 
 # %% ../nbs/07_figures.ipynb #00000010
+def _read_log(path: Path) -> pd.DataFrame:
+    "log.jsonl as a frame; `split` is 'train' or 'val'."
+    df = pd.DataFrame(read_jsonl(path))
+    if len(df) == 0:
+        return _empty_log()
+    df["split"] = df["split"].fillna("train") if "split" in df else "train"
+    return df
+
+
+def _empty_log() -> pd.DataFrame:
+    return pd.DataFrame(columns=["step", "split"])
+
+
+def _read_embeddings(path: Path) -> dict:
+    "eval/embeddings.pt as {kind: float32 [n, d]}, loaded without unpickling code, or a DataError naming the file."
+    try:
+        e = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise DataError(f"cannot be read as embeddings ({type(err).__name__}: {err})", file=path) from None
+    return _check_embeddings(e, path)
+
+# %% ../nbs/07_figures.ipynb #00000012
+RUN_FILES = dict(
+    log=("log.jsonl", _read_log, _empty_log),  # training log: a row per step, and per validation ('split')
+    metrics=("metrics.json", _read_json, None),  # the final validation metrics of training
+    params=("params.json", _read_json, None),  # the training parameters (dataset, steps, batch size, ...)
+    eval_metrics=("eval/metrics.json", _read_json, None),  # the test metrics of `semclip.eval.evaluate`
+    embeddings=("eval/embeddings.pt", _read_embeddings, None),  # {'image','caption','paraphrase','negation'}: [n, d]
+    meta=("eval/meta.csv", pd.read_csv, None),  # the test rows, in the order of the embeddings
+    checkpoint=("final.pt", lambda path: path, None),  # the final checkpoint's path
+)
+
+
+class _RunFile:
+    "A `RunFolder` attribute read from its file (`RUN_FILES`) on first use."
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, run, owner=None):
+        if run is None:
+            return self
+        if self.name not in run._read:
+            _, reader, missing = RUN_FILES[self.name]
+            path = run.file(self.name)
+            run._read[self.name] = reader(path) if path else (missing() if missing else None)
+        return run._read[self.name]
+
+# %% ../nbs/07_figures.ipynb #00000013
 class RunFolder:
-    "One run folder `<arm>/seed<N>`: its log, metrics and evaluation outputs, each read on first use."
+    "One run folder `<arm>/seed<N>`: the files of `RUN_FILES` as attributes, each read on first use (None if absent)."
 
-    def __init__(
-        self,
-        path,  # the run folder
-        arm: str,
-        seed: int,
-    ):  # its arm and seed
-        self.path, self.arm, self.seed = Path(path), arm, seed
+    log = _RunFile()
+    metrics = _RunFile()
+    params = _RunFile()
+    eval_metrics = _RunFile()
+    embeddings = _RunFile()
+    meta = _RunFile()
 
-    def _file(self, rel):
-        p = self.path / rel
+    def __init__(self, path, arm: str, seed: int):  # the run folder, its arm and seed
+        self.path, self.arm, self.seed, self._read = Path(path), arm, seed, {}
+
+    def file(self, what: str) -> Path | None:  # a name of `RUN_FILES`
+        "The path of the file behind `what`, if the run has it."
+        p = self.path / RUN_FILES[check_choice("what", what, RUN_FILES)][0]
         return p if p.is_file() else None
+
+    def has(self, what: str) -> bool:
+        "Whether the run has the file behind `what` (without reading it)."
+        return self.file(what) is not None
 
     @property
     def checkpoint(self) -> Path | None:
-        return self._file("final.pt")
-
-    @cached_property
-    def log(self) -> pd.DataFrame:
-        "log.jsonl as a frame (empty without one); `split` is 'train' or 'val'."
-        p = self._file("log.jsonl")
-        df = pd.DataFrame(read_jsonl(p) if p else [])
-        if len(df) == 0:
-            return pd.DataFrame(columns=["step", "split"])
-        df["split"] = df["split"].fillna("train") if "split" in df else "train"
-        return df
-
-    @cached_property
-    def metrics(self) -> dict | None:
-        "metrics.json: the final validation metrics of training."
-        p = self._file("metrics.json")
-        return _read_json(p) if p else None
-
-    @cached_property
-    def params(self) -> dict | None:
-        "params.json: the training parameters of the run (dataset, steps, batch size, ...)."
-        p = self._file("params.json")
-        return _read_json(p) if p else None
-
-    @cached_property
-    def eval_metrics(self) -> dict | None:
-        "eval/metrics.json: the test metrics of `semclip.eval.evaluate`."
-        p = self._file("eval/metrics.json")
-        return _read_json(p) if p else None
-
-    @cached_property
-    def embeddings(self) -> dict | None:
-        "eval/embeddings.pt: {'image','caption','paraphrase','negation'} float32 [n, d] (raw, unnormalised)."
-        p = self._file("eval/embeddings.pt")
-        if p is None:
-            return None
-        try:
-            e = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise DataError(f"cannot be read as embeddings ({type(err).__name__}: {err})", file=p) from None
-        return _check_embeddings(e, p)
-
-    @cached_property
-    def meta(self) -> pd.DataFrame | None:
-        "eval/meta.csv: the test rows, in the order of the embeddings."
-        p = self._file("eval/meta.csv")
-        return pd.read_csv(p) if p else None
-
-    def has(
-        self, what: str
-    ) -> bool:  # 'log', 'metrics', 'eval_metrics', 'embeddings', 'meta', 'checkpoint' or 'params'
-        "Whether the file behind `what` exists (without reading it)."
-        rel = dict(
-            log="log.jsonl",
-            metrics="metrics.json",
-            eval_metrics="eval/metrics.json",
-            embeddings="eval/embeddings.pt",
-            meta="eval/meta.csv",
-            checkpoint="final.pt",
-            params="params.json",
-        )
-        return self._file(rel[check_choice("what", what, rel)]) is not None
+        return self.file("checkpoint")
 
     def __repr__(self):
         return f"RunFolder({self.arm!r}, seed={self.seed}, '{self.path}')"
 
-# %% ../nbs/07_figures.ipynb #00000012
+# %% ../nbs/07_figures.ipynb #00000016
 _SEED_DIR = re.compile(r"seed(\d+)")
-_RUN_FILES = ("log.jsonl", "metrics.json", "eval/metrics.json", "eval/embeddings.pt")
+_RUN_MARKS = ("log", "metrics", "eval_metrics", "embeddings")  # a folder with one of these is a run
 
 
 def arm_order(arms) -> list[str]:  # arm names
     "`arms` sorted as in `semclip.core.ARMS`, unknown names last (alphabetically)."
     return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), "") if a in ARMS else (len(ARMS), a))
 
-# %% ../nbs/07_figures.ipynb #00000014
+# %% ../nbs/07_figures.ipynb #00000018
 class Runs(dict):
     "A run grid {arm: {seed: RunFolder}}, with per-arm selections for the figures."
 
@@ -221,7 +216,7 @@ class Runs(dict):
         common = set.intersection(*map(set, have.values())) if have else set()
         return {a: (min(common) if common else s[0]) for a, s in have.items()}
 
-# %% ../nbs/07_figures.ipynb #00000016
+# %% ../nbs/07_figures.ipynb #0000001a
 @patch
 def embeddings(self: Runs, seed: int | dict | None = None) -> dict:  # see `seed_for`
     "{arm: embeddings} of one seed per arm, checked to hold the same test rows."
@@ -255,7 +250,7 @@ def meta(self: Runs, seed: int | dict | None = None) -> pd.DataFrame | None:  # 
             return self[a][s].meta
     return None
 
-# %% ../nbs/07_figures.ipynb #00000018
+# %% ../nbs/07_figures.ipynb #0000001c
 @patch
 def describe(self: Runs, with_seeds: bool = True) -> str:  # False: leave the seeds out (a figure of one seed names it)
     "One line naming the dataset, its settings, the fine-tuning steps and batch and the seeds: the note under every figure."
@@ -290,7 +285,7 @@ def logs(self: Runs) -> dict:
 def __repr__(self: Runs):
     return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
 
-# %% ../nbs/07_figures.ipynb #00000019
+# %% ../nbs/07_figures.ipynb #0000001d
 def _scan(root: Path) -> dict:
     found = {}
     if not root.is_dir():
@@ -298,7 +293,7 @@ def _scan(root: Path) -> dict:
     for arm_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for d in sorted(arm_dir.iterdir()):
             m = _SEED_DIR.fullmatch(d.name)
-            if m and d.is_dir() and any((d / f).is_file() for f in _RUN_FILES):
+            if m and d.is_dir() and any((d / RUN_FILES[k][0]).is_file() for k in _RUN_MARKS):
                 found.setdefault(arm_dir.name, {})[int(m[1])] = RunFolder(d, arm_dir.name, int(m[1]))
     return {a: dict(sorted(found[a].items())) for a in arm_order(found)}
 
@@ -311,7 +306,7 @@ def has_runs(
     runs = _scan(Path(runs_dir).expanduser())
     return bool(runs) and (what is None or any(r.has(what) for s in runs.values() for r in s.values()))
 
-# %% ../nbs/07_figures.ipynb #0000001a
+# %% ../nbs/07_figures.ipynb #0000001e
 def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
     "Discover the runs under `runs_dir`; files are read when first used."
     root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root() / "synthneg"
@@ -328,7 +323,7 @@ def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: r
         )
     return Runs(root, runs)
 
-# %% ../nbs/07_figures.ipynb #00000022
+# %% ../nbs/07_figures.ipynb #00000026
 def arm_colors(arms) -> dict:  # arm names
     "{arm: RGB}: pretrain grey, the others a colour-blind-safe palette in `ARMS` order."
     pal = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]  # 7 is the palette's grey
@@ -343,7 +338,7 @@ def arm_colors(arms) -> dict:  # arm names
             out[a] = next(extra)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000025
+# %% ../nbs/07_figures.ipynb #00000029
 def arm_label(
     arm: str,  # an arm id such as 'semclip_img'
     labels: dict | None = None,
@@ -367,7 +362,7 @@ def add_note(
         legend.get_title().set_color("0.35")
     return fig
 
-# %% ../nbs/07_figures.ipynb #00000028
+# %% ../nbs/07_figures.ipynb #0000002c
 def select_samples(
     n_rows: int,  # rows to choose from
     n: int = 40,  # how many to choose (all rows if n >= n_rows)
@@ -393,7 +388,7 @@ def select_samples(
                 out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #0000002b
+# %% ../nbs/07_figures.ipynb #0000002f
 KIND_STYLE = dict(  # marker, colour and size per kind of embedding
     image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
     caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
@@ -408,7 +403,7 @@ def _kinds(embeddings_by_arm, kinds):
         raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-# %% ../nbs/07_figures.ipynb #0000002d
+# %% ../nbs/07_figures.ipynb #00000031
 def cache_numba_jit(prefixes: Sequence[str] = ("umap", "pynndescent")) -> int:  # module name prefixes
     "Enable numba's on-disk cache for the not-yet-cached jitted functions of the imported modules `prefixes`; return how many."
     import sys
@@ -430,7 +425,7 @@ def cache_numba_jit(prefixes: Sequence[str] = ("umap", "pynndescent")) -> int:  
                 n += 1
     return n
 
-# %% ../nbs/07_figures.ipynb #00000031
+# %% ../nbs/07_figures.ipynb #00000035
 def umap_layout(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     rows,  # the row indices to place
@@ -477,7 +472,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000035
+# %% ../nbs/07_figures.ipynb #00000039
 def warm_umap_cache(
     n_arms: int = 11,  # arms x rows x kinds points: the size of the figures' map (the same compiled code path)
     n_rows: int = 40,
@@ -491,7 +486,7 @@ def warm_umap_cache(
     umap_layout(toy, range(n_rows), seed=seed)
     return time.perf_counter() - t0
 
-# %% ../nbs/07_figures.ipynb #00000038
+# %% ../nbs/07_figures.ipynb #0000003c
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -520,7 +515,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-# %% ../nbs/07_figures.ipynb #00000039
+# %% ../nbs/07_figures.ipynb #0000003d
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -532,7 +527,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-# %% ../nbs/07_figures.ipynb #0000003a
+# %% ../nbs/07_figures.ipynb #0000003e
 def _umap_panel(ax, points: pd.DataFrame, kinds: list):
     "One arm's panel: a line from each caption to its paraphrase and its negation, then the points of each kind."
     p = points.pivot(index="row", columns="kind", values=["x", "y"])
@@ -582,7 +577,7 @@ def _kind_handles(kinds: list) -> list:
         if k in kinds
     ]
 
-# %% ../nbs/07_figures.ipynb #0000003d
+# %% ../nbs/07_figures.ipynb #00000041
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -634,7 +629,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000040
+# %% ../nbs/07_figures.ipynb #00000044
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -652,7 +647,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #00000042
+# %% ../nbs/07_figures.ipynb #00000046
 def _circle_panel(ax, p: dict, rows, title: str):  # p: projected texts of one model
     "Samples `rows` on the unit circle, each on its own ring: caption, paraphrase and negation, linked to the caption."
     ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.7", lw=0.8))
@@ -691,7 +686,7 @@ def _projected_cosines_panel(ax, proj_by_name: dict, margin: float):  # {model n
     ax.set_title(f"all {n_rows} test rows (dotted: the margin)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
 
-# %% ../nbs/07_figures.ipynb #00000043
+# %% ../nbs/07_figures.ipynb #00000047
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -721,7 +716,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000048
+# %% ../nbs/07_figures.ipynb #0000004c
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -736,7 +731,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #0000004b
+# %% ../nbs/07_figures.ipynb #0000004f
 def _gap_frame(embeddings_by_arm: dict, arms, names) -> pd.DataFrame:
     "One row per arm and test sample: the arm's name and the sample's cos(image, caption) - cos(image, negation)."
     from semclip.eval import gap_distribution
@@ -747,7 +742,7 @@ def _gap_frame(embeddings_by_arm: dict, arms, names) -> pd.DataFrame:
         frames.append(pd.DataFrame(dict(arm=name, gap=gap)))
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/07_figures.ipynb #0000004c
+# %% ../nbs/07_figures.ipynb #00000050
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -794,7 +789,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000050
+# %% ../nbs/07_figures.ipynb #00000054
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -842,7 +837,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000051
+# %% ../nbs/07_figures.ipynb #00000055
 def _family_arrows(ax, means: pd.DataFrame, arm: str, reference: str, colour: dict):
     "An arrow per negation family from `reference`'s mean (cos caption, cos negation) to `arm`'s; a dot on the reference's own panel."
     for fam, c in colour.items():
@@ -865,7 +860,7 @@ def _square_with_tie(ax):
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
 
-# %% ../nbs/07_figures.ipynb #00000054
+# %% ../nbs/07_figures.ipynb #00000058
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -923,7 +918,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000057
+# %% ../nbs/07_figures.ipynb #0000005b
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -962,7 +957,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #00000058
+# %% ../nbs/07_figures.ipynb #0000005c
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -989,7 +984,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000059
+# %% ../nbs/07_figures.ipynb #0000005d
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -1025,7 +1020,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #0000005a
+# %% ../nbs/07_figures.ipynb #0000005e
 def _start_values(frame: pd.DataFrame) -> dict:
     "{metric: the pre-training run's last validation value, averaged over seeds}: where fine-tuning starts ({} without it)."
     pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
@@ -1042,7 +1037,7 @@ def _unique_handles(axes) -> list:
                 seen.add(label)
     return handles
 
-# %% ../nbs/07_figures.ipynb #0000005d
+# %% ../nbs/07_figures.ipynb #00000061
 def _curve_arms(frame: pd.DataFrame, arms) -> list:  # None: every arm with records but pretrain (unless alone)
     "The arms `curves_figure` draws, checked against the arms that have log records."
     if arms is None:
@@ -1069,7 +1064,7 @@ def _style_curve_panel(ax, metric: str, split: str, smoothed: bool, start: float
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
 
-# %% ../nbs/07_figures.ipynb #0000005e
+# %% ../nbs/07_figures.ipynb #00000062
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1114,7 +1109,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000061
+# %% ../nbs/07_figures.ipynb #00000065
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1140,7 +1135,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000064
+# %% ../nbs/07_figures.ipynb #00000068
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1179,7 +1174,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #00000067
+# %% ../nbs/07_figures.ipynb #0000006b
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1212,7 +1207,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000068
+# %% ../nbs/07_figures.ipynb #0000006c
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1243,7 +1238,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000006c
+# %% ../nbs/07_figures.ipynb #00000070
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",
