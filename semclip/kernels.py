@@ -187,6 +187,58 @@ _TRITON_MAX_K = 128
 if HAS_TRITON:
 
     @triton.jit
+    def _tile_dot(
+        A,
+        Bm,
+        rows64,
+        rmask,
+        cols,
+        cmask,
+        D,
+        sa,
+        sb,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        PREC: tl.constexpr,
+        UPCAST: tl.constexpr,
+    ):
+        "The fp32 tile `A[rows] @ Bm[cols].T` ([BLOCK_M, BLOCK_N]), summed over d in chunks of BLOCK_D; 0 where masked."
+        acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
+        for d0 in range(0, D, BLOCK_D):
+            dd = d0 + tl.arange(0, BLOCK_D)
+            a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0)
+            b = tl.load(
+                Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :], mask=cmask[:, None] & (dd[None, :] < D), other=0.0
+            )
+            if UPCAST:
+                a, b = a.to(tl.float32), b.to(tl.float32)
+            acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
+        return acc
+
+# %% ../nbs/04_kernels.ipynb #00000018
+if HAS_TRITON:
+
+    @triton.jit
+    def _merge_tile(s, lab, topv, topi, worst_v, worst_i, valid):
+        "Insert tile scores `s` (key indices `lab`) into each row's top-k list; returns the lists and their worst."
+        cand = s > worst_v[:, None]
+        while tl.max(tl.sum(cand.to(tl.int32), 1), 0) > 0:
+            sv = tl.where(cand, s, float("-inf"))
+            bv = tl.max(sv, 1)  # best candidate ...
+            bi = tl.min(tl.where(cand & (sv == bv[:, None]), lab[None, :], 2147483647), 1)  # ... lowest index
+            rep = (topi == worst_i[:, None]) & (bv > worst_v)[:, None]  # replaces the worst
+            topv = tl.where(rep, bv[:, None], topv)
+            topi = tl.where(rep, bi[:, None], topi)
+            worst_v = tl.min(tl.where(valid, topv, float("inf")), 1)
+            worst_i = tl.max(tl.where(valid & (topv == worst_v[:, None]), topi, -2147483647), 1)
+            cand = cand & (lab[None, :] != bi[:, None]) & (s > worst_v[:, None])
+        return topv, topi, worst_v, worst_i
+
+# %% ../nbs/04_kernels.ipynb #0000001a
+if HAS_TRITON:
+
+    @triton.jit
     def _sim_topk_kernel(
         Q,
         K,
@@ -212,7 +264,7 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         rows = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
         rmask = rows < Nq
-        rows64 = rows.to(tl.int64)  # offsets in int64: Nk * d can pass 2**31
+        rows64 = rows.to(tl.int64)
         slots = tl.arange(0, KP)
         valid = (slots < KTOP)[None, :]
         topv = tl.full([BLOCK_Q, KP], float("-inf"), tl.float32)
@@ -224,42 +276,21 @@ if HAS_TRITON:
         for j0 in range(0, Nk, BLOCK_K):
             cols = j0 + tl.arange(0, BLOCK_K)
             cmask = cols < Nk
-            acc = tl.zeros([BLOCK_Q, BLOCK_K], tl.float32)
-            for d0 in range(0, D, BLOCK_D):
-                dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(
-                    Q + rows64[:, None] * stride_q + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0
-                )
-                b = tl.load(
-                    K + cols.to(tl.int64)[:, None] * stride_k + dd[None, :],
-                    mask=cmask[:, None] & (dd[None, :] < D),
-                    other=0.0,
-                )
-                if UPCAST:
-                    a, b = a.to(tl.float32), b.to(tl.float32)
-                acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
+            acc = _tile_dot(
+                Q, K, rows64, rmask, cols, cmask, D, stride_q, stride_k, BLOCK_Q, BLOCK_K, BLOCK_D, PREC, UPCAST
+            )
             if NORMALIZE:
                 ik = tl.load(IK + cols, mask=cmask, other=0.0)
                 acc = acc * iq[:, None] * ik[None, :]
             s = tl.where(rmask[:, None] & cmask[None, :], acc, float("-inf"))
             lab = cols + tl.where(j0 > 0, BUG, 0)  # key index of each column
-            cand = s > worst_v[:, None]
-            while tl.max(tl.sum(cand.to(tl.int32), 1), 0) > 0:
-                sv = tl.where(cand, s, float("-inf"))
-                bv = tl.max(sv, 1)  # best candidate ...
-                bi = tl.min(tl.where(cand & (sv == bv[:, None]), lab[None, :], 2147483647), 1)  # ... lowest index
-                rep = (topi == worst_i[:, None]) & (bv > worst_v)[:, None]  # replaces the worst
-                topv = tl.where(rep, bv[:, None], topv)
-                topi = tl.where(rep, bi[:, None], topi)
-                worst_v = tl.min(tl.where(valid, topv, float("inf")), 1)
-                worst_i = tl.max(tl.where(valid & (topv == worst_v[:, None]), topi, -2147483647), 1)
-                cand = cand & (lab[None, :] != bi[:, None]) & (s > worst_v[:, None])
+            topv, topi, worst_v, worst_i = _merge_tile(s, lab, topv, topi, worst_v, worst_i, valid)
         out = rows64[:, None] * KTOP + slots[None, :]
         m = rmask[:, None] & valid
         tl.store(OV + out, topv, mask=m)
         tl.store(OI + out, topi, mask=m)
 
-# %% ../nbs/04_kernels.ipynb #00000018
+# %% ../nbs/04_kernels.ipynb #0000001c
 def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=0):
     "Launch the fused Triton top-k kernel; returns rows sorted by the tie rule."
     dt = torch.promote_types(queries.dtype, keys.dtype)
@@ -306,7 +337,7 @@ def _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug=
         )
     return _lexsort_desc(ov, oi.long())
 
-# %% ../nbs/04_kernels.ipynb #0000001a
+# %% ../nbs/04_kernels.ipynb #0000001e
 def sim_topk(
     queries: torch.Tensor,  # [Nq, d] fp32, bf16 or fp16
     keys: torch.Tensor,  # [Nk, d], same device
@@ -327,7 +358,7 @@ def sim_topk(
             return _sim_topk_triton(queries, keys, k, normalize, block_q, block_k, _offset_bug)
         return _sim_topk_torch(queries, keys, k, normalize, block_q or 1024, block_k or 8192, _offset_bug)
 
-# %% ../nbs/04_kernels.ipynb #00000023
+# %% ../nbs/04_kernels.ipynb #00000027
 def clip_loss_reference(
     image_features: torch.Tensor,  # [B, d], normalised
     text_features: torch.Tensor,  # [B, d], normalised
@@ -338,7 +369,7 @@ def clip_loss_reference(
     labels = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
-# %% ../nbs/04_kernels.ipynb #00000025
+# %% ../nbs/04_kernels.ipynb #00000029
 def _loss_fwd_torch(x, t, s, block, bug=0):
     "Row and column log-sum-exps and the diagonal logits, tile by tile."
     N, dev = x.shape[0], x.device
@@ -378,7 +409,7 @@ def _loss_fwd_torch(x, t, s, block, bug=0):
         lse_r[i0 : i0 + mi] = m_r + l_r.log()
     return lse_r, m_c + l_c.log(), diag
 
-# %% ../nbs/04_kernels.ipynb #00000026
+# %% ../nbs/04_kernels.ipynb #0000002a
 def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     "G @ t, G^T @ x (unscaled) over recomputed tiles, and sum_ij G_ij <x_i, t_j> from either."
     (N, D), dev = x.shape, x.device
@@ -406,7 +437,7 @@ def _loss_bwd_torch(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=
     gs = (X * gx).sum(dtype=torch.float64) if need_x else (T * gt).sum(dtype=torch.float64)
     return gx, gt, gs
 
-# %% ../nbs/04_kernels.ipynb #00000028
+# %% ../nbs/04_kernels.ipynb #0000002c
 if HAS_TRITON:
 
     @triton.jit
@@ -439,18 +470,7 @@ if HAS_TRITON:
         for j0 in range(0, N, BLOCK_N):
             cols = j0 + tl.arange(0, BLOCK_N)
             cmask = cols < N
-            acc = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-            for d0 in range(0, D, BLOCK_D):
-                dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0)
-                b = tl.load(
-                    Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :],
-                    mask=cmask[:, None] & (dd[None, :] < D),
-                    other=0.0,
-                )
-                if UPCAST:
-                    a, b = a.to(tl.float32), b.to(tl.float32)
-                acc = tl.dot(a, tl.trans(b), acc, input_precision=PREC)
+            acc = _tile_dot(A, Bm, rows64, rmask, cols, cmask, D, sa, sb, BLOCK_M, BLOCK_N, BLOCK_D, PREC, UPCAST)
             z = tl.where(cmask[None, :], acc * s, float("-inf"))
             if WITH_DIAG:
                 lab = cols + tl.where(j0 > 0, BUG, 0)
@@ -462,7 +482,7 @@ if HAS_TRITON:
         if WITH_DIAG:
             tl.store(DIAG + rows, dg, mask=rmask)
 
-# %% ../nbs/04_kernels.ipynb #0000002a
+# %% ../nbs/04_kernels.ipynb #0000002e
 if HAS_TRITON:
 
     @triton.jit
@@ -498,18 +518,7 @@ if HAS_TRITON:
         for j0 in range(0, N, BLOCK_N):
             cols = j0 + tl.arange(0, BLOCK_N)
             cmask = cols < N
-            raw = tl.zeros([BLOCK_M, BLOCK_N], tl.float32)
-            for d0 in range(0, D, BLOCK_D):
-                dd = d0 + tl.arange(0, BLOCK_D)
-                a = tl.load(A + rows64[:, None] * sa + dd[None, :], mask=rmask[:, None] & (dd[None, :] < D), other=0.0)
-                b = tl.load(
-                    Bm + cols.to(tl.int64)[:, None] * sb + dd[None, :],
-                    mask=cmask[:, None] & (dd[None, :] < D),
-                    other=0.0,
-                )
-                if UPCAST:
-                    a, b = a.to(tl.float32), b.to(tl.float32)
-                raw = tl.dot(a, tl.trans(b), raw, input_precision=PREC)
+            raw = _tile_dot(A, Bm, rows64, rmask, cols, cmask, D, sa, sb, BLOCK_M, BLOCK_N, BLOCK_D, PREC, UPCAST)
             z = raw * s
             lb = tl.load(LB + cols, mask=cmask, other=0.0)
             G = tl.exp(z - la[:, None]) + tl.exp(z - lb[None, :])
@@ -527,14 +536,14 @@ if HAS_TRITON:
         tl.store(OUT + rows64[:, None] * D + do[None, :], acc, mask=rmask[:, None] & (do[None, :] < D))
         tl.store(DSP + pid_d * tl.num_programs(0) + pid, tl.sum(dsacc, 0))
 
-# %% ../nbs/04_kernels.ipynb #0000002b
+# %% ../nbs/04_kernels.ipynb #0000002f
 def _tri_blocks(block, D):
     b = block or 64
     if b < 16 or b != _np2(b):
         raise ConfigError(f"block={b} must be a power of two >= 16 for the Triton kernels")
     return b, min(64, max(16, _np2(D))), min(256, max(16, _np2(D)))
 
-# %% ../nbs/04_kernels.ipynb #0000002c
+# %% ../nbs/04_kernels.ipynb #00000030
 def _loss_fwd_triton(x, t, s, block, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, _ = _tri_blocks(block, D)
@@ -547,7 +556,7 @@ def _loss_fwd_triton(x, t, s, block, bug=0):
     _lse_kernel[grid](t, x, s, lse_c, diag, N, D, t.stride(0), x.stride(0), int(bug), WITH_DIAG=False, **kw)
     return lse_r, lse_c, diag
 
-# %% ../nbs/04_kernels.ipynb #0000002d
+# %% ../nbs/04_kernels.ipynb #00000031
 def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug=0):
     (N, D), dev = x.shape, x.device
     b, bd, bdo = _tri_blocks(block, D)
@@ -585,7 +594,7 @@ def _loss_bwd_triton(x, t, s, lse_r, lse_c, block, need_x=True, need_t=True, bug
             res[side] = o
     return res[0], res[1], gs
 
-# %% ../nbs/04_kernels.ipynb #0000002f
+# %% ../nbs/04_kernels.ipynb #00000033
 class _ClipLossTiled(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, scale, block, use_triton, bug):
@@ -614,7 +623,7 @@ class _ClipLossTiled(torch.autograd.Function):
         ds = (gs * coef).to(sdtype).reshape(shape) if ns else None
         return dx, dt, ds, None, None, None
 
-# %% ../nbs/04_kernels.ipynb #00000030
+# %% ../nbs/04_kernels.ipynb #00000034
 def clip_loss_tiled(
     image_features: torch.Tensor,  # [B, d], normalised (callers normalise)
     text_features: torch.Tensor,  # [B, d], normalised, same device
