@@ -479,6 +479,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'semclip.model._malformed': ('model.html#_malformed', 'semclip/model.py'),
                                'semclip.model._meta': ('model.html#_meta', 'semclip/model.py'),
                                'semclip.model._model_dtype': ('model.html#_model_dtype', 'semclip/model.py'),
+                               'semclip.model._model_name': ('model.html#_model_name', 'semclip/model.py'),
                                'semclip.model._not_plain': ('model.html#_not_plain', 'semclip/model.py'),
                                'semclip.model._open_clip_model': ('model.html#_open_clip_model', 'semclip/model.py'),
                                'semclip.model._plain': ('model.html#_plain', 'semclip/model.py'),

@@ -447,6 +447,15 @@ def _check_pretrained(name: str, pretrained: str | None):
     )
 
 
+def _model_name(name: str | None, pretrained: str | None) -> tuple:
+    "(open_clip's spelling of `name`, default 'semclip-tiny'; the kind of `pretrained`), both checked."
+    name = name or "semclip-tiny"
+    if ":" not in name:
+        name = name.replace("/", "-")  # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
+    _check_model_name(name)
+    return name, _check_pretrained(name, pretrained)
+
+
 def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     "The model config open_clip builds from: the named config with the overrides applied."
     with _hub_offline_from_env():
@@ -621,11 +630,7 @@ def create_model(
     oc_kw = {k: v for k, v in open_clip_kwargs.items() if k in _OC_ARGS}  # factory options
     kw = {k: v for k, v in open_clip_kwargs.items() if k not in _OC_ARGS}  # model config overrides
     ckpt, name, kw, pre_cfg, image_preprocess = _checkpoint_settings(checkpoint, name, pretrained, kw, image_preprocess)
-    name = name or "semclip-tiny"
-    if ":" not in name:
-        name = name.replace("/", "-")  # open_clip's spelling: 'ViT-B/32' -> 'ViT-B-32'
-    _check_model_name(name)
-    kind = _check_pretrained(name, pretrained)
+    name, kind = _model_name(name, pretrained)
     image_mean, image_std, image_resize_mode = _image_normalisation(
         image_preprocess, image_mean, image_std, image_resize_mode, pre_cfg
     )
