@@ -603,6 +603,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'semclip.rules._no_for': ('rules.html#_no_for', 'semclip/rules.py'),
                                'semclip.rules._np_end': ('rules.html#_np_end', 'semclip/rules.py'),
                                'semclip.rules._np_number': ('rules.html#_np_number', 'semclip/rules.py'),
+                               'semclip.rules._np_of': ('rules.html#_np_of', 'semclip/rules.py'),
                                'semclip.rules._para_adjpost': ('rules.html#_para_adjpost', 'semclip/rules.py'),
                                'semclip.rules._para_be': ('rules.html#_para_be', 'semclip/rules.py'),
                                'semclip.rules._para_but': ('rules.html#_para_but', 'semclip/rules.py'),

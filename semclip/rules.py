@@ -351,13 +351,10 @@ def _np_number(low, i: int, j: int) -> bool | None:
     return h not in _INDEF and _is_plural(h)
 
 # %% ../nbs/01d_rules.ipynb #0000002d
-_MOD_PREPS = {"in", "with", "on", "without", "wearing"}
-
-
-def _conjunct(low, j: int):
-    "(end, plural, has modifiers) of one noun phrase of a subject at `j`, with its 'of' phrase and modifiers; None if not simple."
+def _np_of(low, j: int, min_words: int = 1):
+    "(end, plural) of the simple noun phrase at `j` of at least `min_words` words, with its 'of' phrase; None if not simple."
     k = _np_end(low, j)
-    if k == j or not _simple_np(low[j:k]):
+    if k - j < min_words or not _simple_np(low[j:k]):
         return None
     num = _np_number(low, j, k)
     if k + 1 < len(low) and low[k] == "of":
@@ -367,6 +364,18 @@ def _conjunct(low, j: int):
         if low[k - 1] in _QUANT_HEADS:
             num = _np_number(low, k + 1, m)
         k = m
+    return k, num
+
+# %% ../nbs/01d_rules.ipynb #00000030
+_MOD_PREPS = {"in", "with", "on", "without", "wearing"}
+
+
+def _conjunct(low, j: int):
+    "(end, plural, has modifiers) of one noun phrase of a subject at `j`, with its 'of' phrase and modifiers; None if not simple."
+    r = _np_of(low, j)
+    if r is None:
+        return None
+    k, num = r
     mods = False
     while k + 1 < len(low) and low[k] in _MOD_PREPS:
         m = _np_end(low, k + 1)
@@ -380,7 +389,7 @@ def _subject(low, i: int = 0):
     "(end, plural, starts of its noun phrases) of the subject at `i`: phrases as `_conjunct` reads them, joined by ',' and 'and'."
     return _subject_of(tuple(low), i)
 
-# %% ../nbs/01d_rules.ipynb #0000002e
+# %% ../nbs/01d_rules.ipynb #00000031
 @functools.lru_cache(maxsize=16)  # the rules ask for one caption's subject several times in a row
 def _subject_of(low: tuple, i: int):
     parts, j = [], i
@@ -407,7 +416,7 @@ def _subject_of(low: tuple, i: int):
         return None  # "a woman and a child walk"?
     return k, (True if len(parts) > 1 else parts[0][2]), tuple(p[0] for p in parts)
 
-# %% ../nbs/01d_rules.ipynb #00000031
+# %% ../nbs/01d_rules.ipynb #00000034
 def _clause(low):
     "(start, end, plural, starts of its noun phrases) of the main clause's subject; None when it is not simple."
     s = low.index(",") + 1 if low and (low[0] in _PREPS or low[0] in ("when", "as")) and "," in low else 0
@@ -445,7 +454,7 @@ def _pred(low, e: int, plural) -> str | None:
         return "full"
     return None
 
-# %% ../nbs/01d_rules.ipynb #00000034
+# %% ../nbs/01d_rules.ipynb #00000037
 _QUOTING = {"says", "saying", "reads", "reading", "read", "say", "labeled", "labelled", "marked"}
 
 
@@ -471,7 +480,7 @@ def _neg_flip(t, sp, low):
         if w in _NEG_WORDS:
             return _rep(t, sp, i, i + 1, [_NEG_WORDS[w]])
 
-# %% ../nbs/01d_rules.ipynb #00000037
+# %% ../nbs/01d_rules.ipynb #0000003a
 def _neg_exist(t, sp, low):
     "'there are two dogs' -> 'there are no dogs'."
     for i, w in enumerate(low):
@@ -489,7 +498,7 @@ def _neg_exist(t, sp, low):
                 return _rep(t, sp, j, j, ["no"])
             return None
 
-# %% ../nbs/01d_rules.ipynb #0000003a
+# %% ../nbs/01d_rules.ipynb #0000003d
 _FRAME_VERBS = ("of", "showing", "with", "featuring", "depicting", "containing")
 
 
@@ -519,7 +528,7 @@ def _neg_frame(t, sp, low):
     if nxt.isalpha() and nxt not in _DETS and nxt not in _PREPS:
         return _rep(t, sp, f + 1, f + 1, ["no"])
 
-# %% ../nbs/01d_rules.ipynb #0000003d
+# %% ../nbs/01d_rules.ipynb #00000040
 def _neg_quant(t, sp, low):
     "'Some people are walking' -> 'No people are walking'; 'All the plates' -> 'Not all the plates'."
     c = _clause(low)
@@ -537,7 +546,7 @@ def _neg_quant(t, sp, low):
     if w in _QUANT_NO or w.isdigit():
         return _rep(t, sp, s, s + 2, ["none", "of"]) if low[s + 1] == "of" else _rep(t, sp, s, s + 1, ["no"])
 
-# %% ../nbs/01d_rules.ipynb #00000040
+# %% ../nbs/01d_rules.ipynb #00000043
 def _rel_starts(low, i: int) -> bool:
     "Does a relative clause start at `i` ('that' only when a verb follows)?"
     w = low[i]
@@ -574,7 +583,7 @@ def _neg_aux(t, sp, low):
             return _rep(t, sp, i, i + 1, ["cannot"])
         return _rep(t, sp, i + 1, i + 1, ["not"])
 
-# %% ../nbs/01d_rules.ipynb #00000043
+# %% ../nbs/01d_rules.ipynb #00000046
 def _second_verb(low, e: int) -> bool:
     "Is there a verb joined by 'and' after the verb at `e`, not directly after it?"
     return any(
@@ -598,7 +607,7 @@ def _neg_verb(t, sp, low):
         return None
     return _rep(t, sp, e, e + 1, ["does" if kind == "v3" else "do", "not", _V3[low[e]] if kind == "v3" else low[e]])
 
-# %% ../nbs/01d_rules.ipynb #00000046
+# %% ../nbs/01d_rules.ipynb #00000049
 def _neg_with(t, sp, low):
     "'A kitchen with a stove' -> 'A kitchen without a stove'."
     for i in range(1, len(low) - 1):
@@ -622,7 +631,7 @@ def _neg_with(t, sp, low):
             return None
         return _rep(t, sp, i, i + 1, ["without"])
 
-# %% ../nbs/01d_rules.ipynb #00000049
+# %% ../nbs/01d_rules.ipynb #0000004c
 def _neg_det0(t, sp, low):
     "'A dog catching a frisbee' -> 'No dog catching a frisbee'; 'a cat and a dog' -> 'no cat and no dog'."
     c = _subject(low)
@@ -646,7 +655,7 @@ def _neg_det0(t, sp, low):
             return None
     return out
 
-# %% ../nbs/01d_rules.ipynb #0000004c
+# %% ../nbs/01d_rules.ipynb #0000004f
 _ANTONYMS = {
     ("to", "the", "left", "of"): ("to", "the", "right", "of"),
     ("to", "the", "right", "of"): ("to", "the", "left", "of"),
@@ -686,14 +695,14 @@ def _find_phrase(low, table, firsts, start: int = 0):
                 return i, i + n, k
     return None
 
-# %% ../nbs/01d_rules.ipynb #0000004d
+# %% ../nbs/01d_rules.ipynb #00000050
 def _neg_antonym(t, sp, low):
     "'... to the left of ...' -> '... to the right of ...'."
     f = _find_phrase(low, _ANTONYMS, _ANTONYMS_FIRST)
     if f:
         return _rep(t, sp, f[0], f[1], _ANTONYMS[f[2]])
 
-# %% ../nbs/01d_rules.ipynb #00000050
+# %% ../nbs/01d_rules.ipynb #00000053
 _NEG_RULES = (_neg_flip, _neg_exist, _neg_frame, _neg_quant, _neg_aux, _neg_verb, _neg_with, _neg_det0, _neg_antonym)
 
 
@@ -721,7 +730,7 @@ def rule_negations(caption: str):  # a caption
             seen.add(_tnorm(r[0]))
             yield _finish(t, *r)
 
-# %% ../nbs/01d_rules.ipynb #00000053
+# %% ../nbs/01d_rules.ipynb #00000056
 _SYNONYMS = dict(  # word or phrase > what replaces it
     (old.strip(), new.strip())
     for old, new in (
@@ -751,7 +760,7 @@ _KEEP = tuple(  # compounds kept as they are
 """.split("|")
 )
 
-# %% ../nbs/01d_rules.ipynb #00000055
+# %% ../nbs/01d_rules.ipynb #00000058
 _SYN_ONE, _SYN_MULTI = {}, {}
 for _k, _v in [*_SYNONYMS.items(), *((k, k) for k in _KEEP)]:
     for _kk in {_k, _k.replace("'", "’")}:
@@ -762,7 +771,7 @@ for _k, _v in [*_SYNONYMS.items(), *((k, k) for k in _KEEP)]:
 for _l in _SYN_MULTI.values():
     _l.sort(key=lambda kv: -len(kv[0]))
 
-# %% ../nbs/01d_rules.ipynb #00000058
+# %% ../nbs/01d_rules.ipynb #0000005b
 def _syn_tokens(t, sp):
     "Tokens with every entry of the synonym table replaced once, keeping capitals and fixing 'a'/'an' in front."
     ot, osp, i, n = [], [], 0, len(t)
@@ -796,7 +805,7 @@ def apply_synonyms(s: str) -> str:  # a caption
     "`s` with every entry of the synonym table replaced once."
     return _join(*_syn_tokens(*_tokenize(s)))
 
-# %% ../nbs/01d_rules.ipynb #0000005b
+# %% ../nbs/01d_rules.ipynb #0000005e
 def _be_for(be: str, plural) -> str:
     return ("were" if plural else "was") if be in ("was", "were") else ("are" if plural else "is")
 
@@ -823,7 +832,7 @@ def _para_converse(t, sp, low):
         (t[e:], sp[e:]),
     )
 
-# %% ../nbs/01d_rules.ipynb #0000005e
+# %% ../nbs/01d_rules.ipynb #00000061
 def _para_passive(t, sp, low):
     "'A man riding a horse' -> 'A horse being ridden by a man'; 'is riding' -> 'is being ridden by'."
     a = _np_end(low, 0)
@@ -833,17 +842,10 @@ def _para_passive(t, sp, low):
     if b + 2 >= len(low) or low[b] not in _VING or _VING[low[b]] not in _TRANSITIVE or low[b + 1] not in _OBJ_DETS:
         return None
     c = b + 1
-    e = _np_end(low, c)
-    if e <= c + 1 or not _simple_np(low[c:e]):
+    r = _np_of(low, c, min_words=2)  # the object has its determiner
+    if r is None:
         return None
-    num = _np_number(low, c, e)
-    if e + 1 < len(low) and low[e] == "of":
-        m = _np_end(low, e + 1)
-        if m == e + 1 or not _simple_np(low[e + 1 : m]):
-            return None
-        if low[e - 1] in _QUANT_HEADS:
-            num = _np_number(low, e + 1, m)
-        e = m
+    e, num = r
     if any(w in _POSS for w in low[c:e]) or (e < len(low) and low[e] not in _PREPS and low[e] not in _PUNCT):
         return None
     if be and num is None:
@@ -857,7 +859,7 @@ def _para_passive(t, sp, low):
         (t[e:], sp[e:]),
     )
 
-# %% ../nbs/01d_rules.ipynb #00000061
+# %% ../nbs/01d_rules.ipynb #00000064
 def _para_coord(t, sp, low):
     "'A kitchen with a stove and a refrigerator' -> 'A kitchen with a refrigerator and a stove'."
     for k in range(1, len(low) - 1):
@@ -901,7 +903,7 @@ def _para_coord(t, sp, low):
             (t[e:], sp[e:]),
         )
 
-# %% ../nbs/01d_rules.ipynb #00000064
+# %% ../nbs/01d_rules.ipynb #00000067
 def _para_but(t, sp, low):
     "'X and no Y' -> 'X but no Y'."
     for k in range(1, len(low) - 1):
@@ -931,7 +933,7 @@ def _para_reduce_rel(t, sp, low):
             return _rep(t, sp, i, i + 2, ["with"])
         return None
 
-# %% ../nbs/01d_rules.ipynb #00000067
+# %% ../nbs/01d_rules.ipynb #0000006a
 def _para_adjpost(t, sp, low):
     "'a small red circle' -> 'a circle that is small and red'."
     end = _end(low)
@@ -950,7 +952,7 @@ def _para_adjpost(t, sp, low):
         (t[end:], sp[end:]),
     )
 
-# %% ../nbs/01d_rules.ipynb #0000006a
+# %% ../nbs/01d_rules.ipynb #0000006d
 def _finite_later(low, e: int) -> bool:
     "May a finite verb follow position `e` (before a 'while' clause)? Any '-s' word or plural-agreeing verb after a noun may be one."
     end = low.index("while", e) if "while" in low[e:] else len(low)
@@ -980,7 +982,7 @@ def _para_be(t, sp, low):
         return None
     return _rep(t, sp, e, e, ["are" if pl else "is"])
 
-# %% ../nbs/01d_rules.ipynb #0000006d
+# %% ../nbs/01d_rules.ipynb #00000070
 def _para_progressive(t, sp, low):
     "'The cat sits on the mat' -> 'The cat is sitting on the mat'."
     c = _clause(low)
@@ -1001,7 +1003,7 @@ def _para_progressive(t, sp, low):
         return None
     return _rep(t, sp, e, e + 1, ["are" if pl else "is", _VERBS[base(low[e])]["ing"]])
 
-# %% ../nbs/01d_rules.ipynb #00000070
+# %% ../nbs/01d_rules.ipynb #00000073
 def _last_place(low, places):
     "(index of the preposition, end) of a final 'in/on/at ... the PLACE' phrase, or None."
     end = _end(low)
@@ -1041,7 +1043,7 @@ def _para_front_np(t, sp, low):
         return None
     return _cat((t[k:end], sp[k:end]), [","], ([_lower_word(t[0])] + t[1:k], sp[:k]), (t[end:], sp[end:]))
 
-# %% ../nbs/01d_rules.ipynb #00000073
+# %% ../nbs/01d_rules.ipynb #00000076
 def _para_drop_be(t, sp, low):
     "'A train is pulling into the station' -> 'A train pulling into the station'."
     c = _clause(low)
@@ -1070,7 +1072,7 @@ def _para_with_has(t, sp, low):
         return None
     return _rep(t, sp, k, k + 1, ["that", "have" if pl else "has"])
 
-# %% ../nbs/01d_rules.ipynb #00000076
+# %% ../nbs/01d_rules.ipynb #00000079
 def _para_exist(t, sp, low):
     "'there is a red circle' -> 'the image shows a red circle'."
     if low[0] == "there's":
@@ -1079,7 +1081,7 @@ def _para_exist(t, sp, low):
     if len(low) > 2 and low[0] == "there" and low[1] in ("is", "are"):
         return _rep(t, sp, 0, 2, ["the", "image", "shows"])
 
-# %% ../nbs/01d_rules.ipynb #00000079
+# %% ../nbs/01d_rules.ipynb #0000007c
 _PARA_RULES = (
     _para_converse,
     _para_passive,
@@ -1124,7 +1126,7 @@ def _apply_para(rule, t, sp, low, s: int):
         r[0][1] = _be_for(low[1], _is_plural(_head([w.lower() for w in r[0]], 2)))
     return r
 
-# %% ../nbs/01d_rules.ipynb #0000007a
+# %% ../nbs/01d_rules.ipynb #0000007d
 def rule_paraphrases(caption: str):  # a caption
     "Every paraphrase the rules can write for `caption`, best first (a generator)."
     t, sp = _tokenize(caption)
@@ -1143,7 +1145,7 @@ def rule_paraphrases(caption: str):  # a caption
             seen.add(_tnorm(ot))
             yield _finish(t, ot, osp)
 
-# %% ../nbs/01d_rules.ipynb #00000080
+# %% ../nbs/01d_rules.ipynb #00000083
 def read_judgements(path) -> dict:  # a CSV with columns caption, kind, output, ok
     "{(caption, kind, output): ok} of a judgement file."
     with open(path, newline="", encoding="utf-8") as f:
@@ -1178,7 +1180,7 @@ def judge_rules(
         )
     return dict(**res, unjudged=unjudged)
 
-# %% ../nbs/01d_rules.ipynb #0000008b
+# %% ../nbs/01d_rules.ipynb #0000008e
 REAL_WORLD_STYLE = [
     "A man is riding a horse on the beach.",
     "Two dogs playing with a ball in the park",
