@@ -302,6 +302,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'semclip.figures.projection_figure': ('figures.html#projection_figure', 'semclip/figures.py'),
                                  'semclip.figures.read_jsonl': ('figures.html#read_jsonl', 'semclip/figures.py'),
                                  'semclip.figures.save_figure': ('figures.html#save_figure', 'semclip/figures.py'),
+                                 'semclip.figures.select_arms': ('figures.html#select_arms', 'semclip/figures.py'),
                                  'semclip.figures.select_samples': ('figures.html#select_samples', 'semclip/figures.py'),
                                  'semclip.figures.table1_figure': ('figures.html#table1_figure', 'semclip/figures.py'),
                                  'semclip.figures.umap_layout': ('figures.html#umap_layout', 'semclip/figures.py'),

@@ -33,9 +33,9 @@ from .loss import project
 
 # %% auto #0
 __all__ = ['EMBEDDING_KINDS', 'RUN_FILES', 'KIND_STYLE', 'CURVE_LABELS', 'FAMILY_METRICS', 'TABLE1_CHART', 'RunsNotFoundError',
-           'read_jsonl', 'RunFolder', 'arm_order', 'Runs', 'has_runs', 'load_runs', 'arm_colors', 'arm_label',
-           'add_note', 'select_samples', 'cache_numba_jit', 'umap_layout', 'warm_umap_cache', 'umap_shift_figure',
-           'project_texts', 'projection_figure', 'gap_summary', 'gap_figure', 'displacement_table',
+           'read_jsonl', 'RunFolder', 'arm_order', 'select_arms', 'Runs', 'has_runs', 'load_runs', 'arm_colors',
+           'arm_label', 'add_note', 'select_samples', 'cache_numba_jit', 'umap_layout', 'warm_umap_cache',
+           'umap_shift_figure', 'project_texts', 'projection_figure', 'gap_summary', 'gap_figure', 'displacement_table',
            'displacement_figure', 'curve_frame', 'curve_stats', 'curves_figure', 'save_figure', 'family_figure',
            'conditions_figure', 'table1_figure']
 
@@ -184,7 +184,19 @@ def arm_order(arms) -> list[str]:  # arm names
     "`arms` sorted as in `semclip.core.ARMS`, unknown names last (alphabetically)."
     return sorted(dict.fromkeys(arms), key=lambda a: (ARMS.index(a), "") if a in ARMS else (len(ARMS), a))
 
-# %% ../nbs/07_figures.ipynb #00000018
+# %% ../nbs/07_figures.ipynb #00000019
+def select_arms(
+    embeddings_by_arm: dict,  # {arm: embeddings}
+    arms: Sequence[str] | None = None,  # in this order; None: every arm, in `ARMS` order
+) -> dict:
+    "{arm: embeddings} of `arms`, in order; a `ConfigError` naming the arms that have no embeddings."
+    arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
+    missing = [a for a in arms if a not in embeddings_by_arm]
+    if missing:
+        raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
+    return {a: embeddings_by_arm[a] for a in arms}
+
+# %% ../nbs/07_figures.ipynb #0000001b
 class Runs(dict):
     "A run grid {arm: {seed: RunFolder}}, with per-arm selections for the figures."
 
@@ -216,7 +228,7 @@ class Runs(dict):
         common = set.intersection(*map(set, have.values())) if have else set()
         return {a: (min(common) if common else s[0]) for a, s in have.items()}
 
-# %% ../nbs/07_figures.ipynb #0000001a
+# %% ../nbs/07_figures.ipynb #0000001d
 @patch
 def embeddings(self: Runs, seed: int | dict | None = None) -> dict:  # see `seed_for`
     "{arm: embeddings} of one seed per arm, checked to hold the same test rows."
@@ -250,7 +262,7 @@ def meta(self: Runs, seed: int | dict | None = None) -> pd.DataFrame | None:  # 
             return self[a][s].meta
     return None
 
-# %% ../nbs/07_figures.ipynb #0000001c
+# %% ../nbs/07_figures.ipynb #0000001f
 @patch
 def describe(self: Runs, with_seeds: bool = True) -> str:  # False: leave the seeds out (a figure of one seed names it)
     "One line naming the dataset, its settings, the fine-tuning steps and batch and the seeds: the note under every figure."
@@ -285,7 +297,7 @@ def logs(self: Runs) -> dict:
 def __repr__(self: Runs):
     return f"Runs('{self.root}': " + ", ".join(f"{a} (seeds {sorted(s)})" for a, s in self.items()) + ")"
 
-# %% ../nbs/07_figures.ipynb #0000001d
+# %% ../nbs/07_figures.ipynb #00000020
 def _scan(root: Path) -> dict:
     found = {}
     if not root.is_dir():
@@ -306,7 +318,7 @@ def has_runs(
     runs = _scan(Path(runs_dir).expanduser())
     return bool(runs) and (what is None or any(r.has(what) for s in runs.values() for r in s.values()))
 
-# %% ../nbs/07_figures.ipynb #0000001e
+# %% ../nbs/07_figures.ipynb #00000021
 def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: runs_root()/'synthneg'
     "Discover the runs under `runs_dir`; files are read when first used."
     root = Path(runs_dir).expanduser() if runs_dir is not None else runs_root() / "synthneg"
@@ -323,7 +335,7 @@ def load_runs(runs_dir=None) -> Runs:  # a folder of <arm>/seed<N> runs; None: r
         )
     return Runs(root, runs)
 
-# %% ../nbs/07_figures.ipynb #00000026
+# %% ../nbs/07_figures.ipynb #00000029
 def arm_colors(arms) -> dict:  # arm names
     "{arm: RGB}: pretrain grey, the others a colour-blind-safe palette in `ARMS` order."
     pal = [c for i, c in enumerate(sns.color_palette("colorblind", 10)) if i != 7]  # 7 is the palette's grey
@@ -338,7 +350,7 @@ def arm_colors(arms) -> dict:  # arm names
             out[a] = next(extra)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000029
+# %% ../nbs/07_figures.ipynb #0000002c
 def arm_label(
     arm: str,  # an arm id such as 'semclip_img'
     labels: dict | None = None,
@@ -362,7 +374,7 @@ def add_note(
         legend.get_title().set_color("0.35")
     return fig
 
-# %% ../nbs/07_figures.ipynb #0000002c
+# %% ../nbs/07_figures.ipynb #0000002f
 def select_samples(
     n_rows: int,  # rows to choose from
     n: int = 40,  # how many to choose (all rows if n >= n_rows)
@@ -388,7 +400,7 @@ def select_samples(
                 out.append(q.pop(0))
     return np.sort(np.array(out))
 
-# %% ../nbs/07_figures.ipynb #0000002f
+# %% ../nbs/07_figures.ipynb #00000032
 KIND_STYLE = dict(  # marker, colour and size per kind of embedding
     image=dict(marker="s", color="#4a4a4a", s=30, label="image", hollow=True),  # hollow: texts on top stay visible
     caption=dict(marker="o", color="#1f5fbf", s=18, label="caption"),
@@ -403,7 +415,7 @@ def _kinds(embeddings_by_arm, kinds):
         raise ConfigError(f"every arm needs 'caption' embeddings; kinds present in all arms: {have}")
     return have
 
-# %% ../nbs/07_figures.ipynb #00000031
+# %% ../nbs/07_figures.ipynb #00000034
 def cache_numba_jit(prefixes: Sequence[str] = ("umap", "pynndescent")) -> int:  # module name prefixes
     "Enable numba's on-disk cache for the not-yet-cached jitted functions of the imported modules `prefixes`; return how many."
     import sys
@@ -425,7 +437,7 @@ def cache_numba_jit(prefixes: Sequence[str] = ("umap", "pynndescent")) -> int:  
                 n += 1
     return n
 
-# %% ../nbs/07_figures.ipynb #00000035
+# %% ../nbs/07_figures.ipynb #00000038
 def umap_layout(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     rows,  # the row indices to place
@@ -472,7 +484,7 @@ def umap_layout(
     df["x"], df["y"] = Y[:, 0].astype(float), Y[:, 1].astype(float)
     return df
 
-# %% ../nbs/07_figures.ipynb #00000039
+# %% ../nbs/07_figures.ipynb #0000003c
 def warm_umap_cache(
     n_arms: int = 11,  # arms x rows x kinds points: the size of the figures' map (the same compiled code path)
     n_rows: int = 40,
@@ -486,7 +498,7 @@ def warm_umap_cache(
     umap_layout(toy, range(n_rows), seed=seed)
     return time.perf_counter() - t0
 
-# %% ../nbs/07_figures.ipynb #0000003c
+# %% ../nbs/07_figures.ipynb #0000003f
 def _neg_acc(arm, e, metrics_by_arm):
     m = (metrics_by_arm or {}).get(arm) or {}
     if m.get("neg_acc") is not None:
@@ -515,7 +527,7 @@ def _title(name, acc, cos=None):
         lines.append(f"cos(caption, negation): {cos:.2f}")
     return "\n".join(lines)
 
-# %% ../nbs/07_figures.ipynb #0000003d
+# %% ../nbs/07_figures.ipynb #00000040
 def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
     "A grid of `n_panels` axes (up to 4 per row, 3 for 5, 6 and 9 panels) with `bottom` inches free for a legend."
     ncols = ncols or min(n_panels, 3 if n_panels in (5, 6, 9) else 4)
@@ -527,7 +539,7 @@ def _grid(n_panels, ncols, panel_size, bottom=0.9, **kw):
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels]), ncols
 
-# %% ../nbs/07_figures.ipynb #0000003e
+# %% ../nbs/07_figures.ipynb #00000041
 def _umap_panel(ax, points: pd.DataFrame, kinds: list):
     "One arm's panel: a line from each caption to its paraphrase and its negation, then the points of each kind."
     p = points.pivot(index="row", columns="kind", values=["x", "y"])
@@ -577,7 +589,7 @@ def _kind_handles(kinds: list) -> list:
         if k in kinds
     ]
 
-# %% ../nbs/07_figures.ipynb #00000041
+# %% ../nbs/07_figures.ipynb #00000044
 def umap_shift_figure(
     embeddings_by_arm: dict,  # {arm: {'image','caption','paraphrase','negation': [N, D]}}, the same rows in every arm
     n: int = 40,  # test samples to draw
@@ -595,11 +607,8 @@ def umap_shift_figure(
     note: str | None = None,
 ):  # under the figure: dataset, settings, seed (`Runs.describe`)
     "Joint UMAP of image, caption, paraphrase and negation embeddings of the same samples, one panel per model."
-    arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
-    missing = [a for a in arms if a not in embeddings_by_arm]
-    if missing:
-        raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
-    emb = {a: embeddings_by_arm[a] for a in arms}
+    emb = select_arms(embeddings_by_arm, arms)
+    arms = list(emb)
     n_rows = len(next(iter(emb.values()))["caption"])
     groups = meta[group_column] if meta is not None and group_column in meta else None
     if meta is not None and len(meta) != n_rows:
@@ -629,7 +638,7 @@ def umap_shift_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.3 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000044
+# %% ../nbs/07_figures.ipynb #00000047
 def project_texts(
     embeddings: dict,  # {'caption', 'paraphrase', 'negation': [N, D]} raw text embeddings
     basis,  # [D, k] the projection B (`semclip.loss.orthonormal_basis(D, k, seed)` for a run with a fixed one)
@@ -647,7 +656,7 @@ def project_texts(
         raise ConfigError(f"the embeddings need 'caption'; got {sorted(embeddings)}")
     return out
 
-# %% ../nbs/07_figures.ipynb #00000046
+# %% ../nbs/07_figures.ipynb #00000049
 def _circle_panel(ax, p: dict, rows, title: str):  # p: projected texts of one model
     "Samples `rows` on the unit circle, each on its own ring: caption, paraphrase and negation, linked to the caption."
     ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.7", lw=0.8))
@@ -686,7 +695,7 @@ def _projected_cosines_panel(ax, proj_by_name: dict, margin: float):  # {model n
     ax.set_title(f"all {n_rows} test rows (dotted: the margin)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
 
-# %% ../nbs/07_figures.ipynb #00000047
+# %% ../nbs/07_figures.ipynb #0000004a
 def projection_figure(
     embeddings_by_arm: dict,  # {arm: raw text embeddings}, the same test rows in every arm (e.g. pretrain and semclip)
     basis,  # [D, 2] the SemCLIP projection B
@@ -716,7 +725,7 @@ def projection_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000004c
+# %% ../nbs/07_figures.ipynb #0000004f
 def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings with 'image', 'caption', 'negation'}
     "Per arm: share of gaps > 0 (= original-over-negation accuracy), mean and median gap, samples."
     from semclip.eval import gap_distribution
@@ -731,7 +740,7 @@ def gap_summary(embeddings_by_arm: dict) -> pd.DataFrame:  # {arm: embeddings wi
         )
     return pd.DataFrame(rows).set_index("arm")
 
-# %% ../nbs/07_figures.ipynb #0000004f
+# %% ../nbs/07_figures.ipynb #00000052
 def _gap_frame(embeddings_by_arm: dict, arms, names) -> pd.DataFrame:
     "One row per arm and test sample: the arm's name and the sample's cos(image, caption) - cos(image, negation)."
     from semclip.eval import gap_distribution
@@ -742,7 +751,7 @@ def _gap_frame(embeddings_by_arm: dict, arms, names) -> pd.DataFrame:
         frames.append(pd.DataFrame(dict(arm=name, gap=gap)))
     return pd.concat(frames, ignore_index=True)
 
-# %% ../nbs/07_figures.ipynb #00000050
+# %% ../nbs/07_figures.ipynb #00000053
 def gap_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}
     arms: Sequence[str] | None = None,  # rows, in order; None: every arm, pretrain first
@@ -751,11 +760,9 @@ def gap_figure(
     note: str | None = None,
 ):  # under the figure: dataset, settings, seed (`Runs.describe`)
     "Violins of cos(image, caption) - cos(image, negation) per arm, with the share > 0 annotated."
-    arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
-    missing = [a for a in arms if a not in embeddings_by_arm]
-    if missing:
-        raise ConfigError(f"arms {missing} have no embeddings; available: {list(embeddings_by_arm)}")
-    summ = gap_summary({a: embeddings_by_arm[a] for a in arms})
+    emb = select_arms(embeddings_by_arm, arms)
+    arms = list(emb)
+    summ = gap_summary(emb)
     names = [arm_label(a, labels) for a in arms]
     df = _gap_frame(embeddings_by_arm, arms, names)
     fig, ax = plt.subplots(figsize=(width, 0.75 * len(arms) + 1.4))
@@ -789,7 +796,7 @@ def gap_figure(
     fig.tight_layout()
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000054
+# %% ../nbs/07_figures.ipynb #00000057
 def _type_labels(neg_types) -> np.ndarray:
     "The negation type of each row as str ('' where missing)."
     return pd.Series(neg_types, dtype=object).fillna("").astype(str).to_numpy()
@@ -837,7 +844,7 @@ def displacement_table(
                 )
     return pd.DataFrame(rows, columns=["arm", "family", "cos_caption", "cos_negation", "n"])
 
-# %% ../nbs/07_figures.ipynb #00000055
+# %% ../nbs/07_figures.ipynb #00000058
 def _family_arrows(ax, means: pd.DataFrame, arm: str, reference: str, colour: dict):
     "An arrow per negation family from `reference`'s mean (cos caption, cos negation) to `arm`'s; a dot on the reference's own panel."
     for fam, c in colour.items():
@@ -860,7 +867,7 @@ def _square_with_tie(ax):
     ax.set_ylim(lo, hi)
     ax.set_aspect("equal")
 
-# %% ../nbs/07_figures.ipynb #00000058
+# %% ../nbs/07_figures.ipynb #0000005b
 def displacement_figure(
     embeddings_by_arm: dict,  # {arm: embeddings with 'image', 'caption', 'negation'}, the same test rows in every arm
     neg_types,  # the negation type of each row (eval/meta.csv's neg_type)
@@ -874,7 +881,7 @@ def displacement_figure(
     "Per arm: test samples at (cos(image, caption), cos(image, negation)) by family, arrows from `reference`'s family means."
     from semclip.eval import FAMILY_LABELS, NEG_FAMILIES, gap_distribution
 
-    arms = arm_order(embeddings_by_arm) if arms is None else list(arms)
+    arms = list(select_arms(embeddings_by_arm, arms))
     check_choice("reference", reference, list(embeddings_by_arm))
     table = displacement_table({a: embeddings_by_arm[a] for a in dict.fromkeys([reference, *arms])}, neg_types)
     means = table.set_index(["arm", "family"])
@@ -918,7 +925,7 @@ def displacement_figure(
     fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #0000005b
+# %% ../nbs/07_figures.ipynb #0000005e
 CURVE_LABELS = dict(  # metric: (panel title, y-axis label); the loss terms first, in the order they are drawn
     contrastive=("contrastive (CLIP) term", "loss term"),
     paraphrase=("paraphrase term", "loss term"),
@@ -957,7 +964,7 @@ def curve_frame(
         return pd.DataFrame(columns=["arm", "seed", "split", "step", "metric", "value"])
     return pd.concat(parts, ignore_index=True)[["arm", "seed", "split", "step", "metric", "value"]]
 
-# %% ../nbs/07_figures.ipynb #0000005c
+# %% ../nbs/07_figures.ipynb #0000005f
 def curve_stats(
     frame: pd.DataFrame,  # from `curve_frame`
     metric: str,
@@ -984,7 +991,7 @@ def curve_stats(
         )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["arm", "step", "mean", "std", "n"])
 
-# %% ../nbs/07_figures.ipynb #0000005d
+# %% ../nbs/07_figures.ipynb #00000060
 def _curve_panels(frame: pd.DataFrame) -> list[tuple]:
     "Each loss term the logs hold on its own panel (the total only when they hold no term), then the validation metrics."
     have = set(zip(frame.metric, frame.split))
@@ -1020,7 +1027,7 @@ def _draw_curves(ax, st, arms, names, colors, split, metric):
                 lw=0,
             )
 
-# %% ../nbs/07_figures.ipynb #0000005e
+# %% ../nbs/07_figures.ipynb #00000061
 def _start_values(frame: pd.DataFrame) -> dict:
     "{metric: the pre-training run's last validation value, averaged over seeds}: where fine-tuning starts ({} without it)."
     pv = frame[(frame.arm == "pretrain") & (frame.split == "val")].sort_values("step")
@@ -1037,7 +1044,7 @@ def _unique_handles(axes) -> list:
                 seen.add(label)
     return handles
 
-# %% ../nbs/07_figures.ipynb #00000061
+# %% ../nbs/07_figures.ipynb #00000064
 def _curve_arms(frame: pd.DataFrame, arms) -> list:  # None: every arm with records but pretrain (unless alone)
     "The arms `curves_figure` draws, checked against the arms that have log records."
     if arms is None:
@@ -1064,7 +1071,7 @@ def _style_curve_panel(ax, metric: str, split: str, smoothed: bool, start: float
     ax.grid(alpha=0.3)
     ax.tick_params(labelsize=8)
 
-# %% ../nbs/07_figures.ipynb #00000062
+# %% ../nbs/07_figures.ipynb #00000065
 def curves_figure(
     logs_by_arm: dict,  # {arm: {seed: log}} or {arm: log} (e.g. `Runs.logs()`)
     arms: Sequence[str] | None = None,  # lines, in order; None: every arm but pretrain (unless it is alone)
@@ -1109,7 +1116,7 @@ def curves_figure(
     fig.tight_layout(rect=(0, (0.15 + 0.28 * leg_rows) / fig.get_figheight(), 1, 1))
     return add_note(fig, note, legend=fig.legends[0])
 
-# %% ../nbs/07_figures.ipynb #00000065
+# %% ../nbs/07_figures.ipynb #00000068
 _SAVE_META = dict(png={"Software": None}, svg={"Date": None}, pdf={"CreationDate": None, "Producer": None})
 
 
@@ -1135,7 +1142,7 @@ def save_figure(
         out.append(p)
     return out
 
-# %% ../nbs/07_figures.ipynb #00000068
+# %% ../nbs/07_figures.ipynb #0000006b
 FAMILY_METRICS = {
     "neg_acc_family/ccneg_style": "CC-Neg-style",
     "neg_acc_family/shortcut_probe": "shortcut probe",
@@ -1174,7 +1181,7 @@ def _family_bars(ax, mean: pd.DataFrame, se: pd.DataFrame, labels: dict | None):
     ax.set_ylim(0, 100)
     ax.set_ylabel("orig. > negation (%)")
 
-# %% ../nbs/07_figures.ipynb #0000006b
+# %% ../nbs/07_figures.ipynb #0000006e
 def _legend_above(fig, ax):
     "The bars' legend in one row above the panels, where it covers no bar."
     pairs = sorted(zip(*ax.get_legend_handles_labels()), key=lambda hl: hl[1] == "chance")  # the families, then chance
@@ -1207,7 +1214,7 @@ def family_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #0000006c
+# %% ../nbs/07_figures.ipynb #0000006f
 def conditions_figure(
     table: pd.DataFrame,  # from `semclip.reproduce.conditions_table`
     labels: dict | None = None,  # arm -> display name; None: `semclip.core.ARM_LABELS`
@@ -1238,7 +1245,7 @@ def conditions_figure(
     fig.tight_layout(rect=(0, 0, 1, 0.94))
     return add_note(fig, note)
 
-# %% ../nbs/07_figures.ipynb #00000070
+# %% ../nbs/07_figures.ipynb #00000073
 TABLE1_CHART = {
     "t2i_R@1": "caption top-1 (%)",
     "para_t2i_R@1": "paraphrase top-1 (%)",
