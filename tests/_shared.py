@@ -36,8 +36,12 @@ def synthneg_as_semclip_csv(base: Path, n_train: int) -> Path:
     from semclip.synth import make_synthneg
 
     src = make_synthneg(base, n_pretrain=0, n_train=n_train, n_val=0, n_test=0, progress=False)
+    return semclip_csv_from(src, base / "semclip_csv")
+
+
+def semclip_csv_from(src: Path, d: Path) -> Path:
+    "The SynthNeg folder `src` written in the SemCLIP CSV layout in the new folder `d` (images linked); returns `d`."
     df = pd.read_csv(src / "triples.csv", keep_default_na=False)
-    d = base / "semclip_csv"
     d.mkdir()
     pd.DataFrame(
         dict(

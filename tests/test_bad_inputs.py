@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(ROOT / "tests"))
 
 from semclip.core import SemclipError, ConfigError, DataError, UnsafePathError, CheckpointError
+from _shared import semclip_csv_from
 
 
 def _err(fn, etype=SemclipError):
@@ -300,18 +301,7 @@ def test_resume_from_truncated_checkpoint(syn, tmp_path):
     "resume=True with a checkpoint.pt cut short: a CheckpointError naming it, and the run's log left alone."
     from semclip.train import train
 
-    d = tmp_path / "semclip_csv"
-    d.mkdir()
-    df = pd.read_csv(syn / "triples.csv", keep_default_na=False)
-    pd.DataFrame(
-        dict(
-            filename=[Path(p).name for p in df["image"]],
-            caption=df["caption"],
-            paraphrased=df["paraphrased"],
-            negation=df["negation"],
-        )
-    ).to_csv(d / "ccneg_paraphrased.csv", index=False)
-    os.symlink(syn / "images", d / "images")
+    d = semclip_csv_from(syn, tmp_path / "semclip_csv")
     out = tmp_path / "run"
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(b"PK\x03\x04" + b"\0" * 1000)
