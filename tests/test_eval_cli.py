@@ -56,6 +56,19 @@ def semclip_eval(env, *args):
     )
 
 
+def eval_on_csv(env, checkpoint, out_dir, *extra):
+    "`semclip-eval` of `checkpoint` on the SemCLIP-CSV fixture (every row, no zero-shot) into `out_dir`."
+    return semclip_eval(
+        env,
+        "--checkpoint",
+        checkpoint,
+        *("--dataset", "semclip_csv", "--data_root", FIX / "semclip_csv", "--split", "all", "--zeroshot", "none"),
+        *extra,
+        "--out_dir",
+        out_dir,
+    )
+
+
 # fixture -> (extra arguments, keys that must be there, keys that must not)
 CASES = {
     "semclip_csv": (
@@ -238,23 +251,7 @@ def test_bad_arguments_fail_before_compute(case, checkpoint, tmp_path, capsys, n
 
 
 def test_bad_batch_size_in_a_process(env, checkpoint, tmp_path):
-    p = semclip_eval(
-        env,
-        "--checkpoint",
-        checkpoint,
-        "--dataset",
-        "semclip_csv",
-        "--data_root",
-        FIX / "semclip_csv",
-        "--split",
-        "all",
-        "--zeroshot",
-        "none",
-        "--batch_size",
-        "0",
-        "--out_dir",
-        tmp_path / "eval",
-    )
+    p = eval_on_csv(env, checkpoint, tmp_path / "eval", "--batch_size", "0")
     _one_line_exit_2(p, "batch_size=0 must be a positive int")
     assert not (tmp_path / "eval").exists()
 
@@ -274,21 +271,7 @@ def test_out_dir_in_use(env, checkpoint, tmp_path):
     )
     try:
         assert holder.stdout.readline() == "locked\n", holder.stderr.read()
-        p = semclip_eval(
-            env,
-            "--checkpoint",
-            checkpoint,
-            "--dataset",
-            "semclip_csv",
-            "--data_root",
-            FIX / "semclip_csv",
-            "--split",
-            "all",
-            "--zeroshot",
-            "none",
-            "--out_dir",
-            out,
-        )
+        p = eval_on_csv(env, checkpoint, out)
         _one_line_exit_2(p, f"'{out}' is in use by pid {holder.pid}")
         assert not (out / "metrics.json").exists()
     finally:
@@ -317,20 +300,6 @@ def test_flipped_bytes_in_the_checkpoint(env, checkpoint, tmp_path):
         raw[i] ^= 0xFF
     bad.write_bytes(bytes(raw))
     torch.load(bad, weights_only=True)
-    p = semclip_eval(
-        env,
-        "--checkpoint",
-        bad,
-        "--dataset",
-        "semclip_csv",
-        "--data_root",
-        FIX / "semclip_csv",
-        "--split",
-        "all",
-        "--zeroshot",
-        "none",
-        "--out_dir",
-        tmp_path / "eval",
-    )
+    p = eval_on_csv(env, bad, tmp_path / "eval")
     _one_line_exit_2(p, f"checkpoint file '{bad}'")
     assert "content hash" in p.stderr and not (tmp_path / "eval").exists()
