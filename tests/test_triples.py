@@ -26,6 +26,22 @@ ENV = "SEMCLIP_TEST_KEY"
 CAP = "A man is riding a horse on the beach."
 
 
+def openai_flags(srv) -> list:
+    "The command-line flags that point `semclip-triples` at the fake server, with its generator and verifier models."
+    return [
+        "--backend",
+        "openai",
+        "--base-url",
+        srv.url,
+        "--model",
+        "gen",
+        "--verifier-model",
+        "ver",
+        "--api-key-env",
+        ENV,
+    ]
+
+
 @pytest.fixture
 def srv():
     with LLMServer() as s:
@@ -314,16 +330,7 @@ def test_sigkill_half_way_then_rerun_loses_duplicates_and_repeats_nothing(srv, t
         "semclip.triples",
         str(tmp_path / "in.csv"),
         str(out),
-        "--backend",
-        "openai",
-        "--base-url",
-        srv.url,
-        "--model",
-        "gen",
-        "--verifier-model",
-        "ver",
-        "--api-key-env",
-        ENV,
+        *openai_flags(srv),
         "--concurrency",
         str(conc),
         "--cache",
@@ -426,16 +433,7 @@ def test_server_echoing_all_but_4_characters_of_the_key_leaks_nothing(srv, tmp_p
     inp = _caps_csv(tmp_path)
     base = [
         str(inp),
-        "--backend",
-        "openai",
-        "--base-url",
-        srv.url,
-        "--model",
-        "gen",
-        "--verifier-model",
-        "ver",
-        "--api-key-env",
-        ENV,
+        *openai_flags(srv),
         "--max-retries",
         "0",
         "--no-progress",
