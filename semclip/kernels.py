@@ -264,7 +264,7 @@ if HAS_TRITON:
         pid = tl.program_id(0)
         rows = pid * BLOCK_Q + tl.arange(0, BLOCK_Q)
         rmask = rows < Nq
-        rows64 = rows.to(tl.int64)
+        rows64 = rows.to(tl.int64)  # offsets in int64: Nk * d can pass 2**31
         slots = tl.arange(0, KP)
         valid = (slots < KTOP)[None, :]
         topv = tl.full([BLOCK_Q, KP], float("-inf"), tl.float32)

@@ -69,15 +69,9 @@ def shared_variant(
 ) -> str | None:
     "The default grid's row (a `variants` name) that is `arm` trained in `condition`, if one is: the study reuses its runs."
     pre, ft = condition
-    for name, v in variants.items():
-        if (
-            v["arm"] == arm
-            and pre == 0.0
-            and ft != 0.0
-            and {k: x for k, x in v.items() if k != "arm"} == {"finetune_negation_share": ft}
-        ):
-            return name
-    return None
+    if pre != 0.0 or ft == 0.0:  # the default grid pre-trains without negations and fine-tunes at share 0
+        return None
+    return next((name for name, v in variants.items() if v == {"arm": arm, "finetune_negation_share": ft}), None)
 
 # %% ../nbs/08_reproduce.ipynb #00000009
 @dataclass
@@ -212,7 +206,7 @@ def plan(
     # first, so that a seed does not end with one core idle while its longest run finishes alone
     rows = [(k, v, (root, tag)) for k, v in variants.items()]
     for a in arms:  # an arm that a variant of the default grid already trains in this condition is that run
-        v = shared_variant(condition, a) if dataset == "synthneg" and root != base_root else None
+        v = shared_variant(condition, a) if dataset == "synthneg" else None
         rows.append((v, dict(arm=a), (base_root, "")) if v else (a, dict(arm=a), (root, tag)))
     runs = []
     for s in seeds:
@@ -818,7 +812,7 @@ def conditions_table(
     parts = []
     for pre, ft in conditions:
         croot = condition_root(root, dataset, pre, ft)
-        shared = {v: a for a in arms if croot != Path(root) and (v := shared_variant((pre, ft), a))}
+        shared = {v: a for a in arms if (v := shared_variant((pre, ft), a))}
         folders = [Path(root) / v for v in shared] + [croot / a for a in arms if a not in shared.values()]
         files = [f for d in folders for f in sorted(d.glob("seed*/eval/metrics.json"))]
         files += sorted((condition_root(root, dataset, pre, 0.0) / "pretrain").glob("seed*/eval/metrics.json"))
