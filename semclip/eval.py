@@ -715,10 +715,37 @@ def _embedding_cache_file(cache_dir, cache_key: str | None) -> Path | None:
     return _cache_file(cache_dir, cache_key)
 
 
+def _field_tokens(bundle, dataset, cache_dir) -> dict:  # a ClipBundle, a TripleDataset, the token cache (None: off)
+    "Token ids of each text field filled in every row of `dataset`, through the token cache; {} where they cannot be used."
+    from semclip.data import TripleDataset
+    from semclip.model import ClipBundle, tokenize_cached, tokenizer_identity
+
+    if cache_dir is None or not isinstance(bundle, ClipBundle) or not isinstance(dataset, TripleDataset):
+        return {}
+    if tokenizer_identity(bundle.tokenizer) is None:
+        return {}
+    cols = dict(caption=dataset.captions, paraphrase=dataset.paraphrases, negation=dataset.negations)
+    return {
+        k: tokenize_cached(bundle.tokenizer, [str(s) for s in v], cache_dir)
+        for k, v in cols.items()
+        if len(v) and not any(_empty(s) for s in v)
+    }
+
+
 def _encode_rows(
-    bundle, dataset, images: bool, batch_size: int, num_workers: int, precision: str, progress: bool
-) -> dict:
+    bundle,
+    dataset,
+    images: bool,
+    batch_size: int,
+    num_workers: int,
+    precision: str,
+    progress: bool,
+    tokens: dict | None = None,
+) -> dict:  # {field: token ids of every row} from `_field_tokens`, used in place of the texts
     "Features of every row's texts (each field only if filled in every row) and, if `images`, of its image."
+    if images and getattr(dataset, "on_bad_sample", "raise") != "raise":
+        tokens = None  # a skipped image shifts the rows that follow: only the texts of the batch itself are right
+    tokens = tokens or {}
     device = _model_device(bundle)
     feats = {k: [] for k in ("image", *TEXT_FIELDS)}
     state = {k: None for k in TEXT_FIELDS}  # True: present in every row so far; False: empty in every row so far
@@ -738,7 +765,8 @@ def _encode_rows(
             for k, tx in zip(TEXT_FIELDS, texts):
                 state[k] = _text_field_state(k, tx, state[k], row)
                 if state[k]:
-                    feats[k].append(bundle.encode_texts([str(s) for s in tx], normalize=False).float().cpu())
+                    src = tokens[k][row : row + len(tx)] if k in tokens else [str(s) for s in tx]
+                    feats[k].append(bundle.encode_texts(src, normalize=False).float().cpu())
             row += len(pixels)
     return {k: torch.cat(v) for k, v in feats.items() if v}
 
@@ -753,8 +781,9 @@ def embed(
     num_workers: int = 0,  # DataLoader workers
     precision: str = "fp32",  # autocast precision; fp32 keeps distinct cosines distinct
     negation_images: bool = True,  # also embed the counterfactual images when the dataset has them (`negation_image`)
-    image_cache_dir=None,
-) -> dict:  # where image features are kept per vision tower (see `image_features_key`); None: no cache
+    image_cache_dir=None,  # where image features are kept per vision tower (see `image_features_key`); None: no cache
+    token_cache_dir=None,
+) -> dict:  # where token ids are kept (`semclip.model.tokenize_cached`); None: tokenise batch by batch
     "Raw features of every sample: {'image','caption','paraphrase','negation'[,'negation_image']} float32 CPU tensors [n, d]."
     for m in ("encode_images", "encode_texts"):
         if not callable(getattr(bundle, m, None)):
@@ -776,7 +805,8 @@ def embed(
     if was_training:
         module.eval()
     try:
-        out = _encode_rows(bundle, dataset, cached is None, batch_size, num_workers, precision, progress)
+        tokens = _field_tokens(bundle, dataset, token_cache_dir)
+        out = _encode_rows(bundle, dataset, cached is None, batch_size, num_workers, precision, progress, tokens)
     finally:
         if was_training:
             module.train()
@@ -844,7 +874,7 @@ def _encode_images_of(bundle, cf, batch_size, progress, num_workers, precision) 
             module.train()
     return torch.cat(parts)
 
-# %% ../nbs/06_eval.ipynb #00000064
+# %% ../nbs/06_eval.ipynb #00000067
 IMAGE_COLUMNS = ("image", "image_id", "filepath", "filename", "image_path")  # 'image': semclip.data's resolved path
 
 
@@ -872,7 +902,7 @@ def image_index(
     )
     return first, codes
 
-# %% ../nbs/06_eval.ipynb #00000067
+# %% ../nbs/06_eval.ipynb #0000006a
 def evaluate(
     embeddings: dict,  # from `embed`: 'image', 'caption' and optionally 'paraphrase', 'negation'
     meta_df: pd.DataFrame | None = None,  # the dataset's table (ds.df): neg_type, subset, image column
@@ -912,7 +942,7 @@ def evaluate(
         )
     return out
 
-# %% ../nbs/06_eval.ipynb #0000006d
+# %% ../nbs/06_eval.ipynb #00000070
 def metrics_table(
     metrics_by_arm: dict,  # {arm name: metrics dict}
     columns: Sequence[str] | None = None,
@@ -934,7 +964,7 @@ def metrics_table(
     )
     return df
 
-# %% ../nbs/06_eval.ipynb #00000070
+# %% ../nbs/06_eval.ipynb #00000073
 def _fmt(v, floatfmt: str) -> str:
     if v is None or (isinstance(v, (float, np.floating)) and np.isnan(v)):
         return "-"
@@ -964,7 +994,7 @@ def markdown_table(
     sep = "|" + "|".join(("-" * (w[j] + 1) + ":") if num[j] else ("-" * (w[j] + 2)) for j in range(len(w))) + "|"
     return "\n".join([line(heads), sep, *map(line, rows)])
 
-# %% ../nbs/06_eval.ipynb #00000073
+# %% ../nbs/06_eval.ipynb #00000076
 def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "-", str(s)).strip("-") or "model"
 
@@ -986,7 +1016,7 @@ def default_out_dir(
     )
     return runs_root() / "eval" / dataset / _safe_name(name)
 
-# %% ../nbs/06_eval.ipynb #00000076
+# %% ../nbs/06_eval.ipynb #00000079
 def resolve_checkpoint(
     checkpoint,  # a checkpoint file, 'auto', or None
     model: str | None = None,  # an open_clip model name; with 'auto' it takes precedence
@@ -1027,7 +1057,7 @@ def resolve_checkpoint(
         )
     return None, None
 
-# %% ../nbs/06_eval.ipynb #00000079
+# %% ../nbs/06_eval.ipynb #0000007c
 ZEROSHOT_NAMES = ("synthneg", *ZEROSHOT_DATASETS)  # what `zeroshot=` accepts
 
 
@@ -1046,7 +1076,7 @@ def parse_names(
             out.append(check_choice(name, v, choices))
     return tuple(out)
 
-# %% ../nbs/06_eval.ipynb #0000007c
+# %% ../nbs/06_eval.ipynb #0000007f
 def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
     "Keyword arguments from text; values are read as JSON where they parse (numbers, true, null), else kept as strings."
     if value is None:
@@ -1065,7 +1095,7 @@ def parse_kv(value) -> dict:  # None, a dict, 'k=v,k2=v2', or a list of 'k=v'
             out[k.strip()] = v.strip()
     return out
 
-# %% ../nbs/06_eval.ipynb #0000007f
+# %% ../nbs/06_eval.ipynb #00000082
 def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  # a SynthNeg table (ds.df)
     "(positions of the single-object rows, one per image; their class index in SHAPES)."
     from semclip.synth import SHAPES
@@ -1083,7 +1113,7 @@ def synthneg_zeroshot_rows(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:  
         raise DataError(f"label {lab[bad[0]]!r} is not one of SynthNeg's shapes ({', '.join(SHAPES)})", row=bad[0])
     return pos, np.array([SHAPES.index(lab[i]) for i in pos], dtype=np.int64)
 
-# %% ../nbs/06_eval.ipynb #00000083
+# %% ../nbs/06_eval.ipynb #00000086
 class LabelledImages(torch.utils.data.Dataset):
     "(image tensor, label) items from the images of chosen rows of a triple dataset."
 
@@ -1101,7 +1131,7 @@ class LabelledImages(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.ds[self.positions[i]][0], self.labels[i]
 
-# %% ../nbs/06_eval.ipynb #00000084
+# %% ../nbs/06_eval.ipynb #00000087
 def embed_images(
     bundle,  # anything with encode_images(x, normalize=False)
     dataset,  # a map-style dataset of (image_tensor, label) items, e.g. a torchvision dataset
@@ -1121,7 +1151,7 @@ def embed_images(
             labels.append(torch.as_tensor(y).long().flatten())
     return torch.cat(feats), torch.cat(labels)
 
-# %% ../nbs/06_eval.ipynb #00000087
+# %% ../nbs/06_eval.ipynb #0000008a
 HEADLINE = (
     "neg_acc",
     "neg_acc_family/ccneg_style",
@@ -1158,7 +1188,7 @@ def headline_table(
     ]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
-# %% ../nbs/06_eval.ipynb #0000008a
+# %% ../nbs/06_eval.ipynb #0000008d
 def metrics_markdown(
     metrics: dict,  # what `evaluate_checkpoint` returns
     floatfmt: str = ".3f",
@@ -1178,7 +1208,7 @@ def metrics_markdown(
         lines += ["", "Zero-shot sets skipped:", "", *[f"- {k}: {v}" for k, v in skipped.items()]]
     return "\n".join(lines) + "\n"
 
-# %% ../nbs/06_eval.ipynb #0000008c
+# %% ../nbs/06_eval.ipynb #0000008f
 def _relative(p: str, bases) -> str:
     "`p` relative to the first base that holds it; else its file name (never an absolute path)."
     if _empty(p):
@@ -1210,12 +1240,12 @@ def portable_meta(
     out.insert(0, "row", dataset_rows(df))
     return out
 
-# %% ../nbs/06_eval.ipynb #0000008d
+# %% ../nbs/06_eval.ipynb #00000090
 def dataset_rows(df: pd.DataFrame) -> list:  # a dataset's table (ds.df)
     "The row index of each sample in the dataset's full table (its positions when the index is not integer)."
     return [int(i) for i in df.index] if pd.api.types.is_integer_dtype(df.index) else list(range(len(df)))
 
-# %% ../nbs/06_eval.ipynb #00000090
+# %% ../nbs/06_eval.ipynb #00000093
 def _json_safe(v):
     if isinstance(v, (np.floating, float)):
         v = float(v)
@@ -1228,7 +1258,7 @@ def _json_safe(v):
         return str(v)
     return v
 
-# %% ../nbs/06_eval.ipynb #00000093
+# %% ../nbs/06_eval.ipynb #00000096
 class _Skip(Exception):
     "A zero-shot set that cannot run here (recorded as skipped)."
 
@@ -1239,7 +1269,7 @@ def _synth_kw(progress: bool) -> dict:
 
     return dict(progress=progress) if "progress" in inspect.signature(make_synthneg).parameters else {}
 
-# %% ../nbs/06_eval.ipynb #00000094
+# %% ../nbs/06_eval.ipynb #00000097
 def _zeroshot(
     bundle, names, ds, emb, dataset: str, split: str, zeroshot_root, batch_size: int, progress: bool, synth_kw: dict
 ) -> dict:
@@ -1288,7 +1318,7 @@ def _zeroshot(
             out[f"zs_{k}/mean"] = float(np.mean([out[f"zs_{k}/{n}"] for n in ran]))
     return out
 
-# %% ../nbs/06_eval.ipynb #00000095
+# %% ../nbs/06_eval.ipynb #00000098
 def _dataset_table(dataset: str, data_root, split: str, kw: dict):
     "`get_dataset` without a transform (the table; images are decoded later); an unknown `dataset_kw` key is a ConfigError."
     from semclip.data import get_dataset
@@ -1307,7 +1337,7 @@ def _model_name(model: str | None) -> str:
     name = model or "semclip-tiny"
     return name if ":" in name else name.replace("/", "-")
 
-# %% ../nbs/06_eval.ipynb #00000096
+# %% ../nbs/06_eval.ipynb #00000099
 def _first_rows(ds, max_samples: int | None):
     "`ds` (a TripleDataset) cut to its first `max_samples` rows (None: all of them)."
     from semclip.data import TripleDataset
@@ -1341,7 +1371,7 @@ def write_evaluation(
     with atomic_write(out / "metrics.md", "w") as f:
         f.write(metrics_markdown(metrics))
 
-# %% ../nbs/06_eval.ipynb #00000099
+# %% ../nbs/06_eval.ipynb #0000009c
 def evaluate_checkpoint(
     checkpoint=None,  # semclip checkpoint file; 'auto': SynthNeg's pretrain run (random semclip-tiny if missing); None: model/pretrained
     model: str | None = None,  # open_clip model name (e.g. ViT-B-32) when there is no checkpoint; default semclip-tiny
@@ -1379,12 +1409,19 @@ def evaluate_checkpoint(
     if warning:
         print(f"WARNING: {warning}")
     with claim_run_folder(out):  # one writer per folder, from the model to the last file
-        from semclip.model import create_model
+        from semclip.model import create_model, token_cache_dir
 
         bundle = create_model(model, pretrained, checkpoint=ck, device=device)
         bundle.model.eval()
         ds.transform = bundle.preprocess  # the model's own eval transform
-        emb = embed(bundle, ds, batch_size=batch_size, progress=progress, image_cache_dir=image_features_dir())
+        emb = embed(
+            bundle,
+            ds,
+            batch_size=batch_size,
+            progress=progress,
+            image_cache_dir=image_features_dir(),
+            token_cache_dir=token_cache_dir(),
+        )
         metrics = dict(
             checkpoint=None if ck is None else str(ck),
             model=bundle.name,
@@ -1399,7 +1436,7 @@ def evaluate_checkpoint(
         write_evaluation(out, metrics, emb, ds.df, data_root)
     return dict(metrics, out_dir=str(out))
 
-# %% ../nbs/06_eval.ipynb #000000a3
+# %% ../nbs/06_eval.ipynb #000000a6
 def eval_command(args):  # the parsed arguments of semclip-eval (semclip.cli)
     "The body of `semclip-eval`: evaluate, print the headline table and where the files went."
     try:
@@ -1419,6 +1456,6 @@ def cli(argv=None):  # the arguments (default: sys.argv[1:])
 
     return eval_main(argv)
 
-# %% ../nbs/06_eval.ipynb #000000a4
+# %% ../nbs/06_eval.ipynb #000000a7
 if __name__ == "__main__" and "get_ipython" not in globals():
     cli()  # python -m semclip.eval (never inside a notebook)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import copy
+import functools
 import json
 import time
 import pickle
@@ -40,14 +41,16 @@ from semclip.core import (
     set_rng_state,
     atomic_write,
     unsafe_pickle_global,
+    runs_root,
 )
 
 # %% auto #0
-__all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'POOLED_TOWERS', 'CHARS_PER_TOKEN', 'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS',
-           'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'register_model_config', 'ClipBundle', 'unwrap_model',
-           'trim_tokens', 'length_buckets', 'pooled_block_ok', 'pooled_block', 'encode_tokens', 'encode_pixels',
-           'CappedTokenizer', 'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest',
-           'check_checkpoint', 'save_checkpoint', 'load_checkpoint']
+__all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'POOLED_TOWERS', 'CHARS_PER_TOKEN', 'TOKEN_CACHE_VERSION', 'IMAGE_PREPROCESS',
+           'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'register_model_config', 'ClipBundle',
+           'unwrap_model', 'trim_tokens', 'length_buckets', 'pooled_block_ok', 'pooled_block', 'encode_tokens',
+           'encode_pixels', 'CappedTokenizer', 'tokenizer_identity', 'token_cache_dir', 'tokenize_cached',
+           'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest', 'check_checkpoint',
+           'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/03_model.ipynb #00000007
 TINY_CONFIGS = {
@@ -364,6 +367,89 @@ class CappedTokenizer:
         return getattr(self.tokenizer, name)
 
 # %% ../nbs/03_model.ipynb #00000026
+TOKEN_CACHE_VERSION = 1  # bump when what a cached token file holds changes
+
+
+def _fn_name(f) -> list | None:
+    "A stable name for a text-cleaning function of open_clip's tokenizer (its module and name, and a partial's arguments)."
+    if f is None:
+        return None
+    if isinstance(f, functools.partial):
+        return [_fn_name(f.func), [repr(a) for a in f.args], sorted((k, repr(v)) for k, v in f.keywords.items())]
+    return [getattr(f, "__module__", None), getattr(f, "__qualname__", type(f).__name__)]
+
+
+def tokenizer_identity(tokenizer) -> str | None:  # usually a bundle's `tokenizer`
+    "What the ids of a `CappedTokenizer` around open_clip's `SimpleTokenizer` depend on, as a string (None for any other tokenizer)."
+    inner = tokenizer.tokenizer if isinstance(tokenizer, CappedTokenizer) else None
+    if type(inner) is not open_clip.tokenizer.SimpleTokenizer:
+        return None
+    return json.dumps(
+        dict(
+            version=TOKEN_CACHE_VERSION,
+            open_clip=open_clip.__version__,
+            vocab=inner.vocab_size,
+            special=[inner.sot_token_id, inner.eot_token_id],
+            context_length=inner.context_length,
+            max_chars=tokenizer.max_chars,
+            clean=_fn_name(inner.clean_fn),
+            reduction=_fn_name(inner.reduction_fn),
+        ),
+        sort_keys=True,
+    )
+
+
+def token_cache_dir() -> Path:
+    "Where training and evaluation keep token ids (`tokenize_cached`): `$SEMCLIP_RUNS/.cache/tokens`."
+    return runs_root() / ".cache" / "tokens"
+
+
+def _texts_digest(identity: str, texts: list) -> str:
+    h = hashlib.sha256(identity.encode())
+    for t in texts:  # each text length-prefixed: no separator can make two lists hash alike
+        b = t.encode("utf-8", "surrogatepass")
+        h.update(len(b).to_bytes(8, "little") + b)
+    return h.hexdigest()[:32]
+
+# %% ../nbs/03_model.ipynb #00000027
+def _read_tokens(path: Path, n: int, tokenizer) -> torch.Tensor | None:
+    "The cached ids in `path` if they are what `tokenizer` gives `n` texts (shape, integer type, ids in the vocabulary), else None."
+    try:
+        t = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, truncated or not a tensor file: tokenise again
+        return None
+    ok = (
+        torch.is_tensor(t)
+        and t.dtype == torch.int32
+        and tuple(t.shape) == (n, tokenizer.context_length)
+        and (n == 0 or (int(t.min()) >= 0 and int(t.max()) < tokenizer.vocab_size))
+    )
+    return t.long() if ok else None
+
+
+def tokenize_cached(
+    tokenizer,  # a bundle's tokenizer (see `tokenizer_identity` for the ones cached)
+    texts: list,  # strings
+    cache_dir=None,
+) -> torch.Tensor:  # where the id files are kept; None: no cache
+    "`tokenizer(texts)`, read from `cache_dir` when the same tokenizer tokenised the same texts before (and kept there when not)."
+    texts = list(texts)
+    ident = tokenizer_identity(tokenizer) if cache_dir is not None and texts else None
+    if ident is None:
+        return tokenizer(texts)
+    if not all(isinstance(t, str) for t in texts):
+        bad = next(i for i, t in enumerate(texts) if not isinstance(t, str))
+        raise ConfigError(f"tokenize_cached needs strings; text {bad} is a {type(texts[bad]).__name__}")
+    path = Path(cache_dir) / f"{_texts_digest(ident, texts)}.pt"
+    ids = _read_tokens(path, len(texts), tokenizer)
+    if ids is None:
+        ids = tokenizer(texts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, "wb") as f:
+            torch.save(ids.to(torch.int32), f)
+    return ids
+
+# %% ../nbs/03_model.ipynb #0000002b
 IMAGE_PREPROCESS = ("model", "paper")
 WEIGHT_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 _WEIGHT_EXTS = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
@@ -393,7 +479,7 @@ def _hub_offline_from_env():
         if C is not None:
             C.HF_HUB_OFFLINE = old
 
-# %% ../nbs/03_model.ipynb #00000027
+# %% ../nbs/03_model.ipynb #0000002c
 @contextlib.contextmanager
 def _drop_root_log(prefix: str, on: bool = True):
     "Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."
@@ -427,7 +513,7 @@ def _weights_hint(name, what="a local weights file"):
         f"or a semclip checkpoint: create_model(checkpoint='/path/to/checkpoint.pt')."
     )
 
-# %% ../nbs/03_model.ipynb #00000028
+# %% ../nbs/03_model.ipynb #0000002d
 def _check_pretrained(name: str, pretrained: str | None):
     "Check a tag or file before open_clip tries to fetch it; return 'tag', 'file' or None."
     if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
@@ -468,7 +554,7 @@ def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     cfg.update(model_kwargs)
     return _jsonable(cfg)
 
-# %% ../nbs/03_model.ipynb #0000002a
+# %% ../nbs/03_model.ipynb #0000002f
 def _load_why(e: BaseException) -> str:
     "torch.load's complaint in one line, without its advice to retry with weights_only=False."
     m = re.search(r"WeightsUnpickler error:\s*([^\n]*\S)", str(e))
@@ -494,7 +580,7 @@ def _unreadable(e: BaseException) -> bool:
         or any(t in str(e) for t in ("PytorchStreamReader", "magic number"))
     )
 
-# %% ../nbs/03_model.ipynb #0000002b
+# %% ../nbs/03_model.ipynb #00000030
 def _read_model_checkpoint(checkpoint, name: str | None, pretrained) -> dict:
     "The checked contents of a semclip checkpoint that `create_model` builds its model from."
     if pretrained is not None:
@@ -537,7 +623,7 @@ def _weights_error(e: Exception, kind: str | None, name: str, pretrained) -> tup
         ), True
     return None, False
 
-# %% ../nbs/03_model.ipynb #0000002c
+# %% ../nbs/03_model.ipynb #00000031
 def _image_normalisation(image_preprocess: str, mean, std, resize_mode, pre_cfg: dict) -> tuple:
     "(mean, std, resize mode) of the images: the arguments, else the paper's (ImageNet, squash), else a checkpoint's."
     if image_preprocess == "paper":
@@ -574,7 +660,7 @@ def _make_bundle(
     )
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000002e
+# %% ../nbs/03_model.ipynb #00000033
 def _open_clip_model(
     name: str,
     tag: str | None,
@@ -603,7 +689,7 @@ def _checkpoint_settings(checkpoint, name, pretrained, kw: dict, image_preproces
         image_preprocess = ckpt.get("image_preprocess", image_preprocess)
     return ckpt, ckpt["model_name"], kw, ckpt.get("preprocess_cfg") or {}, image_preprocess
 
-# %% ../nbs/03_model.ipynb #0000002f
+# %% ../nbs/03_model.ipynb #00000034
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -663,14 +749,14 @@ def create_model(
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #0000003f
+# %% ../nbs/03_model.ipynb #00000044
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #00000041
+# %% ../nbs/03_model.ipynb #00000046
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -686,7 +772,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #00000042
+# %% ../nbs/03_model.ipynb #00000047
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -721,7 +807,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #00000044
+# %% ../nbs/03_model.ipynb #00000049
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -731,7 +817,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #00000049
+# %% ../nbs/03_model.ipynb #0000004e
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -760,7 +846,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #0000004c
+# %% ../nbs/03_model.ipynb #00000051
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -792,7 +878,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #0000004d
+# %% ../nbs/03_model.ipynb #00000052
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -806,7 +892,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #0000004e
+# %% ../nbs/03_model.ipynb #00000053
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -843,7 +929,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000051
+# %% ../nbs/03_model.ipynb #00000056
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -880,7 +966,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #00000052
+# %% ../nbs/03_model.ipynb #00000057
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -924,7 +1010,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #00000054
+# %% ../nbs/03_model.ipynb #00000059
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -961,7 +1047,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000055
+# %% ../nbs/03_model.ipynb #0000005a
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -989,7 +1075,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #00000056
+# %% ../nbs/03_model.ipynb #0000005b
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)

@@ -38,17 +38,17 @@ from semclip.core import (
     RunLock,
 )
 from .cli import TrainParams, command_line
-from .model import encode_pixels, encode_tokens, unwrap_model
+from .model import encode_pixels, encode_tokens, unwrap_model, tokenize_cached, token_cache_dir
 
 # %% auto #0
 __all__ = ['SEMCLIP_FAMILY', 'PRETRAIN_DEFAULTS', 'FINETUNE_DEFAULTS', 'TEXT_FIELDS', 'LOG_FIELDS', 'RESUME_FIXED', 'param_docs',
            'check_values', 'condition_dir', 'pretrain_checkpoint', 'dataset_kwargs', 'resolve_params', 'TripleTensors',
-           'prepare_split', 'batch_indices', 'encode_images_once', 'batch_features', 'image_feature_key',
-           'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer', 'WarmupCosine',
-           'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log', 'loss_terms', 'check_writable',
-           'claim_run_folder', 'check_resume', 'Dist', 'init_distributed', 'allreduce_gradients', 'allreduce_mean',
-           'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step', 'arm_loss', 'setup_run',
-           'train', 'evaluate_final', 'training_summary', 'train_command', 'cli']
+           'prepare_split', 'batch_indices', 'encode_images_once', 'batch_features', 'watched_fields',
+           'image_feature_key', 'frozen_image_features', 'loss_inputs', 'accumulate_gradients', 'make_optimizer',
+           'WarmupCosine', 'quick_validate', 'TrainingDivergedError', 'JsonlLog', 'read_log', 'loss_terms',
+           'check_writable', 'claim_run_folder', 'check_resume', 'Dist', 'init_distributed', 'allreduce_gradients',
+           'allreduce_mean', 'TrainingInterrupted', 'StopFlag', 'local_rows', 'logit_scales', 'optimizer_step',
+           'arm_loss', 'setup_run', 'train', 'evaluate_final', 'training_summary', 'train_command', 'cli']
 
 # %% ../nbs/05_train.ipynb #0000000a
 SEMCLIP_FAMILY = (
@@ -222,9 +222,10 @@ def prepare_split(
     images: bool = True,  # False: leave the images undecoded (see `frozen_image_features`)
     dataset_kw: dict | None = None,  # extra `get_dataset` arguments (e.g. SynthNeg's negation shares)
     negation_images: bool = False,  # also load the counterfactual images (`negation_image`); rows without one are dropped
-    arm: str | None = None,
-) -> TripleTensors:  # the arm, for messages
-    "Load a split, decode its images once and tokenise its texts once."
+    arm: str | None = None,  # the arm, for messages
+    token_cache: bool = True,
+) -> TripleTensors:  # keep the token ids in `semclip.model.token_cache_dir()` (see `tokenize_cached`)
+    "Load a split, decode its images once and tokenise its texts once (or read their ids from the token cache)."
     from semclip.data import get_dataset, load_images, TripleDataset
 
     kw = {**(dict(progress=progress) if dataset == "synthneg" else {}), **(dataset_kw or {})}
@@ -246,7 +247,8 @@ def prepare_split(
                 f"this arm needs the '{col}' column, which dataset {dataset!r} (split {split!r}) does not fill for every row"
             )
     pixels = load_images(ds, progress=progress) if images else None
-    tokens = {f: bundle.tokenizer(df[TEXT_FIELDS[f]].astype(str).tolist()) for f in need}
+    cache = token_cache_dir() if token_cache else None
+    tokens = {f: tokenize_cached(bundle.tokenizer, df[TEXT_FIELDS[f]].astype(str).tolist(), cache) for f in need}
     cf = ds.negation_image_dataset() if negation_images else None
     cf_pixels = load_images(cf, progress=progress) if cf is not None and images else None
     return TripleTensors(images=pixels, tokens=tokens, df=df, source=ds, negation_images=cf_pixels, negation_source=cf)
@@ -323,23 +325,36 @@ def encode_images_once(
     return torch.cat(out)
 
 
+def _text_features(model, batch: dict, fields) -> dict:
+    "Raw features of the text `fields` of `batch`, from one text-tower call on their token ids cut to the longest text."
+    toks = [batch[f] for f in fields]
+    if not toks:
+        return {}
+    L = max(int(t.argmax(-1).max()) + 1 for t in toks)
+    return dict(zip(fields, encode_tokens(model, torch.cat([t[:, :L] for t in toks])).split([len(t) for t in toks])))
+
+
 def batch_features(
     model,
     batch: dict,  # 'image' pixels or 'image_features', plus token tensors per text field
     fields=("caption",),
-) -> dict:
-    "Raw features of a batch: image, then each text field, with one text-tower call."
+    watched=(),
+) -> dict:  # fields among `fields` that are only logged: encoded in a second call, without gradients
+    "Raw features of a batch: image, then each text field, with one text-tower call (and one for the `watched` fields)."
     feats = {"image": batch["image_features"] if "image_features" in batch else encode_pixels(model, batch["image"])}
     if "negation_image_features" in batch:
         feats["negation_image"] = batch["negation_image_features"]
     elif "negation_image" in batch:
         feats["negation_image"] = encode_pixels(model, batch["negation_image"])
-    toks = [batch[f] for f in fields]
-    if toks:
-        L = max(int(t.argmax(-1).max()) + 1 for t in toks)
-        txt = encode_tokens(model, torch.cat([t[:, :L] for t in toks]))
-        feats.update(zip(fields, txt.split([len(t) for t in toks])))
-    return feats
+    feats.update(_text_features(model, batch, [f for f in fields if f not in watched]))
+    with torch.no_grad():
+        feats.update(_text_features(model, batch, [f for f in fields if f in watched]))
+    return {k: feats[k] for k in ("image", "negation_image", *fields) if k in feats}
+
+
+def watched_fields(loss_fn, fields) -> tuple:  # the loss and the text fields its batches carry
+    "The text fields `loss_fn` only logs a term of (weight 0: the LaCLIP arm's paraphrase term), never trains on."
+    return tuple(f for f in fields if f != "caption" and f not in getattr(loss_fn, "required_inputs", (f,)))
 
 # %% ../nbs/05_train.ipynb #0000002d
 def _tensor_digest(h, sd: dict):
@@ -424,9 +439,10 @@ def accumulate_gradients(
 ) -> dict:
     "Backpropagate the full-batch loss of `batch` in `accum_steps` micro-batches; return its terms."
     ctx = lambda: autocast(precision, device)
+    watched = watched_fields(loss_fn, fields)
     if accum_steps == 1:
         with ctx():
-            out = loss_fn(**loss_inputs(batch_features(model, batch, fields), loss_fn, model))
+            out = loss_fn(**loss_inputs(batch_features(model, batch, fields, watched), loss_fn, model))
         out["loss"].backward()
         return {k: v.detach() for k, v in out.items()}
     micro = [{k: v.chunk(accum_steps)[j] for k, v in batch.items()} for j in range(accum_steps)]
@@ -434,7 +450,7 @@ def accumulate_gradients(
         fixed = [batch_features(model, mb, fields) for mb in micro]
     for j, mb in enumerate(micro):
         with ctx():
-            full = _cat_fixed(fixed, j, batch_features(model, mb, fields))
+            full = _cat_fixed(fixed, j, batch_features(model, mb, fields, watched))
             out = loss_fn(**loss_inputs(full, loss_fn, model))
         out["loss"].backward()
     shared = list(loss_fn.parameters()) + (
@@ -445,7 +461,7 @@ def accumulate_gradients(
             p.grad /= accum_steps
     return {k: v.detach() for k, v in out.items()}
 
-# %% ../nbs/05_train.ipynb #00000039
+# %% ../nbs/05_train.ipynb #0000003b
 def _can_fuse(params) -> bool:
     "Whether torch's fused AdamW supports every tensor in `params` (floating point, on CPU or CUDA)."
     return all(q.is_floating_point() and q.device.type in ("cpu", "cuda") for q in params)
@@ -486,7 +502,7 @@ class WarmupCosine:
         t = (step - self.warmup) / max(1, self.total - self.warmup)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
-# %% ../nbs/05_train.ipynb #0000003e
+# %% ../nbs/05_train.ipynb #00000040
 @torch.no_grad()
 def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu", precision="fp32") -> dict:
     "Original-over-negation accuracy and caption top-1 on a held-out split."
@@ -513,7 +529,7 @@ def quick_validate(model, val: TripleTensors, batch_size: int = 512, device="cpu
     res["t2i_top1"] = ((cap @ img.T >= pos[:, None]).sum(-1) == 1).float().mean().item()
     return res
 
-# %% ../nbs/05_train.ipynb #00000040
+# %% ../nbs/05_train.ipynb #00000042
 class TrainingDivergedError(SemclipError, FloatingPointError):
     "The loss became NaN or infinite."
 
@@ -551,7 +567,7 @@ def read_log(path) -> list:
     "The records of a `log.jsonl`."
     return [r for l in Path(path).read_text().splitlines() if (r := _parse_line(l)) is not None]
 
-# %% ../nbs/05_train.ipynb #00000042
+# %% ../nbs/05_train.ipynb #00000044
 LOG_FIELDS = (
     "step",
     "lr",
@@ -575,7 +591,7 @@ def loss_terms(records) -> list:  # log records (dicts), e.g. `read_log(out_dir/
         ]
     return sorted(names, key=lambda k: k != "loss")
 
-# %% ../nbs/05_train.ipynb #00000045
+# %% ../nbs/05_train.ipynb #00000047
 def check_writable(
     out_dir,  # the run's folder (a str or Path); it is not created
     min_free_mb: int = 200,
@@ -602,7 +618,7 @@ def check_writable(
         raise ConfigError(f"out_dir='{out}' has only {free:.0f} MB free; checkpoints need at least {min_free_mb} MB")
     return out
 
-# %% ../nbs/05_train.ipynb #00000048
+# %% ../nbs/05_train.ipynb #0000004a
 @contextlib.contextmanager
 def claim_run_folder(out_dir):  # the run's folder (created if missing)
     "Hold `out_dir`'s RunLock for the block; if the block fails and leaves a folder it created empty, remove it again."
@@ -628,7 +644,7 @@ def claim_run_folder(out_dir):  # the run's folder (created if missing)
     finally:
         lock.release()
 
-# %% ../nbs/05_train.ipynb #0000004b
+# %% ../nbs/05_train.ipynb #0000004d
 RESUME_FIXED = (
     "arm",
     "model",
@@ -666,7 +682,7 @@ def check_resume(
             + ". Pass the run's values to continue it, or start a new run in another out_dir"
         )
 
-# %% ../nbs/05_train.ipynb #0000004e
+# %% ../nbs/05_train.ipynb #00000050
 @dataclass
 class Dist:
     "Where this process stands in a torch.distributed job (rank 0 of 1 when not distributed)."
@@ -679,7 +695,7 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-# %% ../nbs/05_train.ipynb #00000051
+# %% ../nbs/05_train.ipynb #00000053
 def init_distributed(device: str = "auto") -> Dist:
     "Join the process group torchrun describes in the environment (gloo on CPU, NCCL on CUDA)."
     ws = int(os.environ.get("WORLD_SIZE", "1"))
@@ -695,7 +711,7 @@ def init_distributed(device: str = "auto") -> Dist:
         torch.cuda.set_device(local)
     return Dist(rank, ws, local)
 
-# %% ../nbs/05_train.ipynb #00000054
+# %% ../nbs/05_train.ipynb #00000056
 def allreduce_gradients(params, dist_info: Dist):
     "Average the gradients of `params` over all ranks, in one flat buffer."
     if dist_info.world_size == 1:
@@ -711,7 +727,7 @@ def allreduce_gradients(params, dist_info: Dist):
     for g, v in zip(grads, flat.split([g.numel() for g in grads])):
         g.copy_(v.view_as(g))
 
-# %% ../nbs/05_train.ipynb #00000057
+# %% ../nbs/05_train.ipynb #00000059
 def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     "Average scalar tensors over ranks (for logging)."
     if dist_info.world_size == 1:
@@ -724,7 +740,7 @@ def allreduce_mean(values: dict, dist_info: Dist) -> dict:
     t /= dist_info.world_size
     return dict(zip(keys, t))
 
-# %% ../nbs/05_train.ipynb #0000005a
+# %% ../nbs/05_train.ipynb #0000005c
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C stopped a run after the step in flight, whose checkpoint was saved; `resume=True` continues it."
 
@@ -734,7 +750,7 @@ class TrainingInterrupted(KeyboardInterrupt):
             f"interrupted: checkpoint saved at step {step} in {checkpoint}; rerun with resume=True to continue"
         )
 
-# %% ../nbs/05_train.ipynb #0000005d
+# %% ../nbs/05_train.ipynb #0000005f
 class StopFlag:
     "Turns Ctrl-C (SIGINT) into a request the loop honours after the step in flight, so no step is half-saved."
 
@@ -768,12 +784,12 @@ class StopFlag:
             signal.signal(signal.SIGINT, self.prev)
             self.prev = None
 
-# %% ../nbs/05_train.ipynb #00000061
+# %% ../nbs/05_train.ipynb #00000063
 def local_rows(idx: torch.Tensor, dist_info: Dist) -> torch.Tensor:
     "This rank's contiguous share of a global batch."
     return idx.chunk(dist_info.world_size)[dist_info.rank]
 
-# %% ../nbs/05_train.ipynb #00000064
+# %% ../nbs/05_train.ipynb #00000066
 def _laclip_swap(
     b: dict, laclip_p: float, gen
 ) -> dict:  # a batch holding 'caption' and 'paraphrase' (the laclip arm's fields)
@@ -809,7 +825,7 @@ def _stream_batch(b: dict, fields, device, laclip_p=0.0, gen=None, frozen_model=
         )
     return b
 
-# %% ../nbs/05_train.ipynb #00000065
+# %% ../nbs/05_train.ipynb #00000067
 def _save(path, bundle, opt, sched, loss_fn, step, p, data_state=None):
     from semclip.model import save_checkpoint
 
@@ -835,7 +851,7 @@ def logit_scales(model, loss_fn) -> list:
         if isinstance(q, nn.Parameter) and q.requires_grad
     ]
 
-# %% ../nbs/05_train.ipynb #00000069
+# %% ../nbs/05_train.ipynb #0000006b
 def optimizer_step(
     model,
     loss_fn,
@@ -866,7 +882,7 @@ def optimizer_step(
             q.clamp_(0, math.log(100))
     return terms, gnorm
 
-# %% ../nbs/05_train.ipynb #0000006a
+# %% ../nbs/05_train.ipynb #0000006c
 _TIME_THE_DETOUR = [False]  # True while the automatic pre-training runs: its loop reports the measured time it needs
 
 
@@ -906,7 +922,7 @@ def _ensure_init_checkpoint(p: TrainParams, dist_info: Dist):
     finally:
         _TIME_THE_DETOUR[0] = False
 
-# %% ../nbs/05_train.ipynb #0000006b
+# %% ../nbs/05_train.ipynb #0000006d
 def arm_loss(p: TrainParams, model, device) -> tuple:
     "The arm's loss module (on `device`) and the text fields its batches need; the model learns its `logit_scale` only if the loss uses it."
     from semclip.loss import make_loss
@@ -925,7 +941,7 @@ def arm_loss(p: TrainParams, model, device) -> tuple:
     )
     return loss_fn, fields
 
-# %% ../nbs/05_train.ipynb #0000006e
+# %% ../nbs/05_train.ipynb #00000070
 def _training_rows(p: TrainParams, bundle, fields, loss_fn, split: str, show: bool, dist_info: Dist):
     "The run's training rows: streamed shards (each rank its own) or the split in memory."
     need_cf = "negation_image" in loss_fn.required_inputs
@@ -985,7 +1001,7 @@ def _freeze_features(p: TrainParams, model, splits, device, prec, show: bool, di
             ).to(device)
             d.negation_images = None
 
-# %% ../nbs/05_train.ipynb #0000006f
+# %% ../nbs/05_train.ipynb #00000071
 def setup_run(p: TrainParams, device, prec, dist_info: Dist):
     "Model, loss, data and the text fields the arm needs."
     from semclip.model import create_model, freeze
@@ -1012,7 +1028,7 @@ def setup_run(p: TrainParams, device, prec, dist_info: Dist):
         _freeze_features(p, model, (data, val) if not p.train_shards else (val,), device, prec, show, dist_info)
     return bundle, loss_fn, fields, data, val
 
-# %% ../nbs/05_train.ipynb #00000070
+# %% ../nbs/05_train.ipynb #00000072
 def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
     "The checkpoint to resume from, read and checked against this run (None: start at step 0); nothing is restored yet."
     from semclip.model import load_checkpoint
@@ -1031,7 +1047,7 @@ def _resume_from(p: TrainParams, ckpt: Path) -> dict | None:
         )
     return st
 
-# %% ../nbs/05_train.ipynb #00000071
+# %% ../nbs/05_train.ipynb #00000073
 def _restore(st: dict, ckpt: Path, p: TrainParams, model, opt, sched, loss_fn, data, dist_info: Dist) -> int:
     "Restore a checked checkpoint into the run's objects; return its step."
     from semclip.model import load_checkpoint
@@ -1065,7 +1081,7 @@ def _first_writes(out: Path, p: TrainParams, dist_info: Dist, start: int) -> Jso
             (out / f).unlink(missing_ok=True)
     return JsonlLog(out / "log.jsonl", resume_step=start if p.resume else None)
 
-# %% ../nbs/05_train.ipynb #00000072
+# %% ../nbs/05_train.ipynb #00000074
 def train(
     params: TrainParams | dict | None = None,  # a TrainParams or dict; keyword arguments override it
     **overrides,
@@ -1114,7 +1130,7 @@ def evaluate_final(p: TrainParams, out: Path) -> dict:  # a finished run's param
         device=p.device,
     )
 
-# %% ../nbs/05_train.ipynb #00000073
+# %% ../nbs/05_train.ipynb #00000075
 def _step_batch(p: TrainParams, step: int, data, stream, fields, device, dist_info: Dist, swap_p: float, frozen, prec):
     "This rank's batch of optimizer step `step`: rows (or the stream's next samples) and the step's own generator."
     gen = torch.Generator().manual_seed(p.seed * 7919 + step)
@@ -1149,7 +1165,7 @@ def _log_step(log: JsonlLog, p: TrainParams, step: int, terms: dict, gnorm, lr: 
     )
     bar.set_postfix(loss=f"{rec['loss']:.3f}")
 
-# %% ../nbs/05_train.ipynb #00000074
+# %% ../nbs/05_train.ipynb #00000076
 def _warmup_warning(p: TrainParams) -> str | None:
     "What a run too short for its warm-up should be told (None when the learning rate reaches its peak)."
     if p.steps >= p.warmup_steps:
@@ -1167,7 +1183,7 @@ def _pace_line(seconds_per_step: float, steps_left: int) -> str:
         f"{seconds_per_step * steps_left / 60:.1f} min for the {steps_left} steps left"
     )
 
-# %% ../nbs/05_train.ipynb #00000077
+# %% ../nbs/05_train.ipynb #00000079
 def _finish(p: TrainParams, out: Path, model, val, log, save, device, prec: str, dist_info: Dist) -> dict:
     "The last validation, the final checkpoint and `final.pt`, and `metrics.json` (rank 0 writes)."
     metrics = dict(step=p.steps, arm=p.arm, dataset=p.dataset, seed=p.seed, world_size=dist_info.world_size)
@@ -1179,7 +1195,7 @@ def _finish(p: TrainParams, out: Path, model, val, log, save, device, prec: str,
         write_json(out / "metrics.json", metrics)
     return metrics
 
-# %% ../nbs/05_train.ipynb #00000078
+# %% ../nbs/05_train.ipynb #0000007a
 def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
     "Set up, check the data and the checkpoint, then the first writes, the loop, the final evaluation and save."
     ckpt = out / "checkpoint.pt"
@@ -1239,7 +1255,7 @@ def _run(p: TrainParams, out: Path, device, prec: str, dist_info: Dist) -> dict:
 
     return _finish(p, out, model, val, log, save, device, prec, dist_info)
 
-# %% ../nbs/05_train.ipynb #0000007f
+# %% ../nbs/05_train.ipynb #00000081
 def _percent(v) -> str:
     return f"{100 * v:.1f}%" if isinstance(v, float) else str(v)
 
@@ -1259,7 +1275,7 @@ def training_summary(
     ]
     return "| | |\n|---|---|\n" + "".join(f"| {k} | {_percent(v)} |\n" for k, v in rows if v is not None)
 
-# %% ../nbs/05_train.ipynb #00000082
+# %% ../nbs/05_train.ipynb #00000084
 def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     "The body of `semclip-train`: train, then print the summary; Ctrl-C prints the command that resumes."
     t0 = time.time()
@@ -1273,7 +1289,7 @@ def train_command(args):  # the parsed arguments of semclip-train (semclip.cli)
     print(f"{metrics['arm']} on {metrics['dataset']}, seed {metrics['seed']}:")
     print(training_summary(metrics, out, time.time() - t0))
 
-# %% ../nbs/05_train.ipynb #00000083
+# %% ../nbs/05_train.ipynb #00000085
 def cli(argv=None):  # the arguments (default: sys.argv[1:])
     "Console script `semclip-train` (the same as `semclip.cli.train_main`)."
     from semclip.cli import train_main
