@@ -1,15 +1,18 @@
-"""The pooled last block (`semclip.model.POOLED_TOWERS`) against open_clip's full last block, side by side in one run.
+"""Our tower paths against open_clip's, side by side in one run: the pooled last block (`semclip.model.POOLED_TOWERS`)
+and the lean blocks before it (`semclip.model.LEAN_BLOCKS`).
 
     python bench/pooled_towers.py [--batch 256] [--steps 4] [--rounds 3] [--rows 1024]
 
-Times one optimiser step of our trainer on SynthNeg rows, with the last transformer block of each tower
-computed only where pooling reads (the default) and at every position (`POOLED_TOWERS = False`), for
+Times one optimiser step of our trainer on SynthNeg rows in three settings: open_clip's towers ("full":
+`POOLED_TOWERS = False`), the last transformer block of each tower computed only where pooling reads with
+open_clip's other blocks ("pooled": `LEAN_BLOCKS = False`), and that with the other blocks run by
+`full_block` ("pooled+lean", the default), for
   * the pre-training arm (vision tower trained: both towers run), and
   * the SemCLIP arm fine-tuning with a frozen vision tower (captions, paraphrases, negations: text only),
 plus the evaluation's text encoding (`ClipBundle.encode_texts` on test-split captions, no gradient).
-The two settings are interleaved over several rounds (this machine is noisy); medians and their ratio are
-printed and written to bench/results/pooled_towers.json, with the largest feature difference between the two
-(the same weights, the same batch): the fast path must agree to float rounding.
+The settings are interleaved over several rounds, in a rotating order (this machine is noisy); medians and their
+ratios are printed and written to bench/results/pooled_towers.json, with the largest feature difference between
+the default and open_clip's path (the same weights, the same batch): the fast path must agree to float rounding.
 """
 
 import argparse
@@ -82,18 +85,28 @@ def timed(f, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+SETTINGS = {
+    "full": (False, False),
+    "pooled": (True, False),
+    "pooled+lean": (True, True),
+}  # (POOLED_TOWERS, LEAN_BLOCKS)
+
+
+def use(setting: str):
+    sm.POOLED_TOWERS, sm.LEAN_BLOCKS = SETTINGS[setting]
+
+
 def agreement() -> dict:
-    "The largest feature difference between the pooled and the full last block, on one batch."
+    "The largest feature difference between the default path and open_clip's, on one batch."
     m = bundle.model.eval()
     idx = torch.arange(min(a.batch, len(data)))
+    out = {}
     with torch.no_grad():
-        out = {}
-        for pooled in (True, False):
-            out[pooled] = (
-                encode_pixels(m, data.images[idx], pooled),
-                encode_tokens(m, data.tokens["negation"][idx], pooled=pooled),
-            )
-    return {k: float((out[True][i] - out[False][i]).abs().max()) for i, k in enumerate(("image", "text"))}
+        for setting in ("pooled+lean", "full"):
+            use(setting)
+            out[setting] = (encode_pixels(m, data.images[idx]), encode_tokens(m, data.tokens["negation"][idx]))
+    use("pooled+lean")
+    return {k: float((out["pooled+lean"][i] - out["full"][i]).abs().max()) for i, k in enumerate(("image", "text"))}
 
 
 cases = {
@@ -101,17 +114,18 @@ cases = {
     "fine-tuning step (semclip, frozen vision)": train_step("semclip", frozen=True),
     "evaluation text encoding": eval_texts(),
 }
-times = {(c, p): [] for c in cases for p in (True, False)}
-for f in cases.values():  # warm up both settings
-    for p in (True, False):
-        sm.POOLED_TOWERS = p
+names = list(SETTINGS)
+times = {(c, p): [] for c in cases for p in names}
+for f in cases.values():  # warm up every setting
+    for p in names:
+        use(p)
         f()
 for r in range(a.rounds):
     for c, f in cases.items():
-        for p in (True, False) if r % 2 == 0 else (False, True):
-            sm.POOLED_TOWERS = p
+        for p in names[r % 3 :] + names[: r % 3]:  # each setting first in turn
+            use(p)
             times[c, p].append(timed(f, a.steps))
-sm.POOLED_TOWERS = True
+use("pooled+lean")
 
 result = dict(
     machine=dict(cpu=platform.machine(), python=platform.python_version(), threads=torch.get_num_threads()),
@@ -121,15 +135,20 @@ result = dict(
     steps=a.steps,
     seconds_median={},
     speedup={},
+    lean_over_pooled_time={},
     max_abs_difference=agreement(),
 )
-print(f"{'':44s} {'full (s)':>9s} {'pooled (s)':>11s} {'speed-up':>9s}")
+print(f"{'':44s} {'full (s)':>9s} {'pooled (s)':>11s} {'+lean (s)':>10s} {'speed-up':>9s} {'lean/pooled':>12s}")
 for c in cases:
-    full, pooled = statistics.median(times[c, False]), statistics.median(times[c, True])
-    result["seconds_median"][c] = dict(full=round(full, 4), pooled=round(pooled, 4))
-    result["speedup"][c] = round(full / pooled, 2)
-    print(f"{c:44s} {full:9.3f} {pooled:11.3f} {full / pooled:8.2f}x")
-print("largest feature difference, pooled vs full:", result["max_abs_difference"])
+    med = {p: statistics.median(times[c, p]) for p in names}
+    result["seconds_median"][c] = {p: round(v, 4) for p, v in med.items()}
+    result["speedup"][c] = round(med["full"] / med["pooled+lean"], 2)
+    result["lean_over_pooled_time"][c] = round(med["pooled+lean"] / med["pooled"], 3)
+    print(
+        f"{c:44s} {med['full']:9.3f} {med['pooled']:11.3f} {med['pooled+lean']:10.3f} "
+        f"{med['full'] / med['pooled+lean']:8.2f}x {med['pooled+lean'] / med['pooled']:12.3f}"
+    )
+print("largest feature difference, default vs open_clip:", result["max_abs_difference"])
 out = Path(__file__).parent / "results" / "pooled_towers.json"
 out.write_text(json.dumps(result, indent=1) + "\n")
 print(f"wrote {out}")

@@ -45,12 +45,12 @@ from semclip.core import (
 )
 
 # %% auto #0
-__all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'POOLED_TOWERS', 'CHARS_PER_TOKEN', 'TOKEN_CACHE_VERSION', 'IMAGE_PREPROCESS',
-           'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'register_model_config', 'ClipBundle',
-           'unwrap_model', 'trim_tokens', 'length_buckets', 'pooled_block_ok', 'pooled_block', 'encode_tokens',
-           'encode_pixels', 'CappedTokenizer', 'tokenizer_identity', 'token_cache_dir', 'tokenize_cached',
-           'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest', 'check_checkpoint',
-           'save_checkpoint', 'load_checkpoint']
+__all__ = ['TINY_CONFIGS', 'PAPER_MODEL', 'POOLED_TOWERS', 'LEAN_BLOCKS', 'CHARS_PER_TOKEN', 'TOKEN_CACHE_VERSION',
+           'IMAGE_PREPROCESS', 'WEIGHT_PRECISIONS', 'CHECKPOINT_FORMAT', 'CHECKPOINT_VERSION', 'register_model_config',
+           'ClipBundle', 'unwrap_model', 'trim_tokens', 'length_buckets', 'pooled_block_ok', 'pooled_block',
+           'full_block', 'encode_tokens', 'encode_pixels', 'CappedTokenizer', 'tokenizer_identity', 'token_cache_dir',
+           'tokenize_cached', 'create_model', 'count_parameters', 'freeze', 'model_summary', 'checkpoint_digest',
+           'check_checkpoint', 'save_checkpoint', 'load_checkpoint']
 
 # %% ../nbs/03_model.ipynb #00000007
 TINY_CONFIGS = {
@@ -239,7 +239,30 @@ def pooled_block(
     y = x[rows, at] + block.ls_1(attn.out_proj(a))
     return y + block.ls_2(block.mlp(block.ln_2(y)))
 
-# %% ../nbs/03_model.ipynb #00000019
+# %% ../nbs/03_model.ipynb #0000001a
+LEAN_BLOCKS = True  # run the blocks before the last with `full_block` (False: open_clip's own forward)
+
+
+def full_block(
+    block: nn.Module,  # a block for which `pooled_block_ok` holds (any other is simply called)
+    x: torch.Tensor,  # [N, L, D] the block's input
+    attn_mask: torch.Tensor | None = None,
+) -> torch.Tensor:  # [L, L] additive or boolean mask, as open_clip passes it (None: none)
+    "`block(x, attn_mask=attn_mask)`, computed in batch-first layout without `nn.MultiheadAttention`'s copies."
+    if not (LEAN_BLOCKS and pooled_block_ok(block)):
+        return block(x, attn_mask=attn_mask)
+    n, length, d = x.shape
+    attn = block.attn
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [N, L, 3D]
+    q, k, v = qkv.view(n, length, 3, heads, d // heads).permute(2, 0, 3, 1, 4).unbind(0)  # [N, H, L, D/H] views
+    if attn_mask is not None and attn_mask.dtype != torch.bool:
+        attn_mask = attn_mask.to(q.dtype)  # as nn.MultiheadAttention does (bf16 weights or autocast)
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    x = x + block.ls_1(attn.out_proj(a.transpose(1, 2).reshape(n, length, d)))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+# %% ../nbs/03_model.ipynb #0000001d
 def _fast_text_path(m) -> bool:
     "Whether `m`'s text tower is causal with argmax (end-of-text) pooling, so cutting texts is exact."
     return (
@@ -262,21 +285,28 @@ def _pooled_ok(transformer: nn.Module) -> bool:
     )
 
 
-def _text_tower(m, t: torch.Tensor, pooled: bool = True) -> torch.Tensor:
-    "Pooled, unprojected text features of token ids `t` already cut to their length."
+def _text_tower(m, t: torch.Tensor, pooled: bool = True, emb: torch.Tensor | None = None) -> torch.Tensor:
+    "Pooled, unprojected text features of token ids `t` already cut to their length (`emb`: their token embeddings)."
     length, cast = t.shape[1], m.transformer.get_cast_dtype()
-    x = m.token_embedding(t).to(cast) + m.positional_embedding[:length].to(cast)
+    emb = m.token_embedding(t) if emb is None else emb
+    x = emb.to(cast) + m.positional_embedding[:length].to(cast)
     mask, eot = m.attn_mask[:length, :length], t.argmax(dim=-1)
     if not (pooled and _pooled_ok(m.transformer)):
         x = m.ln_final(m.transformer(x, attn_mask=mask))
         return x[torch.arange(x.shape[0], device=x.device), eot]
     *blocks, last = m.transformer.resblocks
     for block in blocks:
-        x = block(x, attn_mask=mask)
+        x = full_block(block, x, mask)
     keys = torch.arange(length, device=t.device)[None, :] <= eot[:, None]  # the causal mask's row at end-of-text
     return m.ln_final(pooled_block(last, x, eot, keys))
 
-# %% ../nbs/03_model.ipynb #0000001a
+# %% ../nbs/03_model.ipynb #0000001e
+def _embed_groups(m, ids: list) -> list:  # token ids of each length group, [n_i, L_i]
+    "The token embeddings of every group, [n_i, L_i, D], from one lookup: one gradient of the table per step, not one per group."
+    flat = m.token_embedding(torch.cat([t.reshape(-1) for t in ids]))
+    return [e.view(*t.shape, -1) for e, t in zip(flat.split([t.numel() for t in ids]), ids)]
+
+
 def encode_tokens(
     model,  # an open_clip model (or ClipBundle, or wrapped)
     tokens: torch.Tensor,  # [N, context_length] token ids
@@ -290,7 +320,8 @@ def encode_tokens(
     if bucket and len(tokens) > 1:
         groups = length_buckets(tokens.argmax(dim=-1) + 1)
         rows = torch.cat([g for g, _ in groups]).to(tokens.device)
-        x = torch.cat([_text_tower(m, tokens[g.to(tokens.device), :cut], pooled) for g, cut in groups])
+        ids = [tokens[g.to(tokens.device), :cut] for g, cut in groups]
+        x = torch.cat([_text_tower(m, t, pooled, e) for t, e in zip(ids, _embed_groups(m, ids))])
         x = x[torch.empty_like(rows).scatter_(0, rows, torch.arange(len(rows), device=rows.device))]  # input order
     else:
         x = _text_tower(m, trim_tokens(tokens), pooled)
@@ -298,7 +329,7 @@ def encode_tokens(
         x = m.text_projection(x) if isinstance(m.text_projection, nn.Linear) else x @ m.text_projection
     return x
 
-# %% ../nbs/03_model.ipynb #0000001d
+# %% ../nbs/03_model.ipynb #00000021
 def _fast_vision_path(v) -> bool:
     "Whether `v` is open_clip's ViT pooling its class token with nothing after the blocks but `ln_post` and `proj`."
     return (
@@ -323,11 +354,11 @@ def encode_pixels(
     x = v._embeds(images)
     *blocks, last = v.transformer.resblocks
     for block in blocks:
-        x = block(x)
+        x = full_block(block, x)
     x = v.ln_post(pooled_block(last, x, torch.zeros(len(x), dtype=torch.long, device=x.device)))
     return x @ v.proj if v.proj is not None else x
 
-# %% ../nbs/03_model.ipynb #00000021
+# %% ../nbs/03_model.ipynb #00000025
 CHARS_PER_TOKEN = 16  # texts are cut to CHARS_PER_TOKEN * context_length characters before tokenising
 
 
@@ -366,7 +397,7 @@ class CappedTokenizer:
             raise AttributeError(name)
         return getattr(self.tokenizer, name)
 
-# %% ../nbs/03_model.ipynb #00000026
+# %% ../nbs/03_model.ipynb #0000002a
 TOKEN_CACHE_VERSION = 1  # bump when what a cached token file holds changes
 
 
@@ -411,7 +442,7 @@ def _texts_digest(identity: str, texts: list) -> str:
         h.update(len(b).to_bytes(8, "little") + b)
     return h.hexdigest()[:32]
 
-# %% ../nbs/03_model.ipynb #00000027
+# %% ../nbs/03_model.ipynb #0000002b
 def _read_tokens(path: Path, n: int, tokenizer) -> torch.Tensor | None:
     "The cached ids in `path` if they are what `tokenizer` gives `n` texts (shape, integer type, ids in the vocabulary), else None."
     try:
@@ -449,7 +480,7 @@ def tokenize_cached(
             torch.save(ids.to(torch.int32), f)
     return ids
 
-# %% ../nbs/03_model.ipynb #0000002b
+# %% ../nbs/03_model.ipynb #0000002f
 IMAGE_PREPROCESS = ("model", "paper")
 WEIGHT_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "pure_bf16", "pure_fp16")
 _WEIGHT_EXTS = (".bin", ".pt", ".pth", ".safetensors", ".npz", ".ckpt")
@@ -479,7 +510,7 @@ def _hub_offline_from_env():
         if C is not None:
             C.HF_HUB_OFFLINE = old
 
-# %% ../nbs/03_model.ipynb #0000002c
+# %% ../nbs/03_model.ipynb #00000030
 @contextlib.contextmanager
 def _drop_root_log(prefix: str, on: bool = True):
     "Drop root-logger records starting with `prefix` (open_clip logs through the root logger)."
@@ -513,7 +544,7 @@ def _weights_hint(name, what="a local weights file"):
         f"or a semclip checkpoint: create_model(checkpoint='/path/to/checkpoint.pt')."
     )
 
-# %% ../nbs/03_model.ipynb #0000002d
+# %% ../nbs/03_model.ipynb #00000031
 def _check_pretrained(name: str, pretrained: str | None):
     "Check a tag or file before open_clip tries to fetch it; return 'tag', 'file' or None."
     if pretrained is None or name.startswith(("hf-hub:", "local-dir:")):
@@ -554,7 +585,7 @@ def _final_cfg(name, image_size, context_length, model_kwargs) -> dict:
     cfg.update(model_kwargs)
     return _jsonable(cfg)
 
-# %% ../nbs/03_model.ipynb #0000002f
+# %% ../nbs/03_model.ipynb #00000033
 def _load_why(e: BaseException) -> str:
     "torch.load's complaint in one line, without its advice to retry with weights_only=False."
     m = re.search(r"WeightsUnpickler error:\s*([^\n]*\S)", str(e))
@@ -580,7 +611,7 @@ def _unreadable(e: BaseException) -> bool:
         or any(t in str(e) for t in ("PytorchStreamReader", "magic number"))
     )
 
-# %% ../nbs/03_model.ipynb #00000030
+# %% ../nbs/03_model.ipynb #00000034
 def _read_model_checkpoint(checkpoint, name: str | None, pretrained) -> dict:
     "The checked contents of a semclip checkpoint that `create_model` builds its model from."
     if pretrained is not None:
@@ -623,7 +654,7 @@ def _weights_error(e: Exception, kind: str | None, name: str, pretrained) -> tup
         ), True
     return None, False
 
-# %% ../nbs/03_model.ipynb #00000031
+# %% ../nbs/03_model.ipynb #00000035
 def _image_normalisation(image_preprocess: str, mean, std, resize_mode, pre_cfg: dict) -> tuple:
     "(mean, std, resize mode) of the images: the arguments, else the paper's (ImageNet, squash), else a checkpoint's."
     if image_preprocess == "paper":
@@ -660,7 +691,7 @@ def _make_bundle(
     )
     return bundle
 
-# %% ../nbs/03_model.ipynb #00000033
+# %% ../nbs/03_model.ipynb #00000037
 def _open_clip_model(
     name: str,
     tag: str | None,
@@ -689,7 +720,7 @@ def _checkpoint_settings(checkpoint, name, pretrained, kw: dict, image_preproces
         image_preprocess = ckpt.get("image_preprocess", image_preprocess)
     return ckpt, ckpt["model_name"], kw, ckpt.get("preprocess_cfg") or {}, image_preprocess
 
-# %% ../nbs/03_model.ipynb #00000034
+# %% ../nbs/03_model.ipynb #00000038
 def create_model(
     name: str | None = None,  # open_clip model name (default 'semclip-tiny'; with `checkpoint`, taken from the file)
     pretrained: str | None = None,  # a pretrained tag of `name`, a local weights file, or None for random init
@@ -749,14 +780,14 @@ def create_model(
         load_checkpoint(checkpoint, model=model, ckpt=ckpt)
     return bundle
 
-# %% ../nbs/03_model.ipynb #00000044
+# %% ../nbs/03_model.ipynb #00000048
 def count_parameters(model) -> dict:  # an nn.Module or ClipBundle
     "Parameter counts: total, trainable and frozen."
     ps = list(unwrap_model(model).parameters())
     tot, tr = sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
     return dict(total=tot, trainable=tr, frozen=tot - tr)
 
-# %% ../nbs/03_model.ipynb #00000046
+# %% ../nbs/03_model.ipynb #0000004a
 def _text_parts(m):
     "The text tower's (blocks, embedding params/modules) for CLIP and CustomTextCLIP."
     t = getattr(m, "text", m)
@@ -772,7 +803,7 @@ def _text_parts(m):
     ]
     return blocks, emb
 
-# %% ../nbs/03_model.ipynb #00000047
+# %% ../nbs/03_model.ipynb #0000004b
 def freeze(
     model,  # an open_clip model (or ClipBundle, or DDP-wrapped)
     vision: bool = True,  # freeze the whole image tower (paper default)
@@ -807,7 +838,7 @@ def freeze(
         print(f"trainable {c['trainable']:,} / frozen {c['frozen']:,} / total {c['total']:,} parameters")
     return c
 
-# %% ../nbs/03_model.ipynb #00000049
+# %% ../nbs/03_model.ipynb #0000004d
 def model_summary(bundle: ClipBundle) -> str:
     "One line: name, weights, parameters (trainable), image size, context length, embed dim."
     c = count_parameters(bundle.model)
@@ -817,7 +848,7 @@ def model_summary(bundle: ClipBundle) -> str:
         f"image {bundle.image_size} px, context {bundle.context_length} tokens, embed dim {bundle.model_cfg['embed_dim']}"
     )
 
-# %% ../nbs/03_model.ipynb #0000004e
+# %% ../nbs/03_model.ipynb #00000052
 CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "semclip-checkpoint", 2  # 2: content_sha256 (version 1 files load, unverified)
 
 
@@ -846,7 +877,7 @@ def checkpoint_digest(ckpt: dict) -> str:  # a checkpoint as saved or loaded
     _digest(h, {k: v for k, v in ckpt.items() if k != "content_sha256"})
     return h.hexdigest()
 
-# %% ../nbs/03_model.ipynb #00000051
+# %% ../nbs/03_model.ipynb #00000055
 _MISSING = object()
 _OPTIONAL = dict(
     model_cfg=dict,
@@ -878,7 +909,7 @@ def _malformed(path, field: str, want: str, v=_MISSING) -> CheckpointError:
         f"written by semclip's save_checkpoint"
     )
 
-# %% ../nbs/03_model.ipynb #00000052
+# %% ../nbs/03_model.ipynb #00000056
 def _check_rng(path, rng: dict):
     "The three generator states `rng_state` writes: python (3 items), numpy (5 items), torch (a uint8 tensor)."
     py, npy, tch = rng.get("python"), rng.get("numpy"), rng.get("torch")
@@ -892,7 +923,7 @@ def _check_rng(path, rng: dict):
     ):
         raise _malformed(path, "rng", "the python, numpy and torch generator states of semclip.core.rng_state()", rng)
 
-# %% ../nbs/03_model.ipynb #00000053
+# %% ../nbs/03_model.ipynb #00000057
 def check_checkpoint(
     ckpt: dict,  # a loaded semclip checkpoint
     path,
@@ -929,7 +960,7 @@ def check_checkpoint(
         raise _malformed(path, "content_sha256", "a sha256 hex digest", h)
     return ckpt
 
-# %% ../nbs/03_model.ipynb #00000056
+# %% ../nbs/03_model.ipynb #0000005a
 def _plain(x, where: str):
     "`x` as data `torch.load(weights_only=True)` accepts; raise a CheckpointError naming `where` otherwise."
     if x is None or type(x) in (bool, int, float, str, bytes) or isinstance(x, (torch.Tensor, torch.dtype, torch.Size)):
@@ -966,7 +997,7 @@ def _plain(x, where: str):
 def _meta(model) -> dict:
     return getattr(unwrap_model(model), "_semclip_meta", None) or {}
 
-# %% ../nbs/03_model.ipynb #00000057
+# %% ../nbs/03_model.ipynb #0000005b
 def save_checkpoint(
     path,  # the file to write (its directory is created)
     *,
@@ -1010,7 +1041,7 @@ def save_checkpoint(
         torch.save(ck, f)
     return path
 
-# %% ../nbs/03_model.ipynb #00000059
+# %% ../nbs/03_model.ipynb #0000005d
 def _cfg_diff(a, b, prefix=""):
     "Dotted keys where the nested dicts `a` and `b` differ, with both values."
     if isinstance(a, dict) and isinstance(b, dict):
@@ -1047,7 +1078,7 @@ def _read_checkpoint(path: Path, map_location) -> dict:
         )
     return ckpt
 
-# %% ../nbs/03_model.ipynb #0000005a
+# %% ../nbs/03_model.ipynb #0000005e
 def _check_optimizer_state(optimizer, path):
     "Every state tensor of a parameter (AdamW's moments, ...) must have the parameter's shape."
     for g in optimizer.param_groups:
@@ -1075,7 +1106,7 @@ def _restore(obj, key: str, ckpt: dict, path):
     if key == "optimizer":
         _check_optimizer_state(obj, path)
 
-# %% ../nbs/03_model.ipynb #0000005b
+# %% ../nbs/03_model.ipynb #0000005f
 def load_checkpoint(
     path,  # a file written by `save_checkpoint`
     model=None,  # restore the weights into this model (nn.Module, wrapped, or ClipBundle)
