@@ -460,6 +460,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                'semclip.model.ClipBundle.encode_images': ('model.html#clipbundle.encode_images', 'semclip/model.py'),
                                'semclip.model.ClipBundle.encode_texts': ('model.html#clipbundle.encode_texts', 'semclip/model.py'),
                                'semclip.model.ClipBundle.image_size': ('model.html#clipbundle.image_size', 'semclip/model.py'),
+                               'semclip.model._bpe_digest': ('model.html#_bpe_digest', 'semclip/model.py'),
                                'semclip.model._cfg_diff': ('model.html#_cfg_diff', 'semclip/model.py'),
                                'semclip.model._check_model_name': ('model.html#_check_model_name', 'semclip/model.py'),
                                'semclip.model._check_optimizer_state': ('model.html#_check_optimizer_state', 'semclip/model.py'),

@@ -410,16 +410,29 @@ def _fn_name(f) -> list | None:
     return [getattr(f, "__module__", None), getattr(f, "__qualname__", type(f).__name__)]
 
 
+def _bpe_digest(inner) -> str:
+    "A digest of a `SimpleTokenizer`'s vocabulary and merge ranks (another BPE file of the same size differs here)."
+    h = hashlib.sha256()
+    for k, v in sorted(inner.encoder.items(), key=lambda kv: kv[1]):
+        h.update(f"{v}\t{k}\n".encode("utf-8", "surrogatepass"))
+    for (a, b), r in sorted(inner.bpe_ranks.items(), key=lambda kv: kv[1]):
+        h.update(f"{r}\t{a} {b}\n".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:24]
+
+
 def tokenizer_identity(tokenizer) -> str | None:  # usually a bundle's `tokenizer`
     "What the ids of a `CappedTokenizer` around open_clip's `SimpleTokenizer` depend on, as a string (None for any other tokenizer)."
     inner = tokenizer.tokenizer if isinstance(tokenizer, CappedTokenizer) else None
     if type(inner) is not open_clip.tokenizer.SimpleTokenizer:
         return None
+    bpe = inner.__dict__.get("_semclip_bpe_digest")  # computed once per tokenizer (some 0.1 s)
+    if bpe is None:
+        bpe = inner.__dict__["_semclip_bpe_digest"] = _bpe_digest(inner)
     return json.dumps(
         dict(
             version=TOKEN_CACHE_VERSION,
             open_clip=open_clip.__version__,
-            vocab=inner.vocab_size,
+            bpe=bpe,
             special=[inner.sot_token_id, inner.eot_token_id],
             context_length=inner.context_length,
             max_chars=tokenizer.max_chars,
