@@ -28,8 +28,8 @@ __all__ = ['ARMS', 'FINETUNE_ARMS', 'ARM_LABELS', 'PRECISIONS', 'DATASET_HINTS',
            'DatasetNotFoundError', 'UnsafePathError', 'CheckpointError', 'WeightsUnavailableError', 'RunInUseError',
            'check_choice', 'check_number', 'seed_everything', 'rng_state', 'set_rng_state', 'get_device',
            'resolve_precision', 'autocast', 'project_root', 'data_root', 'runs_root', 'portable_path',
-           'dataset_not_found', 'safe_join', 'safe_join_all', 'atomic_write', 'write_json', 'file_hash',
-           'unsafe_pickle_global', 'RunLock', 'cli_main']
+           'dataset_not_found', 'safe_join', 'safe_join_all', 'atomic_write', 'write_json', 'file_hash', 'read_cache',
+           'write_cache', 'unsafe_pickle_global', 'RunLock', 'cli_main']
 
 # %% ../nbs/00_core.ipynb #00000006
 class SemclipError(Exception):
@@ -431,6 +431,28 @@ def file_hash(path, n: int = 16) -> str:  # the file, and how many hex digits to
     return h.hexdigest()[:n]
 
 # %% ../nbs/00_core.ipynb #00000040
+def read_cache(path, valid) -> object | None:  # a cache file (None: no cache), and the check its content must pass
+    "What the cache file `path` holds, if `valid(content)`; None where it is missing, unreadable or fails the check."
+    if path is None:
+        return None
+    import torch
+
+    try:
+        x = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # missing, truncated, or not plain tensor data: computed again
+        return None
+    return x if valid(x) else None
+
+
+def write_cache(path, x):  # a cache file (None: no cache), and the tensors to keep
+    "Keep `x` at `path` for `read_cache`, atomically (its folders made)."
+    if path is not None:
+        import torch
+
+        with atomic_write(path, "wb") as f:
+            torch.save(x, f)
+
+# %% ../nbs/00_core.ipynb #00000043
 _re_global = re.compile(r"(?i)unsupported global:?\s*(?:GLOBAL\s+)?([\w.]+)")
 
 
@@ -439,7 +461,7 @@ def unsafe_pickle_global(exc: BaseException) -> str | None:
     m = _re_global.search(str(exc))
     return m.group(1) if m else None
 
-# %% ../nbs/00_core.ipynb #00000043
+# %% ../nbs/00_core.ipynb #00000046
 class RunLock:
     "An advisory lock on a folder (`folder/.lock`, `fcntl.flock`): a context manager; a second holder gets `RunInUseError`."
 
@@ -447,7 +469,7 @@ class RunLock:
         self.path = Path(folder)
         self.lock_file, self._fd = self.path / ".lock", None
 
-# %% ../nbs/00_core.ipynb #00000044
+# %% ../nbs/00_core.ipynb #00000047
 @patch
 def _holder(self: RunLock, fd) -> str:
     try:
@@ -485,7 +507,7 @@ def acquire(self: RunLock) -> RunLock:
     self._fd = fd
     return self
 
-# %% ../nbs/00_core.ipynb #00000045
+# %% ../nbs/00_core.ipynb #00000048
 @patch
 def release(self: RunLock):
     "Let go of the lock (the `.lock` file stays: it is the open file that locks, not the file's existence)."
@@ -517,7 +539,7 @@ def __exit__(self: RunLock, *exc):
 def __repr__(self: RunLock):
     return f"RunLock('{self.path}', locked={self.locked})"
 
-# %% ../nbs/00_core.ipynb #00000049
+# %% ../nbs/00_core.ipynb #0000004c
 _INPUT_OSERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _INPUT_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.ENAMETOOLONG}
 

@@ -28,7 +28,9 @@ from semclip.core import (
     data_root,
     file_hash,
     get_device,
+    read_cache,
     runs_root,
+    write_cache,
     write_json,
 )
 
@@ -687,11 +689,7 @@ def _image_cache(cache_dir, bundle, dataset, paths, batch_size: int, precision: 
         return None, None
     key = image_features_key(visual, paths, dataset.transform, batch_size, precision, _model_device(bundle))
     path = Path(cache_dir) / f"{key}.pt"
-    try:
-        feats = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # missing or unreadable: computed again, and written over
-        return path, None
-    return path, (feats if torch.is_tensor(feats) and feats.shape[0] == len(paths) else None)
+    return path, read_cache(path, lambda f: torch.is_tensor(f) and f.shape[0] == len(paths))  # else computed again
 
 
 def _write_image_cache(path, feats: torch.Tensor, dataset, num_workers: int):
@@ -699,9 +697,7 @@ def _write_image_cache(path, feats: torch.Tensor, dataset, num_workers: int):
     if path is None:
         return
     if dataset.on_bad_sample == "raise" or (num_workers == 0 and not dataset.skipped):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            torch.save(feats, f)
+        write_cache(path, feats)
 
 # %% ../nbs/06_eval.ipynb #00000058
 def _embedding_cache_file(cache_dir, cache_key: str | None) -> Path | None:

@@ -42,6 +42,8 @@ from semclip.core import (
     atomic_write,
     unsafe_pickle_global,
     runs_root,
+    read_cache,
+    write_cache,
 )
 
 # %% auto #0
@@ -458,17 +460,16 @@ def _texts_digest(identity: str, texts: list) -> str:
 # %% ../nbs/03_model.ipynb #0000002b
 def _read_tokens(path: Path, n: int, tokenizer) -> torch.Tensor | None:
     "The cached ids in `path` if they are what `tokenizer` gives `n` texts (shape, integer type, ids in the vocabulary), else None."
-    try:
-        t = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # missing, truncated or not a tensor file: tokenise again
-        return None
-    ok = (
-        torch.is_tensor(t)
-        and t.dtype == torch.int32
-        and tuple(t.shape) == (n, tokenizer.context_length)
-        and (n == 0 or (int(t.min()) >= 0 and int(t.max()) < tokenizer.vocab_size))
+    t = read_cache(
+        path,
+        lambda t: (
+            torch.is_tensor(t)
+            and t.dtype == torch.int32
+            and tuple(t.shape) == (n, tokenizer.context_length)
+            and (n == 0 or (int(t.min()) >= 0 and int(t.max()) < tokenizer.vocab_size))
+        ),
     )
-    return t.long() if ok else None
+    return None if t is None else t.long()
 
 
 def tokenize_cached(
@@ -488,9 +489,7 @@ def tokenize_cached(
     ids = _read_tokens(path, len(texts), tokenizer)
     if ids is None:
         ids = tokenizer(texts)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            torch.save(ids.to(torch.int32), f)
+        write_cache(path, ids.to(torch.int32))
     return ids
 
 # %% ../nbs/03_model.ipynb #0000002f

@@ -35,6 +35,8 @@ from semclip.core import (
     runs_root,
     write_json,
     atomic_write,
+    read_cache,
+    write_cache,
     RunLock,
 )
 from .cli import TrainParams, command_line
@@ -397,13 +399,9 @@ def frozen_image_features(
 
     key = image_feature_key(model, data, device, precision, field)
     path = runs_root() / ".cache" / "image_features" / f"{key}.pt" if cache else None
-    if path is not None and path.exists():
-        try:
-            feats = torch.load(path, map_location="cpu", weights_only=True)
-            if torch.is_tensor(feats) and feats.shape[0] == len(data):
-                return feats
-        except Exception:
-            pass  # unreadable: recompute and overwrite
+    feats = read_cache(path, lambda f: torch.is_tensor(f) and f.shape[0] == len(data))  # else recomputed, written over
+    if feats is not None:
+        return feats
     if field == "image":
         images = data.images if data.images is not None else load_images(data.source, progress=progress)
     else:
@@ -413,10 +411,7 @@ def frozen_image_features(
             else load_images(data.negation_source, progress=progress)
         )
     feats = encode_images_once(model, images, device=device, precision=precision, progress=progress).cpu()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(path, "wb") as f:
-            torch.save(feats, f)
+    write_cache(path, feats)
     return feats
 
 # %% ../nbs/05_train.ipynb #00000035
