@@ -39,8 +39,9 @@ __all__ = ['CONDITIONS', 'VARIANTS', 'WARM_FIGURES', 'PAPER_CCNEG', 'PAPER_BESID
            'experiment_notebook', 'ipc_kernel_manager', 'execute', 'by_priority', 'umap_compiled', 'warm_figures',
            'run_steps', 'last_logged_step', 'PlanProgress', 'plan_summary', 'run_grid', 'collect', 'aggregate',
            'format_table', 'image_side_columns', 'write_tables', 'study_plan', 'conditions_table',
-           'conditions_markdown', 'write_conditions', 'git_revision', 'compare_to_reference', 'comparison_markdown',
-           'write_comparison', 'write_provenance', 'reproduce', 'reproduce_command', 'cli']
+           'conditions_markdown', 'write_conditions', 'git_revision', 'matmul_gflops', 'compare_to_reference',
+           'comparison_markdown', 'write_comparison', 'probe_words', 'write_provenance', 'reproduce',
+           'reproduce_command', 'cli']
 
 # %% ../nbs/08_reproduce.ipynb #00000006
 CONDITIONS = ((0.0, 0.0), (0.0, 0.3), (0.3, 0.0), (0.3, 0.3))  # (pretrain, finetune) negation shares of the study
@@ -890,7 +891,24 @@ def git_revision() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
-# %% ../nbs/08_reproduce.ipynb #00000049
+# %% ../nbs/08_reproduce.ipynb #00000048
+def matmul_gflops(
+    n: int = 2048,  # the matrices' size (n x n, float32)
+    repeats: int = 5,
+) -> float:  # products timed after a warm-up; the fastest counts
+    "This machine's fp32 matrix-product speed now, in GFLOP/s, on the cores numpy's BLAS uses (all of them by default)."
+    n, repeats = check_number("n", n, min=16), check_number("repeats", repeats, min=1)
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+    a @ b  # warm-up: the BLAS threads started, the pages touched
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return round(2 * n**3 / best / 1e9, 1)
+
+# %% ../nbs/08_reproduce.ipynb #0000004c
 _NOT_METRICS = re.compile(r"(^|_)(n|seed|ties)($|_|/)|^n_|_n/|_n$|neg_n")
 
 
@@ -937,7 +955,7 @@ def compare_to_reference(
             )
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000004a
+# %% ../nbs/08_reproduce.ipynb #0000004d
 def comparison_markdown(cmp: pd.DataFrame) -> str:
     "A short report of `compare_to_reference`: the summary line, then the cells outside the reference's seed range."
     if cmp.empty:
@@ -960,7 +978,7 @@ def comparison_markdown(cmp: pd.DataFrame) -> str:
         head + "\n| arm | metric | new | reference | difference | reference range |\n|---|---|---|---|---|---|\n" + rows
     )
 
-# %% ../nbs/08_reproduce.ipynb #0000004d
+# %% ../nbs/08_reproduce.ipynb #00000050
 def write_comparison(
     fig: Path,  # the new run's tables (its per_seed.csv)
     reference: Path,
@@ -975,6 +993,14 @@ def write_comparison(
     return md
 
 
+def probe_words(prov: dict) -> str:  # a provenance note (`_provenance`)
+    "The machine's speed during a grid, as words that follow its wall time ('' for a note without the probe)."
+    g = prov.get("matmul_gflops") or {}
+    if g.get("before") is None or g.get("after") is None:
+        return ""
+    return f" (fp32 matmul probe: {g['before']:.0f} GFLOP/s before the runs, {g['after']:.0f} after)"
+
+
 def write_provenance(
     fig: Path,  # where the tables are
     suffix: str,  # '' for the default grid, '_conditions' for the study
@@ -985,13 +1011,13 @@ def write_provenance(
     write_json(fig / f"provenance{suffix}.json", prov)
     head = (
         f"Made by `{prov['command']}` at git revision `{prov['git_revision']}` on {prov['finished']}, "
-        f"{prov['wall_seconds'] / 60:.1f} min wall time on {prov['cpus']} CPU cores.\n\n"
+        f"{prov['wall_seconds'] / 60:.1f} min wall time on {prov['cpus']} CPU cores{probe_words(prov)}.\n\n"
     )
     rows = "".join(f"| {r} | {s} | {t} |\n" for r, s, t in zip(status.run, status.status, status.seconds))
     with atomic_write(fig / f"runs{suffix}.md", "w") as f:
         f.write(head + "| run | status | seconds |\n|---|---|---|\n" + rows)
 
-# %% ../nbs/08_reproduce.ipynb #0000004f
+# %% ../nbs/08_reproduce.ipynb #00000052
 def _grid_runs(
     dataset: str,
     arms,
@@ -1044,7 +1070,7 @@ def _grid_runs(
                 r.params["steps"] = pretrain_steps
     return runs
 
-# %% ../nbs/08_reproduce.ipynb #00000052
+# %% ../nbs/08_reproduce.ipynb #00000055
 def _write_results(
     root: Path, fig: Path, dataset: str, arms, study: str | None, reference: Path | None, compare: bool
 ) -> dict:
@@ -1056,7 +1082,7 @@ def _write_results(
         tables["comparison with the committed reference (comparison.md)"] = write_comparison(fig, reference)
     return tables
 
-# %% ../nbs/08_reproduce.ipynb #00000053
+# %% ../nbs/08_reproduce.ipynb #00000056
 def _output_dirs(dataset: str, runs_dir, figures_dir, update_reference: bool, study: str | None) -> tuple:
     "(runs folder, the committed reference or None, where tables and figures go, whether to compare with the reference)."
     root = Path(runs_dir) if runs_dir else runs_root() / dataset
@@ -1069,13 +1095,16 @@ def _output_dirs(dataset: str, runs_dir, figures_dir, update_reference: bool, st
     return root, reference, fig, compare
 
 
-def _provenance(command: str, revision: str, secs: float, root: Path, jobs: int, runs: list, status) -> dict:
+def _provenance(
+    command: str, revision: str, secs: float, gflops: dict, root: Path, jobs: int, runs: list, status
+) -> dict:
     "What provenance.json says about a finished grid: command, code revision, time, machine and the failed runs."
     return dict(
         command=command,
         git_revision=revision,
         finished=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         wall_seconds=round(secs, 1),
+        matmul_gflops=gflops,
         runs_dir=portable_path(root),
         cpus=os.cpu_count(),
         jobs=jobs,
@@ -1083,7 +1112,7 @@ def _provenance(command: str, revision: str, secs: float, root: Path, jobs: int,
         failed=[r for r, s_ in zip(status.run, status.status) if not s_.startswith(("done", "skipped"))],
     )
 
-# %% ../nbs/08_reproduce.ipynb #00000054
+# %% ../nbs/08_reproduce.ipynb #00000057
 def reproduce(
     dataset: str = "synthneg",  # registered dataset name
     seeds: int = 1,  # number of seeds (42, 43, ...)
@@ -1111,6 +1140,7 @@ def reproduce(
     seeds, jobs = check_number("seeds", seeds, min=1), check_number("jobs", jobs, min=1)
     threads = check_number("threads", threads, min=1, allow_none=True)
     t0, revision = time.time(), git_revision()  # the code that runs, read before the run writes its own outputs
+    gflops = dict(before=matmul_gflops())  # the machine's speed, written beside the wall time
     root, reference, fig, compare = _output_dirs(dataset, runs_dir, figures_dir, update_reference, study)
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
@@ -1128,12 +1158,13 @@ def reproduce(
             warmer.wait()
         tables = _write_results(root, fig, dataset, arms, study, reference, compare)
         secs = time.time() - t0
+        gflops["after"] = matmul_gflops()
         command = command or f"semclip-reproduce --dataset {dataset} --seeds {seeds}"
-        prov = _provenance(command, revision, secs, root, jobs, runs, status)
+        prov = _provenance(command, revision, secs, gflops, root, jobs, runs, status)
         write_provenance(fig, "" if study is None else f"_{study}", prov, status)
     return dict(status=status, tables=tables, seconds=secs, figures_dir=fig, provenance=prov)
 
-# %% ../nbs/08_reproduce.ipynb #00000058
+# %% ../nbs/08_reproduce.ipynb #0000005b
 def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.cli)
     "The body of `semclip-reproduce`: run the grid, print the status and the tables."
     from semclip.cli import command_line
@@ -1143,7 +1174,10 @@ def reproduce_command(a):  # the parsed arguments of semclip-reproduce (semclip.
     print(res["status"].to_string(index=False))
     for name, md in res["tables"].items():
         print(f"\n{name}\n{md}")
-    print(f"\n{plan_summary(res['status'], res['seconds'])}; tables, figures and provenance in {res['figures_dir']}")
+    print(
+        f"\n{plan_summary(res['status'], res['seconds'])}{probe_words(res['provenance'])}; "
+        f"tables, figures and provenance in {res['figures_dir']}"
+    )
     if res["provenance"]["failed"]:
         sys.exit(
             f"semclip-reproduce: {len(res['provenance']['failed'])} run(s) failed: {', '.join(res['provenance']['failed'])}"

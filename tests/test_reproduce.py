@@ -6,6 +6,7 @@
 """
 
 import os
+import json
 import re
 import sys
 import signal
@@ -72,6 +73,9 @@ def test_reduced_grid_writes_tables_and_figures(first_run):
     assert {"umap_shift.png", "gap_distribution.png", "training_curves.png", "provenance.json", "runs.md"} <= {
         p.name for p in fig.iterdir()
     }
+    prov = json.loads((fig / "provenance.json").read_text())  # the machine's speed beside the wall time
+    assert all(prov["matmul_gflops"][k] > 0 for k in ("before", "after")), prov
+    assert "GFLOP/s before the runs" in (fig / "runs.md").read_text().split("\n", 1)[0]
     runs = first_run / "a" / "synthneg"  # each number traces back to an executed notebook:
     assert (runs / "pretrain" / "seed42" / "eval" / "06_eval.ipynb").exists()  # the stand-in's evaluation run
     for arm in ("baseline", "semclip"):  # a fine-tuned checkpoint is evaluated in the kernel that trained it
@@ -110,8 +114,6 @@ def test_killed_driver_resumes_and_tables_are_identical(first_run):
 
 def test_evaluation_in_the_training_kernel_equals_semclip_eval(first_run):
     "The grid evaluates a fine-tuned checkpoint where it was trained; semclip-eval on the same file gives the same metrics."
-    import json
-
     run = first_run / "a" / "synthneg" / "semclip" / "seed42"
     out = first_run / "separate-eval"
     main = "import sys; from semclip.cli import eval_main; eval_main(sys.argv[1:])"

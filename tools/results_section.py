@@ -50,8 +50,10 @@ def _cell(table: pd.DataFrame, arm: str, column: str) -> str:
 
 def _made_by(provenance: Path) -> str:
     "'Made by `command` at git revision `rev` in N min.' from a provenance file that semclip-reproduce wrote."
+    from semclip.reproduce import probe_words  # the machine's speed beside the time, when the run measured it
+
     p = json.loads(provenance.read_text())
-    minutes = f" in {p['wall_seconds'] / 60:.1f} min" if p.get("wall_seconds") else ""
+    minutes = f" in {p['wall_seconds'] / 60:.1f} min{probe_words(p)}" if p.get("wall_seconds") else ""
     return f"Made by `{p.get('command', '?')}` at git revision `{p.get('git_revision', '?')}`{minutes}."
 
 
