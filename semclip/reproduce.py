@@ -1140,11 +1140,11 @@ def reproduce(
     seeds, jobs = check_number("seeds", seeds, min=1), check_number("jobs", jobs, min=1)
     threads = check_number("threads", threads, min=1, allow_none=True)
     t0, revision = time.time(), git_revision()  # the code that runs, read before the run writes its own outputs
-    gflops = dict(before=matmul_gflops())  # the machine's speed, written beside the wall time
     root, reference, fig, compare = _output_dirs(dataset, runs_dir, figures_dir, update_reference, study)
     over = {k: v for k, v in dict(steps=steps, max_train=max_train, batch_size=batch_size).items() if v is not None}
     eover = {} if eval_max_samples is None else dict(max_samples=eval_max_samples)
     with RunLock(root):  # one driver per runs folder: a second one is told who holds it
+        gflops = dict(before=matmul_gflops())  # the machine's speed, written beside the wall time
         runs = _grid_runs(
             dataset, arms, tuple(42 + i for i in range(seeds)), root, fig, study, model, pretrained,
             train_overrides=over, eval_overrides=eover, jobs=jobs, threads=threads, remedy=remedy,
